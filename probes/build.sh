@@ -1,0 +1,38 @@
+#!/usr/bin/env bash
+# Rebuilds the committed BPF object probes/edgearmor-probes.bpf.o from source with the
+# pinned nightly and bpf-linker. `--check` rebuilds into a temporary file and fails when
+# the committed bytes differ (CI uses it to catch a stale object).
+set -euo pipefail
+here=$(cd "$(dirname "$0")" && pwd)
+repo=$(cd "$here/.." && pwd)
+object="$here/edgearmor-probes.bpf.o"
+expected_rustc="rustc 1.97.0-nightly (e50aa6fba 2026-05-19)"
+
+cd "$here/bpf"
+actual_rustc=$(rustc -V)
+if [ "$actual_rustc" != "$expected_rustc" ]; then
+    echo "probes/build.sh: need '$expected_rustc' (pinned in probes/bpf/rust-toolchain.toml), found '$actual_rustc'" >&2
+    exit 1
+fi
+command -v bpf-linker >/dev/null || { echo "probes/build.sh: bpf-linker not installed (scripts/install-deps.sh)" >&2; exit 1; }
+
+# Source paths end up in the object (panic locations); map them to fixed names so the
+# bytes do not depend on where the checkout or the cargo home lives.
+cargo_home=${CARGO_HOME:-$HOME/.cargo}
+export RUSTFLAGS="--remap-path-prefix=$repo=/edgearmor --remap-path-prefix=$cargo_home=/cargo -C debuginfo=0"
+export CARGO_TARGET_DIR="$here/bpf/target"
+cargo build --release --locked --target bpfel-unknown-none -Z build-std=core -q
+built="$CARGO_TARGET_DIR/bpfel-unknown-none/release/edgearmor-probes"
+
+if [ "${1:-}" = "--check" ]; then
+    if ! cmp -s "$built" "$object"; then
+        echo "probes/build.sh: committed $object is stale: rebuild with probes/build.sh and commit it" >&2
+        echo "  committed: $(sha256sum < "$object")" >&2
+        echo "  rebuilt:   $(sha256sum < "$built")" >&2
+        exit 1
+    fi
+    echo "probes: committed BPF object matches its source ($(sha256sum "$object" | cut -c1-16))"
+else
+    cp "$built" "$object"
+    echo "probes: wrote $object ($(stat -c %s "$object") bytes, sha256 $(sha256sum "$object" | cut -c1-16))"
+fi
