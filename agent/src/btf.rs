@@ -1,0 +1,445 @@
+//! Just enough of a BTF reader to answer two questions about the running kernel:
+//! where a struct member lives (the probes get these offsets as globals instead of
+//! CO-RE relocations) and whether a function exists (is BPF-LSM built in?).
+//!
+//! Format: `Documentation/bpf/btf.rst`. Every read is bounds-checked; a truncated or
+//! corrupt blob is an error naming the type id where parsing stopped.
+
+use std::collections::HashMap;
+use std::fmt;
+
+use edgearmor_probe_abi::KernelOffsets;
+
+const BTF_MAGIC: u16 = 0xeb9f;
+
+const KIND_INT: u32 = 1;
+const KIND_ARRAY: u32 = 3;
+const KIND_STRUCT: u32 = 4;
+const KIND_UNION: u32 = 5;
+const KIND_ENUM: u32 = 6;
+const KIND_TYPEDEF: u32 = 8;
+const KIND_VOLATILE: u32 = 9;
+const KIND_CONST: u32 = 10;
+const KIND_RESTRICT: u32 = 11;
+const KIND_FUNC: u32 = 12;
+const KIND_FUNC_PROTO: u32 = 13;
+const KIND_VAR: u32 = 14;
+const KIND_DATASEC: u32 = 15;
+const KIND_DECL_TAG: u32 = 17;
+const KIND_TYPE_TAG: u32 = 18;
+const KIND_ENUM64: u32 = 19;
+
+#[derive(Debug, PartialEq, Eq)]
+pub enum BtfError {
+    /// The blob is shorter than its header or a section it declares.
+    Truncated {
+        what: &'static str,
+    },
+    BadMagic(u16),
+    /// A type record has a kind this reader does not know how to skip.
+    UnknownKind {
+        type_id: u32,
+        kind: u32,
+    },
+    /// The struct is not in the kernel's BTF.
+    NoStruct(String),
+    /// The struct has no such member (searched through anonymous members too).
+    NoMember {
+        strukt: String,
+        member: String,
+    },
+    /// The member is a bitfield or not byte-aligned.
+    NotByteAligned {
+        strukt: String,
+        member: String,
+    },
+}
+
+impl fmt::Display for BtfError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            BtfError::Truncated { what } => write!(f, "BTF is truncated in its {what}"),
+            BtfError::BadMagic(m) => {
+                write!(f, "not BTF: magic {m:#06x}, expected {BTF_MAGIC:#06x}")
+            }
+            BtfError::UnknownKind { type_id, kind } => {
+                write!(f, "BTF type {type_id} has unknown kind {kind}")
+            }
+            BtfError::NoStruct(s) => write!(f, "kernel BTF has no `struct {s}`"),
+            BtfError::NoMember { strukt, member } => {
+                write!(f, "kernel BTF: `struct {strukt}` has no member `{member}`")
+            }
+            BtfError::NotByteAligned { strukt, member } => {
+                write!(
+                    f,
+                    "kernel BTF: `struct {strukt}.{member}` is not byte-aligned"
+                )
+            }
+        }
+    }
+}
+
+impl std::error::Error for BtfError {}
+
+struct Member {
+    name_off: u32,
+    type_id: u32,
+    bit_offset: u32,
+}
+
+struct TypeRecord {
+    kind: u32,
+    name_off: u32,
+    /// `size` or `type` depending on the kind.
+    size_or_type: u32,
+    members: Vec<Member>,
+}
+
+/// A parsed kernel BTF blob (`/sys/kernel/btf/vmlinux`).
+pub struct KernelBtf {
+    strings: Vec<u8>,
+    /// Index 0 is the implicit `void`.
+    types: Vec<TypeRecord>,
+    structs_by_name: HashMap<String, u32>,
+    funcs: HashMap<String, u32>,
+}
+
+struct Cursor<'a> {
+    bytes: &'a [u8],
+    pos: usize,
+}
+
+impl Cursor<'_> {
+    fn u32(&mut self, what: &'static str) -> Result<u32, BtfError> {
+        let end = self
+            .pos
+            .checked_add(4)
+            .ok_or(BtfError::Truncated { what })?;
+        let b = self
+            .bytes
+            .get(self.pos..end)
+            .ok_or(BtfError::Truncated { what })?;
+        self.pos = end;
+        Ok(u32::from_le_bytes([b[0], b[1], b[2], b[3]]))
+    }
+
+    fn skip(&mut self, n: usize, what: &'static str) -> Result<(), BtfError> {
+        let end = self
+            .pos
+            .checked_add(n)
+            .ok_or(BtfError::Truncated { what })?;
+        if end > self.bytes.len() {
+            return Err(BtfError::Truncated { what });
+        }
+        self.pos = end;
+        Ok(())
+    }
+}
+
+impl KernelBtf {
+    /// Parses a little-endian BTF blob.
+    pub fn parse(blob: &[u8]) -> Result<Self, BtfError> {
+        let header = blob
+            .get(..24)
+            .ok_or(BtfError::Truncated { what: "header" })?;
+        let word =
+            |i: usize| u32::from_le_bytes([header[i], header[i + 1], header[i + 2], header[i + 3]]);
+        let magic = u16::from_le_bytes([header[0], header[1]]);
+        if magic != BTF_MAGIC {
+            return Err(BtfError::BadMagic(magic));
+        }
+        let hdr_len = word(4) as usize;
+        let (type_off, type_len) = (word(8) as usize, word(12) as usize);
+        let (str_off, str_len) = (word(16) as usize, word(20) as usize);
+        let section = |off: usize, len: usize, what| {
+            let start = hdr_len
+                .checked_add(off)
+                .ok_or(BtfError::Truncated { what })?;
+            let end = start.checked_add(len).ok_or(BtfError::Truncated { what })?;
+            blob.get(start..end).ok_or(BtfError::Truncated { what })
+        };
+        let type_bytes = section(type_off, type_len, "type section")?;
+        let strings = section(str_off, str_len, "string section")?.to_vec();
+
+        let mut types = vec![TypeRecord {
+            kind: 0,
+            name_off: 0,
+            size_or_type: 0,
+            members: Vec::new(),
+        }];
+        let mut cur = Cursor {
+            bytes: type_bytes,
+            pos: 0,
+        };
+        while cur.pos < type_bytes.len() {
+            let type_id = types.len() as u32;
+            let name_off = cur.u32("type record")?;
+            let info = cur.u32("type record")?;
+            let size_or_type = cur.u32("type record")?;
+            let kind = (info >> 24) & 0x1f;
+            let vlen = (info & 0xffff) as usize;
+            let kind_flag = info >> 31 == 1;
+            let mut members = Vec::new();
+            match kind {
+                KIND_STRUCT | KIND_UNION => {
+                    for _ in 0..vlen {
+                        let name_off = cur.u32("struct member")?;
+                        let type_id = cur.u32("struct member")?;
+                        let raw = cur.u32("struct member")?;
+                        // With kind_flag the top 8 bits are a bitfield size.
+                        let bit_offset = if kind_flag { raw & 0x00ff_ffff } else { raw };
+                        let bitfield = kind_flag && raw >> 24 != 0;
+                        members.push(Member {
+                            name_off,
+                            type_id,
+                            bit_offset: if bitfield { u32::MAX } else { bit_offset },
+                        });
+                    }
+                }
+                KIND_INT | KIND_VAR | KIND_DECL_TAG => cur.skip(4, "type record")?,
+                KIND_ARRAY => cur.skip(12, "array record")?,
+                KIND_ENUM | KIND_FUNC_PROTO => cur.skip(8 * vlen, "enum/proto record")?,
+                KIND_DATASEC | KIND_ENUM64 => cur.skip(12 * vlen, "datasec/enum64 record")?,
+                2 | 7 | KIND_TYPEDEF | KIND_VOLATILE | KIND_CONST | KIND_RESTRICT | KIND_FUNC
+                | 16 | KIND_TYPE_TAG => {}
+                _ => return Err(BtfError::UnknownKind { type_id, kind }),
+            }
+            types.push(TypeRecord {
+                kind,
+                name_off,
+                size_or_type,
+                members,
+            });
+        }
+
+        let mut btf = Self {
+            strings,
+            types,
+            structs_by_name: HashMap::new(),
+            funcs: HashMap::new(),
+        };
+        for (id, t) in btf.types.iter().enumerate() {
+            let name = btf.name(t.name_off);
+            if name.is_empty() {
+                continue;
+            }
+            match t.kind {
+                // Keep the first complete definition; later duplicates are rare and equal.
+                KIND_STRUCT => {
+                    btf.structs_by_name
+                        .entry(name.to_owned())
+                        .or_insert(id as u32);
+                }
+                KIND_FUNC => {
+                    btf.funcs.entry(name.to_owned()).or_insert(id as u32);
+                }
+                _ => {}
+            }
+        }
+        Ok(btf)
+    }
+
+    fn name(&self, off: u32) -> &str {
+        let rest = self.strings.get(off as usize..).unwrap_or_default();
+        let end = rest.iter().position(|b| *b == 0).unwrap_or(rest.len());
+        std::str::from_utf8(&rest[..end]).unwrap_or("")
+    }
+
+    /// Whether the kernel has a function of this name (e.g. `bpf_lsm_task_fix_setgid`).
+    pub fn has_func(&self, name: &str) -> bool {
+        self.funcs.contains_key(name)
+    }
+
+    /// Byte offset of `member` in `struct strukt`, looking through anonymous
+    /// struct/union members the way C name lookup does.
+    pub fn member_offset(&self, strukt: &str, member: &str) -> Result<u32, BtfError> {
+        let id = *self
+            .structs_by_name
+            .get(strukt)
+            .ok_or_else(|| BtfError::NoStruct(strukt.to_owned()))?;
+        let bits = self
+            .find_member_bits(id, member, 0)
+            .ok_or_else(|| BtfError::NoMember {
+                strukt: strukt.to_owned(),
+                member: member.to_owned(),
+            })?;
+        if bits == u32::MAX || bits % 8 != 0 {
+            return Err(BtfError::NotByteAligned {
+                strukt: strukt.to_owned(),
+                member: member.to_owned(),
+            });
+        }
+        Ok(bits / 8)
+    }
+
+    fn find_member_bits(&self, type_id: u32, member: &str, depth: u32) -> Option<u32> {
+        let t = self.types.get(type_id as usize)?;
+        for m in &t.members {
+            if self.name(m.name_off) == member {
+                return Some(m.bit_offset);
+            }
+        }
+        if depth > 8 {
+            return None;
+        }
+        for m in t.members.iter().filter(|m| m.name_off == 0) {
+            let inner = self.strip_modifiers(m.type_id)?;
+            if let Some(bits) = self.find_member_bits(inner, member, depth + 1) {
+                if m.bit_offset == u32::MAX || bits == u32::MAX {
+                    return Some(u32::MAX);
+                }
+                return Some(m.bit_offset + bits);
+            }
+        }
+        None
+    }
+
+    /// Follows typedef/const/volatile/restrict/type-tag links to the underlying type.
+    fn strip_modifiers(&self, mut id: u32) -> Option<u32> {
+        for _ in 0..16 {
+            let t = self.types.get(id as usize)?;
+            match t.kind {
+                KIND_TYPEDEF | KIND_VOLATILE | KIND_CONST | KIND_RESTRICT | KIND_TYPE_TAG => {
+                    id = t.size_or_type
+                }
+                _ => return Some(id),
+            }
+        }
+        None
+    }
+
+    /// The struct member offsets the probes need, from this kernel.
+    pub fn kernel_offsets(&self) -> Result<KernelOffsets, BtfError> {
+        Ok(KernelOffsets {
+            task_tgid: self.member_offset("task_struct", "tgid")?,
+            task_real_parent: self.member_offset("task_struct", "real_parent")?,
+            binprm_file: self.member_offset("linux_binprm", "file")?,
+            file_f_path: self.member_offset("file", "f_path")?,
+            cred_uid: self.member_offset("cred", "uid")?,
+            cred_euid: self.member_offset("cred", "euid")?,
+            cred_fsuid: self.member_offset("cred", "fsuid")?,
+            cred_gid: self.member_offset("cred", "gid")?,
+            cred_egid: self.member_offset("cred", "egid")?,
+            cred_fsgid: self.member_offset("cred", "fsgid")?,
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Builds a BTF blob: `struct outer { int a; union { int x; int hidden; }; int b; }`
+    /// plus `int bpf_lsm_demo(void)`.
+    fn synthetic_btf() -> Vec<u8> {
+        let strings = b"\0int\0outer\0a\0hidden\0b\0x\0bpf_lsm_demo\0".to_vec();
+        let off = |s: &str| {
+            let needle = format!("\0{s}\0");
+            strings
+                .windows(needle.len())
+                .position(|w| w == needle.as_bytes())
+                .map(|p| p as u32 + 1)
+                .expect("string present")
+        };
+        let mut types = Vec::new();
+        let mut push = |words: &[u32]| {
+            words
+                .iter()
+                .for_each(|w| types.extend_from_slice(&w.to_le_bytes()))
+        };
+        // 1: int (4 bytes)
+        push(&[off("int"), KIND_INT << 24, 4, 32]);
+        // 2: anonymous union { int x; int hidden; }
+        push(&[
+            0,
+            (KIND_UNION << 24) | 2,
+            4,
+            off("x"),
+            1,
+            0,
+            off("hidden"),
+            1,
+            0,
+        ]);
+        // 3: struct outer { int a; <anon union> at 32 bits; int b at 64 bits }
+        push(&[
+            off("outer"),
+            (KIND_STRUCT << 24) | 3,
+            12,
+            off("a"),
+            1,
+            0,
+            0,
+            2,
+            32,
+            off("b"),
+            1,
+            64,
+        ]);
+        // 4: func proto, 5: func
+        push(&[0, KIND_FUNC_PROTO << 24, 1]);
+        push(&[off("bpf_lsm_demo"), KIND_FUNC << 24, 4]);
+        let mut blob = Vec::new();
+        blob.extend_from_slice(&BTF_MAGIC.to_le_bytes());
+        blob.extend_from_slice(&[1, 0]);
+        for w in [
+            24u32,
+            0,
+            types.len() as u32,
+            types.len() as u32,
+            strings.len() as u32,
+        ] {
+            blob.extend_from_slice(&w.to_le_bytes());
+        }
+        blob.extend_from_slice(&types);
+        blob.extend_from_slice(&strings);
+        blob
+    }
+
+    #[test]
+    fn finds_members_directly_and_through_anonymous_unions() {
+        let btf = KernelBtf::parse(&synthetic_btf()).expect("parses");
+        assert_eq!(btf.member_offset("outer", "a"), Ok(0));
+        assert_eq!(btf.member_offset("outer", "hidden"), Ok(4));
+        assert_eq!(btf.member_offset("outer", "b"), Ok(8));
+        assert!(btf.has_func("bpf_lsm_demo"));
+        assert!(!btf.has_func("bpf_lsm_other"));
+        assert_eq!(
+            btf.member_offset("outer", "nope"),
+            Err(BtfError::NoMember {
+                strukt: "outer".into(),
+                member: "nope".into()
+            })
+        );
+        assert_eq!(
+            btf.member_offset("inner", "a"),
+            Err(BtfError::NoStruct("inner".into()))
+        );
+    }
+
+    #[test]
+    fn truncated_and_foreign_blobs_are_errors_not_panics() {
+        let blob = synthetic_btf();
+        for cut in [0, 10, 24, 40, blob.len() - 1] {
+            assert!(KernelBtf::parse(&blob[..cut]).is_err(), "cut at {cut}");
+        }
+        let mut bad = blob.clone();
+        bad[0] = 0;
+        assert!(matches!(KernelBtf::parse(&bad), Err(BtfError::BadMagic(_))));
+    }
+
+    #[test]
+    fn this_hosts_kernel_btf_yields_plausible_offsets() {
+        let Ok(blob) = std::fs::read("/sys/kernel/btf/vmlinux") else {
+            eprintln!("no /sys/kernel/btf/vmlinux on this host; synthetic tests cover the parser");
+            return;
+        };
+        let btf = KernelBtf::parse(&blob).expect("the running kernel's BTF parses");
+        let off = btf.kernel_offsets().expect("all members present");
+        // cred starts with a usage counter, then uid, gid, suid, sgid, euid, egid, fsuid, fsgid.
+        assert_eq!(off.cred_gid, off.cred_uid + 4);
+        assert_eq!(off.cred_euid, off.cred_uid + 16);
+        assert_eq!(off.cred_fsgid, off.cred_uid + 28);
+        assert!(off.task_tgid > 0 && off.task_real_parent > off.task_tgid);
+    }
+}

@@ -1,0 +1,259 @@
+//! Loads the embedded BPF object into the kernel: kernel offsets and the path-hash key
+//! as globals, the rule map filled before anything attaches, then the programs, then
+//! the identity of processes that were already running.
+
+use std::path::Path;
+
+use aya::maps::{HashMap, MapData, PerCpuArray, RingBuf};
+use aya::programs::{BtfTracePoint, Lsm, ProgramError};
+use aya::{Btf, Ebpf, EbpfError, EbpfLoader};
+use edgearmor_probe_abi::{ExePath, SetidRule as KernelSetidRule, names, path_hash, programs};
+use sha2::{Digest, Sha256};
+
+use crate::btf::KernelBtf;
+use crate::host::HostKernel;
+use crate::readiness::{EnforcementUnavailable, classify_attach_failure};
+use crate::rules::SetidRuleSet;
+
+/// The committed, architecture-neutral object built by `probes/build.sh`.
+pub static PROBES_OBJECT: &[u8] =
+    aya::include_bytes_aligned!("../../probes/edgearmor-probes.bpf.o");
+
+/// Hex SHA-256 of [`PROBES_OBJECT`]; printed at start so tests can prove which object ran.
+pub fn probes_sha256() -> String {
+    Sha256::digest(PROBES_OBJECT)
+        .iter()
+        .map(|b| format!("{b:02x}"))
+        .collect()
+}
+
+/// Probes attached and enforcing; dropping `ebpf` detaches them.
+pub struct LoadedProbes {
+    /// Owns the programs and links; kept alive for as long as enforcement should last.
+    pub ebpf: Ebpf,
+    pub events: RingBuf<MapData>,
+    pub drops: DropCounter,
+    pub seeded_processes: usize,
+}
+
+/// The kernel's count of events it could not put in the ring buffer.
+pub struct DropCounter(PerCpuArray<MapData, u64>);
+
+impl DropCounter {
+    /// Events dropped since load, summed over all CPUs.
+    pub fn total(&self) -> u64 {
+        self.0
+            .get(&0, 0)
+            .map(|per_cpu| per_cpu.iter().sum())
+            .unwrap_or(0)
+    }
+}
+
+fn errno_of_io(e: &std::io::Error) -> Option<i32> {
+    e.raw_os_error()
+}
+
+fn load_failure(step: &str, e: EbpfError) -> EnforcementUnavailable {
+    let errno = match &e {
+        EbpfError::MapError(aya::maps::MapError::CreateError { io_error, .. }) => {
+            errno_of_io(io_error)
+        }
+        EbpfError::ProgramError(ProgramError::LoadError { io_error, .. }) => errno_of_io(io_error),
+        _ => None,
+    };
+    match errno {
+        Some(libc::EPERM) => EnforcementUnavailable::NotPermitted {
+            step: step.to_owned(),
+        },
+        errno => EnforcementUnavailable::Failed {
+            step: step.to_owned(),
+            errno,
+            detail: e.to_string(),
+        },
+    }
+}
+
+fn program_failure(program: &str, hook: &str, e: ProgramError) -> EnforcementUnavailable {
+    match e {
+        ProgramError::LoadError {
+            io_error,
+            verifier_log,
+        } => {
+            if io_error.raw_os_error() == Some(libc::EPERM)
+                && verifier_log.to_string().trim().is_empty()
+            {
+                return EnforcementUnavailable::NotPermitted {
+                    step: format!("load {program}"),
+                };
+            }
+            let log = verifier_log.to_string();
+            let lines: Vec<&str> = log.lines().collect();
+            let tail = lines[lines.len().saturating_sub(20)..].join("\n");
+            EnforcementUnavailable::Verifier {
+                program: program.to_owned(),
+                log_tail: format!("{io_error}\n{tail}"),
+            }
+        }
+        ProgramError::SyscallError(e) => {
+            classify_attach_failure(program, hook, e.io_error.raw_os_error(), e.to_string())
+        }
+        other => classify_attach_failure(program, hook, None, other.to_string()),
+    }
+}
+
+fn map_failure(name: &str, detail: impl std::fmt::Display) -> EnforcementUnavailable {
+    EnforcementUnavailable::Failed {
+        step: format!("opening map {name}"),
+        errno: None,
+        detail: detail.to_string(),
+    }
+}
+
+/// The kernel's view of a rule's path: symlinks resolved when the file exists, since
+/// the probes see the executable's real path.
+fn kernel_path(executable: &str) -> String {
+    match std::fs::canonicalize(Path::new(executable)) {
+        Ok(real) => real.to_string_lossy().into_owned(),
+        Err(_) => executable.to_owned(),
+    }
+}
+
+pub fn load(
+    host: &dyn HostKernel,
+    btf: &KernelBtf,
+    rules: &SetidRuleSet,
+) -> Result<LoadedProbes, EnforcementUnavailable> {
+    let offsets = btf
+        .kernel_offsets()
+        .map_err(EnforcementUnavailable::BadBtf)?;
+    let key = host
+        .random_key()
+        .map_err(|e| EnforcementUnavailable::Failed {
+            step: "reading a random path-hash key".into(),
+            errno: e.raw_os_error(),
+            detail: e.to_string(),
+        })?;
+    let mut ebpf = EbpfLoader::new()
+        .override_global(names::KERNEL_OFFSETS, &offsets, true)
+        .override_global(names::PATH_HASH_KEY, &key, true)
+        .load(PROBES_OBJECT)
+        .map_err(|e| load_failure("load the BPF object", e))?;
+    let aya_btf = Btf::from_sys_fs().map_err(|e| EnforcementUnavailable::Failed {
+        step: "reading kernel BTF for attach".into(),
+        errno: None,
+        detail: e.to_string(),
+    })?;
+
+    // Rules first: once a program attaches it enforces whatever the map holds.
+    {
+        let map = ebpf
+            .map_mut(names::SETID_RULES)
+            .ok_or_else(|| map_failure(names::SETID_RULES, "missing"))?;
+        let mut rule_map: HashMap<_, u64, KernelSetidRule> =
+            HashMap::try_from(map).map_err(|e| map_failure(names::SETID_RULES, e))?;
+        for (rule_id, rule) in rules.rules.iter().enumerate() {
+            let path = kernel_path(&rule.executable);
+            if path != rule.executable {
+                log::info!(
+                    "rule for {} applies to its real path {path}",
+                    rule.executable
+                );
+            }
+            let Some(exe) = ExePath::from_bytes(path.as_bytes()) else {
+                log::warn!(
+                    "rule for {}: real path {path} is too long, skipped",
+                    rule.executable
+                );
+                continue;
+            };
+            let value = KernelSetidRule {
+                deny_mask: rule.deny_mask,
+                rule_id: rule_id as u32,
+            };
+            rule_map
+                .insert(path_hash(&key, &exe.words), value, 0)
+                .map_err(|e| map_failure(names::SETID_RULES, e))?;
+        }
+    }
+
+    for (program, tracepoint) in programs::BTF_TRACEPOINTS {
+        let prog: &mut BtfTracePoint = ebpf
+            .program_mut(program)
+            .ok_or_else(|| map_failure(program, "program missing from object"))?
+            .try_into()
+            .map_err(|e: ProgramError| program_failure(program, tracepoint, e))?;
+        prog.load(tracepoint, &aya_btf)
+            .map_err(|e| program_failure(program, tracepoint, e))?;
+        prog.attach()
+            .map_err(|e| program_failure(program, tracepoint, e))?;
+    }
+    for (program, hook) in programs::LSM {
+        let prog: &mut Lsm = ebpf
+            .program_mut(program)
+            .ok_or_else(|| map_failure(program, "program missing from object"))?
+            .try_into()
+            .map_err(|e: ProgramError| program_failure(program, hook, e))?;
+        prog.load(hook, &aya_btf)
+            .map_err(|e| program_failure(program, hook, e))?;
+        prog.attach()
+            .map_err(|e| program_failure(program, hook, e))?;
+    }
+
+    let seeded_processes = seed_identities(&mut ebpf, host, &key)?;
+
+    let events = RingBuf::try_from(
+        ebpf.take_map(names::EVENTS)
+            .ok_or_else(|| map_failure(names::EVENTS, "missing"))?,
+    )
+    .map_err(|e| map_failure(names::EVENTS, e))?;
+    let drops = PerCpuArray::try_from(
+        ebpf.take_map(names::EVENT_DROPS)
+            .ok_or_else(|| map_failure(names::EVENT_DROPS, "missing"))?,
+    )
+    .map_err(|e| map_failure(names::EVENT_DROPS, e))?;
+    Ok(LoadedProbes {
+        ebpf,
+        events,
+        drops: DropCounter(drops),
+        seeded_processes,
+    })
+}
+
+/// Gives processes that started before the probes their identity. Runs after attach
+/// and never overwrites (`BPF_NOEXIST`): an exec seen by the kernel is fresher than
+/// what /proc said a moment ago.
+fn seed_identities(
+    ebpf: &mut Ebpf,
+    host: &dyn HostKernel,
+    key: &[u64; 2],
+) -> Result<usize, EnforcementUnavailable> {
+    const BPF_NOEXIST: u64 = 1;
+    let mut seeded = 0;
+    let running = host.process_executables();
+    {
+        let map = ebpf
+            .map_mut(names::EXE_PATHS)
+            .ok_or_else(|| map_failure(names::EXE_PATHS, "missing"))?;
+        let mut paths: HashMap<_, u64, ExePath> =
+            HashMap::try_from(map).map_err(|e| map_failure(names::EXE_PATHS, e))?;
+        for (_, exe) in &running {
+            if let Some(path) = ExePath::from_bytes(exe.as_os_str().as_encoded_bytes()) {
+                let _ = paths.insert(path_hash(key, &path.words), path, 0);
+            }
+        }
+    }
+    let map = ebpf
+        .map_mut(names::PROC_IDENTITY)
+        .ok_or_else(|| map_failure(names::PROC_IDENTITY, "missing"))?;
+    let mut identity: HashMap<_, u32, u64> =
+        HashMap::try_from(map).map_err(|e| map_failure(names::PROC_IDENTITY, e))?;
+    for (tgid, exe) in &running {
+        let hash = ExePath::from_bytes(exe.as_os_str().as_encoded_bytes())
+            .map(|p| path_hash(key, &p.words))
+            .unwrap_or(0);
+        if identity.insert(tgid, hash, BPF_NOEXIST).is_ok() {
+            seeded += 1;
+        }
+    }
+    Ok(seeded)
+}

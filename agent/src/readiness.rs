@@ -1,0 +1,294 @@
+//! Can this kernel enforce? Each way it cannot is a variant that names the missing
+//! piece and the fix, so an operator never has to decode a raw errno.
+//!
+//! Features are probed, never inferred from version numbers: BTF by reading it,
+//! BPF-LSM by looking for its hook functions in that BTF, the active LSM list from
+//! securityfs, and trampoline support by the errno of a real attach.
+
+use std::fmt;
+use std::io;
+use std::path::Path;
+
+use crate::btf::{BtfError, KernelBtf};
+use crate::host::{ACTIVE_LSMS, HostKernel, KERNEL_BTF};
+
+/// The kernel's ENOTSUPP (not the libc ENOTSUP): returned when a BPF trampoline cannot
+/// be built, e.g. on arm64 kernels whose JIT lacks trampoline support for LSM programs.
+pub const ENOTSUPP: i32 = 524;
+
+#[derive(Debug)]
+pub enum EnforcementUnavailable {
+    NoBtf {
+        source: io::Error,
+    },
+    BadBtf(BtfError),
+    BpfLsmNotBuiltIn,
+    LsmListUnreadable {
+        source: io::Error,
+    },
+    BpfLsmInactive {
+        active: String,
+    },
+    NoTrampoline {
+        program: String,
+        hook: String,
+    },
+    NotPermitted {
+        step: String,
+    },
+    Verifier {
+        program: String,
+        log_tail: String,
+    },
+    /// Anything else, with the errno when there is one.
+    Failed {
+        step: String,
+        errno: Option<i32>,
+        detail: String,
+    },
+}
+
+impl fmt::Display for EnforcementUnavailable {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        use EnforcementUnavailable::*;
+        match self {
+            NoBtf { source } => write!(
+                f,
+                "the kernel exposes no BTF ({KERNEL_BTF}: {source}); rebuild it with CONFIG_DEBUG_INFO_BTF=y"
+            ),
+            BadBtf(e) => write!(f, "the kernel's BTF ({KERNEL_BTF}) is unusable: {e}"),
+            BpfLsmNotBuiltIn => write!(
+                f,
+                "BPF-LSM is not built into this kernel (its BTF has no bpf_lsm_* hooks); rebuild it with CONFIG_BPF_LSM=y"
+            ),
+            LsmListUnreadable { source } => write!(
+                f,
+                "cannot read the active LSM list ({ACTIVE_LSMS}: {source}); mount securityfs on /sys/kernel/security"
+            ),
+            BpfLsmInactive { active } => write!(
+                f,
+                "the bpf LSM is built in but not active (active LSMs: {active}); add it to the boot arguments: lsm={active},bpf"
+            ),
+            NoTrampoline { program, hook } => write!(
+                f,
+                "this kernel cannot attach BPF-LSM programs: no BPF trampoline support \
+                 (attaching {program} to {hook} failed with ENOTSUPP, errno {ENOTSUPP}); \
+                 seen on arm64 kernels before trampolines supported LSM programs: use a newer kernel (Debian's 6.12 works)"
+            ),
+            NotPermitted { step } => write!(
+                f,
+                "not permitted to {step}: run as root (needs CAP_BPF, CAP_PERFMON and CAP_SYS_ADMIN) and check kernel lockdown"
+            ),
+            Verifier { program, log_tail } => {
+                write!(f, "the kernel's verifier rejected {program}:\n{log_tail}")
+            }
+            Failed {
+                step,
+                errno: Some(errno),
+                detail,
+            } => {
+                write!(
+                    f,
+                    "{step} failed ({}, errno {errno}): {detail}",
+                    io::Error::from_raw_os_error(*errno)
+                )
+            }
+            Failed {
+                step,
+                errno: None,
+                detail,
+            } => write!(f, "{step} failed: {detail}"),
+        }
+    }
+}
+
+impl std::error::Error for EnforcementUnavailable {}
+
+/// Checks everything that can be checked before loading, and returns the kernel's
+/// BTF for the load.
+pub fn check_kernel(host: &dyn HostKernel) -> Result<KernelBtf, EnforcementUnavailable> {
+    let blob = host
+        .read(Path::new(KERNEL_BTF))
+        .map_err(|source| EnforcementUnavailable::NoBtf { source })?;
+    let btf = KernelBtf::parse(&blob).map_err(EnforcementUnavailable::BadBtf)?;
+    if !btf.has_func("bpf_lsm_task_fix_setgid") {
+        return Err(EnforcementUnavailable::BpfLsmNotBuiltIn);
+    }
+    let lsms = match host.read(Path::new(ACTIVE_LSMS)) {
+        Ok(bytes) => bytes,
+        Err(first) => {
+            // securityfs is often mounted by init; a bare system may need us to do it.
+            log::info!("{ACTIVE_LSMS} unreadable ({first}), mounting securityfs");
+            host.mount_securityfs()
+                .and_then(|()| host.read(Path::new(ACTIVE_LSMS)))
+                .map_err(|source| EnforcementUnavailable::LsmListUnreadable { source })?
+        }
+    };
+    let active = String::from_utf8_lossy(&lsms).trim().to_owned();
+    if !active.split(',').any(|lsm| lsm == "bpf") {
+        return Err(EnforcementUnavailable::BpfLsmInactive { active });
+    }
+    Ok(btf)
+}
+
+/// Names why attaching `program` to `hook` failed.
+pub fn classify_attach_failure(
+    program: &str,
+    hook: &str,
+    errno: Option<i32>,
+    detail: String,
+) -> EnforcementUnavailable {
+    match errno {
+        Some(ENOTSUPP) => EnforcementUnavailable::NoTrampoline {
+            program: program.to_owned(),
+            hook: hook.to_owned(),
+        },
+        Some(libc::EPERM) | Some(libc::EACCES) => EnforcementUnavailable::NotPermitted {
+            step: format!("attach {program} to {hook}"),
+        },
+        errno => EnforcementUnavailable::Failed {
+            step: format!("attaching {program} to {hook}"),
+            errno,
+            detail,
+        },
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::cell::Cell;
+    use std::collections::HashMap;
+    use std::path::PathBuf;
+
+    /// A host whose files are a map; `mount_securityfs` makes `after_mount` appear.
+    struct FakeHost {
+        files: HashMap<&'static str, Vec<u8>>,
+        after_mount: Option<Vec<u8>>,
+        mounted: Cell<bool>,
+    }
+
+    impl HostKernel for FakeHost {
+        fn read(&self, path: &Path) -> io::Result<Vec<u8>> {
+            let key = path.to_str().unwrap_or_default();
+            if key == ACTIVE_LSMS && self.mounted.get() {
+                if let Some(b) = &self.after_mount {
+                    return Ok(b.clone());
+                }
+            }
+            self.files
+                .get(key)
+                .cloned()
+                .ok_or_else(|| io::Error::from(io::ErrorKind::NotFound))
+        }
+        fn mount_securityfs(&self) -> io::Result<()> {
+            self.mounted.set(true);
+            Ok(())
+        }
+        fn release(&self) -> String {
+            "test".into()
+        }
+        fn node_name(&self) -> String {
+            "node".into()
+        }
+        fn process_executables(&self) -> Vec<(u32, PathBuf)> {
+            Vec::new()
+        }
+        fn boottime_to_unix_offset_ns(&self) -> i128 {
+            0
+        }
+        fn random_key(&self) -> io::Result<[u64; 2]> {
+            Ok([1, 2])
+        }
+    }
+
+    /// Minimal BTF with one function named `func`.
+    fn btf_with_func(func: &str) -> Vec<u8> {
+        let strings = format!("\0{func}\0");
+        let mut types = Vec::new();
+        for w in [0u32, 13 << 24, 0, 1, 12 << 24, 1] {
+            types.extend_from_slice(&w.to_le_bytes());
+        }
+        let mut blob = vec![0x9f, 0xeb, 1, 0];
+        for w in [
+            24u32,
+            0,
+            types.len() as u32,
+            types.len() as u32,
+            strings.len() as u32,
+        ] {
+            blob.extend_from_slice(&w.to_le_bytes());
+        }
+        blob.extend_from_slice(&types);
+        blob.extend_from_slice(strings.as_bytes());
+        blob
+    }
+
+    fn host(btf: Option<Vec<u8>>, lsm: Option<&str>) -> FakeHost {
+        let mut files = HashMap::new();
+        if let Some(b) = btf {
+            files.insert(KERNEL_BTF, b);
+        }
+        if let Some(l) = lsm {
+            files.insert(ACTIVE_LSMS, l.as_bytes().to_vec());
+        }
+        FakeHost {
+            files,
+            after_mount: None,
+            mounted: Cell::new(false),
+        }
+    }
+
+    #[test]
+    fn each_missing_piece_is_named_with_its_fix() {
+        let lsm_btf = || Some(btf_with_func("bpf_lsm_task_fix_setgid"));
+        let cases: [(FakeHost, &str); 4] = [
+            (host(None, Some("bpf")), "CONFIG_DEBUG_INFO_BTF=y"),
+            (
+                host(Some(btf_with_func("other")), Some("bpf")),
+                "CONFIG_BPF_LSM=y",
+            ),
+            (
+                host(lsm_btf(), Some("lockdown,capability,apparmor\n")),
+                "lsm=lockdown,capability,apparmor,bpf",
+            ),
+            (host(lsm_btf(), None), "mount securityfs"),
+        ];
+        for (h, want) in cases {
+            let err = check_kernel(&h)
+                .err()
+                .map(|e| e.to_string())
+                .unwrap_or_default();
+            assert!(err.contains(want), "got {err:?}, want {want:?}");
+        }
+        assert!(check_kernel(&host(lsm_btf(), Some("capability,bpf\n"))).is_ok());
+    }
+
+    #[test]
+    fn securityfs_is_mounted_when_the_lsm_list_is_missing() {
+        let mut h = host(Some(btf_with_func("bpf_lsm_task_fix_setgid")), None);
+        h.after_mount = Some(b"lockdown,capability,bpf".to_vec());
+        assert!(check_kernel(&h).is_ok());
+        assert!(h.mounted.get());
+    }
+
+    #[test]
+    fn errno_524_means_no_trampoline() {
+        let e = classify_attach_failure(
+            "deny_setgid",
+            "task_fix_setgid",
+            Some(ENOTSUPP),
+            String::new(),
+        );
+        assert!(matches!(e, EnforcementUnavailable::NoTrampoline { .. }));
+        let msg = e.to_string();
+        assert!(
+            msg.contains("no BPF trampoline support") && msg.contains("errno 524"),
+            "{msg}"
+        );
+        let e = classify_attach_failure("p", "h", Some(libc::EPERM), String::new());
+        assert!(e.to_string().contains("run as root"));
+        let e = classify_attach_failure("p", "h", Some(libc::EINVAL), "bad".into());
+        assert!(e.to_string().contains("errno 22"), "{e}");
+    }
+}

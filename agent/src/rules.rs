@@ -1,0 +1,346 @@
+//! The built-in setuid/setgid rule set: which executables may not change their uid or
+//! gid, from `--deny-setuid`/`--deny-setgid` flags or a small TOML file. (The full
+//! KubeArmorHostPolicy language replaces this later; the kernel side stays the same.)
+//!
+//! ```toml
+//! [[setid]]
+//! executable = "/usr/sbin/sshd"
+//! deny = ["setgid", "setuid"]
+//! policy = "block-sshd-setid"   # PolicyName in alerts
+//! severity = 8                  # optional, 1..10
+//! tags = ["NIST", "MITRE_T1548"]
+//! message = "sshd may not change its ids"
+//! ```
+
+use std::fmt;
+use std::path::{Path, PathBuf};
+
+use edgearmor_probe_abi::{DENY_SETGID, DENY_SETUID, ExePath, PATH_CAP};
+use serde::Deserialize;
+
+/// Policy name used when a rule does not name one.
+pub const DEFAULT_POLICY_NAME: &str = "edgearmor-setid";
+
+/// One executable's setid restrictions and the metadata its alerts carry.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct SetidRule {
+    pub executable: String,
+    /// `DENY_SETUID | DENY_SETGID`.
+    pub deny_mask: u32,
+    pub policy: String,
+    pub severity: Option<u8>,
+    pub tags: Vec<String>,
+    pub message: String,
+}
+
+/// The rules in load order; a rule's index is the `rule_id` the kernel echoes.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct SetidRuleSet {
+    pub rules: Vec<SetidRule>,
+}
+
+#[derive(Debug)]
+pub enum RuleError {
+    Read {
+        path: PathBuf,
+        source: std::io::Error,
+    },
+    /// TOML syntax or shape error; `message` already names line and column.
+    Parse {
+        path: PathBuf,
+        message: String,
+    },
+    NotAbsolute {
+        origin: String,
+        executable: String,
+    },
+    TooLong {
+        origin: String,
+        executable: String,
+    },
+    UnknownOperation {
+        origin: String,
+        operation: String,
+    },
+    EmptyDeny {
+        origin: String,
+        executable: String,
+    },
+    BadSeverity {
+        origin: String,
+        severity: i64,
+    },
+}
+
+impl fmt::Display for RuleError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            RuleError::Read { path, source } => {
+                write!(f, "{}: cannot read: {source}", path.display())
+            }
+            RuleError::Parse { path, message } => {
+                write!(f, "{}: {}", path.display(), message.trim_end())
+            }
+            RuleError::NotAbsolute { origin, executable } => {
+                write!(
+                    f,
+                    "{origin}: executable `{executable}` is not an absolute path"
+                )
+            }
+            RuleError::TooLong { origin, executable } => write!(
+                f,
+                "{origin}: executable `{executable}` is longer than {} bytes",
+                PATH_CAP - 1
+            ),
+            RuleError::UnknownOperation { origin, operation } => write!(
+                f,
+                "{origin}: unknown operation `{operation}` in deny (expected `setuid` or `setgid`)"
+            ),
+            RuleError::EmptyDeny { origin, executable } => {
+                write!(
+                    f,
+                    "{origin}: rule for `{executable}` denies nothing (deny = [])"
+                )
+            }
+            RuleError::BadSeverity { origin, severity } => {
+                write!(f, "{origin}: severity {severity} is outside 1..10")
+            }
+        }
+    }
+}
+
+impl std::error::Error for RuleError {}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RuleFile {
+    #[serde(default)]
+    setid: Vec<RuleEntry>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RuleEntry {
+    executable: String,
+    deny: Vec<String>,
+    policy: Option<String>,
+    severity: Option<i64>,
+    #[serde(default)]
+    tags: Vec<String>,
+    #[serde(default)]
+    message: String,
+}
+
+impl SetidRuleSet {
+    /// Adds the rules of a TOML file; nothing is added when any rule in it is bad.
+    pub fn add_file(&mut self, path: &Path) -> Result<(), RuleError> {
+        let text = std::fs::read_to_string(path).map_err(|source| RuleError::Read {
+            path: path.to_owned(),
+            source,
+        })?;
+        self.add_toml(path, &text)
+    }
+
+    pub fn add_toml(&mut self, path: &Path, text: &str) -> Result<(), RuleError> {
+        let file: RuleFile = toml::from_str(text).map_err(|e| RuleError::Parse {
+            path: path.to_owned(),
+            message: e.to_string(),
+        })?;
+        let mut staged = Vec::with_capacity(file.setid.len());
+        for (i, entry) in file.setid.into_iter().enumerate() {
+            let origin = format!("{}: setid[{i}]", path.display());
+            let mut mask = 0;
+            for op in &entry.deny {
+                mask |= operation_mask(&origin, op)?;
+            }
+            if mask == 0 {
+                return Err(RuleError::EmptyDeny {
+                    origin,
+                    executable: entry.executable,
+                });
+            }
+            let severity = match entry.severity {
+                None => None,
+                Some(s @ 1..=10) => Some(s as u8),
+                Some(severity) => return Err(RuleError::BadSeverity { origin, severity }),
+            };
+            check_executable(&origin, &entry.executable)?;
+            staged.push(SetidRule {
+                executable: entry.executable,
+                deny_mask: mask,
+                policy: entry
+                    .policy
+                    .unwrap_or_else(|| DEFAULT_POLICY_NAME.to_owned()),
+                severity,
+                tags: entry.tags,
+                message: entry.message,
+            });
+        }
+        staged.into_iter().for_each(|r| self.push(r));
+        Ok(())
+    }
+
+    /// Adds a command-line rule (`--deny-setgid PATH`).
+    pub fn add_flag(
+        &mut self,
+        flag: &str,
+        operation: &str,
+        executable: &str,
+    ) -> Result<(), RuleError> {
+        let origin = format!("--{flag}");
+        let mask = operation_mask(&origin, operation)?;
+        check_executable(&origin, executable)?;
+        self.push(SetidRule {
+            executable: executable.to_owned(),
+            deny_mask: mask,
+            policy: DEFAULT_POLICY_NAME.to_owned(),
+            severity: None,
+            tags: Vec::new(),
+            message: String::new(),
+        });
+        Ok(())
+    }
+
+    /// A second rule for the same executable widens the first; its metadata stays.
+    fn push(&mut self, rule: SetidRule) {
+        match self
+            .rules
+            .iter_mut()
+            .find(|r| r.executable == rule.executable)
+        {
+            Some(existing) => existing.deny_mask |= rule.deny_mask,
+            None => self.rules.push(rule),
+        }
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.rules.is_empty()
+    }
+
+    pub fn get(&self, rule_id: u32) -> Option<&SetidRule> {
+        self.rules.get(rule_id as usize)
+    }
+}
+
+fn operation_mask(origin: &str, op: &str) -> Result<u32, RuleError> {
+    match op {
+        "setuid" => Ok(DENY_SETUID),
+        "setgid" => Ok(DENY_SETGID),
+        other => Err(RuleError::UnknownOperation {
+            origin: origin.to_owned(),
+            operation: other.to_owned(),
+        }),
+    }
+}
+
+fn check_executable(origin: &str, executable: &str) -> Result<(), RuleError> {
+    if !executable.starts_with('/') {
+        return Err(RuleError::NotAbsolute {
+            origin: origin.to_owned(),
+            executable: executable.to_owned(),
+        });
+    }
+    if ExePath::from_bytes(executable.as_bytes()).is_none() {
+        return Err(RuleError::TooLong {
+            origin: origin.to_owned(),
+            executable: executable.to_owned(),
+        });
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn parse(text: &str) -> Result<SetidRuleSet, RuleError> {
+        let mut set = SetidRuleSet::default();
+        set.add_toml(Path::new("rules.toml"), text)?;
+        Ok(set)
+    }
+
+    #[test]
+    fn parses_rules_with_metadata_and_defaults() {
+        let set = parse(
+            r#"
+            [[setid]]
+            executable = "/usr/sbin/sshd"
+            deny = ["setgid", "setuid"]
+            policy = "block-sshd"
+            severity = 8
+            tags = ["NIST", "MITRE"]
+            message = "no"
+
+            [[setid]]
+            executable = "/usr/bin/su"
+            deny = ["setuid"]
+            "#,
+        )
+        .expect("valid");
+        assert_eq!(set.rules.len(), 2);
+        assert_eq!(set.rules[0].deny_mask, DENY_SETGID | DENY_SETUID);
+        assert_eq!(set.rules[0].severity, Some(8));
+        assert_eq!(set.rules[1].policy, DEFAULT_POLICY_NAME);
+        assert_eq!(set.rules[1].deny_mask, DENY_SETUID);
+    }
+
+    #[test]
+    fn bad_rules_name_the_problem_and_where() {
+        let cases = [
+            (
+                "[[setid]]\nexecutable = \"sshd\"\ndeny = [\"setgid\"]\n",
+                "rules.toml: setid[0]: executable `sshd` is not an absolute path",
+            ),
+            (
+                "[[setid]]\nexecutable = \"/a\"\ndeny = [\"chmod\"]\n",
+                "rules.toml: setid[0]: unknown operation `chmod`",
+            ),
+            (
+                "[[setid]]\nexecutable = \"/a\"\ndeny = []\n",
+                "denies nothing",
+            ),
+            (
+                "[[setid]]\nexecutable = \"/a\"\ndeny = [\"setuid\"]\nseverity = 42\n",
+                "severity 42 is outside 1..10",
+            ),
+            (
+                "[[setid]]\nexecutable = \"/a\"\ndeny = [\"setuid\"]\ncolour = 1\n",
+                "unknown field `colour`",
+            ),
+            ("[[setid]\n", "line 1"),
+        ];
+        for (text, want) in cases {
+            let err = parse(text).expect_err(text).to_string();
+            assert!(err.contains(want), "{text:?}: got {err:?}, want {want:?}");
+        }
+    }
+
+    #[test]
+    fn a_bad_rule_adds_nothing_from_its_file() {
+        let mut set = SetidRuleSet::default();
+        set.add_flag("deny-setgid", "setgid", "/usr/sbin/sshd")
+            .expect("valid");
+        let err = set.add_toml(
+            Path::new("r.toml"),
+            "[[setid]]\nexecutable = \"/bin/a\"\ndeny = [\"setuid\"]\n[[setid]]\nexecutable = \"b\"\ndeny = [\"setuid\"]\n",
+        );
+        assert!(err.is_err());
+        assert_eq!(
+            set.rules.len(),
+            1,
+            "the good rule before the bad one must not be added"
+        );
+    }
+
+    #[test]
+    fn flags_for_the_same_executable_merge() {
+        let mut set = SetidRuleSet::default();
+        set.add_flag("deny-setgid", "setgid", "/usr/sbin/sshd")
+            .expect("valid");
+        set.add_flag("deny-setuid", "setuid", "/usr/sbin/sshd")
+            .expect("valid");
+        assert_eq!(set.rules.len(), 1);
+        assert_eq!(set.rules[0].deny_mask, DENY_SETGID | DENY_SETUID);
+        assert!(set.add_flag("deny-setuid", "setuid", "relative").is_err());
+    }
+}

@@ -1,0 +1,52 @@
+#!/usr/bin/env bash
+# Installs what the demo and the tests need on a fresh Debian 12 machine; a second run
+# changes nothing. Debian packages: QEMU, LLVM 22 for
+# bpf-linker, mosquitto. (Guest kernels and busybox are downloaded, not installed, by
+# the VM harness.) Rust: musl targets, nightly rust-src, bpf-linker 0.13.
+set -euo pipefail
+
+log() { echo "install-deps: $*" >&2; }
+
+apt_updated=0
+apt_update_once() {
+    if [ "$apt_updated" = 0 ]; then
+        log "apt-get update"
+        apt-get update -qq
+        apt_updated=1
+    fi
+}
+
+# arm64 guests need arm64 kernel and busybox packages.
+if ! dpkg --print-foreign-architectures | grep -qx arm64; then
+    log "adding dpkg architecture arm64"
+    dpkg --add-architecture arm64
+    apt_update_once
+fi
+
+packages=(qemu-system-x86 qemu-system-arm
+          llvm-22-dev libpolly-22-dev libzstd-dev mosquitto)
+missing=()
+for p in "${packages[@]}"; do
+    dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")
+done
+if [ ${#missing[@]} -gt 0 ]; then
+    apt_update_once
+    log "installing ${missing[*]}"
+    # Recommends would drag in a qemu-utils that conflicts with the machine's own.
+    DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
+fi
+
+installed_targets=$(rustup target list --installed)
+for t in x86_64-unknown-linux-musl aarch64-unknown-linux-musl; do
+    grep -qx "$t" <<<"$installed_targets" || rustup target add "$t"
+done
+rustup component list --toolchain nightly --installed | grep -q '^rust-src' \
+    || rustup component add rust-src --toolchain nightly
+
+if ! bpf-linker --version 2>/dev/null | grep -q '^bpf-linker 0\.13\.'; then
+    log "building bpf-linker 0.13 against LLVM 22"
+    LLVM_SYS_221_PREFIX=/usr/lib/llvm-22 \
+    RUSTFLAGS="-L /usr/lib/llvm-22/lib -C link-args=-Wl,-rpath,/usr/lib/llvm-22/lib" \
+        cargo install bpf-linker --version '~0.13' --no-default-features --features llvm-22 --quiet
+fi
+log "ok"
