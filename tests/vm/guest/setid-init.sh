@@ -1,0 +1,64 @@
+#!/bin/busybox sh
+# /init of the setid enforcement guest. Prints machine-readable EA-* lines on the
+# console; the host test parses them. Runs once per boot, then powers off.
+/bin/busybox mkdir -p /proc /sys /dev /tmp /usr/sbin /usr/bin /sbin
+/bin/busybox --install -s /bin
+mount -t proc proc /proc
+mount -t sysfs sysfs /sys
+mount -t devtmpfs devtmpfs /dev
+mount -t securityfs securityfs /sys/kernel/security
+mount -t bpf bpf /sys/fs/bpf
+echo "EA-KERNEL $(uname -r) $(uname -m)"
+echo "EA-LSM $(cat /sys/kernel/security/lsm)"
+echo "EA-VERSION $(/usr/local/bin/edgearmor version)"
+
+# The helper under the paths the rules name: a copy is a different executable, a
+# symlink resolves to its target.
+cp /usr/local/bin/setid-probe /usr/sbin/sshd
+cp /usr/local/bin/setid-probe /usr/bin/sshd-other
+ln -s /usr/sbin/sshd /usr/bin/sshd-link
+echo "EA-SHELL pid=$$"
+
+scenario() {
+    name=$1; shift
+    echo "EA-SCENARIO $name"
+    "$@"
+}
+
+# Started before the agent: its identity must come from the agent's /proc scan.
+/usr/sbin/sshd wait /tmp/go setgid 0 > /tmp/early.out &
+early=$!
+
+/usr/local/bin/edgearmor run --rules /etc/edgearmor/rules.toml --cluster vmtest --host-name gw-vm \
+    > /tmp/alerts.json 2> /tmp/agent.err &
+agent=$!
+# Wait for the agent's readiness line (or its exit), bounded.
+tries=0
+while ! grep -q "edgearmor: ready" /tmp/agent.err; do
+    kill -0 $agent 2>/dev/null || break
+    tries=$((tries + 1))
+    [ $tries -gt 3000 ] && break
+    sleep 0.1
+done
+
+if grep -q "edgearmor: ready" /tmp/agent.err; then
+    echo "EA-AGENT $(grep 'edgearmor: ready' /tmp/agent.err)"
+    scenario sshd-setgid /usr/sbin/sshd setgid 0
+    scenario other-setgid /usr/bin/sshd-other setgid 0
+    scenario sshd-setuid /usr/sbin/sshd setuid 0
+    scenario other-setuid /usr/bin/sshd-other setuid 0
+    scenario link-setgid /usr/bin/sshd-link setgid 0
+    scenario sshd-setresgid /usr/sbin/sshd setresgid 0
+    scenario fork-setgid /usr/sbin/sshd fork setgid 0
+    touch /tmp/go
+    wait $early
+    scenario early-setgid cat /tmp/early.out
+    kill -TERM $agent
+fi
+kill $early 2>/dev/null
+wait $agent
+echo "EA-AGENT-EXIT $?"
+while read -r line; do echo "EA-ALERT $line"; done < /tmp/alerts.json
+while read -r line; do echo "EA-AGENTERR $line"; done < /tmp/agent.err
+echo "EA-DONE"
+poweroff -f
