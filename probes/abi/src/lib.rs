@@ -109,6 +109,23 @@ impl ExePath {
         Some(out)
     }
 
+    /// Zeroes every byte from offset `n` on. `bpf_d_path` builds the path at the end of
+    /// the buffer and then moves it to the front, leaving a stale copy behind: the hash
+    /// covers all [`PATH_CAP`] bytes, so they must be zero past the string.
+    #[inline(always)]
+    pub fn zero_from(&mut self, n: usize) {
+        let mut i = 0;
+        while i < PATH_WORDS {
+            let start = i * 8;
+            if start >= n {
+                self.words[i] = 0;
+            } else if start + 8 > n {
+                self.words[i] &= (1u64 << ((n - start) * 8)) - 1;
+            }
+            i += 1;
+        }
+    }
+
     /// The path bytes (without padding), clamped to the capacity whatever `len` says.
     pub fn byte_at(&self, i: usize) -> u8 {
         (self.words[i / 8] >> ((i % 8) * 8)) as u8
@@ -245,6 +262,25 @@ mod tests {
         assert_eq!(p.byte_at(14), 0);
         assert!(ExePath::from_bytes(&[b'a'; PATH_CAP]).is_none());
         assert!(ExePath::from_bytes(&[b'a'; PATH_CAP - 1]).is_some());
+    }
+
+    #[test]
+    fn zero_from_leaves_the_same_words_as_a_fresh_path() {
+        let fresh = ExePath::from_bytes(b"/usr/sbin/sshd").expect("fits");
+        let mut dirty = fresh;
+        // Stale bytes after the NUL (byte 14): byte 15 and everything from word 2 on.
+        for w in dirty.words.iter_mut().skip(2) {
+            *w = u64::MAX;
+        }
+        dirty.words[1] |= 0xff00_0000_0000_0000;
+        dirty.zero_from(15); // 14 bytes + NUL, as bpf_d_path reports
+        assert_eq!(dirty.words, fresh.words);
+        let mut full = ExePath::EMPTY;
+        full.words = [u64::MAX; PATH_WORDS];
+        full.zero_from(PATH_CAP);
+        assert_eq!(full.words, [u64::MAX; PATH_WORDS]);
+        full.zero_from(0);
+        assert_eq!(full.words, [0; PATH_WORDS]);
     }
 
     #[test]

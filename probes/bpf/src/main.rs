@@ -99,11 +99,6 @@ fn try_record_exec(ctx: &LsmContext) -> Option<()> {
     // SAFETY: per-CPU map value, exclusively ours while this program runs on this CPU
     // (migration is disabled and nothing below sleeps).
     let scratch = unsafe { &mut *scratch };
-    let mut i = 0;
-    while i < PATH_WORDS {
-        scratch.words[i] = 0;
-        i += 1;
-    }
     // SAFETY: `file + f_path` is `&file->f_path` (offset from BTF); the buffer is
     // PATH_CAP bytes of map memory.
     let written = unsafe {
@@ -113,7 +108,8 @@ fn try_record_exec(ctx: &LsmContext) -> Option<()> {
             PATH_CAP as u32,
         )
     };
-    let hash = if written > 0 {
+    let hash = if written > 0 && written <= PATH_CAP as i64 {
+        scratch.zero_from(written as usize);
         scratch.len = (written - 1) as u32;
         scratch.flags = 0;
         path_hash(&hash_key(), &scratch.words)

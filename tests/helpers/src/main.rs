@@ -13,7 +13,9 @@
 use std::time::{Duration, Instant};
 
 fn usage() -> ! {
-    eprintln!("usage: setid-probe [wait FILE] [fork] setuid|setgid|setreuid|setregid|setresuid|setresgid|setfsuid|setfsgid ID");
+    eprintln!(
+        "usage: setid-probe [wait FILE] [fork] setuid|setgid|setreuid|setregid|setresuid|setresgid|setfsuid|setfsgid ID"
+    );
     std::process::exit(2);
 }
 
@@ -36,12 +38,18 @@ fn main() {
         args.next();
     }
     let op = args.next().unwrap_or_else(|| usage());
-    let id: u32 = args.next().and_then(|s| s.parse().ok()).unwrap_or_else(|| usage());
+    let id: u32 = args
+        .next()
+        .and_then(|s| s.parse().ok())
+        .unwrap_or_else(|| usage());
     if fork {
         // SAFETY: single-threaded program; the child only makes syscalls and prints.
         match unsafe { libc::fork() } {
             -1 => {
-                eprintln!("setid-probe: fork failed: {}", std::io::Error::last_os_error());
+                eprintln!(
+                    "setid-probe: fork failed: {}",
+                    std::io::Error::last_os_error()
+                );
                 std::process::exit(3);
             }
             0 => {}

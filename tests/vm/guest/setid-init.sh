@@ -8,6 +8,8 @@ mount -t sysfs sysfs /sys
 mount -t devtmpfs devtmpfs /dev
 mount -t securityfs securityfs /sys/kernel/security
 mount -t bpf bpf /sys/fs/bpf
+# Firmware leaves terminal escapes on the console line: start ours on a fresh one.
+echo
 echo "EA-KERNEL $(uname -r) $(uname -m)"
 echo "EA-LSM $(cat /sys/kernel/security/lsm)"
 echo "EA-VERSION $(/usr/local/bin/edgearmor version)"
@@ -48,7 +50,8 @@ if grep -q "edgearmor: ready" /tmp/agent.err; then
     scenario sshd-setuid /usr/sbin/sshd setuid 0
     scenario other-setuid /usr/bin/sshd-other setuid 0
     scenario link-setgid /usr/bin/sshd-link setgid 0
-    scenario sshd-setresgid /usr/sbin/sshd setresgid 0
+    # A real change: the kernel skips the hook for a no-op setres*id.
+    scenario sshd-setresgid /usr/sbin/sshd setresgid 1234
     scenario fork-setgid /usr/sbin/sshd fork setgid 0
     touch /tmp/go
     wait $early

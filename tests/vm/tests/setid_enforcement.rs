@@ -11,7 +11,9 @@ use std::process::Command;
 use std::sync::{Mutex, OnceLock};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
-use edgearmor_vm::{Arch, BootConfig, BootLog, Initramfs, boot, cache_dir, fetch_busybox, fetch_kernel};
+use edgearmor_vm::{
+    Arch, BootConfig, BootLog, Initramfs, boot, cache_dir, fetch_busybox, fetch_kernel,
+};
 use serde_json::{Map, Value};
 use sha2::{Digest, Sha256};
 
@@ -23,7 +25,10 @@ fn workspace_root() -> PathBuf {
 /// command and target directory as `cross/build.sh`.
 fn cross_binaries(arch: Arch) -> (PathBuf, PathBuf) {
     static BUILT: OnceLock<Mutex<HashMap<&'static str, (PathBuf, PathBuf)>>> = OnceLock::new();
-    let mut built = BUILT.get_or_init(Default::default).lock().unwrap_or_else(|p| p.into_inner());
+    let mut built = BUILT
+        .get_or_init(Default::default)
+        .lock()
+        .unwrap_or_else(|p| p.into_inner());
     let target = arch.musl_target();
     if let Some(paths) = built.get(target) {
         return paths.clone();
@@ -33,12 +38,25 @@ fn cross_binaries(arch: Arch) -> (PathBuf, PathBuf) {
     let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
     let status = Command::new(cargo)
         .current_dir(&root)
-        .args(["build", "--release", "--locked", "-p", "edgearmor", "-p", "edgearmor-test-helpers", "--target", target])
+        .args([
+            "build",
+            "--release",
+            "--locked",
+            "-p",
+            "edgearmor",
+            "-p",
+            "edgearmor-test-helpers",
+            "--target",
+            target,
+        ])
         .arg("--target-dir")
         .arg(&target_dir)
         .status()
         .expect("cargo runs");
-    assert!(status.success(), "cross build for {target} failed: {status}");
+    assert!(
+        status.success(),
+        "cross build for {target} failed: {status}"
+    );
     let out = target_dir.join(target).join("release");
     let paths = (out.join("edgearmor"), out.join("setid-probe"));
     built.insert(target, paths.clone());
@@ -46,8 +64,12 @@ fn cross_binaries(arch: Arch) -> (PathBuf, PathBuf) {
 }
 
 fn committed_object_sha256() -> String {
-    let bytes = std::fs::read(workspace_root().join("probes/edgearmor-probes.bpf.o")).expect("committed object");
-    Sha256::digest(bytes).iter().map(|b| format!("{b:02x}")).collect()
+    let bytes = std::fs::read(workspace_root().join("probes/edgearmor-probes.bpf.o"))
+        .expect("committed object");
+    Sha256::digest(bytes)
+        .iter()
+        .map(|b| format!("{b:02x}"))
+        .collect()
 }
 
 fn boot_setid_guest(arch: Arch, series: &str) -> BootLog {
@@ -61,8 +83,14 @@ fn boot_setid_guest(arch: Arch, series: &str) -> BootLog {
         .file_from_host("/init", &guest.join("setid-init.sh"), 0o755)
         .file_from_host("/usr/local/bin/edgearmor", &agent, 0o755)
         .file_from_host("/usr/local/bin/setid-probe", &probe, 0o755)
-        .file_from_host("/etc/edgearmor/rules.toml", &guest.join("setid-rules.toml"), 0o644);
-    let work = workspace_root().join("target/vm-runs").join(format!("setid-{}-{series}", arch.name()));
+        .file_from_host(
+            "/etc/edgearmor/rules.toml",
+            &guest.join("setid-rules.toml"),
+            0o644,
+        );
+    let work = workspace_root()
+        .join("target/vm-runs")
+        .join(format!("setid-{}-{series}", arch.name()));
     std::fs::create_dir_all(&work).expect("work dir");
     let initrd = work.join("initramfs.cpio");
     initramfs.write(&initrd).expect("initramfs written");
@@ -74,13 +102,19 @@ fn boot_setid_guest(arch: Arch, series: &str) -> BootLog {
         Arch::Aarch64 => Duration::from_secs(600),
     };
     let log = boot(&cfg).unwrap_or_else(|e| panic!("{} {series} guest: {e}", arch.name()));
-    eprintln!("{} {series}: console log at {}", arch.name(), work.join("console.log").display());
+    eprintln!(
+        "{} {series}: console log at {}",
+        arch.name(),
+        work.join("console.log").display()
+    );
     log
 }
 
 /// `key=value` fields of an `EA-SETID` line.
 fn fields(line: &str) -> HashMap<&str, &str> {
-    line.split_whitespace().filter_map(|f| f.split_once('=')).collect()
+    line.split_whitespace()
+        .filter_map(|f| f.split_once('='))
+        .collect()
 }
 
 /// Scenario name -> the helper's EA-SETID fields.
@@ -92,7 +126,10 @@ fn scenario_results(log: &BootLog) -> HashMap<String, HashMap<String, String>> {
             current = Some(name.trim().to_owned());
         } else if let Some(rest) = line.strip_prefix("EA-SETID ") {
             let name = current.clone().expect("EA-SETID after a scenario");
-            let f = fields(rest).into_iter().map(|(k, v)| (k.to_owned(), v.to_owned())).collect();
+            let f = fields(rest)
+                .into_iter()
+                .map(|(k, v)| (k.to_owned(), v.to_owned()))
+                .collect();
             out.insert(name, f);
         }
     }
@@ -101,16 +138,61 @@ fn scenario_results(log: &BootLog) -> HashMap<String, HashMap<String, String>> {
 
 /// KubeArmor's key order (protobuf declaration order) for host alerts.
 const KUBEARMOR_KEY_ORDER: &[&str] = &[
-    "Timestamp", "UpdatedTime", "ClusterName", "HostName", "HostPPID", "HostPID", "PPID", "PID", "UID",
-    "ParentProcessName", "ProcessName", "PolicyName", "Severity", "Tags", "ATags", "Message", "Type", "Source",
-    "Operation", "Resource", "Data", "EventData", "Enforcer", "Action", "Result", "Cwd", "TTY", "MaxAlertsPerSec",
-    "DroppingAlertsInterval", "ExecEvent", "KubeArmorVersion", "NodeID", "UserName",
+    "Timestamp",
+    "UpdatedTime",
+    "ClusterName",
+    "HostName",
+    "HostPPID",
+    "HostPID",
+    "PPID",
+    "PID",
+    "UID",
+    "ParentProcessName",
+    "ProcessName",
+    "PolicyName",
+    "Severity",
+    "Tags",
+    "ATags",
+    "Message",
+    "Type",
+    "Source",
+    "Operation",
+    "Resource",
+    "Data",
+    "EventData",
+    "Enforcer",
+    "Action",
+    "Result",
+    "Cwd",
+    "TTY",
+    "MaxAlertsPerSec",
+    "DroppingAlertsInterval",
+    "ExecEvent",
+    "KubeArmorVersion",
+    "NodeID",
+    "UserName",
 ];
 
 /// Keys of the user's "Blocked SETGID" example, in its order.
 const SEED_SETGID_KEYS: &[&str] = &[
-    "Timestamp", "UpdatedTime", "ClusterName", "HostName", "HostPPID", "HostPID", "PPID", "PID", "UID",
-    "ParentProcessName", "ProcessName", "PolicyName", "Type", "Source", "Operation", "Data", "Enforcer", "Action",
+    "Timestamp",
+    "UpdatedTime",
+    "ClusterName",
+    "HostName",
+    "HostPPID",
+    "HostPID",
+    "PPID",
+    "PID",
+    "UID",
+    "ParentProcessName",
+    "ProcessName",
+    "PolicyName",
+    "Type",
+    "Source",
+    "Operation",
+    "Data",
+    "Enforcer",
+    "Action",
     "Result",
 ];
 
@@ -118,11 +200,26 @@ fn assert_key_order(alert: &Map<String, Value>) {
     let keys: Vec<&str> = alert.keys().map(String::as_str).collect();
     let positions: Vec<usize> = keys
         .iter()
-        .map(|k| KUBEARMOR_KEY_ORDER.iter().position(|o| o == k).unwrap_or_else(|| panic!("unknown key {k}")))
+        .map(|k| {
+            KUBEARMOR_KEY_ORDER
+                .iter()
+                .position(|o| o == k)
+                .unwrap_or_else(|| panic!("unknown key {k}"))
+        })
         .collect();
-    assert!(positions.windows(2).all(|w| w[0] < w[1]), "keys out of KubeArmor order: {keys:?}");
-    let seed_keys: Vec<&str> = keys.iter().copied().filter(|k| SEED_SETGID_KEYS.contains(k)).collect();
-    assert_eq!(seed_keys, SEED_SETGID_KEYS, "every key of the seed's Blocked SETGID example");
+    assert!(
+        positions.windows(2).all(|w| w[0] < w[1]),
+        "keys out of KubeArmor order: {keys:?}"
+    );
+    let seed_keys: Vec<&str> = keys
+        .iter()
+        .copied()
+        .filter(|k| SEED_SETGID_KEYS.contains(k))
+        .collect();
+    assert_eq!(
+        seed_keys, SEED_SETGID_KEYS,
+        "every key of the seed's Blocked SETGID example"
+    );
 }
 
 fn alerts(log: &BootLog) -> Vec<Map<String, Value>> {
@@ -135,17 +232,30 @@ fn alerts(log: &BootLog) -> Vec<Map<String, Value>> {
 }
 
 fn int(alert: &Map<String, Value>, key: &str) -> i64 {
-    alert.get(key).and_then(Value::as_i64).unwrap_or_else(|| panic!("{key} missing in {alert:?}"))
+    alert
+        .get(key)
+        .and_then(Value::as_i64)
+        .unwrap_or_else(|| panic!("{key} missing in {alert:?}"))
 }
 
 fn string<'a>(alert: &'a Map<String, Value>, key: &str) -> &'a str {
-    alert.get(key).and_then(Value::as_str).unwrap_or_else(|| panic!("{key} missing in {alert:?}"))
+    alert
+        .get(key)
+        .and_then(Value::as_str)
+        .unwrap_or_else(|| panic!("{key} missing in {alert:?}"))
 }
 
 fn assert_common(log: &BootLog, arch: Arch, series: &str) {
-    let kernel = log.first_with_prefix("EA-KERNEL ").expect("guest printed its kernel");
-    assert!(kernel.starts_with(series), "booted {kernel}, wanted {series}");
-    let version = log.first_with_prefix("EA-VERSION ").expect("agent version line");
+    let kernel = log
+        .first_with_prefix("EA-KERNEL ")
+        .expect("guest printed its kernel");
+    assert!(
+        kernel.starts_with(series),
+        "booted {kernel}, wanted {series}"
+    );
+    let version = log
+        .first_with_prefix("EA-VERSION ")
+        .expect("agent version line");
     let sha = committed_object_sha256();
     assert!(
         version.ends_with(&format!("probes-sha256 {sha}")),
@@ -158,24 +268,51 @@ fn enforcing_vm(arch: Arch, series: &str) {
     let log = boot_setid_guest(arch, series);
     assert_common(&log, arch, series);
     let ready = log.first_with_prefix("EA-AGENT ").unwrap_or_else(|| {
-        panic!("agent never became ready; its stderr:\n{}", log.lines_with_prefix("EA-AGENTERR ").collect::<Vec<_>>().join("\n"))
+        panic!(
+            "agent never became ready; its stderr:\n{}",
+            log.lines_with_prefix("EA-AGENTERR ")
+                .collect::<Vec<_>>()
+                .join("\n")
+        )
     });
-    assert!(ready.contains(&committed_object_sha256()), "ready line names the object: {ready}");
-    assert_eq!(log.first_with_prefix("EA-AGENT-EXIT "), Some("0"), "agent stops cleanly on SIGTERM");
+    assert!(
+        ready.contains(&committed_object_sha256()),
+        "ready line names the object: {ready}"
+    );
+    assert_eq!(
+        log.first_with_prefix("EA-AGENT-EXIT "),
+        Some("0"),
+        "agent stops cleanly on SIGTERM"
+    );
 
     let results = scenario_results(&log);
     let shell_pid: i64 = log
         .first_with_prefix("EA-SHELL pid=")
         .and_then(|p| p.trim().parse().ok())
         .expect("shell pid");
-    let blocked = ["sshd-setgid", "sshd-setuid", "link-setgid", "sshd-setresgid", "fork-setgid", "early-setgid"];
+    let blocked = [
+        "sshd-setgid",
+        "sshd-setuid",
+        "link-setgid",
+        "sshd-setresgid",
+        "fork-setgid",
+        "early-setgid",
+    ];
     let allowed = ["other-setgid", "other-setuid"];
     for name in blocked {
-        let r = results.get(name).unwrap_or_else(|| panic!("scenario {name} printed no result"));
-        assert_eq!((r["rc"].as_str(), r["errno"].as_str()), ("-1", "1"), "{name} must get EPERM: {r:?}");
+        let r = results
+            .get(name)
+            .unwrap_or_else(|| panic!("scenario {name} printed no result"));
+        assert_eq!(
+            (r["rc"].as_str(), r["errno"].as_str()),
+            ("-1", "1"),
+            "{name} must get EPERM: {r:?}"
+        );
     }
     for name in allowed {
-        let r = results.get(name).unwrap_or_else(|| panic!("scenario {name} printed no result"));
+        let r = results
+            .get(name)
+            .unwrap_or_else(|| panic!("scenario {name} printed no result"));
         assert_eq!(r["rc"], "0", "{name} must succeed: {r:?}");
     }
 
@@ -183,33 +320,67 @@ fn enforcing_vm(arch: Arch, series: &str) {
     let pid_of = |name: &str| -> i64 { results[name]["pid"].parse().expect("pid") };
     let ppid_of = |name: &str| -> i64 { results[name]["ppid"].parse().expect("ppid") };
     for name in allowed {
-        assert!(alerts.iter().all(|a| int(a, "PID") != pid_of(name)), "{name} must raise no alert");
+        assert!(
+            alerts.iter().all(|a| int(a, "PID") != pid_of(name)),
+            "{name} must raise no alert"
+        );
     }
     let mut by_scenario = HashMap::new();
     for name in blocked {
-        let matching: Vec<_> = alerts.iter().filter(|a| int(a, "PID") == pid_of(name)).collect();
-        assert_eq!(matching.len(), 1, "{name}: exactly one alert, got {matching:?}");
+        let matching: Vec<_> = alerts
+            .iter()
+            .filter(|a| int(a, "PID") == pid_of(name))
+            .collect();
+        assert_eq!(
+            matching.len(),
+            1,
+            "{name}: exactly one alert, got {matching:?}"
+        );
         by_scenario.insert(name, matching[0]);
     }
-    assert_eq!(alerts.len(), blocked.len(), "no alerts beyond the blocked calls: {alerts:?}");
+    assert_eq!(
+        alerts.len(),
+        blocked.len(),
+        "no alerts beyond the blocked calls: {alerts:?}"
+    );
 
-    let now = SystemTime::now().duration_since(UNIX_EPOCH).expect("clock").as_secs() as i64;
+    let now = SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .expect("clock")
+        .as_secs() as i64;
     for (name, alert) in &by_scenario {
         assert_key_order(alert);
         assert_eq!(int(alert, "HostPID"), int(alert, "PID"), "{name}");
         assert_eq!(int(alert, "HostPPID"), int(alert, "PPID"), "{name}");
-        assert_eq!(int(alert, "PPID"), ppid_of(name), "{name}: PPID is the real parent");
+        assert_eq!(
+            int(alert, "PPID"),
+            ppid_of(name),
+            "{name}: PPID is the real parent"
+        );
         assert_eq!(int(alert, "UID"), 0, "{name}");
-        assert!((int(alert, "Timestamp") - now).abs() < 3600, "{name}: Timestamp near now");
+        assert!(
+            (int(alert, "Timestamp") - now).abs() < 3600,
+            "{name}: Timestamp near now"
+        );
         let updated = string(alert, "UpdatedTime");
-        assert!(updated.len() == 27 && updated.ends_with('Z') && updated.as_bytes()[19] == b'.', "{updated}");
+        assert!(
+            updated.len() == 27 && updated.ends_with('Z') && updated.as_bytes()[19] == b'.',
+            "{updated}"
+        );
         assert_eq!(string(alert, "ClusterName"), "vmtest");
         assert_eq!(string(alert, "HostName"), "gw-vm");
-        assert_eq!(string(alert, "ProcessName"), "/usr/sbin/sshd", "{name}: resolved executable path");
+        assert_eq!(
+            string(alert, "ProcessName"),
+            "/usr/sbin/sshd",
+            "{name}: resolved executable path"
+        );
         assert_eq!(string(alert, "Source"), "/usr/sbin/sshd", "{name}");
         assert_eq!(string(alert, "PolicyName"), "hsp-block-sshd-setid");
         assert_eq!(string(alert, "Severity"), "8");
-        assert_eq!(string(alert, "Message"), "sshd may not change its uid or gid");
+        assert_eq!(
+            string(alert, "Message"),
+            "sshd may not change its uid or gid"
+        );
         assert_eq!(string(alert, "Type"), "MatchedHostPolicy");
         assert_eq!(string(alert, "Operation"), "Syscall");
         assert_eq!(string(alert, "Enforcer"), "BPFLSM");
@@ -219,13 +390,29 @@ fn enforcing_vm(arch: Arch, series: &str) {
     let data = |name: &str| string(by_scenario[name], "Data").to_owned();
     assert_eq!(data("sshd-setgid"), "syscall=SYS_SETGID userid=0");
     assert_eq!(data("sshd-setuid"), "syscall=SYS_SETUID userid=0");
-    assert_eq!(data("sshd-setresgid"), "syscall=SYS_SETRESGID userid=0");
-    for name in ["sshd-setgid", "sshd-setuid", "link-setgid", "sshd-setresgid"] {
-        assert_eq!(ppid_of(name), shell_pid, "{name} was started by the init shell");
-        assert_eq!(string(by_scenario[name], "ParentProcessName"), "/bin/busybox", "{name}");
+    assert_eq!(data("sshd-setresgid"), "syscall=SYS_SETRESGID userid=1234");
+    for name in [
+        "sshd-setgid",
+        "sshd-setuid",
+        "link-setgid",
+        "sshd-setresgid",
+    ] {
+        assert_eq!(
+            ppid_of(name),
+            shell_pid,
+            "{name} was started by the init shell"
+        );
+        assert_eq!(
+            string(by_scenario[name], "ParentProcessName"),
+            "/bin/busybox",
+            "{name}"
+        );
     }
     // A forked worker of sshd keeps sshd's identity; its parent is sshd.
-    assert_eq!(string(by_scenario["fork-setgid"], "ParentProcessName"), "/usr/sbin/sshd");
+    assert_eq!(
+        string(by_scenario["fork-setgid"], "ParentProcessName"),
+        "/usr/sbin/sshd"
+    );
 }
 
 #[test]
@@ -247,8 +434,16 @@ fn arm64_debian_6_12_enforces_setid_rules() {
 fn arm64_debian_6_1_refuses_with_errno_524_named() {
     let log = boot_setid_guest(Arch::Aarch64, "6.1");
     assert_common(&log, Arch::Aarch64, "6.1");
-    assert_eq!(log.first_with_prefix("EA-AGENT "), None, "agent must not claim readiness");
-    assert_eq!(log.first_with_prefix("EA-AGENT-EXIT "), Some("2"), "exit code 2: cannot enforce");
+    assert_eq!(
+        log.first_with_prefix("EA-AGENT "),
+        None,
+        "agent must not claim readiness"
+    );
+    assert_eq!(
+        log.first_with_prefix("EA-AGENT-EXIT "),
+        Some("2"),
+        "exit code 2: cannot enforce"
+    );
     let err: Vec<&str> = log.lines_with_prefix("EA-AGENTERR ").collect();
     let refusal = err
         .iter()
@@ -258,5 +453,8 @@ fn arm64_debian_6_1_refuses_with_errno_524_named() {
         refusal.contains("no BPF trampoline support") && refusal.contains("errno 524"),
         "refusal must name the missing trampoline support and errno 524: {refusal}"
     );
-    assert!(log.lines_with_prefix("EA-ALERT ").next().is_none(), "no alerts without enforcement");
+    assert!(
+        log.lines_with_prefix("EA-ALERT ").next().is_none(),
+        "no alerts without enforcement"
+    );
 }
