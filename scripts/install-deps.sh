@@ -23,6 +23,10 @@ if ! dpkg --print-foreign-architectures | grep -qx arm64; then
     apt_update_once
 fi
 
+# The VM harness downloads guest kernels and busybox with apt-get download: it needs
+# current package lists for both architectures.
+apt-cache show busybox-static:arm64 >/dev/null 2>&1 || apt_update_once
+
 packages=(qemu-system-x86 qemu-system-arm
           llvm-22-dev libpolly-22-dev libzstd-dev mosquitto)
 missing=()

@@ -171,10 +171,8 @@ mod tests {
     impl HostKernel for FakeHost {
         fn read(&self, path: &Path) -> io::Result<Vec<u8>> {
             let key = path.to_str().unwrap_or_default();
-            if key == ACTIVE_LSMS && self.mounted.get() {
-                if let Some(b) = &self.after_mount {
-                    return Ok(b.clone());
-                }
+            if let (true, Some(b)) = (key == ACTIVE_LSMS && self.mounted.get(), &self.after_mount) {
+                return Ok(b.clone());
             }
             self.files
                 .get(key)

@@ -31,16 +31,19 @@ static FETCH_LOCK: Mutex<()> = Mutex::new(());
 const MANIFEST: &str = "kernel.txt";
 
 /// The harness cache directory: `$EDGEARMOR_VM_CACHE` if set (and non-empty), else
-/// `<workspace root>/.vm-cache` (the workspace root being two levels above this crate).
+/// `$HOME/.cache/edgearmor-vm`, shared by every checkout on the machine (kernels are
+/// hundreds of MB), else `<workspace root>/.vm-cache` when there is no home.
 pub fn cache_dir() -> PathBuf {
-    match std::env::var_os("EDGEARMOR_VM_CACHE") {
-        Some(dir) if !dir.is_empty() => PathBuf::from(dir),
-        _ => {
-            let manifest = Path::new(env!("CARGO_MANIFEST_DIR"));
-            let root = manifest.parent().and_then(Path::parent);
-            root.unwrap_or(manifest).join(".vm-cache")
-        }
+    let non_empty = |name| std::env::var_os(name).filter(|v| !v.is_empty());
+    if let Some(dir) = non_empty("EDGEARMOR_VM_CACHE") {
+        return PathBuf::from(dir);
     }
+    if let Some(home) = non_empty("HOME") {
+        return PathBuf::from(home).join(".cache/edgearmor-vm");
+    }
+    let manifest = Path::new(env!("CARGO_MANIFEST_DIR"));
+    let root = manifest.parent().and_then(Path::parent);
+    root.unwrap_or(manifest).join(".vm-cache")
 }
 
 /// A Debian kernel unpacked in the cache, ready for QEMU's `-kernel`.

@@ -8,7 +8,8 @@
 //!    on every later call without touching apt.
 //! 2. [`Initramfs`] builds the guest's root filesystem as an uncompressed `newc` cpio archive
 //!    (busybox, an `/init` script, agent and helper binaries, policies).
-//! 3. [`boot`] runs QEMU (software emulation, no network unless asked for) with a
+//! 3. [`guest_binaries`] builds the static agent and helpers with `cross/build.sh`.
+//! 4. [`boot`] runs QEMU (software emulation, no network unless asked for) with a
 //!    [`BootConfig`], streams the console into a log file and memory, and returns a [`BootLog`]
 //!    once the guest prints its done marker; tests then parse the lines the guest printed.
 //!
@@ -36,12 +37,14 @@
 #![warn(missing_docs)]
 
 mod arch;
+mod artifacts;
 mod error;
 mod fetch;
 mod initramfs;
 mod qemu;
 
 pub use arch::Arch;
+pub use artifacts::{GuestBinaries, guest_binaries, workspace_root};
 pub use error::VmError;
 pub use fetch::{GuestKernel, cache_dir, fetch_busybox, fetch_kernel};
 pub use initramfs::{INIT_PRELUDE, Initramfs};

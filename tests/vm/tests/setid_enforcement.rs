@@ -6,62 +6,15 @@
 //! 6.1 (no BPF trampolines: the agent must refuse with errno 524 named).
 
 use std::collections::HashMap;
-use std::path::{Path, PathBuf};
-use std::process::Command;
-use std::sync::{Mutex, OnceLock};
+use std::path::Path;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use edgearmor_vm::{
     Arch, BootConfig, BootLog, Initramfs, boot, cache_dir, fetch_busybox, fetch_kernel,
+    guest_binaries, workspace_root,
 };
 use serde_json::{Map, Value};
 use sha2::{Digest, Sha256};
-
-fn workspace_root() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).join("../..")
-}
-
-/// The static agent and helper for `arch`, built once per test process with the same
-/// command and target directory as `cross/build.sh`.
-fn cross_binaries(arch: Arch) -> (PathBuf, PathBuf) {
-    static BUILT: OnceLock<Mutex<HashMap<&'static str, (PathBuf, PathBuf)>>> = OnceLock::new();
-    let mut built = BUILT
-        .get_or_init(Default::default)
-        .lock()
-        .unwrap_or_else(|p| p.into_inner());
-    let target = arch.musl_target();
-    if let Some(paths) = built.get(target) {
-        return paths.clone();
-    }
-    let root = workspace_root();
-    let target_dir = root.join("target/cross");
-    let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
-    let status = Command::new(cargo)
-        .current_dir(&root)
-        .args([
-            "build",
-            "--release",
-            "--locked",
-            "-p",
-            "edgearmor",
-            "-p",
-            "edgearmor-test-helpers",
-            "--target",
-            target,
-        ])
-        .arg("--target-dir")
-        .arg(&target_dir)
-        .status()
-        .expect("cargo runs");
-    assert!(
-        status.success(),
-        "cross build for {target} failed: {status}"
-    );
-    let out = target_dir.join(target).join("release");
-    let paths = (out.join("edgearmor"), out.join("setid-probe"));
-    built.insert(target, paths.clone());
-    paths
-}
 
 fn committed_object_sha256() -> String {
     let bytes = std::fs::read(workspace_root().join("probes/edgearmor-probes.bpf.o"))
@@ -76,13 +29,13 @@ fn boot_setid_guest(arch: Arch, series: &str) -> BootLog {
     let cache = cache_dir();
     let kernel = fetch_kernel(&cache, arch, series).expect("guest kernel");
     let busybox = fetch_busybox(&cache, arch).expect("busybox");
-    let (agent, probe) = cross_binaries(arch);
+    let bins = guest_binaries(arch).expect("static guest binaries");
     let guest = Path::new(env!("CARGO_MANIFEST_DIR")).join("guest");
     let mut initramfs = Initramfs::busybox_base(&busybox);
     initramfs
         .file_from_host("/init", &guest.join("setid-init.sh"), 0o755)
-        .file_from_host("/usr/local/bin/edgearmor", &agent, 0o755)
-        .file_from_host("/usr/local/bin/setid-probe", &probe, 0o755)
+        .file_from_host("/usr/local/bin/edgearmor", &bins.agent, 0o755)
+        .file_from_host("/usr/local/bin/setid-probe", &bins.setid_probe, 0o755)
         .file_from_host(
             "/etc/edgearmor/rules.toml",
             &guest.join("setid-rules.toml"),
