@@ -1,7 +1,7 @@
-//! `setid-probe [wait FILE] [fork] OP ID`: calls one setuid/setgid-family syscall and
-//! prints a machine-readable line the VM suite parses:
+//! `setid-probe [wait FILE] [fork] [repeat N] OP ID`: calls one setuid/setgid-family
+//! syscall (N times with `repeat`) and prints a machine-readable line the VM suite parses:
 //!
-//! `EA-SETID op=setgid id=0 pid=123 ppid=45 rc=-1 errno=1`
+//! `EA-SETID op=setgid id=0 pid=123 ppid=45 rc=-1 errno=1 calls=1 denied=1`
 //!
 //! `wait FILE` first waits (bounded) until FILE exists, so the process can be started
 //! before the agent and act after it. `fork` makes a child do the call, the way a
@@ -37,6 +37,14 @@ fn main() {
     if fork {
         args.next();
     }
+    let mut calls = 1u32;
+    if args.peek().map(String::as_str) == Some("repeat") {
+        args.next();
+        calls = args
+            .next()
+            .and_then(|s| s.parse().ok())
+            .unwrap_or_else(|| usage());
+    }
     let op = args.next().unwrap_or_else(|| usage());
     let id: u32 = args
         .next()
@@ -61,9 +69,25 @@ fn main() {
             }
         }
     }
+    let (mut rc, mut errno, mut denied) = (0, 0, 0);
+    for _ in 0..calls {
+        (rc, errno) = call(&op, id);
+        if errno == libc::EPERM {
+            denied += 1;
+        }
+    }
+    // SAFETY: getpid/getppid cannot fail.
+    let (pid, ppid) = unsafe { (libc::getpid(), libc::getppid()) };
+    println!(
+        "EA-SETID op={op} id={id} pid={pid} ppid={ppid} rc={rc} errno={errno} calls={calls} denied={denied}"
+    );
+}
+
+/// Makes the call; returns its result and errno (0 on success).
+fn call(op: &str, id: u32) -> (i32, i32) {
     // SAFETY: plain syscalls on integer arguments; none touch memory we own.
     let rc = unsafe {
-        match op.as_str() {
+        match op {
             "setuid" => libc::setuid(id),
             "setgid" => libc::setgid(id),
             "setreuid" => libc::setreuid(u32::MAX, id),
@@ -81,7 +105,5 @@ fn main() {
     } else {
         0
     };
-    // SAFETY: getpid/getppid cannot fail.
-    let (pid, ppid) = unsafe { (libc::getpid(), libc::getppid()) };
-    println!("EA-SETID op={op} id={id} pid={pid} ppid={ppid} rc={rc} errno={errno}");
+    (rc, errno)
 }

@@ -56,6 +56,11 @@ if grep -q "edgearmor: ready" /tmp/agent.err; then
     touch /tmp/go
     wait $early
     scenario early-setgid cat /tmp/early.out
+    # Flood while the agent is stopped: the ring buffer fills, the kernel counts what it
+    # could not queue, and the agent reports that count once it runs again.
+    kill -STOP $agent
+    scenario flood-setgid /usr/sbin/sshd repeat 2000 setgid 0
+    kill -CONT $agent
     kill -TERM $agent
 fi
 kill $early 2>/dev/null

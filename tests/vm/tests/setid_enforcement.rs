@@ -269,7 +269,9 @@ fn enforcing_vm(arch: Arch, series: &str) {
         assert_eq!(r["rc"], "0", "{name} must succeed: {r:?}");
     }
 
-    let alerts = alerts(&log);
+    let (alerts, system_events): (Vec<_>, Vec<_>) = alerts(&log)
+        .into_iter()
+        .partition(|a| string(a, "Type") == "MatchedHostPolicy");
     let pid_of = |name: &str| -> i64 { results[name]["pid"].parse().expect("pid") };
     let ppid_of = |name: &str| -> i64 { results[name]["ppid"].parse().expect("ppid") };
     for name in allowed {
@@ -291,10 +293,41 @@ fn enforcing_vm(arch: Arch, series: &str) {
         );
         by_scenario.insert(name, matching[0]);
     }
+
+    // The flood: every call denied; what the ring buffer could not hold is counted and
+    // reported, so alerts + reported drops account for every call.
+    let flood = &results["flood-setgid"];
+    assert_eq!(
+        flood["denied"], "2000",
+        "every flood call is denied: {flood:?}"
+    );
+    let flood_alerts = alerts
+        .iter()
+        .filter(|a| int(a, "PID") == pid_of("flood-setgid"))
+        .count();
+    let reported_drops: u64 = system_events
+        .iter()
+        .map(|e| {
+            assert_eq!(string(e, "Operation"), "AlertLoss", "{e:?}");
+            let data = string(e, "Data");
+            data.strip_prefix("dropped=")
+                .and_then(|n| n.parse::<u64>().ok())
+                .unwrap_or_else(|| panic!("{data}"))
+        })
+        .sum();
+    assert!(
+        reported_drops > 0,
+        "a 2000-call flood must overflow the ring buffer"
+    );
+    assert_eq!(
+        flood_alerts as u64 + reported_drops,
+        2000,
+        "alerts {flood_alerts} + drops {reported_drops}"
+    );
     assert_eq!(
         alerts.len(),
-        blocked.len(),
-        "no alerts beyond the blocked calls: {alerts:?}"
+        blocked.len() + flood_alerts,
+        "no alerts beyond the blocked calls"
     );
 
     let now = SystemTime::now()
