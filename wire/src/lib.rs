@@ -40,6 +40,8 @@ pub struct AgentId {
 }
 
 /// A payload. Append-only: new kinds of message go at the end.
+// Inline, fixed-capacity variants are the point of a no_std heapless format: no boxing.
+#[allow(clippy::large_enum_variant)]
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize, MaxSize)]
 pub enum Message {
     Batch(Batch),
@@ -321,6 +323,8 @@ pub fn decode(payload: &[u8]) -> Result<Message, WireError> {
 
 #[cfg(test)]
 mod tests {
+    extern crate std;
+
     use super::*;
 
     fn s<const N: usize>(v: &str) -> String<N> {
@@ -441,6 +445,3 @@ mod tests {
         assert!(used <= Message::MAX_ENCODED_LEN);
     }
 }
-
-#[cfg(test)]
-extern crate std;
