@@ -13,6 +13,8 @@
 //! `no_std`, heapless: every type has a bounded encoded size known at compile time
 //! ([`Message::MAX_ENCODED_LEN`]), so buffers are sized once and never grow.
 #![no_std]
+// Inline, fixed-capacity variants are the point of a no_std heapless format: no boxing.
+#![allow(clippy::large_enum_variant)]
 
 use heapless::{String, Vec};
 use postcard::experimental::max_size::MaxSize;
@@ -40,8 +42,6 @@ pub struct AgentId {
 }
 
 /// A payload. Append-only: new kinds of message go at the end.
-// Inline, fixed-capacity variants are the point of a no_std heapless format: no boxing.
-#[allow(clippy::large_enum_variant)]
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize, MaxSize)]
 pub enum Message {
     Batch(Batch),
