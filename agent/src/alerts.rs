@@ -1,65 +1,67 @@
-//! Turns kernel decisions into KubeArmor host alerts: identity of the node, wall-clock
-//! time, and the policy metadata the kernel only refers to by rule id.
+//! Enrichment: kernel decisions become wire events. The event carries only what a
+//! decoder cannot know (no cluster or host names, policy metadata by id); wall-clock
+//! time comes from the kernel's boot-time stamp plus the offset measured at start.
 
-use edgearmor_alert::{AlertType, EventTime, HostAlert};
+use edgearmor_wire::{
+    Action, Alert, Data, Event, EventBody, Operation, Outcome, PolicyRef, SetIdSyscall, Source,
+};
 
-use crate::events::SetidDecision;
-use crate::rules::SetidRuleSet;
+use crate::events::{SetidDecision, SetidKind, SetidSyscall};
 
-pub struct AlertBuilder {
-    pub cluster_name: String,
-    pub host_name: String,
-    /// Added to `CLOCK_BOOTTIME` stamps to get Unix nanoseconds.
-    pub boottime_to_unix_ns: i128,
+/// Copies `s` into a bounded wire string, cutting at a char boundary if it is longer
+/// (kernel paths are already bounded to the same capacity).
+pub fn bounded<const N: usize>(s: &str) -> heapless::String<N> {
+    let mut out = heapless::String::new();
+    for c in s.chars() {
+        if out.push(c).is_err() {
+            break;
+        }
+    }
+    out
 }
 
-impl AlertBuilder {
-    fn base(&self, alert_type: AlertType, boot_ns: u64) -> HostAlert {
-        let mut a = HostAlert::new(alert_type);
-        a.time = EventTime::from_unix_nanos(i128::from(boot_ns) + self.boottime_to_unix_ns);
-        a.cluster_name = self.cluster_name.clone();
-        a.host_name = self.host_name.clone();
-        a
+fn wire_syscall(d: &SetidDecision) -> SetIdSyscall {
+    use SetidKind::*;
+    use SetidSyscall::*;
+    match (d.kind, d.syscall) {
+        (Uid, Id) => SetIdSyscall::Setuid,
+        (Uid, Re) => SetIdSyscall::Setreuid,
+        (Uid, Res) => SetIdSyscall::Setresuid,
+        (Uid, Fs) => SetIdSyscall::Setfsuid,
+        (Gid, Id) => SetIdSyscall::Setgid,
+        (Gid, Re) => SetIdSyscall::Setregid,
+        (Gid, Res) => SetIdSyscall::Setresgid,
+        (Gid, Fs) => SetIdSyscall::Setfsgid,
     }
+}
 
-    pub fn setid(&self, d: &SetidDecision, rules: &SetidRuleSet) -> HostAlert {
-        let mut a = self.base(AlertType::MatchedHostPolicy, d.boot_ns);
-        a.host_ppid = d.ppid as i32;
-        a.ppid = d.ppid as i32;
-        a.host_pid = d.tgid as i32;
-        a.pid = d.tgid as i32;
-        a.uid = d.uid as i32;
-        a.parent_process_name = d.parent_exe.clone();
-        a.process_name = d.exe.clone();
-        a.source = d.exe.clone();
-        if let Some(rule) = rules.get(d.rule_id) {
-            a.policy_name = rule.policy.clone();
-            a.severity = rule.severity.map(|s| s.to_string()).unwrap_or_default();
-            a.tags = rule.tags.join(",");
-            a.message = rule.message.clone();
-        }
-        a.operation = "Syscall".into();
-        a.data = format!("syscall={} userid={}", d.syscall_name(), d.requested_id);
-        a.enforcer = "BPFLSM".into();
-        if d.denied {
-            a.action = "Block".into();
-            a.result = "Operation not permitted".into();
-        } else {
-            a.action = "Audit".into();
-            a.result = "Passed".into();
-        }
-        a
-    }
-
-    /// A `SystemEvent` saying `lost` events never left the kernel (ring buffer full).
-    pub fn ring_buffer_loss(&self, lost: u64, now_boot_ns: u64) -> HostAlert {
-        let mut a = self.base(AlertType::SystemEvent, now_boot_ns);
-        a.operation = "AlertLoss".into();
-        a.resource = "kernel ring buffer".into();
-        a.data = format!("dropped={lost}");
-        a.message = format!("{lost} events were lost: the kernel ring buffer was full");
-        a.enforcer = "BPFLSM".into();
-        a
+/// The wire event for a setuid/setgid decision.
+pub fn setid_event(d: &SetidDecision, boottime_to_unix_ns: i128) -> Event {
+    let unix_ns = i128::from(d.boot_ns) + boottime_to_unix_ns;
+    let (action, result) = if d.denied {
+        (Action::Block, Outcome::OperationNotPermitted)
+    } else {
+        (Action::Audit, Outcome::Passed)
+    };
+    Event {
+        time_us: (unix_ns / 1_000).max(0) as u64,
+        body: EventBody::Alert(Alert {
+            pid: d.tgid,
+            ppid: d.ppid,
+            uid: d.uid,
+            process: bounded(&d.exe),
+            parent_process: bounded(&d.parent_exe),
+            source: Source::Process,
+            policy: PolicyRef::Id(d.rule_id),
+            operation: Operation::Syscall,
+            resource: heapless::String::new(),
+            data: Data::SetId {
+                syscall: wire_syscall(d),
+                id: d.requested_id,
+            },
+            action,
+            result,
+        }),
     }
 }
 
@@ -67,32 +69,45 @@ impl AlertBuilder {
 mod tests {
     use super::*;
     use crate::events::tests::{bytes_of, raw_event};
-    use edgearmor_probe_abi::{LSM_SETID_ID, SETID_KIND_GID};
+    use edgearmor_probe_abi::{LSM_SETID_ID, LSM_SETID_RES, SETID_KIND_GID, SETID_KIND_UID};
 
     #[test]
-    fn setgid_alert_has_every_key_of_the_reference_example_in_order() {
+    fn setgid_decision_becomes_a_blocking_syscall_alert() {
         let d =
             SetidDecision::try_from(bytes_of(&raw_event(SETID_KIND_GID, LSM_SETID_ID)).as_slice())
                 .expect("valid");
-        let mut rules = SetidRuleSet::default();
-        rules
-            .add_flag("deny-setgid", "setgid", "/usr/sbin/sshd")
-            .expect("valid");
-        let builder = AlertBuilder {
-            cluster_name: "default".into(),
-            host_name: "gw1".into(),
-            boottime_to_unix_ns: 1_692_814_084_000_000_000,
+        let e = setid_event(&d, 1_692_814_084_000_000_000);
+        assert_eq!(e.time_us, 1_692_814_089_000_000);
+        let EventBody::Alert(a) = e.body else {
+            panic!("an alert")
         };
-        let json = builder.setid(&d, &rules).to_json();
+        assert_eq!((a.pid, a.ppid, a.uid), (42, 7, 0));
+        assert_eq!(a.process.as_str(), "/usr/sbin/sshd");
+        assert_eq!(a.parent_process.as_str(), "/bin/busybox");
         assert_eq!(
-            json,
-            concat!(
-                r#"{"Timestamp":1692814089,"UpdatedTime":"2023-08-23T18:08:09.000000Z","ClusterName":"default","HostName":"gw1","#,
-                r#""HostPPID":7,"HostPID":42,"PPID":7,"PID":42,"UID":0,"ParentProcessName":"/bin/busybox","ProcessName":"/usr/sbin/sshd","#,
-                r#""PolicyName":"edgearmor-setid","Type":"MatchedHostPolicy","Source":"/usr/sbin/sshd","Operation":"Syscall","#,
-                r#""Data":"syscall=SYS_SETGID userid=0","EventData":{"Syscall":"SYS_SETGID","Userid":"0"},"#,
-                r#""Enforcer":"BPFLSM","Action":"Block","Result":"Operation not permitted"}"#
-            )
+            a.data,
+            Data::SetId {
+                syscall: SetIdSyscall::Setgid,
+                id: 0
+            }
+        );
+        assert_eq!(
+            (a.action, a.result),
+            (Action::Block, Outcome::OperationNotPermitted)
+        );
+        assert_eq!(a.policy, PolicyRef::Id(0));
+        let d =
+            SetidDecision::try_from(bytes_of(&raw_event(SETID_KIND_UID, LSM_SETID_RES)).as_slice())
+                .expect("valid");
+        let EventBody::Alert(a) = setid_event(&d, 0).body else {
+            panic!("an alert")
+        };
+        assert_eq!(
+            a.data,
+            Data::SetId {
+                syscall: SetIdSyscall::Setresuid,
+                id: 0
+            }
         );
     }
 }

@@ -1,116 +1,228 @@
 //! `edgearmor`: a host-security agent for Linux edge gateways.
 //!
 //! `edgearmor run` checks that the kernel can enforce, loads the BPF-LSM probes with
-//! the configured rules, and prints one KubeArmor JSON alert per kernel decision on
-//! stdout. Diagnostics go to stderr (`RUST_LOG` sets the level).
+//! the configured rules, and sends one event per kernel decision through the pipeline
+//! to its outputs (KubeArmor JSON lines on stdout, postcard batches over MQTT).
+//! `edgearmor send-test-alerts` pushes synthetic alerts through the same pipeline to
+//! prove a gateway's path to its broker. Diagnostics go to stderr (`RUST_LOG`).
 //!
-//! Exit codes: 0 after a clean stop (SIGTERM/SIGINT), 1 for usage or rule errors,
-//! 2 when this kernel cannot enforce (the message names what is missing).
-
-mod alerts;
-mod btf;
-mod events;
-mod host;
-mod loader;
-mod reader;
-mod readiness;
-mod rules;
-mod sink;
+//! Exit codes: 0 after a clean stop (SIGTERM/SIGINT), 1 for usage, configuration or
+//! rule errors, 2 when this kernel cannot enforce (the message names what is missing).
 
 use std::path::PathBuf;
 use std::process::ExitCode;
+use std::time::Duration;
 
-use crate::alerts::AlertBuilder;
-use crate::host::{HostKernel, LiveKernel};
-use crate::reader::RingbufReader;
-use crate::rules::SetidRuleSet;
-use crate::sink::JsonLinesSink;
+use edgearmor::config::{AgentConfig, DEFAULT_CONFIG_PATH};
+use edgearmor::daemon::{self, AgentQueue, Outputs};
+use edgearmor::host::{HostKernel, LiveKernel};
+use edgearmor::pipeline::{Batcher, unix_micros};
+use edgearmor::policy_table::PolicySet;
+use edgearmor::reader::RingbufReader;
+use edgearmor::rules::SetidRuleSet;
+use edgearmor::status::AgentStatus;
+use edgearmor::{loader, readiness};
+use edgearmor_wire::{
+    Action, AgentId, Alert, Data, Event, EventBody, Operation, Outcome, PolicyRef, SetIdSyscall,
+    Source,
+};
+use futures_lite::{FutureExt, StreamExt};
 
 const USAGE: &str = "\
-usage: edgearmor run [--rules FILE] [--deny-setgid PATH]... [--deny-setuid PATH]...
-                     [--cluster NAME] [--host-name NAME]
+usage: edgearmor run [OPTIONS] [--deny-setgid PATH]... [--deny-setuid PATH]...
+       edgearmor send-test-alerts [OPTIONS] [--count N] [--interval-ms MS]
+       edgearmor policy check FILE_OR_DIR...
        edgearmor version
 
-  run         enforce the rules and print KubeArmor JSON alerts on stdout
-  --rules     TOML file of [[setid]] rules (executable, deny, policy, severity, tags, message)
-  --deny-setgid / --deny-setuid PATH
-              deny that executable changing its gid / uid (repeatable)
-  --cluster   ClusterName in alerts (default: default)
-  --host-name HostName in alerts (default: this machine's node name)
-  version     print the agent version and the SHA-256 of its embedded BPF object";
+  run               enforce the rules; alerts go to stdout and/or MQTT
+  send-test-alerts  push N synthetic alerts (PolicyName edgearmor-test-alert, Action Audit)
+                    through the pipeline, deliver them, exit; no kernel needed
+  policy check      validate KubeArmorHostPolicy YAML offline: one line per problem
+                    (file:line: yaml.path: message), exit status 1 if there is any
+  version           agent version and the SHA-256 of the embedded BPF object
 
-struct RunOptions {
-    rules: SetidRuleSet,
-    cluster: String,
-    host_name: Option<String>,
-}
+options (override agent.toml; see README for every key):
+  --config FILE           configuration (default /etc/edgearmor/agent.toml, optional)
+  --rules FILE            TOML rules file ([[setid]] tables), repeatable
+  --deny-setgid PATH      deny that executable changing its gid (repeatable)
+  --deny-setuid PATH      deny that executable changing its uid (repeatable)
+  --cluster NAME          ClusterName / topic level (default: default)
+  --host-name NAME        HostName / topic level (default: uname -n)
+  --no-stdout             no JSON lines on stdout
+  --broker HOST:PORT      publish to this MQTT broker
+  --ca FILE               TLS: verify the broker against this CA (PEM)
+  --client-cert FILE --client-key FILE    mutual TLS
+  --username NAME --password-file FILE    MQTT credentials
+  --spool-dir DIR         persist unacknowledged batches here
+  --buffer-bytes N        offline buffer size in memory
+  --max-alerts-per-sec N  throttle (0 = off; default 10)
+  --throttle-sec N        throttle interval (default 30)
+  --shutdown-grace-secs N on stop, keep delivering buffered batches this long (default 5)";
 
 enum Command {
-    Run(RunOptions),
+    Run,
+    PolicyCheck(Vec<PathBuf>),
+    SendTestAlerts { count: u64, interval: Duration },
     Version,
     Help,
 }
 
-fn parse_args() -> Result<Command, String> {
+struct Invocation {
+    command: Command,
+    config: AgentConfig,
+    rules: SetidRuleSet,
+}
+
+fn parse_args() -> Result<Invocation, String> {
     use lexopt::prelude::*;
     let mut parser = lexopt::Parser::from_env();
     let sub = match parser.next().map_err(|e| e.to_string())? {
         Some(Value(v)) => v.string().map_err(|e| e.to_string())?,
-        Some(Long("help")) | Some(Short('h')) | None => return Ok(Command::Help),
+        Some(Long("help")) | Some(Short('h')) | None => "help".into(),
         Some(other) => return Err(other.unexpected().to_string()),
     };
-    match sub.as_str() {
-        "version" => return Ok(Command::Version),
-        "help" => return Ok(Command::Help),
-        "run" => {}
+    let mut command = match sub.as_str() {
+        "run" => Command::Run,
+        "send-test-alerts" => Command::SendTestAlerts {
+            count: 10,
+            interval: Duration::from_millis(10),
+        },
+        "version" => Command::Version,
+        "help" => Command::Help,
+        "policy" => {
+            match parser.next().map_err(|e| e.to_string())? {
+                Some(Value(v)) if v == "check" => {}
+                _ => return Err("expected `policy check FILE_OR_DIR...`".into()),
+            }
+            let mut paths = Vec::new();
+            while let Some(arg) = parser.next().map_err(|e| e.to_string())? {
+                match arg {
+                    Value(v) => paths.push(PathBuf::from(v)),
+                    other => return Err(other.unexpected().to_string()),
+                }
+            }
+            if paths.is_empty() {
+                return Err("policy check: give at least one file or directory".into());
+            }
+            return Ok(Invocation {
+                command: Command::PolicyCheck(paths),
+                config: AgentConfig::default(),
+                rules: SetidRuleSet::default(),
+            });
+        }
         other => return Err(format!("unknown command `{other}`")),
-    }
-    let mut opts = RunOptions {
-        rules: SetidRuleSet::default(),
-        cluster: "default".into(),
-        host_name: None,
     };
-    let mut rule_files: Vec<PathBuf> = Vec::new();
-    let mut flag_rules: Vec<(&'static str, &'static str, String)> = Vec::new();
+    let mut config_path: Option<PathBuf> = None;
+    let mut overrides: Vec<(String, String)> = Vec::new();
+    let mut no_stdout = false;
     while let Some(arg) = parser.next().map_err(|e| e.to_string())? {
-        let value = |p: &mut lexopt::Parser| -> Result<String, String> {
-            p.value()
-                .map_err(|e| e.to_string())?
-                .string()
-                .map_err(|e| e.to_string())
+        let flag = match &arg {
+            Long("help") | Short('h') => {
+                command = Command::Help;
+                continue;
+            }
+            Long("no-stdout") => {
+                no_stdout = true;
+                continue;
+            }
+            Long(name) => name.to_string(),
+            other => return Err(other.clone().unexpected().to_string()),
         };
-        match arg {
-            Long("rules") => rule_files.push(value(&mut parser)?.into()),
-            Long("deny-setgid") => flag_rules.push(("deny-setgid", "setgid", value(&mut parser)?)),
-            Long("deny-setuid") => flag_rules.push(("deny-setuid", "setuid", value(&mut parser)?)),
-            Long("cluster") => opts.cluster = value(&mut parser)?,
-            Long("host-name") => opts.host_name = Some(value(&mut parser)?),
-            Long("help") | Short('h') => return Ok(Command::Help),
-            other => return Err(other.unexpected().to_string()),
+        let value = parser
+            .value()
+            .map_err(|e| e.to_string())?
+            .string()
+            .map_err(|e| format!("--{flag}: {e}"))?;
+        if flag == "config" {
+            config_path = Some(value.into());
+        } else {
+            overrides.push((flag, value));
         }
     }
-    for file in &rule_files {
-        opts.rules.add_file(file).map_err(|e| e.to_string())?;
+    let mut config = match &config_path {
+        Some(path) => AgentConfig::load(path, true),
+        None => AgentConfig::load(std::path::Path::new(DEFAULT_CONFIG_PATH), false),
     }
-    for (flag, op, path) in &flag_rules {
-        opts.rules
-            .add_flag(flag, op, path)
-            .map_err(|e| e.to_string())?;
+    .map_err(|e| e.to_string())?;
+    let mut flag_rules = Vec::new();
+    for (flag, value) in overrides {
+        let number = |v: &str| {
+            v.parse::<u64>()
+                .map_err(|_| format!("--{flag}: `{v}` is not a number"))
+        };
+        match flag.as_str() {
+            "rules" => config.rules.push(value.into()),
+            "deny-setgid" | "deny-setuid" => flag_rules.push((flag, value)),
+            "cluster" => config.cluster = value,
+            "host-name" => config.node = value,
+            "broker" => config.mqtt.broker = value,
+            "ca" => config.mqtt.ca_file = Some(value.into()),
+            "client-cert" => config.mqtt.client_cert = Some(value.into()),
+            "client-key" => config.mqtt.client_key = Some(value.into()),
+            "username" => config.mqtt.username = Some(value),
+            "password-file" => config.mqtt.password_file = Some(value.into()),
+            "spool-dir" => config.offline.spool_dir = Some(value.into()),
+            "buffer-bytes" => config.offline.buffer_bytes = number(&value)? as usize,
+            "max-alerts-per-sec" => config.throttle.max_alerts_per_sec = number(&value)? as u32,
+            "throttle-sec" => config.throttle.throttle_sec = number(&value)? as u32,
+            "shutdown-grace-secs" => config.mqtt.shutdown_grace_secs = number(&value)?,
+            "count" | "interval-ms" => match &mut command {
+                Command::SendTestAlerts { count, interval } => {
+                    if flag == "count" {
+                        *count = number(&value)?;
+                    } else {
+                        *interval = Duration::from_millis(number(&value)?);
+                    }
+                }
+                _ => return Err(format!("--{flag} belongs to send-test-alerts")),
+            },
+            _ => return Err(format!("unknown option --{flag}")),
+        }
     }
-    if opts.rules.is_empty() {
-        return Err("no rules: give --rules FILE or --deny-setgid/--deny-setuid PATH".into());
+    if no_stdout {
+        config.output.stdout = false;
     }
-    Ok(Command::Run(opts))
+    config.validate().map_err(|e| e.to_string())?;
+    let mut rules = SetidRuleSet::default();
+    for file in &config.rules {
+        rules.add_file(file).map_err(|e| e.to_string())?;
+    }
+    for (flag, path) in &flag_rules {
+        let op = if flag == "deny-setgid" {
+            "setgid"
+        } else {
+            "setuid"
+        };
+        rules.add_flag(flag, op, path).map_err(|e| e.to_string())?;
+    }
+    if matches!(command, Command::Run) && rules.is_empty() {
+        return Err(
+            "no rules: give --rules FILE, rules in agent.toml, or --deny-setgid/--deny-setuid PATH"
+                .into(),
+        );
+    }
+    Ok(Invocation {
+        command,
+        config,
+        rules,
+    })
 }
 
 fn main() -> ExitCode {
     env_logger::Builder::from_env(env_logger::Env::default().default_filter_or("info")).init();
-    match parse_args() {
-        Ok(Command::Help) => {
+    let invocation = match parse_args() {
+        Ok(i) => i,
+        Err(e) => {
+            eprintln!("edgearmor: {e}\n\n{USAGE}");
+            return ExitCode::from(1);
+        }
+    };
+    match invocation.command {
+        Command::Help => {
             println!("{USAGE}");
             ExitCode::SUCCESS
         }
-        Ok(Command::Version) => {
+        Command::Version => {
             println!(
                 "edgearmor {} probes-sha256 {}",
                 env!("CARGO_PKG_VERSION"),
@@ -118,66 +230,263 @@ fn main() -> ExitCode {
             );
             ExitCode::SUCCESS
         }
-        Ok(Command::Run(opts)) => run(opts),
-        Err(e) => {
-            eprintln!("edgearmor: {e}\n\n{USAGE}");
-            ExitCode::from(1)
+        Command::Run => run(invocation.config, invocation.rules),
+        Command::PolicyCheck(paths) => policy_check(&paths),
+        Command::SendTestAlerts { count, interval } => {
+            send_test_alerts(invocation.config, invocation.rules, count, interval)
         }
     }
 }
 
-fn run(opts: RunOptions) -> ExitCode {
+fn policy_check(paths: &[PathBuf]) -> ExitCode {
+    let diagnostics = edgearmor_policy::check_policy_paths(paths);
+    for d in &diagnostics {
+        println!("{d}");
+    }
+    if diagnostics.is_empty() {
+        eprintln!("edgearmor: policies OK");
+        ExitCode::SUCCESS
+    } else {
+        eprintln!("edgearmor: {} problem(s)", diagnostics.len());
+        ExitCode::from(1)
+    }
+}
+
+/// Identity, policy table, status and outputs shared by `run` and `send-test-alerts`.
+struct Session {
+    agent: AgentId,
+    policies: PolicySet,
+    outputs: Outputs,
+    ledger: edgearmor::pipeline::SharedLedger,
+}
+
+fn start_session(
+    config: &AgentConfig,
+    rules: &SetidRuleSet,
+    host: &dyn HostKernel,
+    enforcement: Result<(), String>,
+) -> Result<Session, String> {
+    let node = if config.node.is_empty() {
+        host.node_name()
+    } else {
+        config.node.clone()
+    };
+    let key = host
+        .random_key()
+        .map_err(|e| format!("cannot read random bytes: {e}"))?;
+    let mut boot_id = [0u8; 16];
+    boot_id[..8].copy_from_slice(&key[0].to_le_bytes());
+    boot_id[8..].copy_from_slice(&key[1].to_le_bytes());
+    let bounded = |s: &str, what: &str| {
+        heapless::String::try_from(s).map_err(|_| format!("{what} `{s}` is longer than 64 bytes"))
+    };
+    let agent = AgentId {
+        cluster: bounded(&config.cluster, "cluster")?,
+        node: bounded(&node, "node name")?,
+        boot_id,
+    };
+    let policies = PolicySet::from_rules(rules);
+    let status = AgentStatus {
+        agent_version: env!("CARGO_PKG_VERSION").into(),
+        boot_id,
+        kernel: host.release(),
+        enforcement,
+        policy_set: policies.hash,
+        unix_secs: unix_micros() / 1_000_000,
+    };
+    let ledger = daemon::ledger();
+    let outputs =
+        Outputs::build(config, &agent, &policies, &status, &ledger).map_err(|e| e.to_string())?;
+    Ok(Session {
+        agent,
+        policies,
+        outputs,
+        ledger,
+    })
+}
+
+fn stop_signals() -> Result<async_signal::Signals, String> {
+    async_signal::Signals::new([async_signal::Signal::Term, async_signal::Signal::Int])
+        .map_err(|e| format!("cannot install signal handlers: {e}"))
+}
+
+fn run(config: AgentConfig, rules: SetidRuleSet) -> ExitCode {
     let host = LiveKernel;
     // Signals first, so a stop request during the (slow, under emulation) load is kept.
-    let mut signals =
-        match async_signal::Signals::new([async_signal::Signal::Term, async_signal::Signal::Int]) {
-            Ok(s) => s,
-            Err(e) => {
-                eprintln!("edgearmor: cannot install signal handlers: {e}");
-                return ExitCode::from(1);
-            }
-        };
-    let probes = match readiness::check_kernel(&host)
-        .and_then(|btf| loader::load(&host, &btf, &opts.rules))
-    {
-        Ok(p) => p,
+    let mut signals = match stop_signals() {
+        Ok(s) => s,
         Err(e) => {
-            eprintln!("edgearmor: cannot enforce here: {e}");
-            return ExitCode::from(2);
+            eprintln!("edgearmor: {e}");
+            return ExitCode::from(1);
         }
     };
-    let builder = AlertBuilder {
-        cluster_name: opts.cluster,
-        host_name: opts.host_name.unwrap_or_else(|| host.node_name()),
-        boottime_to_unix_ns: host.boottime_to_unix_offset_ns(),
-    };
+    let probes =
+        match readiness::check_kernel(&host).and_then(|btf| loader::load(&host, &btf, &rules)) {
+            Ok(p) => p,
+            Err(e) => {
+                eprintln!("edgearmor: cannot enforce here: {e}");
+                return ExitCode::from(2);
+            }
+        };
     let seeded = probes.seeded_processes;
-    let mut reader = match RingbufReader::new(probes) {
+    let mut reader = match RingbufReader::new(probes, host.boottime_to_unix_offset_ns()) {
         Ok(r) => r,
         Err(e) => {
             eprintln!("edgearmor: cannot watch the event ring buffer: {e}");
             return ExitCode::from(1);
         }
     };
+    let Session {
+        agent,
+        policies,
+        mut outputs,
+        ledger,
+    } = match start_session(&config, &rules, &host, Ok(())) {
+        Ok(s) => s,
+        Err(e) => {
+            eprintln!("edgearmor: {e}");
+            return ExitCode::from(1);
+        }
+    };
     eprintln!(
-        "edgearmor: ready: enforcing {} setid rule(s) on kernel {} (probes sha256 {}, {} running processes identified)",
-        opts.rules.rules.len(),
+        "edgearmor: ready: enforcing {} setid rule(s) on kernel {} (probes sha256 {}, {} running processes identified, policy set {:016x})",
+        rules.rules.len(),
         host.release(),
         loader::probes_sha256(),
-        seeded
+        seeded,
+        policies.hash
     );
-    let mut sink = JsonLinesSink::new(std::io::stdout().lock());
-    match async_io::block_on(reader.run(&opts.rules, &builder, &mut sink, &mut signals)) {
-        Ok(()) => {
-            eprintln!(
-                "edgearmor: stopped ({} malformed kernel events skipped)",
-                reader.malformed
-            );
-            ExitCode::SUCCESS
+    let queue = AgentQueue::default();
+    let mut batcher = Batcher::new(agent, policies.hash, daemon::batch_policy(&config));
+    let read_kernel = async {
+        loop {
+            let stopping = async { reader.readable().await.map(|()| false) }
+                .or(async {
+                    signals.next().await;
+                    Ok(true)
+                })
+                .await;
+            reader.drain(&queue, &ledger);
+            match stopping {
+                Ok(false) => {}
+                Ok(true) => break,
+                Err(e) => {
+                    log::error!("ring buffer wait failed: {e}");
+                    break;
+                }
+            }
         }
-        Err(e) => {
-            eprintln!("edgearmor: writing alerts failed: {e}");
-            ExitCode::from(1)
-        }
+    };
+    async_io::block_on(daemon::run_pipeline(
+        &queue,
+        &ledger,
+        &mut batcher,
+        &mut outputs,
+        read_kernel,
+    ));
+    outputs.shutdown();
+    eprintln!(
+        "edgearmor: stopped ({} malformed kernel events skipped)",
+        reader.malformed
+    );
+    ExitCode::SUCCESS
+}
+
+/// A synthetic alert: audit, clearly named, about this agent's own process.
+fn test_alert(n: u64) -> Event {
+    let me = std::env::current_exe()
+        .map(|p| p.to_string_lossy().into_owned())
+        .unwrap_or_default();
+    Event {
+        time_us: unix_micros(),
+        body: EventBody::Alert(Alert {
+            pid: std::process::id(),
+            ppid: 0,
+            uid: 0,
+            process: edgearmor::alerts::bounded(&me),
+            parent_process: heapless::String::new(),
+            source: Source::Process,
+            policy: PolicyRef::Id(0),
+            operation: Operation::Syscall,
+            resource: edgearmor::alerts::bounded(&format!("test alert {n}")),
+            data: Data::SetId {
+                syscall: SetIdSyscall::Setgid,
+                id: n as u32,
+            },
+            action: Action::Audit,
+            result: Outcome::Passed,
+        }),
     }
+}
+
+fn send_test_alerts(
+    config: AgentConfig,
+    mut rules: SetidRuleSet,
+    count: u64,
+    interval: Duration,
+) -> ExitCode {
+    let host = LiveKernel;
+    let mut signals = match stop_signals() {
+        Ok(s) => s,
+        Err(e) => {
+            eprintln!("edgearmor: {e}");
+            return ExitCode::from(1);
+        }
+    };
+    // Policy id 0 names the test alerts.
+    rules.rules.insert(
+        0,
+        edgearmor::rules::SetidRule {
+            executable: "/".into(),
+            deny_mask: 0,
+            policy: "edgearmor-test-alert".into(),
+            severity: Some(1),
+            tags: vec!["edgearmor".into(), "test".into()],
+            message: "synthetic alert from edgearmor send-test-alerts".into(),
+        },
+    );
+    let Session {
+        agent,
+        policies,
+        mut outputs,
+        ledger,
+    } = match start_session(
+        &config,
+        &rules,
+        &host,
+        Err("send-test-alerts does not enforce".into()),
+    ) {
+        Ok(s) => s,
+        Err(e) => {
+            eprintln!("edgearmor: {e}");
+            return ExitCode::from(1);
+        }
+    };
+    eprintln!("edgearmor: ready: sending {count} test alert(s)");
+    let queue = AgentQueue::default();
+    let mut batcher = Batcher::new(agent, policies.hash, daemon::batch_policy(&config));
+    let produce = async {
+        for n in 0..count {
+            queue.offer(test_alert(n));
+            let pause = async {
+                async_io::Timer::after(interval).await;
+                false
+            };
+            if pause.or(async { signals.next().await.is_some() }).await {
+                break;
+            }
+        }
+    };
+    async_io::block_on(daemon::run_pipeline(
+        &queue,
+        &ledger,
+        &mut batcher,
+        &mut outputs,
+        produce,
+    ));
+    let produced = batcher.next_seq() - 1;
+    eprintln!("edgearmor: produced {produced} event(s), delivering");
+    outputs.shutdown();
+    eprintln!("edgearmor: done");
+    ExitCode::SUCCESS
 }

@@ -70,6 +70,12 @@ pub enum RuleError {
         origin: String,
         severity: i64,
     },
+    /// A metadata field longer than alerts can carry.
+    FieldTooLong {
+        origin: String,
+        field: &'static str,
+        limit: usize,
+    },
 }
 
 impl fmt::Display for RuleError {
@@ -104,6 +110,13 @@ impl fmt::Display for RuleError {
             }
             RuleError::BadSeverity { origin, severity } => {
                 write!(f, "{origin}: severity {severity} is outside 1..10")
+            }
+            RuleError::FieldTooLong {
+                origin,
+                field,
+                limit,
+            } => {
+                write!(f, "{origin}: {field} is longer than {limit} bytes")
             }
         }
     }
@@ -165,12 +178,26 @@ impl SetidRuleSet {
                 Some(severity) => return Err(RuleError::BadSeverity { origin, severity }),
             };
             check_executable(&origin, &entry.executable)?;
+            let policy = entry
+                .policy
+                .unwrap_or_else(|| DEFAULT_POLICY_NAME.to_owned());
+            for (field, len, limit) in [
+                ("policy", policy.len(), 128),
+                ("tags", entry.tags.join(",").len(), 256),
+                ("message", entry.message.len(), 256),
+            ] {
+                if len > limit {
+                    return Err(RuleError::FieldTooLong {
+                        origin,
+                        field,
+                        limit,
+                    });
+                }
+            }
             staged.push(SetidRule {
                 executable: entry.executable,
                 deny_mask: mask,
-                policy: entry
-                    .policy
-                    .unwrap_or_else(|| DEFAULT_POLICY_NAME.to_owned()),
+                policy,
                 severity,
                 tags: entry.tags,
                 message: entry.message,
@@ -308,6 +335,10 @@ mod tests {
                 "unknown field `colour`",
             ),
             ("[[setid]\n", "line 1"),
+            (
+                "[[setid]]\nexecutable = \"/a\"\ndeny = [\"setuid\"]\npolicy = \"xxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxx\"\n",
+                "policy is longer than 128 bytes",
+            ),
         ];
         for (text, want) in cases {
             let err = parse(text).expect_err(text).to_string();

@@ -1,57 +1,98 @@
-//! Where alerts go. Producing alerts is separate from delivering them: stdout, MQTT
-//! and tests are all sinks.
+//! The stdout sink: every event of every batch as one KubeArmor JSON line, expanded by
+//! the same code the gateway-side decoder uses (`edgearmor_alert::expand`).
 
-use std::io::{self, Write};
+use std::io::Write;
 
-use edgearmor_alert::HostAlert;
+use edgearmor_alert::expand::{ExpandOptions, PolicyLookup, expand_event_into};
+use edgearmor_alert::{AlertType, HostAlert};
+use edgearmor_wire::Batch;
 
-pub trait AlertSink {
-    fn deliver(&mut self, alert: &HostAlert) -> io::Result<()>;
-    /// Called after each batch so a reader sees whole batches promptly.
-    fn flush(&mut self) -> io::Result<()>;
-}
+use crate::pipeline::BatchSink;
 
-/// One KubeArmor JSON object per line, as `karmor logs --json` prints them.
+/// KubeArmor JSON lines, one per event, as `karmor logs --json` prints them.
 pub struct JsonLinesSink<W: Write> {
     out: W,
+    policies: Option<PolicyLookup>,
+    alert: HostAlert,
     line: String,
+    /// Lines that could not be written (a closed stdout must not stop enforcement).
+    pub write_errors: u64,
 }
 
 impl<W: Write> JsonLinesSink<W> {
-    pub fn new(out: W) -> Self {
+    pub fn new(out: W, policies: Option<PolicyLookup>) -> Self {
         Self {
             out,
+            policies,
+            alert: HostAlert::new(AlertType::MatchedHostPolicy),
             line: String::with_capacity(1024),
+            write_errors: 0,
         }
+    }
+
+    pub fn into_inner(self) -> W {
+        self.out
     }
 }
 
-impl<W: Write> AlertSink for JsonLinesSink<W> {
-    fn deliver(&mut self, alert: &HostAlert) -> io::Result<()> {
-        self.line.clear();
-        alert.write_json(&mut self.line);
-        self.line.push('\n');
-        self.out.write_all(self.line.as_bytes())
-    }
-
-    fn flush(&mut self) -> io::Result<()> {
-        self.out.flush()
+impl<W: Write> BatchSink for JsonLinesSink<W> {
+    fn deliver(&mut self, batch: &Batch) {
+        for event in &batch.events {
+            expand_event_into(
+                &batch.agent,
+                event,
+                self.policies.as_ref(),
+                ExpandOptions::default(),
+                &mut self.alert,
+            );
+            self.line.clear();
+            self.alert.write_json(&mut self.line);
+            self.line.push('\n');
+            if self.out.write_all(self.line.as_bytes()).is_err() {
+                self.write_errors += 1;
+            }
+        }
+        if self.out.flush().is_err() {
+            self.write_errors += 1;
+        }
     }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
-    use edgearmor_alert::AlertType;
+    use edgearmor_wire::{AgentId, Event, EventBody, Loss, LossSource};
 
     #[test]
-    fn writes_one_line_per_alert() {
-        let mut sink = JsonLinesSink::new(Vec::new());
-        let a = HostAlert::new(AlertType::SystemEvent);
-        sink.deliver(&a).expect("vec");
-        sink.deliver(&a).expect("vec");
-        let text = String::from_utf8(sink.out).expect("utf8");
+    fn writes_one_line_per_event() {
+        let mut sink = JsonLinesSink::new(Vec::new(), None);
+        let mut events = heapless::Vec::new();
+        for count in [3, 4] {
+            let _ = events.push(Event {
+                time_us: 1,
+                body: EventBody::Loss(Loss {
+                    source: LossSource::Channel,
+                    count,
+                    first_seq: 0,
+                    last_seq: 0,
+                }),
+            });
+        }
+        sink.deliver(&Batch {
+            agent: AgentId {
+                cluster: heapless::String::try_from("c").expect("fits"),
+                node: heapless::String::try_from("n").expect("fits"),
+                boot_id: [0; 16],
+            },
+            policy_set: 0,
+            first_seq: 1,
+            events,
+        });
+        let text = String::from_utf8(sink.into_inner()).expect("utf8");
         assert_eq!(text.lines().count(), 2);
-        assert!(text.ends_with("}\n"));
+        assert!(
+            text.lines().all(|l| l.contains("\"Type\":\"SystemEvent\"")),
+            "{text}"
+        );
     }
 }

@@ -6,10 +6,13 @@
 //! keys in protobuf declaration order, zero values omitted except `PPID` and `UID`,
 //! Go's string escaping (including its HTML-safe `\u003c`-style escapes).
 //!
-//! The contract is `shared/reference/kubearmor-alert-schema.md`; nothing here knows
-//! about the kernel, the wire format or MQTT.
+//! The contract is `shared/reference/kubearmor-alert-schema.md`. This module knows
+//! nothing about the kernel, the wire format or MQTT; [`expand`] is the one place that
+//! turns wire events into [`HostAlert`]s, for the agent and the decoder alike.
 
 use std::fmt::Write as _;
+
+pub mod expand;
 
 /// `Type` of an alert or log line.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -37,6 +40,14 @@ pub struct EventTime {
 }
 
 impl EventTime {
+    /// From the wire format's `time_us` (Unix microseconds).
+    pub fn from_unix_micros(micros: u64) -> Self {
+        Self {
+            unix_secs: (micros / 1_000_000) as i64,
+            micros: (micros % 1_000_000) as u32,
+        }
+    }
+
     pub fn from_unix_nanos(nanos: i128) -> Self {
         Self {
             unix_secs: nanos.div_euclid(1_000_000_000) as i64,
@@ -47,16 +58,37 @@ impl EventTime {
     /// KubeArmor's `UpdatedTime`: UTC, microseconds, `Z` suffix.
     pub fn write_updated_time(&self, out: &mut String) {
         let days = self.unix_secs.div_euclid(86_400);
-        let secs_of_day = self.unix_secs.rem_euclid(86_400);
+        let secs_of_day = self.unix_secs.rem_euclid(86_400) as u32;
         let (year, month, day) = civil_from_days(days);
-        let _ = write!(
-            out,
-            "{year:04}-{month:02}-{day:02}T{:02}:{:02}:{:02}.{:06}Z",
-            secs_of_day / 3600,
-            secs_of_day / 60 % 60,
-            secs_of_day % 60,
-            self.micros
-        );
+        if !(0..=9999).contains(&year) || self.micros > 999_999 {
+            // Outside what the fixed-width fast path below can print.
+            let _ = write!(
+                out,
+                "{year:04}-{month:02}-{day:02}T{:02}:{:02}:{:02}.{:06}Z",
+                secs_of_day / 3600,
+                secs_of_day / 60 % 60,
+                secs_of_day % 60,
+                self.micros
+            );
+            return;
+        }
+        // Hand-rolled: this runs once per line, and `format!` padding costs more than
+        // the rest of the timestamp.
+        let mut buf = *b"0000-00-00T00:00:00.000000Z";
+        let mut put = |at: usize, width: usize, mut value: u32| {
+            for slot in buf[at..at + width].iter_mut().rev() {
+                *slot = b'0' + (value % 10) as u8;
+                value /= 10;
+            }
+        };
+        put(0, 4, year as u32);
+        put(5, 2, month);
+        put(8, 2, day);
+        put(11, 2, secs_of_day / 3600);
+        put(14, 2, secs_of_day / 60 % 60);
+        put(17, 2, secs_of_day % 60);
+        put(20, 6, self.micros);
+        out.push_str(std::str::from_utf8(&buf).unwrap_or_default());
     }
 }
 
@@ -107,6 +139,11 @@ pub struct HostAlert {
     pub dropping_alerts_interval: i32,
     pub node_id: String,
     pub user_name: String,
+    /// Whether [`HostAlert::write_json`] writes `EventData` (parsed from `Data`).
+    /// Current KubeArmor writes it, so it is on by default; the reference lines
+    /// from older `karmor` releases have no `EventData`, and turning it off
+    /// reproduces them byte for byte.
+    pub event_data: bool,
 }
 
 impl HostAlert {
@@ -141,6 +178,7 @@ impl HostAlert {
             dropping_alerts_interval: 0,
             node_id: String::new(),
             user_name: String::new(),
+            event_data: true,
         }
     }
 
@@ -183,7 +221,9 @@ impl HostAlert {
         obj.str("Operation", &self.operation);
         obj.str("Resource", &self.resource);
         obj.str("Data", &self.data);
-        obj.event_data(&self.data);
+        if self.event_data {
+            obj.event_data(&self.data);
+        }
         obj.str("Enforcer", &self.enforcer);
         obj.str("Action", &self.action);
         obj.str("Result", &self.result);
@@ -246,28 +286,61 @@ impl<'a> JsonObject<'a> {
         let _ = write!(self.out, "{value}");
     }
 
-    /// `EventData`: `Data`'s space-separated `key=value` pairs, keys with their first
-    /// letter upper-cased, in Go's map order (sorted by key).
+    /// `EventData`: `Data` parsed as KubeArmor's `parseDataString` does: whitespace-separated
+    /// `key=value` words (split at the first `=`), the key's first letter upper-cased, the
+    /// last value winning for a repeated key; written in Go's map order (sorted by key).
+    ///
+    /// Allocation-free for up to [`INLINE_PAIRS`] pairs (every `Data` this project writes).
     fn event_data(&mut self, data: &str) {
-        let mut pairs: Vec<(String, &str)> = data
-            .split(' ')
-            .filter_map(|field| field.split_once('='))
-            .filter(|(k, _)| !k.is_empty())
-            .map(|(k, v)| (upper_first(k), v))
-            .collect();
-        if pairs.is_empty() {
+        const NONE: (&str, &str) = ("", "");
+        let mut inline = [NONE; INLINE_PAIRS];
+        let mut spilled: Vec<(&str, &str)> = Vec::new();
+        let mut count = 0;
+        for pair in data.split_whitespace().filter_map(|w| w.split_once('=')) {
+            if count < INLINE_PAIRS {
+                inline[count] = pair;
+            } else {
+                if spilled.is_empty() {
+                    spilled.extend_from_slice(&inline);
+                }
+                spilled.push(pair);
+            }
+            count += 1;
+        }
+        if count == 0 {
             return;
         }
-        pairs.sort_by(|a, b| a.0.cmp(&b.0));
-        pairs.dedup_by(|later, earlier| later.0 == earlier.0);
+        let pairs: &mut [(&str, &str)] = if count <= INLINE_PAIRS {
+            &mut inline[..count]
+        } else {
+            &mut spilled
+        };
+        // Stable, so that among equal keys the last one given stays last.
+        pairs.sort_by(|a, b| upper_first_chars(a.0).cmp(upper_first_chars(b.0)));
         self.key("EventData");
         self.out.push('{');
+        let mut first = true;
         for (i, (k, v)) in pairs.iter().enumerate() {
-            if i > 0 {
+            let next_is_same_key = pairs
+                .get(i + 1)
+                .is_some_and(|(next, _)| upper_first_chars(next).eq(upper_first_chars(k)));
+            if next_is_same_key {
+                continue;
+            }
+            if !first {
                 self.out.push(',');
             }
-            write_go_string(self.out, k);
-            self.out.push(':');
+            first = false;
+            self.out.push('"');
+            let mut chars = k.chars();
+            if let Some(c) = chars.next() {
+                let mut buf = [0u8; 4];
+                for upper in c.to_uppercase() {
+                    write_go_string_body(self.out, upper.encode_utf8(&mut buf));
+                }
+            }
+            write_go_string_body(self.out, chars.as_str());
+            self.out.push_str("\":");
             write_go_string(self.out, v);
         }
         self.out.push('}');
@@ -278,38 +351,84 @@ impl<'a> JsonObject<'a> {
     }
 }
 
-fn upper_first(s: &str) -> String {
+/// `EventData` pairs kept on the stack; more spill to the heap.
+const INLINE_PAIRS: usize = 8;
+
+/// The characters of `s` with the first one upper-cased, without allocating.
+fn upper_first_chars(s: &str) -> impl Iterator<Item = char> + '_ {
     let mut chars = s.chars();
-    match chars.next() {
-        Some(first) => first.to_uppercase().chain(chars).collect(),
-        None => String::new(),
-    }
+    let first = chars.next().into_iter().flat_map(char::to_uppercase);
+    first.chain(chars)
 }
 
 /// A JSON string exactly as Go's `encoding/json` writes it with HTML escaping on.
 pub fn write_go_string(out: &mut String, s: &str) {
-    const HEX: &[u8; 16] = b"0123456789abcdef";
     out.push('"');
-    for c in s.chars() {
-        match c {
-            '"' => out.push_str("\\\""),
-            '\\' => out.push_str("\\\\"),
-            '\n' => out.push_str("\\n"),
-            '\r' => out.push_str("\\r"),
-            '\t' => out.push_str("\\t"),
-            '\u{8}' => out.push_str("\\b"),
-            '\u{c}' => out.push_str("\\f"),
-            '<' | '>' | '&' | '\u{2028}' | '\u{2029}' | '\0'..='\u{1f}' => {
-                let v = c as u32;
-                out.push_str("\\u");
-                for shift in [12, 8, 4, 0] {
-                    out.push(HEX[((v >> shift) & 0xf) as usize] as char);
-                }
+    write_go_string_body(out, s);
+    out.push('"');
+}
+
+/// Whether an ASCII byte must be escaped: control characters, `"`, `\\`, and the
+/// HTML-sensitive `<`, `>`, `&`.
+const fn needs_escape(b: u8) -> bool {
+    b < 0x20 || matches!(b, b'"' | b'\\' | b'<' | b'>' | b'&')
+}
+
+/// The inside of a Go JSON string. Copies unescaped runs whole: almost every byte of
+/// an alert (paths, names) needs no escaping, and this runs for every field of every line.
+fn write_go_string_body(out: &mut String, s: &str) {
+    let bytes = s.as_bytes();
+    let mut run_start = 0;
+    let mut i = 0;
+    while i < bytes.len() {
+        let b = bytes[i];
+        // U+2028 and U+2029 (E2 80 A8/A9) are the only non-ASCII characters Go escapes.
+        let line_separator = b == 0xe2
+            && bytes.get(i + 1) == Some(&0x80)
+            && matches!(bytes.get(i + 2), Some(0xa8 | 0xa9));
+        if !(needs_escape(b) || line_separator) {
+            i += 1;
+            continue;
+        }
+        // `i` is on a character boundary: an ASCII byte or the lead byte of U+2028/9.
+        out.push_str(&s[run_start..i]);
+        let (c, width) = if line_separator {
+            (
+                if bytes[i + 2] == 0xa8 {
+                    '\u{2028}'
+                } else {
+                    '\u{2029}'
+                },
+                3,
+            )
+        } else {
+            (char::from(b), 1)
+        };
+        write_escaped(out, c);
+        i += width;
+        run_start = i;
+    }
+    out.push_str(&s[run_start..]);
+}
+
+fn write_escaped(out: &mut String, c: char) {
+    const HEX: &[u8; 16] = b"0123456789abcdef";
+    match c {
+        '"' => out.push_str("\\\""),
+        '\\' => out.push_str("\\\\"),
+        '\n' => out.push_str("\\n"),
+        '\r' => out.push_str("\\r"),
+        '\t' => out.push_str("\\t"),
+        '\u{8}' => out.push_str("\\b"),
+        '\u{c}' => out.push_str("\\f"),
+        c => {
+            let v = c as u32;
+            out.push_str("\\u");
+            for shift in [12, 8, 4, 0] {
+                out.push(HEX[((v >> shift) & 0xf) as usize] as char);
             }
-            c => out.push(c),
         }
     }
-    out.push('"');
 }
 
 #[cfg(test)]
@@ -383,6 +502,67 @@ mod tests {
         assert_eq!(out, r#""a\"b\\c\n\u003ctag\u003e\u0026\u0001\bé""#);
     }
 
+    /// The escaping, character by character as Go's `encodeState.string` does it: the
+    /// fast path must agree with it on every kind of character.
+    fn go_string_reference(s: &str) -> String {
+        let mut out = String::from("\"");
+        for c in s.chars() {
+            match c {
+                '"' | '\\' | '\n' | '\r' | '\t' | '\u{8}' | '\u{c}' => write_escaped(&mut out, c),
+                '<' | '>' | '&' | '\u{2028}' | '\u{2029}' | '\0'..='\u{1f}' => {
+                    write_escaped(&mut out, c)
+                }
+                c => out.push(c),
+            }
+        }
+        out.push('"');
+        out
+    }
+
+    #[test]
+    fn escaping_fast_path_agrees_with_the_character_rules() {
+        for s in [
+            "",
+            "/usr/bin/sleep",
+            "a\u{2028}b\u{2029}c\u{2027}\u{202a}",
+            "\u{e2}\u{80}",
+            "\u{1f}\u{7f}\u{80}é€𝄞<&>\"\\",
+            "\u{2028}",
+            "x\u{2029}",
+            "tab\there\r\n",
+        ] {
+            let mut fast = String::new();
+            write_go_string(&mut fast, s);
+            assert_eq!(fast, go_string_reference(s), "{s:?}");
+        }
+    }
+
+    #[test]
+    fn event_data_follows_kubearmors_parse_data_string() {
+        let mut a = HostAlert::new(AlertType::SystemEvent);
+        // Any whitespace separates; the first '=' splits; the last repeated key wins
+        // (after upper-casing); words without '=' are ignored.
+        a.data = "lost=1\tfirst_seq=a=b  noise Lost=2".into();
+        assert!(
+            a.to_json().contains(
+                r#""Data":"lost=1\tfirst_seq=a=b  noise Lost=2","EventData":{"First_seq":"a=b","Lost":"2"}"#
+            ),
+            "{}",
+            a.to_json()
+        );
+        a.data = (0..10)
+            .map(|i| format!("k{i}=v{i}"))
+            .collect::<Vec<_>>()
+            .join(" ");
+        let json = a.to_json();
+        assert!(
+            json.contains(r#""K0":"v0","K1":"v1","#) && json.contains(r#""K9":"v9"}"#),
+            "{json}"
+        );
+        a.event_data = false;
+        assert!(!a.to_json().contains("EventData"));
+    }
+
     #[test]
     fn updated_time_handles_calendar_edges() {
         let mut out = String::new();
@@ -391,5 +571,14 @@ mod tests {
         out.clear();
         EventTime::from_unix_nanos(0).write_updated_time(&mut out);
         assert_eq!(out, "1970-01-01T00:00:00.000000Z");
+        out.clear();
+        EventTime::from_unix_micros(253_402_300_799_999_999).write_updated_time(&mut out);
+        assert_eq!(out, "9999-12-31T23:59:59.999999Z");
+        out.clear();
+        EventTime::from_unix_micros(253_402_300_800_000_000).write_updated_time(&mut out);
+        assert_eq!(
+            out, "10000-01-01T00:00:00.000000Z",
+            "past the fast path's width"
+        );
     }
 }

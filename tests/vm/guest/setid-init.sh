@@ -31,7 +31,7 @@ scenario() {
 /usr/sbin/sshd wait /tmp/go setgid 0 > /tmp/early.out &
 early=$!
 
-/usr/local/bin/edgearmor run --rules /etc/edgearmor/rules.toml --cluster vmtest --host-name gw-vm \
+/usr/local/bin/edgearmor run --rules /etc/edgearmor/rules.toml --cluster vmtest --host-name gw-vm --max-alerts-per-sec 0 \
     > /tmp/alerts.json 2> /tmp/agent.err &
 agent=$!
 # Wait for the agent's readiness line (or its exit), bounded.

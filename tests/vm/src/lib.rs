@@ -38,9 +38,11 @@
 
 mod arch;
 mod artifacts;
+pub mod broker;
 mod error;
 mod fetch;
 mod initramfs;
+pub mod network;
 mod qemu;
 
 pub use arch::Arch;

@@ -1,0 +1,382 @@
+//! `/etc/edgearmor/agent.toml`: every setting of the agent, with its default. Command-
+//! line flags override the file. Unknown keys and bad values are errors naming the key.
+
+use std::fmt;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use serde::Deserialize;
+
+pub const DEFAULT_CONFIG_PATH: &str = "/etc/edgearmor/agent.toml";
+
+#[derive(Clone, Debug, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields, default)]
+pub struct AgentConfig {
+    /// `ClusterName` in alerts and the second topic level.
+    pub cluster: String,
+    /// `HostName` in alerts and the third topic level; empty = `uname -n`.
+    pub node: String,
+    /// Rule files (TOML, `[[setid]]` tables).
+    pub rules: Vec<PathBuf>,
+    pub output: OutputConfig,
+    pub mqtt: MqttConfig,
+    pub pipeline: PipelineConfig,
+    pub offline: OfflineConfig,
+    pub throttle: ThrottleConfig,
+}
+
+#[derive(Clone, Debug, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields, default)]
+pub struct OutputConfig {
+    /// KubeArmor JSON lines on stdout.
+    pub stdout: bool,
+}
+
+#[derive(Clone, Debug, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields, default)]
+pub struct MqttConfig {
+    /// `host:port`; empty disables MQTT.
+    pub broker: String,
+    /// Empty = `edgearmor-<cluster>-<node>` (stable, so the broker keeps the session).
+    pub client_id: String,
+    pub topic_prefix: String,
+    /// PEM CA certificate; setting it enables TLS.
+    pub ca_file: Option<PathBuf>,
+    pub client_cert: Option<PathBuf>,
+    pub client_key: Option<PathBuf>,
+    pub username: Option<String>,
+    /// File holding the password (first line), so it stays out of the config and `ps`.
+    pub password_file: Option<PathBuf>,
+    pub keep_alive_secs: u64,
+    /// On stop, how long to keep trying to deliver buffered batches.
+    pub shutdown_grace_secs: u64,
+}
+
+#[derive(Clone, Debug, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields, default)]
+pub struct PipelineConfig {
+    /// Flush a batch at this many events (1..=32).
+    pub batch_max_events: usize,
+    /// Flush a non-empty batch at least this often.
+    pub flush_interval_ms: u64,
+}
+
+#[derive(Clone, Debug, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields, default)]
+pub struct OfflineConfig {
+    /// Memory for batches the broker has not acknowledged; the oldest go first.
+    pub buffer_bytes: usize,
+    /// Persist unacknowledged batches here (empty = memory only).
+    pub spool_dir: Option<PathBuf>,
+    /// Size cap of the spool directory.
+    pub spool_bytes: u64,
+}
+
+#[derive(Clone, Debug, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields, default)]
+pub struct ThrottleConfig {
+    /// More alerts than this in one second start a throttle interval (0 = off).
+    pub max_alerts_per_sec: u32,
+    /// Length of the interval in which alerts are dropped.
+    pub throttle_sec: u32,
+}
+
+impl Default for AgentConfig {
+    fn default() -> Self {
+        Self {
+            cluster: "default".into(),
+            node: String::new(),
+            rules: Vec::new(),
+            output: OutputConfig::default(),
+            mqtt: MqttConfig::default(),
+            pipeline: PipelineConfig::default(),
+            offline: OfflineConfig::default(),
+            throttle: ThrottleConfig::default(),
+        }
+    }
+}
+
+impl Default for OutputConfig {
+    fn default() -> Self {
+        Self { stdout: true }
+    }
+}
+
+impl Default for MqttConfig {
+    fn default() -> Self {
+        Self {
+            broker: String::new(),
+            client_id: String::new(),
+            topic_prefix: "edgearmor".into(),
+            ca_file: None,
+            client_cert: None,
+            client_key: None,
+            username: None,
+            password_file: None,
+            keep_alive_secs: 30,
+            shutdown_grace_secs: 5,
+        }
+    }
+}
+
+impl Default for PipelineConfig {
+    fn default() -> Self {
+        Self {
+            batch_max_events: edgearmor_wire::MAX_BATCH_EVENTS,
+            flush_interval_ms: 200,
+        }
+    }
+}
+
+impl Default for OfflineConfig {
+    fn default() -> Self {
+        Self {
+            buffer_bytes: 1 << 20,
+            spool_dir: None,
+            spool_bytes: 16 << 20,
+        }
+    }
+}
+
+impl Default for ThrottleConfig {
+    /// KubeArmor's defaults.
+    fn default() -> Self {
+        Self {
+            max_alerts_per_sec: 10,
+            throttle_sec: 30,
+        }
+    }
+}
+
+#[derive(Debug)]
+pub enum ConfigError {
+    Read {
+        path: PathBuf,
+        source: std::io::Error,
+    },
+    Parse {
+        path: PathBuf,
+        message: String,
+    },
+    Invalid {
+        key: &'static str,
+        value: String,
+        reason: &'static str,
+    },
+}
+
+impl fmt::Display for ConfigError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            ConfigError::Read { path, source } => write!(f, "config {}: {source}", path.display()),
+            ConfigError::Parse { path, message } => {
+                write!(f, "config {}: {}", path.display(), message.trim_end())
+            }
+            ConfigError::Invalid { key, value, reason } => {
+                write!(f, "config: {key} = {value:?}: {reason}")
+            }
+        }
+    }
+}
+
+impl std::error::Error for ConfigError {}
+
+impl AgentConfig {
+    /// Reads `path`; a missing file at the default path means "all defaults".
+    pub fn load(path: &Path, required: bool) -> Result<Self, ConfigError> {
+        match std::fs::read_to_string(path) {
+            Ok(text) => Self::parse(path, &text),
+            Err(e) if !required && e.kind() == std::io::ErrorKind::NotFound => Ok(Self::default()),
+            Err(source) => Err(ConfigError::Read {
+                path: path.to_owned(),
+                source,
+            }),
+        }
+    }
+
+    pub fn parse(path: &Path, text: &str) -> Result<Self, ConfigError> {
+        let config: Self = toml::from_str(text).map_err(|e| ConfigError::Parse {
+            path: path.to_owned(),
+            message: e.to_string(),
+        })?;
+        config.validate()?;
+        Ok(config)
+    }
+
+    /// Checks what types alone cannot.
+    pub fn validate(&self) -> Result<(), ConfigError> {
+        let invalid = |key, value: String, reason| Err(ConfigError::Invalid { key, value, reason });
+        if self.cluster.is_empty() || self.cluster.contains(['/', '+', '#']) {
+            return invalid(
+                "cluster",
+                self.cluster.clone(),
+                "must be non-empty without '/', '+' or '#'",
+            );
+        }
+        if self.node.contains(['/', '+', '#']) {
+            return invalid(
+                "node",
+                self.node.clone(),
+                "must not contain '/', '+' or '#'",
+            );
+        }
+        if !(1..=edgearmor_wire::MAX_BATCH_EVENTS).contains(&self.pipeline.batch_max_events) {
+            return invalid(
+                "pipeline.batch_max_events",
+                self.pipeline.batch_max_events.to_string(),
+                "must be between 1 and 32",
+            );
+        }
+        if self.pipeline.flush_interval_ms == 0 {
+            return invalid(
+                "pipeline.flush_interval_ms",
+                "0".into(),
+                "must be at least 1",
+            );
+        }
+        if self.offline.buffer_bytes < edgearmor_wire::Message::MAX_ENCODED_LEN {
+            return invalid(
+                "offline.buffer_bytes",
+                self.offline.buffer_bytes.to_string(),
+                "must hold at least one full batch (36 KiB)",
+            );
+        }
+        if !self.mqtt.broker.is_empty() {
+            self.broker_address()?;
+        }
+        if self.mqtt.client_cert.is_some() != self.mqtt.client_key.is_some() {
+            return invalid(
+                "mqtt.client_cert",
+                format!("{:?}", self.mqtt.client_cert),
+                "client_cert and client_key go together",
+            );
+        }
+        if self.mqtt.client_cert.is_some() && self.mqtt.ca_file.is_none() {
+            return invalid(
+                "mqtt.ca_file",
+                String::new(),
+                "a client certificate needs TLS: set ca_file",
+            );
+        }
+        if self.mqtt.password_file.is_some() && self.mqtt.username.is_none() {
+            return invalid(
+                "mqtt.username",
+                String::new(),
+                "password_file needs a username",
+            );
+        }
+        Ok(())
+    }
+
+    /// `mqtt.broker` split into host and port.
+    pub fn broker_address(&self) -> Result<(String, u16), ConfigError> {
+        let bad = || ConfigError::Invalid {
+            key: "mqtt.broker",
+            value: self.mqtt.broker.clone(),
+            reason: "expected host:port",
+        };
+        let (host, port) = self.mqtt.broker.rsplit_once(':').ok_or_else(bad)?;
+        let port: u16 = port.parse().map_err(|_| bad())?;
+        if host.is_empty() || port == 0 {
+            return Err(bad());
+        }
+        Ok((
+            host.trim_start_matches('[')
+                .trim_end_matches(']')
+                .to_owned(),
+            port,
+        ))
+    }
+
+    pub fn flush_interval(&self) -> Duration {
+        Duration::from_millis(self.pipeline.flush_interval_ms)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn empty_file_means_documented_defaults() {
+        let c = AgentConfig::parse(Path::new("a.toml"), "").expect("valid");
+        assert_eq!(c, AgentConfig::default());
+        assert_eq!(c.throttle.max_alerts_per_sec, 10);
+        assert_eq!(c.offline.buffer_bytes, 1 << 20);
+        assert!(c.output.stdout);
+    }
+
+    #[test]
+    fn full_file_parses() {
+        let c = AgentConfig::parse(
+            Path::new("a.toml"),
+            r#"
+            cluster = "plant-7"
+            node = "gw-12"
+            rules = ["/etc/edgearmor/rules.toml"]
+            [output]
+            stdout = false
+            [mqtt]
+            broker = "broker.local:8883"
+            ca_file = "/etc/edgearmor/ca.pem"
+            username = "gw-12"
+            password_file = "/etc/edgearmor/mqtt.pass"
+            [pipeline]
+            batch_max_events = 16
+            flush_interval_ms = 500
+            [offline]
+            buffer_bytes = 2097152
+            spool_dir = "/var/lib/edgearmor/spool"
+            spool_bytes = 8388608
+            [throttle]
+            max_alerts_per_sec = 0
+            "#,
+        )
+        .expect("valid");
+        assert_eq!(
+            c.broker_address().expect("valid"),
+            ("broker.local".into(), 8883)
+        );
+        assert_eq!(
+            c.offline.spool_dir.as_deref(),
+            Some(Path::new("/var/lib/edgearmor/spool"))
+        );
+    }
+
+    #[test]
+    fn mistakes_name_the_key() {
+        let cases = [
+            ("colour = 1", "unknown field `colour`"),
+            (
+                "[mqtt]\nbroker = \"nohost\"",
+                "mqtt.broker = \"nohost\": expected host:port",
+            ),
+            ("[mqtt]\nbroker = \"h:99999\"", "expected host:port"),
+            (
+                "[pipeline]\nbatch_max_events = 64",
+                "pipeline.batch_max_events",
+            ),
+            ("[offline]\nbuffer_bytes = 10", "offline.buffer_bytes"),
+            ("[throttle]\nmax_alerts_per_sec = -1", "max_alerts_per_sec"),
+            ("cluster = \"a/b\"", "cluster"),
+            ("[mqtt]\nclient_cert = \"/c\"", "client_key go together"),
+            ("[mqtt]\npassword_file = \"/p\"", "needs a username"),
+        ];
+        for (text, want) in cases {
+            let err = AgentConfig::parse(Path::new("a.toml"), text)
+                .expect_err(text)
+                .to_string();
+            assert!(err.contains(want), "{text:?}: {err:?} lacks {want:?}");
+        }
+    }
+
+    #[test]
+    fn missing_default_file_is_defaults_but_missing_explicit_file_is_an_error() {
+        let nowhere = Path::new("/nonexistent/edgearmor.toml");
+        assert_eq!(
+            AgentConfig::load(nowhere, false).expect("defaults"),
+            AgentConfig::default()
+        );
+        assert!(AgentConfig::load(nowhere, true).is_err());
+    }
+}

@@ -1,0 +1,163 @@
+//! Wiring: builds the outputs a configuration asks for (stdout, MQTT with its offline
+//! buffer and spool), and runs the pipeline with a producer (the kernel reader, or
+//! the synthetic alerts of `send-test-alerts`) until the producer stops.
+
+use std::fmt;
+use std::sync::Arc;
+use std::time::Duration;
+
+use edgearmor_alert::expand::PolicyLookup;
+use edgearmor_wire::{AgentId, Batch};
+use futures_lite::FutureExt;
+
+use crate::config::{AgentConfig, ConfigError};
+use crate::mqtt::{MqttError, MqttPublisher, MqttSettings, SessionMessages, Topics};
+use crate::offline::{OfflineBuffer, Spool, SpoolError};
+use crate::pipeline::{BatchPolicy, BatchSink, Batcher, EventQueue, LossLedger, SharedLedger};
+use crate::policy_table::PolicySet;
+use crate::sink::JsonLinesSink;
+use crate::status::AgentStatus;
+
+/// Events between the kernel reader and the batcher.
+pub const QUEUE_EVENTS: usize = 256;
+pub type AgentQueue = EventQueue<QUEUE_EVENTS>;
+
+#[derive(Debug)]
+pub enum DaemonError {
+    Config(ConfigError),
+    Spool(SpoolError),
+    Mqtt(MqttError),
+}
+
+impl fmt::Display for DaemonError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            DaemonError::Config(e) => e.fmt(f),
+            DaemonError::Spool(e) => e.fmt(f),
+            DaemonError::Mqtt(e) => e.fmt(f),
+        }
+    }
+}
+
+impl std::error::Error for DaemonError {}
+
+/// Every sink the configuration enables.
+pub struct Outputs {
+    stdout: Option<JsonLinesSink<std::io::Stdout>>,
+    pub mqtt: Option<MqttPublisher>,
+    shutdown_grace: Duration,
+}
+
+impl BatchSink for Outputs {
+    fn deliver(&mut self, batch: &Batch) {
+        if let Some(s) = self.stdout.as_mut() {
+            s.deliver(batch);
+        }
+        if let Some(m) = self.mqtt.as_mut() {
+            m.deliver(batch);
+        }
+    }
+}
+
+impl Outputs {
+    pub fn build(
+        config: &AgentConfig,
+        agent: &AgentId,
+        policies: &PolicySet,
+        status: &AgentStatus,
+        ledger: &SharedLedger,
+    ) -> Result<Self, DaemonError> {
+        let stdout = config.output.stdout.then(|| {
+            let lookup = PolicyLookup::from_policies(policies.hash, &policies.policies).ok();
+            JsonLinesSink::new(std::io::stdout(), lookup)
+        });
+        let mqtt = if config.mqtt.broker.is_empty() {
+            None
+        } else {
+            let (host, port) = config.broker_address().map_err(DaemonError::Config)?;
+            let spool = match &config.offline.spool_dir {
+                Some(dir) => {
+                    Some(Spool::open(dir, config.offline.spool_bytes).map_err(DaemonError::Spool)?)
+                }
+                None => None,
+            };
+            let buffer = OfflineBuffer::new(config.offline.buffer_bytes, spool);
+            let client_id = if config.mqtt.client_id.is_empty() {
+                format!("edgearmor-{}-{}", agent.cluster, agent.node)
+            } else {
+                config.mqtt.client_id.clone()
+            };
+            let settings = MqttSettings {
+                host,
+                port,
+                client_id,
+                ca_file: config.mqtt.ca_file.clone(),
+                client_cert: config.mqtt.client_cert.clone(),
+                client_key: config.mqtt.client_key.clone(),
+                username: config.mqtt.username.clone(),
+                password_file: config.mqtt.password_file.clone(),
+                keep_alive: Duration::from_secs(config.mqtt.keep_alive_secs),
+                topic_prefix: config.mqtt.topic_prefix.clone(),
+            };
+            let topics = Topics::new(&settings.topic_prefix, &agent.cluster, &agent.node);
+            let session = SessionMessages {
+                birth: status.birth_json(),
+                will: status.will_json(),
+                policy_tables: policies.encode(agent),
+            };
+            Some(
+                MqttPublisher::start(&settings, topics, session, buffer, ledger.clone())
+                    .map_err(DaemonError::Mqtt)?,
+            )
+        };
+        Ok(Self {
+            stdout,
+            mqtt,
+            shutdown_grace: Duration::from_secs(config.mqtt.shutdown_grace_secs),
+        })
+    }
+
+    /// Delivers what MQTT still holds (within `mqtt.shutdown_grace_secs`) and stops it.
+    pub fn shutdown(self) {
+        if let Some(m) = self.mqtt {
+            m.shutdown(self.shutdown_grace);
+        }
+    }
+}
+
+/// The batcher's settings from the configuration.
+pub fn batch_policy(config: &AgentConfig) -> BatchPolicy {
+    BatchPolicy {
+        max_events: config.pipeline.batch_max_events,
+        flush_interval: config.flush_interval(),
+        max_alerts_per_sec: config.throttle.max_alerts_per_sec,
+        throttle_sec: config.throttle.throttle_sec,
+    }
+}
+
+/// Runs `producer` and the batcher side by side on this thread. When the producer
+/// returns, the batcher delivers what is left and returns too.
+pub async fn run_pipeline(
+    queue: &AgentQueue,
+    ledger: &LossLedger,
+    batcher: &mut Batcher,
+    sink: &mut dyn BatchSink,
+    producer: impl std::future::Future<Output = ()>,
+) {
+    let (done_tx, done_rx) = async_channel::bounded::<()>(1);
+    let produce = async move {
+        producer.await;
+        // Closing the channel is the batcher's stop signal.
+        drop(done_tx);
+        std::future::pending::<()>().await;
+    };
+    let stop = async move {
+        let _ = done_rx.recv().await;
+    };
+    batcher.run(queue, ledger, sink, stop).or(produce).await;
+}
+
+/// A fresh loss ledger.
+pub fn ledger() -> SharedLedger {
+    Arc::new(LossLedger::default())
+}

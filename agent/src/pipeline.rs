@@ -1,0 +1,595 @@
+//! The user-space event path between the kernel reader and the sinks:
+//!
+//! ```text
+//! reader ──try_send──► EventQueue<N> ──► Batcher (throttle, sequence numbers,
+//!   (counts drops)    (embassy-sync)      flush on size or time, loss reports) ──► BatchSink(s)
+//! ```
+//!
+//! Everything is bounded: the queue's capacity is in its type, a batch holds at most
+//! [`MAX_BATCH_EVENTS`]. A full queue hands the event back and the drop is counted;
+//! every count (kernel ring buffer, queue, offline buffer, throttle) reaches the sinks
+//! as a `Loss` event with its own sequence number, so a consumer can account for every
+//! missing number.
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::{Duration, Instant};
+
+use edgearmor_wire::{
+    AgentId, AlertThreshold, Batch, Event, EventBody, Loss, LossSource, MAX_BATCH_EVENTS,
+};
+use embassy_sync::blocking_mutex::raw::CriticalSectionRawMutex;
+use embassy_sync::channel::Channel;
+use futures_lite::FutureExt;
+
+/// The queue between the kernel reader and the batcher, `N` events deep.
+pub struct EventQueue<const N: usize> {
+    channel: Channel<CriticalSectionRawMutex, Event, N>,
+    dropped: AtomicU64,
+}
+
+impl<const N: usize> Default for EventQueue<N> {
+    fn default() -> Self {
+        Self {
+            channel: Channel::new(),
+            dropped: AtomicU64::new(0),
+        }
+    }
+}
+
+impl<const N: usize> EventQueue<N> {
+    /// Queues `event`, or counts it as dropped when the queue is full.
+    pub fn offer(&self, event: Event) -> bool {
+        match self.channel.try_send(event) {
+            Ok(()) => true,
+            Err(_) => {
+                self.dropped.fetch_add(1, Ordering::Relaxed);
+                false
+            }
+        }
+    }
+
+    /// Events refused because the queue was full, since creation.
+    pub fn dropped(&self) -> u64 {
+        self.dropped.load(Ordering::Relaxed)
+    }
+}
+
+/// Counters of events lost outside the batcher's sight (kernel ring buffer, offline
+/// buffer), which it turns into `Loss` events.
+#[derive(Default)]
+pub struct LossLedger {
+    pub kernel_ring_buffer: AtomicU64,
+    offline: std::sync::Mutex<Vec<Loss>>,
+}
+
+/// Offline-buffer losses kept before they are merged (bounded, like everything else).
+const MAX_PENDING_OFFLINE_LOSSES: usize = 64;
+
+impl LossLedger {
+    /// Records batches the offline buffer had to drop: `count` events, `first..=last`.
+    pub fn offline_dropped(&self, count: u64, first_seq: u64, last_seq: u64) {
+        let mut pending = self.offline.lock().unwrap_or_else(|p| p.into_inner());
+        let full = pending.len() >= MAX_PENDING_OFFLINE_LOSSES;
+        if let Some(last) = pending.last_mut()
+            && (full || last.last_seq + 1 == first_seq)
+        {
+            // Merge into the previous report rather than grow without bound.
+            last.count += count;
+            last.last_seq = last.last_seq.max(last_seq);
+            return;
+        }
+        pending.push(Loss {
+            source: LossSource::OfflineBuffer,
+            count,
+            first_seq,
+            last_seq,
+        });
+    }
+
+    fn take_offline(&self) -> Vec<Loss> {
+        std::mem::take(&mut *self.offline.lock().unwrap_or_else(|p| p.into_inner()))
+    }
+}
+
+/// KubeArmor's alert throttling: more than `max_per_sec` alerts in one second starts
+/// an interval of `throttle_sec` seconds in which alerts are dropped.
+pub struct AlertThrottle {
+    max_per_sec: u32,
+    throttle: Duration,
+    window_start: Instant,
+    in_window: u32,
+    dropping_until: Option<Instant>,
+    dropped: u64,
+}
+
+/// What the throttle decided for one alert.
+#[derive(Debug, PartialEq, Eq)]
+pub enum ThrottleVerdict {
+    Pass,
+    /// The limit was just exceeded: drop, and announce the interval.
+    StartDropping,
+    Drop,
+}
+
+impl AlertThrottle {
+    /// `max_per_sec == 0` disables throttling.
+    pub fn new(max_per_sec: u32, throttle_sec: u32, now: Instant) -> Self {
+        Self {
+            max_per_sec,
+            throttle: Duration::from_secs(u64::from(throttle_sec)),
+            window_start: now,
+            in_window: 0,
+            dropping_until: None,
+            dropped: 0,
+        }
+    }
+
+    pub fn check(&mut self, now: Instant) -> ThrottleVerdict {
+        if self.max_per_sec == 0 {
+            return ThrottleVerdict::Pass;
+        }
+        if let Some(until) = self.dropping_until {
+            if now < until {
+                self.dropped += 1;
+                return ThrottleVerdict::Drop;
+            }
+            self.dropping_until = None;
+            self.window_start = now;
+            self.in_window = 0;
+        }
+        if now.duration_since(self.window_start) >= Duration::from_secs(1) {
+            self.window_start = now;
+            self.in_window = 0;
+        }
+        self.in_window += 1;
+        if self.in_window > self.max_per_sec {
+            self.dropping_until = Some(now + self.throttle);
+            self.dropped += 1;
+            return ThrottleVerdict::StartDropping;
+        }
+        ThrottleVerdict::Pass
+    }
+
+    /// Alerts dropped since the last call.
+    pub fn take_dropped(&mut self) -> u64 {
+        std::mem::take(&mut self.dropped)
+    }
+
+    pub fn threshold_event(&self) -> AlertThreshold {
+        AlertThreshold {
+            max_alerts_per_sec: self.max_per_sec,
+            dropping_alerts_interval: self.throttle.as_secs() as u32,
+        }
+    }
+}
+
+/// Where finished batches go: stdout, MQTT, tests.
+pub trait BatchSink {
+    fn deliver(&mut self, batch: &Batch);
+}
+
+/// Batcher settings.
+#[derive(Clone, Debug)]
+pub struct BatchPolicy {
+    /// Flush when this many events are waiting (at most [`MAX_BATCH_EVENTS`]).
+    pub max_events: usize,
+    /// Flush a non-empty batch at least this often.
+    pub flush_interval: Duration,
+    pub max_alerts_per_sec: u32,
+    pub throttle_sec: u32,
+}
+
+impl Default for BatchPolicy {
+    fn default() -> Self {
+        Self {
+            max_events: MAX_BATCH_EVENTS,
+            flush_interval: Duration::from_millis(200),
+            max_alerts_per_sec: 0,
+            throttle_sec: 30,
+        }
+    }
+}
+
+/// Assigns sequence numbers and cuts the event stream into batches.
+pub struct Batcher {
+    agent: AgentId,
+    policy_set: u64,
+    next_seq: u64,
+    policy: BatchPolicy,
+    current: heapless::Vec<Event, MAX_BATCH_EVENTS>,
+    throttle: AlertThrottle,
+    reported_queue_drops: u64,
+    reported_kernel_drops: u64,
+    /// Loss events waiting for room in a batch.
+    pending_system: std::collections::VecDeque<Event>,
+}
+
+impl Batcher {
+    pub fn new(agent: AgentId, policy_set: u64, policy: BatchPolicy) -> Self {
+        let throttle = AlertThrottle::new(
+            policy.max_alerts_per_sec,
+            policy.throttle_sec,
+            Instant::now(),
+        );
+        Self {
+            agent,
+            policy_set,
+            next_seq: 1,
+            policy: BatchPolicy {
+                max_events: policy.max_events.clamp(1, MAX_BATCH_EVENTS),
+                ..policy
+            },
+            current: heapless::Vec::new(),
+            throttle,
+            reported_queue_drops: 0,
+            reported_kernel_drops: 0,
+            pending_system: Default::default(),
+        }
+    }
+
+    /// The sequence number the next event will get.
+    pub fn next_seq(&self) -> u64 {
+        self.next_seq
+    }
+
+    /// Adds one event (alerts pass the throttle first); flushes when full.
+    pub fn push(&mut self, event: Event, now: Instant, sink: &mut dyn BatchSink) {
+        if matches!(event.body, EventBody::Alert(_)) {
+            match self.throttle.check(now) {
+                ThrottleVerdict::Pass => {}
+                ThrottleVerdict::Drop => return,
+                ThrottleVerdict::StartDropping => {
+                    let announce = Event {
+                        time_us: event.time_us,
+                        body: EventBody::AlertThreshold(self.throttle.threshold_event()),
+                    };
+                    self.add(announce, sink);
+                    return;
+                }
+            }
+        }
+        self.add(event, sink);
+    }
+
+    fn add(&mut self, event: Event, sink: &mut dyn BatchSink) {
+        if let Err(event) = self.current.push(event) {
+            self.flush(sink);
+            // An empty batch always has room.
+            let _ = self.current.push(event);
+        }
+        if self.current.len() >= self.policy.max_events {
+            self.flush(sink);
+        }
+    }
+
+    /// Turns new drop counts into `Loss` events (they are events too: they get
+    /// sequence numbers and cannot themselves be dropped).
+    pub fn collect_losses<const N: usize>(
+        &mut self,
+        queue: &EventQueue<N>,
+        ledger: &LossLedger,
+        now_us: u64,
+    ) {
+        let mut losses = Vec::new();
+        let queue_drops = queue.dropped();
+        if queue_drops > self.reported_queue_drops {
+            losses.push((
+                LossSource::Channel,
+                queue_drops - self.reported_queue_drops,
+                0,
+                0,
+            ));
+            self.reported_queue_drops = queue_drops;
+        }
+        let kernel_drops = ledger.kernel_ring_buffer.load(Ordering::Relaxed);
+        if kernel_drops > self.reported_kernel_drops {
+            losses.push((
+                LossSource::KernelRingBuffer,
+                kernel_drops - self.reported_kernel_drops,
+                0,
+                0,
+            ));
+            self.reported_kernel_drops = kernel_drops;
+        }
+        let throttled = self.throttle.take_dropped();
+        if throttled > 0 {
+            losses.push((LossSource::Throttle, throttled, 0, 0));
+        }
+        for l in ledger.take_offline() {
+            losses.push((l.source, l.count, l.first_seq, l.last_seq));
+        }
+        for (source, count, first_seq, last_seq) in losses {
+            self.pending_system.push_back(Event {
+                time_us: now_us,
+                body: EventBody::Loss(Loss {
+                    source,
+                    count,
+                    first_seq,
+                    last_seq,
+                }),
+            });
+        }
+    }
+
+    /// Sends the current batch (with any pending loss reports) to `sink`.
+    pub fn flush(&mut self, sink: &mut dyn BatchSink) {
+        loop {
+            while self.current.len() < MAX_BATCH_EVENTS {
+                match self.pending_system.pop_front() {
+                    Some(e) => {
+                        let _ = self.current.push(e);
+                    }
+                    None => break,
+                }
+            }
+            if self.current.is_empty() {
+                return;
+            }
+            let events = std::mem::take(&mut self.current);
+            let batch = Batch {
+                agent: self.agent.clone(),
+                policy_set: self.policy_set,
+                first_seq: self.next_seq,
+                events,
+            };
+            self.next_seq += batch.events.len() as u64;
+            sink.deliver(&batch);
+            if self.pending_system.is_empty() {
+                return;
+            }
+        }
+    }
+
+    /// Runs until `stop` resolves: receives events, flushes on size and on time.
+    pub async fn run<const N: usize>(
+        &mut self,
+        queue: &EventQueue<N>,
+        ledger: &LossLedger,
+        sink: &mut dyn BatchSink,
+        stop: impl std::future::Future<Output = ()>,
+    ) {
+        // Lives one loop iteration on the stack; boxing would allocate per event.
+        #[allow(clippy::large_enum_variant)]
+        enum Next {
+            Event(Event),
+            Tick,
+            Stop,
+        }
+        let mut stop = std::pin::pin!(stop);
+        loop {
+            let deadline = async_io::Timer::after(self.policy.flush_interval);
+            let next = async { Next::Event(queue.channel.receive().await) }
+                .or(async {
+                    deadline.await;
+                    Next::Tick
+                })
+                .or(async {
+                    (&mut stop).await;
+                    Next::Stop
+                });
+            let stopping = match next.await {
+                Next::Event(event) => {
+                    self.push(event, Instant::now(), sink);
+                    continue;
+                }
+                Next::Tick => false,
+                Next::Stop => true,
+            };
+            // Timer or stop: take what is queued, report losses, flush.
+            while let Ok(event) = queue.channel.try_receive() {
+                self.push(event, Instant::now(), sink);
+            }
+            self.collect_losses(queue, ledger, unix_micros());
+            self.flush(sink);
+            if stopping {
+                // Delivering the last batches may itself have cost older ones (a full
+                // offline buffer): report until nothing new is lost.
+                for _ in 0..4 {
+                    self.collect_losses(queue, ledger, unix_micros());
+                    if self.pending_system.is_empty() {
+                        break;
+                    }
+                    self.flush(sink);
+                }
+                return;
+            }
+        }
+    }
+}
+
+/// Wall-clock microseconds since the Unix epoch.
+pub fn unix_micros() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_micros() as u64)
+        .unwrap_or(0)
+}
+
+/// Shared handle to the loss counters.
+pub type SharedLedger = Arc<LossLedger>;
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use edgearmor_wire::{
+        Action, Alert, Data, Operation, Outcome, PolicyRef, SetIdSyscall, Source,
+    };
+
+    fn agent() -> AgentId {
+        AgentId {
+            cluster: heapless::String::try_from("c").expect("fits"),
+            node: heapless::String::try_from("n").expect("fits"),
+            boot_id: [1; 16],
+        }
+    }
+
+    pub(crate) fn alert(pid: u32) -> Event {
+        Event {
+            time_us: 1,
+            body: EventBody::Alert(Alert {
+                pid,
+                ppid: 1,
+                uid: 0,
+                process: heapless::String::try_from("/usr/sbin/sshd").expect("fits"),
+                parent_process: heapless::String::new(),
+                source: Source::Process,
+                policy: PolicyRef::Id(0),
+                operation: Operation::Syscall,
+                resource: heapless::String::new(),
+                data: Data::SetId {
+                    syscall: SetIdSyscall::Setgid,
+                    id: 0,
+                },
+                action: Action::Block,
+                result: Outcome::OperationNotPermitted,
+            }),
+        }
+    }
+
+    #[derive(Default)]
+    struct Collect(Vec<Batch>);
+    impl BatchSink for Collect {
+        fn deliver(&mut self, batch: &Batch) {
+            self.0.push(batch.clone());
+        }
+    }
+
+    #[test]
+    fn sequence_numbers_are_contiguous_across_batches() {
+        let mut b = Batcher::new(
+            agent(),
+            0,
+            BatchPolicy {
+                max_events: 3,
+                ..Default::default()
+            },
+        );
+        let mut sink = Collect::default();
+        let now = Instant::now();
+        for pid in 0..7 {
+            b.push(alert(pid), now, &mut sink);
+        }
+        b.flush(&mut sink);
+        let firsts: Vec<(u64, usize)> = sink
+            .0
+            .iter()
+            .map(|b| (b.first_seq, b.events.len()))
+            .collect();
+        assert_eq!(firsts, vec![(1, 3), (4, 3), (7, 1)]);
+        assert_eq!(b.next_seq(), 8);
+    }
+
+    #[test]
+    fn a_full_queue_hands_back_and_counts() {
+        let q: EventQueue<2> = EventQueue::default();
+        assert!(q.offer(alert(1)));
+        assert!(q.offer(alert(2)));
+        assert!(!q.offer(alert(3)));
+        assert_eq!(q.dropped(), 1);
+    }
+
+    #[test]
+    fn losses_become_numbered_events() {
+        let q: EventQueue<1> = EventQueue::default();
+        q.offer(alert(1));
+        q.offer(alert(2));
+        let ledger = LossLedger::default();
+        ledger.kernel_ring_buffer.store(5, Ordering::Relaxed);
+        ledger.offline_dropped(32, 10, 41);
+        let mut b = Batcher::new(agent(), 0, BatchPolicy::default());
+        let mut sink = Collect::default();
+        b.collect_losses(&q, &ledger, 9);
+        b.flush(&mut sink);
+        let losses: Vec<(LossSource, u64)> = sink.0[0]
+            .events
+            .iter()
+            .filter_map(|e| match &e.body {
+                EventBody::Loss(l) => Some((l.source, l.count)),
+                _ => None,
+            })
+            .collect();
+        assert_eq!(
+            losses,
+            vec![
+                (LossSource::Channel, 1),
+                (LossSource::KernelRingBuffer, 5),
+                (LossSource::OfflineBuffer, 32)
+            ]
+        );
+        // Reported once only.
+        b.collect_losses(&q, &ledger, 10);
+        b.flush(&mut sink);
+        assert_eq!(sink.0.len(), 1);
+    }
+
+    #[test]
+    fn throttle_follows_kubearmor_semantics() {
+        let t0 = Instant::now();
+        let mut t = AlertThrottle::new(3, 10, t0);
+        let verdicts: Vec<_> = (0..5).map(|_| t.check(t0)).collect();
+        assert_eq!(
+            verdicts,
+            vec![
+                ThrottleVerdict::Pass,
+                ThrottleVerdict::Pass,
+                ThrottleVerdict::Pass,
+                ThrottleVerdict::StartDropping,
+                ThrottleVerdict::Drop
+            ]
+        );
+        assert_eq!(t.check(t0 + Duration::from_secs(9)), ThrottleVerdict::Drop);
+        assert_eq!(t.check(t0 + Duration::from_secs(10)), ThrottleVerdict::Pass);
+        assert_eq!(t.take_dropped(), 3);
+        let mut off = AlertThrottle::new(0, 10, t0);
+        assert!((0..1000).all(|_| off.check(t0) == ThrottleVerdict::Pass));
+    }
+
+    #[test]
+    fn throttled_alerts_are_announced_once_and_counted() {
+        let mut b = Batcher::new(
+            agent(),
+            0,
+            BatchPolicy {
+                max_alerts_per_sec: 2,
+                throttle_sec: 30,
+                ..Default::default()
+            },
+        );
+        let mut sink = Collect::default();
+        let now = Instant::now();
+        for pid in 0..10 {
+            b.push(alert(pid), now, &mut sink);
+        }
+        let q: EventQueue<1> = EventQueue::default();
+        b.collect_losses(&q, &LossLedger::default(), 0);
+        b.flush(&mut sink);
+        let bodies: Vec<&EventBody> = sink
+            .0
+            .iter()
+            .flat_map(|b| b.events.iter().map(|e| &e.body))
+            .collect();
+        assert_eq!(
+            bodies
+                .iter()
+                .filter(|b| matches!(b, EventBody::Alert(_)))
+                .count(),
+            2
+        );
+        assert_eq!(
+            bodies
+                .iter()
+                .filter(|b| matches!(b, EventBody::AlertThreshold(_)))
+                .count(),
+            1
+        );
+        assert!(bodies.iter().any(|b| matches!(
+            b,
+            EventBody::Loss(Loss {
+                source: LossSource::Throttle,
+                count: 8,
+                ..
+            })
+        )));
+    }
+}

@@ -1,0 +1,400 @@
+//! The KubeArmorHostPolicy schema: turns one YAML document into a [`HostPolicy`],
+//! or into diagnostics that name the line and YAML path of every problem.
+//!
+//! Field names and casing follow KubeArmor's CRD (`pkg/KubeArmorController/api/
+//! security.kubearmor.com/v1`). Every key a level does not define is an error
+//! (with a "did you mean" when one is close), and so is every construct edgearmor
+//! does not enforce. Where edgearmor accepts more than KubeArmor's CRD, it is
+//! because the kernel side can enforce it:
+//! - `fromSource` on `matchPatterns`, and optional (not required) on host
+//!   `network` / `capabilities` rules;
+//! - `action` and metadata on the `syscalls` section and its rules (KubeArmor can
+//!   only audit syscalls; edgearmor can block setid calls);
+//! - Linux capabilities newer than KubeArmor's list (`bpf`, `perfmon`, ...);
+//! - `Allow` without `fromSource` (KubeArmor ignores it; here it means allow-list mode).
+//!
+//! Diagnostics are collected for the whole document (one problem does not hide
+//! the next), but a failed check of a value does not cascade into others.
+//!
+//! The work is split three ways: `yaml_reader` reads nodes as typed values and
+//! reports what does not fit, `rules` knows the sections and their rules, and this
+//! module the document around them (apiVersion, kind, metadata, node selector).
+
+mod rules;
+mod yaml_reader;
+
+use std::path::Path;
+
+use crate::diagnostic::{Diagnostic, PolicyError, UnsupportedConstruct};
+use crate::model::{
+    FileMatcher, HostPolicy, HostSelector, MetadataOverrides, PathMatcher, PolicyRule,
+    PolicySection,
+};
+use crate::vocabulary::{Action, Capability, NetworkProtocol, SetidSyscall};
+use crate::yaml_tree::{Node, Position};
+
+use rules::PathSection;
+use yaml_reader::{SchemaChecker, YamlPath};
+
+pub const API_VERSION: &str = "security.kubearmor.com/v1";
+pub const KIND: &str = "KubeArmorHostPolicy";
+/// The node label that selects hosts; `"*"` selects every host.
+pub const HOSTNAME_LABEL: &str = "kubearmor.io/hostname";
+/// Kubernetes' own host-name label, which KubeArmor's examples also use.
+pub const KUBERNETES_HOSTNAME_LABEL: &str = "kubernetes.io/hostname";
+/// Bounds of what alerts carry (the wire format's `PolicyMeta` fields).
+pub const MAX_POLICY_NAME_BYTES: usize = 128;
+pub const MAX_MESSAGE_BYTES: usize = 256;
+/// Of the tags joined with commas, as KubeArmor's `Tags` field shows them.
+pub const MAX_JOINED_TAGS_BYTES: usize = 256;
+
+const DOCUMENT_KEYS: &[&str] = &["apiVersion", "kind", "metadata", "spec"];
+const METADATA_KEYS: &[&str] = &["name", "labels", "annotations"];
+const SPEC_KEYS: &[&str] = &[
+    "nodeSelector",
+    "process",
+    "file",
+    "network",
+    "capabilities",
+    "syscalls",
+    "apparmor",
+    "severity",
+    "tags",
+    "message",
+    "action",
+];
+const NODE_SELECTOR_KEYS: &[&str] = &["matchLabels"];
+
+/// Checks one document. Returns the policy only when the document has no problem.
+pub(crate) fn parse_policy_document(
+    file: &Path,
+    document: &Node,
+) -> (Option<HostPolicy>, Vec<Diagnostic>) {
+    let mut checker = SchemaChecker {
+        file,
+        diagnostics: Vec::new(),
+    };
+    let policy = checker.document(document);
+    let diagnostics = checker.diagnostics;
+    if diagnostics.is_empty() {
+        (policy, diagnostics)
+    } else {
+        (None, diagnostics)
+    }
+}
+
+impl SchemaChecker<'_> {
+    fn document(&mut self, root: &Node) -> Option<HostPolicy> {
+        let top = YamlPath::default();
+        let fields = self.mapping(root, &top, DOCUMENT_KEYS)?;
+
+        // apiVersion and kind first: with either wrong, the rest is a different
+        // schema and checking it would only produce noise.
+        let api_version_node = self.required(&fields, "apiVersion", &top)?;
+        let api_path = top.key("apiVersion");
+        let api_version = self.string(api_version_node, &api_path)?;
+        if api_version != API_VERSION {
+            self.report(
+                api_version_node.position,
+                &api_path,
+                PolicyError::UnsupportedApiVersion { found: api_version },
+            );
+            return None;
+        }
+        let kind_node = self.required(&fields, "kind", &top)?;
+        let kind_path = top.key("kind");
+        let kind = self.string(kind_node, &kind_path)?;
+        if kind != KIND {
+            self.report(
+                kind_node.position,
+                &kind_path,
+                PolicyError::UnsupportedKind { found: kind },
+            );
+            return None;
+        }
+
+        let name = match self.required(&fields, "metadata", &top) {
+            Some(metadata) => self.metadata(metadata, &top.key("metadata")),
+            None => None,
+        };
+        let spec = match self.required(&fields, "spec", &top) {
+            Some(spec) => self.spec(spec, &top.key("spec")),
+            None => None,
+        };
+        let (host_selector, overrides, sections) = spec?;
+        let (name, name_position) = name?;
+        Some(HostPolicy {
+            name,
+            source_file: self.file.to_path_buf(),
+            position: root.position,
+            name_position,
+            host_selector,
+            overrides,
+            process: sections.process,
+            file: sections.file,
+            network: sections.network,
+            capabilities: sections.capabilities,
+            syscalls: sections.syscalls,
+        })
+    }
+
+    fn metadata(&mut self, node: &Node, path: &YamlPath) -> Option<(String, Position)> {
+        let fields = self.mapping(node, path, METADATA_KEYS)?;
+        for key in ["labels", "annotations"] {
+            if let Some(map) = fields.get(key) {
+                // Accepted for kubectl compatibility, unused; still well-formed strings.
+                let map_path = path.key(key);
+                if let Some(entries) = self.entries(map, &map_path) {
+                    for entry in entries {
+                        self.string(entry.value, &map_path.key(entry.key));
+                    }
+                }
+            }
+        }
+        let name_node = self.required(&fields, "name", path)?;
+        let name_path = path.key("name");
+        let name = self.string(name_node, &name_path)?;
+        if name.len() > MAX_POLICY_NAME_BYTES {
+            self.report(
+                name_node.position,
+                &name_path,
+                PolicyError::TextTooLong {
+                    what: "the policy name",
+                    length: name.len(),
+                    limit: MAX_POLICY_NAME_BYTES,
+                },
+            );
+            return None;
+        }
+        if !is_kubernetes_object_name(&name) {
+            self.report(
+                name_node.position,
+                &name_path,
+                PolicyError::InvalidPolicyName { name },
+            );
+            return None;
+        }
+        Some((name, name_node.position))
+    }
+
+    fn spec(
+        &mut self,
+        node: &Node,
+        path: &YamlPath,
+    ) -> Option<(HostSelector, MetadataOverrides, Sections)> {
+        let errors_before = self.diagnostics.len();
+        let fields = self.mapping(node, path, SPEC_KEYS)?;
+        let host_selector = match self.required(&fields, "nodeSelector", path) {
+            Some(selector) => self.node_selector(selector, &path.key("nodeSelector")),
+            None => None,
+        };
+        let overrides = self.overrides(&fields, path);
+
+        if let Some(apparmor) = fields.get("apparmor") {
+            self.report(
+                apparmor.position,
+                &path.key("apparmor"),
+                PolicyError::Unsupported(UnsupportedConstruct::AppArmorProfile),
+            );
+        }
+
+        let mut sections = Sections::default();
+        let mut any_section = false;
+        if let Some(node) = fields.get("process") {
+            any_section = true;
+            // Process rules read like file rules without `readOnly` (which the
+            // process keys do not allow, so it is always false here).
+            sections.process = self
+                .path_section(node, &path.key("process"), PathSection::Process)
+                .map(|section| PolicySection {
+                    overrides: section.overrides,
+                    rules: section
+                        .rules
+                        .into_iter()
+                        .map(|rule| PolicyRule {
+                            matcher: rule.matcher.target,
+                            from_source: rule.from_source,
+                            overrides: rule.overrides,
+                            position: rule.position,
+                            yaml_path: rule.yaml_path,
+                        })
+                        .collect(),
+                });
+        }
+        if let Some(node) = fields.get("file") {
+            any_section = true;
+            sections.file = self.path_section(node, &path.key("file"), PathSection::File);
+        }
+        if let Some(node) = fields.get("network") {
+            any_section = true;
+            sections.network = self.network_section(node, &path.key("network"));
+        }
+        if let Some(node) = fields.get("capabilities") {
+            any_section = true;
+            sections.capabilities = self.capabilities_section(node, &path.key("capabilities"));
+        }
+        if let Some(node) = fields.get("syscalls") {
+            any_section = true;
+            let syscalls_path = path.key("syscalls");
+            sections.syscalls = self.syscalls_section(node, &syscalls_path);
+            if let Some(syscalls) = &sections.syscalls {
+                self.check_no_allow_for_syscalls(syscalls, &overrides, path, &syscalls_path);
+            }
+        }
+        if !any_section && !fields.has_unknown_keys {
+            self.report(fields.position, path, PolicyError::NoRules);
+        }
+        if self.diagnostics.len() > errors_before {
+            return None;
+        }
+        Some((host_selector?, overrides, sections))
+    }
+
+    /// Setid rules cannot allow (there is no setid allow-list), whichever level said so.
+    fn check_no_allow_for_syscalls(
+        &mut self,
+        syscalls: &PolicySection<SetidSyscall>,
+        policy_overrides: &MetadataOverrides,
+        spec_path: &YamlPath,
+        syscalls_path: &YamlPath,
+    ) {
+        let mut reported_rules: Vec<&str> = Vec::new();
+        for rule in &syscalls.rules {
+            let (action, set_at) = if rule.overrides.action.is_some() {
+                (rule.overrides.action, format!("{}.action", rule.yaml_path))
+            } else if syscalls.overrides.action.is_some() {
+                (syscalls.overrides.action, syscalls_path.key("action").0)
+            } else {
+                (policy_overrides.action, spec_path.key("action").0)
+            };
+            // One rule may stand for several syscalls; report it once.
+            if action == Some(Action::Allow) && !reported_rules.contains(&rule.yaml_path.as_str()) {
+                reported_rules.push(&rule.yaml_path);
+                self.diagnostics.push(Diagnostic::at(
+                    self.file,
+                    rule.position,
+                    rule.yaml_path.clone(),
+                    PolicyError::AllowInSyscalls { set_at },
+                ));
+            }
+        }
+    }
+
+    fn node_selector(&mut self, node: &Node, path: &YamlPath) -> Option<HostSelector> {
+        let fields = self.mapping(node, path, NODE_SELECTOR_KEYS)?;
+        let labels_path = path.key("matchLabels");
+        let labels_node = self.required(&fields, "matchLabels", path)?;
+        let entries = self.entries(labels_node, &labels_path)?;
+        let mut selectors: Vec<(HostSelector, &Node, YamlPath)> = Vec::new();
+        let mut valid = true;
+        for entry in entries {
+            let label_path = labels_path.key(entry.key);
+            if entry.key != HOSTNAME_LABEL && entry.key != KUBERNETES_HOSTNAME_LABEL {
+                self.report(
+                    entry.key_position,
+                    &label_path,
+                    PolicyError::UnsupportedNodeLabel {
+                        label: entry.key.to_string(),
+                    },
+                );
+                valid = false;
+                continue;
+            }
+            let Some(value) = self.string(entry.value, &label_path) else {
+                valid = false;
+                continue;
+            };
+            if value == "*" {
+                selectors.push((HostSelector::AnyHost, entry.value, label_path));
+            } else if is_host_name(&value) {
+                selectors.push((HostSelector::Hostname(value), entry.value, label_path));
+            } else {
+                self.report(
+                    entry.value.position,
+                    &label_path,
+                    PolicyError::InvalidHostname { found: value },
+                );
+                valid = false;
+            }
+        }
+        if !valid {
+            return None;
+        }
+        // Labels combine with AND, like any Kubernetes label selector; "*" is neutral.
+        let mut chosen = HostSelector::AnyHost;
+        for (selector, value_node, label_path) in selectors.iter() {
+            match (&chosen, selector) {
+                (_, HostSelector::AnyHost) => {}
+                (HostSelector::AnyHost, specific) => chosen = specific.clone(),
+                (HostSelector::Hostname(first), HostSelector::Hostname(second)) => {
+                    if !first.eq_ignore_ascii_case(second) {
+                        self.report(
+                            value_node.position,
+                            label_path,
+                            PolicyError::ConflictingHostnames {
+                                first: first.clone(),
+                                second: second.clone(),
+                            },
+                        );
+                        return None;
+                    }
+                }
+            }
+        }
+        if selectors.is_empty() {
+            self.report(
+                labels_node.position,
+                &labels_path,
+                PolicyError::MissingHostnameLabel,
+            );
+            return None;
+        }
+        Some(chosen)
+    }
+}
+
+/// The sections of one policy, each present only when written.
+#[derive(Default)]
+pub(super) struct Sections {
+    process: Option<PolicySection<PathMatcher>>,
+    file: Option<PolicySection<FileMatcher>>,
+    network: Option<PolicySection<NetworkProtocol>>,
+    capabilities: Option<PolicySection<Capability>>,
+    syscalls: Option<PolicySection<SetidSyscall>>,
+}
+
+/// A Kubernetes object name (RFC 1123 subdomain): what `kubectl apply` accepts.
+fn is_kubernetes_object_name(name: &str) -> bool {
+    let bytes = name.as_bytes();
+    let edge_ok = |b: Option<&u8>| b.is_some_and(|b| b.is_ascii_lowercase() || b.is_ascii_digit());
+    edge_ok(bytes.first())
+        && edge_ok(bytes.last())
+        && bytes
+            .iter()
+            .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || *b == b'-' || *b == b'.')
+}
+
+/// A host name as `uname -n` reports it (letters, digits, '-', '.', '_').
+fn is_host_name(name: &str) -> bool {
+    !name.is_empty()
+        && name.len() <= 253
+        && name
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'-' | b'.' | b'_'))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn names() {
+        assert!(is_kubernetes_object_name("hsp-block-pkg-mgmt"));
+        assert!(is_kubernetes_object_name("a.b-1"));
+        assert!(!is_kubernetes_object_name("Block_Apt"));
+        assert!(!is_kubernetes_object_name("-x"));
+        assert!(!is_kubernetes_object_name(""));
+        assert!(is_host_name("gw-01.example"));
+        assert!(!is_host_name("gw 01"));
+    }
+}

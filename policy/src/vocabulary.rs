@@ -1,0 +1,426 @@
+//! The closed sets of words a policy may use: actions, severities, default
+//! postures, network protocols, Linux capabilities and the setid syscalls, each
+//! with its spelling in KubeArmor YAML and the number the kernel uses.
+
+use std::fmt;
+use std::str::FromStr;
+
+/// What a matching rule does. KubeArmor spells these capitalised in YAML and alerts.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub enum Action {
+    /// Permitted; puts the rule's class into allow-list mode.
+    Allow,
+    /// Permitted and reported (`Action: Audit`, `Result: Passed`).
+    Audit,
+    /// Denied and reported.
+    Block,
+}
+
+impl Action {
+    /// KubeArmor's default when no level of a policy sets an action.
+    pub const DEFAULT: Action = Action::Block;
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Action::Allow => "Allow",
+            Action::Audit => "Audit",
+            Action::Block => "Block",
+        }
+    }
+
+    /// Exact KubeArmor spelling only (the CRD's enum is case-sensitive).
+    pub fn from_yaml(word: &str) -> Option<Action> {
+        match word {
+            "Allow" => Some(Action::Allow),
+            "Audit" => Some(Action::Audit),
+            "Block" => Some(Action::Block),
+            _ => None,
+        }
+    }
+}
+
+impl fmt::Display for Action {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// A policy severity, 1..=10.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub struct Severity(u8);
+
+impl Severity {
+    pub const MIN: u8 = 1;
+    pub const MAX: u8 = 10;
+    /// What alerts carry when no level of a policy sets a severity: KubeArmor
+    /// documents 1 as the default and its alerts show `"Severity":"1"` then.
+    pub const DEFAULT: Severity = Severity(1);
+
+    pub fn new(value: i64) -> Option<Severity> {
+        if (i64::from(Self::MIN)..=i64::from(Self::MAX)).contains(&value) {
+            u8::try_from(value).ok().map(Severity)
+        } else {
+            None
+        }
+    }
+
+    pub fn get(self) -> u8 {
+        self.0
+    }
+}
+
+impl fmt::Display for Severity {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}", self.0)
+    }
+}
+
+/// What a class in allow-list mode does with everything its `Allow` rules do not
+/// cover (reported as `PolicyName: DefaultPosture`). Configured by the operator,
+/// not by policies.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum DefaultPosture {
+    Audit,
+    Block,
+}
+
+impl DefaultPosture {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            DefaultPosture::Audit => "audit",
+            DefaultPosture::Block => "block",
+        }
+    }
+}
+
+impl fmt::Display for DefaultPosture {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// The text was neither `audit` nor `block`.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct UnknownPosture(pub String);
+
+impl fmt::Display for UnknownPosture {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(
+            f,
+            "unknown default posture {:?} (expected \"audit\" or \"block\")",
+            self.0
+        )
+    }
+}
+
+impl std::error::Error for UnknownPosture {}
+
+impl FromStr for DefaultPosture {
+    type Err = UnknownPosture;
+
+    fn from_str(text: &str) -> Result<Self, Self::Err> {
+        match text {
+            "audit" => Ok(DefaultPosture::Audit),
+            "block" => Ok(DefaultPosture::Block),
+            other => Err(UnknownPosture(other.to_string())),
+        }
+    }
+}
+
+/// `network.matchProtocols[].protocol`. How each maps onto `socket_create`'s
+/// (family, type, protocol) is the agent's business; the names are KubeArmor's.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub enum NetworkProtocol {
+    Tcp,
+    Udp,
+    Icmp,
+    Raw,
+}
+
+impl NetworkProtocol {
+    pub const ALL: [NetworkProtocol; 4] = [
+        NetworkProtocol::Tcp,
+        NetworkProtocol::Udp,
+        NetworkProtocol::Icmp,
+        NetworkProtocol::Raw,
+    ];
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            NetworkProtocol::Tcp => "tcp",
+            NetworkProtocol::Udp => "udp",
+            NetworkProtocol::Icmp => "icmp",
+            NetworkProtocol::Raw => "raw",
+        }
+    }
+
+    /// KubeArmor's CRD accepts each name in lower case or all upper case.
+    pub fn from_yaml(word: &str) -> Option<NetworkProtocol> {
+        Self::ALL
+            .into_iter()
+            .find(|p| word == p.as_str() || word == p.as_str().to_ascii_uppercase())
+    }
+}
+
+impl fmt::Display for NetworkProtocol {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// A Linux capability, by its number in `<linux/capability.h>`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub struct Capability(u8);
+
+/// Linux capability names in number order (`CAP_` prefix dropped, lower case, as
+/// KubeArmor writes them). KubeArmor's CRD lists 0..=33; the later ones exist on
+/// every kernel this agent targets, so they are accepted too.
+const CAPABILITY_NAMES: [&str; 41] = [
+    "chown",
+    "dac_override",
+    "dac_read_search",
+    "fowner",
+    "fsetid",
+    "kill",
+    "setgid",
+    "setuid",
+    "setpcap",
+    "linux_immutable",
+    "net_bind_service",
+    "net_broadcast",
+    "net_admin",
+    "net_raw",
+    "ipc_lock",
+    "ipc_owner",
+    "sys_module",
+    "sys_rawio",
+    "sys_chroot",
+    "sys_ptrace",
+    "sys_pacct",
+    "sys_admin",
+    "sys_boot",
+    "sys_nice",
+    "sys_resource",
+    "sys_time",
+    "sys_tty_config",
+    "mknod",
+    "lease",
+    "audit_write",
+    "audit_control",
+    "setfcap",
+    "mac_override",
+    "mac_admin",
+    "syslog",
+    "wake_alarm",
+    "block_suspend",
+    "audit_read",
+    "perfmon",
+    "bpf",
+    "checkpoint_restore",
+];
+
+impl Capability {
+    pub fn from_yaml(word: &str) -> Option<Capability> {
+        CAPABILITY_NAMES
+            .iter()
+            .position(|&name| name == word)
+            .and_then(|n| u8::try_from(n).ok())
+            .map(Capability)
+    }
+
+    /// For an unknown name, the accepted spelling it most likely meant
+    /// (`CAP_NET_RAW` and `NET_RAW` suggest `net_raw`).
+    pub fn suggestion_for(word: &str) -> Option<&'static str> {
+        let lowered = word.to_ascii_lowercase();
+        let bare = lowered.strip_prefix("cap_").unwrap_or(&lowered);
+        let bare = bare.replace('-', "_");
+        CAPABILITY_NAMES.iter().copied().find(|&name| name == bare)
+    }
+
+    /// The capability number the kernel's `capable` hook receives.
+    pub fn number(self) -> u8 {
+        self.0
+    }
+
+    pub fn as_str(self) -> &'static str {
+        CAPABILITY_NAMES
+            .get(usize::from(self.0))
+            .copied()
+            .unwrap_or("unknown")
+    }
+
+    /// `CAP_NET_RAW`, as alerts name it.
+    pub fn kernel_name(self) -> String {
+        format!("CAP_{}", self.as_str().to_ascii_uppercase())
+    }
+}
+
+impl fmt::Display for Capability {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// A syscall that changes a process's user or group ids; the kernel funnels all of
+/// them through `task_fix_setuid` / `task_fix_setgid`, which is where edgearmor
+/// enforces `syscalls` rules.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub enum SetidSyscall {
+    Setuid,
+    Setgid,
+    Setreuid,
+    Setregid,
+    Setresuid,
+    Setresgid,
+    Setfsuid,
+    Setfsgid,
+}
+
+/// Which id a setid syscall changes.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum SetidKind {
+    User,
+    Group,
+}
+
+/// Which family of setid syscall, as the kernel's `LSM_SETID_*` flags tell them apart.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum SetidFlavour {
+    /// `setuid`/`setgid` (`LSM_SETID_ID`).
+    Id,
+    /// `setre*id` (`LSM_SETID_RE`).
+    Re,
+    /// `setres*id` (`LSM_SETID_RES`).
+    Res,
+    /// `setfs*id` (`LSM_SETID_FS`).
+    Fs,
+}
+
+impl SetidSyscall {
+    pub const ALL: [SetidSyscall; 8] = [
+        SetidSyscall::Setuid,
+        SetidSyscall::Setgid,
+        SetidSyscall::Setreuid,
+        SetidSyscall::Setregid,
+        SetidSyscall::Setresuid,
+        SetidSyscall::Setresgid,
+        SetidSyscall::Setfsuid,
+        SetidSyscall::Setfsgid,
+    ];
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            SetidSyscall::Setuid => "setuid",
+            SetidSyscall::Setgid => "setgid",
+            SetidSyscall::Setreuid => "setreuid",
+            SetidSyscall::Setregid => "setregid",
+            SetidSyscall::Setresuid => "setresuid",
+            SetidSyscall::Setresgid => "setresgid",
+            SetidSyscall::Setfsuid => "setfsuid",
+            SetidSyscall::Setfsgid => "setfsgid",
+        }
+    }
+
+    pub fn from_yaml(word: &str) -> Option<SetidSyscall> {
+        Self::ALL.into_iter().find(|s| s.as_str() == word)
+    }
+
+    pub fn kind(self) -> SetidKind {
+        match self {
+            SetidSyscall::Setuid
+            | SetidSyscall::Setreuid
+            | SetidSyscall::Setresuid
+            | SetidSyscall::Setfsuid => SetidKind::User,
+            SetidSyscall::Setgid
+            | SetidSyscall::Setregid
+            | SetidSyscall::Setresgid
+            | SetidSyscall::Setfsgid => SetidKind::Group,
+        }
+    }
+
+    pub fn flavour(self) -> SetidFlavour {
+        match self {
+            SetidSyscall::Setuid | SetidSyscall::Setgid => SetidFlavour::Id,
+            SetidSyscall::Setreuid | SetidSyscall::Setregid => SetidFlavour::Re,
+            SetidSyscall::Setresuid | SetidSyscall::Setresgid => SetidFlavour::Res,
+            SetidSyscall::Setfsuid | SetidSyscall::Setfsgid => SetidFlavour::Fs,
+        }
+    }
+}
+
+impl fmt::Display for SetidSyscall {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn capabilities_have_linux_numbers() {
+        assert_eq!(
+            Capability::from_yaml("chown").map(Capability::number),
+            Some(0)
+        );
+        assert_eq!(
+            Capability::from_yaml("net_raw").map(Capability::number),
+            Some(13)
+        );
+        assert_eq!(
+            Capability::from_yaml("sys_admin").map(Capability::number),
+            Some(21)
+        );
+        assert_eq!(
+            Capability::from_yaml("checkpoint_restore").map(Capability::number),
+            Some(40)
+        );
+        assert_eq!(Capability::from_yaml("NET_RAW"), None);
+        assert_eq!(Capability::suggestion_for("CAP_NET_RAW"), Some("net_raw"));
+        assert_eq!(Capability::suggestion_for("net-raw"), Some("net_raw"));
+        assert_eq!(Capability::suggestion_for("teleport"), None);
+        assert_eq!(
+            Capability::from_yaml("setgid").map(Capability::kernel_name),
+            Some("CAP_SETGID".to_string())
+        );
+    }
+
+    #[test]
+    fn protocols_accept_lower_and_upper_case_only() {
+        assert_eq!(
+            NetworkProtocol::from_yaml("raw"),
+            Some(NetworkProtocol::Raw)
+        );
+        assert_eq!(
+            NetworkProtocol::from_yaml("TCP"),
+            Some(NetworkProtocol::Tcp)
+        );
+        assert_eq!(NetworkProtocol::from_yaml("Tcp"), None);
+        assert_eq!(NetworkProtocol::from_yaml("sctp"), None);
+    }
+
+    #[test]
+    fn setid_syscalls_know_kind_and_flavour() {
+        assert_eq!(
+            SetidSyscall::from_yaml("setresgid"),
+            Some(SetidSyscall::Setresgid)
+        );
+        assert_eq!(SetidSyscall::Setresgid.kind(), SetidKind::Group);
+        assert_eq!(SetidSyscall::Setfsuid.flavour(), SetidFlavour::Fs);
+        assert_eq!(SetidSyscall::from_yaml("setuid32"), None);
+    }
+
+    #[test]
+    fn severity_range() {
+        assert_eq!(Severity::new(0), None);
+        assert_eq!(Severity::new(11), None);
+        assert_eq!(Severity::new(10).map(Severity::get), Some(10));
+    }
+
+    #[test]
+    fn postures_parse() {
+        assert_eq!("block".parse(), Ok(DefaultPosture::Block));
+        assert!("Block".parse::<DefaultPosture>().is_err());
+    }
+}
