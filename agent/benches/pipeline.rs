@@ -39,6 +39,7 @@ fn alert(i: u64) -> Event {
             },
             action: Action::Block,
             result: Outcome::OperationNotPermitted,
+            cwd: Default::default(),
         }),
     }
 }

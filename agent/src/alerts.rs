@@ -61,6 +61,8 @@ pub fn setid_event(d: &SetidDecision, boottime_to_unix_ns: i128) -> Event {
             },
             action,
             result,
+            // The setid hooks cannot resolve paths (not sleepable); exec events will.
+            cwd: heapless::String::new(),
         }),
     }
 }

@@ -161,7 +161,7 @@ pub enum ConfigError {
     Invalid {
         key: &'static str,
         value: String,
-        reason: &'static str,
+        reason: String,
     },
 }
 
@@ -205,7 +205,13 @@ impl AgentConfig {
 
     /// Checks what types alone cannot.
     pub fn validate(&self) -> Result<(), ConfigError> {
-        let invalid = |key, value: String, reason| Err(ConfigError::Invalid { key, value, reason });
+        let invalid = |key, value: String, reason: &str| {
+            Err(ConfigError::Invalid {
+                key,
+                value,
+                reason: reason.to_owned(),
+            })
+        };
         if self.cluster.is_empty() || self.cluster.contains(['/', '+', '#']) {
             return invalid(
                 "cluster",
@@ -238,7 +244,10 @@ impl AgentConfig {
             return invalid(
                 "offline.buffer_bytes",
                 self.offline.buffer_bytes.to_string(),
-                "must hold at least one full batch (36 KiB)",
+                &format!(
+                    "must hold at least one full batch ({} bytes)",
+                    edgearmor_wire::Message::MAX_ENCODED_LEN
+                ),
             );
         }
         if !self.mqtt.broker.is_empty() {
@@ -273,7 +282,7 @@ impl AgentConfig {
         let bad = || ConfigError::Invalid {
             key: "mqtt.broker",
             value: self.mqtt.broker.clone(),
-            reason: "expected host:port",
+            reason: "expected host:port".into(),
         };
         let (host, port) = self.mqtt.broker.rsplit_once(':').ok_or_else(bad)?;
         let port: u16 = port.parse().map_err(|_| bad())?;

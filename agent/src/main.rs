@@ -415,6 +415,7 @@ fn test_alert(n: u64) -> Event {
             },
             action: Action::Audit,
             result: Outcome::Passed,
+            cwd: Default::default(),
         }),
     }
 }

@@ -443,6 +443,7 @@ mod tests {
                 },
                 action: Action::Block,
                 result: Outcome::OperationNotPermitted,
+                cwd: Default::default(),
             }),
         }
     }

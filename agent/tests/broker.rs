@@ -194,7 +194,7 @@ fn a_too_small_buffer_reports_exactly_the_missing_sequence_numbers() {
     let dir = scratch("small");
     let port = free_port();
     let broker_addr = broker_arg(port);
-    // No broker yet: everything waits in a 40 KB buffer and the oldest batches go.
+    // No broker yet: everything waits in a 60 KB buffer and the oldest batches go.
     let mut agent = Agent::start(&[
         "--broker",
         &broker_addr,
@@ -203,7 +203,7 @@ fn a_too_small_buffer_reports_exactly_the_missing_sequence_numbers() {
         "--interval-ms",
         "1",
         "--buffer-bytes",
-        "40000",
+        "60000",
         "--shutdown-grace-secs",
         "60",
     ]);
@@ -233,7 +233,7 @@ fn a_too_small_buffer_reports_exactly_the_missing_sequence_numbers() {
     }
     assert!(
         !missing.is_empty(),
-        "a 40 KB buffer cannot hold 3000 alerts"
+        "a 60 KB buffer cannot hold 3000 alerts"
     );
     assert_eq!(
         reported_count,

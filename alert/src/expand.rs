@@ -445,6 +445,7 @@ fn expand_alert(
     set(&mut out.enforcer, ENFORCER);
     set(&mut out.action, action_name(alert.action));
     set(&mut out.result, alert.result.kubearmor_name());
+    set(&mut out.cwd, &alert.cwd);
     unknown
 }
 
@@ -575,6 +576,7 @@ mod tests {
                 data: Data::Lsm(LsmHook::BprmCheckSecurity),
                 action: Action::Block,
                 result: Outcome::PermissionDenied,
+                cwd: Default::default(),
             }),
         }
     }
@@ -644,6 +646,7 @@ mod tests {
                 },
                 action: Action::Audit,
                 result: Outcome::Passed,
+                cwd: Default::default(),
             }),
         };
         let a = expand_event(&agent(), &event, None);

@@ -58,6 +58,7 @@ fn event(n: u64) -> Event {
             },
             action: Action::Block,
             result: Outcome::OperationNotPermitted,
+            cwd: Default::default(),
         }),
         7..=8 => EventBody::Alert(Alert {
             pid: 9000 + (n % 30_000) as u32,
@@ -72,6 +73,7 @@ fn event(n: u64) -> Event {
             data: Data::Lsm(LsmHook::BprmCheckSecurity),
             action: Action::Audit,
             result: Outcome::Passed,
+            cwd: Default::default(),
         }),
         _ => EventBody::Loss(Loss {
             source: LossSource::KernelRingBuffer,

@@ -90,6 +90,8 @@ pub struct Alert {
     pub data: Data,
     pub action: Action,
     pub result: Outcome,
+    /// Working directory of the acting process (`Cwd`); empty when unknown.
+    pub cwd: Path,
 }
 
 /// KubeArmor's `Source`, without repeating a path the alert already carries.
@@ -351,6 +353,7 @@ mod tests {
                 },
                 action: Action::Block,
                 result: Outcome::OperationNotPermitted,
+                cwd: Default::default(),
             }),
         };
         events.push(alert).expect("room");
@@ -407,7 +410,8 @@ mod tests {
                 "01",
                 "00", // Data::SetId { Setgid, 0 }
                 "02",
-                "02" // Block, OperationNotPermitted
+                "02", // Block, OperationNotPermitted
+                "00"  // cwd ""
             )
         );
     }

@@ -48,6 +48,7 @@ pub fn numbered_alert(n: u32) -> Event {
             },
             action: Action::Block,
             result: Outcome::OperationNotPermitted,
+            cwd: Default::default(),
         }),
     }
 }
@@ -68,6 +69,7 @@ pub fn exec_alert(n: u32) -> Event {
             data: Data::Lsm(LsmHook::BprmCheckSecurity),
             action: Action::Audit,
             result: Outcome::Passed,
+            cwd: Default::default(),
         }),
     }
 }
