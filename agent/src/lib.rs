@@ -16,6 +16,7 @@ pub mod config;
 pub mod daemon;
 pub mod events;
 pub mod host;
+pub mod kernel_check;
 pub mod loader;
 pub mod mqtt;
 pub mod offline;

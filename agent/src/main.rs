@@ -32,11 +32,15 @@ const USAGE: &str = "\
 usage: edgearmor run [OPTIONS] [--deny-setgid PATH]... [--deny-setuid PATH]...
        edgearmor send-test-alerts [OPTIONS] [--count N] [--interval-ms MS]
        edgearmor policy check FILE_OR_DIR...
+       edgearmor check [--kernel-config FILE]
        edgearmor version
 
   run               enforce the rules; alerts go to stdout and/or MQTT
   send-test-alerts  push N synthetic alerts (PolicyName edgearmor-test-alert, Action Audit)
                     through the pipeline, deliver them, exit; no kernel needed
+  check             can this kernel enforce? one line per requirement with its fix; loads
+                    and attaches the probes for real; with --kernel-config, checks a
+                    kernel .config instead. Exit 0: it can; 2: it cannot
   policy check      validate KubeArmorHostPolicy YAML offline: one line per problem
                     (file:line: yaml.path: message), exit status 1 if there is any
   version           agent version and the SHA-256 of the embedded BPF object
@@ -62,6 +66,7 @@ options (override agent.toml; see README for every key):
 enum Command {
     Run,
     PolicyCheck(Vec<PathBuf>),
+    KernelCheck(Option<PathBuf>),
     SendTestAlerts { count: u64, interval: Duration },
     Version,
     Help,
@@ -89,6 +94,22 @@ fn parse_args() -> Result<Invocation, String> {
         },
         "version" => Command::Version,
         "help" => Command::Help,
+        "check" => {
+            let mut config = None;
+            while let Some(arg) = parser.next().map_err(|e| e.to_string())? {
+                match arg {
+                    Long("kernel-config") => {
+                        config = Some(PathBuf::from(parser.value().map_err(|e| e.to_string())?))
+                    }
+                    other => return Err(other.unexpected().to_string()),
+                }
+            }
+            return Ok(Invocation {
+                command: Command::KernelCheck(config),
+                config: AgentConfig::default(),
+                rules: SetidRuleSet::default(),
+            });
+        }
         "policy" => {
             match parser.next().map_err(|e| e.to_string())? {
                 Some(Value(v)) if v == "check" => {}
@@ -232,9 +253,33 @@ fn main() -> ExitCode {
         }
         Command::Run => run(invocation.config, invocation.rules),
         Command::PolicyCheck(paths) => policy_check(&paths),
+        Command::KernelCheck(config) => kernel_check(config.as_deref()),
         Command::SendTestAlerts { count, interval } => {
             send_test_alerts(invocation.config, invocation.rules, count, interval)
         }
+    }
+}
+
+fn kernel_check(config: Option<&std::path::Path>) -> ExitCode {
+    use edgearmor::kernel_check::{check_config, check_live, enforcement_possible, render};
+    let lines = match config {
+        Some(path) => match std::fs::read_to_string(path) {
+            Ok(text) => check_config(&text),
+            Err(e) => {
+                eprintln!(
+                    "edgearmor: cannot read kernel config {}: {e}",
+                    path.display()
+                );
+                return ExitCode::from(1);
+            }
+        },
+        None => check_live(&LiveKernel),
+    };
+    print!("{}", render(&lines));
+    if enforcement_possible(&lines) {
+        ExitCode::SUCCESS
+    } else {
+        ExitCode::from(2)
     }
 }
 

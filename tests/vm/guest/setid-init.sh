@@ -13,6 +13,9 @@ echo
 echo "EA-KERNEL $(uname -r) $(uname -m)"
 echo "EA-LSM $(cat /sys/kernel/security/lsm)"
 echo "EA-VERSION $(/usr/local/bin/edgearmor version)"
+/usr/local/bin/edgearmor check > /tmp/check.txt 2>&1
+echo "EA-CHECK-EXIT $?"
+while read -r line; do echo "EA-CHECK $line"; done < /tmp/check.txt
 
 # The helper under the paths the rules name: a copy is a different executable, a
 # symlink resolves to its target.

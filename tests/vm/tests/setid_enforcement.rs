@@ -220,6 +220,18 @@ fn assert_common(log: &BootLog, arch: Arch, series: &str) {
 fn enforcing_vm(arch: Arch, series: &str) {
     let log = boot_setid_guest(arch, series);
     assert_common(&log, arch, series);
+    let check: Vec<&str> = log.lines_with_prefix("EA-CHECK ").collect();
+    assert_eq!(
+        log.first_with_prefix("EA-CHECK-EXIT "),
+        Some("0"),
+        "edgearmor check: {check:#?}"
+    );
+    assert!(
+        check
+            .iter()
+            .any(|l| l.starts_with("ok") && l.contains("attach")),
+        "{check:#?}"
+    );
     let ready = log.first_with_prefix("EA-AGENT ").unwrap_or_else(|| {
         panic!(
             "agent never became ready; its stderr:\n{}",
