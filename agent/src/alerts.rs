@@ -67,6 +67,36 @@ pub fn setid_event(d: &SetidDecision, boottime_to_unix_ns: i128) -> Event {
     }
 }
 
+/// The wire event for an exec of a watched executable seen in monitor-only mode:
+/// reported with `Action: Audit`, since nothing could be enforced.
+pub fn monitored_exec_event(
+    r: &crate::events::ExecReport,
+    executable: &str,
+    parent: &str,
+    rule_id: u32,
+    boottime_to_unix_ns: i128,
+) -> Event {
+    let unix_ns = i128::from(r.boot_ns) + boottime_to_unix_ns;
+    Event {
+        time_us: (unix_ns / 1_000).max(0) as u64,
+        body: EventBody::MonitorAlert(Alert {
+            pid: r.tgid,
+            ppid: r.ppid,
+            uid: r.uid,
+            process: bounded(executable),
+            parent_process: bounded(parent),
+            source: Source::ParentProcess,
+            policy: PolicyRef::Id(rule_id),
+            operation: Operation::Process,
+            resource: bounded(executable),
+            data: Data::Execve,
+            action: Action::Audit,
+            result: Outcome::Passed,
+            cwd: heapless::String::new(),
+        }),
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

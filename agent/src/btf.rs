@@ -314,6 +314,7 @@ impl KernelBtf {
             task_tgid: self.member_offset("task_struct", "tgid")?,
             task_real_parent: self.member_offset("task_struct", "real_parent")?,
             binprm_file: self.member_offset("linux_binprm", "file")?,
+            binprm_filename: self.member_offset("linux_binprm", "filename")?,
             file_f_path: self.member_offset("file", "f_path")?,
             cred_uid: self.member_offset("cred", "uid")?,
             cred_euid: self.member_offset("cred", "euid")?,

@@ -18,11 +18,24 @@ pub struct AgentConfig {
     pub node: String,
     /// Rule files (TOML, `[[setid]]` tables).
     pub rules: Vec<PathBuf>,
+    /// What to do on a kernel that cannot run BPF-LSM: keep watching (`auto`) or refuse
+    /// to start (`required`).
+    pub enforcement: Enforcement,
     pub output: OutputConfig,
     pub mqtt: MqttConfig,
     pub pipeline: PipelineConfig,
     pub offline: OfflineConfig,
     pub throttle: ThrottleConfig,
+}
+
+#[derive(Clone, Copy, Debug, Default, Deserialize, PartialEq, Eq)]
+#[serde(rename_all = "lowercase")]
+pub enum Enforcement {
+    /// Enforce where possible; elsewhere run monitor-only and say why.
+    #[default]
+    Auto,
+    /// Refuse to start where the kernel cannot enforce.
+    Required,
 }
 
 #[derive(Clone, Debug, Deserialize, PartialEq)]
@@ -87,6 +100,7 @@ impl Default for AgentConfig {
             cluster: "default".into(),
             node: String::new(),
             rules: Vec::new(),
+            enforcement: Enforcement::Auto,
             output: OutputConfig::default(),
             mqtt: MqttConfig::default(),
             pipeline: PipelineConfig::default(),
@@ -322,6 +336,7 @@ mod tests {
             r#"
             cluster = "plant-7"
             node = "gw-12"
+            enforcement = "required"
             rules = ["/etc/edgearmor/rules.toml"]
             [output]
             stdout = false
@@ -356,6 +371,7 @@ mod tests {
     fn mistakes_name_the_key() {
         let cases = [
             ("colour = 1", "unknown field `colour`"),
+            ("enforcement = \"maybe\"", "unknown variant `maybe`"),
             (
                 "[mqtt]\nbroker = \"nohost\"",
                 "mqtt.broker = \"nohost\": expected host:port",

@@ -4,8 +4,8 @@
 use std::fmt;
 
 use edgearmor_probe_abi::{
-    EXE_FLAG_TOO_LONG, ExePath, LSM_SETID_FS, LSM_SETID_ID, LSM_SETID_RE, LSM_SETID_RES, PATH_CAP,
-    SETID_KIND_GID, SETID_KIND_UID, SetidEvent, VERDICT_DENIED,
+    EXE_FLAG_TOO_LONG, ExePath, ExecEvent, LSM_SETID_FS, LSM_SETID_ID, LSM_SETID_RE, LSM_SETID_RES,
+    PATH_CAP, SETID_KIND_GID, SETID_KIND_UID, SetidEvent, VERDICT_DENIED,
 };
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -133,6 +133,40 @@ impl TryFrom<&[u8]> for SetidDecision {
     }
 }
 
+/// An exec reported in monitor-only mode.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ExecReport {
+    pub boot_ns: u64,
+    pub tgid: u32,
+    pub ppid: u32,
+    pub uid: u32,
+    /// The path as given to execve (may be relative).
+    pub filename: String,
+}
+
+impl TryFrom<&[u8]> for ExecReport {
+    type Error = EventDecodeError;
+
+    fn try_from(bytes: &[u8]) -> Result<Self, Self::Error> {
+        if bytes.len() != ExecEvent::SIZE {
+            return Err(EventDecodeError::Length {
+                got: bytes.len(),
+                want: ExecEvent::SIZE,
+            });
+        }
+        // SAFETY: exactly one ExecEvent of plain integers (any bit pattern is valid);
+        // read_unaligned makes no alignment claim.
+        let raw: ExecEvent = unsafe { std::ptr::read_unaligned(bytes.as_ptr().cast()) };
+        Ok(Self {
+            boot_ns: raw.boot_ns,
+            tgid: raw.tgid,
+            ppid: raw.ppid,
+            uid: raw.uid,
+            filename: path_string(&raw.filename),
+        })
+    }
+}
+
 #[cfg(test)]
 pub(crate) mod tests {
     use super::*;
@@ -202,6 +236,31 @@ pub(crate) mod tests {
             SetidDecision::try_from(bytes_of(&raw_event(SETID_KIND_UID, 3)).as_slice()),
             Err(EventDecodeError::Flags(3))
         );
+    }
+
+    #[test]
+    fn exec_reports_check_their_length() {
+        let mut ev = ExecEvent {
+            boot_ns: 1,
+            tgid: 2,
+            ppid: 3,
+            uid: 0,
+            _pad: 0,
+            filename: ExePath::from_bytes(b"/usr/sbin/sshd").expect("fits"),
+        };
+        // SAFETY: ExecEvent is #[repr(C)] plain integers, fully initialized.
+        let bytes = unsafe {
+            std::slice::from_raw_parts((&ev as *const ExecEvent).cast::<u8>(), ExecEvent::SIZE)
+        }
+        .to_vec();
+        let r = ExecReport::try_from(bytes.as_slice()).expect("valid");
+        assert_eq!(
+            (r.tgid, r.ppid, r.filename.as_str()),
+            (2, 3, "/usr/sbin/sshd")
+        );
+        assert!(ExecReport::try_from(&bytes[..10]).is_err());
+        ev.filename.len = 9999;
+        let _ = ev;
     }
 
     #[test]

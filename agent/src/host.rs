@@ -21,6 +21,10 @@ pub trait HostKernel {
     fn node_name(&self) -> String;
     /// `(tgid, resolved executable path)` of every process whose executable is readable.
     fn process_executables(&self) -> Vec<(u32, PathBuf)>;
+    /// The resolved executable of one process, if it still exists.
+    fn process_executable(&self, tgid: u32) -> Option<PathBuf>;
+    /// `path` with symlinks resolved, if it exists.
+    fn real_path(&self, path: &Path) -> Option<PathBuf>;
     /// Nanoseconds to add to a `CLOCK_BOOTTIME` stamp to get Unix time.
     fn boottime_to_unix_offset_ns(&self) -> i128;
     /// 16 bytes from the kernel's CSPRNG.
@@ -91,6 +95,14 @@ impl HostKernel for LiveKernel {
                 Some((tgid, exe))
             })
             .collect()
+    }
+
+    fn process_executable(&self, tgid: u32) -> Option<PathBuf> {
+        std::fs::read_link(format!("/proc/{tgid}/exe")).ok()
+    }
+
+    fn real_path(&self, path: &Path) -> Option<PathBuf> {
+        std::fs::canonicalize(path).ok()
     }
 
     fn boottime_to_unix_offset_ns(&self) -> i128 {

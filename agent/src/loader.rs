@@ -118,11 +118,12 @@ fn kernel_path(executable: &str) -> String {
     }
 }
 
-pub fn load(
+/// Creates the object's maps with this kernel's offsets and a fresh path-hash key;
+/// returns it with the BTF programs attach by, and the key.
+fn open_object(
     host: &dyn HostKernel,
     btf: &KernelBtf,
-    rules: &SetidRuleSet,
-) -> Result<LoadedProbes, EnforcementUnavailable> {
+) -> Result<(Ebpf, Btf, [u64; 2]), EnforcementUnavailable> {
     let offsets = btf
         .kernel_offsets()
         .map_err(EnforcementUnavailable::BadBtf)?;
@@ -133,7 +134,7 @@ pub fn load(
             errno: e.raw_os_error(),
             detail: e.to_string(),
         })?;
-    let mut ebpf = EbpfLoader::new()
+    let ebpf = EbpfLoader::new()
         .override_global(names::KERNEL_OFFSETS, &offsets, true)
         .override_global(names::PATH_HASH_KEY, &key, true)
         .load(PROBES_OBJECT)
@@ -143,6 +144,15 @@ pub fn load(
         errno: None,
         detail: e.to_string(),
     })?;
+    Ok((ebpf, aya_btf, key))
+}
+
+pub fn load(
+    host: &dyn HostKernel,
+    btf: &KernelBtf,
+    rules: &SetidRuleSet,
+) -> Result<LoadedProbes, EnforcementUnavailable> {
+    let (mut ebpf, aya_btf, key) = open_object(host, btf)?;
 
     // Rules first: once a program attaches it enforces whatever the map holds.
     {
@@ -216,6 +226,47 @@ pub fn load(
         events,
         drops: DropCounter(drops),
         seeded_processes,
+    })
+}
+
+/// Monitor-only probes: one exec tracepoint and its ring buffer.
+pub struct MonitorProbes {
+    pub ebpf: Ebpf,
+    pub events: RingBuf<MapData>,
+    pub drops: DropCounter,
+}
+
+/// Loads only the exec tracepoint, for kernels where BPF-LSM cannot attach. Needs BTF
+/// (for offsets and the typed tracepoint) but no BPF trampoline.
+pub fn load_monitor(
+    host: &dyn HostKernel,
+    btf: &KernelBtf,
+) -> Result<MonitorProbes, EnforcementUnavailable> {
+    let (mut ebpf, aya_btf, _) = open_object(host, btf)?;
+    let (program, tracepoint) = programs::MONITOR_EXEC;
+    let prog: &mut BtfTracePoint = ebpf
+        .program_mut(program)
+        .ok_or_else(|| map_failure(program, "program missing from object"))?
+        .try_into()
+        .map_err(|e: ProgramError| program_failure(program, tracepoint, e))?;
+    prog.load(tracepoint, &aya_btf)
+        .map_err(|e| program_failure(program, tracepoint, e))?;
+    prog.attach()
+        .map_err(|e| program_failure(program, tracepoint, e))?;
+    let events = RingBuf::try_from(
+        ebpf.take_map(names::EXEC_EVENTS)
+            .ok_or_else(|| map_failure(names::EXEC_EVENTS, "missing"))?,
+    )
+    .map_err(|e| map_failure(names::EXEC_EVENTS, e))?;
+    let drops = PerCpuArray::try_from(
+        ebpf.take_map(names::EVENT_DROPS)
+            .ok_or_else(|| map_failure(names::EVENT_DROPS, "missing"))?,
+    )
+    .map_err(|e| map_failure(names::EVENT_DROPS, e))?;
+    Ok(MonitorProbes {
+        ebpf,
+        events,
+        drops: DropCounter(drops),
     })
 }
 

@@ -7,18 +7,19 @@
 //! prove a gateway's path to its broker. Diagnostics go to stderr (`RUST_LOG`).
 //!
 //! Exit codes: 0 after a clean stop (SIGTERM/SIGINT), 1 for usage, configuration or
-//! rule errors, 2 when this kernel cannot enforce (the message names what is missing).
+//! rule errors, 2 when this kernel cannot enforce and `enforcement = "required"` (or
+//! not even monitor-only mode works); the message names what is missing.
 
 use std::path::PathBuf;
 use std::process::ExitCode;
 use std::time::Duration;
 
-use edgearmor::config::{AgentConfig, DEFAULT_CONFIG_PATH};
+use edgearmor::config::{AgentConfig, DEFAULT_CONFIG_PATH, Enforcement};
 use edgearmor::daemon::{self, AgentQueue, Outputs};
 use edgearmor::host::{HostKernel, LiveKernel};
 use edgearmor::pipeline::{Batcher, unix_micros};
 use edgearmor::policy_table::PolicySet;
-use edgearmor::reader::RingbufReader;
+use edgearmor::reader::{ExecWatcher, RingbufReader};
 use edgearmor::rules::SetidRuleSet;
 use edgearmor::status::AgentStatus;
 use edgearmor::{loader, readiness};
@@ -61,7 +62,10 @@ options (override agent.toml; see README for every key):
   --buffer-bytes N        offline buffer size in memory
   --max-alerts-per-sec N  throttle (0 = off; default 10)
   --throttle-sec N        throttle interval (default 30)
-  --shutdown-grace-secs N on stop, keep delivering buffered batches this long (default 5)";
+  --shutdown-grace-secs N on stop, keep delivering buffered batches this long (default 5)
+  --enforcement auto|required
+                          where BPF-LSM cannot run: watch execs monitor-only (auto, the
+                          default) or refuse to start (required, exit status 2)";
 
 enum Command {
     Run,
@@ -187,6 +191,17 @@ fn parse_args() -> Result<Invocation, String> {
             "max-alerts-per-sec" => config.throttle.max_alerts_per_sec = number(&value)? as u32,
             "throttle-sec" => config.throttle.throttle_sec = number(&value)? as u32,
             "shutdown-grace-secs" => config.mqtt.shutdown_grace_secs = number(&value)?,
+            "enforcement" => {
+                config.enforcement = match value.as_str() {
+                    "auto" => Enforcement::Auto,
+                    "required" => Enforcement::Required,
+                    other => {
+                        return Err(format!(
+                            "--enforcement: `{other}` is neither auto nor required"
+                        ));
+                    }
+                }
+            }
             "count" | "interval-ms" => match &mut command {
                 Command::SendTestAlerts { count, interval } => {
                     if flag == "count" {
@@ -355,6 +370,66 @@ fn stop_signals() -> Result<async_signal::Signals, String> {
         .map_err(|e| format!("cannot install signal handlers: {e}"))
 }
 
+/// Where kernel events come from: the enforcing probes, or the exec watcher of
+/// monitor-only mode.
+enum KernelSource<'h> {
+    Enforcing(RingbufReader),
+    Monitoring(ExecWatcher<'h>),
+}
+
+impl KernelSource<'_> {
+    async fn readable(&self) -> std::io::Result<()> {
+        match self {
+            KernelSource::Enforcing(r) => r.readable().await,
+            KernelSource::Monitoring(w) => w.readable().await,
+        }
+    }
+
+    fn drain(&mut self, queue: &AgentQueue, ledger: &edgearmor::pipeline::LossLedger) {
+        match self {
+            KernelSource::Enforcing(r) => {
+                r.drain(queue, ledger);
+            }
+            KernelSource::Monitoring(w) => {
+                w.drain(queue, ledger);
+            }
+        }
+    }
+
+    fn malformed(&self) -> u64 {
+        match self {
+            KernelSource::Enforcing(r) => r.malformed,
+            KernelSource::Monitoring(w) => w.malformed,
+        }
+    }
+}
+
+/// Monitor-only mode: what the kernel can still do without BPF-LSM.
+fn start_monitor<'h>(
+    host: &'h LiveKernel,
+    rules: &SetidRuleSet,
+) -> Result<ExecWatcher<'h>, String> {
+    let blob = host
+        .read(std::path::Path::new(edgearmor::host::KERNEL_BTF))
+        .map_err(|e| format!("no kernel BTF ({e})"))?;
+    let btf = edgearmor::btf::KernelBtf::parse(&blob).map_err(|e| e.to_string())?;
+    let probes = loader::load_monitor(host, &btf).map_err(|e| e.to_string())?;
+    let watched = rules
+        .rules
+        .iter()
+        .enumerate()
+        .map(|(id, r)| {
+            let real = host
+                .real_path(std::path::Path::new(&r.executable))
+                .map(|p| p.to_string_lossy().into_owned())
+                .unwrap_or_else(|| r.executable.clone());
+            (real, id as u32)
+        })
+        .collect();
+    ExecWatcher::new(probes, host, watched)
+        .map_err(|e| format!("cannot watch the exec ring buffer: {e}"))
+}
+
 fn run(config: AgentConfig, rules: SetidRuleSet) -> ExitCode {
     let host = LiveKernel;
     // Signals first, so a stop request during the (slow, under emulation) load is kept.
@@ -365,20 +440,54 @@ fn run(config: AgentConfig, rules: SetidRuleSet) -> ExitCode {
             return ExitCode::from(1);
         }
     };
-    let probes =
-        match readiness::check_kernel(&host).and_then(|btf| loader::load(&host, &btf, &rules)) {
-            Ok(p) => p,
-            Err(e) => {
-                eprintln!("edgearmor: cannot enforce here: {e}");
-                return ExitCode::from(2);
+    let enforcing =
+        readiness::check_kernel(&host).and_then(|btf| loader::load(&host, &btf, &rules));
+    let (mut source, enforcement, ready) = match enforcing {
+        Ok(probes) => {
+            let seeded = probes.seeded_processes;
+            match RingbufReader::new(probes, host.boottime_to_unix_offset_ns()) {
+                Ok(r) => (
+                    KernelSource::Enforcing(r),
+                    Ok(()),
+                    format!(
+                        "enforcing {} setid rule(s) on kernel {} (probes sha256 {}, {} running processes identified",
+                        rules.rules.len(),
+                        host.release(),
+                        loader::probes_sha256(),
+                        seeded
+                    ),
+                ),
+                Err(e) => {
+                    eprintln!("edgearmor: cannot watch the event ring buffer: {e}");
+                    return ExitCode::from(1);
+                }
             }
-        };
-    let seeded = probes.seeded_processes;
-    let mut reader = match RingbufReader::new(probes, host.boottime_to_unix_offset_ns()) {
-        Ok(r) => r,
+        }
+        Err(e) if config.enforcement == Enforcement::Required => {
+            eprintln!("edgearmor: cannot enforce here: {e}");
+            return ExitCode::from(2);
+        }
         Err(e) => {
-            eprintln!("edgearmor: cannot watch the event ring buffer: {e}");
-            return ExitCode::from(1);
+            let reason = e.to_string();
+            log::warn!("cannot enforce here: {reason}; falling back to monitor-only mode");
+            match start_monitor(&host, &rules) {
+                Ok(w) => (
+                    KernelSource::Monitoring(w),
+                    Err(reason.clone()),
+                    format!(
+                        "monitor-only: enforcement unavailable ({reason}); watching execs of {} executable(s) on kernel {} (probes sha256 {}",
+                        rules.rules.len(),
+                        host.release(),
+                        loader::probes_sha256()
+                    ),
+                ),
+                Err(monitor) => {
+                    eprintln!(
+                        "edgearmor: cannot enforce here: {reason}; monitor-only mode failed too: {monitor}"
+                    );
+                    return ExitCode::from(2);
+                }
+            }
         }
     };
     let Session {
@@ -386,7 +495,7 @@ fn run(config: AgentConfig, rules: SetidRuleSet) -> ExitCode {
         policies,
         mut outputs,
         ledger,
-    } = match start_session(&config, &rules, &host, Ok(())) {
+    } = match start_session(&config, &rules, &host, enforcement) {
         Ok(s) => s,
         Err(e) => {
             eprintln!("edgearmor: {e}");
@@ -394,24 +503,20 @@ fn run(config: AgentConfig, rules: SetidRuleSet) -> ExitCode {
         }
     };
     eprintln!(
-        "edgearmor: ready: enforcing {} setid rule(s) on kernel {} (probes sha256 {}, {} running processes identified, policy set {:016x})",
-        rules.rules.len(),
-        host.release(),
-        loader::probes_sha256(),
-        seeded,
+        "edgearmor: ready: {ready}, policy set {:016x})",
         policies.hash
     );
     let queue = AgentQueue::default();
     let mut batcher = Batcher::new(agent, policies.hash, daemon::batch_policy(&config));
     let read_kernel = async {
         loop {
-            let stopping = async { reader.readable().await.map(|()| false) }
+            let stopping = async { source.readable().await.map(|()| false) }
                 .or(async {
                     signals.next().await;
                     Ok(true)
                 })
                 .await;
-            reader.drain(&queue, &ledger);
+            source.drain(&queue, &ledger);
             match stopping {
                 Ok(false) => {}
                 Ok(true) => break,
@@ -432,7 +537,7 @@ fn run(config: AgentConfig, rules: SetidRuleSet) -> ExitCode {
     outputs.shutdown();
     eprintln!(
         "edgearmor: stopped ({} malformed kernel events skipped)",
-        reader.malformed
+        source.malformed()
     );
     ExitCode::SUCCESS
 }

@@ -9,9 +9,13 @@ use async_io::Async;
 use aya::Ebpf;
 use aya::maps::{MapData, RingBuf};
 
-use crate::alerts::setid_event;
-use crate::events::SetidDecision;
-use crate::loader::{DropCounter, LoadedProbes};
+use std::collections::HashMap;
+use std::path::Path;
+
+use crate::alerts::{monitored_exec_event, setid_event};
+use crate::events::{ExecReport, SetidDecision};
+use crate::host::HostKernel;
+use crate::loader::{DropCounter, LoadedProbes, MonitorProbes};
 use crate::pipeline::{EventQueue, LossLedger};
 
 pub struct RingbufReader {
@@ -60,6 +64,95 @@ impl RingbufReader {
     }
 
     /// Waits until the kernel has written something.
+    pub async fn readable(&self) -> io::Result<()> {
+        self.events.readable().await
+    }
+}
+
+/// Monitor-only mode: every exec the kernel reports is resolved to a real path and,
+/// when it is a watched executable, queued as an audit alert.
+pub struct ExecWatcher<'h> {
+    events: Async<RingBuf<MapData>>,
+    drops: DropCounter,
+    _ebpf: Ebpf,
+    host: &'h dyn HostKernel,
+    boottime_to_unix_ns: i128,
+    /// Real path of each watched executable -> the rule watching it.
+    watched: HashMap<String, u32>,
+    pub malformed: u64,
+}
+
+impl<'h> ExecWatcher<'h> {
+    pub fn new(
+        probes: MonitorProbes,
+        host: &'h dyn HostKernel,
+        watched: HashMap<String, u32>,
+    ) -> io::Result<Self> {
+        Ok(Self {
+            events: Async::new(probes.events)?,
+            drops: probes.drops,
+            _ebpf: probes.ebpf,
+            host,
+            boottime_to_unix_ns: host.boottime_to_unix_offset_ns(),
+            watched,
+            malformed: 0,
+        })
+    }
+
+    /// The executable an exec ran: what execve was given, resolved; for a relative
+    /// name, the process's own executable (if it is still there).
+    fn resolve(&self, r: &ExecReport) -> Option<String> {
+        let real = if r.filename.starts_with('/') {
+            self.host.real_path(Path::new(&r.filename))
+        } else {
+            self.host.process_executable(r.tgid)
+        };
+        real.map(|p| p.to_string_lossy().into_owned())
+            .or_else(|| r.filename.starts_with('/').then(|| r.filename.clone()))
+    }
+
+    pub fn drain<const N: usize>(&mut self, queue: &EventQueue<N>, ledger: &LossLedger) -> usize {
+        let mut queued = 0;
+        let mut reports = Vec::new();
+        // SAFETY: the RingBuf is only advanced, never replaced, so the fd registered
+        // with the reactor stays the same.
+        let ring = unsafe { self.events.get_mut() };
+        while let Some(item) = ring.next() {
+            match ExecReport::try_from(&*item) {
+                Ok(r) => reports.push(r),
+                Err(e) => {
+                    self.malformed += 1;
+                    log::warn!("skipping malformed kernel exec event: {e}");
+                }
+            }
+        }
+        for r in reports {
+            let Some(path) = self.resolve(&r) else {
+                continue;
+            };
+            let Some(rule_id) = self.watched.get(&path).copied() else {
+                continue;
+            };
+            let parent = self
+                .host
+                .process_executable(r.ppid)
+                .map(|p| p.to_string_lossy().into_owned())
+                .unwrap_or_default();
+            queue.offer(monitored_exec_event(
+                &r,
+                &path,
+                &parent,
+                rule_id,
+                self.boottime_to_unix_ns,
+            ));
+            queued += 1;
+        }
+        ledger
+            .kernel_ring_buffer
+            .store(self.drops.total(), Ordering::Relaxed);
+        queued
+    }
+
     pub async fn readable(&self) -> io::Result<()> {
         self.events.readable().await
     }

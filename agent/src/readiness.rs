@@ -192,6 +192,12 @@ mod tests {
         fn process_executables(&self) -> Vec<(u32, PathBuf)> {
             Vec::new()
         }
+        fn process_executable(&self, _tgid: u32) -> Option<PathBuf> {
+            None
+        }
+        fn real_path(&self, _path: &Path) -> Option<PathBuf> {
+            None
+        }
         fn boottime_to_unix_offset_ns(&self) -> i128 {
             0
         }

@@ -21,6 +21,8 @@ use crate::{AlertType, EventTime, HostAlert};
 
 /// `Enforcer` of every event the agent reports: its decisions come from BPF-LSM programs.
 pub const ENFORCER: &str = "BPFLSM";
+/// `Enforcer` of what was observed but not enforced (KubeArmor's name for it).
+pub const ENFORCER_MONITOR: &str = "eBPF Monitor";
 /// `PolicyName` of a decision taken by a resource class's default posture.
 pub const DEFAULT_POSTURE: &str = "DefaultPosture";
 /// `Operation` of a `SystemEvent` reporting lost events.
@@ -303,6 +305,11 @@ pub fn expand_event_into(
     set_identity(out, agent.cluster.as_str(), agent.node.as_str(), options);
     match &event.body {
         EventBody::Alert(alert) => expand_alert(alert, policies, out),
+        EventBody::MonitorAlert(alert) => {
+            let unknown = expand_alert(alert, policies, out);
+            set(&mut out.enforcer, ENFORCER_MONITOR);
+            unknown
+        }
         EventBody::Loss(loss) => {
             expand_loss(loss, out);
             None
@@ -441,6 +448,7 @@ fn expand_alert(
         Data::Lsm(hook) => {
             let _ = write!(out.data, "lsm={}", hook.kubearmor_name());
         }
+        Data::Execve => out.data.push_str("syscall=SYS_EXECVE"),
     }
     set(&mut out.enforcer, ENFORCER);
     set(&mut out.action, action_name(alert.action));

@@ -74,6 +74,9 @@ pub enum EventBody {
     Loss(Loss),
     /// Alerts are being dropped by the rate limit (`Operation: AlertThreshold`).
     AlertThreshold(AlertThreshold),
+    /// Seen, not enforced: the kernel cannot run BPF-LSM and the agent watches in
+    /// monitor-only mode (`Enforcer: eBPF Monitor`).
+    MonitorAlert(Alert),
 }
 
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize, MaxSize)]
@@ -127,6 +130,8 @@ pub enum Data {
     SetId { syscall: SetIdSyscall, id: u32 },
     /// `lsm=SECURITY_BPRM_CHECK`.
     Lsm(LsmHook),
+    /// `syscall=SYS_EXECVE`.
+    Execve,
 }
 
 /// Append-only.

@@ -25,6 +25,7 @@ pub mod names {
     pub const EXE_PATHS: &str = "EXE_PATHS";
     pub const EVENTS: &str = "EVENTS";
     pub const EVENT_DROPS: &str = "EVENT_DROPS";
+    pub const EXEC_EVENTS: &str = "EXEC_EVENTS";
     pub const KERNEL_OFFSETS: &str = "KERNEL_OFFSETS";
     pub const PATH_HASH_KEY: &str = "PATH_HASH_KEY";
 }
@@ -39,6 +40,8 @@ pub mod programs {
     ];
     /// `(program, tracepoint)` for BTF-typed tracepoints.
     pub const BTF_TRACEPOINTS: [(&str, &str); 1] = [("inherit_identity", "sched_process_fork")];
+    /// Monitor-only mode (no BPF-LSM): reports every exec; needs no trampoline.
+    pub const MONITOR_EXEC: (&str, &str) = ("watch_exec", "sched_process_exec");
 }
 
 /// Byte offsets of the kernel struct members the probes read, taken from the running
@@ -50,6 +53,7 @@ pub struct KernelOffsets {
     pub task_tgid: u32,
     pub task_real_parent: u32,
     pub binprm_file: u32,
+    pub binprm_filename: u32,
     pub file_f_path: u32,
     pub cred_uid: u32,
     pub cred_euid: u32,
@@ -64,6 +68,7 @@ impl KernelOffsets {
         task_tgid: 0,
         task_real_parent: 0,
         binprm_file: 0,
+        binprm_filename: 0,
         file_f_path: 0,
         cred_uid: 0,
         cred_euid: 0,
@@ -186,7 +191,8 @@ impl SetidEvent {
 const _: () = assert!(core::mem::size_of::<ExePath>() == 8 + PATH_CAP);
 const _: () = assert!(core::mem::size_of::<SetidEvent>() == 48 + 2 * (8 + PATH_CAP));
 const _: () = assert!(core::mem::size_of::<SetidRule>() == 8);
-const _: () = assert!(core::mem::size_of::<KernelOffsets>() == 40);
+const _: () = assert!(core::mem::size_of::<KernelOffsets>() == 44);
+const _: () = assert!(core::mem::size_of::<ExecEvent>() == 24 + 8 + PATH_CAP);
 
 /// Keyed SipHash-1-3 over the zero-padded path words. The key is random per agent
 /// start, so nobody can craft a path that collides with a rule's path.
@@ -236,6 +242,24 @@ fn sip_round(v0: &mut u64, v1: &mut u64, v2: &mut u64, v3: &mut u64) {
     *v2 = v2.rotate_left(32);
 }
 
+/// An exec seen in monitor-only mode: the path as passed to execve (`bprm->filename`;
+/// resolved in user space), written to the `EXEC_EVENTS` ring buffer.
+#[repr(C)]
+#[derive(Clone, Copy)]
+pub struct ExecEvent {
+    /// `CLOCK_BOOTTIME` nanoseconds.
+    pub boot_ns: u64,
+    pub tgid: u32,
+    pub ppid: u32,
+    pub uid: u32,
+    pub _pad: u32,
+    pub filename: ExePath,
+}
+
+impl ExecEvent {
+    pub const SIZE: usize = core::mem::size_of::<Self>();
+}
+
 #[cfg(feature = "user")]
 mod user {
     // SAFETY: all four types are #[repr(C)], made only of integers with explicit
@@ -247,6 +271,8 @@ mod user {
     unsafe impl aya::Pod for super::SetidRule {}
     // SAFETY: as above.
     unsafe impl aya::Pod for super::SetidEvent {}
+    // SAFETY: as above.
+    unsafe impl aya::Pod for super::ExecEvent {}
 }
 
 #[cfg(test)]

@@ -21,14 +21,14 @@ use aya_ebpf::{
     cty::c_char,
     helpers::{
         bpf_d_path, bpf_get_current_pid_tgid, bpf_get_current_task, bpf_get_current_uid_gid,
-        bpf_ktime_get_boot_ns, bpf_probe_read_kernel,
+        bpf_ktime_get_boot_ns, bpf_probe_read_kernel, bpf_probe_read_kernel_str_bytes,
     },
     macros::{btf_tracepoint, lsm, map},
     maps::{HashMap, LruHashMap, PerCpuArray, RingBuf},
     programs::{BtfTracePointContext, LsmContext},
 };
 use edgearmor_probe_abi::{
-    DENY_SETGID, DENY_SETUID, EXE_FLAG_TOO_LONG, ExePath, KernelOffsets, LSM_SETID_FS,
+    DENY_SETGID, DENY_SETUID, EXE_FLAG_TOO_LONG, ExecEvent, ExePath, KernelOffsets, LSM_SETID_FS,
     LSM_SETID_ID, PATH_CAP, PATH_WORDS, SETID_KIND_UID, SetidEvent, SetidRule, VERDICT_DENIED,
     path_hash,
 };
@@ -59,6 +59,10 @@ static EVENTS: RingBuf = RingBuf::with_byte_size(256 * 1024, 0);
 
 #[map]
 static EVENT_DROPS: PerCpuArray<u64> = PerCpuArray::with_max_entries(1, 0);
+
+/// Monitor-only mode's exec reports (only loaded when BPF-LSM cannot attach).
+#[map]
+static EXEC_EVENTS: RingBuf = RingBuf::with_byte_size(64 * 1024, 0);
 
 #[inline(always)]
 fn offsets() -> KernelOffsets {
@@ -149,6 +153,54 @@ pub fn inherit_identity(ctx: BtfTracePointContext) -> i32 {
     0
 }
 
+/// Monitor-only mode: `sched_process_exec(struct task_struct *p, pid_t old_pid,
+/// struct linux_binprm *bprm)` reports every exec with the path it was given. Raw
+/// tracepoints need no BPF trampoline, so this works where the LSM programs cannot.
+#[btf_tracepoint(function = "sched_process_exec")]
+pub fn watch_exec(ctx: BtfTracePointContext) -> i32 {
+    let bprm: *const u8 = ctx.arg(2);
+    let off = offsets();
+    let Some(mut entry) = EXEC_EVENTS.reserve::<ExecEvent>(0) else {
+        count_drop();
+        return 0;
+    };
+    let ev = entry.as_mut_ptr();
+    // SAFETY: `ev` is ring-buffer memory reserved for one ExecEvent; every field that
+    // user space reads is written before submit. The filename is copied with the
+    // checked string helper from `bprm->filename` (offset from BTF).
+    unsafe {
+        (*ev).boot_ns = bpf_ktime_get_boot_ns();
+        (*ev).tgid = current_tgid();
+        (*ev).ppid = parent_tgid(&off);
+        (*ev).uid = bpf_get_current_uid_gid() as u32;
+        (*ev)._pad = 0;
+        (*ev).filename.flags = 0;
+        let name = bpf_probe_read_kernel(bprm.add(off.binprm_filename as usize) as *const *const u8)
+            .unwrap_or(core::ptr::null());
+        let dst = core::slice::from_raw_parts_mut((*ev).filename.words.as_mut_ptr() as *mut u8, PATH_CAP);
+        (*ev).filename.len = match bpf_probe_read_kernel_str_bytes(name, dst) {
+            Ok(bytes) => bytes.len() as u32,
+            Err(_) => 0,
+        };
+    }
+    entry.submit(0);
+    0
+}
+
+#[inline(always)]
+fn parent_tgid(off: &KernelOffsets) -> u32 {
+    // SAFETY: probe reads of `current->real_parent->tgid`, offsets from BTF.
+    unsafe {
+        let task = bpf_get_current_task() as *const u8;
+        let parent = bpf_probe_read_kernel(task.add(off.task_real_parent as usize) as *const *const u8)
+            .unwrap_or(core::ptr::null());
+        if parent.is_null() {
+            return 0;
+        }
+        bpf_probe_read_kernel(parent.add(off.task_tgid as usize) as *const u32).unwrap_or(0)
+    }
+}
+
 #[lsm(hook = "task_fix_setuid")]
 pub fn deny_setuid(ctx: LsmContext) -> i32 {
     check_setid(&ctx, SETID_KIND_UID)
@@ -209,22 +261,11 @@ fn report_setid(new_cred: *const u8, flags: u32, kind: u32, tgid: u32, hash: u64
         (false, LSM_SETID_FS) => off.cred_fsgid,
         (false, _) => off.cred_egid,
     };
-    // SAFETY: probe reads of `new->*id` and `current->real_parent->tgid`, offsets from BTF.
+    // SAFETY: probe read of `new->*id`, offset from BTF.
     let requested_id =
         unsafe { bpf_probe_read_kernel(new_cred.add(id_off as usize) as *const u32) }
             .unwrap_or(u32::MAX);
-    let task = unsafe { bpf_get_current_task() } as *const u8;
-    let parent = unsafe {
-        bpf_probe_read_kernel(task.add(off.task_real_parent as usize) as *const *const u8)
-    }
-    .unwrap_or(core::ptr::null());
-    let ppid = if parent.is_null() {
-        0
-    } else {
-        // SAFETY: as above.
-        unsafe { bpf_probe_read_kernel(parent.add(off.task_tgid as usize) as *const u32) }
-            .unwrap_or(0)
-    };
+    let ppid = parent_tgid(&off);
 
     let ev = entry.as_mut_ptr();
     // SAFETY: `ev` points at ring-buffer memory reserved for exactly one SetidEvent;

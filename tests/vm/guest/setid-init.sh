@@ -14,8 +14,15 @@ echo "EA-KERNEL $(uname -r) $(uname -m)"
 echo "EA-LSM $(cat /sys/kernel/security/lsm)"
 echo "EA-VERSION $(/usr/local/bin/edgearmor version)"
 /usr/local/bin/edgearmor check > /tmp/check.txt 2>&1
-echo "EA-CHECK-EXIT $?"
+check_exit=$?
+echo "EA-CHECK-EXIT $check_exit"
 while read -r line; do echo "EA-CHECK $line"; done < /tmp/check.txt
+if [ "$check_exit" != 0 ]; then
+    # Where enforcement is impossible, `required` must refuse to start.
+    /usr/local/bin/edgearmor run --enforcement required --rules /etc/edgearmor/rules.toml > /dev/null 2> /tmp/required.err
+    echo "EA-REQUIRED-EXIT $?"
+    while read -r line; do echo "EA-REQERR $line"; done < /tmp/required.err
+fi
 
 # The helper under the paths the rules name: a copy is a different executable, a
 # symlink resolves to its target.

@@ -149,7 +149,8 @@ const SEED_SETGID_KEYS: &[&str] = &[
     "Result",
 ];
 
-fn assert_key_order(alert: &Map<String, Value>) {
+/// Keys are known and in KubeArmor order.
+fn assert_key_order_only(alert: &Map<String, Value>) {
     let keys: Vec<&str> = alert.keys().map(String::as_str).collect();
     let positions: Vec<usize> = keys
         .iter()
@@ -164,6 +165,11 @@ fn assert_key_order(alert: &Map<String, Value>) {
         positions.windows(2).all(|w| w[0] < w[1]),
         "keys out of KubeArmor order: {keys:?}"
     );
+}
+
+fn assert_key_order(alert: &Map<String, Value>) {
+    assert_key_order_only(alert);
+    let keys: Vec<&str> = alert.keys().map(String::as_str).collect();
     let seed_keys: Vec<&str> = keys
         .iter()
         .copied()
@@ -429,30 +435,83 @@ fn arm64_debian_6_12_enforces_setid_rules() {
 }
 
 #[test]
-fn arm64_debian_6_1_refuses_with_errno_524_named() {
+fn arm64_debian_6_1_refuses_when_required_and_monitors_in_auto_mode() {
     let log = boot_setid_guest(Arch::Aarch64, "6.1");
     assert_common(&log, Arch::Aarch64, "6.1");
+    let check: Vec<&str> = log.lines_with_prefix("EA-CHECK ").collect();
     assert_eq!(
-        log.first_with_prefix("EA-AGENT "),
-        None,
-        "agent must not claim readiness"
+        log.first_with_prefix("EA-CHECK-EXIT "),
+        Some("2"),
+        "edgearmor check: {check:#?}"
     );
+    assert!(
+        check
+            .iter()
+            .any(|l| l.starts_with("FAIL") && l.contains("attach") && l.contains("errno 524")),
+        "check names the failed attach and errno 524: {check:#?}"
+    );
+
+    // enforcement = "required": refuses, naming the missing piece.
     assert_eq!(
-        log.first_with_prefix("EA-AGENT-EXIT "),
+        log.first_with_prefix("EA-REQUIRED-EXIT "),
         Some("2"),
         "exit code 2: cannot enforce"
     );
-    let err: Vec<&str> = log.lines_with_prefix("EA-AGENTERR ").collect();
+    let err: Vec<&str> = log.lines_with_prefix("EA-REQERR ").collect();
     let refusal = err
         .iter()
         .find(|l| l.starts_with("edgearmor: cannot enforce here:"))
-        .unwrap_or_else(|| panic!("no refusal line in agent stderr: {err:?}"));
+        .unwrap_or_else(|| panic!("no refusal line: {err:?}"));
     assert!(
         refusal.contains("no BPF trampoline support") && refusal.contains("errno 524"),
         "refusal must name the missing trampoline support and errno 524: {refusal}"
     );
+
+    // enforcement = "auto" (the default): monitor-only, execs of watched binaries reported.
+    let ready = log
+        .first_with_prefix("EA-AGENT ")
+        .expect("the auto-mode agent starts");
     assert!(
-        log.lines_with_prefix("EA-ALERT ").next().is_none(),
-        "no alerts without enforcement"
+        ready.contains("monitor-only") && ready.contains("errno 524"),
+        "{ready}"
+    );
+    assert_eq!(log.first_with_prefix("EA-AGENT-EXIT "), Some("0"));
+    let results = scenario_results(&log);
+    for name in ["sshd-setgid", "other-setgid", "link-setgid"] {
+        assert_eq!(
+            results[name]["rc"], "0",
+            "{name}: nothing is enforced in monitor-only mode"
+        );
+    }
+    let alerts = alerts(&log);
+    let pid_of = |name: &str| -> i64 { results[name]["pid"].parse().expect("pid") };
+    for name in ["sshd-setgid", "link-setgid"] {
+        let seen: Vec<_> = alerts
+            .iter()
+            .filter(|a| a.get("PID").and_then(Value::as_i64) == Some(pid_of(name)))
+            .collect();
+        assert_eq!(seen.len(), 1, "{name}: one exec alert: {alerts:?}");
+        let a = seen[0];
+        assert_key_order_only(a);
+        assert_eq!(string(a, "Type"), "MatchedHostPolicy");
+        assert_eq!(string(a, "Operation"), "Process");
+        assert_eq!(
+            string(a, "ProcessName"),
+            "/usr/sbin/sshd",
+            "{name}: resolved path"
+        );
+        assert_eq!(string(a, "Resource"), "/usr/sbin/sshd");
+        assert_eq!(string(a, "ParentProcessName"), "/bin/busybox");
+        assert_eq!(string(a, "Data"), "syscall=SYS_EXECVE");
+        assert_eq!(string(a, "Enforcer"), "eBPF Monitor");
+        assert_eq!(string(a, "Action"), "Audit");
+        assert_eq!(string(a, "Result"), "Passed");
+        assert_eq!(string(a, "PolicyName"), "hsp-block-sshd-setid");
+    }
+    assert!(
+        alerts
+            .iter()
+            .all(|a| a.get("PID").and_then(Value::as_i64) != Some(pid_of("other-setgid"))),
+        "an unwatched executable raises nothing"
     );
 }
