@@ -187,22 +187,10 @@ pub fn load(
     }
 
     for (program, tracepoint) in programs::BTF_TRACEPOINTS {
-        let prog: &mut BtfTracePoint = ebpf
-            .program_mut(program)
-            .ok_or_else(|| map_failure(program, "program missing from object"))?
-            .try_into()
-            .map_err(|e: ProgramError| program_failure(program, tracepoint, e))?;
-        prog.load(tracepoint, &aya_btf)
-            .map_err(|e| program_failure(program, tracepoint, e))?;
-        prog.attach()
-            .map_err(|e| program_failure(program, tracepoint, e))?;
+        attach_btf_tracepoint(&mut ebpf, &aya_btf, program, tracepoint)?;
     }
     for (program, hook) in programs::LSM {
-        let prog: &mut Lsm = ebpf
-            .program_mut(program)
-            .ok_or_else(|| map_failure(program, "program missing from object"))?
-            .try_into()
-            .map_err(|e: ProgramError| program_failure(program, hook, e))?;
+        let prog: &mut Lsm = program_of(&mut ebpf, program, hook)?;
         prog.load(hook, &aya_btf)
             .map_err(|e| program_failure(program, hook, e))?;
         prog.attach()
@@ -210,23 +198,57 @@ pub fn load(
     }
 
     let seeded_processes = seed_identities(&mut ebpf, host, &key)?;
-
-    let events = RingBuf::try_from(
-        ebpf.take_map(names::EVENTS)
-            .ok_or_else(|| map_failure(names::EVENTS, "missing"))?,
-    )
-    .map_err(|e| map_failure(names::EVENTS, e))?;
-    let drops = PerCpuArray::try_from(
-        ebpf.take_map(names::EVENT_DROPS)
-            .ok_or_else(|| map_failure(names::EVENT_DROPS, "missing"))?,
-    )
-    .map_err(|e| map_failure(names::EVENT_DROPS, e))?;
     Ok(LoadedProbes {
+        events: take_ring(&mut ebpf, names::EVENTS)?,
+        drops: take_drops(&mut ebpf)?,
         ebpf,
-        events,
-        drops: DropCounter(drops),
         seeded_processes,
     })
+}
+
+/// The program `name` of the object, as its concrete type.
+fn program_of<'a, P>(
+    ebpf: &'a mut Ebpf,
+    name: &str,
+    attach_to: &str,
+) -> Result<&'a mut P, EnforcementUnavailable>
+where
+    &'a mut P: TryFrom<&'a mut aya::programs::Program, Error = ProgramError>,
+{
+    ebpf.program_mut(name)
+        .ok_or_else(|| map_failure(name, "program missing from object"))?
+        .try_into()
+        .map_err(|e: ProgramError| program_failure(name, attach_to, e))
+}
+
+fn attach_btf_tracepoint(
+    ebpf: &mut Ebpf,
+    btf: &Btf,
+    program: &str,
+    tracepoint: &str,
+) -> Result<(), EnforcementUnavailable> {
+    let prog: &mut BtfTracePoint = program_of(ebpf, program, tracepoint)?;
+    prog.load(tracepoint, btf)
+        .map_err(|e| program_failure(program, tracepoint, e))?;
+    prog.attach()
+        .map_err(|e| program_failure(program, tracepoint, e))?;
+    Ok(())
+}
+
+fn take_ring(ebpf: &mut Ebpf, name: &str) -> Result<RingBuf<MapData>, EnforcementUnavailable> {
+    let map = ebpf
+        .take_map(name)
+        .ok_or_else(|| map_failure(name, "missing"))?;
+    RingBuf::try_from(map).map_err(|e| map_failure(name, e))
+}
+
+fn take_drops(ebpf: &mut Ebpf) -> Result<DropCounter, EnforcementUnavailable> {
+    let map = ebpf
+        .take_map(names::EVENT_DROPS)
+        .ok_or_else(|| map_failure(names::EVENT_DROPS, "missing"))?;
+    PerCpuArray::try_from(map)
+        .map(DropCounter)
+        .map_err(|e| map_failure(names::EVENT_DROPS, e))
 }
 
 /// Monitor-only probes: one exec tracepoint and its ring buffer.
@@ -244,29 +266,11 @@ pub fn load_monitor(
 ) -> Result<MonitorProbes, EnforcementUnavailable> {
     let (mut ebpf, aya_btf, _) = open_object(host, btf)?;
     let (program, tracepoint) = programs::MONITOR_EXEC;
-    let prog: &mut BtfTracePoint = ebpf
-        .program_mut(program)
-        .ok_or_else(|| map_failure(program, "program missing from object"))?
-        .try_into()
-        .map_err(|e: ProgramError| program_failure(program, tracepoint, e))?;
-    prog.load(tracepoint, &aya_btf)
-        .map_err(|e| program_failure(program, tracepoint, e))?;
-    prog.attach()
-        .map_err(|e| program_failure(program, tracepoint, e))?;
-    let events = RingBuf::try_from(
-        ebpf.take_map(names::EXEC_EVENTS)
-            .ok_or_else(|| map_failure(names::EXEC_EVENTS, "missing"))?,
-    )
-    .map_err(|e| map_failure(names::EXEC_EVENTS, e))?;
-    let drops = PerCpuArray::try_from(
-        ebpf.take_map(names::EVENT_DROPS)
-            .ok_or_else(|| map_failure(names::EVENT_DROPS, "missing"))?,
-    )
-    .map_err(|e| map_failure(names::EVENT_DROPS, e))?;
+    attach_btf_tracepoint(&mut ebpf, &aya_btf, program, tracepoint)?;
     Ok(MonitorProbes {
+        events: take_ring(&mut ebpf, names::EXEC_EVENTS)?,
+        drops: take_drops(&mut ebpf)?,
         ebpf,
-        events,
-        drops: DropCounter(drops),
     })
 }
 
