@@ -18,6 +18,8 @@ pub struct AgentConfig {
     pub node: String,
     /// Rule files (TOML, `[[setid]]` tables).
     pub rules: Vec<PathBuf>,
+    /// KubeArmorHostPolicy files or directories of them.
+    pub policies: Vec<PathBuf>,
     /// What to do on a kernel that cannot run BPF-LSM: keep watching (`auto`) or refuse
     /// to start (`required`).
     pub enforcement: Enforcement,
@@ -100,6 +102,7 @@ impl Default for AgentConfig {
             cluster: "default".into(),
             node: String::new(),
             rules: Vec::new(),
+            policies: Vec::new(),
             enforcement: Enforcement::Auto,
             output: OutputConfig::default(),
             mqtt: MqttConfig::default(),

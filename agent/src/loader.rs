@@ -7,7 +7,9 @@ use std::path::Path;
 use aya::maps::{HashMap, MapData, PerCpuArray, RingBuf};
 use aya::programs::{BtfTracePoint, Lsm, ProgramError};
 use aya::{Btf, Ebpf, EbpfError, EbpfLoader};
-use edgearmor_probe_abi::{ExePath, SetidRule as KernelSetidRule, names, path_hash, programs};
+use edgearmor_probe_abi::{
+    ExePath, SETID_ANY_EXECUTABLE, SetidRule as KernelSetidRule, names, path_hash, programs,
+};
 use sha2::{Digest, Sha256};
 
 use crate::btf::KernelBtf;
@@ -161,27 +163,23 @@ pub fn load(
             .ok_or_else(|| map_failure(names::SETID_RULES, "missing"))?;
         let mut rule_map: HashMap<_, u64, KernelSetidRule> =
             HashMap::try_from(map).map_err(|e| map_failure(names::SETID_RULES, e))?;
-        for (rule_id, rule) in rules.rules.iter().enumerate() {
-            let path = kernel_path(&rule.executable);
-            if path != rule.executable {
-                log::info!(
-                    "rule for {} applies to its real path {path}",
-                    rule.executable
-                );
-            }
-            let Some(exe) = ExePath::from_bytes(path.as_bytes()) else {
-                log::warn!(
-                    "rule for {}: real path {path} is too long, skipped",
-                    rule.executable
-                );
-                continue;
-            };
-            let value = KernelSetidRule {
-                deny_mask: rule.deny_mask,
-                rule_id: rule_id as u32,
+        for (executable, value) in rules.kernel_entries() {
+            let key_hash = match executable {
+                None => SETID_ANY_EXECUTABLE,
+                Some(executable) => {
+                    let path = kernel_path(executable);
+                    if path != executable {
+                        log::info!("rule for {executable} applies to its real path {path}");
+                    }
+                    let Some(exe) = ExePath::from_bytes(path.as_bytes()) else {
+                        log::warn!("rule for {executable}: real path {path} is too long, skipped");
+                        continue;
+                    };
+                    path_hash(&key, &exe.words)
+                }
             };
             rule_map
-                .insert(path_hash(&key, &exe.words), value, 0)
+                .insert(key_hash, value, 0)
                 .map_err(|e| map_failure(names::SETID_RULES, e))?;
         }
     }

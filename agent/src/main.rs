@@ -49,6 +49,9 @@ usage: edgearmor run [OPTIONS] [--deny-setgid PATH]... [--deny-setuid PATH]...
 options (override agent.toml; see README for every key):
   --config FILE           configuration (default /etc/edgearmor/agent.toml, optional)
   --rules FILE            TOML rules file ([[setid]] tables), repeatable
+  --policies PATH         KubeArmorHostPolicy file or directory, repeatable (the
+                          syscalls section is enforced; other sections are reported
+                          as not enforced yet)
   --deny-setgid PATH      deny that executable changing its gid (repeatable)
   --deny-setuid PATH      deny that executable changing its uid (repeatable)
   --cluster NAME          ClusterName / topic level (default: default)
@@ -177,6 +180,7 @@ fn parse_args() -> Result<Invocation, String> {
         };
         match flag.as_str() {
             "rules" => config.rules.push(value.into()),
+            "policies" => config.policies.push(value.into()),
             "deny-setgid" | "deny-setuid" => flag_rules.push((flag, value)),
             "cluster" => config.cluster = value,
             "host-name" => config.node = value,
@@ -231,6 +235,9 @@ fn parse_args() -> Result<Invocation, String> {
         };
         rules.add_flag(flag, op, path).map_err(|e| e.to_string())?;
     }
+    if !config.policies.is_empty() {
+        load_policies(&config, &mut rules)?;
+    }
     if matches!(command, Command::Run) && rules.is_empty() {
         return Err(
             "no rules: give --rules FILE, rules in agent.toml, or --deny-setgid/--deny-setuid PATH"
@@ -242,6 +249,59 @@ fn parse_args() -> Result<Invocation, String> {
         config,
         rules,
     })
+}
+
+/// Loads KubeArmorHostPolicy files: a bad file is reported and skipped whole, the
+/// others apply; policies for other hosts are skipped.
+fn load_policies(config: &AgentConfig, rules: &mut SetidRuleSet) -> Result<(), String> {
+    use edgearmor_policy::{
+        DefaultPosture, DefaultPostures, compile, load_policy_directory, load_policy_files,
+    };
+    let hostname = if config.node.is_empty() {
+        LiveKernel.node_name()
+    } else {
+        config.node.clone()
+    };
+    let mut policies = Vec::new();
+    for path in &config.policies {
+        let load = if path.is_dir() {
+            load_policy_directory(path, &hostname)
+                .map_err(|e| format!("policies {}: {e}", path.display()))?
+        } else {
+            load_policy_files(std::slice::from_ref(path), &hostname)
+        };
+        for d in load.diagnostics() {
+            log::error!("{d}");
+        }
+        for rejected in &load.rejected {
+            log::error!(
+                "{}: rejected, none of its policies apply",
+                rejected.file.display()
+            );
+        }
+        for skipped in &load.skipped {
+            log::info!("{skipped}");
+        }
+        policies.extend(load.policies);
+    }
+    let compiled = compile(&policies, DefaultPostures::uniform(DefaultPosture::Audit));
+    let unenforced = compiled.process.rules.len()
+        + compiled.file.rules.len()
+        + compiled.network.rules.len()
+        + compiled.capabilities.rules.len();
+    if unenforced > 0 {
+        log::warn!(
+            "{unenforced} process/file/network/capabilities rule(s) are not enforced yet: this agent enforces the syscalls (setuid/setgid) section"
+        );
+    }
+    log::info!(
+        "{} policies, {} syscalls rule(s), policy set {}",
+        policies.len(),
+        compiled.setid.len(),
+        compiled.content_hash
+    );
+    rules.add_policies(&compiled);
+    Ok(())
 }
 
 fn main() -> ExitCode {
@@ -418,12 +478,13 @@ fn start_monitor<'h>(
         .rules
         .iter()
         .enumerate()
-        .map(|(id, r)| {
+        .filter_map(|(id, r)| {
+            let executable = r.executable.as_ref()?;
             let real = host
-                .real_path(std::path::Path::new(&r.executable))
+                .real_path(std::path::Path::new(executable))
                 .map(|p| p.to_string_lossy().into_owned())
-                .unwrap_or_else(|| r.executable.clone());
-            (real, id as u32)
+                .unwrap_or_else(|| executable.clone());
+            Some((real, id as u32))
         })
         .collect();
     ExecWatcher::new(probes, host, watched)
@@ -588,8 +649,9 @@ fn send_test_alerts(
     rules.rules.insert(
         0,
         edgearmor::rules::SetidRule {
-            executable: "/".into(),
+            executable: None,
             deny_mask: 0,
+            audit_mask: 0,
             policy: "edgearmor-test-alert".into(),
             severity: Some(1),
             tags: vec!["edgearmor".into(), "test".into()],

@@ -137,18 +137,43 @@ impl ExePath {
     }
 }
 
-/// Value of the `SETID_RULES` map, keyed by the path hash of the executable.
+/// Value of the `SETID_RULES` map, keyed by the path hash of the calling executable
+/// (or [`SETID_ANY_EXECUTABLE`] for rules without `fromSource`). One bit per syscall
+/// (see [`setid_bit`]).
 #[repr(C)]
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub struct SetidRule {
-    /// `DENY_SETUID | DENY_SETGID`.
+    /// Calls denied with -EPERM and reported.
     pub deny_mask: u32,
-    /// Index into the agent's rule table, echoed in events.
-    pub rule_id: u32,
+    /// Calls allowed and reported.
+    pub audit_mask: u32,
+    /// Per bit: the rule id events carry.
+    pub rule_ids: [u32; SETID_BITS],
 }
 
-pub const DENY_SETUID: u32 = 1;
-pub const DENY_SETGID: u32 = 2;
+/// Key of rules that apply to every executable.
+pub const SETID_ANY_EXECUTABLE: u64 = u64::MAX;
+/// Two kinds (uid, gid) times four syscall families.
+pub const SETID_BITS: usize = 8;
+
+/// The bit of a `(kind, LSM_SETID_* flags)` pair: uids in bits 0..4, gids in 4..8,
+/// `ID`, `RE`, `RES`, `FS` in that order. `None` for flags the kernel never passes.
+#[inline(always)]
+pub fn setid_bit(kind: u32, flags: u32) -> Option<u32> {
+    let family = match flags {
+        LSM_SETID_ID => 0,
+        LSM_SETID_RE => 1,
+        LSM_SETID_RES => 2,
+        LSM_SETID_FS => 3,
+        _ => return None,
+    };
+    let base = if kind == SETID_KIND_UID { 0 } else { 4 };
+    Some(base + family)
+}
+
+/// Every syscall family of one kind, as a mask.
+pub const SETID_ALL_UID: u32 = 0x0f;
+pub const SETID_ALL_GID: u32 = 0xf0;
 
 /// `SetidEvent::kind`.
 pub const SETID_KIND_UID: u32 = 1;
@@ -162,6 +187,7 @@ pub const LSM_SETID_FS: u32 = 8;
 
 /// `SetidEvent::verdict`.
 pub const VERDICT_DENIED: u32 = 1;
+pub const VERDICT_AUDITED: u32 = 2;
 
 /// A setuid/setgid decision, written to the `EVENTS` ring buffer.
 #[repr(C)]
@@ -190,7 +216,7 @@ impl SetidEvent {
 
 const _: () = assert!(core::mem::size_of::<ExePath>() == 8 + PATH_CAP);
 const _: () = assert!(core::mem::size_of::<SetidEvent>() == 48 + 2 * (8 + PATH_CAP));
-const _: () = assert!(core::mem::size_of::<SetidRule>() == 8);
+const _: () = assert!(core::mem::size_of::<SetidRule>() == 8 + 4 * SETID_BITS);
 const _: () = assert!(core::mem::size_of::<KernelOffsets>() == 44);
 const _: () = assert!(core::mem::size_of::<ExecEvent>() == 24 + 8 + PATH_CAP);
 
@@ -307,6 +333,20 @@ mod tests {
         assert_eq!(full.words, [u64::MAX; PATH_WORDS]);
         full.zero_from(0);
         assert_eq!(full.words, [0; PATH_WORDS]);
+    }
+
+    #[test]
+    fn setid_bits_are_distinct_per_kind_and_family() {
+        let mut seen = 0u32;
+        for kind in [SETID_KIND_UID, SETID_KIND_GID] {
+            for flags in [LSM_SETID_ID, LSM_SETID_RE, LSM_SETID_RES, LSM_SETID_FS] {
+                let bit = setid_bit(kind, flags).expect("known flags");
+                assert_eq!(seen & (1 << bit), 0);
+                seen |= 1 << bit;
+            }
+        }
+        assert_eq!(seen, SETID_ALL_UID | SETID_ALL_GID);
+        assert_eq!(setid_bit(SETID_KIND_UID, 3), None);
     }
 
     #[test]

@@ -7,9 +7,10 @@
 //! - `record_exec`: resolves the new executable's absolute path, interns it in
 //!   `EXE_PATHS` under its keyed hash and records `tgid -> hash` in `PROC_IDENTITY`.
 //! - `inherit_identity`: a forked child starts with its parent's identity.
-//! - `deny_setuid` / `deny_setgid`: deny with -EPERM when `SETID_RULES` says the
-//!   caller's executable may not change its uid/gid, and report it in `EVENTS`. A full
-//!   ring buffer never weakens enforcement: the event is counted in `EVENT_DROPS`.
+//! - `deny_setuid` / `deny_setgid`: deny with -EPERM (or only report, for audit rules)
+//!   when `SETID_RULES` covers this syscall family for the caller's executable (or for
+//!   every executable), and report it in `EVENTS`. A full ring buffer never weakens
+//!   enforcement: the event is counted in `EVENT_DROPS`.
 //!
 //! Kernel struct offsets come from the agent (`KERNEL_OFFSETS`), read from the running
 //! kernel's BTF; nothing here depends on one kernel's layout.
@@ -28,7 +29,7 @@ use aya_ebpf::{
     programs::{BtfTracePointContext, LsmContext},
 };
 use edgearmor_probe_abi::{
-    DENY_SETGID, DENY_SETUID, EXE_FLAG_TOO_LONG, ExecEvent, ExePath, KernelOffsets, LSM_SETID_FS,
+    EXE_FLAG_TOO_LONG, SETID_ANY_EXECUTABLE, VERDICT_AUDITED, setid_bit, ExecEvent, ExePath, KernelOffsets, LSM_SETID_FS,
     LSM_SETID_ID, PATH_CAP, PATH_WORDS, SETID_KIND_UID, SetidEvent, SetidRule, VERDICT_DENIED,
     path_hash,
 };
@@ -219,33 +220,34 @@ fn check_setid(ctx: &LsmContext, kind: u32) -> i32 {
     if previous != 0 {
         return previous;
     }
-    let tgid = current_tgid();
-    // SAFETY: map value pointers returned by the kernel for these keys.
-    let Some(hash) = (unsafe { PROC_IDENTITY.get(&tgid) }) else {
-        return 0;
-    };
-    let hash = *hash;
-    // SAFETY: as above.
-    let Some(rule) = (unsafe { SETID_RULES.get(&hash) }) else {
-        return 0;
-    };
-    let wanted = if kind == SETID_KIND_UID {
-        DENY_SETUID
-    } else {
-        DENY_SETGID
-    };
-    if rule.deny_mask & wanted == 0 {
-        return 0;
-    }
-    let rule_id = rule.rule_id;
-    let new_cred: *const u8 = ctx.arg(0);
     let flags: u32 = ctx.arg(2);
-    report_setid(new_cred, flags, kind, tgid, hash, rule_id);
-    -EPERM
+    let Some(bit) = setid_bit(kind, flags) else {
+        return 0;
+    };
+    let bit_mask = 1u32 << bit;
+    let tgid = current_tgid();
+    // SAFETY: map value pointer returned by the kernel for this key.
+    let hash = unsafe { PROC_IDENTITY.get(&tgid) }.copied().unwrap_or(0);
+    // A rule naming this executable first, then rules for every executable.
+    // SAFETY: map value pointers returned by the kernel for these keys.
+    let rule = match unsafe { SETID_RULES.get(&hash) } {
+        Some(r) if hash != 0 && (r.deny_mask | r.audit_mask) & bit_mask != 0 => Some(r),
+        _ => unsafe { SETID_RULES.get(&SETID_ANY_EXECUTABLE) }
+            .filter(|r| (r.deny_mask | r.audit_mask) & bit_mask != 0),
+    };
+    let Some(rule) = rule else {
+        return 0;
+    };
+    let denied = rule.deny_mask & bit_mask != 0;
+    let rule_id = rule.rule_ids[(bit as usize) & 7];
+    let new_cred: *const u8 = ctx.arg(0);
+    let verdict = if denied { VERDICT_DENIED } else { VERDICT_AUDITED };
+    report_setid(new_cred, flags, kind, tgid, hash, rule_id, verdict);
+    if denied { -EPERM } else { 0 }
 }
 
 #[inline(always)]
-fn report_setid(new_cred: *const u8, flags: u32, kind: u32, tgid: u32, hash: u64, rule_id: u32) {
+fn report_setid(new_cred: *const u8, flags: u32, kind: u32, tgid: u32, hash: u64, rule_id: u32, verdict: u32) {
     let Some(mut entry) = EVENTS.reserve::<SetidEvent>(0) else {
         count_drop();
         return;
@@ -279,7 +281,7 @@ fn report_setid(new_cred: *const u8, flags: u32, kind: u32, tgid: u32, hash: u64
         (*ev).requested_id = requested_id;
         (*ev).kind = kind;
         (*ev).flags = flags;
-        (*ev).verdict = VERDICT_DENIED;
+        (*ev).verdict = verdict;
         (*ev).rule_id = rule_id;
         (*ev)._pad = 0;
         copy_exe_path(&mut (*ev).exe, hash);

@@ -28,6 +28,8 @@ fi
 # symlink resolves to its target.
 cp /usr/local/bin/setid-probe /usr/sbin/sshd
 cp /usr/local/bin/setid-probe /usr/bin/sshd-other
+cp /usr/local/bin/setid-probe /usr/bin/sshd-policy
+cp /usr/local/bin/setid-probe /usr/bin/sshd-audited
 ln -s /usr/sbin/sshd /usr/bin/sshd-link
 echo "EA-SHELL pid=$$"
 
@@ -41,7 +43,8 @@ scenario() {
 /usr/sbin/sshd wait /tmp/go setgid 0 > /tmp/early.out &
 early=$!
 
-/usr/local/bin/edgearmor run --rules /etc/edgearmor/rules.toml --cluster vmtest --host-name gw-vm --max-alerts-per-sec 0 \
+/usr/local/bin/edgearmor run --rules /etc/edgearmor/rules.toml --policies /etc/edgearmor/policies \
+    --cluster vmtest --host-name gw-vm --max-alerts-per-sec 0 \
     > /tmp/alerts.json 2> /tmp/agent.err &
 agent=$!
 # Wait for the agent's readiness line (or its exit), bounded.
@@ -63,6 +66,10 @@ if grep -q "edgearmor: ready" /tmp/agent.err; then
     # A real change: the kernel skips the hook for a no-op setres*id.
     scenario sshd-setresgid /usr/sbin/sshd setresgid 1234
     scenario fork-setgid /usr/sbin/sshd fork setgid 0
+    # KubeArmorHostPolicy syscalls rules: Block, Audit, and one for another host.
+    scenario policy-setgid /usr/bin/sshd-policy setgid 0
+    scenario policy-setuid-allowed /usr/bin/sshd-policy setuid 0
+    scenario audited-setuid /usr/bin/sshd-audited setuid 0
     touch /tmp/go
     wait $early
     scenario early-setgid cat /tmp/early.out

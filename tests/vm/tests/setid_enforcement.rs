@@ -41,6 +41,17 @@ fn boot_setid_guest(arch: Arch, series: &str) -> BootLog {
             &guest.join("setid-rules.toml"),
             0o644,
         );
+    for policy in [
+        "block-setgid-from-sshd-policy.yaml",
+        "audit-setuid-from-sshd-audited.yaml",
+        "other-host-only.yaml",
+    ] {
+        initramfs.file_from_host(
+            &format!("/etc/edgearmor/policies/{policy}"),
+            &guest.join("policies").join(policy),
+            0o644,
+        );
+    }
     let work = workspace_root()
         .join("target/vm-runs")
         .join(format!("setid-{}-{series}", arch.name()));
@@ -269,7 +280,7 @@ fn enforcing_vm(arch: Arch, series: &str) {
         "fork-setgid",
         "early-setgid",
     ];
-    let allowed = ["other-setgid", "other-setuid"];
+    let allowed = ["other-setgid", "other-setuid", "policy-setuid-allowed"];
     for name in blocked {
         let r = results
             .get(name)
@@ -342,10 +353,55 @@ fn enforcing_vm(arch: Arch, series: &str) {
         2000,
         "alerts {flood_alerts} + drops {reported_drops}"
     );
+    // KubeArmorHostPolicy `syscalls` rules: one Block, one Audit (a policy for another
+    // host is skipped: sshd-other stays allowed, checked above).
+    let one_alert = |name: &str| {
+        let matching: Vec<_> = alerts
+            .iter()
+            .filter(|a| int(a, "PID") == pid_of(name))
+            .collect();
+        assert_eq!(
+            matching.len(),
+            1,
+            "{name}: exactly one alert, got {matching:?}"
+        );
+        matching[0]
+    };
+    let r = &results["policy-setgid"];
+    assert_eq!(
+        (r["rc"].as_str(), r["errno"].as_str()),
+        ("-1", "1"),
+        "policy Block: {r:?}"
+    );
+    let a = one_alert("policy-setgid");
+    assert_key_order_only(a);
+    assert_eq!(string(a, "PolicyName"), "hsp-block-setgid-from-sshd-policy");
+    assert_eq!(string(a, "Severity"), "9");
+    assert_eq!(
+        string(a, "Tags"),
+        "MITRE,MITRE_T1548_abuse_elevation_control"
+    );
+    assert_eq!(string(a, "Message"), "setgid from sshd-policy is blocked");
+    assert_eq!(string(a, "ProcessName"), "/usr/bin/sshd-policy");
+    assert_eq!(string(a, "Data"), "syscall=SYS_SETGID userid=0");
+    assert_eq!(
+        (string(a, "Action"), string(a, "Result")),
+        ("Block", "Operation not permitted")
+    );
+    let r = &results["audited-setuid"];
+    assert_eq!(r["rc"], "0", "policy Audit lets the call through: {r:?}");
+    let a = one_alert("audited-setuid");
+    assert_eq!(string(a, "PolicyName"), "hsp-audit-setuid");
+    assert_eq!(string(a, "Severity"), "3");
+    assert_eq!(string(a, "Data"), "syscall=SYS_SETUID userid=0");
+    assert_eq!(
+        (string(a, "Action"), string(a, "Result")),
+        ("Audit", "Passed")
+    );
     assert_eq!(
         alerts.len(),
-        blocked.len() + flood_alerts,
-        "no alerts beyond the blocked calls"
+        blocked.len() + flood_alerts + 2,
+        "no alerts beyond the blocked and audited calls"
     );
 
     let now = SystemTime::now()
