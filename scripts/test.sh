@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # Every check and every test, from a fresh machine: installs what is missing, then
-# formatting, clippy, the committed BPF object's freshness, the static cross builds,
+# formatting, clippy, the committed BPF object's freshness, the Yocto layer (crates
+# list against Cargo.lock, oelint-adv), the static cross builds, the board configs,
 # unit tests, broker tests (real mosquitto), the VM suite (real Debian kernels under
 # QEMU) and a bounded fuzzing run of the decoder (before the tests, so cargo test's
 # summary closes the output).
@@ -10,6 +11,15 @@ scripts/install-deps.sh
 cargo fmt --all -- --check
 cargo clippy --workspace --all-targets --locked -- -D warnings
 probes/build.sh --check
+scripts/check-yocto-crates.sh --check
+"${EDGEARMOR_OELINT_VENV:-$HOME/.cache/edgearmor-oelint}/bin/oelint-adv" --quiet --hide info --hide warning \
+    --release scarthgap yocto-layer/meta-edgearmor/recipes-security/edgearmor/edgearmor_0.1.0.bb \
+    yocto-layer/meta-edgearmor/recipes-kernel/linux/linux-%.bbappend
+"${EDGEARMOR_OELINT_VENV:-$HOME/.cache/edgearmor-oelint}/bin/oelint-adv" --quiet --hide info --hide warning \
+    --release walnascar yocto-layer/meta-edgearmor/recipes-security/edgearmor/edgearmor_0.1.0.bb \
+    yocto-layer/meta-edgearmor/recipes-kernel/linux/linux-%.bbappend
 cross/build.sh
 decoder/fuzz/run.sh 60
+cargo build --locked -p edgearmor
+scripts/check-board-configs.sh
 cargo test --workspace --locked

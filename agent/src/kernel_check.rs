@@ -79,6 +79,10 @@ const REQUIRED_OPTIONS: &[(&str, &str)] = &[
     ("CONFIG_SECURITY", "the LSM framework"),
     ("CONFIG_BPF_LSM", "BPF-LSM hooks"),
     (
+        "CONFIG_BPF_EVENTS",
+        "BPF on tracepoints (identity tracking, monitor-only mode)",
+    ),
+    (
         "CONFIG_DEBUG_INFO_BTF",
         "kernel BTF (struct offsets, attach points); needs pahole on the build host",
     ),
@@ -277,7 +281,7 @@ fn failure_line(e: &EnforcementUnavailable) -> CheckLine {
 mod tests {
     use super::*;
 
-    const GOOD: &str = "CONFIG_BPF=y\nCONFIG_BPF_SYSCALL=y\nCONFIG_BPF_JIT=y\nCONFIG_SECURITY=y\nCONFIG_BPF_LSM=y\n\
+    const GOOD: &str = "CONFIG_BPF=y\nCONFIG_BPF_SYSCALL=y\nCONFIG_BPF_JIT=y\nCONFIG_SECURITY=y\nCONFIG_BPF_LSM=y\nCONFIG_BPF_EVENTS=y\n\
         CONFIG_DEBUG_INFO_BTF=y\nCONFIG_FTRACE=y\nCONFIG_FUNCTION_TRACER=y\nCONFIG_DYNAMIC_FTRACE=y\n\
         CONFIG_DYNAMIC_FTRACE_WITH_DIRECT_CALLS=y\nCONFIG_LSM=\"landlock,lockdown,yama,bpf\"\n";
 

@@ -511,3 +511,70 @@ fn a_wrong_password_is_refused_with_a_clear_error() {
     agent.wait_stderr("MQTT: connected");
     agent.wait_exit();
 }
+
+#[test]
+fn throttling_follows_kubearmor_and_accounts_for_every_dropped_alert() {
+    let dir = scratch("throttle");
+    let port = free_port();
+    let _broker = Broker::start(&dir, port, "");
+    let sub = Subscriber::connect(port, "throttle-sub");
+    let broker_addr = broker_arg(port);
+    // Later flags win: 10 alerts per second, then a 30 s quiet interval.
+    let mut agent = Agent::start(&[
+        "--broker",
+        &broker_addr,
+        "--count",
+        "100",
+        "--interval-ms",
+        "1",
+        "--max-alerts-per-sec",
+        "10",
+        "--throttle-sec",
+        "30",
+        "--host-name",
+        "gw-throttle",
+    ]);
+    agent.wait_exit();
+    wait_for("the throttle loss report", || {
+        sub.events()
+            .values()
+            .any(|b| matches!(b, EventBody::Loss(l) if l.source == LossSource::Throttle))
+    });
+    let events = sub.events();
+    let alerts = events
+        .values()
+        .filter(|b| matches!(b, EventBody::Alert(_)))
+        .count();
+    let thresholds: Vec<_> = events
+        .values()
+        .filter_map(|b| match b {
+            EventBody::AlertThreshold(t) => Some(*t),
+            _ => None,
+        })
+        .collect();
+    let throttled: u64 = events
+        .values()
+        .filter_map(|b| match b {
+            EventBody::Loss(l) if l.source == LossSource::Throttle => Some(l.count),
+            _ => None,
+        })
+        .sum();
+    assert_eq!(alerts, 10, "the first 10 alerts of the second pass");
+    assert_eq!(
+        thresholds.len(),
+        1,
+        "one AlertThreshold event: {thresholds:?}"
+    );
+    assert_eq!(
+        (
+            thresholds[0].max_alerts_per_sec,
+            thresholds[0].dropping_alerts_interval
+        ),
+        (10, 30)
+    );
+    assert_eq!(
+        alerts as u64 + throttled,
+        100,
+        "every dropped alert is counted"
+    );
+}

@@ -1,4 +1,4 @@
-//! The guest binaries: static musl builds of the agent and the test helpers, made by
+//! The guest binaries: static musl builds of the agent, the decoder and the test helpers, made by
 //! `cross/build.sh` (the same command an operator uses), once per target per process.
 
 use std::collections::HashMap;
@@ -15,6 +15,8 @@ pub struct GuestBinaries {
     pub agent: PathBuf,
     /// The `setid-probe` helper.
     pub setid_probe: PathBuf,
+    /// The gateway-side decoder, `edgearmor-decode`.
+    pub decoder: PathBuf,
 }
 
 /// The workspace root (two levels above this crate).
@@ -54,6 +56,7 @@ pub fn guest_binaries(arch: Arch) -> Result<GuestBinaries, VmError> {
     let binaries = GuestBinaries {
         agent: out.join("edgearmor"),
         setid_probe: out.join("setid-probe"),
+        decoder: out.join("edgearmor-decode"),
     };
     built.insert(target, binaries.clone());
     Ok(binaries)

@@ -1,0 +1,162 @@
+//! End to end across the fleet path: the real agent pipeline (`edgearmor
+//! send-test-alerts`) -> a real mosquitto -> two `edgearmor-decode` instances in one
+//! MQTT 5 shared-subscription group. Every event must come out exactly once across the
+//! two outputs, as KubeArmor JSON with its policy metadata resolved.
+
+use std::collections::BTreeMap;
+use std::io::{BufRead, BufReader};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::sync::{Arc, Mutex};
+
+use edgearmor_vm::broker::{Broker, free_port, scratch, wait_for};
+use edgearmor_vm::{Arch, guest_binaries, workspace_root};
+
+/// A child process whose stderr is collected as it comes; SIGTERM on drop.
+struct Process {
+    child: Child,
+    stderr: Arc<Mutex<String>>,
+}
+
+impl Process {
+    fn spawn(program: &Path, args: &[&str]) -> Self {
+        let mut child = Command::new(program)
+            .args(args)
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap_or_else(|e| panic!("{} runs: {e}", program.display()));
+        let stderr = Arc::new(Mutex::new(String::new()));
+        let sink = stderr.clone();
+        let pipe = child.stderr.take().expect("piped");
+        std::thread::spawn(move || {
+            for line in BufReader::new(pipe).lines().map_while(Result::ok) {
+                let mut s = sink.lock().expect("lock");
+                s.push_str(&line);
+                s.push('\n');
+            }
+        });
+        Self { child, stderr }
+    }
+
+    fn stderr(&self) -> String {
+        self.stderr.lock().expect("lock").clone()
+    }
+}
+
+impl Drop for Process {
+    fn drop(&mut self) {
+        // SAFETY: kill(2) on the pid of a child we own and have not reaped.
+        unsafe { libc::kill(self.child.id() as i32, libc::SIGTERM) };
+        let _ = self.child.wait();
+    }
+}
+
+/// `test alert N` resources of the MatchedHostPolicy lines in `file`.
+fn test_alert_numbers(file: &PathBuf) -> Vec<u64> {
+    let text = std::fs::read_to_string(file).unwrap_or_default();
+    text.lines()
+        .filter(|l| l.contains("\"Type\":\"MatchedHostPolicy\""))
+        .filter_map(|l| {
+            let rest = l.split("\"Resource\":\"test alert ").nth(1)?;
+            rest.split('"').next()?.parse().ok()
+        })
+        .collect()
+}
+
+#[test]
+fn every_event_exactly_once_across_two_shared_subscription_decoders() {
+    const EVENTS: u64 = 500;
+    let bins = guest_binaries(Arch::X86_64).expect("static binaries");
+    let dir = scratch(
+        &workspace_root().join("target/vm-runs"),
+        "agent-to-decoders",
+    );
+    let port = free_port();
+    let _broker = Broker::start(&dir, port, "");
+    let address = format!("127.0.0.1:{port}");
+    let outputs: Vec<PathBuf> = (0..2)
+        .map(|i| dir.join(format!("decoder-{i}.json")))
+        .collect();
+    let decoders: Vec<Process> = outputs
+        .iter()
+        .map(|out| {
+            let out = out.to_string_lossy().into_owned();
+            Process::spawn(
+                &bins.decoder,
+                &[
+                    "--broker",
+                    &address,
+                    "--share-group",
+                    "decoders",
+                    "--output",
+                    &out,
+                ],
+            )
+        })
+        .collect();
+    for d in &decoders {
+        wait_for("decoder ready", || {
+            d.stderr().contains("edgearmor-decode: ready:")
+        });
+    }
+    let count = EVENTS.to_string();
+    let agent = Process::spawn(
+        &bins.agent,
+        &[
+            "send-test-alerts",
+            "--config",
+            "/dev/null",
+            "--no-stdout",
+            "--broker",
+            &address,
+            "--count",
+            &count,
+            "--interval-ms",
+            "1",
+            "--max-alerts-per-sec",
+            "0",
+            "--host-name",
+            "gw-e2e",
+        ],
+    );
+    wait_for("the agent to deliver and exit", || {
+        agent.stderr().contains("edgearmor: done")
+    });
+    wait_for("every event decoded", || {
+        outputs
+            .iter()
+            .map(test_alert_numbers)
+            .map(|v| v.len() as u64)
+            .sum::<u64>()
+            >= EVENTS
+    });
+    let per_decoder: Vec<Vec<u64>> = outputs.iter().map(test_alert_numbers).collect();
+    assert!(
+        per_decoder.iter().all(|v| !v.is_empty()),
+        "the broker shares the load: {:?}",
+        per_decoder.iter().map(Vec::len).collect::<Vec<_>>()
+    );
+    let mut seen: BTreeMap<u64, usize> = BTreeMap::new();
+    for n in per_decoder.iter().flatten() {
+        *seen.entry(*n).or_default() += 1;
+    }
+    assert_eq!(
+        seen.keys().copied().collect::<Vec<_>>(),
+        (0..EVENTS).collect::<Vec<_>>()
+    );
+    assert!(seen.values().all(|n| *n == 1), "every event exactly once");
+    // Both resolved the policy id through the retained policy table.
+    for out in &outputs {
+        let text = std::fs::read_to_string(out).expect("output");
+        let line = text
+            .lines()
+            .find(|l| l.contains("\"Type\":\"MatchedHostPolicy\""))
+            .expect("an alert");
+        assert!(
+            line.contains("\"PolicyName\":\"edgearmor-test-alert\"")
+                && line.contains("\"HostName\":\"gw-e2e\""),
+            "{line}"
+        );
+    }
+}
