@@ -378,8 +378,17 @@ fn status_is_online_then_offline_after_sigkill() {
     });
 }
 
-/// A CA and a server certificate for 127.0.0.1, as PEM files in `dir`.
-fn make_pki(dir: &Path, name: &str) -> (PathBuf, PathBuf, PathBuf) {
+/// PEM files made for one test: a CA, a server certificate for 127.0.0.1 and a client
+/// certificate, both signed by the CA.
+struct Pki {
+    ca: PathBuf,
+    server_cert: PathBuf,
+    server_key: PathBuf,
+    client_cert: PathBuf,
+    client_key: PathBuf,
+}
+
+fn make_pki(dir: &Path, name: &str) -> Pki {
     use rcgen::{BasicConstraints, CertificateParams, DnType, IsCa, Issuer, KeyPair};
     let ca_key = KeyPair::generate().expect("CA key");
     let mut ca_params = CertificateParams::new(Vec::<String>::new()).expect("CA params");
@@ -389,36 +398,101 @@ fn make_pki(dir: &Path, name: &str) -> (PathBuf, PathBuf, PathBuf) {
         .push(DnType::CommonName, format!("{name} test CA"));
     let ca_cert = ca_params.self_signed(&ca_key).expect("CA cert");
     let issuer = Issuer::new(ca_params, ca_key);
-    let server_key = KeyPair::generate().expect("server key");
-    let server_params =
-        CertificateParams::new(vec!["127.0.0.1".to_string(), "localhost".to_string()])
-            .expect("params");
-    let server_cert = server_params
-        .signed_by(&server_key, &issuer)
-        .expect("server cert");
-    let ca = dir.join(format!("{name}-ca.pem"));
-    let cert = dir.join(format!("{name}-server.pem"));
-    let key = dir.join(format!("{name}-server.key"));
-    std::fs::write(&ca, ca_cert.pem()).expect("write");
-    std::fs::write(&cert, server_cert.pem()).expect("write");
-    std::fs::write(&key, server_key.serialize_pem()).expect("write");
-    (ca, cert, key)
+    let write = |file: String, pem: String| {
+        let path = dir.join(file);
+        std::fs::write(&path, pem).expect("write");
+        path
+    };
+    let leaf = |names: Vec<String>, role: &str| {
+        let key = KeyPair::generate().expect("key");
+        let mut params = CertificateParams::new(names).expect("params");
+        params
+            .distinguished_name
+            .push(DnType::CommonName, format!("{name} {role}"));
+        let cert = params.signed_by(&key, &issuer).expect("cert");
+        (
+            write(format!("{name}-{role}.pem"), cert.pem()),
+            write(format!("{name}-{role}.key"), key.serialize_pem()),
+        )
+    };
+    let (server_cert, server_key) = leaf(vec!["127.0.0.1".into(), "localhost".into()], "server");
+    let (client_cert, client_key) = leaf(vec!["gw-mtls".into()], "client");
+    Pki {
+        ca: write(format!("{name}-ca.pem"), ca_cert.pem()),
+        server_cert,
+        server_key,
+        client_cert,
+        client_key,
+    }
+}
+
+fn tls_listener(port: u16, pki: &Pki, require_client_certificate: bool) -> String {
+    format!(
+        "listener {port} 127.0.0.1\ncafile {}\ncertfile {}\nkeyfile {}\nrequire_certificate {require_client_certificate}\n",
+        pki.ca.display(),
+        pki.server_cert.display(),
+        pki.server_key.display()
+    )
+}
+
+#[test]
+fn mutual_tls_with_a_client_certificate_works_and_without_one_is_refused() {
+    let dir = scratch("mtls");
+    let pki = make_pki(&dir, "mtls");
+    let plain = free_port();
+    let tls = free_port();
+    let _broker = Broker::start(&dir, plain, &tls_listener(tls, &pki, true));
+    let sub = Subscriber::connect(plain, "mtls-sub");
+    let tls_addr = broker_arg(tls);
+    let arg = |p: &PathBuf| p.to_string_lossy().into_owned();
+    let (ca, cert, key) = (arg(&pki.ca), arg(&pki.client_cert), arg(&pki.client_key));
+    let mut agent = Agent::start(&[
+        "--broker",
+        &tls_addr,
+        "--ca",
+        &ca,
+        "--client-cert",
+        &cert,
+        "--client-key",
+        &key,
+        "--count",
+        "20",
+        "--interval-ms",
+        "1",
+        "--host-name",
+        "gw-mtls",
+    ]);
+    agent.wait_exit();
+    wait_for("20 events over mutual TLS", || sub.events().len() >= 20);
+
+    let mut without = Agent::start(&[
+        "--broker",
+        &tls_addr,
+        "--ca",
+        &ca,
+        "--count",
+        "5",
+        "--host-name",
+        "gw-no-cert",
+    ]);
+    without.wait_stderr(&format!("broker {tls_addr}"));
+    let err = without.stderr();
+    assert!(
+        !err.contains("MQTT: connected"),
+        "a broker requiring client certificates must refuse: {err}"
+    );
+    without.kill();
 }
 
 #[test]
 fn tls_with_generated_certificates_works_and_a_wrong_ca_is_named() {
     let dir = scratch("tls");
-    let (ca, cert, key) = make_pki(&dir, "good");
-    let (other_ca, _, _) = make_pki(&dir, "other");
+    let pki = make_pki(&dir, "good");
+    let other_ca = make_pki(&dir, "other").ca;
+    let ca = pki.ca.clone();
     let plain = free_port();
     let tls = free_port();
-    let extra = format!(
-        "listener {tls} 127.0.0.1\ncafile {}\ncertfile {}\nkeyfile {}\n",
-        ca.display(),
-        cert.display(),
-        key.display()
-    );
-    let _broker = Broker::start(&dir, plain, &extra);
+    let _broker = Broker::start(&dir, plain, &tls_listener(tls, &pki, false));
     let sub = Subscriber::connect(plain, "tls-sub");
     let tls_addr = broker_arg(tls);
     let ca_arg = ca.to_string_lossy().into_owned();
