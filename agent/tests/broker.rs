@@ -4,13 +4,12 @@
 //! decodes what arrives with the wire crate.
 
 use std::collections::{BTreeMap, BTreeSet};
-use std::io::{BufRead, BufReader};
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
-use std::sync::{Arc, Mutex};
+use std::process::Command;
 use std::time::{Duration, Instant};
 
 use edgearmor_vm::broker::{Broker, Subscriber, WAIT, free_port, wait_for};
+use edgearmor_vm::process::WatchedProcess;
 use edgearmor_wire::{EventBody, LossSource, Message};
 
 fn scratch(name: &str) -> PathBuf {
@@ -18,14 +17,14 @@ fn scratch(name: &str) -> PathBuf {
 }
 
 /// The agent binary in `send-test-alerts` mode; its stderr is collected as it comes.
-struct Agent {
-    child: Child,
-    stderr: Arc<Mutex<String>>,
-}
+/// The agent binary in `send-test-alerts` mode, without throttling unless the test's
+/// own flags (which come later and win) ask for it.
+struct Agent;
 
 impl Agent {
-    fn start(args: &[&str]) -> Self {
-        let mut child = Command::new(env!("CARGO_BIN_EXE_edgearmor"))
+    fn start(args: &[&str]) -> WatchedProcess {
+        let mut command = Command::new(env!("CARGO_BIN_EXE_edgearmor"));
+        command
             .arg("send-test-alerts")
             .args([
                 "--config",
@@ -35,61 +34,8 @@ impl Agent {
                 "0",
             ])
             .args(args)
-            .env("RUST_LOG", "info")
-            .stdout(Stdio::null())
-            .stderr(Stdio::piped())
-            .spawn()
-            .expect("edgearmor runs");
-        let stderr = Arc::new(Mutex::new(String::new()));
-        let sink = stderr.clone();
-        let pipe = child.stderr.take().expect("stderr piped");
-        std::thread::spawn(move || {
-            for line in BufReader::new(pipe).lines().map_while(Result::ok) {
-                let mut s = sink.lock().expect("lock");
-                s.push_str(&line);
-                s.push('\n');
-            }
-        });
-        Self { child, stderr }
-    }
-
-    fn stderr(&self) -> String {
-        self.stderr.lock().expect("lock").clone()
-    }
-
-    fn wait_stderr(&self, needle: &str) {
-        wait_for(needle, || self.stderr().contains(needle));
-    }
-
-    fn wait_exit(&mut self) {
-        let deadline = Instant::now() + WAIT;
-        loop {
-            if let Ok(Some(status)) = self.child.try_wait() {
-                assert!(
-                    status.success(),
-                    "agent failed: {status}\n{}",
-                    self.stderr()
-                );
-                return;
-            }
-            assert!(
-                Instant::now() < deadline,
-                "agent did not finish:\n{}",
-                self.stderr()
-            );
-            std::thread::sleep(Duration::from_millis(20));
-        }
-    }
-
-    fn kill(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
-impl Drop for Agent {
-    fn drop(&mut self) {
-        self.kill();
+            .env("RUST_LOG", "info");
+        WatchedProcess::spawn(command)
     }
 }
 
@@ -122,7 +68,7 @@ fn events_arrive_in_order_with_contiguous_sequence_numbers() {
         "--host-name",
         "gw-order",
     ]);
-    agent.wait_exit();
+    agent.wait_success();
     wait_for("300 events", || sub.events().len() >= 300);
     let events = sub.events();
     let seqs: Vec<u64> = events.keys().map(|(_, s)| *s).collect();
@@ -175,7 +121,7 @@ fn a_broker_outage_loses_nothing_that_fit_in_the_buffer() {
     agent.wait_stderr("cannot reach broker");
     let during_outage = sub.events().len();
     broker.resume();
-    agent.wait_exit();
+    agent.wait_success();
     let deadline = Instant::now() + WAIT;
     while alert_seqs(&sub.events()).len() < 400 && Instant::now() < deadline {
         std::thread::sleep(Duration::from_millis(50));
@@ -210,7 +156,7 @@ fn a_too_small_buffer_reports_exactly_the_missing_sequence_numbers() {
     agent.wait_stderr("delivering");
     let _broker = Broker::start(&dir, port, "");
     let sub = Subscriber::connect(port, "small-sub");
-    agent.wait_exit();
+    agent.wait_success();
     // The agent is gone; the broker queued everything for the persistent subscriber.
     wait_for("the loss report", || {
         sub.events()
@@ -299,7 +245,7 @@ fn with_a_spool_a_killed_agent_loses_nothing_that_fit() {
         "--shutdown-grace-secs",
         "60",
     ]);
-    second.wait_exit();
+    second.wait_success();
     wait_for("the first agent's events", || {
         sub.events()
             .keys()
@@ -462,7 +408,7 @@ fn mutual_tls_with_a_client_certificate_works_and_without_one_is_refused() {
         "--host-name",
         "gw-mtls",
     ]);
-    agent.wait_exit();
+    agent.wait_success();
     wait_for("20 events over mutual TLS", || sub.events().len() >= 20);
 
     let mut without = Agent::start(&[
@@ -508,7 +454,7 @@ fn tls_with_generated_certificates_works_and_a_wrong_ca_is_named() {
         "--host-name",
         "gw-tls",
     ]);
-    agent.wait_exit();
+    agent.wait_success();
     wait_for("50 events over TLS", || sub.events().len() >= 50);
 
     let wrong = other_ca.to_string_lossy().into_owned();
@@ -583,7 +529,7 @@ fn a_wrong_password_is_refused_with_a_clear_error() {
         "5",
     ]);
     agent.wait_stderr("MQTT: connected");
-    agent.wait_exit();
+    agent.wait_success();
 }
 
 #[test]
@@ -608,7 +554,7 @@ fn throttling_follows_kubearmor_and_accounts_for_every_dropped_alert() {
         "--host-name",
         "gw-throttle",
     ]);
-    agent.wait_exit();
+    agent.wait_success();
     wait_for("the throttle loss report", || {
         sub.events()
             .values()

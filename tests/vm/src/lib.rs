@@ -43,6 +43,7 @@ mod error;
 mod fetch;
 mod initramfs;
 pub mod network;
+pub mod process;
 mod qemu;
 
 pub use arch::Arch;

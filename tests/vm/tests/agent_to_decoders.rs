@@ -4,53 +4,12 @@
 //! two outputs, as KubeArmor JSON with its policy metadata resolved.
 
 use std::collections::BTreeMap;
-use std::io::{BufRead, BufReader};
-use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
-use std::sync::{Arc, Mutex};
+use std::path::PathBuf;
+use std::process::Command;
 
 use edgearmor_vm::broker::{Broker, free_port, scratch, wait_for};
+use edgearmor_vm::process::WatchedProcess;
 use edgearmor_vm::{Arch, guest_binaries, workspace_root};
-
-/// A child process whose stderr is collected as it comes; SIGTERM on drop.
-struct Process {
-    child: Child,
-    stderr: Arc<Mutex<String>>,
-}
-
-impl Process {
-    fn spawn(program: &Path, args: &[&str]) -> Self {
-        let mut child = Command::new(program)
-            .args(args)
-            .stdout(Stdio::null())
-            .stderr(Stdio::piped())
-            .spawn()
-            .unwrap_or_else(|e| panic!("{} runs: {e}", program.display()));
-        let stderr = Arc::new(Mutex::new(String::new()));
-        let sink = stderr.clone();
-        let pipe = child.stderr.take().expect("piped");
-        std::thread::spawn(move || {
-            for line in BufReader::new(pipe).lines().map_while(Result::ok) {
-                let mut s = sink.lock().expect("lock");
-                s.push_str(&line);
-                s.push('\n');
-            }
-        });
-        Self { child, stderr }
-    }
-
-    fn stderr(&self) -> String {
-        self.stderr.lock().expect("lock").clone()
-    }
-}
-
-impl Drop for Process {
-    fn drop(&mut self) {
-        // SAFETY: kill(2) on the pid of a child we own and have not reaped.
-        unsafe { libc::kill(self.child.id() as i32, libc::SIGTERM) };
-        let _ = self.child.wait();
-    }
-}
 
 /// `test alert N` resources of the MatchedHostPolicy lines in `file`.
 fn test_alert_numbers(file: &PathBuf) -> Vec<u64> {
@@ -62,6 +21,12 @@ fn test_alert_numbers(file: &PathBuf) -> Vec<u64> {
             rest.split('"').next()?.parse().ok()
         })
         .collect()
+}
+
+fn spawn(program: &std::path::Path, args: &[&str]) -> WatchedProcess {
+    let mut command = Command::new(program);
+    command.args(args);
+    WatchedProcess::spawn(command)
 }
 
 #[test]
@@ -78,11 +43,11 @@ fn every_event_exactly_once_across_two_shared_subscription_decoders() {
     let outputs: Vec<PathBuf> = (0..2)
         .map(|i| dir.join(format!("decoder-{i}.json")))
         .collect();
-    let decoders: Vec<Process> = outputs
+    let decoders: Vec<WatchedProcess> = outputs
         .iter()
         .map(|out| {
             let out = out.to_string_lossy().into_owned();
-            Process::spawn(
+            spawn(
                 &bins.decoder,
                 &[
                     "--broker",
@@ -101,7 +66,7 @@ fn every_event_exactly_once_across_two_shared_subscription_decoders() {
         });
     }
     let count = EVENTS.to_string();
-    let agent = Process::spawn(
+    let agent = spawn(
         &bins.agent,
         &[
             "send-test-alerts",
