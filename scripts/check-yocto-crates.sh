@@ -47,7 +47,7 @@ except ImportError:  # Python < 3.11
 
 def from_crates_io(source):
     # Cargo.lock names the default registry by its index ("registry+<index URL>"), which
-    # ends in "crates.io-index"; oe-core's class tests for "crates.io" the same way.
+    # is the default registry index; oe-core's class tests it the same way.
     return source.startswith("registry+") and source.rstrip("/").endswith("crates.io-index")
 
 with open(sys.argv[1], "rb") as f:
@@ -59,14 +59,14 @@ for pkg in lock.get("package", []):
     if source is None:
         continue  # a path crate of this workspace
     if not from_crates_io(source) or "checksum" not in pkg:
-        problems.append(f"{name} {version}: source {source!r} is not crates.io with a checksum")
+        problems.append(f"{name} {version}: source {source!r} is not the default registry with a checksum")
         continue
     uris.append(f"    crate://crates.io/{name}/{version} \\")
     sums.append(f'SRC_URI[{name}-{version}.sha256sum] = "{pkg["checksum"]}"')
 
 if problems:
     sys.exit(
-        "check-yocto-crates: the recipe fetches crates.io crates only; add SRC_URI entries "
+        "check-yocto-crates: the recipe fetches default-registry crates only; add SRC_URI entries "
         "by hand for:\n  " + "\n  ".join(problems)
     )
 
