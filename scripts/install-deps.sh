@@ -55,7 +55,7 @@ if ! bpf-linker --version 2>/dev/null | grep -q '^bpf-linker 0\.13\.'; then
         cargo install bpf-linker --version '~0.13' --no-default-features --features llvm-22 --quiet
 fi
 # oelint-adv lints the Yocto layer; kept in its own virtualenv, pinned.
-oelint_venv=${EDGEARMOR_OELINT_VENV:-$HOME/.cache/edgearmor-oelint}
+oelint_venv=${EDGEARMOR_OELINT_VENV:-${HOME:-/root}/.cache/edgearmor-oelint}
 if ! "$oelint_venv/bin/oelint-adv" --version 2>/dev/null | grep -q '9\.11\.2'; then
     log "installing oelint-adv 9.11.2"
     python3 -m venv "$oelint_venv"

@@ -12,12 +12,12 @@ cargo fmt --all -- --check
 cargo clippy --workspace --all-targets --locked -- -D warnings
 probes/build.sh --check
 scripts/check-yocto-crates.sh --check
-"${EDGEARMOR_OELINT_VENV:-$HOME/.cache/edgearmor-oelint}/bin/oelint-adv" --quiet --hide info --hide warning \
-    --release scarthgap yocto-layer/meta-edgearmor/recipes-security/edgearmor/edgearmor_0.1.0.bb \
-    yocto-layer/meta-edgearmor/recipes-kernel/linux/linux-%.bbappend
-"${EDGEARMOR_OELINT_VENV:-$HOME/.cache/edgearmor-oelint}/bin/oelint-adv" --quiet --hide info --hide warning \
-    --release walnascar yocto-layer/meta-edgearmor/recipes-security/edgearmor/edgearmor_0.1.0.bb \
-    yocto-layer/meta-edgearmor/recipes-kernel/linux/linux-%.bbappend
+oelint="${EDGEARMOR_OELINT_VENV:-${HOME:-/root}/.cache/edgearmor-oelint}/bin/oelint-adv"
+for release in scarthgap walnascar; do
+    "$oelint" --quiet --hide info --hide warning --release "$release" \
+        yocto-layer/meta-edgearmor/recipes-security/edgearmor/edgearmor_0.1.0.bb \
+        yocto-layer/meta-edgearmor/recipes-kernel/linux/linux-%.bbappend
+done
 cross/build.sh
 decoder/fuzz/run.sh 60
 cargo build --locked -p edgearmor
