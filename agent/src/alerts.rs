@@ -9,7 +9,7 @@ use edgearmor_wire::{
 use crate::events::{SetidDecision, SetidKind, SetidSyscall};
 
 /// Copies `s` into a bounded wire string, cutting at a char boundary if it is longer
-/// (kernel paths are already bounded to the same capacity).
+/// (kernel paths and validated rule metadata already fit their capacities).
 pub fn bounded<const N: usize>(s: &str) -> heapless::String<N> {
     let mut out = heapless::String::new();
     for c in s.chars() {

@@ -51,16 +51,14 @@ impl DropCounter {
     }
 }
 
-fn errno_of_io(e: &std::io::Error) -> Option<i32> {
-    e.raw_os_error()
-}
-
 fn load_failure(step: &str, e: EbpfError) -> EnforcementUnavailable {
     let errno = match &e {
         EbpfError::MapError(aya::maps::MapError::CreateError { io_error, .. }) => {
-            errno_of_io(io_error)
+            io_error.raw_os_error()
         }
-        EbpfError::ProgramError(ProgramError::LoadError { io_error, .. }) => errno_of_io(io_error),
+        EbpfError::ProgramError(ProgramError::LoadError { io_error, .. }) => {
+            io_error.raw_os_error()
+        }
         _ => None,
     };
     match errno {
@@ -113,10 +111,10 @@ fn map_failure(name: &str, detail: impl std::fmt::Display) -> EnforcementUnavail
 
 /// The kernel's view of a rule's path: symlinks resolved when the file exists, since
 /// the probes see the executable's real path.
-fn kernel_path(executable: &str) -> String {
-    match std::fs::canonicalize(Path::new(executable)) {
-        Ok(real) => real.to_string_lossy().into_owned(),
-        Err(_) => executable.to_owned(),
+pub fn kernel_path(host: &dyn HostKernel, executable: &str) -> String {
+    match host.real_path(Path::new(executable)) {
+        Some(real) => real.to_string_lossy().into_owned(),
+        None => executable.to_owned(),
     }
 }
 
@@ -167,7 +165,7 @@ pub fn load(
             let key_hash = match executable {
                 None => SETID_ANY_EXECUTABLE,
                 Some(executable) => {
-                    let path = kernel_path(executable);
+                    let path = kernel_path(host, executable);
                     if path != executable {
                         log::info!("rule for {executable} applies to its real path {path}");
                     }

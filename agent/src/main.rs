@@ -480,11 +480,7 @@ fn start_monitor<'h>(
         .enumerate()
         .filter_map(|(id, r)| {
             let executable = r.executable.as_ref()?;
-            let real = host
-                .real_path(std::path::Path::new(executable))
-                .map(|p| p.to_string_lossy().into_owned())
-                .unwrap_or_else(|| executable.clone());
-            Some((real, id as u32))
+            Some((loader::kernel_path(host, executable), id as u32))
         })
         .collect();
     ExecWatcher::new(probes, host, watched)

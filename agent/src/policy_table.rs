@@ -5,6 +5,7 @@
 use edgearmor_wire::{AgentId, MAX_POLICIES_PER_TABLE, Message, PolicyMeta, PolicyTable};
 use sha2::{Digest, Sha256};
 
+use crate::alerts::bounded;
 use crate::rules::SetidRuleSet;
 
 /// Policy metadata in rule-id order.
@@ -12,18 +13,6 @@ pub struct PolicySet {
     pub policies: Vec<PolicyMeta>,
     /// First 8 bytes of the SHA-256 of the metadata, big-endian.
     pub hash: u64,
-}
-
-fn bounded<const N: usize>(s: &str) -> heapless::String<N> {
-    // Rule validation keeps every field within its wire bound; cut at a char boundary
-    // if that ever changes rather than fail.
-    let mut out = heapless::String::new();
-    for c in s.chars() {
-        if out.push(c).is_err() {
-            break;
-        }
-    }
-    out
 }
 
 impl PolicySet {
