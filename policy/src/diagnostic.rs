@@ -226,6 +226,11 @@ pub enum PolicyError {
         path: String,
     },
     InvalidPattern(GlobError),
+    /// A valid pattern the kernel matcher cannot enforce, and why.
+    PatternNotEnforceable {
+        pattern: String,
+        reason: &'static str,
+    },
     UnknownProtocol {
         found: String,
     },
@@ -361,6 +366,9 @@ impl fmt::Display for PolicyError {
             ),
             PolicyError::NulInPath { path } => write!(f, "path {path:?} contains a NUL character"),
             PolicyError::InvalidPattern(problem) => write!(f, "{problem}"),
+            PolicyError::PatternNotEnforceable { pattern, reason } => {
+                write!(f, "pattern {pattern:?} cannot be enforced: {reason}")
+            }
             PolicyError::UnknownProtocol { found } => write!(
                 f,
                 "unknown protocol {found:?} (expected tcp, udp, icmp or raw, or the same in upper case)"

@@ -153,6 +153,41 @@ impl Glob {
             .any(|t| matches!(t, GlobToken::AnyRunAcrossComponents))
     }
 
+    /// The form the kernel matches: the literal directory the pattern is filed
+    /// under, and byte tokens for the rest (`*` never crosses a `/`). Refused (with the
+    /// reason) for what the kernel matcher does not do: `**`, character classes,
+    /// or more than [`KERNEL_GLOB_CAP`] bytes after the literal directory. `?` matches one byte in the kernel (one character here), which only
+    /// differs for non-ASCII names.
+    pub fn kernel_form(&self) -> Result<KernelGlob, &'static str> {
+        let directory = self.literal_directory().to_string();
+        let mut rest: Vec<KernelGlobToken> = Vec::new();
+        let mut skip = directory.len();
+        for token in &self.tokens {
+            match token {
+                GlobToken::Literal(text) => {
+                    let text = &text.as_bytes()[skip.min(text.len())..];
+                    skip = skip.saturating_sub(token_len(token));
+                    rest.extend(text.iter().map(|b| KernelGlobToken::Byte(*b)));
+                }
+                GlobToken::AnyCharExceptSlash => rest.push(KernelGlobToken::AnyByte),
+                GlobToken::AnyRunWithinComponent => rest.push(KernelGlobToken::Star),
+                GlobToken::AnyRunAcrossComponents => {
+                    return Err("`**` is not enforceable in the kernel: use matchDirectories with recursive: true");
+                }
+                GlobToken::CharClass { .. } => {
+                    return Err("character classes ([...]) are not enforceable in the kernel");
+                }
+            }
+        }
+        if rest.len() > KERNEL_GLOB_CAP {
+            return Err("the part after the literal directory is longer than 64 bytes");
+        }
+        Ok(KernelGlob {
+            directory,
+            tokens: rest,
+        })
+    }
+
     /// Whether `path` matches the whole pattern.
     pub fn matches(&self, path: &str) -> bool {
         if !path.starts_with(&self.literal_prefix) {
@@ -494,5 +529,69 @@ mod tests {
             Err(GlobError::BraceAlternatives { .. })
         ));
         assert!(Glob::new("/usr/bin/\\{x\\}").is_ok());
+    }
+}
+
+/// Longest pattern remainder (in tokens) the kernel matches.
+pub const KERNEL_GLOB_CAP: usize = 64;
+
+/// One token of [`KernelGlob::tokens`].
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum KernelGlobToken {
+    Byte(u8),
+    /// `?`
+    AnyByte,
+    /// `*`
+    Star,
+}
+
+/// A pattern as the kernel matches it (see [`Glob::kernel_form`]).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct KernelGlob {
+    /// The literal directory, ending with `/`.
+    pub directory: String,
+    /// What follows the directory.
+    pub tokens: Vec<KernelGlobToken>,
+}
+
+fn token_len(token: &GlobToken) -> usize {
+    match token {
+        GlobToken::Literal(text) => text.len(),
+        _ => 1,
+    }
+}
+
+#[cfg(test)]
+mod kernel_form_tests {
+    use super::*;
+
+    #[test]
+    fn last_component_patterns_have_a_kernel_form() {
+        let g = Glob::new("/usr/bin/apt*").expect("valid");
+        let k = g.kernel_form().expect("enforceable");
+        assert_eq!(k.directory, "/usr/bin/");
+        assert_eq!(
+            k.tokens,
+            vec![
+                KernelGlobToken::Byte(b'a'),
+                KernelGlobToken::Byte(b'p'),
+                KernelGlobToken::Byte(b't'),
+                KernelGlobToken::Star
+            ]
+        );
+        let k = Glob::new("/etc/*.con?").expect("valid").kernel_form().expect("ok");
+        assert_eq!(k.directory, "/etc/");
+        assert_eq!(k.tokens.len(), 6);
+    }
+
+    #[test]
+    fn other_patterns_are_refused_with_a_reason() {
+        let k = Glob::new("/home/*/.ssh/id_*").expect("valid").kernel_form().expect("ok");
+        assert_eq!(k.directory, "/home/");
+        for p in ["/etc/**", "/usr/bin/[ab]pt"] {
+            assert!(Glob::new(p).expect("valid").kernel_form().is_err(), "{p}");
+        }
+        let long = format!("/x/{}*", "a".repeat(64));
+        assert!(Glob::new(&long).expect("valid").kernel_form().is_err());
     }
 }

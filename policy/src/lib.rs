@@ -60,7 +60,7 @@ pub use compile::{
     RuleClass, compile,
 };
 pub use diagnostic::{Diagnostic, ExpectedType, PolicyError, UnsupportedConstruct};
-pub use glob::{Glob, GlobError, GlobToken};
+pub use glob::{Glob, GlobError, GlobToken, KernelGlob, KernelGlobToken};
 pub use loader::{
     PolicyLoad, RejectedFile, SkippedPolicy, check_policy_paths, load_policy_directory,
     load_policy_files, parse_policy_text, policy_files_in, read_policy_file,

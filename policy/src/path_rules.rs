@@ -37,7 +37,13 @@ pub(crate) fn check_directory(dir: &str) -> Result<(), PolicyError> {
 /// A glob (`matchPatterns[].pattern`): absolute, and valid glob syntax.
 pub(crate) fn parse_pattern(pattern: &str) -> Result<Glob, PolicyError> {
     check_common(pattern)?;
-    Glob::new(pattern).map_err(PolicyError::InvalidPattern)
+    let glob = Glob::new(pattern).map_err(PolicyError::InvalidPattern)?;
+    glob.kernel_form()
+        .map_err(|reason| PolicyError::PatternNotEnforceable {
+            pattern: pattern.to_string(),
+            reason,
+        })?;
+    Ok(glob)
 }
 
 fn check_common(path: &str) -> Result<(), PolicyError> {

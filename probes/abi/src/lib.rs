@@ -10,17 +10,38 @@
 //! - Sizes are asserted at compile time so a change in layout is a build error.
 //! - No kernel struct offsets are compiled in: the agent reads them from the running
 //!   kernel's BTF and hands them to the probes as [`KernelOffsets`] at load time.
+//!
+//! ## How rules are found
+//!
+//! Every rule of every class lives in one hash map, `RULES`, under a [`RuleKey`]:
+//! (generation, class, kind of match, target, source). Paths are never compared
+//! byte by byte in the kernel: a path, and each of its directory prefixes (the bytes
+//! up to and including a `/`), are named by a keyed SipHash-1-3 of their bytes
+//! ([`path_hash`]), computed in one pass. A `PREFIXES` index says at which
+//! directory prefixes directory or pattern rules exist, so the walk costs one lookup
+//! per path component. `source` is the path hash of the acting process's executable
+//! (`fromSource`) or [`ANY_SOURCE`].
+//!
+//! ## Generations
+//!
+//! A policy set is written under a fresh generation number next to the one being
+//! enforced; one write to `ACTIVE` then switches every hook over at once, and the old
+//! generation's entries are deleted afterwards. Each hook reads `ACTIVE` once, so a
+//! decision never mixes two policy sets.
 #![no_std]
 
-/// Capacity of a resolved executable path, NUL included. Longer paths are reported
-/// with [`EXE_FLAG_TOO_LONG`] and never match a rule.
+/// Capacity of a resolved path, NUL included. Longer paths are reported with
+/// [`EXE_FLAG_TOO_LONG`] and match no path rule.
 pub const PATH_CAP: usize = 256;
-/// [`PATH_CAP`] in 64-bit words: the unit the path hash consumes.
+/// [`PATH_CAP`] in 64-bit words.
 pub const PATH_WORDS: usize = PATH_CAP / 8;
 
 /// Names of the maps and globals in the BPF object, as user space looks them up.
 pub mod names {
-    pub const SETID_RULES: &str = "SETID_RULES";
+    pub const RULES: &str = "RULES";
+    pub const PREFIXES: &str = "PREFIXES";
+    pub const GLOBS: &str = "GLOBS";
+    pub const ACTIVE: &str = "ACTIVE";
     pub const PROC_IDENTITY: &str = "PROC_IDENTITY";
     pub const EXE_PATHS: &str = "EXE_PATHS";
     pub const EVENTS: &str = "EVENTS";
@@ -33,16 +54,26 @@ pub mod names {
 /// Program names in the BPF object and the kernel hook each one attaches to.
 pub mod programs {
     /// `(program, hook)` for BPF-LSM programs.
-    pub const LSM: [(&str, &str); 3] = [
+    pub const LSM: [(&str, &str); 8] = [
         ("record_exec", "bprm_committed_creds"),
         ("deny_setuid", "task_fix_setuid"),
         ("deny_setgid", "task_fix_setgid"),
+        ("check_exec", "bprm_check_security"),
+        ("check_open", "file_open"),
+        ("check_unlink", "path_unlink"),
+        ("check_socket", "socket_create"),
+        ("check_capable", "capable"),
     ];
     /// `(program, tracepoint)` for BTF-typed tracepoints.
     pub const BTF_TRACEPOINTS: [(&str, &str); 1] = [("inherit_identity", "sched_process_fork")];
     /// Monitor-only mode (no BPF-LSM): reports every exec; needs no trampoline.
     pub const MONITOR_EXEC: (&str, &str) = ("watch_exec", "sched_process_exec");
 }
+
+/// Capacities of the rule maps. Each holds two generations during a switch.
+pub const RULES_CAPACITY: u32 = 8192;
+pub const PREFIXES_CAPACITY: u32 = 4096;
+pub const GLOBS_CAPACITY: u32 = 512;
 
 /// Byte offsets of the kernel struct members the probes read, taken from the running
 /// kernel's BTF at load time (aya-ebpf emits no CO-RE relocations, and one object must
@@ -55,12 +86,16 @@ pub struct KernelOffsets {
     pub binprm_file: u32,
     pub binprm_filename: u32,
     pub file_f_path: u32,
+    pub file_f_mode: u32,
+    /// `dentry.d_name.name`.
+    pub dentry_name: u32,
     pub cred_uid: u32,
     pub cred_euid: u32,
     pub cred_fsuid: u32,
     pub cred_gid: u32,
     pub cred_egid: u32,
     pub cred_fsgid: u32,
+    pub _pad: u32,
 }
 
 impl KernelOffsets {
@@ -70,17 +105,19 @@ impl KernelOffsets {
         binprm_file: 0,
         binprm_filename: 0,
         file_f_path: 0,
+        file_f_mode: 0,
+        dentry_name: 0,
         cred_uid: 0,
         cred_euid: 0,
         cred_fsuid: 0,
         cred_gid: 0,
         cred_egid: 0,
         cred_fsgid: 0,
+        _pad: 0,
     };
 }
 
-/// A resolved absolute executable path, NUL-padded to [`PATH_CAP`] bytes. Stored as
-/// words so the hash reads it without unaligned loads.
+/// A resolved absolute path, NUL-padded to [`PATH_CAP`] bytes.
 #[repr(C)]
 #[derive(Clone, Copy)]
 pub struct ExePath {
@@ -115,8 +152,7 @@ impl ExePath {
     }
 
     /// Zeroes every byte from offset `n` on. `bpf_d_path` builds the path at the end of
-    /// the buffer and then moves it to the front, leaving a stale copy behind: the hash
-    /// covers all [`PATH_CAP`] bytes, so they must be zero past the string.
+    /// the buffer and then moves it to the front, leaving a stale copy behind.
     #[inline(always)]
     pub fn zero_from(&mut self, n: usize) {
         let mut i = 0;
@@ -131,30 +167,329 @@ impl ExePath {
         }
     }
 
-    /// The path bytes (without padding), clamped to the capacity whatever `len` says.
+    /// Byte `i` (0 past the end of the capacity).
+    #[inline(always)]
     pub fn byte_at(&self, i: usize) -> u8 {
-        (self.words[i / 8] >> ((i % 8) * 8)) as u8
+        (self.words[(i / 8) & (PATH_WORDS - 1)] >> ((i % 8) * 8)) as u8
     }
 }
 
-/// Value of the `SETID_RULES` map, keyed by the path hash of the calling executable
-/// (or [`SETID_ANY_EXECUTABLE`] for rules without `fromSource`). One bit per syscall
-/// (see [`setid_bit`]).
-#[repr(C)]
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
-pub struct SetidRule {
-    /// Calls denied with -EPERM and reported.
-    pub deny_mask: u32,
-    /// Calls allowed and reported.
-    pub audit_mask: u32,
-    /// Per bit: the rule id events carry.
-    pub rule_ids: [u32; SETID_BITS],
+// ------------------------------------------------------------------ classes and rules
+
+/// `RuleKey::class` and `DecisionEvent::class`.
+pub const CLASS_PROCESS: u32 = 1;
+pub const CLASS_FILE: u32 = 2;
+pub const CLASS_NETWORK: u32 = 3;
+pub const CLASS_CAPABILITY: u32 = 4;
+pub const CLASS_SETID: u32 = 5;
+
+/// The bit of a class in [`ActivePolicy::class_mask`].
+#[inline(always)]
+pub const fn class_bit(class: u32) -> u32 {
+    1 << (class & 31)
 }
 
-/// Key of rules that apply to every executable.
-pub const SETID_ANY_EXECUTABLE: u64 = u64::MAX;
-/// Two kinds (uid, gid) times four syscall families.
-pub const SETID_BITS: usize = 8;
+/// `RuleKey::kind`: what `target` names.
+/// The path hash of the whole path.
+pub const MATCH_EXACT: u32 = 1;
+/// The hash of a directory prefix: entries directly in that directory.
+pub const MATCH_DIRECTORY: u32 = 2;
+/// The hash of a directory prefix: everything below it.
+pub const MATCH_RECURSIVE: u32 = 3;
+/// A protocol, capability or setid syscall number (see `item_*`).
+pub const MATCH_ITEM: u32 = 4;
+/// `target` 0: the class (for this source) is in allow-list mode; the value holds
+/// the default posture per slot.
+pub const MATCH_ALLOW_LIST: u32 = 5;
+
+/// Key of the `RULES` map.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash)]
+pub struct RuleKey {
+    /// Path hash of the acting executable, or [`ANY_SOURCE`].
+    pub source: u64,
+    pub target: u64,
+    pub class: u32,
+    pub kind: u32,
+    pub generation: u32,
+    pub _pad: u32,
+}
+
+/// `RuleKey::source` of rules without `fromSource`. No path hashes to it.
+pub const ANY_SOURCE: u64 = u64::MAX;
+
+/// `Verdict::action`, ordered: a larger action wins when several rules match.
+pub const ACTION_NONE: u32 = 0;
+pub const ACTION_ALLOW: u32 = 1;
+pub const ACTION_AUDIT: u32 = 2;
+pub const ACTION_BLOCK: u32 = 3;
+
+/// `Verdict::policy_id` of a default-posture decision (`PolicyName: DefaultPosture`).
+pub const POLICY_DEFAULT_POSTURE: u32 = u32::MAX;
+
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Verdict {
+    pub action: u32,
+    /// Index into the agent's policy table; events echo it.
+    pub policy_id: u32,
+}
+
+impl Verdict {
+    pub const NONE: Self = Self {
+        action: ACTION_NONE,
+        policy_id: 0,
+    };
+
+    /// Keeps the stronger of `self` and `other` (the first one on a tie).
+    #[inline(always)]
+    pub fn merge(&mut self, other: &Verdict) {
+        if other.action > self.action {
+            *self = *other;
+        }
+    }
+}
+
+/// Value of the `RULES` map (and of each pattern rule): one verdict per access slot.
+/// Processes, sockets, capabilities and setid calls use [`SLOT_READ`] only; files
+/// decide reads and writes separately (`readOnly`).
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct RuleValue {
+    pub slots: [Verdict; 2],
+}
+
+pub const SLOT_READ: usize = 0;
+pub const SLOT_WRITE: usize = 1;
+
+impl RuleValue {
+    pub const NONE: Self = Self {
+        slots: [Verdict::NONE; 2],
+    };
+
+    #[inline(always)]
+    pub fn merge(&mut self, other: &RuleValue) {
+        self.slots[0].merge(&other.slots[0]);
+        self.slots[1].merge(&other.slots[1]);
+    }
+}
+
+/// Key of the `PREFIXES` index: which directory prefixes have rules.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash)]
+pub struct PrefixKey {
+    pub prefix: u64,
+    pub class: u32,
+    pub generation: u32,
+}
+
+/// `PREFIXES` value bits.
+pub const PREFIX_DIRECTORY: u32 = 1;
+pub const PREFIX_RECURSIVE: u32 = 2;
+pub const PREFIX_PATTERN: u32 = 4;
+
+/// Tokens of a pattern, after its literal directory prefix.
+pub const GLOB_CAP: usize = 64;
+/// Patterns per (directory prefix, source) key.
+pub const GLOBS_PER_KEY: usize = 4;
+
+/// `GlobRule::kinds[i]`.
+pub const GLOB_LITERAL: u8 = 0;
+/// `?`: one byte other than `/`.
+pub const GLOB_ANY_BYTE: u8 = 1;
+/// `*`: any run of bytes without `/`.
+pub const GLOB_STAR: u8 = 2;
+
+/// A `matchPatterns` rule, matched against what follows its literal directory
+/// prefix (the `RuleKey::target` it is filed under, with `kind` [`MATCH_DIRECTORY`]).
+#[repr(C)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct GlobRule {
+    pub bytes: [u8; GLOB_CAP],
+    pub kinds: [u8; GLOB_CAP],
+    pub len: u32,
+    pub _pad: u32,
+    pub value: RuleValue,
+}
+
+/// Value of the `GLOBS` map.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct GlobList {
+    pub count: u32,
+    pub _pad: u32,
+    pub rules: [GlobRule; GLOBS_PER_KEY],
+}
+
+impl GlobRule {
+    pub const EMPTY: Self = Self {
+        bytes: [0; GLOB_CAP],
+        kinds: [0; GLOB_CAP],
+        len: 0,
+        _pad: 0,
+        value: RuleValue::NONE,
+    };
+
+    /// The reference matcher (the probes run the same steps): `text` against the
+    /// pattern, `*` never crossing `/`. Classic one-backtrack-point wildcard matching,
+    /// which is exact here because a `*` cannot cross the `/` that separates two
+    /// components; `max_steps` bounds the work (no match when exceeded).
+    pub fn matches(&self, text: &[u8], max_steps: u32) -> bool {
+        let mut m = GlobMatch::new(text.len() as u32, self.len);
+        let mut steps = 0;
+        while steps < max_steps {
+            let c = text.get(m.t as usize).copied().unwrap_or(0);
+            let c_mark = text.get(m.mark as usize).copied().unwrap_or(0);
+            match m.step(self, c, c_mark) {
+                GLOB_STEP_MATCH => return true,
+                GLOB_STEP_FAIL => return false,
+                _ => {}
+            }
+            steps += 1;
+        }
+        false
+    }
+}
+
+pub const GLOB_STEP_CONTINUE: u32 = 0;
+pub const GLOB_STEP_MATCH: u32 = 1;
+pub const GLOB_STEP_FAIL: u32 = 2;
+
+/// The state of one pattern match, advanced one step at a time (in the kernel, by a
+/// `bpf_loop` callback).
+#[repr(C)]
+#[derive(Clone, Copy, Debug)]
+pub struct GlobMatch {
+    /// Next text byte.
+    pub t: u32,
+    /// Next pattern token.
+    pub p: u32,
+    /// Index of the token after the last `*`: never 0, so 0 means no star yet.
+    pub star: u32,
+    /// Text position the last `*` resumes from.
+    pub mark: u32,
+    pub text_len: u32,
+    pub pat_len: u32,
+}
+
+impl GlobMatch {
+    #[inline(always)]
+    pub fn new(text_len: u32, pat_len: u32) -> Self {
+        Self {
+            t: 0,
+            p: 0,
+            star: 0,
+            mark: 0,
+            text_len,
+            pat_len,
+        }
+    }
+
+    /// One step. `c` is text byte `t` and `c_mark` text byte `mark` (0 past the end).
+    #[inline(always)]
+    pub fn step(&mut self, rule: &GlobRule, c: u8, c_mark: u8) -> u32 {
+        let p = (self.p as usize) & (GLOB_CAP - 1);
+        let in_pat = self.p < self.pat_len && (self.p as usize) < GLOB_CAP;
+        if self.t >= self.text_len {
+            // Text consumed: only trailing stars may remain.
+            if in_pat && rule.kinds[p] == GLOB_STAR {
+                self.p += 1;
+                return GLOB_STEP_CONTINUE;
+            }
+            return if self.p >= self.pat_len {
+                GLOB_STEP_MATCH
+            } else {
+                GLOB_STEP_FAIL
+            };
+        }
+        if in_pat {
+            let kind = rule.kinds[p];
+            if kind == GLOB_STAR {
+                self.star = self.p + 1;
+                self.mark = self.t;
+                self.p += 1;
+                return GLOB_STEP_CONTINUE;
+            }
+            let ok = if kind == GLOB_ANY_BYTE {
+                c != b'/'
+            } else {
+                rule.bytes[p] == c
+            };
+            if ok {
+                self.p += 1;
+                self.t += 1;
+                return GLOB_STEP_CONTINUE;
+            }
+        }
+        // Mismatch: the last star swallows one more byte, which must not be a `/`.
+        // (A `/` pins every earlier star too, so no other alignment can match.)
+        if self.star != 0 && c_mark != b'/' && self.mark < self.text_len {
+            self.mark += 1;
+            self.t = self.mark;
+            self.p = self.star;
+            return GLOB_STEP_CONTINUE;
+        }
+        GLOB_STEP_FAIL
+    }
+}
+
+/// Value of the one-entry `ACTIVE` array: the generation every hook enforces, and
+/// which classes have any rule in it (hooks of other classes return at once).
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct ActivePolicy {
+    pub generation: u32,
+    pub class_mask: u32,
+}
+
+// ------------------------------------------------------------------ items
+
+/// `MATCH_ITEM` targets of the network class.
+pub const ITEM_TCP: u64 = 1;
+pub const ITEM_UDP: u64 = 2;
+pub const ITEM_ICMP: u64 = 3;
+pub const ITEM_RAW: u64 = 4;
+
+pub const AF_INET: u32 = 2;
+pub const AF_INET6: u32 = 10;
+pub const AF_PACKET: u32 = 17;
+pub const SOCK_STREAM: u32 = 1;
+pub const SOCK_DGRAM: u32 = 2;
+pub const SOCK_RAW: u32 = 3;
+
+/// The protocol names a `socket(family, type, protocol)` call is covered by: at
+/// most two (an ICMP raw socket is both `icmp` and `raw`); 0 = none.
+#[inline(always)]
+pub fn socket_items(family: u32, sock_type: u32, protocol: u32) -> [u64; 2] {
+    let sock_type = sock_type & 0xf; // without SOCK_NONBLOCK / SOCK_CLOEXEC
+    if family == AF_PACKET {
+        return [ITEM_RAW, 0];
+    }
+    if family != AF_INET && family != AF_INET6 {
+        return [0, 0];
+    }
+    let icmp = protocol == 1 || protocol == 58;
+    match sock_type {
+        SOCK_STREAM if protocol == 0 || protocol == 6 => [ITEM_TCP, 0],
+        SOCK_DGRAM if protocol == 0 || protocol == 17 => [ITEM_UDP, 0],
+        SOCK_DGRAM if icmp => [ITEM_ICMP, 0],
+        SOCK_RAW if icmp => [ITEM_RAW, ITEM_ICMP],
+        SOCK_RAW => [ITEM_RAW, 0],
+        _ => [0, 0],
+    }
+}
+
+/// `MATCH_ITEM` target of a capability rule (targets are never 0).
+#[inline(always)]
+pub const fn item_capability(cap: u32) -> u64 {
+    cap as u64 + 1
+}
+
+/// `MATCH_ITEM` target of a setid rule.
+#[inline(always)]
+pub const fn item_setid(bit: u32) -> u64 {
+    bit as u64 + 1
+}
 
 /// The bit of a `(kind, LSM_SETID_* flags)` pair: uids in bits 0..4, gids in 4..8,
 /// `ID`, `RE`, `RES`, `FS` in that order. `None` for flags the kernel never passes.
@@ -171,101 +506,56 @@ pub fn setid_bit(kind: u32, flags: u32) -> Option<u32> {
     Some(base + family)
 }
 
-/// Every syscall family of one kind, as a mask.
-pub const SETID_ALL_UID: u32 = 0x0f;
-pub const SETID_ALL_GID: u32 = 0xf0;
-
-/// `SetidEvent::kind`.
+/// Setid kinds (`DecisionEvent::detail[0]`).
 pub const SETID_KIND_UID: u32 = 1;
 pub const SETID_KIND_GID: u32 = 2;
 
-/// `SetidEvent::flags`: the kernel's `LSM_SETID_*` values telling which syscall family called.
+/// The kernel's `LSM_SETID_*` values telling which syscall family called.
 pub const LSM_SETID_ID: u32 = 1;
 pub const LSM_SETID_RE: u32 = 2;
 pub const LSM_SETID_RES: u32 = 4;
 pub const LSM_SETID_FS: u32 = 8;
 
-/// `SetidEvent::verdict`.
+/// File access bits (`DecisionEvent::detail[0]` of file events).
+pub const ACCESS_READ: u32 = 1;
+pub const ACCESS_WRITE: u32 = 2;
+pub const ACCESS_UNLINK: u32 = 4;
+
+// ------------------------------------------------------------------ events
+
+/// `DecisionEvent::verdict`.
 pub const VERDICT_DENIED: u32 = 1;
 pub const VERDICT_AUDITED: u32 = 2;
 
-/// A setuid/setgid decision, written to the `EVENTS` ring buffer.
+/// One enforcement decision, written to the `EVENTS` ring buffer.
+///
+/// `detail` by class: process: unused; file: access bits; network: family, type,
+/// protocol; capability: capability number; setid: kind, `LSM_SETID_*` flags,
+/// requested id.
 #[repr(C)]
 #[derive(Clone, Copy)]
-pub struct SetidEvent {
+pub struct DecisionEvent {
     /// `CLOCK_BOOTTIME` nanoseconds.
     pub boot_ns: u64,
     pub tgid: u32,
     pub tid: u32,
     pub ppid: u32,
     pub uid: u32,
-    /// The id the caller asked for (uid or gid depending on `kind`).
-    pub requested_id: u32,
-    pub kind: u32,
-    pub flags: u32,
+    pub class: u32,
     pub verdict: u32,
-    pub rule_id: u32,
-    pub _pad: u32,
+    pub policy_id: u32,
+    /// For a default-posture decision: `ACTION_AUDIT` or `ACTION_BLOCK`.
+    pub posture: u32,
+    pub detail: [u32; 4],
+    /// The acting process's executable (for exec: the one calling execve).
     pub exe: ExePath,
     pub parent_exe: ExePath,
+    /// The file or executable acted on (process and file classes).
+    pub target: ExePath,
 }
 
-impl SetidEvent {
+impl DecisionEvent {
     pub const SIZE: usize = core::mem::size_of::<Self>();
-}
-
-const _: () = assert!(core::mem::size_of::<ExePath>() == 8 + PATH_CAP);
-const _: () = assert!(core::mem::size_of::<SetidEvent>() == 48 + 2 * (8 + PATH_CAP));
-const _: () = assert!(core::mem::size_of::<SetidRule>() == 8 + 4 * SETID_BITS);
-const _: () = assert!(core::mem::size_of::<KernelOffsets>() == 44);
-const _: () = assert!(core::mem::size_of::<ExecEvent>() == 24 + 8 + PATH_CAP);
-
-/// Keyed SipHash-1-3 over the zero-padded path words. The key is random per agent
-/// start, so nobody can craft a path that collides with a rule's path.
-///
-/// The same function runs in the probes and in the agent; it consumes a fixed number
-/// of words so the BPF verifier sees a constant-bound loop.
-#[inline(always)]
-pub fn path_hash(key: &[u64; 2], words: &[u64; PATH_WORDS]) -> u64 {
-    let mut v0 = key[0] ^ 0x736f_6d65_7073_6575;
-    let mut v1 = key[1] ^ 0x646f_7261_6e64_6f6d;
-    let mut v2 = key[0] ^ 0x6c79_6765_6e65_7261;
-    let mut v3 = key[1] ^ 0x7465_6462_7974_6573;
-    let mut i = 0;
-    while i < PATH_WORDS {
-        let m = words[i];
-        v3 ^= m;
-        sip_round(&mut v0, &mut v1, &mut v2, &mut v3);
-        v0 ^= m;
-        i += 1;
-    }
-    let b = (PATH_CAP as u64) << 56;
-    v3 ^= b;
-    sip_round(&mut v0, &mut v1, &mut v2, &mut v3);
-    v0 ^= b;
-    v2 ^= 0xff;
-    sip_round(&mut v0, &mut v1, &mut v2, &mut v3);
-    sip_round(&mut v0, &mut v1, &mut v2, &mut v3);
-    sip_round(&mut v0, &mut v1, &mut v2, &mut v3);
-    v0 ^ v1 ^ v2 ^ v3
-}
-
-#[inline(always)]
-fn sip_round(v0: &mut u64, v1: &mut u64, v2: &mut u64, v3: &mut u64) {
-    *v0 = v0.wrapping_add(*v1);
-    *v1 = v1.rotate_left(13);
-    *v1 ^= *v0;
-    *v0 = v0.rotate_left(32);
-    *v2 = v2.wrapping_add(*v3);
-    *v3 = v3.rotate_left(16);
-    *v3 ^= *v2;
-    *v0 = v0.wrapping_add(*v3);
-    *v3 = v3.rotate_left(21);
-    *v3 ^= *v0;
-    *v2 = v2.wrapping_add(*v1);
-    *v1 = v1.rotate_left(17);
-    *v1 ^= *v2;
-    *v2 = v2.rotate_left(32);
 }
 
 /// An exec seen in monitor-only mode: the path as passed to execve (`bprm->filename`;
@@ -286,18 +576,122 @@ impl ExecEvent {
     pub const SIZE: usize = core::mem::size_of::<Self>();
 }
 
+const _: () = assert!(core::mem::size_of::<ExePath>() == 8 + PATH_CAP);
+const _: () = assert!(core::mem::size_of::<DecisionEvent>() == 56 + 3 * (8 + PATH_CAP));
+const _: () = assert!(core::mem::size_of::<RuleKey>() == 32);
+const _: () = assert!(core::mem::size_of::<RuleValue>() == 16);
+const _: () = assert!(core::mem::size_of::<PrefixKey>() == 16);
+const _: () = assert!(core::mem::size_of::<GlobRule>() == 2 * GLOB_CAP + 8 + 16);
+const _: () = assert!(core::mem::size_of::<GlobList>() == 8 + GLOBS_PER_KEY * (2 * GLOB_CAP + 24));
+const _: () = assert!(core::mem::size_of::<KernelOffsets>() == 56);
+const _: () = assert!(core::mem::size_of::<ExecEvent>() == 24 + 8 + PATH_CAP);
+
+// ------------------------------------------------------------------ path hashing
+
+/// Keyed SipHash-1-3, fed one byte at a time, so that one pass over a path yields the
+/// hash of every prefix ([`SipState::finish`] does not consume the state). The key is
+/// random per agent start: nobody can craft a path that collides with a rule's.
+#[repr(C)]
+#[derive(Clone, Copy, Debug)]
+pub struct SipState {
+    pub v: [u64; 4],
+    /// Bytes of the current, incomplete 8-byte word.
+    pub tail: u64,
+    pub len: u64,
+}
+
+impl SipState {
+    #[inline(always)]
+    pub fn new(key: &[u64; 2]) -> Self {
+        Self {
+            v: [
+                key[0] ^ 0x736f_6d65_7073_6575,
+                key[1] ^ 0x646f_7261_6e64_6f6d,
+                key[0] ^ 0x6c79_6765_6e65_7261,
+                key[1] ^ 0x7465_6462_7974_6573,
+            ],
+            tail: 0,
+            len: 0,
+        }
+    }
+
+    #[inline(always)]
+    pub fn push(&mut self, byte: u8) {
+        self.tail |= u64::from(byte) << ((self.len & 7) * 8);
+        self.len += 1;
+        if self.len & 7 == 0 {
+            let m = self.tail;
+            self.v[3] ^= m;
+            sip_round(&mut self.v);
+            self.v[0] ^= m;
+            self.tail = 0;
+        }
+    }
+
+    /// The hash of the bytes pushed so far, never 0 (unknown) or [`ANY_SOURCE`].
+    #[inline(always)]
+    pub fn finish(&self) -> u64 {
+        let mut v = self.v;
+        let b = ((self.len & 0xff) << 56) | self.tail;
+        v[3] ^= b;
+        sip_round(&mut v);
+        v[0] ^= b;
+        v[2] ^= 0xff;
+        sip_round(&mut v);
+        sip_round(&mut v);
+        sip_round(&mut v);
+        let h = v[0] ^ v[1] ^ v[2] ^ v[3];
+        if h == 0 || h == ANY_SOURCE { 1 } else { h }
+    }
+}
+
+#[inline(always)]
+fn sip_round(v: &mut [u64; 4]) {
+    v[0] = v[0].wrapping_add(v[1]);
+    v[1] = v[1].rotate_left(13);
+    v[1] ^= v[0];
+    v[0] = v[0].rotate_left(32);
+    v[2] = v[2].wrapping_add(v[3]);
+    v[3] = v[3].rotate_left(16);
+    v[3] ^= v[2];
+    v[0] = v[0].wrapping_add(v[3]);
+    v[3] = v[3].rotate_left(21);
+    v[3] ^= v[0];
+    v[2] = v[2].wrapping_add(v[1]);
+    v[1] = v[1].rotate_left(17);
+    v[1] ^= v[2];
+    v[2] = v[2].rotate_left(32);
+}
+
+/// The path hash of `bytes` (a whole path, or a directory prefix ending with `/`).
+pub fn path_hash(key: &[u64; 2], bytes: &[u8]) -> u64 {
+    let mut state = SipState::new(key);
+    bytes.iter().for_each(|b| state.push(*b));
+    state.finish()
+}
+
 #[cfg(feature = "user")]
 mod user {
-    // SAFETY: all four types are #[repr(C)], made only of integers with explicit
-    // padding fields, so every bit pattern is a valid value.
+    // SAFETY (all impls below): each type is #[repr(C)], made only of integers (and
+    // arrays and structs of them) with explicit padding fields, so every bit pattern
+    // is a valid value.
+    // SAFETY: see above.
     unsafe impl aya::Pod for super::KernelOffsets {}
-    // SAFETY: as above.
+    // SAFETY: see above.
     unsafe impl aya::Pod for super::ExePath {}
-    // SAFETY: as above.
-    unsafe impl aya::Pod for super::SetidRule {}
-    // SAFETY: as above.
-    unsafe impl aya::Pod for super::SetidEvent {}
-    // SAFETY: as above.
+    // SAFETY: see above.
+    unsafe impl aya::Pod for super::RuleKey {}
+    // SAFETY: see above.
+    unsafe impl aya::Pod for super::RuleValue {}
+    // SAFETY: see above.
+    unsafe impl aya::Pod for super::PrefixKey {}
+    // SAFETY: see above.
+    unsafe impl aya::Pod for super::GlobList {}
+    // SAFETY: see above.
+    unsafe impl aya::Pod for super::ActivePolicy {}
+    // SAFETY: see above.
+    unsafe impl aya::Pod for super::DecisionEvent {}
+    // SAFETY: see above.
     unsafe impl aya::Pod for super::ExecEvent {}
 }
 
@@ -320,19 +714,12 @@ mod tests {
     fn zero_from_leaves_the_same_words_as_a_fresh_path() {
         let fresh = ExePath::from_bytes(b"/usr/sbin/sshd").expect("fits");
         let mut dirty = fresh;
-        // Stale bytes after the NUL (byte 14): byte 15 and everything from word 2 on.
         for w in dirty.words.iter_mut().skip(2) {
             *w = u64::MAX;
         }
         dirty.words[1] |= 0xff00_0000_0000_0000;
-        dirty.zero_from(15); // 14 bytes + NUL, as bpf_d_path reports
+        dirty.zero_from(15);
         assert_eq!(dirty.words, fresh.words);
-        let mut full = ExePath::EMPTY;
-        full.words = [u64::MAX; PATH_WORDS];
-        full.zero_from(PATH_CAP);
-        assert_eq!(full.words, [u64::MAX; PATH_WORDS]);
-        full.zero_from(0);
-        assert_eq!(full.words, [0; PATH_WORDS]);
     }
 
     #[test]
@@ -345,17 +732,90 @@ mod tests {
                 seen |= 1 << bit;
             }
         }
-        assert_eq!(seen, SETID_ALL_UID | SETID_ALL_GID);
+        assert_eq!(seen, 0xff);
         assert_eq!(setid_bit(SETID_KIND_UID, 3), None);
     }
 
     #[test]
-    fn path_hash_depends_on_key_and_every_byte() {
-        let key = [1, 2];
-        let a = ExePath::from_bytes(b"/usr/sbin/sshd").expect("fits");
-        let b = ExePath::from_bytes(b"/usr/sbin/sshe").expect("fits");
-        assert_ne!(path_hash(&key, &a.words), path_hash(&key, &b.words));
-        assert_ne!(path_hash(&key, &a.words), path_hash(&[1, 3], &a.words));
-        assert_eq!(path_hash(&key, &a.words), path_hash(&key, &a.words));
+    fn prefix_hashes_come_from_one_pass() {
+        let key = [7, 9];
+        let path = b"/usr/bin/apt-get";
+        let mut state = SipState::new(&key);
+        let mut prefixes = [0u64; 3];
+        let mut n = 0;
+        for b in path {
+            state.push(*b);
+            if *b == b'/' {
+                prefixes[n] = state.finish();
+                n += 1;
+            }
+        }
+        assert_eq!(state.finish(), path_hash(&key, path));
+        assert_eq!(prefixes[0], path_hash(&key, b"/"));
+        assert_eq!(prefixes[1], path_hash(&key, b"/usr/"));
+        assert_eq!(prefixes[2], path_hash(&key, b"/usr/bin/"));
+        assert_ne!(path_hash(&key, b"/usr/bin/"), path_hash(&key, b"/usr/bin"));
+        assert_ne!(path_hash(&key, path), path_hash(&[7, 10], path));
+    }
+
+    #[test]
+    fn sip_state_matches_reference_siphash_1_3_vector() {
+        // SipHash-1-3 of the empty string with key 00..0f (little-endian words), the
+        // reference implementation's first vector.
+        let key = [0x0706_0504_0302_0100, 0x0f0e_0d0c_0b0a_0908];
+        assert_eq!(path_hash(&key, b""), 0xabac_0158_050f_c4dc);
+    }
+
+    fn glob(pattern: &str) -> GlobRule {
+        let mut rule = GlobRule::EMPTY;
+        for (i, c) in pattern.bytes().enumerate() {
+            match c {
+                b'*' => rule.kinds[i] = GLOB_STAR,
+                b'?' => rule.kinds[i] = GLOB_ANY_BYTE,
+                c => rule.bytes[i] = c,
+            }
+        }
+        rule.len = pattern.len() as u32;
+        rule
+    }
+
+    #[test]
+    fn glob_steps_match_like_a_component_wildcard() {
+        let cases: &[(&str, &str, bool)] = &[
+            ("apt*", "apt", true),
+            ("apt*", "apt-get", true),
+            ("apt*", "ap", false),
+            ("apt*", "apt/x", false),
+            ("*.sh", "run.sh", true),
+            ("*.sh", "run.shx", false),
+            ("a*b*c", "axxbyyc", true),
+            ("a*b*c", "axxbyy", false),
+            ("a?c", "abc", true),
+            ("a?c", "a/c", false),
+            ("*/bin", "x/bin", true),
+            ("*/bin", "x/y/bin", false),
+            ("*", "", true),
+            ("", "", true),
+            ("", "x", false),
+            ("*a", "bbbba", true),
+        ];
+        for (pattern, text, want) in cases {
+            assert_eq!(
+                glob(pattern).matches(text.as_bytes(), 10_000),
+                *want,
+                "{pattern} vs {text}"
+            );
+        }
+    }
+
+    #[test]
+    fn socket_items_cover_kubearmor_protocol_names() {
+        assert_eq!(socket_items(AF_INET, SOCK_STREAM, 0), [ITEM_TCP, 0]);
+        assert_eq!(socket_items(AF_INET6, SOCK_DGRAM | 0x80000, 17), [ITEM_UDP, 0]);
+        assert_eq!(socket_items(AF_INET, SOCK_DGRAM, 1), [ITEM_ICMP, 0]);
+        assert_eq!(socket_items(AF_INET, SOCK_RAW, 1), [ITEM_RAW, ITEM_ICMP]);
+        assert_eq!(socket_items(AF_INET, SOCK_RAW, 255), [ITEM_RAW, 0]);
+        assert_eq!(socket_items(AF_PACKET, SOCK_RAW, 0), [ITEM_RAW, 0]);
+        assert_eq!(socket_items(1, SOCK_STREAM, 0), [0, 0]);
     }
 }

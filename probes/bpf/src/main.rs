@@ -2,15 +2,24 @@
 //!
 //! Process identity is captured once per exec (sleepable `bprm_committed_creds`, where
 //! `bpf_d_path` may run), hashed, and inherited across fork, so the hot hooks resolve
-//! "which executable is this" with one hash-map lookup instead of rebuilding a path.
+//! "which executable is this" (`fromSource`) with one hash-map lookup instead of
+//! rebuilding a path.
 //!
-//! - `record_exec`: resolves the new executable's absolute path, interns it in
-//!   `EXE_PATHS` under its keyed hash and records `tgid -> hash` in `PROC_IDENTITY`.
+//! - `record_exec`: resolves the new executable's path, interns it in `EXE_PATHS`
+//!   under its keyed hash and records `tgid -> hash` in `PROC_IDENTITY`.
 //! - `inherit_identity`: a forked child starts with its parent's identity.
-//! - `deny_setuid` / `deny_setgid`: deny with -EPERM (or only report, for audit rules)
-//!   when `SETID_RULES` covers this syscall family for the caller's executable (or for
-//!   every executable), and report it in `EVENTS`. A full ring buffer never weakens
-//!   enforcement: the event is counted in `EVENT_DROPS`.
+//! - `check_exec` (`bprm_check_security`), `check_open` (`file_open`), `check_unlink`
+//!   (`path_unlink`): resolve the target path once, walk it byte by byte (one keyed
+//!   hash pass yields the path's and every directory prefix's hash) and look the
+//!   hashes up in `RULES` (see the ABI crate for the layout).
+//! - `check_socket` (`socket_create`), `check_capable` (`capable`), `deny_setuid` /
+//!   `deny_setgid` (`task_fix_set*id`): one or two item lookups.
+//!
+//! Precedence, everywhere: a rule naming the acting executable (`fromSource`) beats
+//! rules for every executable; among rules at the same level Block > Audit > Allow.
+//! With no rule, a class (or a source) in allow-list mode gets its default posture.
+//! Every decision other than a plain allow is reported in `EVENTS`; a full ring buffer
+//! never weakens enforcement, the event is counted in `EVENT_DROPS`.
 //!
 //! Kernel struct offsets come from the agent (`KERNEL_OFFSETS`), read from the running
 //! kernel's BTF; nothing here depends on one kernel's layout.
@@ -19,22 +28,46 @@
 
 use aya_ebpf::{
     bindings::path,
-    cty::c_char,
+    cty::{c_char, c_void},
     helpers::{
         bpf_d_path, bpf_get_current_pid_tgid, bpf_get_current_task, bpf_get_current_uid_gid,
         bpf_ktime_get_boot_ns, bpf_probe_read_kernel, bpf_probe_read_kernel_str_bytes,
+        bpf_loop,
     },
     macros::{btf_tracepoint, lsm, map},
-    maps::{HashMap, LruHashMap, PerCpuArray, RingBuf},
+    maps::{Array, HashMap, LruHashMap, PerCpuArray, RingBuf},
     programs::{BtfTracePointContext, LsmContext},
 };
 use edgearmor_probe_abi::{
-    EXE_FLAG_TOO_LONG, SETID_ANY_EXECUTABLE, VERDICT_AUDITED, setid_bit, ExecEvent, ExePath, KernelOffsets, LSM_SETID_FS,
-    LSM_SETID_ID, PATH_CAP, PATH_WORDS, SETID_KIND_UID, SetidEvent, SetidRule, VERDICT_DENIED,
-    path_hash,
+    ACCESS_READ, ACCESS_UNLINK, ACCESS_WRITE, ACTION_AUDIT, ACTION_BLOCK, ACTION_NONE,
+    ANY_SOURCE, ActivePolicy, CLASS_CAPABILITY, CLASS_FILE, CLASS_NETWORK, CLASS_PROCESS,
+    CLASS_SETID, DecisionEvent, EXE_FLAG_TOO_LONG, ExePath, ExecEvent, GLOB_CAP,
+    GLOB_STEP_CONTINUE, GLOB_STEP_MATCH, GLOBS_PER_KEY, GlobList, GlobMatch, GlobRule,
+    KernelOffsets, LSM_SETID_FS, LSM_SETID_ID, MATCH_ALLOW_LIST, MATCH_DIRECTORY, MATCH_EXACT,
+    MATCH_ITEM, MATCH_RECURSIVE, PATH_CAP, PATH_WORDS, POLICY_DEFAULT_POSTURE, PREFIX_DIRECTORY,
+    PREFIX_PATTERN, PREFIX_RECURSIVE, PrefixKey, RULES_CAPACITY, PREFIXES_CAPACITY,
+    GLOBS_CAPACITY, RuleKey, RuleValue, SETID_KIND_GID, SETID_KIND_UID, SLOT_READ, SLOT_WRITE,
+    SipState, VERDICT_AUDITED, item_capability, item_setid, VERDICT_DENIED, Verdict, class_bit, setid_bit, socket_items,
 };
 
 const EPERM: i32 = 1;
+const EACCES: i32 = 13;
+const FMODE_READ: u32 = 1;
+const FMODE_WRITE: u32 = 2;
+/// `capable()` checks made with `CAP_OPT_NOAUDIT` are probes ("may I?"): enforced,
+/// but not reported, or every `ls` of a root-only directory would raise an alert.
+const CAP_OPT_NOAUDIT: u32 = 2;
+/// Directory prefixes of one path whose pattern rules are tried.
+const MAX_PATTERN_PREFIXES: usize = 2;
+/// Upper bound of one pattern match, in steps (see `GlobMatch`).
+const GLOB_MAX_STEPS: u32 = 4096;
+
+/// Per-CPU path buffers, one per program that resolves paths (a sleepable program
+/// may be preempted by another on the same CPU).
+const SLOT_RECORD_EXEC: u32 = 0;
+const SLOT_CHECK_EXEC: u32 = 1;
+const SLOT_CHECK_OPEN: u32 = 2;
+const SLOT_CHECK_UNLINK: u32 = 3;
 
 #[unsafe(no_mangle)]
 static KERNEL_OFFSETS: KernelOffsets = KernelOffsets::ZERO;
@@ -43,7 +76,16 @@ static KERNEL_OFFSETS: KernelOffsets = KernelOffsets::ZERO;
 static PATH_HASH_KEY: [u64; 2] = [0; 2];
 
 #[map]
-static SETID_RULES: HashMap<u64, SetidRule> = HashMap::with_max_entries(1024, 0);
+static RULES: HashMap<RuleKey, RuleValue> = HashMap::with_max_entries(RULES_CAPACITY, 0);
+
+#[map]
+static PREFIXES: HashMap<PrefixKey, u32> = HashMap::with_max_entries(PREFIXES_CAPACITY, 0);
+
+#[map]
+static GLOBS: HashMap<RuleKey, GlobList> = HashMap::with_max_entries(GLOBS_CAPACITY, 0);
+
+#[map]
+static ACTIVE: Array<ActivePolicy> = Array::with_max_entries(1, 0);
 
 #[map]
 static PROC_IDENTITY: LruHashMap<u32, u64> = LruHashMap::with_max_entries(8192, 0);
@@ -51,9 +93,13 @@ static PROC_IDENTITY: LruHashMap<u32, u64> = LruHashMap::with_max_entries(8192, 
 #[map]
 static EXE_PATHS: LruHashMap<u64, ExePath> = LruHashMap::with_max_entries(1024, 0);
 
-/// One path buffer per CPU: too large for the 512-byte BPF stack.
+/// Path buffers: too large for the 512-byte BPF stack.
 #[map]
-static PATH_SCRATCH: PerCpuArray<ExePath> = PerCpuArray::with_max_entries(1, 0);
+static PATH_SCRATCH: PerCpuArray<ExePath> = PerCpuArray::with_max_entries(4, 0);
+
+/// The pattern being matched, copied where the `bpf_loop` callback can reach it.
+#[map]
+static GLOB_SCRATCH: PerCpuArray<GlobRule> = PerCpuArray::with_max_entries(1, 0);
 
 #[map]
 static EVENTS: RingBuf = RingBuf::with_byte_size(256 * 1024, 0);
@@ -83,6 +129,360 @@ fn current_tgid() -> u32 {
     (bpf_get_current_pid_tgid() >> 32) as u32
 }
 
+/// The identity (executable path hash) of the current process; 0 when unknown.
+#[inline(always)]
+fn current_identity() -> u64 {
+    // SAFETY: map value pointer returned by the kernel for this key.
+    unsafe { PROC_IDENTITY.get(&current_tgid()) }
+        .copied()
+        .unwrap_or(0)
+}
+
+/// The policy generation in force, when `class` has any rule in it.
+#[inline(always)]
+fn active_generation(class: u32) -> Option<u32> {
+    let active = ACTIVE.get(0)?;
+    if active.class_mask & class_bit(class) == 0 {
+        return None;
+    }
+    Some(active.generation)
+}
+
+#[inline(always)]
+fn scratch(slot: u32) -> Option<&'static mut ExePath> {
+    let ptr = PATH_SCRATCH.get_ptr_mut(slot)?;
+    // SAFETY: per-CPU map value; each program uses its own slot, and a program does
+    // not run twice at once on one CPU.
+    Some(unsafe { &mut *ptr })
+}
+
+/// Resolves `path` into the scratch slot with `bpf_d_path`; `None` when it cannot
+/// be resolved or does not fit.
+#[inline(always)]
+fn resolve(p: *const path, slot: u32) -> Option<&'static mut ExePath> {
+    let buf = scratch(slot)?;
+    // SAFETY: `p` is a `struct path *` the verifier has typed from the hook's
+    // arguments; the buffer is PATH_CAP bytes of map memory.
+    let written = unsafe {
+        bpf_d_path(
+            p as *mut path,
+            buf.words.as_mut_ptr() as *mut c_char,
+            PATH_CAP as u32,
+        )
+    };
+    if written <= 0 || written > PATH_CAP as i64 {
+        buf.len = 0;
+        buf.flags = EXE_FLAG_TOO_LONG;
+        return None;
+    }
+    buf.zero_from(written as usize);
+    buf.len = (written - 1) as u32;
+    buf.flags = 0;
+    Some(buf)
+}
+
+// ------------------------------------------------------------------ path walk
+
+/// State of one walk over a resolved path (the `bpf_loop` context).
+#[repr(C)]
+struct PathWalk {
+    hash: SipState,
+    source: u64,
+    /// 0: only hash (record_exec); else the class whose prefixes are looked up.
+    class: u32,
+    generation: u32,
+    slot: u32,
+    /// Byte index of the last `/` seen.
+    last_slash: u32,
+    /// `PREFIXES` bits at the last `/`, and its prefix hash.
+    last_flags: u32,
+    _pad: u32,
+    last_prefix: u64,
+    /// Prefixes with pattern rules (the first [`MAX_PATTERN_PREFIXES`]), and where
+    /// their `/` is.
+    pattern_prefix: [u64; MAX_PATTERN_PREFIXES],
+    pattern_slash: [u32; MAX_PATTERN_PREFIXES],
+    patterns: u32,
+    _pad2: u32,
+    /// Recursive-directory verdicts met on the way: for the source, for anyone.
+    sourced: RuleValue,
+    anyone: RuleValue,
+}
+
+#[inline(always)]
+fn rule_key(source: u64, target: u64, class: u32, kind: u32, generation: u32) -> RuleKey {
+    RuleKey {
+        source,
+        target,
+        class,
+        kind,
+        generation,
+        _pad: 0,
+    }
+}
+
+/// Merges the `RULES` values of (`target`, `kind`) for the source and for anyone.
+#[inline(always)]
+fn lookup_both(
+    source: u64,
+    target: u64,
+    class: u32,
+    kind: u32,
+    generation: u32,
+    sourced: &mut RuleValue,
+    anyone: &mut RuleValue,
+) {
+    if source != 0 {
+        // SAFETY: map value pointer returned by the kernel for this key.
+        if let Some(v) = unsafe { RULES.get(&rule_key(source, target, class, kind, generation)) } {
+            sourced.merge(v);
+        }
+    }
+    // SAFETY: as above.
+    if let Some(v) = unsafe { RULES.get(&rule_key(ANY_SOURCE, target, class, kind, generation)) } {
+        anyone.merge(v);
+    }
+}
+
+/// One byte of the walk: hash it; at a `/`, consult the prefix index.
+extern "C" fn walk_step(index: u64, ctx: *mut c_void) -> i64 {
+    // SAFETY: `ctx` is the `PathWalk` on the caller's stack that `walk_path` passed.
+    let walk = unsafe { &mut *(ctx as *mut PathWalk) };
+    let Some(buf) = scratch(walk.slot) else {
+        return 1;
+    };
+    let byte = buf.byte_at(index as usize & (PATH_CAP - 1));
+    walk.hash.push(byte);
+    if byte != b'/' || walk.class == 0 {
+        return 0;
+    }
+    let prefix = walk.hash.finish();
+    walk.last_slash = index as u32;
+    walk.last_prefix = prefix;
+    walk.last_flags = 0;
+    let key = PrefixKey {
+        prefix,
+        class: walk.class,
+        generation: walk.generation,
+    };
+    // SAFETY: map value pointer returned by the kernel for this key.
+    let Some(flags) = (unsafe { PREFIXES.get(&key) }).copied() else {
+        return 0;
+    };
+    walk.last_flags = flags;
+    if flags & PREFIX_PATTERN != 0 && (walk.patterns as usize) < MAX_PATTERN_PREFIXES {
+        let k = walk.patterns as usize & (MAX_PATTERN_PREFIXES - 1);
+        walk.pattern_prefix[k] = prefix;
+        walk.pattern_slash[k] = index as u32;
+        walk.patterns += 1;
+    }
+    if flags & PREFIX_RECURSIVE != 0 {
+        let (source, class, generation) = (walk.source, walk.class, walk.generation);
+        lookup_both(
+            source,
+            prefix,
+            class,
+            MATCH_RECURSIVE,
+            generation,
+            &mut walk.sourced,
+            &mut walk.anyone,
+        );
+    }
+    0
+}
+
+/// Walks the path in `slot` (length `len`); returns the whole path's hash.
+#[inline(always)]
+fn walk_path(walk: &mut PathWalk, len: u32) -> u64 {
+    // SAFETY: `walk_step` is a static callback; the context is a live stack value
+    // that outlives the call.
+    unsafe {
+        bpf_loop(
+            len,
+            walk_step as *mut c_void,
+            walk as *mut PathWalk as *mut c_void,
+            0,
+        );
+    }
+    walk.hash.finish()
+}
+
+/// State of one pattern match (the `bpf_loop` context).
+#[repr(C)]
+struct GlobWalk {
+    m: GlobMatch,
+    /// Offset of the text (after the pattern's directory prefix) in the path.
+    base: u32,
+    slot: u32,
+    matched: u32,
+    _pad: u32,
+}
+
+extern "C" fn glob_step(_index: u64, ctx: *mut c_void) -> i64 {
+    // SAFETY: `ctx` is the `GlobWalk` on the caller's stack that `glob_matches` passed.
+    let walk = unsafe { &mut *(ctx as *mut GlobWalk) };
+    let (Some(buf), Some(rule)) = (scratch(walk.slot), GLOB_SCRATCH.get(0)) else {
+        return 1;
+    };
+    let c = buf.byte_at((walk.base + walk.m.t) as usize & (PATH_CAP - 1));
+    let c_mark = buf.byte_at((walk.base + walk.m.mark) as usize & (PATH_CAP - 1));
+    match walk.m.step(rule, c, c_mark) {
+        GLOB_STEP_CONTINUE => 0,
+        GLOB_STEP_MATCH => {
+            walk.matched = 1;
+            1
+        }
+        _ => 1,
+    }
+}
+
+/// Does pattern `rule` match the path in `slot` from byte `base` to `len`?
+#[inline(always)]
+fn glob_matches(rule: &GlobRule, slot: u32, base: u32, len: u32) -> bool {
+    let Some(dst) = GLOB_SCRATCH.get_ptr_mut(0) else {
+        return false;
+    };
+    // SAFETY: per-CPU map value, only this program touches it while it runs.
+    unsafe { *dst = *rule };
+    let mut walk = GlobWalk {
+        m: GlobMatch::new(len.saturating_sub(base), rule.len.min(GLOB_CAP as u32)),
+        base,
+        slot,
+        matched: 0,
+        _pad: 0,
+    };
+    // SAFETY: `glob_step` is a static callback; the context outlives the call.
+    unsafe {
+        bpf_loop(
+            GLOB_MAX_STEPS,
+            glob_step as *mut c_void,
+            &mut walk as *mut GlobWalk as *mut c_void,
+            0,
+        );
+    }
+    walk.matched != 0
+}
+
+/// Merges the verdicts of the patterns filed under `key` that match.
+#[inline(always)]
+fn lookup_globs(key: &RuleKey, slot: u32, base: u32, len: u32, into: &mut RuleValue) {
+    // SAFETY: map value pointer returned by the kernel for this key.
+    let Some(list) = (unsafe { GLOBS.get(key) }) else {
+        return;
+    };
+    let mut i = 0;
+    while i < GLOBS_PER_KEY {
+        if (i as u32) < list.count && glob_matches(&list.rules[i], slot, base, len) {
+            into.merge(&list.rules[i].value);
+        }
+        i += 1;
+    }
+}
+
+/// Every rule of `class` that matches the path in `slot`, for `source` and anyone.
+#[inline(always)]
+fn match_path(class: u32, generation: u32, source: u64, slot: u32, len: u32) -> (RuleValue, RuleValue) {
+    let mut walk = PathWalk {
+        hash: SipState::new(&hash_key()),
+        source,
+        class,
+        generation,
+        slot,
+        last_slash: 0,
+        last_flags: 0,
+        _pad: 0,
+        last_prefix: 0,
+        pattern_prefix: [0; MAX_PATTERN_PREFIXES],
+        pattern_slash: [0; MAX_PATTERN_PREFIXES],
+        patterns: 0,
+        _pad2: 0,
+        sourced: RuleValue::NONE,
+        anyone: RuleValue::NONE,
+    };
+    let exact = walk_path(&mut walk, len);
+    let mut sourced = walk.sourced;
+    let mut anyone = walk.anyone;
+    lookup_both(source, exact, class, MATCH_EXACT, generation, &mut sourced, &mut anyone);
+    if walk.last_flags & PREFIX_DIRECTORY != 0 {
+        lookup_both(
+            source,
+            walk.last_prefix,
+            class,
+            MATCH_DIRECTORY,
+            generation,
+            &mut sourced,
+            &mut anyone,
+        );
+    }
+    let mut k = 0;
+    while k < MAX_PATTERN_PREFIXES {
+        if (k as u32) < walk.patterns {
+            let prefix = walk.pattern_prefix[k];
+            let base = walk.pattern_slash[k] + 1;
+            if source != 0 {
+                let key = rule_key(source, prefix, class, MATCH_DIRECTORY, generation);
+                lookup_globs(&key, slot, base, len, &mut sourced);
+            }
+            let key = rule_key(ANY_SOURCE, prefix, class, MATCH_DIRECTORY, generation);
+            lookup_globs(&key, slot, base, len, &mut anyone);
+        }
+        k += 1;
+    }
+    (sourced, anyone)
+}
+
+/// The verdict for one access slot: the source's rules first, then everyone's, then
+/// the default posture if the class (for this source, or for all) is allow-listed.
+#[inline(always)]
+fn settle(
+    class: u32,
+    generation: u32,
+    source: u64,
+    slot: usize,
+    sourced: &RuleValue,
+    anyone: &RuleValue,
+) -> Verdict {
+    let slot = slot & 1;
+    if sourced.slots[slot].action != ACTION_NONE {
+        return sourced.slots[slot];
+    }
+    if anyone.slots[slot].action != ACTION_NONE {
+        return anyone.slots[slot];
+    }
+    let mut posture = RuleValue::NONE;
+    let mut global = RuleValue::NONE;
+    lookup_both(source, 0, class, MATCH_ALLOW_LIST, generation, &mut posture, &mut global);
+    if posture.slots[slot].action != ACTION_NONE {
+        posture.slots[slot]
+    } else {
+        global.slots[slot]
+    }
+}
+
+/// The stronger of two verdicts (Block > Audit > Allow).
+#[inline(always)]
+fn stronger(a: Verdict, b: Verdict) -> Verdict {
+    if b.action > a.action { b } else { a }
+}
+
+/// What a hook returns for `verdict`, after reporting it.
+#[inline(always)]
+fn enforce(verdict: &Verdict, errno: i32, report: impl FnOnce(u32)) -> i32 {
+    match verdict.action {
+        ACTION_BLOCK => {
+            report(VERDICT_DENIED);
+            -errno
+        }
+        ACTION_AUDIT => {
+            report(VERDICT_AUDITED);
+            0
+        }
+        _ => 0,
+    }
+}
+
+// ------------------------------------------------------------------ identity
+
 #[lsm(hook = "bprm_committed_creds", sleepable)]
 pub fn record_exec(ctx: LsmContext) -> i32 {
     let _ = try_record_exec(&ctx);
@@ -100,34 +500,37 @@ fn try_record_exec(ctx: &LsmContext) -> Option<()> {
     if file.is_null() {
         return None;
     }
-    let scratch = PATH_SCRATCH.get_ptr_mut(0)?;
-    // SAFETY: per-CPU map value, exclusively ours while this program runs on this CPU
-    // (migration is disabled and nothing below sleeps).
-    let scratch = unsafe { &mut *scratch };
-    // SAFETY: `file + f_path` is `&file->f_path` (offset from BTF); the buffer is
-    // PATH_CAP bytes of map memory.
-    let written = unsafe {
-        bpf_d_path(
-            file.add(off.file_f_path as usize) as *mut path,
-            scratch.words.as_mut_ptr() as *mut c_char,
-            PATH_CAP as u32,
-        )
+    // SAFETY: `file + f_path` is `&file->f_path` (offset from BTF).
+    let f_path = unsafe { file.add(off.file_f_path as usize) } as *const path;
+    let hash = match resolve(f_path, SLOT_RECORD_EXEC) {
+        Some(buf) => {
+            let len = buf.len;
+            let mut walk = PathWalk {
+                hash: SipState::new(&hash_key()),
+                source: 0,
+                class: 0,
+                generation: 0,
+                slot: SLOT_RECORD_EXEC,
+                last_slash: 0,
+                last_flags: 0,
+                _pad: 0,
+                last_prefix: 0,
+                pattern_prefix: [0; MAX_PATTERN_PREFIXES],
+                pattern_slash: [0; MAX_PATTERN_PREFIXES],
+                patterns: 0,
+                _pad2: 0,
+                sourced: RuleValue::NONE,
+                anyone: RuleValue::NONE,
+            };
+            let hash = walk_path(&mut walk, len);
+            let buf = scratch(SLOT_RECORD_EXEC)?;
+            let _ = EXE_PATHS.insert(&hash, buf, 0);
+            hash
+        }
+        // Too long or unresolvable: "unknown", so the identity of the previous
+        // executable does not linger; hash 0 names no rule.
+        None => 0,
     };
-    let hash = if written > 0 && written <= PATH_CAP as i64 {
-        scratch.zero_from(written as usize);
-        scratch.len = (written - 1) as u32;
-        scratch.flags = 0;
-        path_hash(&hash_key(), &scratch.words)
-    } else {
-        // Too long (or unresolvable): record "unknown" so the inherited identity of
-        // the previous executable does not linger; hash 0 never names a rule.
-        scratch.len = 0;
-        scratch.flags = EXE_FLAG_TOO_LONG;
-        0
-    };
-    if hash != 0 {
-        let _ = EXE_PATHS.insert(&hash, scratch, 0);
-    }
     let _ = PROC_IDENTITY.insert(&current_tgid(), &hash, 0);
     Some(())
 }
@@ -202,6 +605,204 @@ fn parent_tgid(off: &KernelOffsets) -> u32 {
     }
 }
 
+// ------------------------------------------------------------------ process and file
+
+/// `bprm_check_security(struct linux_binprm *bprm)`: `fromSource` is the process
+/// calling execve, whose identity is still its old executable here.
+#[lsm(hook = "bprm_check_security")]
+pub fn check_exec(ctx: LsmContext) -> i32 {
+    let previous: i32 = ctx.arg(1);
+    if previous != 0 {
+        return previous;
+    }
+    let Some(generation) = active_generation(CLASS_PROCESS) else {
+        return 0;
+    };
+    let off = offsets();
+    let bprm: *const u8 = ctx.arg(0);
+    // SAFETY: as in `record_exec`: a typed load of `bprm->file`.
+    let file: *const u8 =
+        unsafe { core::ptr::read(bprm.add(off.binprm_file as usize) as *const *const u8) };
+    if file.is_null() {
+        return 0;
+    }
+    // SAFETY: `&file->f_path`, offset from BTF.
+    let f_path = unsafe { file.add(off.file_f_path as usize) } as *const path;
+    let Some(buf) = resolve(f_path, SLOT_CHECK_EXEC) else {
+        return 0;
+    };
+    let len = buf.len;
+    let source = current_identity();
+    let (sourced, anyone) = match_path(CLASS_PROCESS, generation, source, SLOT_CHECK_EXEC, len);
+    let verdict = settle(CLASS_PROCESS, generation, source, SLOT_READ, &sourced, &anyone);
+    enforce(&verdict, EACCES, |outcome| {
+        report(CLASS_PROCESS, outcome, &verdict, source, [0; 4], SLOT_CHECK_EXEC)
+    })
+}
+
+/// `file_open(struct file *file)`: reads and writes are decided separately
+/// (`readOnly`); an open for both gets the stronger verdict.
+#[lsm(hook = "file_open")]
+pub fn check_open(ctx: LsmContext) -> i32 {
+    let previous: i32 = ctx.arg(1);
+    if previous != 0 {
+        return previous;
+    }
+    let Some(generation) = active_generation(CLASS_FILE) else {
+        return 0;
+    };
+    let off = offsets();
+    let file: *const u8 = ctx.arg(0);
+    // SAFETY: probe read of `file->f_mode`, offset from BTF.
+    let mode = unsafe { bpf_probe_read_kernel(file.add(off.file_f_mode as usize) as *const u32) }
+        .unwrap_or(0);
+    let access = (if mode & FMODE_READ != 0 { ACCESS_READ } else { 0 })
+        | (if mode & FMODE_WRITE != 0 { ACCESS_WRITE } else { 0 });
+    if access == 0 {
+        return 0;
+    }
+    // SAFETY: `&file->f_path` of the hook's typed `struct file *`.
+    let f_path = unsafe { file.add(off.file_f_path as usize) } as *const path;
+    let Some(buf) = resolve(f_path, SLOT_CHECK_OPEN) else {
+        return 0;
+    };
+    let len = buf.len;
+    decide_file(generation, access, SLOT_CHECK_OPEN, len)
+}
+
+/// `path_unlink(const struct path *dir, struct dentry *dentry)`: removing a file is
+/// a write to it.
+#[lsm(hook = "path_unlink")]
+pub fn check_unlink(ctx: LsmContext) -> i32 {
+    let previous: i32 = ctx.arg(2);
+    if previous != 0 {
+        return previous;
+    }
+    let Some(generation) = active_generation(CLASS_FILE) else {
+        return 0;
+    };
+    let dir: *const path = ctx.arg(0);
+    let dentry: *const u8 = ctx.arg(1);
+    let Some(buf) = resolve(dir, SLOT_CHECK_UNLINK) else {
+        return 0;
+    };
+    let mut len = buf.len;
+    // "/dir" + "/" + name; the name read must stay inside the buffer, so only
+    // directories up to half the capacity long are supported (longer: no match).
+    if len >= (PATH_CAP / 2) as u32 {
+        return 0;
+    }
+    if len > 1 {
+        let at = len as usize & (PATH_CAP / 2 - 1);
+        buf.words[at / 8] |= u64::from(b'/') << ((at % 8) * 8);
+        len += 1;
+    }
+    let off = offsets();
+    // SAFETY: probe read of `dentry->d_name.name`, offset from BTF.
+    let name = unsafe { bpf_probe_read_kernel(dentry.add(off.dentry_name as usize) as *const *const u8) }
+        .unwrap_or(core::ptr::null());
+    let at = len as usize & (PATH_CAP / 2 - 1);
+    // SAFETY: `at < PATH_CAP / 2`, so `at .. at + PATH_CAP / 2` is inside the words.
+    let dst = unsafe {
+        core::slice::from_raw_parts_mut((buf.words.as_mut_ptr() as *mut u8).add(at), PATH_CAP / 2)
+    };
+    // SAFETY: checked kernel string read into map memory.
+    let Ok(name) = (unsafe { bpf_probe_read_kernel_str_bytes(name, dst) }) else {
+        return 0;
+    };
+    let name_len = name.len() as u32;
+    if name_len == 0 || name_len >= (PATH_CAP / 2 - 1) as u32 {
+        return 0;
+    }
+    len += name_len;
+    buf.len = len;
+    buf.zero_from(len as usize);
+    decide_file(generation, ACCESS_WRITE | ACCESS_UNLINK, SLOT_CHECK_UNLINK, len)
+}
+
+#[inline(always)]
+fn decide_file(generation: u32, access: u32, slot: u32, len: u32) -> i32 {
+    let source = current_identity();
+    let (sourced, anyone) = match_path(CLASS_FILE, generation, source, slot, len);
+    let mut verdict = Verdict::NONE;
+    if access & ACCESS_READ != 0 {
+        verdict = settle(CLASS_FILE, generation, source, SLOT_READ, &sourced, &anyone);
+    }
+    if access & ACCESS_WRITE != 0 {
+        let write = settle(CLASS_FILE, generation, source, SLOT_WRITE, &sourced, &anyone);
+        verdict = stronger(verdict, write);
+    }
+    enforce(&verdict, EACCES, |outcome| {
+        report(CLASS_FILE, outcome, &verdict, source, [access, 0, 0, 0], slot)
+    })
+}
+
+// ------------------------------------------------------------------ items
+
+/// The verdict of one item rule (`MATCH_ITEM`), or the default posture.
+#[inline(always)]
+fn decide_items(class: u32, generation: u32, source: u64, items: [u64; 2]) -> Verdict {
+    let mut sourced = RuleValue::NONE;
+    let mut anyone = RuleValue::NONE;
+    if items[0] != 0 {
+        lookup_both(source, items[0], class, MATCH_ITEM, generation, &mut sourced, &mut anyone);
+    }
+    if items[1] != 0 {
+        lookup_both(source, items[1], class, MATCH_ITEM, generation, &mut sourced, &mut anyone);
+    }
+    settle(class, generation, source, SLOT_READ, &sourced, &anyone)
+}
+
+/// `socket_create(int family, int type, int protocol, int kern)`.
+#[lsm(hook = "socket_create")]
+pub fn check_socket(ctx: LsmContext) -> i32 {
+    let previous: i32 = ctx.arg(4);
+    if previous != 0 {
+        return previous;
+    }
+    let kern: i32 = ctx.arg(3);
+    if kern != 0 {
+        return 0; // the kernel's own sockets
+    }
+    let Some(generation) = active_generation(CLASS_NETWORK) else {
+        return 0;
+    };
+    let family: u32 = ctx.arg(0);
+    let sock_type: u32 = ctx.arg(1);
+    let protocol: u32 = ctx.arg(2);
+    let source = current_identity();
+    let verdict = decide_items(
+        CLASS_NETWORK,
+        generation,
+        source,
+        socket_items(family, sock_type, protocol),
+    );
+    enforce(&verdict, EACCES, |outcome| {
+        report(CLASS_NETWORK, outcome, &verdict, source, [family, sock_type, protocol, 0], u32::MAX)
+    })
+}
+
+/// `capable(const struct cred *cred, struct user_namespace *ns, int cap, unsigned int opts)`.
+#[lsm(hook = "capable")]
+pub fn check_capable(ctx: LsmContext) -> i32 {
+    let previous: i32 = ctx.arg(4);
+    if previous != 0 {
+        return previous;
+    }
+    let Some(generation) = active_generation(CLASS_CAPABILITY) else {
+        return 0;
+    };
+    let cap: u32 = ctx.arg(2);
+    let opts: u32 = ctx.arg(3);
+    let source = current_identity();
+    let verdict = decide_items(CLASS_CAPABILITY, generation, source, [item_capability(cap), 0]);
+    enforce(&verdict, EPERM, |outcome| {
+        if opts & CAP_OPT_NOAUDIT == 0 {
+            report(CLASS_CAPABILITY, outcome, &verdict, source, [cap, opts, 0, 0], u32::MAX)
+        }
+    })
+}
+
 #[lsm(hook = "task_fix_setuid")]
 pub fn deny_setuid(ctx: LsmContext) -> i32 {
     check_setid(&ctx, SETID_KIND_UID)
@@ -209,7 +810,7 @@ pub fn deny_setuid(ctx: LsmContext) -> i32 {
 
 #[lsm(hook = "task_fix_setgid")]
 pub fn deny_setgid(ctx: LsmContext) -> i32 {
-    check_setid(&ctx, edgearmor_probe_abi::SETID_KIND_GID)
+    check_setid(&ctx, SETID_KIND_GID)
 }
 
 /// `task_fix_set{u,g}id(struct cred *new, const struct cred *old, int flags)`, plus
@@ -220,38 +821,18 @@ fn check_setid(ctx: &LsmContext, kind: u32) -> i32 {
     if previous != 0 {
         return previous;
     }
+    let Some(generation) = active_generation(CLASS_SETID) else {
+        return 0;
+    };
     let flags: u32 = ctx.arg(2);
     let Some(bit) = setid_bit(kind, flags) else {
         return 0;
     };
-    let bit_mask = 1u32 << bit;
-    let tgid = current_tgid();
-    // SAFETY: map value pointer returned by the kernel for this key.
-    let hash = unsafe { PROC_IDENTITY.get(&tgid) }.copied().unwrap_or(0);
-    // A rule naming this executable first, then rules for every executable.
-    // SAFETY: map value pointers returned by the kernel for these keys.
-    let rule = match unsafe { SETID_RULES.get(&hash) } {
-        Some(r) if hash != 0 && (r.deny_mask | r.audit_mask) & bit_mask != 0 => Some(r),
-        _ => unsafe { SETID_RULES.get(&SETID_ANY_EXECUTABLE) }
-            .filter(|r| (r.deny_mask | r.audit_mask) & bit_mask != 0),
-    };
-    let Some(rule) = rule else {
+    let source = current_identity();
+    let verdict = decide_items(CLASS_SETID, generation, source, [item_setid(bit), 0]);
+    if verdict.action == ACTION_NONE {
         return 0;
-    };
-    let denied = rule.deny_mask & bit_mask != 0;
-    let rule_id = rule.rule_ids[(bit as usize) & 7];
-    let new_cred: *const u8 = ctx.arg(0);
-    let verdict = if denied { VERDICT_DENIED } else { VERDICT_AUDITED };
-    report_setid(new_cred, flags, kind, tgid, hash, rule_id, verdict);
-    if denied { -EPERM } else { 0 }
-}
-
-#[inline(always)]
-fn report_setid(new_cred: *const u8, flags: u32, kind: u32, tgid: u32, hash: u64, rule_id: u32, verdict: u32) {
-    let Some(mut entry) = EVENTS.reserve::<SetidEvent>(0) else {
-        count_drop();
-        return;
-    };
+    }
     let off = offsets();
     // Which id the caller asked for: setuid/setgid set all of them, setre*/setres*
     // are about the effective id, setfs* about the filesystem id.
@@ -263,58 +844,88 @@ fn report_setid(new_cred: *const u8, flags: u32, kind: u32, tgid: u32, hash: u64
         (false, LSM_SETID_FS) => off.cred_fsgid,
         (false, _) => off.cred_egid,
     };
+    let new_cred: *const u8 = ctx.arg(0);
     // SAFETY: probe read of `new->*id`, offset from BTF.
     let requested_id =
         unsafe { bpf_probe_read_kernel(new_cred.add(id_off as usize) as *const u32) }
             .unwrap_or(u32::MAX);
-    let ppid = parent_tgid(&off);
+    enforce(&verdict, EPERM, |outcome| {
+        report(CLASS_SETID, outcome, &verdict, source, [kind, flags, requested_id, 0], u32::MAX)
+    })
+}
 
+// ------------------------------------------------------------------ events
+
+/// Writes one decision to `EVENTS`; `target_slot` names the path buffer holding the
+/// target (`u32::MAX`: none).
+#[inline(always)]
+fn report(class: u32, outcome: u32, verdict: &Verdict, source: u64, detail: [u32; 4], target_slot: u32) {
+    let Some(mut entry) = EVENTS.reserve::<DecisionEvent>(0) else {
+        count_drop();
+        return;
+    };
+    let off = offsets();
+    let ppid = parent_tgid(&off);
+    let posture = if verdict.policy_id == POLICY_DEFAULT_POSTURE {
+        verdict.action
+    } else {
+        0
+    };
     let ev = entry.as_mut_ptr();
-    // SAFETY: `ev` points at ring-buffer memory reserved for exactly one SetidEvent;
-    // every field is written before submit.
+    // SAFETY: `ev` points at ring-buffer memory reserved for exactly one
+    // DecisionEvent; every field is written before submit.
     unsafe {
         (*ev).boot_ns = bpf_ktime_get_boot_ns();
-        (*ev).tgid = tgid;
+        (*ev).tgid = current_tgid();
         (*ev).tid = bpf_get_current_pid_tgid() as u32;
         (*ev).ppid = ppid;
         (*ev).uid = bpf_get_current_uid_gid() as u32;
-        (*ev).requested_id = requested_id;
-        (*ev).kind = kind;
-        (*ev).flags = flags;
-        (*ev).verdict = verdict;
-        (*ev).rule_id = rule_id;
-        (*ev)._pad = 0;
-        copy_exe_path(&mut (*ev).exe, hash);
+        (*ev).class = class;
+        (*ev).verdict = outcome;
+        (*ev).policy_id = verdict.policy_id;
+        (*ev).posture = if posture == ACTION_AUDIT || posture == ACTION_BLOCK { posture } else { 0 };
+        (*ev).detail = detail;
+        copy_interned(&mut (*ev).exe, source);
         // SAFETY: map value pointer returned by the kernel for this key.
         let parent_hash = PROC_IDENTITY.get(&ppid).copied().unwrap_or(0);
-        copy_exe_path(&mut (*ev).parent_exe, parent_hash);
+        copy_interned(&mut (*ev).parent_exe, parent_hash);
+        match scratch(target_slot) {
+            Some(src) if target_slot != u32::MAX => copy_path(&mut (*ev).target, src),
+            _ => clear_path(&mut (*ev).target),
+        }
     }
     entry.submit(0);
 }
 
 /// Copies the interned path for `hash` (or an empty path) into event memory.
 #[inline(always)]
-fn copy_exe_path(dst: &mut ExePath, hash: u64) {
+fn copy_interned(dst: &mut ExePath, hash: u64) {
     // SAFETY: map value pointer returned by the kernel for this key.
     match unsafe { EXE_PATHS.get(&hash) } {
-        Some(src) if hash != 0 => {
-            dst.len = src.len;
-            dst.flags = src.flags;
-            let mut i = 0;
-            while i < PATH_WORDS {
-                dst.words[i] = src.words[i];
-                i += 1;
-            }
-        }
-        _ => {
-            dst.len = 0;
-            dst.flags = 0;
-            let mut i = 0;
-            while i < PATH_WORDS {
-                dst.words[i] = 0;
-                i += 1;
-            }
-        }
+        Some(src) if hash != 0 => copy_path(dst, src),
+        _ => clear_path(dst),
+    }
+}
+
+#[inline(always)]
+fn copy_path(dst: &mut ExePath, src: &ExePath) {
+    dst.len = src.len;
+    dst.flags = src.flags;
+    let mut i = 0;
+    while i < PATH_WORDS {
+        dst.words[i] = src.words[i];
+        i += 1;
+    }
+}
+
+#[inline(always)]
+fn clear_path(dst: &mut ExePath) {
+    dst.len = 0;
+    dst.flags = 0;
+    let mut i = 0;
+    while i < PATH_WORDS {
+        dst.words[i] = 0;
+        i += 1;
     }
 }
 
