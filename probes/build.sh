@@ -19,7 +19,7 @@ command -v bpf-linker >/dev/null || { echo "probes/build.sh: bpf-linker not inst
 # Source paths end up in the object (panic locations); map them to fixed names so the
 # bytes do not depend on where the checkout or the cargo home lives.
 cargo_home=${CARGO_HOME:-$HOME/.cargo}
-export RUSTFLAGS="--remap-path-prefix=$repo=/edgearmor --remap-path-prefix=$cargo_home=/cargo -C debuginfo=0"
+export RUSTFLAGS="--remap-path-prefix=$repo=/edgearmor --remap-path-prefix=$cargo_home=/cargo -C debuginfo=2 -C link-arg=--btf"
 export CARGO_TARGET_DIR="$here/bpf/target"
 cargo build --release --locked --target bpfel-unknown-none -Z build-std=core -q
 built="$CARGO_TARGET_DIR/bpfel-unknown-none/release/edgearmor-probes"

@@ -3,10 +3,11 @@
 //! time comes from the kernel's boot-time stamp plus the offset measured at start.
 
 use edgearmor_wire::{
-    Action, Alert, Data, Event, EventBody, Operation, Outcome, PolicyRef, SetIdSyscall, Source,
+    Action, Alert, Data, Event, EventBody, LsmHook, Operation, Outcome, PolicyRef, SetIdSyscall,
+    Source,
 };
 
-use crate::events::{SetidDecision, SetidKind, SetidSyscall};
+use crate::events::{DecidedBy, Decision, SetidKind, SetidSyscall, Subject};
 
 /// Copies `s` into a bounded wire string, cutting at a char boundary if it is longer
 /// (kernel paths and validated rule metadata already fit their capacities).
@@ -20,10 +21,10 @@ pub fn bounded<const N: usize>(s: &str) -> heapless::String<N> {
     out
 }
 
-fn wire_syscall(d: &SetidDecision) -> SetIdSyscall {
+fn wire_syscall(kind: SetidKind, syscall: SetidSyscall) -> SetIdSyscall {
     use SetidKind::*;
     use SetidSyscall::*;
-    match (d.kind, d.syscall) {
+    match (kind, syscall) {
         (Uid, Id) => SetIdSyscall::Setuid,
         (Uid, Re) => SetIdSyscall::Setreuid,
         (Uid, Res) => SetIdSyscall::Setresuid,
@@ -35,13 +36,108 @@ fn wire_syscall(d: &SetidDecision) -> SetIdSyscall {
     }
 }
 
-/// The wire event for a setuid/setgid decision.
-pub fn setid_event(d: &SetidDecision, boottime_to_unix_ns: i128) -> Event {
+/// KubeArmor's socket description, e.g. `domain=AF_INET type=SOCK_RAW protocol=1`.
+pub fn socket_resource(family: u32, sock_type: u32, protocol: u32) -> String {
+    let domain = match family {
+        1 => "AF_UNIX".to_owned(),
+        2 => "AF_INET".to_owned(),
+        10 => "AF_INET6".to_owned(),
+        16 => "AF_NETLINK".to_owned(),
+        17 => "AF_PACKET".to_owned(),
+        f => format!("{f}"),
+    };
+    let base = match sock_type & 0xf {
+        1 => "SOCK_STREAM".to_owned(),
+        2 => "SOCK_DGRAM".to_owned(),
+        3 => "SOCK_RAW".to_owned(),
+        5 => "SOCK_SEQPACKET".to_owned(),
+        t => format!("{t}"),
+    };
+    let mut kind = base;
+    if sock_type & 0o4000 != 0 {
+        kind.push_str("|SOCK_NONBLOCK");
+    }
+    if sock_type & 0o2000000 != 0 {
+        kind.push_str("|SOCK_CLOEXEC");
+    }
+    format!("domain={domain} type={kind} protocol={protocol}")
+}
+
+/// The wire event for a kernel decision.
+///
+/// For an exec, KubeArmor's `ProcessName` is the new executable and `Source` the
+/// one that called execve; for everything else the acting process is the process.
+pub fn decision_event(d: &Decision, boottime_to_unix_ns: i128) -> Event {
     let unix_ns = i128::from(d.boot_ns) + boottime_to_unix_ns;
+    let (operation, resource, data, deny_result) = match &d.subject {
+        Subject::Exec => (
+            Operation::Process,
+            bounded(&d.target),
+            Data::Lsm(LsmHook::BprmCheckSecurity),
+            Outcome::PermissionDenied,
+        ),
+        Subject::File { unlink, .. } => (
+            Operation::File,
+            bounded(&d.target),
+            Data::Lsm(if *unlink {
+                LsmHook::PathUnlink
+            } else {
+                LsmHook::FileOpen
+            }),
+            Outcome::PermissionDenied,
+        ),
+        Subject::Socket {
+            family,
+            sock_type,
+            protocol,
+        } => (
+            Operation::Network,
+            bounded(&socket_resource(*family, *sock_type, *protocol)),
+            Data::Lsm(LsmHook::SocketCreate),
+            Outcome::PermissionDenied,
+        ),
+        Subject::Capability { cap } => (
+            Operation::Capabilities,
+            bounded(
+                &u8::try_from(*cap)
+                    .ok()
+                    .and_then(edgearmor_policy::Capability::from_number)
+                    .map(|c| c.kernel_name())
+                    .unwrap_or_else(|| format!("CAP_{cap}")),
+            ),
+            Data::Lsm(LsmHook::Capable),
+            Outcome::OperationNotPermitted,
+        ),
+        Subject::Setid {
+            kind,
+            syscall,
+            requested_id,
+        } => (
+            Operation::Syscall,
+            heapless::String::new(),
+            Data::SetId {
+                syscall: wire_syscall(*kind, *syscall),
+                id: *requested_id,
+            },
+            Outcome::OperationNotPermitted,
+        ),
+    };
     let (action, result) = if d.denied {
-        (Action::Block, Outcome::OperationNotPermitted)
+        (Action::Block, deny_result)
     } else {
         (Action::Audit, Outcome::Passed)
+    };
+    let (process, parent_process, source) = match d.subject {
+        Subject::Exec => (
+            bounded(&d.target),
+            bounded(&d.exe),
+            if d.exe == d.parent_exe {
+                Source::ParentProcess
+            } else {
+                Source::Other(bounded(&d.exe))
+            },
+        ),
+        _ => (bounded(&d.exe), bounded(&d.parent_exe), Source::Process),
     };
     Event {
         time_us: (unix_ns / 1_000).max(0) as u64,
@@ -49,19 +145,19 @@ pub fn setid_event(d: &SetidDecision, boottime_to_unix_ns: i128) -> Event {
             pid: d.tgid,
             ppid: d.ppid,
             uid: d.uid,
-            process: bounded(&d.exe),
-            parent_process: bounded(&d.parent_exe),
-            source: Source::Process,
-            policy: PolicyRef::Id(d.rule_id),
-            operation: Operation::Syscall,
-            resource: heapless::String::new(),
-            data: Data::SetId {
-                syscall: wire_syscall(d),
-                id: d.requested_id,
+            process,
+            parent_process,
+            source,
+            policy: match d.decided_by {
+                DecidedBy::Policy(id) => PolicyRef::Id(id),
+                DecidedBy::DefaultPosture => PolicyRef::DefaultPosture,
             },
+            operation,
+            resource,
+            data,
             action,
             result,
-            // The setid hooks cannot resolve paths (not sleepable); exec events will.
+            // Hooks do not resolve the working directory (no path walk for it).
             cwd: heapless::String::new(),
         }),
     }
@@ -100,15 +196,17 @@ pub fn monitored_exec_event(
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::events::tests::{bytes_of, raw_event};
-    use edgearmor_probe_abi::{LSM_SETID_ID, LSM_SETID_RES, SETID_KIND_GID, SETID_KIND_UID};
+    use crate::events::tests::{bytes_of, raw_event, setid_raw};
+    use edgearmor_probe_abi::{
+        CLASS_CAPABILITY, CLASS_PROCESS, ExePath, LSM_SETID_ID, LSM_SETID_RES, SETID_KIND_GID,
+        SETID_KIND_UID,
+    };
 
     #[test]
     fn setgid_decision_becomes_a_blocking_syscall_alert() {
-        let d =
-            SetidDecision::try_from(bytes_of(&raw_event(SETID_KIND_GID, LSM_SETID_ID)).as_slice())
-                .expect("valid");
-        let e = setid_event(&d, 1_692_814_084_000_000_000);
+        let d = Decision::try_from(bytes_of(&setid_raw(SETID_KIND_GID, LSM_SETID_ID)).as_slice())
+            .expect("valid");
+        let e = decision_event(&d, 1_692_814_084_000_000_000);
         assert_eq!(e.time_us, 1_692_814_089_000_000);
         let EventBody::Alert(a) = e.body else {
             panic!("an alert")
@@ -128,10 +226,9 @@ mod tests {
             (Action::Block, Outcome::OperationNotPermitted)
         );
         assert_eq!(a.policy, PolicyRef::Id(0));
-        let d =
-            SetidDecision::try_from(bytes_of(&raw_event(SETID_KIND_UID, LSM_SETID_RES)).as_slice())
-                .expect("valid");
-        let EventBody::Alert(a) = setid_event(&d, 0).body else {
+        let d = Decision::try_from(bytes_of(&setid_raw(SETID_KIND_UID, LSM_SETID_RES)).as_slice())
+            .expect("valid");
+        let EventBody::Alert(a) = decision_event(&d, 0).body else {
             panic!("an alert")
         };
         assert_eq!(
@@ -141,5 +238,41 @@ mod tests {
                 id: 0
             }
         );
+    }
+
+    #[test]
+    fn exec_decision_names_the_new_executable_and_its_caller() {
+        let mut raw = raw_event(CLASS_PROCESS, [0; 4]);
+        raw.exe = ExePath::from_bytes(b"/usr/bin/bash").expect("fits");
+        raw.parent_exe = ExePath::from_bytes(b"/usr/bin/bash").expect("fits");
+        raw.target = ExePath::from_bytes(b"/usr/bin/sleep").expect("fits");
+        let d = Decision::try_from(bytes_of(&raw).as_slice()).expect("valid");
+        let EventBody::Alert(a) = decision_event(&d, 0).body else {
+            panic!("an alert")
+        };
+        assert_eq!(a.process.as_str(), "/usr/bin/sleep");
+        assert_eq!(a.parent_process.as_str(), "/usr/bin/bash");
+        assert_eq!(a.source, Source::ParentProcess);
+        assert_eq!(a.resource.as_str(), "/usr/bin/sleep");
+        assert_eq!(a.data, Data::Lsm(LsmHook::BprmCheckSecurity));
+        assert_eq!(
+            (a.action, a.result),
+            (Action::Block, Outcome::PermissionDenied)
+        );
+    }
+
+    #[test]
+    fn socket_and_capability_resources_read_like_kubearmor() {
+        assert_eq!(
+            socket_resource(2, 3 | 0o2000000, 1),
+            "domain=AF_INET type=SOCK_RAW|SOCK_CLOEXEC protocol=1"
+        );
+        let raw = raw_event(CLASS_CAPABILITY, [13, 0, 0, 0]);
+        let d = Decision::try_from(bytes_of(&raw).as_slice()).expect("valid");
+        let EventBody::Alert(a) = decision_event(&d, 0).body else {
+            panic!("an alert")
+        };
+        assert_eq!(a.resource.as_str(), "CAP_NET_RAW");
+        assert_eq!(a.operation, Operation::Capabilities);
     }
 }

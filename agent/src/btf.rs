@@ -316,12 +316,16 @@ impl KernelBtf {
             binprm_file: self.member_offset("linux_binprm", "file")?,
             binprm_filename: self.member_offset("linux_binprm", "filename")?,
             file_f_path: self.member_offset("file", "f_path")?,
+            file_f_mode: self.member_offset("file", "f_mode")?,
+            dentry_name: self.member_offset("dentry", "d_name")?
+                + self.member_offset("qstr", "name")?,
             cred_uid: self.member_offset("cred", "uid")?,
             cred_euid: self.member_offset("cred", "euid")?,
             cred_fsuid: self.member_offset("cred", "fsuid")?,
             cred_gid: self.member_offset("cred", "gid")?,
             cred_egid: self.member_offset("cred", "egid")?,
             cred_fsgid: self.member_offset("cred", "fsgid")?,
+            _pad: 0,
         })
     }
 }

@@ -20,6 +20,11 @@ pub struct AgentConfig {
     pub rules: Vec<PathBuf>,
     /// KubeArmorHostPolicy files or directories of them.
     pub policies: Vec<PathBuf>,
+    /// How often to look for changed policy files, in milliseconds (0 = only on
+    /// SIGHUP).
+    pub policy_poll_ms: u64,
+    /// What a class in allow-list mode does with what no rule allows.
+    pub posture: PostureConfig,
     /// What to do on a kernel that cannot run BPF-LSM: keep watching (`auto`) or refuse
     /// to start (`required`).
     pub enforcement: Enforcement,
@@ -38,6 +43,50 @@ pub enum Enforcement {
     Auto,
     /// Refuse to start where the kernel cannot enforce.
     Required,
+}
+
+/// `audit` or `block`.
+#[derive(Clone, Copy, Debug, Default, Deserialize, PartialEq, Eq)]
+#[serde(rename_all = "lowercase")]
+pub enum Posture {
+    #[default]
+    Audit,
+    Block,
+}
+
+/// Default posture per class (KubeArmor's `default*Posture`), `audit` unless set.
+#[derive(Clone, Debug, Default, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields, default)]
+pub struct PostureConfig {
+    pub process: Posture,
+    pub file: Posture,
+    pub network: Posture,
+    pub capabilities: Posture,
+}
+
+impl PostureConfig {
+    pub fn uniform(posture: Posture) -> Self {
+        Self {
+            process: posture,
+            file: posture,
+            network: posture,
+            capabilities: posture,
+        }
+    }
+
+    /// The policy compiler's form.
+    pub fn compiler_postures(&self) -> edgearmor_policy::DefaultPostures {
+        let convert = |p: Posture| match p {
+            Posture::Audit => edgearmor_policy::DefaultPosture::Audit,
+            Posture::Block => edgearmor_policy::DefaultPosture::Block,
+        };
+        edgearmor_policy::DefaultPostures {
+            process: convert(self.process),
+            file: convert(self.file),
+            network: convert(self.network),
+            capabilities: convert(self.capabilities),
+        }
+    }
 }
 
 #[derive(Clone, Debug, Deserialize, PartialEq)]
@@ -103,6 +152,8 @@ impl Default for AgentConfig {
             node: String::new(),
             rules: Vec::new(),
             policies: Vec::new(),
+            policy_poll_ms: 1000,
+            posture: PostureConfig::default(),
             enforcement: Enforcement::Auto,
             output: OutputConfig::default(),
             mqtt: MqttConfig::default(),

@@ -41,15 +41,37 @@ impl fmt::Display for DaemonError {
 
 impl std::error::Error for DaemonError {}
 
+/// A policy table waiting to reach the outputs: a reload leaves it here and the
+/// outputs pick it up before they deliver their next batch, so no batch naming the
+/// new policy set goes out before its table.
+#[derive(Clone, Default)]
+pub struct PolicyUpdates(Arc<std::sync::Mutex<Option<PolicySet>>>);
+
+impl PolicyUpdates {
+    pub fn publish(&self, set: PolicySet) {
+        *self.0.lock().unwrap_or_else(|p| p.into_inner()) = Some(set);
+    }
+
+    fn take(&self) -> Option<PolicySet> {
+        self.0.lock().unwrap_or_else(|p| p.into_inner()).take()
+    }
+}
+
 /// Every sink the configuration enables.
 pub struct Outputs {
     stdout: Option<JsonLinesSink<std::io::Stdout>>,
     pub mqtt: Option<MqttPublisher>,
     shutdown_grace: Duration,
+    updates: PolicyUpdates,
+    status: AgentStatus,
+    agent: AgentId,
 }
 
 impl BatchSink for Outputs {
     fn deliver(&mut self, batch: &Batch) {
+        if let Some(set) = self.updates.take() {
+            self.switch_policies(&set);
+        }
         if let Some(s) = self.stdout.as_mut() {
             s.deliver(batch);
         }
@@ -114,7 +136,26 @@ impl Outputs {
             stdout,
             mqtt,
             shutdown_grace: Duration::from_secs(config.mqtt.shutdown_grace_secs),
+            updates: PolicyUpdates::default(),
+            status: status.clone(),
+            agent: agent.clone(),
         })
+    }
+
+    /// Where a reload leaves the new policy table for these outputs.
+    pub fn policy_updates(&self) -> PolicyUpdates {
+        self.updates.clone()
+    }
+
+    fn switch_policies(&mut self, set: &PolicySet) {
+        if let Some(s) = self.stdout.as_mut() {
+            // The catalog only grows, so the new table also names every older id.
+            s.set_policies(PolicyLookup::from_policies(set.hash, &set.policies).ok());
+        }
+        self.status.policy_set = set.hash;
+        if let Some(m) = self.mqtt.as_mut() {
+            m.update_session(self.status.birth_json(), set.encode(&self.agent));
+        }
     }
 
     /// Delivers what MQTT still holds (within `mqtt.shutdown_grace_secs`) and stops it.

@@ -4,8 +4,10 @@
 use std::fmt;
 
 use edgearmor_probe_abi::{
-    EXE_FLAG_TOO_LONG, ExePath, ExecEvent, LSM_SETID_FS, LSM_SETID_ID, LSM_SETID_RE, LSM_SETID_RES,
-    PATH_CAP, SETID_KIND_GID, SETID_KIND_UID, SetidEvent, VERDICT_DENIED,
+    ACCESS_READ, ACCESS_UNLINK, ACCESS_WRITE, ACTION_AUDIT, ACTION_BLOCK, CLASS_CAPABILITY,
+    CLASS_FILE, CLASS_NETWORK, CLASS_PROCESS, CLASS_SETID, DecisionEvent, EXE_FLAG_TOO_LONG,
+    ExePath, ExecEvent, LSM_SETID_FS, LSM_SETID_ID, LSM_SETID_RE, LSM_SETID_RES, PATH_CAP,
+    POLICY_DEFAULT_POSTURE, SETID_KIND_GID, SETID_KIND_UID, VERDICT_AUDITED, VERDICT_DENIED,
 };
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -23,30 +25,66 @@ pub enum SetidSyscall {
     Fs,
 }
 
-/// A setuid/setgid decision the kernel reported.
+/// What was acted on, by class.
 #[derive(Clone, Debug, PartialEq, Eq)]
-pub struct SetidDecision {
+pub enum Subject {
+    /// An exec of `target` (the executable about to run).
+    Exec,
+    /// An open (read and/or write) or an unlink of `target`.
+    File {
+        read: bool,
+        write: bool,
+        unlink: bool,
+    },
+    Socket {
+        family: u32,
+        sock_type: u32,
+        protocol: u32,
+    },
+    Capability {
+        cap: u32,
+    },
+    Setid {
+        kind: SetidKind,
+        syscall: SetidSyscall,
+        requested_id: u32,
+    },
+}
+
+/// Which policy decided.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum DecidedBy {
+    /// An id of the agent's policy catalog.
+    Policy(u32),
+    /// The class's default posture (allow-list mode, nothing allowed this).
+    DefaultPosture,
+}
+
+/// One enforcement decision the kernel reported.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Decision {
     pub boot_ns: u64,
     pub tgid: u32,
     pub tid: u32,
     pub ppid: u32,
     pub uid: u32,
-    pub requested_id: u32,
-    pub kind: SetidKind,
-    pub syscall: SetidSyscall,
+    pub subject: Subject,
+    /// Denied (Block) or only reported (Audit).
     pub denied: bool,
-    pub rule_id: u32,
-    /// Resolved executable path; empty when unknown or too long.
+    pub decided_by: DecidedBy,
+    /// Resolved executable of the acting process; empty when unknown or too long.
     pub exe: String,
     pub parent_exe: String,
+    /// The file or executable acted on (exec and file decisions).
+    pub target: String,
 }
 
-impl SetidDecision {
+impl SetidSyscall {
     /// KubeArmor's syscall name, e.g. `SYS_SETGID`, `SYS_SETRESUID`.
-    pub fn syscall_name(&self) -> &'static str {
+    pub fn name(self, kind: SetidKind) -> &'static str {
         use SetidKind::*;
         use SetidSyscall::*;
-        match (self.kind, self.syscall) {
+        match (kind, self) {
             (Uid, Id) => "SYS_SETUID",
             (Uid, Re) => "SYS_SETREUID",
             (Uid, Res) => "SYS_SETRESUID",
@@ -62,6 +100,8 @@ impl SetidDecision {
 #[derive(Debug, PartialEq, Eq)]
 pub enum EventDecodeError {
     Length { got: usize, want: usize },
+    Class(u32),
+    Verdict(u32),
     Kind(u32),
     Flags(u32),
 }
@@ -70,11 +110,13 @@ impl fmt::Display for EventDecodeError {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
             EventDecodeError::Length { got, want } => {
-                write!(f, "setid event of {got} bytes, expected {want}")
+                write!(f, "kernel event of {got} bytes, expected {want}")
             }
-            EventDecodeError::Kind(k) => write!(f, "setid event with unknown kind {k}"),
+            EventDecodeError::Class(c) => write!(f, "decision with unknown class {c}"),
+            EventDecodeError::Verdict(v) => write!(f, "decision with unknown verdict {v}"),
+            EventDecodeError::Kind(k) => write!(f, "setid decision with unknown kind {k}"),
             EventDecodeError::Flags(v) => {
-                write!(f, "setid event with unknown LSM_SETID flags {v:#x}")
+                write!(f, "setid decision with unknown LSM_SETID flags {v:#x}")
             }
         }
     }
@@ -91,30 +133,66 @@ fn path_string(p: &ExePath) -> String {
     String::from_utf8_lossy(&bytes).into_owned()
 }
 
-impl TryFrom<&[u8]> for SetidDecision {
+fn setid_subject(detail: [u32; 4]) -> Result<Subject, EventDecodeError> {
+    let kind = match detail[0] {
+        SETID_KIND_UID => SetidKind::Uid,
+        SETID_KIND_GID => SetidKind::Gid,
+        k => return Err(EventDecodeError::Kind(k)),
+    };
+    let syscall = match detail[1] {
+        LSM_SETID_ID => SetidSyscall::Id,
+        LSM_SETID_RE => SetidSyscall::Re,
+        LSM_SETID_RES => SetidSyscall::Res,
+        LSM_SETID_FS => SetidSyscall::Fs,
+        f => return Err(EventDecodeError::Flags(f)),
+    };
+    Ok(Subject::Setid {
+        kind,
+        syscall,
+        requested_id: detail[2],
+    })
+}
+
+impl TryFrom<&[u8]> for Decision {
     type Error = EventDecodeError;
 
     fn try_from(bytes: &[u8]) -> Result<Self, Self::Error> {
-        if bytes.len() != SetidEvent::SIZE {
+        if bytes.len() != DecisionEvent::SIZE {
             return Err(EventDecodeError::Length {
                 got: bytes.len(),
-                want: SetidEvent::SIZE,
+                want: DecisionEvent::SIZE,
             });
         }
-        // SAFETY: the length is exactly one SetidEvent, which is #[repr(C)] plain
+        // SAFETY: the length is exactly one DecisionEvent, which is #[repr(C)] plain
         // integers (any bit pattern is valid); read_unaligned makes no alignment claim.
-        let raw: SetidEvent = unsafe { std::ptr::read_unaligned(bytes.as_ptr().cast()) };
-        let kind = match raw.kind {
-            SETID_KIND_UID => SetidKind::Uid,
-            SETID_KIND_GID => SetidKind::Gid,
-            k => return Err(EventDecodeError::Kind(k)),
+        let raw: DecisionEvent = unsafe { std::ptr::read_unaligned(bytes.as_ptr().cast()) };
+        let subject = match raw.class {
+            CLASS_PROCESS => Subject::Exec,
+            CLASS_FILE => Subject::File {
+                read: raw.detail[0] & ACCESS_READ != 0,
+                write: raw.detail[0] & ACCESS_WRITE != 0,
+                unlink: raw.detail[0] & ACCESS_UNLINK != 0,
+            },
+            CLASS_NETWORK => Subject::Socket {
+                family: raw.detail[0],
+                sock_type: raw.detail[1],
+                protocol: raw.detail[2],
+            },
+            CLASS_CAPABILITY => Subject::Capability { cap: raw.detail[0] },
+            CLASS_SETID => setid_subject(raw.detail)?,
+            c => return Err(EventDecodeError::Class(c)),
         };
-        let syscall = match raw.flags {
-            LSM_SETID_ID => SetidSyscall::Id,
-            LSM_SETID_RE => SetidSyscall::Re,
-            LSM_SETID_RES => SetidSyscall::Res,
-            LSM_SETID_FS => SetidSyscall::Fs,
-            f => return Err(EventDecodeError::Flags(f)),
+        let denied = match raw.verdict {
+            VERDICT_DENIED => true,
+            VERDICT_AUDITED => false,
+            v => return Err(EventDecodeError::Verdict(v)),
+        };
+        let decided_by = if raw.policy_id == POLICY_DEFAULT_POSTURE
+            && matches!(raw.posture, ACTION_AUDIT | ACTION_BLOCK)
+        {
+            DecidedBy::DefaultPosture
+        } else {
+            DecidedBy::Policy(raw.policy_id)
         };
         Ok(Self {
             boot_ns: raw.boot_ns,
@@ -122,13 +200,12 @@ impl TryFrom<&[u8]> for SetidDecision {
             tid: raw.tid,
             ppid: raw.ppid,
             uid: raw.uid,
-            requested_id: raw.requested_id,
-            kind,
-            syscall,
-            denied: raw.verdict == VERDICT_DENIED,
-            rule_id: raw.rule_id,
+            subject,
+            denied,
+            decided_by,
             exe: path_string(&raw.exe),
             parent_exe: path_string(&raw.parent_exe),
+            target: path_string(&raw.target),
         })
     }
 }
@@ -171,70 +248,107 @@ impl TryFrom<&[u8]> for ExecReport {
 pub(crate) mod tests {
     use super::*;
 
-    pub(crate) fn raw_event(kind: u32, flags: u32) -> SetidEvent {
-        SetidEvent {
+    pub(crate) fn raw_event(class: u32, detail: [u32; 4]) -> DecisionEvent {
+        DecisionEvent {
             boot_ns: 5_000_000_123,
             tgid: 42,
             tid: 43,
             ppid: 7,
             uid: 0,
-            requested_id: 0,
-            kind,
-            flags,
+            class,
             verdict: VERDICT_DENIED,
-            rule_id: 0,
-            _pad: 0,
+            policy_id: 0,
+            posture: 0,
+            detail,
             exe: ExePath::from_bytes(b"/usr/sbin/sshd").expect("fits"),
             parent_exe: ExePath::from_bytes(b"/bin/busybox").expect("fits"),
+            target: ExePath::EMPTY,
         }
     }
 
-    pub(crate) fn bytes_of(ev: &SetidEvent) -> Vec<u8> {
-        // SAFETY: SetidEvent is #[repr(C)] plain integers with explicit padding fields,
-        // so all SIZE bytes are initialized.
+    pub(crate) fn setid_raw(kind: u32, flags: u32) -> DecisionEvent {
+        raw_event(CLASS_SETID, [kind, flags, 0, 0])
+    }
+
+    pub(crate) fn bytes_of(ev: &DecisionEvent) -> Vec<u8> {
+        // SAFETY: DecisionEvent is #[repr(C)] plain integers with explicit padding
+        // fields, so all SIZE bytes are initialized.
         unsafe {
-            std::slice::from_raw_parts((ev as *const SetidEvent).cast::<u8>(), SetidEvent::SIZE)
+            std::slice::from_raw_parts(
+                (ev as *const DecisionEvent).cast::<u8>(),
+                DecisionEvent::SIZE,
+            )
         }
         .to_vec()
     }
 
     #[test]
-    fn decodes_a_setgid_event() {
-        let d =
-            SetidDecision::try_from(bytes_of(&raw_event(SETID_KIND_GID, LSM_SETID_ID)).as_slice())
-                .expect("valid");
+    fn decodes_a_setgid_decision() {
+        let d = Decision::try_from(bytes_of(&setid_raw(SETID_KIND_GID, LSM_SETID_ID)).as_slice())
+            .expect("valid");
         assert_eq!(d.exe, "/usr/sbin/sshd");
         assert_eq!(d.parent_exe, "/bin/busybox");
-        assert_eq!(d.syscall_name(), "SYS_SETGID");
+        let Subject::Setid { kind, syscall, .. } = d.subject else {
+            panic!("setid")
+        };
+        assert_eq!(syscall.name(kind), "SYS_SETGID");
         assert!(d.denied);
-        let d =
-            SetidDecision::try_from(bytes_of(&raw_event(SETID_KIND_UID, LSM_SETID_RES)).as_slice())
-                .expect("valid");
-        assert_eq!(d.syscall_name(), "SYS_SETRESUID");
+        assert_eq!(d.decided_by, DecidedBy::Policy(0));
+    }
+
+    #[test]
+    fn decodes_file_and_default_posture_decisions() {
+        let mut raw = raw_event(CLASS_FILE, [ACCESS_READ | ACCESS_WRITE, 0, 0, 0]);
+        raw.target = ExePath::from_bytes(b"/etc/passwd").expect("fits");
+        raw.verdict = VERDICT_AUDITED;
+        raw.policy_id = POLICY_DEFAULT_POSTURE;
+        raw.posture = ACTION_AUDIT;
+        let d = Decision::try_from(bytes_of(&raw).as_slice()).expect("valid");
+        assert_eq!(
+            d.subject,
+            Subject::File {
+                read: true,
+                write: true,
+                unlink: false
+            }
+        );
+        assert_eq!(d.target, "/etc/passwd");
+        assert!(!d.denied);
+        assert_eq!(d.decided_by, DecidedBy::DefaultPosture);
     }
 
     #[test]
     fn rejects_wrong_length_and_unknown_discriminants() {
-        let good = bytes_of(&raw_event(SETID_KIND_GID, LSM_SETID_ID));
+        let good = bytes_of(&setid_raw(SETID_KIND_GID, LSM_SETID_ID));
         for len in [0, 1, good.len() - 1] {
             assert_eq!(
-                SetidDecision::try_from(&good[..len]),
+                Decision::try_from(&good[..len]),
                 Err(EventDecodeError::Length {
                     got: len,
-                    want: SetidEvent::SIZE
+                    want: DecisionEvent::SIZE
                 })
             );
         }
         let mut longer = good.clone();
         longer.push(0);
-        assert!(SetidDecision::try_from(longer.as_slice()).is_err());
+        assert!(Decision::try_from(longer.as_slice()).is_err());
         assert_eq!(
-            SetidDecision::try_from(bytes_of(&raw_event(9, LSM_SETID_ID)).as_slice()),
+            Decision::try_from(bytes_of(&setid_raw(9, LSM_SETID_ID)).as_slice()),
             Err(EventDecodeError::Kind(9))
         );
         assert_eq!(
-            SetidDecision::try_from(bytes_of(&raw_event(SETID_KIND_UID, 3)).as_slice()),
+            Decision::try_from(bytes_of(&setid_raw(SETID_KIND_UID, 3)).as_slice()),
             Err(EventDecodeError::Flags(3))
+        );
+        assert_eq!(
+            Decision::try_from(bytes_of(&raw_event(77, [0; 4])).as_slice()),
+            Err(EventDecodeError::Class(77))
+        );
+        let mut bad_verdict = raw_event(CLASS_PROCESS, [0; 4]);
+        bad_verdict.verdict = 0;
+        assert_eq!(
+            Decision::try_from(bytes_of(&bad_verdict).as_slice()),
+            Err(EventDecodeError::Verdict(0))
         );
     }
 
@@ -265,10 +379,10 @@ pub(crate) mod tests {
 
     #[test]
     fn overlong_or_lying_paths_decode_safely() {
-        let mut ev = raw_event(SETID_KIND_GID, LSM_SETID_ID);
+        let mut ev = setid_raw(SETID_KIND_GID, LSM_SETID_ID);
         ev.exe.len = u32::MAX;
         ev.parent_exe.flags = EXE_FLAG_TOO_LONG;
-        let d = SetidDecision::try_from(bytes_of(&ev).as_slice()).expect("valid");
+        let d = Decision::try_from(bytes_of(&ev).as_slice()).expect("valid");
         assert!(d.exe.starts_with("/usr/sbin/sshd"));
         assert_eq!(d.parent_exe, "");
     }

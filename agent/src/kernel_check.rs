@@ -8,7 +8,6 @@ use std::path::Path;
 
 use crate::host::{HostKernel, KERNEL_BTF};
 use crate::readiness::{self, EnforcementUnavailable};
-use crate::rules::SetidRuleSet;
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum CheckStatus {
@@ -215,7 +214,7 @@ pub fn check_live(host: &dyn HostKernel) -> Vec<CheckLine> {
                 },
             );
             lines.push(
-                match crate::loader::load(host, &btf, &SetidRuleSet::default()) {
+                match crate::loader::load(host, &btf, [0, 0], Default::default()) {
                     Ok(probes) => {
                         drop(probes); // detaches
                         line(

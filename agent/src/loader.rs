@@ -1,21 +1,22 @@
 //! Loads the embedded BPF object into the kernel: kernel offsets and the path-hash key
-//! as globals, the rule map filled before anything attaches, then the programs, then
-//! the identity of processes that were already running.
+//! as globals, the rule tables filled before anything attaches, then the programs,
+//! then the identity of processes that were already running. [`PolicyMaps`] later
+//! swaps whole policy sets atomically (generation switch, see the ABI crate).
 
 use std::path::Path;
 
-use aya::maps::{HashMap, MapData, PerCpuArray, RingBuf};
+use aya::maps::{Array, HashMap, MapData, PerCpuArray, RingBuf};
 use aya::programs::{BtfTracePoint, Lsm, ProgramError};
 use aya::{Btf, Ebpf, EbpfError, EbpfLoader};
 use edgearmor_probe_abi::{
-    ExePath, SETID_ANY_EXECUTABLE, SetidRule as KernelSetidRule, names, path_hash, programs,
+    ActivePolicy, ExePath, GlobList, PrefixKey, RuleKey, RuleValue, names, path_hash, programs,
 };
 use sha2::{Digest, Sha256};
 
 use crate::btf::KernelBtf;
 use crate::host::HostKernel;
+use crate::kernel_rules::KernelRuleSet;
 use crate::readiness::{EnforcementUnavailable, classify_attach_failure};
-use crate::rules::SetidRuleSet;
 
 /// The committed, architecture-neutral object built by `probes/build.sh`.
 pub static PROBES_OBJECT: &[u8] =
@@ -35,7 +36,125 @@ pub struct LoadedProbes {
     pub ebpf: Ebpf,
     pub events: RingBuf<MapData>,
     pub drops: DropCounter,
+    pub policy: PolicyMaps,
     pub seeded_processes: usize,
+}
+
+/// Why a policy set could not be written; the previous set stays enforced.
+#[derive(Debug)]
+pub struct ApplyError {
+    pub map: &'static str,
+    pub detail: String,
+}
+
+impl std::fmt::Display for ApplyError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(
+            f,
+            "writing map {}: {} (the previous policy set stays enforced)",
+            self.map, self.detail
+        )
+    }
+}
+
+impl std::error::Error for ApplyError {}
+
+/// The rule tables of the loaded probes and the generation they enforce.
+pub struct PolicyMaps {
+    rules: HashMap<MapData, RuleKey, RuleValue>,
+    prefixes: HashMap<MapData, PrefixKey, u32>,
+    globs: HashMap<MapData, RuleKey, GlobList>,
+    active: Array<MapData, ActivePolicy>,
+    generation: u32,
+    applied: KernelRuleSet,
+}
+
+impl PolicyMaps {
+    fn take(ebpf: &mut Ebpf) -> Result<Self, EnforcementUnavailable> {
+        fn take_map(ebpf: &mut Ebpf, name: &str) -> Result<aya::maps::Map, EnforcementUnavailable> {
+            ebpf.take_map(name)
+                .ok_or_else(|| map_failure(name, "missing"))
+        }
+        Ok(Self {
+            rules: HashMap::try_from(take_map(ebpf, names::RULES)?)
+                .map_err(|e| map_failure(names::RULES, e))?,
+            prefixes: HashMap::try_from(take_map(ebpf, names::PREFIXES)?)
+                .map_err(|e| map_failure(names::PREFIXES, e))?,
+            globs: HashMap::try_from(take_map(ebpf, names::GLOBS)?)
+                .map_err(|e| map_failure(names::GLOBS, e))?,
+            active: Array::try_from(take_map(ebpf, names::ACTIVE)?)
+                .map_err(|e| map_failure(names::ACTIVE, e))?,
+            generation: 0,
+            applied: KernelRuleSet::default(),
+        })
+    }
+
+    /// The generation being enforced.
+    pub fn generation(&self) -> u32 {
+        self.generation
+    }
+
+    /// Enforces `next` instead of the current set, atomically: `next` is written
+    /// under a new generation while the current one stays in force, one write to
+    /// `ACTIVE` switches every hook, then the old entries are removed. On a write
+    /// error the partial new generation is removed and nothing changes.
+    pub fn apply(&mut self, next: KernelRuleSet) -> Result<(), ApplyError> {
+        let generation = self.generation.wrapping_add(1);
+        if let Err(e) = self.write(&next, generation) {
+            self.remove(&next, generation);
+            return Err(e);
+        }
+        let active = ActivePolicy {
+            generation,
+            class_mask: next.class_mask,
+        };
+        if let Err(e) = self.active.set(0, active, 0) {
+            self.remove(&next, generation);
+            return Err(ApplyError {
+                map: names::ACTIVE,
+                detail: e.to_string(),
+            });
+        }
+        let old = std::mem::replace(&mut self.applied, next);
+        self.remove(&old, self.generation);
+        self.generation = generation;
+        Ok(())
+    }
+
+    fn write(&mut self, set: &KernelRuleSet, generation: u32) -> Result<(), ApplyError> {
+        for (k, v) in set.rule_entries(generation) {
+            self.rules.insert(k, v, 0).map_err(|e| ApplyError {
+                map: names::RULES,
+                detail: e.to_string(),
+            })?;
+        }
+        for (k, v) in set.prefix_entries(generation) {
+            self.prefixes.insert(k, v, 0).map_err(|e| ApplyError {
+                map: names::PREFIXES,
+                detail: e.to_string(),
+            })?;
+        }
+        for (k, v) in set.glob_entries(generation) {
+            self.globs.insert(k, v, 0).map_err(|e| ApplyError {
+                map: names::GLOBS,
+                detail: e.to_string(),
+            })?;
+        }
+        Ok(())
+    }
+
+    /// Removes `set`'s entries of `generation` (missing entries are fine).
+    fn remove(&mut self, set: &KernelRuleSet, generation: u32) {
+        for (k, _) in set.rule_entries(generation) {
+            let _ = self.rules.remove(&k);
+        }
+        for (k, _) in set.prefix_entries(generation) {
+            let _ = self.prefixes.remove(&k);
+        }
+        for (k, _) in set.glob_entries(generation) {
+            let _ = self.globs.remove(&k);
+        }
+    }
 }
 
 /// The kernel's count of events it could not put in the ring buffer.
@@ -118,22 +237,12 @@ pub fn kernel_path(host: &dyn HostKernel, executable: &str) -> String {
     }
 }
 
-/// Creates the object's maps with this kernel's offsets and a fresh path-hash key;
-/// returns it with the BTF programs attach by, and the key.
-fn open_object(
-    host: &dyn HostKernel,
-    btf: &KernelBtf,
-) -> Result<(Ebpf, Btf, [u64; 2]), EnforcementUnavailable> {
+/// Creates the object's maps with this kernel's offsets and the path-hash key;
+/// returns it with the BTF programs attach by.
+fn open_object(btf: &KernelBtf, key: [u64; 2]) -> Result<(Ebpf, Btf), EnforcementUnavailable> {
     let offsets = btf
         .kernel_offsets()
         .map_err(EnforcementUnavailable::BadBtf)?;
-    let key = host
-        .random_key()
-        .map_err(|e| EnforcementUnavailable::Failed {
-            step: "reading a random path-hash key".into(),
-            errno: e.raw_os_error(),
-            detail: e.to_string(),
-        })?;
     let ebpf = EbpfLoader::new()
         .override_global(names::KERNEL_OFFSETS, &offsets, true)
         .override_global(names::PATH_HASH_KEY, &key, true)
@@ -144,43 +253,28 @@ fn open_object(
         errno: None,
         detail: e.to_string(),
     })?;
-    Ok((ebpf, aya_btf, key))
+    Ok((ebpf, aya_btf))
 }
 
+/// Loads the probes with `rules` in force from the first attached program on.
+/// `key` is the path-hash key `rules` was built with.
 pub fn load(
     host: &dyn HostKernel,
     btf: &KernelBtf,
-    rules: &SetidRuleSet,
+    key: [u64; 2],
+    rules: KernelRuleSet,
 ) -> Result<LoadedProbes, EnforcementUnavailable> {
-    let (mut ebpf, aya_btf, key) = open_object(host, btf)?;
+    let (mut ebpf, aya_btf) = open_object(btf, key)?;
 
-    // Rules first: once a program attaches it enforces whatever the map holds.
-    {
-        let map = ebpf
-            .map_mut(names::SETID_RULES)
-            .ok_or_else(|| map_failure(names::SETID_RULES, "missing"))?;
-        let mut rule_map: HashMap<_, u64, KernelSetidRule> =
-            HashMap::try_from(map).map_err(|e| map_failure(names::SETID_RULES, e))?;
-        for (executable, value) in rules.kernel_entries() {
-            let key_hash = match executable {
-                None => SETID_ANY_EXECUTABLE,
-                Some(executable) => {
-                    let path = kernel_path(host, executable);
-                    if path != executable {
-                        log::info!("rule for {executable} applies to its real path {path}");
-                    }
-                    let Some(exe) = ExePath::from_bytes(path.as_bytes()) else {
-                        log::warn!("rule for {executable}: real path {path} is too long, skipped");
-                        continue;
-                    };
-                    path_hash(&key, &exe.words)
-                }
-            };
-            rule_map
-                .insert(key_hash, value, 0)
-                .map_err(|e| map_failure(names::SETID_RULES, e))?;
-        }
-    }
+    // Rules first: once a program attaches it enforces whatever the maps hold.
+    let mut policy = PolicyMaps::take(&mut ebpf)?;
+    policy
+        .apply(rules)
+        .map_err(|e| EnforcementUnavailable::Failed {
+            step: "writing the rule tables".into(),
+            errno: None,
+            detail: e.to_string(),
+        })?;
 
     for (program, tracepoint) in programs::BTF_TRACEPOINTS {
         attach_btf_tracepoint(&mut ebpf, &aya_btf, program, tracepoint)?;
@@ -198,6 +292,7 @@ pub fn load(
         events: take_ring(&mut ebpf, names::EVENTS)?,
         drops: take_drops(&mut ebpf)?,
         ebpf,
+        policy,
         seeded_processes,
     })
 }
@@ -260,7 +355,14 @@ pub fn load_monitor(
     host: &dyn HostKernel,
     btf: &KernelBtf,
 ) -> Result<MonitorProbes, EnforcementUnavailable> {
-    let (mut ebpf, aya_btf, _) = open_object(host, btf)?;
+    let key = host
+        .random_key()
+        .map_err(|e| EnforcementUnavailable::Failed {
+            step: "reading a random path-hash key".into(),
+            errno: e.raw_os_error(),
+            detail: e.to_string(),
+        })?;
+    let (mut ebpf, aya_btf) = open_object(btf, key)?;
     let (program, tracepoint) = programs::MONITOR_EXEC;
     attach_btf_tracepoint(&mut ebpf, &aya_btf, program, tracepoint)?;
     Ok(MonitorProbes {
@@ -288,8 +390,9 @@ fn seed_identities(
         let mut paths: HashMap<_, u64, ExePath> =
             HashMap::try_from(map).map_err(|e| map_failure(names::EXE_PATHS, e))?;
         for (_, exe) in &running {
-            if let Some(path) = ExePath::from_bytes(exe.as_os_str().as_encoded_bytes()) {
-                let _ = paths.insert(path_hash(key, &path.words), path, 0);
+            let bytes = exe.as_os_str().as_encoded_bytes();
+            if let Some(path) = ExePath::from_bytes(bytes) {
+                let _ = paths.insert(path_hash(key, bytes), path, 0);
             }
         }
     }
@@ -299,9 +402,12 @@ fn seed_identities(
     let mut identity: HashMap<_, u32, u64> =
         HashMap::try_from(map).map_err(|e| map_failure(names::PROC_IDENTITY, e))?;
     for (tgid, exe) in &running {
-        let hash = ExePath::from_bytes(exe.as_os_str().as_encoded_bytes())
-            .map(|p| path_hash(key, &p.words))
-            .unwrap_or(0);
+        let bytes = exe.as_os_str().as_encoded_bytes();
+        let hash = if bytes.len() < edgearmor_probe_abi::PATH_CAP {
+            path_hash(key, bytes)
+        } else {
+            0
+        };
         if identity.insert(tgid, hash, BPF_NOEXIST).is_ok() {
             seeded += 1;
         }

@@ -17,8 +17,11 @@ use std::time::Duration;
 use edgearmor::config::{AgentConfig, DEFAULT_CONFIG_PATH, Enforcement};
 use edgearmor::daemon::{self, AgentQueue, Outputs};
 use edgearmor::host::{HostKernel, LiveKernel};
+use edgearmor::kernel_rules::KernelRuleSet;
+use edgearmor::loader::PolicyMaps;
 use edgearmor::pipeline::{Batcher, unix_micros};
-use edgearmor::policy_table::PolicySet;
+use edgearmor::policy_source::PolicySource;
+use edgearmor::policy_table::{PolicyCatalog, PolicySet};
 use edgearmor::reader::{ExecWatcher, RingbufReader};
 use edgearmor::rules::SetidRuleSet;
 use edgearmor::status::AgentStatus;
@@ -235,12 +238,9 @@ fn parse_args() -> Result<Invocation, String> {
         };
         rules.add_flag(flag, op, path).map_err(|e| e.to_string())?;
     }
-    if !config.policies.is_empty() {
-        load_policies(&config, &mut rules)?;
-    }
-    if matches!(command, Command::Run) && rules.is_empty() {
+    if matches!(command, Command::Run) && rules.is_empty() && config.policies.is_empty() {
         return Err(
-            "no rules: give --rules FILE, rules in agent.toml, or --deny-setgid/--deny-setuid PATH"
+            "no rules: give --policies PATH, --rules FILE, rules in agent.toml, or --deny-setgid/--deny-setuid PATH"
                 .into(),
         );
     }
@@ -251,57 +251,72 @@ fn parse_args() -> Result<Invocation, String> {
     })
 }
 
-/// Loads KubeArmorHostPolicy files: a bad file is reported and skipped whole, the
-/// others apply; policies for other hosts are skipped.
-fn load_policies(config: &AgentConfig, rules: &mut SetidRuleSet) -> Result<(), String> {
-    use edgearmor_policy::{
-        DefaultPosture, DefaultPostures, compile, load_policy_directory, load_policy_files,
-    };
-    let hostname = if config.node.is_empty() {
-        LiveKernel.node_name()
-    } else {
-        config.node.clone()
-    };
-    let mut policies = Vec::new();
-    for path in &config.policies {
-        let load = if path.is_dir() {
-            load_policy_directory(path, &hostname)
-                .map_err(|e| format!("policies {}: {e}", path.display()))?
+/// The policy side of a running agent: where policies come from, the catalog of
+/// their metadata, the setid rules from TOML and flags, and the path-hash key the
+/// kernel tables are built with.
+struct PolicyState {
+    source: Option<PolicySource>,
+    setid: SetidRuleSet,
+    catalog: PolicyCatalog,
+    key: [u64; 2],
+    postures: edgearmor_policy::DefaultPostures,
+}
+
+impl PolicyState {
+    fn new(config: &AgentConfig, setid: SetidRuleSet, key: [u64; 2]) -> Self {
+        let hostname = if config.node.is_empty() {
+            LiveKernel.node_name()
         } else {
-            load_policy_files(std::slice::from_ref(path), &hostname)
+            config.node.clone()
         };
-        for d in load.diagnostics() {
-            log::error!("{d}");
+        let postures = config.posture.compiler_postures();
+        let source = (!config.policies.is_empty())
+            .then(|| PolicySource::new(config.policies.clone(), hostname, postures));
+        Self {
+            source,
+            setid,
+            catalog: PolicyCatalog::default(),
+            key,
+            postures,
         }
-        for rejected in &load.rejected {
-            log::error!(
-                "{}: rejected, none of its policies apply",
-                rejected.file.display()
-            );
-        }
-        for skipped in &load.skipped {
-            log::info!("{skipped}");
-        }
-        policies.extend(load.policies);
     }
-    let compiled = compile(&policies, DefaultPostures::uniform(DefaultPosture::Audit));
-    let unenforced = compiled.process.rules.len()
-        + compiled.file.rules.len()
-        + compiled.network.rules.len()
-        + compiled.capabilities.rules.len();
-    if unenforced > 0 {
-        log::warn!(
-            "{unenforced} process/file/network/capabilities rule(s) are not enforced yet: this agent enforces the syscalls (setuid/setgid) section"
+
+    /// Reads the policies and builds the kernel tables; logs what the operator must
+    /// know. `Err` leaves everything as it was.
+    fn build(&mut self, host: &LiveKernel) -> Result<(KernelRuleSet, String), String> {
+        let (compiled, count) = match self.source.as_mut() {
+            Some(source) => {
+                let loaded = source.load()?;
+                for problem in &loaded.problems {
+                    log::error!("{problem}");
+                }
+                for skipped in &loaded.skipped {
+                    log::info!("{skipped}");
+                }
+                (loaded.compiled, loaded.policy_count)
+            }
+            None => (edgearmor_policy::compile(&[], self.postures), 0),
+        };
+        let resolver = |path: &str| loader::kernel_path(host, path);
+        let set = KernelRuleSet::build(
+            &self.setid,
+            &compiled,
+            &mut self.catalog,
+            self.key,
+            &resolver,
         );
+        for skipped in &set.skipped {
+            log::error!("not enforceable, skipped: {skipped}");
+        }
+        let (rules, prefixes, globs) = set.sizes();
+        let summary = format!(
+            "{count} policies ({} rules) + {} setid rule(s) from flags/TOML, policy set {}: {rules} kernel rule entries, {prefixes} prefixes, {globs} pattern lists",
+            compiled.rule_count(),
+            self.setid.rules.len(),
+            compiled.content_hash,
+        );
+        Ok((set, summary))
     }
-    log::info!(
-        "{} policies, {} syscalls rule(s), policy set {}",
-        policies.len(),
-        compiled.setid.len(),
-        compiled.content_hash
-    );
-    rules.add_policies(&compiled);
-    Ok(())
 }
 
 fn main() -> ExitCode {
@@ -382,7 +397,7 @@ struct Session {
 
 fn start_session(
     config: &AgentConfig,
-    rules: &SetidRuleSet,
+    policies: PolicySet,
     host: &dyn HostKernel,
     enforcement: Result<(), String>,
 ) -> Result<Session, String> {
@@ -405,7 +420,6 @@ fn start_session(
         node: bounded(&node, "node name")?,
         boot_id,
     };
-    let policies = PolicySet::from_rules(rules);
     let status = AgentStatus {
         agent_version: env!("CARGO_PKG_VERSION").into(),
         boot_id,
@@ -428,6 +442,11 @@ fn start_session(
 fn stop_signals() -> Result<async_signal::Signals, String> {
     async_signal::Signals::new([async_signal::Signal::Term, async_signal::Signal::Int])
         .map_err(|e| format!("cannot install signal handlers: {e}"))
+}
+
+fn reload_signals() -> Result<async_signal::Signals, String> {
+    async_signal::Signals::new([async_signal::Signal::Hup])
+        .map_err(|e| format!("cannot install the SIGHUP handler: {e}"))
 }
 
 /// Where kernel events come from: the enforcing probes, or the exec watcher of
@@ -468,6 +487,7 @@ impl KernelSource<'_> {
 fn start_monitor<'h>(
     host: &'h LiveKernel,
     rules: &SetidRuleSet,
+    catalog: &mut PolicyCatalog,
 ) -> Result<ExecWatcher<'h>, String> {
     let blob = host
         .read(std::path::Path::new(edgearmor::host::KERNEL_BTF))
@@ -477,10 +497,15 @@ fn start_monitor<'h>(
     let watched = rules
         .rules
         .iter()
-        .enumerate()
-        .filter_map(|(id, r)| {
+        .filter_map(|r| {
             let executable = r.executable.as_ref()?;
-            Some((loader::kernel_path(host, executable), id as u32))
+            let id = catalog.intern(edgearmor_wire::PolicyMeta {
+                name: edgearmor::alerts::bounded(&r.policy),
+                severity: r.severity.unwrap_or(0),
+                tags: edgearmor::alerts::bounded(&r.tags.join(",")),
+                message: edgearmor::alerts::bounded(&r.message),
+            });
+            Some((loader::kernel_path(host, executable), id))
         })
         .collect();
     ExecWatcher::new(probes, host, watched)
@@ -490,30 +515,49 @@ fn start_monitor<'h>(
 fn run(config: AgentConfig, rules: SetidRuleSet) -> ExitCode {
     let host = LiveKernel;
     // Signals first, so a stop request during the (slow, under emulation) load is kept.
-    let mut signals = match stop_signals() {
+    let (mut signals, mut hangups) = match stop_signals().and_then(|s| Ok((s, reload_signals()?))) {
         Ok(s) => s,
         Err(e) => {
             eprintln!("edgearmor: {e}");
             return ExitCode::from(1);
         }
     };
+    let key = match host.random_key() {
+        Ok(k) => k,
+        Err(e) => {
+            eprintln!("edgearmor: cannot read random bytes: {e}");
+            return ExitCode::from(1);
+        }
+    };
+    let mut state = PolicyState::new(&config, rules, key);
+    let (kernel_set, summary) = match state.build(&host) {
+        Ok(built) => built,
+        Err(e) => {
+            eprintln!("edgearmor: {e}");
+            return ExitCode::from(1);
+        }
+    };
+    log::info!("{summary}");
     let enforcing =
-        readiness::check_kernel(&host).and_then(|btf| loader::load(&host, &btf, &rules));
+        readiness::check_kernel(&host).and_then(|btf| loader::load(&host, &btf, key, kernel_set));
+    let mut policy_maps = None;
     let (mut source, enforcement, ready) = match enforcing {
         Ok(probes) => {
             let seeded = probes.seeded_processes;
             match RingbufReader::new(probes, host.boottime_to_unix_offset_ns()) {
-                Ok(r) => (
-                    KernelSource::Enforcing(r),
-                    Ok(()),
-                    format!(
-                        "enforcing {} setid rule(s) on kernel {} (probes sha256 {}, {} running processes identified",
-                        rules.rules.len(),
-                        host.release(),
-                        loader::probes_sha256(),
-                        seeded
-                    ),
-                ),
+                Ok((reader, maps)) => {
+                    policy_maps = Some(maps);
+                    (
+                        KernelSource::Enforcing(reader),
+                        Ok(()),
+                        format!(
+                            "enforcing on kernel {} (probes sha256 {}, {} running processes identified",
+                            host.release(),
+                            loader::probes_sha256(),
+                            seeded
+                        ),
+                    )
+                }
                 Err(e) => {
                     eprintln!("edgearmor: cannot watch the event ring buffer: {e}");
                     return ExitCode::from(1);
@@ -527,13 +571,13 @@ fn run(config: AgentConfig, rules: SetidRuleSet) -> ExitCode {
         Err(e) => {
             let reason = e.to_string();
             log::warn!("cannot enforce here: {reason}; falling back to monitor-only mode");
-            match start_monitor(&host, &rules) {
+            match start_monitor(&host, &state.setid, &mut state.catalog) {
                 Ok(w) => (
                     KernelSource::Monitoring(w),
                     Err(reason.clone()),
                     format!(
                         "monitor-only: enforcement unavailable ({reason}); watching execs of {} executable(s) on kernel {} (probes sha256 {}",
-                        rules.rules.len(),
+                        state.setid.rules.len(),
                         host.release(),
                         loader::probes_sha256()
                     ),
@@ -552,7 +596,7 @@ fn run(config: AgentConfig, rules: SetidRuleSet) -> ExitCode {
         policies,
         mut outputs,
         ledger,
-    } = match start_session(&config, &rules, &host, enforcement) {
+    } = match start_session(&config, state.catalog.snapshot(), &host, enforcement) {
         Ok(s) => s,
         Err(e) => {
             eprintln!("edgearmor: {e}");
@@ -565,18 +609,55 @@ fn run(config: AgentConfig, rules: SetidRuleSet) -> ExitCode {
     );
     let queue = AgentQueue::default();
     let mut batcher = Batcher::new(agent, policies.hash, daemon::batch_policy(&config));
+    let batch_policy_set = batcher.policy_set_handle();
+    let updates = outputs.policy_updates();
+    let poll = (config.policy_poll_ms > 0 && state.source.is_some())
+        .then(|| Duration::from_millis(config.policy_poll_ms));
     let read_kernel = async {
         loop {
-            let stopping = async { source.readable().await.map(|()| false) }
+            let wake = async { source.readable().await.map(|()| Wake::Kernel) }
                 .or(async {
                     signals.next().await;
-                    Ok(true)
+                    Ok(Wake::Stop)
+                })
+                .or(async {
+                    hangups.next().await;
+                    Ok(Wake::Reload)
+                })
+                .or(async {
+                    match poll {
+                        Some(every) => async_io::Timer::after(every).await,
+                        None => std::future::pending().await,
+                    };
+                    Ok(Wake::Poll)
                 })
                 .await;
             source.drain(&queue, &ledger);
-            match stopping {
-                Ok(false) => {}
-                Ok(true) => break,
+            match wake {
+                Ok(Wake::Kernel) => {}
+                Ok(Wake::Stop) => break,
+                Ok(Wake::Reload) => {
+                    log::info!("SIGHUP: reloading policies");
+                    reload(
+                        &host,
+                        &mut state,
+                        policy_maps.as_mut(),
+                        &updates,
+                        &batch_policy_set,
+                    );
+                }
+                Ok(Wake::Poll) => {
+                    if state.source.as_mut().is_some_and(|s| s.changed()) {
+                        log::info!("policy files changed: reloading");
+                        reload(
+                            &host,
+                            &mut state,
+                            policy_maps.as_mut(),
+                            &updates,
+                            &batch_policy_set,
+                        );
+                    }
+                }
                 Err(e) => {
                     log::error!("ring buffer wait failed: {e}");
                     break;
@@ -597,6 +678,47 @@ fn run(config: AgentConfig, rules: SetidRuleSet) -> ExitCode {
         source.malformed()
     );
     ExitCode::SUCCESS
+}
+
+enum Wake {
+    Kernel,
+    Stop,
+    Reload,
+    Poll,
+}
+
+/// Re-reads the policies and swaps them in atomically; on any failure the set in
+/// force stays, and the log says why.
+fn reload(
+    host: &LiveKernel,
+    state: &mut PolicyState,
+    maps: Option<&mut PolicyMaps>,
+    updates: &daemon::PolicyUpdates,
+    batch_policy_set: &std::sync::atomic::AtomicU64,
+) {
+    let Some(maps) = maps else {
+        log::warn!("monitor-only mode: policy reload is not supported here");
+        return;
+    };
+    let (set, summary) = match state.build(host) {
+        Ok(built) => built,
+        Err(e) => {
+            log::error!("reload failed, the previous policy set stays enforced: {e}");
+            return;
+        }
+    };
+    if let Err(e) = maps.apply(set) {
+        log::error!("reload failed: {e}");
+        return;
+    }
+    let table = state.catalog.snapshot();
+    let hash = table.hash;
+    updates.publish(table);
+    batch_policy_set.store(hash, std::sync::atomic::Ordering::Relaxed);
+    eprintln!(
+        "edgearmor: policies applied: {summary} (generation {}, policy table {hash:016x})",
+        maps.generation()
+    );
 }
 
 /// A synthetic alert: audit, clearly named, about this agent's own process.
@@ -629,7 +751,7 @@ fn test_alert(n: u64) -> Event {
 
 fn send_test_alerts(
     config: AgentConfig,
-    mut rules: SetidRuleSet,
+    _rules: SetidRuleSet,
     count: u64,
     interval: Duration,
 ) -> ExitCode {
@@ -642,18 +764,13 @@ fn send_test_alerts(
         }
     };
     // Policy id 0 names the test alerts.
-    rules.rules.insert(
-        0,
-        edgearmor::rules::SetidRule {
-            executable: None,
-            deny_mask: 0,
-            audit_mask: 0,
-            policy: "edgearmor-test-alert".into(),
-            severity: Some(1),
-            tags: vec!["edgearmor".into(), "test".into()],
-            message: "synthetic alert from edgearmor send-test-alerts".into(),
-        },
-    );
+    let mut catalog = PolicyCatalog::default();
+    catalog.intern(edgearmor_wire::PolicyMeta {
+        name: edgearmor::alerts::bounded("edgearmor-test-alert"),
+        severity: 1,
+        tags: edgearmor::alerts::bounded("edgearmor,test"),
+        message: edgearmor::alerts::bounded("synthetic alert from edgearmor send-test-alerts"),
+    });
     let Session {
         agent,
         policies,
@@ -661,7 +778,7 @@ fn send_test_alerts(
         ledger,
     } = match start_session(
         &config,
-        &rules,
+        catalog.snapshot(),
         &host,
         Err("send-test-alerts does not enforce".into()),
     ) {

@@ -185,6 +185,15 @@ const INFLIGHT_WINDOW: usize = 32;
 
 type SharedBuffer = Arc<std::sync::Mutex<OfflineBuffer>>;
 
+/// The session messages and whether they changed since they were last published.
+type SharedSession = Arc<std::sync::Mutex<(SessionMessages, bool)>>;
+
+fn lock_session(session: &SharedSession) -> std::sync::MutexGuard<'_, (SessionMessages, bool)> {
+    session
+        .lock()
+        .unwrap_or_else(|poisoned| poisoned.into_inner())
+}
+
 fn lock(buffer: &SharedBuffer) -> std::sync::MutexGuard<'_, OfflineBuffer> {
     buffer
         .lock()
@@ -196,6 +205,7 @@ fn lock(buffer: &SharedBuffer) -> std::sync::MutexGuard<'_, OfflineBuffer> {
 /// loss report) and wakes the MQTT thread.
 pub struct MqttPublisher {
     buffer: SharedBuffer,
+    session: SharedSession,
     wake: async_channel::Sender<()>,
     stop: Arc<AtomicBool>,
     ledger: SharedLedger,
@@ -255,9 +265,10 @@ impl MqttPublisher {
         let broker = format!("{}:{}", settings.host, settings.port);
         let buffer: SharedBuffer = Arc::new(std::sync::Mutex::new(buffer));
         let stop = Arc::new(AtomicBool::new(false));
+        let session: SharedSession = Arc::new(std::sync::Mutex::new((session, false)));
         let mut worker = Worker {
             topics,
-            session,
+            session: session.clone(),
             buffer: buffer.clone(),
             stats: stats.clone(),
             wake: wake_rx,
@@ -290,6 +301,7 @@ impl MqttPublisher {
             .map_err(MqttError::Thread)?;
         Ok(Self {
             buffer,
+            session,
             wake,
             stop,
             ledger,
@@ -297,6 +309,18 @@ impl MqttPublisher {
             thread: Some(thread),
             encode_buf: vec![0; edgearmor_wire::Message::MAX_ENCODED_LEN],
         })
+    }
+
+    /// Replaces the birth message and policy tables (after a policy reload); they
+    /// are published, retained, before any batch delivered after this call.
+    pub fn update_session(&mut self, birth: String, policy_tables: Vec<Vec<u8>>) {
+        {
+            let mut guard = lock_session(&self.session);
+            guard.0.birth = birth;
+            guard.0.policy_tables = policy_tables;
+            guard.1 = true;
+        }
+        let _ = self.wake.try_send(());
     }
 
     /// Gives the thread up to `grace` to deliver what is buffered (reconnecting if need
@@ -356,7 +380,7 @@ enum Expected {
 
 struct Worker {
     topics: Topics,
-    session: SessionMessages,
+    session: SharedSession,
     buffer: SharedBuffer,
     stats: Arc<MqttStats>,
     wake: async_channel::Receiver<()>,
@@ -389,7 +413,13 @@ impl Worker {
                     None => break,
                 },
                 woken = self.wake.recv(), if accepting => match woken {
-                    Ok(()) => self.publish_window(&client).await,
+                    Ok(()) => {
+                        let changed = std::mem::take(&mut lock_session(&self.session).1);
+                        if changed && self.connected {
+                            self.publish_session(&client).await;
+                        }
+                        self.publish_window(&client).await
+                    }
                     Err(_) => accepting = false,
                 },
                 _ = tick.tick() => lock(&self.buffer).sync(),
@@ -458,7 +488,12 @@ impl Worker {
     }
 
     async fn publish_session(&mut self, client: &AsyncClient) {
-        let birth = self.session.birth.clone();
+        let session = {
+            let mut guard = lock_session(&self.session);
+            guard.1 = false;
+            guard.0.clone()
+        };
+        let birth = session.birth.clone();
         if client
             .publish(&self.topics.status, QoS::AtLeastOnce, true, birth)
             .await
@@ -466,7 +501,7 @@ impl Worker {
         {
             self.expected.push_back(Expected::Other);
         }
-        for (i, table) in self.session.policy_tables.iter().enumerate() {
+        for (i, table) in session.policy_tables.iter().enumerate() {
             let topic = format!("{}/{i}", self.topics.policies);
             if client
                 .publish(topic, QoS::AtLeastOnce, true, table.clone())

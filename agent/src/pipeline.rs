@@ -194,7 +194,8 @@ impl Default for BatchPolicy {
 /// Assigns sequence numbers and cuts the event stream into batches.
 pub struct Batcher {
     agent: AgentId,
-    policy_set: u64,
+    /// Shared so a policy reload can switch it while the batcher runs.
+    policy_set: Arc<AtomicU64>,
     next_seq: u64,
     policy: BatchPolicy,
     current: heapless::Vec<Event, MAX_BATCH_EVENTS>,
@@ -214,7 +215,7 @@ impl Batcher {
         );
         Self {
             agent,
-            policy_set,
+            policy_set: Arc::new(AtomicU64::new(policy_set)),
             next_seq: 1,
             policy: BatchPolicy {
                 max_events: policy.max_events.clamp(1, MAX_BATCH_EVENTS),
@@ -226,6 +227,12 @@ impl Batcher {
             reported_kernel_drops: 0,
             pending_system: Default::default(),
         }
+    }
+
+    /// The policy-set id batches carry from their next flush on; a reload stores
+    /// the new set's id here after the outputs know its table.
+    pub fn policy_set_handle(&self) -> Arc<AtomicU64> {
+        self.policy_set.clone()
     }
 
     /// The sequence number the next event will get.
@@ -329,7 +336,7 @@ impl Batcher {
             let events = std::mem::take(&mut self.current);
             let batch = Batch {
                 agent: self.agent.clone(),
-                policy_set: self.policy_set,
+                policy_set: self.policy_set.load(Ordering::Relaxed),
                 first_seq: self.next_seq,
                 events,
             };

@@ -1,14 +1,64 @@
-//! The policy metadata behind the ids alerts carry: built from the rule set, hashed
-//! (the hash names the set in batches and in the birth message) and encoded into
-//! retained [`PolicyTable`] parts of at most `MAX_POLICIES_PER_TABLE` policies.
+//! The policy metadata behind the ids alerts carry.
+//!
+//! A [`PolicyCatalog`] interns metadata for the life of one agent boot and only
+//! grows: ids handed to the kernel stay valid across policy reloads, so an event
+//! still in flight from the previous policy set expands with the right metadata.
+//! A [`PolicySet`] is a snapshot of it, hashed (the hash names the table in batches
+//! and in the birth message) and encoded into retained [`PolicyTable`] parts of at
+//! most `MAX_POLICIES_PER_TABLE` policies.
+
+use std::collections::HashMap;
 
 use edgearmor_wire::{AgentId, MAX_POLICIES_PER_TABLE, Message, PolicyMeta, PolicyTable};
 use sha2::{Digest, Sha256};
 
-use crate::alerts::bounded;
-use crate::rules::SetidRuleSet;
+/// Interned metadata, append-only; an entry's index is its policy id.
+#[derive(Default)]
+pub struct PolicyCatalog {
+    policies: Vec<PolicyMeta>,
+    ids: HashMap<PolicyMetaKey, u32>,
+}
 
-/// Policy metadata in rule-id order.
+type PolicyMetaKey = (String, u8, String, String);
+
+fn meta_key(m: &PolicyMeta) -> PolicyMetaKey {
+    (
+        m.name.as_str().to_owned(),
+        m.severity,
+        m.tags.as_str().to_owned(),
+        m.message.as_str().to_owned(),
+    )
+}
+
+impl PolicyCatalog {
+    /// The id of `meta`, adding it when new.
+    pub fn intern(&mut self, meta: PolicyMeta) -> u32 {
+        let key = meta_key(&meta);
+        if let Some(id) = self.ids.get(&key) {
+            return *id;
+        }
+        let id = u32::try_from(self.policies.len()).unwrap_or(u32::MAX - 1);
+        self.policies.push(meta);
+        self.ids.insert(key, id);
+        id
+    }
+
+    pub fn len(&self) -> usize {
+        self.policies.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.policies.is_empty()
+    }
+
+    /// The catalog as it is now.
+    pub fn snapshot(&self) -> PolicySet {
+        PolicySet::from_metadata(self.policies.clone())
+    }
+}
+
+/// Policy metadata in id order.
+#[derive(Clone, Debug, PartialEq, Eq)]
 pub struct PolicySet {
     pub policies: Vec<PolicyMeta>,
     /// First 8 bytes of the SHA-256 of the metadata, big-endian.
@@ -16,17 +66,7 @@ pub struct PolicySet {
 }
 
 impl PolicySet {
-    pub fn from_rules(rules: &SetidRuleSet) -> Self {
-        let policies: Vec<PolicyMeta> = rules
-            .rules
-            .iter()
-            .map(|r| PolicyMeta {
-                name: bounded(&r.policy),
-                severity: r.severity.unwrap_or(0),
-                tags: bounded(&r.tags.join(",")),
-                message: bounded(&r.message),
-            })
-            .collect();
+    pub fn from_metadata(policies: Vec<PolicyMeta>) -> Self {
         let mut digest = Sha256::new();
         for p in &policies {
             for part in [p.name.as_str(), p.tags.as_str(), p.message.as_str()] {
@@ -73,17 +113,36 @@ impl PolicySet {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use std::path::Path;
+
+    fn meta(name: &str, message: &str) -> PolicyMeta {
+        PolicyMeta {
+            name: heapless::String::try_from(name).expect("fits"),
+            severity: 5,
+            tags: heapless::String::new(),
+            message: heapless::String::try_from(message).expect("fits"),
+        }
+    }
 
     #[test]
-    fn table_splits_into_parts_and_hash_tracks_content() {
-        let mut rules = SetidRuleSet::default();
+    fn catalog_interns_and_only_grows() {
+        let mut catalog = PolicyCatalog::default();
+        assert_eq!(catalog.intern(meta("a", "x")), 0);
+        assert_eq!(catalog.intern(meta("b", "x")), 1);
+        assert_eq!(catalog.intern(meta("a", "x")), 0);
+        let before = catalog.snapshot();
+        assert_eq!(catalog.intern(meta("a", "y")), 2);
+        let after = catalog.snapshot();
+        assert_ne!(before.hash, after.hash);
+        assert_eq!(after.policies[..2], before.policies[..]);
+    }
+
+    #[test]
+    fn table_splits_into_parts() {
+        let mut catalog = PolicyCatalog::default();
         for i in 0..20 {
-            rules
-                .add_flag("deny-setgid", "setgid", &format!("/bin/p{i}"))
-                .expect("valid");
+            catalog.intern(meta(&format!("p{i}"), ""));
         }
-        let set = PolicySet::from_rules(&rules);
+        let set = catalog.snapshot();
         let agent = AgentId {
             cluster: heapless::String::try_from("c").expect("fits"),
             node: heapless::String::try_from("n").expect("fits"),
@@ -98,13 +157,5 @@ mod tests {
             (second.total, second.first_id, second.policies.len()),
             (20, 16, 4)
         );
-        let mut other = SetidRuleSet::default();
-        other
-            .add_toml(
-                Path::new("r"),
-                "[[setid]]\nexecutable = \"/bin/p0\"\ndeny = [\"setgid\"]\nmessage = \"x\"\n",
-            )
-            .expect("valid");
-        assert_ne!(PolicySet::from_rules(&other).hash, set.hash);
     }
 }

@@ -12,10 +12,10 @@ use aya::maps::{MapData, RingBuf};
 use std::collections::HashMap;
 use std::path::Path;
 
-use crate::alerts::{monitored_exec_event, setid_event};
-use crate::events::{ExecReport, SetidDecision};
+use crate::alerts::{decision_event, monitored_exec_event};
+use crate::events::{Decision, ExecReport};
 use crate::host::HostKernel;
-use crate::loader::{DropCounter, LoadedProbes, MonitorProbes};
+use crate::loader::{DropCounter, LoadedProbes, MonitorProbes, PolicyMaps};
 use crate::pipeline::{EventQueue, LossLedger};
 
 pub struct RingbufReader {
@@ -29,14 +29,17 @@ pub struct RingbufReader {
 }
 
 impl RingbufReader {
-    pub fn new(probes: LoadedProbes, boottime_to_unix_ns: i128) -> io::Result<Self> {
-        Ok(Self {
+    /// Takes over the ring buffer and the programs; hands back the rule tables,
+    /// which the caller updates on reload.
+    pub fn new(probes: LoadedProbes, boottime_to_unix_ns: i128) -> io::Result<(Self, PolicyMaps)> {
+        let reader = Self {
             events: Async::new(probes.events)?,
             drops: probes.drops,
             _ebpf: probes.ebpf,
             boottime_to_unix_ns,
             malformed: 0,
-        })
+        };
+        Ok((reader, probes.policy))
     }
 
     /// Queues every pending event and publishes the kernel's drop count.
@@ -46,9 +49,9 @@ impl RingbufReader {
         // with the reactor stays the same.
         let ring = unsafe { self.events.get_mut() };
         while let Some(item) = ring.next() {
-            match SetidDecision::try_from(&*item) {
+            match Decision::try_from(&*item) {
                 Ok(decision) => {
-                    queue.offer(setid_event(&decision, self.boottime_to_unix_ns));
+                    queue.offer(decision_event(&decision, self.boottime_to_unix_ns));
                     queued += 1;
                 }
                 Err(e) => {

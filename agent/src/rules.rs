@@ -1,7 +1,7 @@
 //! The setuid/setgid rule set: which executables may not (Block) or may only visibly
 //! (Audit) change their uid or gid. Rules come from `--deny-setuid`/`--deny-setgid`
-//! flags, a small TOML file, and the `syscalls` sections of KubeArmorHostPolicy files.
-//! A rule's index is the id the kernel echoes in its events.
+//! flags and a small TOML file (KubeArmorHostPolicy `syscalls` sections go through
+//! the policy compiler instead).
 //!
 //! ```toml
 //! [[setid]]
@@ -16,12 +16,11 @@
 use std::fmt;
 use std::path::{Path, PathBuf};
 
-use edgearmor_policy::{Action, CompiledPolicySet, SetidFlavour, SetidKind};
-use edgearmor_probe_abi::{
-    ExePath, LSM_SETID_FS, LSM_SETID_ID, LSM_SETID_RE, LSM_SETID_RES, PATH_CAP, SETID_ALL_GID,
-    SETID_ALL_UID, SETID_BITS, SETID_KIND_GID, SETID_KIND_UID, SetidRule as KernelSetidRule,
-    setid_bit,
-};
+use edgearmor_probe_abi::{ExePath, PATH_CAP};
+
+/// Every syscall family of one kind (bits of `edgearmor_probe_abi::setid_bit`).
+const SETID_ALL_UID: u32 = 0x0f;
+const SETID_ALL_GID: u32 = 0xf0;
 use serde::Deserialize;
 
 /// Policy name used when a rule does not name one.
@@ -255,82 +254,6 @@ impl SetidRuleSet {
         self.rules.is_empty()
     }
 
-    /// Adds the `syscalls` rules of compiled KubeArmorHostPolicies, one rule per
-    /// (source executable, syscall), metadata from the policy table.
-    pub fn add_policies(&mut self, set: &CompiledPolicySet) {
-        for rule in &set.setid {
-            let kind = match rule.matcher.kind() {
-                SetidKind::User => SETID_KIND_UID,
-                SetidKind::Group => SETID_KIND_GID,
-            };
-            let flags = match rule.matcher.flavour() {
-                SetidFlavour::Id => LSM_SETID_ID,
-                SetidFlavour::Re => LSM_SETID_RE,
-                SetidFlavour::Res => LSM_SETID_RES,
-                SetidFlavour::Fs => LSM_SETID_FS,
-            };
-            let Some(bit) = setid_bit(kind, flags) else {
-                continue;
-            };
-            let (deny_mask, audit_mask) = match rule.action {
-                Action::Block => (1 << bit, 0),
-                // Allow is refused for syscalls by the policy checker; Audit reports.
-                Action::Audit | Action::Allow => (0, 1 << bit),
-            };
-            let Some(meta) = set.metadata(rule.policy_id) else {
-                continue;
-            };
-            let sources: Vec<Option<String>> = if rule.from_source.is_empty() {
-                vec![None]
-            } else {
-                rule.from_source.iter().cloned().map(Some).collect()
-            };
-            for executable in sources {
-                self.rules.push(SetidRule {
-                    executable,
-                    deny_mask,
-                    audit_mask,
-                    policy: meta.policy_name.clone(),
-                    severity: Some(meta.severity.get()),
-                    tags: meta.tags.clone(),
-                    message: meta.message.clone(),
-                });
-            }
-        }
-    }
-
-    /// The kernel's `SETID_RULES` entries, per executable (`None`: every executable).
-    /// Per syscall bit, Block beats Audit and the first rule's id is reported.
-    pub fn kernel_entries(&self) -> Vec<(Option<&str>, KernelSetidRule)> {
-        let mut out: Vec<(Option<&str>, KernelSetidRule)> = Vec::new();
-        for (rule_id, rule) in self.rules.iter().enumerate() {
-            let key = rule.executable.as_deref();
-            let index = match out.iter().position(|(k, _)| *k == key) {
-                Some(i) => i,
-                None => {
-                    out.push((key, KernelSetidRule::default()));
-                    out.len() - 1
-                }
-            };
-            let entry = &mut out[index].1;
-            for bit in 0..SETID_BITS as u32 {
-                let mask = 1u32 << bit;
-                let denies = rule.deny_mask & mask != 0;
-                let audits = rule.audit_mask & mask != 0;
-                let covered = (entry.deny_mask | entry.audit_mask) & mask != 0;
-                if denies && entry.deny_mask & mask == 0 {
-                    entry.deny_mask |= mask;
-                    entry.audit_mask &= !mask;
-                    entry.rule_ids[bit as usize] = rule_id as u32;
-                } else if audits && !covered {
-                    entry.audit_mask |= mask;
-                    entry.rule_ids[bit as usize] = rule_id as u32;
-                }
-            }
-        }
-        out
-    }
-
     pub fn get(&self, rule_id: u32) -> Option<&SetidRule> {
         self.rules.get(rule_id as usize)
     }
@@ -448,85 +371,5 @@ mod tests {
             1,
             "the good rule before the bad one must not be added"
         );
-    }
-
-    fn compiled(yaml: &str) -> CompiledPolicySet {
-        let policies =
-            edgearmor_policy::parse_policy_text(Path::new("p.yaml"), yaml).expect("valid policy");
-        edgearmor_policy::compile(
-            &policies,
-            edgearmor_policy::DefaultPostures::uniform(edgearmor_policy::DefaultPosture::Audit),
-        )
-    }
-
-    #[test]
-    fn policy_syscall_rules_become_kernel_entries_block_beating_audit() {
-        let set = compiled(
-            r#"
-apiVersion: security.kubearmor.com/v1
-kind: KubeArmorHostPolicy
-metadata:
-  name: sshd-setid
-spec:
-  nodeSelector:
-    matchLabels:
-      kubearmor.io/hostname: "*"
-  severity: 7
-  syscalls:
-    matchSyscalls:
-      - syscall: [setgid, setresuid]
-        fromSource:
-          - path: /usr/sbin/sshd
-      - syscall: [setgid]
-        action: Audit
-  action: Block
-"#,
-        );
-        let mut rules = SetidRuleSet::default();
-        rules
-            .add_flag("deny-setuid", "setuid", "/usr/bin/su")
-            .expect("valid");
-        rules.add_policies(&set);
-        let entries = rules.kernel_entries();
-        let sshd = entries
-            .iter()
-            .find(|(k, _)| *k == Some("/usr/sbin/sshd"))
-            .expect("sshd entry")
-            .1;
-        let gid = 1 << setid_bit(SETID_KIND_GID, LSM_SETID_ID).expect("bit");
-        let resuid = 1 << setid_bit(SETID_KIND_UID, LSM_SETID_RES).expect("bit");
-        assert_eq!(sshd.deny_mask, gid | resuid);
-        assert_eq!(sshd.audit_mask, 0);
-        let any = entries
-            .iter()
-            .find(|(k, _)| k.is_none())
-            .expect("every-executable entry")
-            .1;
-        assert_eq!((any.deny_mask, any.audit_mask), (0, gid));
-        let su = entries
-            .iter()
-            .find(|(k, _)| *k == Some("/usr/bin/su"))
-            .expect("su")
-            .1;
-        assert_eq!(su.deny_mask, SETID_ALL_UID);
-        // Rule ids point at rules carrying the policy's metadata.
-        let id = sshd.rule_ids[setid_bit(SETID_KIND_GID, LSM_SETID_ID).expect("bit") as usize];
-        let rule = rules.get(id).expect("rule");
-        assert_eq!(
-            (rule.policy.as_str(), rule.severity),
-            ("sshd-setid", Some(7))
-        );
-    }
-
-    #[test]
-    fn flags_for_the_same_executable_merge() {
-        let mut set = SetidRuleSet::default();
-        set.add_flag("deny-setgid", "setgid", "/usr/sbin/sshd")
-            .expect("valid");
-        set.add_flag("deny-setuid", "setuid", "/usr/sbin/sshd")
-            .expect("valid");
-        assert_eq!(set.rules.len(), 1);
-        assert_eq!(set.rules[0].deny_mask, SETID_ALL_GID | SETID_ALL_UID);
-        assert!(set.add_flag("deny-setuid", "setuid", "relative").is_err());
     }
 }

@@ -30,6 +30,11 @@ impl<W: Write> JsonLinesSink<W> {
         }
     }
 
+    /// Expands later batches with `policies`.
+    pub fn set_policies(&mut self, policies: Option<PolicyLookup>) {
+        self.policies = policies;
+    }
+
     pub fn into_inner(self) -> W {
         self.out
     }

@@ -172,7 +172,9 @@ impl Glob {
                 GlobToken::AnyCharExceptSlash => rest.push(KernelGlobToken::AnyByte),
                 GlobToken::AnyRunWithinComponent => rest.push(KernelGlobToken::Star),
                 GlobToken::AnyRunAcrossComponents => {
-                    return Err("`**` is not enforceable in the kernel: use matchDirectories with recursive: true");
+                    return Err(
+                        "`**` is not enforceable in the kernel: use matchDirectories with recursive: true",
+                    );
                 }
                 GlobToken::CharClass { .. } => {
                     return Err("character classes ([...]) are not enforceable in the kernel");
@@ -579,14 +581,20 @@ mod kernel_form_tests {
                 KernelGlobToken::Star
             ]
         );
-        let k = Glob::new("/etc/*.con?").expect("valid").kernel_form().expect("ok");
+        let k = Glob::new("/etc/*.con?")
+            .expect("valid")
+            .kernel_form()
+            .expect("ok");
         assert_eq!(k.directory, "/etc/");
         assert_eq!(k.tokens.len(), 6);
     }
 
     #[test]
     fn other_patterns_are_refused_with_a_reason() {
-        let k = Glob::new("/home/*/.ssh/id_*").expect("valid").kernel_form().expect("ok");
+        let k = Glob::new("/home/*/.ssh/id_*")
+            .expect("valid")
+            .kernel_form()
+            .expect("ok");
         assert_eq!(k.directory, "/home/");
         for p in ["/etc/**", "/usr/bin/[ab]pt"] {
             assert!(Glob::new(p).expect("valid").kernel_form().is_err(), "{p}");

@@ -238,6 +238,11 @@ impl Capability {
     }
 
     /// The capability number the kernel's `capable` hook receives.
+    /// The capability with this number, if Linux defines it.
+    pub fn from_number(number: u8) -> Option<Capability> {
+        (usize::from(number) < CAPABILITY_NAMES.len()).then_some(Capability(number))
+    }
+
     pub fn number(self) -> u8 {
         self.0
     }

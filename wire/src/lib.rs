@@ -173,6 +173,7 @@ pub enum LsmHook {
     Capable,
     TaskFixSetuid,
     TaskFixSetgid,
+    PathUnlink,
 }
 
 impl LsmHook {
@@ -186,6 +187,7 @@ impl LsmHook {
             LsmHook::Capable => "SECURITY_CAPABLE",
             LsmHook::TaskFixSetuid => "SECURITY_TASK_FIX_SETUID",
             LsmHook::TaskFixSetgid => "SECURITY_TASK_FIX_SETGID",
+            LsmHook::PathUnlink => "SECURITY_PATH_UNLINK",
         }
     }
 }

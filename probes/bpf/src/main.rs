@@ -97,10 +97,6 @@ static EXE_PATHS: LruHashMap<u64, ExePath> = LruHashMap::with_max_entries(1024, 
 #[map]
 static PATH_SCRATCH: PerCpuArray<ExePath> = PerCpuArray::with_max_entries(4, 0);
 
-/// The pattern being matched, copied where the `bpf_loop` callback can reach it.
-#[map]
-static GLOB_SCRATCH: PerCpuArray<GlobRule> = PerCpuArray::with_max_entries(1, 0);
-
 #[map]
 static EVENTS: RingBuf = RingBuf::with_byte_size(256 * 1024, 0);
 
@@ -182,8 +178,12 @@ fn resolve(p: *const path, slot: u32) -> Option<&'static mut ExePath> {
 }
 
 // ------------------------------------------------------------------ path walk
+//
+// Loops run as `bpf_loop` callbacks whose state lives in per-CPU map memory, not on
+// the stack: the verifier does not track map contents, so it checks each callback
+// once instead of following every counter value through every iteration.
 
-/// State of one walk over a resolved path (the `bpf_loop` context).
+/// State of one walk over a resolved path.
 #[repr(C)]
 struct PathWalk {
     hash: SipState,
@@ -191,23 +191,29 @@ struct PathWalk {
     /// 0: only hash (record_exec); else the class whose prefixes are looked up.
     class: u32,
     generation: u32,
-    slot: u32,
     /// Byte index of the last `/` seen.
     last_slash: u32,
     /// `PREFIXES` bits at the last `/`, and its prefix hash.
     last_flags: u32,
-    _pad: u32,
     last_prefix: u64,
     /// Prefixes with pattern rules (the first [`MAX_PATTERN_PREFIXES`]), and where
     /// their `/` is.
     pattern_prefix: [u64; MAX_PATTERN_PREFIXES],
     pattern_slash: [u32; MAX_PATTERN_PREFIXES],
     patterns: u32,
-    _pad2: u32,
+    _pad: u32,
     /// Recursive-directory verdicts met on the way: for the source, for anyone.
     sourced: RuleValue,
     anyone: RuleValue,
 }
+
+/// Per program slot: the walk in progress.
+#[map]
+static WALKS: PerCpuArray<PathWalk> = PerCpuArray::with_max_entries(4, 0);
+
+/// Per program slot: the pattern match in progress, and its pattern.
+#[map]
+static GLOB_WALKS: PerCpuArray<GlobWalk> = PerCpuArray::with_max_entries(4, 0);
 
 #[inline(always)]
 fn rule_key(source: u64, target: u64, class: u32, kind: u32, generation: u32) -> RuleKey {
@@ -244,19 +250,28 @@ fn lookup_both(
     }
 }
 
+/// The loop context: which slot's state to work on.
+#[repr(C)]
+struct LoopSlot {
+    slot: u32,
+    _pad: u32,
+}
+
 /// One byte of the walk: hash it; at a `/`, consult the prefix index.
 extern "C" fn walk_step(index: u64, ctx: *mut c_void) -> i64 {
-    // SAFETY: `ctx` is the `PathWalk` on the caller's stack that `walk_path` passed.
-    let walk = unsafe { &mut *(ctx as *mut PathWalk) };
-    let Some(buf) = scratch(walk.slot) else {
+    // SAFETY: `ctx` is the `LoopSlot` on the caller's stack that `walk_path` passed.
+    let slot = unsafe { (*(ctx as *const LoopSlot)).slot };
+    let (Some(buf), Some(walk)) = (PATH_SCRATCH.get_ptr(slot), WALKS.get_ptr_mut(slot)) else {
         return 1;
     };
+    // SAFETY: per-CPU map values of this program's slot.
+    let (buf, walk) = unsafe { (&*buf, &mut *walk) };
     let byte = buf.byte_at(index as usize & (PATH_CAP - 1));
-    walk.hash.push(byte);
+    walk.hash.push_at(byte, index);
     if byte != b'/' || walk.class == 0 {
         return 0;
     }
-    let prefix = walk.hash.finish();
+    let prefix = walk.hash.finish_len(index + 1);
     walk.last_slash = index as u32;
     walk.last_prefix = prefix;
     walk.last_flags = 0;
@@ -278,55 +293,68 @@ extern "C" fn walk_step(index: u64, ctx: *mut c_void) -> i64 {
     }
     if flags & PREFIX_RECURSIVE != 0 {
         let (source, class, generation) = (walk.source, walk.class, walk.generation);
-        lookup_both(
-            source,
-            prefix,
-            class,
-            MATCH_RECURSIVE,
-            generation,
-            &mut walk.sourced,
-            &mut walk.anyone,
-        );
+        let mut sourced = walk.sourced;
+        let mut anyone = walk.anyone;
+        lookup_both(source, prefix, class, MATCH_RECURSIVE, generation, &mut sourced, &mut anyone);
+        walk.sourced = sourced;
+        walk.anyone = anyone;
     }
     0
 }
 
-/// Walks the path in `slot` (length `len`); returns the whole path's hash.
+/// Starts a walk of the path in `slot` (`len` bytes) and runs it; the result stays
+/// in `WALKS[slot]`. Returns the whole path's hash.
 #[inline(always)]
-fn walk_path(walk: &mut PathWalk, len: u32) -> u64 {
+fn walk_path(slot: u32, class: u32, generation: u32, source: u64, len: u32) -> Option<&'static PathWalk> {
+    let walk = WALKS.get_ptr_mut(slot)?;
+    // SAFETY: per-CPU map value of this program's slot.
+    let walk = unsafe { &mut *walk };
+    walk.hash = SipState::new(&hash_key());
+    walk.source = source;
+    walk.class = class;
+    walk.generation = generation;
+    walk.last_slash = 0;
+    walk.last_flags = 0;
+    walk.last_prefix = 0;
+    walk.patterns = 0;
+    walk.sourced = RuleValue::NONE;
+    walk.anyone = RuleValue::NONE;
+    let mut ctx = LoopSlot { slot, _pad: 0 };
     // SAFETY: `walk_step` is a static callback; the context is a live stack value
     // that outlives the call.
     unsafe {
         bpf_loop(
-            len,
+            len & (PATH_CAP as u32 - 1),
             walk_step as *mut c_void,
-            walk as *mut PathWalk as *mut c_void,
+            &mut ctx as *mut LoopSlot as *mut c_void,
             0,
         );
     }
-    walk.hash.finish()
+    Some(walk)
 }
 
-/// State of one pattern match (the `bpf_loop` context).
+/// State of one pattern match.
 #[repr(C)]
 struct GlobWalk {
     m: GlobMatch,
     /// Offset of the text (after the pattern's directory prefix) in the path.
     base: u32,
-    slot: u32,
     matched: u32,
-    _pad: u32,
+    rule: GlobRule,
 }
 
 extern "C" fn glob_step(_index: u64, ctx: *mut c_void) -> i64 {
-    // SAFETY: `ctx` is the `GlobWalk` on the caller's stack that `glob_matches` passed.
-    let walk = unsafe { &mut *(ctx as *mut GlobWalk) };
-    let (Some(buf), Some(rule)) = (scratch(walk.slot), GLOB_SCRATCH.get(0)) else {
+    // SAFETY: `ctx` is the `LoopSlot` on the caller's stack that `glob_matches` passed.
+    let slot = unsafe { (*(ctx as *const LoopSlot)).slot };
+    let (Some(buf), Some(walk)) = (PATH_SCRATCH.get_ptr(slot), GLOB_WALKS.get_ptr_mut(slot)) else {
         return 1;
     };
+    // SAFETY: per-CPU map values of this program's slot.
+    let (buf, walk) = unsafe { (&*buf, &mut *walk) };
     let c = buf.byte_at((walk.base + walk.m.t) as usize & (PATH_CAP - 1));
     let c_mark = buf.byte_at((walk.base + walk.m.mark) as usize & (PATH_CAP - 1));
-    match walk.m.step(rule, c, c_mark) {
+    let GlobWalk { m, rule, .. } = walk;
+    match m.step(rule, c, c_mark) {
         GLOB_STEP_CONTINUE => 0,
         GLOB_STEP_MATCH => {
             walk.matched = 1;
@@ -339,24 +367,22 @@ extern "C" fn glob_step(_index: u64, ctx: *mut c_void) -> i64 {
 /// Does pattern `rule` match the path in `slot` from byte `base` to `len`?
 #[inline(always)]
 fn glob_matches(rule: &GlobRule, slot: u32, base: u32, len: u32) -> bool {
-    let Some(dst) = GLOB_SCRATCH.get_ptr_mut(0) else {
+    let Some(walk) = GLOB_WALKS.get_ptr_mut(slot) else {
         return false;
     };
-    // SAFETY: per-CPU map value, only this program touches it while it runs.
-    unsafe { *dst = *rule };
-    let mut walk = GlobWalk {
-        m: GlobMatch::new(len.saturating_sub(base), rule.len.min(GLOB_CAP as u32)),
-        base,
-        slot,
-        matched: 0,
-        _pad: 0,
-    };
+    // SAFETY: per-CPU map value of this program's slot.
+    let walk = unsafe { &mut *walk };
+    walk.m = GlobMatch::new(len.saturating_sub(base), rule.len.min(GLOB_CAP as u32));
+    walk.base = base;
+    walk.matched = 0;
+    walk.rule = *rule;
+    let mut ctx = LoopSlot { slot, _pad: 0 };
     // SAFETY: `glob_step` is a static callback; the context outlives the call.
     unsafe {
         bpf_loop(
             GLOB_MAX_STEPS,
             glob_step as *mut c_void,
-            &mut walk as *mut GlobWalk as *mut c_void,
+            &mut ctx as *mut LoopSlot as *mut c_void,
             0,
         );
     }
@@ -382,31 +408,20 @@ fn lookup_globs(key: &RuleKey, slot: u32, base: u32, len: u32, into: &mut RuleVa
 /// Every rule of `class` that matches the path in `slot`, for `source` and anyone.
 #[inline(always)]
 fn match_path(class: u32, generation: u32, source: u64, slot: u32, len: u32) -> (RuleValue, RuleValue) {
-    let mut walk = PathWalk {
-        hash: SipState::new(&hash_key()),
-        source,
-        class,
-        generation,
-        slot,
-        last_slash: 0,
-        last_flags: 0,
-        _pad: 0,
-        last_prefix: 0,
-        pattern_prefix: [0; MAX_PATTERN_PREFIXES],
-        pattern_slash: [0; MAX_PATTERN_PREFIXES],
-        patterns: 0,
-        _pad2: 0,
-        sourced: RuleValue::NONE,
-        anyone: RuleValue::NONE,
+    let Some(walk) = walk_path(slot, class, generation, source, len) else {
+        return (RuleValue::NONE, RuleValue::NONE);
     };
-    let exact = walk_path(&mut walk, len);
+    let exact = walk.hash.finish_len(u64::from(len));
     let mut sourced = walk.sourced;
     let mut anyone = walk.anyone;
+    let (last_flags, last_prefix, patterns) = (walk.last_flags, walk.last_prefix, walk.patterns);
+    let pattern_prefix = walk.pattern_prefix;
+    let pattern_slash = walk.pattern_slash;
     lookup_both(source, exact, class, MATCH_EXACT, generation, &mut sourced, &mut anyone);
-    if walk.last_flags & PREFIX_DIRECTORY != 0 {
+    if last_flags & PREFIX_DIRECTORY != 0 {
         lookup_both(
             source,
-            walk.last_prefix,
+            last_prefix,
             class,
             MATCH_DIRECTORY,
             generation,
@@ -416,9 +431,9 @@ fn match_path(class: u32, generation: u32, source: u64, slot: u32, len: u32) -> 
     }
     let mut k = 0;
     while k < MAX_PATTERN_PREFIXES {
-        if (k as u32) < walk.patterns {
-            let prefix = walk.pattern_prefix[k];
-            let base = walk.pattern_slash[k] + 1;
+        if (k as u32) < patterns {
+            let prefix = pattern_prefix[k];
+            let base = pattern_slash[k] + 1;
             if source != 0 {
                 let key = rule_key(source, prefix, class, MATCH_DIRECTORY, generation);
                 lookup_globs(&key, slot, base, len, &mut sourced);
@@ -505,24 +520,7 @@ fn try_record_exec(ctx: &LsmContext) -> Option<()> {
     let hash = match resolve(f_path, SLOT_RECORD_EXEC) {
         Some(buf) => {
             let len = buf.len;
-            let mut walk = PathWalk {
-                hash: SipState::new(&hash_key()),
-                source: 0,
-                class: 0,
-                generation: 0,
-                slot: SLOT_RECORD_EXEC,
-                last_slash: 0,
-                last_flags: 0,
-                _pad: 0,
-                last_prefix: 0,
-                pattern_prefix: [0; MAX_PATTERN_PREFIXES],
-                pattern_slash: [0; MAX_PATTERN_PREFIXES],
-                patterns: 0,
-                _pad2: 0,
-                sourced: RuleValue::NONE,
-                anyone: RuleValue::NONE,
-            };
-            let hash = walk_path(&mut walk, len);
+            let hash = walk_path(SLOT_RECORD_EXEC, 0, 0, 0, len)?.hash.finish_len(u64::from(len));
             let buf = scratch(SLOT_RECORD_EXEC)?;
             let _ = EXE_PATHS.insert(&hash, buf, 0);
             hash

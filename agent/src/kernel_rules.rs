@@ -1,0 +1,512 @@
+//! Translation of a policy set into the kernel's rule tables: `RULES` entries,
+//! the `PREFIXES` index and `GLOBS` lists (layout in `edgearmor-probe-abi`).
+//!
+//! Paths in rules are turned into what the kernel sees: symlinks in the part of the
+//! path that exists are resolved through the host seam (`/bin/ls` on a merged-/usr
+//! system is `/usr/bin/ls` to the kernel), then hashed with the probes' keyed hash.
+//! `fromSource` executables become source hashes the same way.
+//!
+//! Precedence is the kernel's (see the probes): per slot, Block > Audit > Allow among
+//! rules at the same level, and a rule naming the source beats rules for anyone.
+//! `Allow` puts a class into allow-list mode: for every process when the allow rule
+//! has no `fromSource`, else only for the named sources (KubeArmor's semantics); in
+//! allow-list mode what no rule covers gets the class's default posture.
+
+use std::collections::BTreeMap;
+use std::fmt;
+
+use edgearmor_policy::{
+    Action, CompiledPolicySet, CompiledRule, DefaultPosture, FileMatcher, KernelGlobToken,
+    NetworkProtocol, PathMatcher, PolicyId, RuleClass, SetidFlavour, SetidKind,
+};
+use edgearmor_probe_abi::{
+    ACTION_ALLOW, ACTION_AUDIT, ACTION_BLOCK, ANY_SOURCE, CLASS_CAPABILITY, CLASS_FILE,
+    CLASS_NETWORK, CLASS_PROCESS, CLASS_SETID, GLOB_ANY_BYTE, GLOB_CAP, GLOB_LITERAL, GLOB_STAR,
+    GLOBS_PER_KEY, GlobList, GlobRule, ITEM_ICMP, ITEM_RAW, ITEM_TCP, ITEM_UDP, LSM_SETID_FS,
+    LSM_SETID_ID, LSM_SETID_RE, LSM_SETID_RES, MATCH_ALLOW_LIST, MATCH_DIRECTORY, MATCH_EXACT,
+    MATCH_ITEM, MATCH_RECURSIVE, PATH_CAP, POLICY_DEFAULT_POSTURE, PREFIX_DIRECTORY,
+    PREFIX_PATTERN, PREFIX_RECURSIVE, PrefixKey, RuleKey, RuleValue, SETID_KIND_GID,
+    SETID_KIND_UID, SLOT_READ, SLOT_WRITE, Verdict, class_bit, item_capability, item_setid,
+    path_hash, setid_bit,
+};
+use edgearmor_wire::PolicyMeta;
+
+use crate::alerts::bounded;
+use crate::policy_table::PolicyCatalog;
+use crate::rules::SetidRuleSet;
+
+/// `RuleKey` without the generation: (source, target, class, kind).
+pub type RuleSlot = (u64, u64, u32, u32);
+
+/// A rule the kernel cannot hold, and why; the rest of the set still applies.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct SkippedRule {
+    pub policy: String,
+    pub rule: String,
+    pub reason: String,
+}
+
+impl fmt::Display for SkippedRule {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "policy {}: {}: {}", self.policy, self.rule, self.reason)
+    }
+}
+
+/// The kernel tables of one policy set, independent of the generation they are
+/// written under.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct KernelRuleSet {
+    pub rules: BTreeMap<RuleSlot, RuleValue>,
+    /// (prefix hash, class) -> `PREFIX_*` bits.
+    pub prefixes: BTreeMap<(u64, u32), u32>,
+    /// (source, prefix hash, class) -> patterns under that literal directory.
+    pub globs: BTreeMap<(u64, u64, u32), Vec<GlobRule>>,
+    /// Classes with any entry (`ActivePolicy::class_mask`).
+    pub class_mask: u32,
+    pub skipped: Vec<SkippedRule>,
+}
+
+/// How rule paths become kernel paths (the host seam's `real_path`, or identity).
+pub trait PathResolver {
+    /// The path as the kernel reports it, symlinks resolved where it exists.
+    fn kernel_path(&self, path: &str) -> String;
+}
+
+impl<F: Fn(&str) -> String> PathResolver for F {
+    fn kernel_path(&self, path: &str) -> String {
+        self(path)
+    }
+}
+
+struct Builder<'a> {
+    set: KernelRuleSet,
+    key: [u64; 2],
+    resolver: &'a dyn PathResolver,
+    policies: &'a CompiledPolicySet,
+}
+
+impl KernelRuleSet {
+    /// Builds the tables for the setid rules (TOML and flags) and the compiled
+    /// policies; metadata is interned into `catalog`, whose ids the kernel echoes.
+    pub fn build(
+        setid: &SetidRuleSet,
+        policies: &CompiledPolicySet,
+        catalog: &mut PolicyCatalog,
+        key: [u64; 2],
+        resolver: &dyn PathResolver,
+    ) -> KernelRuleSet {
+        let mut b = Builder {
+            set: KernelRuleSet::default(),
+            key,
+            resolver,
+            policies,
+        };
+        for rule in &setid.rules {
+            let id = catalog.intern(PolicyMeta {
+                name: bounded(&rule.policy),
+                severity: rule.severity.unwrap_or(0),
+                tags: bounded(&rule.tags.join(",")),
+                message: bounded(&rule.message),
+            });
+            let Some(source) = b.source_hash(rule.executable.as_deref(), &rule.policy) else {
+                continue;
+            };
+            for bit in 0..8u32 {
+                let mask = 1 << bit;
+                let action = if rule.deny_mask & mask != 0 {
+                    ACTION_BLOCK
+                } else if rule.audit_mask & mask != 0 {
+                    ACTION_AUDIT
+                } else {
+                    continue;
+                };
+                b.add(
+                    (source, item_setid(bit), CLASS_SETID, MATCH_ITEM),
+                    read_only_value(Verdict {
+                        action,
+                        policy_id: id,
+                    }),
+                );
+            }
+        }
+
+        let meta = |catalog: &mut PolicyCatalog, id: PolicyId| {
+            policies.metadata(id).map(|m| {
+                catalog.intern(PolicyMeta {
+                    name: bounded(&m.policy_name),
+                    severity: m.severity.get(),
+                    tags: bounded(&m.joined_tags()),
+                    message: bounded(&m.message),
+                })
+            })
+        };
+        b.class(
+            &policies.process,
+            CLASS_PROCESS,
+            catalog,
+            &meta,
+            |b, rule, v, src| {
+                b.path_rule(CLASS_PROCESS, &rule.matcher, read_only_value(v), src, rule)
+            },
+        );
+        b.class(
+            &policies.file,
+            CLASS_FILE,
+            catalog,
+            &meta,
+            |b, rule, v, src| {
+                b.path_rule(
+                    CLASS_FILE,
+                    &rule.matcher.target,
+                    file_value(&rule.matcher, v),
+                    src,
+                    rule,
+                )
+            },
+        );
+        b.class(
+            &policies.network,
+            CLASS_NETWORK,
+            catalog,
+            &meta,
+            |b, rule, v, src| {
+                let item = match rule.matcher {
+                    NetworkProtocol::Tcp => ITEM_TCP,
+                    NetworkProtocol::Udp => ITEM_UDP,
+                    NetworkProtocol::Icmp => ITEM_ICMP,
+                    NetworkProtocol::Raw => ITEM_RAW,
+                };
+                b.add((src, item, CLASS_NETWORK, MATCH_ITEM), read_only_value(v));
+            },
+        );
+        b.class(
+            &policies.capabilities,
+            CLASS_CAPABILITY,
+            catalog,
+            &meta,
+            |b, rule, v, src| {
+                let item = item_capability(u32::from(rule.matcher.number()));
+                b.add(
+                    (src, item, CLASS_CAPABILITY, MATCH_ITEM),
+                    read_only_value(v),
+                );
+            },
+        );
+        for rule in &policies.setid {
+            let Some(id) = meta(catalog, rule.policy_id) else {
+                continue;
+            };
+            let kind = match rule.matcher.kind() {
+                SetidKind::User => SETID_KIND_UID,
+                SetidKind::Group => SETID_KIND_GID,
+            };
+            let flags = match rule.matcher.flavour() {
+                SetidFlavour::Id => LSM_SETID_ID,
+                SetidFlavour::Re => LSM_SETID_RE,
+                SetidFlavour::Res => LSM_SETID_RES,
+                SetidFlavour::Fs => LSM_SETID_FS,
+            };
+            let Some(bit) = setid_bit(kind, flags) else {
+                continue;
+            };
+            // Allow is refused for syscalls by the policy checker.
+            let action = match rule.action {
+                Action::Block => ACTION_BLOCK,
+                Action::Audit | Action::Allow => ACTION_AUDIT,
+            };
+            for src in b.sources(&rule.from_source, rule.policy_id) {
+                b.add(
+                    (src, item_setid(bit), CLASS_SETID, MATCH_ITEM),
+                    read_only_value(Verdict {
+                        action,
+                        policy_id: id,
+                    }),
+                );
+            }
+        }
+        b.set
+    }
+
+    /// Entries for `RULES` under `generation`.
+    pub fn rule_entries(&self, generation: u32) -> impl Iterator<Item = (RuleKey, RuleValue)> + '_ {
+        self.rules
+            .iter()
+            .map(move |(&(source, target, class, kind), v)| {
+                (
+                    RuleKey {
+                        source,
+                        target,
+                        class,
+                        kind,
+                        generation,
+                        _pad: 0,
+                    },
+                    *v,
+                )
+            })
+    }
+
+    /// Entries for `PREFIXES` under `generation`.
+    pub fn prefix_entries(&self, generation: u32) -> impl Iterator<Item = (PrefixKey, u32)> + '_ {
+        self.prefixes.iter().map(move |(&(prefix, class), flags)| {
+            (
+                PrefixKey {
+                    prefix,
+                    class,
+                    generation,
+                },
+                *flags,
+            )
+        })
+    }
+
+    /// Entries for `GLOBS` under `generation`.
+    pub fn glob_entries(&self, generation: u32) -> impl Iterator<Item = (RuleKey, GlobList)> + '_ {
+        self.globs
+            .iter()
+            .map(move |(&(source, prefix, class), rules)| {
+                let mut list = GlobList {
+                    count: rules.len().min(GLOBS_PER_KEY) as u32,
+                    _pad: 0,
+                    rules: [GlobRule::EMPTY; GLOBS_PER_KEY],
+                };
+                for (slot, rule) in list.rules.iter_mut().zip(rules) {
+                    *slot = *rule;
+                }
+                (
+                    RuleKey {
+                        source,
+                        target: prefix,
+                        class,
+                        kind: MATCH_DIRECTORY,
+                        generation,
+                        _pad: 0,
+                    },
+                    list,
+                )
+            })
+    }
+
+    /// Kernel map entries this set needs: (rules, prefixes, globs).
+    pub fn sizes(&self) -> (usize, usize, usize) {
+        (self.rules.len(), self.prefixes.len(), self.globs.len())
+    }
+}
+
+/// A verdict for processes, sockets, capabilities and setid calls (one slot).
+fn read_only_value(v: Verdict) -> RuleValue {
+    let mut value = RuleValue::NONE;
+    value.slots[SLOT_READ] = v;
+    value
+}
+
+/// File verdicts per slot: `readOnly` Block/Audit concern writes only; a `readOnly`
+/// Allow allows reads only.
+fn file_value(m: &FileMatcher, v: Verdict) -> RuleValue {
+    let mut value = RuleValue::NONE;
+    match (m.read_only, v.action) {
+        (false, _) => value.slots = [v; 2],
+        (true, ACTION_ALLOW) => value.slots[SLOT_READ] = v,
+        (true, _) => value.slots[SLOT_WRITE] = v,
+    }
+    value
+}
+
+fn posture_action(p: DefaultPosture) -> u32 {
+    match p {
+        DefaultPosture::Audit => ACTION_AUDIT,
+        DefaultPosture::Block => ACTION_BLOCK,
+    }
+}
+
+impl Builder<'_> {
+    fn add(&mut self, slot: RuleSlot, value: RuleValue) {
+        self.set
+            .rules
+            .entry(slot)
+            .and_modify(|v| v.merge(&value))
+            .or_insert(value);
+        self.set.class_mask |= class_bit(slot.2);
+    }
+
+    /// The kernel's hash of an absolute path after resolution; `None` (and a skip
+    /// note) when it is too long to ever match.
+    fn kernel_hash(&mut self, path: &str, policy: &str, what: &str) -> Option<u64> {
+        let real = self.resolver.kernel_path(path);
+        if real.len() >= PATH_CAP {
+            self.set.skipped.push(SkippedRule {
+                policy: policy.to_owned(),
+                rule: what.to_owned(),
+                reason: format!(
+                    "{real} is longer than {} bytes, which the kernel never matches",
+                    PATH_CAP - 1
+                ),
+            });
+            return None;
+        }
+        if real != path {
+            log::info!("policy {policy}: {path} is {real} to the kernel");
+        }
+        Some(path_hash(&self.key, real.as_bytes()))
+    }
+
+    /// A directory (ending with `/`) resolved, still ending with `/`.
+    fn kernel_dir_hash(&mut self, dir: &str, policy: &str) -> Option<u64> {
+        let trimmed = dir.trim_end_matches('/');
+        let real = if trimmed.is_empty() {
+            String::from("/")
+        } else {
+            let r = self.resolver.kernel_path(trimmed);
+            if r.ends_with('/') { r } else { format!("{r}/") }
+        };
+        if real.len() >= PATH_CAP {
+            self.set.skipped.push(SkippedRule {
+                policy: policy.to_owned(),
+                rule: dir.to_owned(),
+                reason: format!("{real} is longer than {} bytes", PATH_CAP - 1),
+            });
+            return None;
+        }
+        Some(path_hash(&self.key, real.as_bytes()))
+    }
+
+    fn source_hash(&mut self, executable: Option<&str>, policy: &str) -> Option<u64> {
+        match executable {
+            None => Some(ANY_SOURCE),
+            Some(exe) => self.kernel_hash(exe, policy, &format!("fromSource {exe}")),
+        }
+    }
+
+    fn policy_name(&self, id: PolicyId) -> String {
+        self.policies
+            .metadata(id)
+            .map(|m| m.policy_name.clone())
+            .unwrap_or_default()
+    }
+
+    fn sources(&mut self, from_source: &[String], id: PolicyId) -> Vec<u64> {
+        let policy = self.policy_name(id);
+        if from_source.is_empty() {
+            return vec![ANY_SOURCE];
+        }
+        from_source
+            .iter()
+            .filter_map(|s| self.source_hash(Some(s), &policy))
+            .collect()
+    }
+
+    /// Adds every rule of a class, and its allow-list entries.
+    fn class<M>(
+        &mut self,
+        class: &RuleClass<M>,
+        class_id: u32,
+        catalog: &mut PolicyCatalog,
+        meta: &dyn Fn(&mut PolicyCatalog, PolicyId) -> Option<u32>,
+        mut add: impl FnMut(&mut Self, &CompiledRule<M>, Verdict, u64),
+    ) {
+        for rule in &class.rules {
+            let Some(policy_id) = meta(catalog, rule.policy_id) else {
+                continue;
+            };
+            let action = match rule.action {
+                Action::Allow => ACTION_ALLOW,
+                Action::Audit => ACTION_AUDIT,
+                Action::Block => ACTION_BLOCK,
+            };
+            let verdict = Verdict { action, policy_id };
+            for src in self.sources(&rule.from_source, rule.policy_id) {
+                add(self, rule, verdict, src);
+                if rule.action == Action::Allow {
+                    let posture = Verdict {
+                        action: posture_action(class.default_posture),
+                        policy_id: POLICY_DEFAULT_POSTURE,
+                    };
+                    self.add(
+                        (src, 0, class_id, MATCH_ALLOW_LIST),
+                        RuleValue {
+                            slots: [posture; 2],
+                        },
+                    );
+                }
+            }
+        }
+    }
+
+    fn path_rule<M>(
+        &mut self,
+        class: u32,
+        matcher: &PathMatcher,
+        value: RuleValue,
+        source: u64,
+        rule: &CompiledRule<M>,
+    ) {
+        let policy = self.policy_name(rule.policy_id);
+        match matcher {
+            PathMatcher::Exact(path) => {
+                if let Some(h) = self.kernel_hash(path, &policy, path) {
+                    self.add((source, h, class, MATCH_EXACT), value);
+                }
+            }
+            PathMatcher::Directory { dir, recursive } => {
+                if let Some(h) = self.kernel_dir_hash(dir, &policy) {
+                    let (kind, bit) = if *recursive {
+                        (MATCH_RECURSIVE, PREFIX_RECURSIVE)
+                    } else {
+                        (MATCH_DIRECTORY, PREFIX_DIRECTORY)
+                    };
+                    self.add((source, h, class, kind), value);
+                    *self.set.prefixes.entry((h, class)).or_insert(0) |= bit;
+                }
+            }
+            PathMatcher::Pattern(glob) => {
+                let form = match glob.kernel_form() {
+                    Ok(form) => form,
+                    Err(reason) => {
+                        self.set.skipped.push(SkippedRule {
+                            policy,
+                            rule: glob.as_str().to_owned(),
+                            reason: reason.to_owned(),
+                        });
+                        return;
+                    }
+                };
+                let Some(h) = self.kernel_dir_hash(&form.directory, &policy) else {
+                    return;
+                };
+                let mut g = GlobRule::EMPTY;
+                for (i, token) in form.tokens.iter().take(GLOB_CAP).enumerate() {
+                    let (kind, byte) = match token {
+                        KernelGlobToken::Byte(b) => (GLOB_LITERAL, *b),
+                        KernelGlobToken::AnyByte => (GLOB_ANY_BYTE, 0),
+                        KernelGlobToken::Star => (GLOB_STAR, 0),
+                    };
+                    g.kinds[i] = kind;
+                    g.bytes[i] = byte;
+                }
+                g.len = form.tokens.len().min(GLOB_CAP) as u32;
+                g.value = value;
+                let list = self.set.globs.entry((source, h, class)).or_default();
+                if let Some(same) = list
+                    .iter_mut()
+                    .find(|r| r.bytes == g.bytes && r.kinds == g.kinds && r.len == g.len)
+                {
+                    same.value.merge(&value);
+                } else if list.len() < GLOBS_PER_KEY {
+                    list.push(g);
+                } else {
+                    self.set.skipped.push(SkippedRule {
+                        policy,
+                        rule: glob.as_str().to_owned(),
+                        reason: format!(
+                            "more than {GLOBS_PER_KEY} patterns under {} for one source",
+                            form.directory
+                        ),
+                    });
+                    return;
+                }
+                *self.set.prefixes.entry((h, class)).or_insert(0) |= PREFIX_PATTERN;
+                self.set.class_mask |= class_bit(class);
+            }
+        }
+    }
+}

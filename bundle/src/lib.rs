@@ -1,0 +1,80 @@
+//! Signed policy bundles: how a fleet's policy files travel to agents over MQTT.
+//!
+//! A bundle is one byte string:
+//!
+//! ```text
+//! ┌──────────────┬──────────────────────────────────────────────┬──────────────────┐
+//! │ "EABNDL1\n"  │ postcard BundleBody                          │ Ed25519 signature│
+//! │ 8 bytes      │ version: u64, created_unix: u64,             │ 64 bytes, over   │
+//! │ (MAGIC)      │ targets: Vec<String>,                        │ magic + body     │
+//! │              │ files: Vec<{ name: String, contents: bytes }>│                  │
+//! └──────────────┴──────────────────────────────────────────────┴──────────────────┘
+//! ```
+//!
+//! postcard writes integers and lengths as varints and strings and byte vectors as a
+//! length followed by the bytes; see [`BundleBody`]. The signature is RFC 8032 Ed25519
+//! (pure, no prehash) by the fleet's signing key; agents hold one or more public keys
+//! (several during a key rotation).
+//!
+//! An agent handles a bundle in this order, stopping at the first failure:
+//!
+//! 1. [`verify`]: size at most the caller's limit, before anything is parsed
+//!    ([`BundleError::TooLarge`]); the magic ([`BundleError::NotABundle`]); the
+//!    signature, strictly, against each trusted key ([`BundleError::BadSignature`]);
+//!    only then the body, which must decode exactly ([`BundleError::Malformed`]); and
+//!    the file names: plain, unique `*.yaml`/`*.yml` names
+//!    ([`BundleError::BadFileName`], [`check_file_name`]). Nothing unsigned is ever
+//!    decoded.
+//! 2. [`VerifiedBundle::targets_node`]: whether the bundle is for this node.
+//! 3. [`check_rollback`] against the [`AppliedState`] loaded from disk: only a version
+//!    above the applied one is applied ([`BundleError::Rollback`]).
+//! 4. [`unpack`] into the policy directory, replacing it whole, then
+//!    [`AppliedState::store`] (crash-safe) to record the new version and hash.
+//!
+//! Keys live in one-line text files (see [`parse_secret_key`], [`parse_public_key`],
+//! [`generate_keypair`]):
+//!
+//! ```text
+//! edgearmor-ed25519-secret <64 hex digits>
+//! edgearmor-ed25519-public <64 hex digits>
+//! ```
+//!
+//! ```
+//! use edgearmor_bundle::{create, generate_keypair, parse_public_key, parse_secret_key, verify};
+//!
+//! let (secret, public) = generate_keypair()?;
+//! let key = parse_secret_key(secret.as_str())?;
+//! let trusted = [parse_public_key(public.as_str())?];
+//!
+//! let files = vec![("block-apt.yaml".to_owned(), b"kind: KubeArmorHostPolicy\n".to_vec())];
+//! let bytes = create(&key, 7, &["gw-*".to_owned()], &files, 1_700_000_000);
+//!
+//! let bundle = verify(&bytes, &trusted, 1 << 20)?;
+//! assert_eq!(bundle.version(), 7);
+//! assert!(bundle.targets_node("site-a", "gw-12"));
+//! assert!(!bundle.targets_node("site-a", "core-1"));
+//! # Ok::<(), edgearmor_bundle::BundleError>(())
+//! ```
+
+#![forbid(unsafe_code)]
+#![warn(missing_docs)]
+
+mod error;
+mod format;
+mod keys;
+mod state;
+#[cfg(test)]
+mod test_dir;
+mod unpack;
+mod util;
+
+pub use error::BundleError;
+pub use format::{
+    BundleBody, BundleFile, MAGIC, SIGNATURE_LEN, VerifiedBundle, check_file_name, create, verify,
+};
+pub use keys::{
+    PUBLIC_KEY_PREFIX, PublicKeyText, SECRET_KEY_PREFIX, SecretKeyText, SigningKey, VerifyingKey,
+    generate_keypair, parse_public_key, parse_secret_key,
+};
+pub use state::{AppliedState, check_rollback};
+pub use unpack::unpack;
