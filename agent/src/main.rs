@@ -309,8 +309,19 @@ impl PolicyState {
             log::error!("not enforceable, skipped: {skipped}");
         }
         let (rules, prefixes, globs) = set.sizes();
+        const NAMES_SHOWN: usize = 12;
+        let mut names = compiled
+            .policy_names
+            .iter()
+            .take(NAMES_SHOWN)
+            .cloned()
+            .collect::<Vec<_>>()
+            .join(",");
+        if compiled.policy_names.len() > NAMES_SHOWN {
+            names.push_str(",...");
+        }
         let summary = format!(
-            "{count} policies ({} rules) + {} setid rule(s) from flags/TOML, policy set {}: {rules} kernel rule entries, {prefixes} prefixes, {globs} pattern lists",
+            "{count} policies [{names}] ({} rules) + {} setid rule(s) from flags/TOML, policy set {}: {rules} kernel rule entries, {prefixes} prefixes, {globs} pattern lists",
             compiled.rule_count(),
             self.setid.rules.len(),
             compiled.content_hash,

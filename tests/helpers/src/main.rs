@@ -7,6 +7,19 @@
 //! before the agent and act after it. `fork` makes a child do the call, the way a
 //! daemon's forked worker drops privileges.
 //!
+//! The policy-engine scenarios use the other operations, each printing
+//! `EA-OP op=OP target=T rc=RC errno=E`:
+//!
+//! - `noop`: exit 0 (what a copy under a rule's path does when exec'd);
+//! - `exec PATH`: fork, exec `PATH noop`, report how the exec ended;
+//! - `read PATH`, `write PATH`, `unlink PATH`: open for reading / for writing
+//!   (creating it), remove;
+//! - `socket tcp|udp|raw|icmp`: create an IPv4 socket of that kind;
+//! - `loop-exec N STOPFILE PATH`: exec `PATH noop` until N attempts or until STOPFILE
+//!   exists, then print `EA-LOOP attempts= passed= denied= other= last_denied= first_passed=`
+//!   (attempt numbers, 0 = none) so a test can see that a policy switch happened at
+//!   one instant.
+//!
 //! The VM suite installs copies of this binary under the paths rules name
 //! (`/usr/sbin/sshd`, `/usr/bin/sshd-other`, ...), so it must be static.
 
@@ -20,6 +33,23 @@ fn usage() -> ! {
 }
 
 fn main() {
+    let all: Vec<String> = std::env::args().skip(1).collect();
+    if let Some(op) = all.first() {
+        let target = all.get(1).map(String::as_str).unwrap_or("");
+        let report = |(rc, errno): (i64, i32)| {
+            println!("EA-OP op={op} target={target} rc={rc} errno={errno}");
+        };
+        match op.as_str() {
+            "noop" => return,
+            "exec" => return report(exec_noop(target)),
+            "read" => return report(open_file(target, false)),
+            "write" => return report(open_file(target, true)),
+            "unlink" => return report(unlink(target)),
+            "socket" => return report(socket(target)),
+            "loop-exec" => return loop_exec(&all[1..]),
+            _ => {}
+        }
+    }
     let mut args = std::env::args().skip(1).peekable();
     if args.peek().map(String::as_str) == Some("wait") {
         args.next();
@@ -106,4 +136,113 @@ fn call(op: &str, id: u32) -> (i32, i32) {
         0
     };
     (rc, errno)
+}
+
+fn last_errno() -> i32 {
+    std::io::Error::last_os_error().raw_os_error().unwrap_or(0)
+}
+
+/// Forks and execs `path noop`; `(0, 0)` when it ran, `(-1, errno)` when the exec
+/// was refused (the child reports the errno as its exit status).
+fn exec_noop(path: &str) -> (i64, i32) {
+    let Ok(c_path) = std::ffi::CString::new(path) else {
+        return (-1, libc::EINVAL);
+    };
+    let noop = c"noop";
+    // SAFETY: the child only calls execv and _exit.
+    match unsafe { libc::fork() } {
+        -1 => (-1, last_errno()),
+        0 => {
+            let argv = [c_path.as_ptr(), noop.as_ptr(), std::ptr::null()];
+            // SAFETY: argv is a NULL-terminated array of valid C strings.
+            unsafe {
+                libc::execv(c_path.as_ptr(), argv.as_ptr());
+                libc::_exit(100 + last_errno());
+            }
+        }
+        child => {
+            let mut status = 0;
+            // SAFETY: waits for the child we just created.
+            unsafe { libc::waitpid(child, &mut status, 0) };
+            let code = libc::WEXITSTATUS(status);
+            if code >= 100 {
+                (-1, code - 100)
+            } else {
+                (i64::from(code), 0)
+            }
+        }
+    }
+}
+
+fn open_file(path: &str, write: bool) -> (i64, i32) {
+    let result = if write {
+        std::fs::OpenOptions::new()
+            .write(true)
+            .create(true)
+            .truncate(false)
+            .open(path)
+    } else {
+        std::fs::File::open(path)
+    };
+    match result {
+        Ok(_) => (0, 0),
+        Err(e) => (-1, e.raw_os_error().unwrap_or(0)),
+    }
+}
+
+fn unlink(path: &str) -> (i64, i32) {
+    match std::fs::remove_file(path) {
+        Ok(()) => (0, 0),
+        Err(e) => (-1, e.raw_os_error().unwrap_or(0)),
+    }
+}
+
+fn socket(kind: &str) -> (i64, i32) {
+    let (ty, proto) = match kind {
+        "tcp" => (libc::SOCK_STREAM, 0),
+        "udp" => (libc::SOCK_DGRAM, 0),
+        "raw" => (libc::SOCK_RAW, libc::IPPROTO_ICMP),
+        "icmp" => (libc::SOCK_DGRAM, libc::IPPROTO_ICMP),
+        _ => usage(),
+    };
+    // SAFETY: plain syscall; the descriptor is closed right away.
+    let fd = unsafe { libc::socket(libc::AF_INET, ty, proto) };
+    if fd < 0 {
+        return (-1, last_errno());
+    }
+    // SAFETY: closes the descriptor we own.
+    unsafe { libc::close(fd) };
+    (0, 0)
+}
+
+fn loop_exec(args: &[String]) {
+    let (Some(n), Some(stop), Some(path)) = (
+        args.first().and_then(|n| n.parse::<u32>().ok()),
+        args.get(1),
+        args.get(2),
+    ) else {
+        usage()
+    };
+    let (mut passed, mut denied, mut other) = (0u32, 0u32, 0u32);
+    let (mut last_denied, mut first_passed) = (0u32, 0u32);
+    let mut attempts = 0;
+    while attempts < n && !std::path::Path::new(stop).exists() {
+        attempts += 1;
+        match exec_noop(path) {
+            (0, 0) => {
+                passed += 1;
+                if first_passed == 0 {
+                    first_passed = attempts;
+                }
+            }
+            (-1, libc::EACCES) => {
+                denied += 1;
+                last_denied = attempts;
+            }
+            _ => other += 1,
+        }
+    }
+    println!(
+        "EA-LOOP attempts={attempts} passed={passed} denied={denied} other={other} last_denied={last_denied} first_passed={first_passed}"
+    );
 }
