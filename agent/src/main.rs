@@ -625,53 +625,47 @@ fn run(config: AgentConfig, rules: SetidRuleSet) -> ExitCode {
     let poll = (config.policy_poll_ms > 0 && state.source.is_some())
         .then(|| Duration::from_millis(config.policy_poll_ms));
     let read_kernel = async {
+        // Checked in this order so a busy ring buffer can starve neither a stop
+        // request nor a reload nor the policy poll.
+        let mut next_poll = poll.map(|every| std::time::Instant::now() + every);
         loop {
-            let wake = async { source.readable().await.map(|()| Wake::Kernel) }
-                .or(async {
-                    signals.next().await;
-                    Ok(Wake::Stop)
-                })
-                .or(async {
-                    hangups.next().await;
-                    Ok(Wake::Reload)
-                })
-                .or(async {
-                    match poll {
-                        Some(every) => async_io::Timer::after(every).await,
-                        None => std::future::pending().await,
-                    };
-                    Ok(Wake::Poll)
-                })
-                .await;
+            let wake = async {
+                signals.next().await;
+                Ok(Wake::Stop)
+            }
+            .or(async {
+                hangups.next().await;
+                Ok(Wake::Reload)
+            })
+            .or(async {
+                match next_poll {
+                    Some(at) => async_io::Timer::at(at).await,
+                    None => std::future::pending().await,
+                };
+                Ok(Wake::Poll)
+            })
+            .or(async { source.readable().await.map(|()| Wake::Kernel) })
+            .await;
             source.drain(&queue, &ledger);
             match wake {
-                Ok(Wake::Kernel) => {}
+                Ok(Wake::Kernel) | Ok(Wake::Poll) => {}
                 Ok(Wake::Stop) => break,
                 Ok(Wake::Reload) => {
                     log::info!("SIGHUP: reloading policies");
-                    reload(
-                        &host,
-                        &mut state,
-                        policy_maps.as_mut(),
-                        &updates,
-                        &batch_policy_set,
-                    );
-                }
-                Ok(Wake::Poll) => {
-                    if state.source.as_mut().is_some_and(|s| s.changed()) {
-                        log::info!("policy files changed: reloading");
-                        reload(
-                            &host,
-                            &mut state,
-                            policy_maps.as_mut(),
-                            &updates,
-                            &batch_policy_set,
-                        );
-                    }
+                    reload(&host, &mut state, policy_maps.as_mut(), &updates, &batch_policy_set);
                 }
                 Err(e) => {
                     log::error!("ring buffer wait failed: {e}");
                     break;
+                }
+            }
+            if let (Some(at), Some(every)) = (next_poll, poll)
+                && std::time::Instant::now() >= at
+            {
+                next_poll = Some(std::time::Instant::now() + every);
+                if state.source.as_mut().is_some_and(|s| s.changed()) {
+                    log::info!("policy files changed: reloading");
+                    reload(&host, &mut state, policy_maps.as_mut(), &updates, &batch_policy_set);
                 }
             }
         }

@@ -117,7 +117,9 @@ impl KernelOffsets {
     };
 }
 
-/// A resolved absolute path, NUL-padded to [`PATH_CAP`] bytes.
+/// A resolved absolute path in [`PATH_CAP`] bytes. Only the first `len` bytes mean
+/// anything: `bpf_d_path` leaves stale bytes behind the string, and nothing (hash,
+/// decoding) reads past `len`.
 #[repr(C)]
 #[derive(Clone, Copy)]
 pub struct ExePath {
@@ -149,22 +151,6 @@ impl ExePath {
         }
         out.len = path.len() as u32;
         Some(out)
-    }
-
-    /// Zeroes every byte from offset `n` on. `bpf_d_path` builds the path at the end of
-    /// the buffer and then moves it to the front, leaving a stale copy behind.
-    #[inline(always)]
-    pub fn zero_from(&mut self, n: usize) {
-        let mut i = 0;
-        while i < PATH_WORDS {
-            let start = i * 8;
-            if start >= n {
-                self.words[i] = 0;
-            } else if start + 8 > n {
-                self.words[i] &= (1u64 << ((n - start) * 8)) - 1;
-            }
-            i += 1;
-        }
     }
 
     /// Byte `i` (0 past the end of the capacity).
@@ -302,7 +288,8 @@ pub const GLOB_STAR: u8 = 2;
 
 /// A `matchPatterns` rule, matched against what follows its literal directory
 /// prefix (the `RuleKey::target` it is filed under, with `kind` [`MATCH_DIRECTORY`]).
-#[repr(C)]
+/// 8-byte aligned so the probes copy it word by word.
+#[repr(C, align(8))]
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct GlobRule {
     pub bytes: [u8; GLOB_CAP],
@@ -582,6 +569,7 @@ const _: () = assert!(core::mem::size_of::<RuleKey>() == 32);
 const _: () = assert!(core::mem::size_of::<RuleValue>() == 16);
 const _: () = assert!(core::mem::size_of::<PrefixKey>() == 16);
 const _: () = assert!(core::mem::size_of::<GlobRule>() == 2 * GLOB_CAP + 8 + 16);
+const _: () = assert!(core::mem::size_of::<GlobRule>() % 8 == 0);
 const _: () = assert!(core::mem::size_of::<GlobList>() == 8 + GLOBS_PER_KEY * (2 * GLOB_CAP + 24));
 const _: () = assert!(core::mem::size_of::<KernelOffsets>() == 56);
 const _: () = assert!(core::mem::size_of::<ExecEvent>() == 24 + 8 + PATH_CAP);
@@ -722,18 +710,6 @@ mod tests {
         assert_eq!(p.byte_at(14), 0);
         assert!(ExePath::from_bytes(&[b'a'; PATH_CAP]).is_none());
         assert!(ExePath::from_bytes(&[b'a'; PATH_CAP - 1]).is_some());
-    }
-
-    #[test]
-    fn zero_from_leaves_the_same_words_as_a_fresh_path() {
-        let fresh = ExePath::from_bytes(b"/usr/sbin/sshd").expect("fits");
-        let mut dirty = fresh;
-        for w in dirty.words.iter_mut().skip(2) {
-            *w = u64::MAX;
-        }
-        dirty.words[1] |= 0xff00_0000_0000_0000;
-        dirty.zero_from(15);
-        assert_eq!(dirty.words, fresh.words);
     }
 
     #[test]

@@ -59,15 +59,20 @@ const FMODE_WRITE: u32 = 2;
 const CAP_OPT_NOAUDIT: u32 = 2;
 /// Directory prefixes of one path whose pattern rules are tried.
 const MAX_PATTERN_PREFIXES: usize = 2;
-/// Upper bound of one pattern match, in steps (see `GlobMatch`).
-const GLOB_MAX_STEPS: u32 = 4096;
+/// Upper bound of one pattern match, in steps (see `GlobMatch`); a pattern that
+/// needs more does not match.
+const GLOB_MAX_STEPS: u32 = 1024;
 
-/// Per-CPU path buffers, one per program that resolves paths (a sleepable program
-/// may be preempted by another on the same CPU).
+/// Per-CPU scratch slots, one per program (a sleepable program may be preempted by
+/// another on the same CPU): path buffers, walks and item decisions.
 const SLOT_RECORD_EXEC: u32 = 0;
 const SLOT_CHECK_EXEC: u32 = 1;
 const SLOT_CHECK_OPEN: u32 = 2;
 const SLOT_CHECK_UNLINK: u32 = 3;
+const SLOT_CHECK_SOCKET: u32 = 4;
+const SLOT_CHECK_CAPABLE: u32 = 5;
+const SLOT_CHECK_SETID: u32 = 6;
+const SLOTS: u32 = 7;
 
 #[unsafe(no_mangle)]
 static KERNEL_OFFSETS: KernelOffsets = KernelOffsets::ZERO;
@@ -95,7 +100,7 @@ static EXE_PATHS: LruHashMap<u64, ExePath> = LruHashMap::with_max_entries(1024, 
 
 /// Path buffers: too large for the 512-byte BPF stack.
 #[map]
-static PATH_SCRATCH: PerCpuArray<ExePath> = PerCpuArray::with_max_entries(4, 0);
+static PATH_SCRATCH: PerCpuArray<ExePath> = PerCpuArray::with_max_entries(SLOTS, 0);
 
 #[map]
 static EVENTS: RingBuf = RingBuf::with_byte_size(256 * 1024, 0);
@@ -171,7 +176,6 @@ fn resolve(p: *const path, slot: u32) -> Option<&'static mut ExePath> {
         buf.flags = EXE_FLAG_TOO_LONG;
         return None;
     }
-    buf.zero_from(written as usize);
     buf.len = (written - 1) as u32;
     buf.flags = 0;
     Some(buf)
@@ -196,6 +200,8 @@ struct PathWalk {
     /// `PREFIXES` bits at the last `/`, and its prefix hash.
     last_flags: u32,
     last_prefix: u64,
+    /// The whole path's hash.
+    exact: u64,
     /// Prefixes with pattern rules (the first [`MAX_PATTERN_PREFIXES`]), and where
     /// their `/` is.
     pattern_prefix: [u64; MAX_PATTERN_PREFIXES],
@@ -205,15 +211,17 @@ struct PathWalk {
     /// Recursive-directory verdicts met on the way: for the source, for anyone.
     sourced: RuleValue,
     anyone: RuleValue,
+    /// The decision per access slot (`settle_path`).
+    verdicts: [Verdict; 2],
 }
 
 /// Per program slot: the walk in progress.
 #[map]
-static WALKS: PerCpuArray<PathWalk> = PerCpuArray::with_max_entries(4, 0);
+static WALKS: PerCpuArray<PathWalk> = PerCpuArray::with_max_entries(SLOTS, 0);
 
-/// Per program slot: the pattern match in progress, and its pattern.
+/// Per path-resolving program slot: the patterns to try, and the match in progress.
 #[map]
-static GLOB_WALKS: PerCpuArray<GlobWalk> = PerCpuArray::with_max_entries(4, 0);
+static GLOB_QUEUES: PerCpuArray<GlobQueue> = PerCpuArray::with_max_entries(4, 0);
 
 #[inline(always)]
 fn rule_key(source: u64, target: u64, class: u32, kind: u32, generation: u32) -> RuleKey {
@@ -293,11 +301,15 @@ extern "C" fn walk_step(index: u64, ctx: *mut c_void) -> i64 {
     }
     if flags & PREFIX_RECURSIVE != 0 {
         let (source, class, generation) = (walk.source, walk.class, walk.generation);
-        let mut sourced = walk.sourced;
-        let mut anyone = walk.anyone;
-        lookup_both(source, prefix, class, MATCH_RECURSIVE, generation, &mut sourced, &mut anyone);
-        walk.sourced = sourced;
-        walk.anyone = anyone;
+        lookup_both(
+            source,
+            prefix,
+            class,
+            MATCH_RECURSIVE,
+            generation,
+            &mut walk.sourced,
+            &mut walk.anyone,
+        );
     }
     0
 }
@@ -305,7 +317,13 @@ extern "C" fn walk_step(index: u64, ctx: *mut c_void) -> i64 {
 /// Starts a walk of the path in `slot` (`len` bytes) and runs it; the result stays
 /// in `WALKS[slot]`. Returns the whole path's hash.
 #[inline(always)]
-fn walk_path(slot: u32, class: u32, generation: u32, source: u64, len: u32) -> Option<&'static PathWalk> {
+fn walk_path(
+    slot: u32,
+    class: u32,
+    generation: u32,
+    source: u64,
+    len: u32,
+) -> Option<&'static mut PathWalk> {
     let walk = WALKS.get_ptr_mut(slot)?;
     // SAFETY: per-CPU map value of this program's slot.
     let walk = unsafe { &mut *walk };
@@ -333,117 +351,221 @@ fn walk_path(slot: u32, class: u32, generation: u32, source: u64, len: u32) -> O
     Some(walk)
 }
 
-/// State of one pattern match.
+/// A pattern to try against the path, and whose verdicts a match adds to.
 #[repr(C)]
-struct GlobWalk {
-    m: GlobMatch,
+#[derive(Clone, Copy)]
+struct GlobCandidate {
+    rule: GlobRule,
     /// Offset of the text (after the pattern's directory prefix) in the path.
     base: u32,
-    matched: u32,
-    rule: GlobRule,
+    /// 1: the rule names the source; 0: it is for anyone.
+    sourced: u32,
+}
+
+/// Every pattern that may match one path, tried one after the other by a single
+/// `bpf_loop` (one call site, so the verifier checks the step once).
+#[repr(C)]
+struct GlobQueue {
+    count: u32,
+    current: u32,
+    /// Steps spent on the current pattern.
+    steps: u32,
+    len: u32,
+    m: GlobMatch,
+    candidates: [GlobCandidate; MAX_GLOB_CANDIDATES],
+}
+
+/// Patterns tried per path: two prefixes, for the source and for anyone.
+const MAX_GLOB_CANDIDATES: usize = 4 * GLOBS_PER_KEY;
+
+impl GlobQueue {
+    /// Moves to the next candidate (or past the end).
+    #[inline(always)]
+    fn advance(&mut self) {
+        self.current += 1;
+        self.steps = 0;
+        let next = &self.candidates[self.current as usize & (MAX_GLOB_CANDIDATES - 1)];
+        self.m = GlobMatch::new(self.len.saturating_sub(next.base), next.rule.len.min(GLOB_CAP as u32));
+    }
 }
 
 extern "C" fn glob_step(_index: u64, ctx: *mut c_void) -> i64 {
-    // SAFETY: `ctx` is the `LoopSlot` on the caller's stack that `glob_matches` passed.
+    // SAFETY: `ctx` is the `LoopSlot` on the caller's stack that `try_patterns` passed.
     let slot = unsafe { (*(ctx as *const LoopSlot)).slot };
-    let (Some(buf), Some(walk)) = (PATH_SCRATCH.get_ptr(slot), GLOB_WALKS.get_ptr_mut(slot)) else {
+    let (Some(buf), Some(queue), Some(walk)) = (
+        PATH_SCRATCH.get_ptr(slot),
+        GLOB_QUEUES.get_ptr_mut(slot),
+        WALKS.get_ptr_mut(slot),
+    ) else {
         return 1;
     };
     // SAFETY: per-CPU map values of this program's slot.
-    let (buf, walk) = unsafe { (&*buf, &mut *walk) };
-    let c = buf.byte_at((walk.base + walk.m.t) as usize & (PATH_CAP - 1));
-    let c_mark = buf.byte_at((walk.base + walk.m.mark) as usize & (PATH_CAP - 1));
-    let GlobWalk { m, rule, .. } = walk;
-    match m.step(rule, c, c_mark) {
-        GLOB_STEP_CONTINUE => 0,
-        GLOB_STEP_MATCH => {
-            walk.matched = 1;
-            1
+    let (buf, queue, walk) = unsafe { (&*buf, &mut *queue, &mut *walk) };
+    if queue.current >= queue.count || queue.current as usize >= MAX_GLOB_CANDIDATES {
+        return 1;
+    }
+    let candidate = &queue.candidates[queue.current as usize & (MAX_GLOB_CANDIDATES - 1)];
+    let base = candidate.base;
+    let c = buf.byte_at((base + queue.m.t) as usize & (PATH_CAP - 1));
+    let c_mark = buf.byte_at((base + queue.m.mark) as usize & (PATH_CAP - 1));
+    let GlobQueue { m, candidates, current, .. } = queue;
+    let candidate = &candidates[*current as usize & (MAX_GLOB_CANDIDATES - 1)];
+    match m.step(&candidate.rule, c, c_mark) {
+        GLOB_STEP_CONTINUE => {
+            queue.steps += 1;
+            if queue.steps >= GLOB_MAX_STEPS {
+                queue.advance();
+            }
         }
-        _ => 1,
+        GLOB_STEP_MATCH => {
+            if candidate.sourced != 0 {
+                walk.sourced.merge(&candidate.rule.value);
+            } else {
+                walk.anyone.merge(&candidate.rule.value);
+            }
+            queue.advance();
+        }
+        _ => queue.advance(),
     }
+    0
 }
 
-/// Does pattern `rule` match the path in `slot` from byte `base` to `len`?
+/// Queues the patterns filed under `key` (text from byte `base`).
 #[inline(always)]
-fn glob_matches(rule: &GlobRule, slot: u32, base: u32, len: u32) -> bool {
-    let Some(walk) = GLOB_WALKS.get_ptr_mut(slot) else {
-        return false;
-    };
-    // SAFETY: per-CPU map value of this program's slot.
-    let walk = unsafe { &mut *walk };
-    walk.m = GlobMatch::new(len.saturating_sub(base), rule.len.min(GLOB_CAP as u32));
-    walk.base = base;
-    walk.matched = 0;
-    walk.rule = *rule;
-    let mut ctx = LoopSlot { slot, _pad: 0 };
-    // SAFETY: `glob_step` is a static callback; the context outlives the call.
-    unsafe {
-        bpf_loop(
-            GLOB_MAX_STEPS,
-            glob_step as *mut c_void,
-            &mut ctx as *mut LoopSlot as *mut c_void,
-            0,
-        );
-    }
-    walk.matched != 0
-}
-
-/// Merges the verdicts of the patterns filed under `key` that match.
-#[inline(always)]
-fn lookup_globs(key: &RuleKey, slot: u32, base: u32, len: u32, into: &mut RuleValue) {
+fn queue_patterns(queue: &mut GlobQueue, key: &RuleKey, base: u32, sourced: u32) {
     // SAFETY: map value pointer returned by the kernel for this key.
     let Some(list) = (unsafe { GLOBS.get(key) }) else {
         return;
     };
     let mut i = 0;
     while i < GLOBS_PER_KEY {
-        if (i as u32) < list.count && glob_matches(&list.rules[i], slot, base, len) {
-            into.merge(&list.rules[i].value);
+        if (i as u32) < list.count && (queue.count as usize) < MAX_GLOB_CANDIDATES {
+            let at = queue.count as usize & (MAX_GLOB_CANDIDATES - 1);
+            copy_glob(&mut queue.candidates[at].rule, &list.rules[i]);
+            queue.candidates[at].base = base;
+            queue.candidates[at].sourced = sourced;
+            queue.count += 1;
         }
         i += 1;
     }
 }
 
-/// Every rule of `class` that matches the path in `slot`, for `source` and anyone.
+/// Copies a pattern word by word: a plain assignment becomes a byte loop the
+/// verifier would walk through once per byte.
 #[inline(always)]
-fn match_path(class: u32, generation: u32, source: u64, slot: u32, len: u32) -> (RuleValue, RuleValue) {
-    let Some(walk) = walk_path(slot, class, generation, source, len) else {
-        return (RuleValue::NONE, RuleValue::NONE);
-    };
-    let exact = walk.hash.finish_len(u64::from(len));
-    let mut sourced = walk.sourced;
-    let mut anyone = walk.anyone;
-    let (last_flags, last_prefix, patterns) = (walk.last_flags, walk.last_prefix, walk.patterns);
-    let pattern_prefix = walk.pattern_prefix;
-    let pattern_slash = walk.pattern_slash;
-    lookup_both(source, exact, class, MATCH_EXACT, generation, &mut sourced, &mut anyone);
-    if last_flags & PREFIX_DIRECTORY != 0 {
-        lookup_both(
-            source,
-            last_prefix,
-            class,
-            MATCH_DIRECTORY,
-            generation,
-            &mut sourced,
-            &mut anyone,
+fn copy_glob(dst: &mut GlobRule, src: &GlobRule) {
+    const WORDS: usize = core::mem::size_of::<GlobRule>() / 8;
+    let d = dst as *mut GlobRule as *mut u64;
+    let s = src as *const GlobRule as *const u64;
+    let mut i = 0;
+    while i < WORDS {
+        // SAFETY: both are 8-byte aligned GlobRules (the ABI asserts the size is a
+        // multiple of 8), so every word read and written is inside them.
+        unsafe { core::ptr::write_volatile(d.add(i), core::ptr::read_volatile(s.add(i))) };
+        i += 1;
+    }
+}
+
+/// Tries every queued pattern; matches merge into the walk's accumulators.
+#[inline(always)]
+fn try_patterns(queue: &mut GlobQueue, slot: u32, len: u32) {
+    if queue.count == 0 {
+        return;
+    }
+    queue.len = len;
+    queue.current = u32::MAX;
+    queue.advance(); // to candidate 0
+    let mut ctx = LoopSlot { slot, _pad: 0 };
+    // SAFETY: `glob_step` is a static callback; the context outlives the call.
+    unsafe {
+        bpf_loop(
+            MAX_GLOB_CANDIDATES as u32 * GLOB_MAX_STEPS,
+            glob_step as *mut c_void,
+            &mut ctx as *mut LoopSlot as *mut c_void,
+            0,
         );
     }
-    let mut k = 0;
-    while k < MAX_PATTERN_PREFIXES {
-        if (k as u32) < patterns {
-            let prefix = pattern_prefix[k];
-            let base = pattern_slash[k] + 1;
-            if source != 0 {
-                let key = rule_key(source, prefix, class, MATCH_DIRECTORY, generation);
-                lookup_globs(&key, slot, base, len, &mut sourced);
-            }
-            let key = rule_key(ANY_SOURCE, prefix, class, MATCH_DIRECTORY, generation);
-            lookup_globs(&key, slot, base, len, &mut anyone);
+}
+
+/// Stages of `match_step`: exact path, directory, then patterns for (prefix 0 and 1)
+/// x (source, anyone).
+const MATCH_STAGES: u32 = 2 + 2 * MAX_PATTERN_PREFIXES as u32;
+
+/// One stage of matching a walked path (the stage is the loop index, unknown to the
+/// verifier, so it checks every stage once instead of once per path through them).
+extern "C" fn match_step(index: u64, ctx: *mut c_void) -> i64 {
+    // SAFETY: `ctx` is the `LoopSlot` on the caller's stack that `match_path` passed.
+    let slot = unsafe { (*(ctx as *const LoopSlot)).slot };
+    let (Some(walk), Some(queue)) = (WALKS.get_ptr_mut(slot), GLOB_QUEUES.get_ptr_mut(slot)) else {
+        return 1;
+    };
+    // SAFETY: per-CPU map values of this program's slot.
+    let (walk, queue) = unsafe { (&mut *walk, &mut *queue) };
+    let (source, class, generation) = (walk.source, walk.class, walk.generation);
+    match index {
+        0 => {
+            queue.count = 0;
+            let exact = walk.exact;
+            lookup_both(source, exact, class, MATCH_EXACT, generation, &mut walk.sourced, &mut walk.anyone);
         }
-        k += 1;
+        1 => {
+            if walk.last_flags & PREFIX_DIRECTORY != 0 {
+                let prefix = walk.last_prefix;
+                lookup_both(
+                    source,
+                    prefix,
+                    class,
+                    MATCH_DIRECTORY,
+                    generation,
+                    &mut walk.sourced,
+                    &mut walk.anyone,
+                );
+            }
+        }
+        _ => {
+            let stage = (index - 2) as usize;
+            let k = (stage / 2) & (MAX_PATTERN_PREFIXES - 1);
+            let for_source = stage % 2 == 0;
+            if (stage / 2) as u32 >= walk.patterns || (for_source && source == 0) {
+                return 0;
+            }
+            let prefix = walk.pattern_prefix[k];
+            let base = walk.pattern_slash[k] + 1;
+            let (key_source, sourced) = if for_source { (source, 1) } else { (ANY_SOURCE, 0) };
+            let key = rule_key(key_source, prefix, class, MATCH_DIRECTORY, generation);
+            queue_patterns(queue, &key, base, sourced);
+        }
     }
-    (sourced, anyone)
+    0
+}
+
+/// Collects every rule of `class` that matches the path in `slot`, for `source` and
+/// for anyone, into the walk's accumulators (map memory, so the verifier does not
+/// fork a state per merge).
+#[inline(always)]
+fn match_path(
+    class: u32,
+    generation: u32,
+    source: u64,
+    slot: u32,
+    len: u32,
+) -> Option<&'static mut PathWalk> {
+    let walk = walk_path(slot, class, generation, source, len)?;
+    walk.exact = walk.hash.finish_len(u64::from(len));
+    let mut ctx = LoopSlot { slot, _pad: 0 };
+    // SAFETY: `match_step` is a static callback; the context outlives the call.
+    unsafe {
+        bpf_loop(
+            MATCH_STAGES,
+            match_step as *mut c_void,
+            &mut ctx as *mut LoopSlot as *mut c_void,
+            0,
+        );
+    }
+    let queue = GLOB_QUEUES.get_ptr_mut(slot)?;
+    // SAFETY: per-CPU map value of this program's slot.
+    try_patterns(unsafe { &mut *queue }, slot, len);
+    Some(walk)
 }
 
 /// The verdict for one access slot: the source's rules first, then everyone's, then
@@ -464,13 +586,49 @@ fn settle(
     if anyone.slots[slot].action != ACTION_NONE {
         return anyone.slots[slot];
     }
-    let mut posture = RuleValue::NONE;
-    let mut global = RuleValue::NONE;
-    lookup_both(source, 0, class, MATCH_ALLOW_LIST, generation, &mut posture, &mut global);
-    if posture.slots[slot].action != ACTION_NONE {
-        posture.slots[slot]
-    } else {
-        global.slots[slot]
+    if source != 0 {
+        let key = rule_key(source, 0, class, MATCH_ALLOW_LIST, generation);
+        // SAFETY: map value pointer returned by the kernel for this key.
+        if let Some(v) = unsafe { RULES.get(&key) } {
+            if v.slots[slot].action != ACTION_NONE {
+                return v.slots[slot];
+            }
+        }
+    }
+    let key = rule_key(ANY_SOURCE, 0, class, MATCH_ALLOW_LIST, generation);
+    // SAFETY: as above.
+    match unsafe { RULES.get(&key) } {
+        Some(v) => v.slots[slot],
+        None => Verdict::NONE,
+    }
+}
+
+extern "C" fn settle_step(index: u64, ctx: *mut c_void) -> i64 {
+    // SAFETY: `ctx` is the `LoopSlot` on the caller's stack that `settle_path` passed.
+    let slot = unsafe { (*(ctx as *const LoopSlot)).slot };
+    let Some(walk) = WALKS.get_ptr_mut(slot) else {
+        return 1;
+    };
+    // SAFETY: per-CPU map value of this program's slot.
+    let walk = unsafe { &mut *walk };
+    let i = index as usize & 1;
+    walk.verdicts[i] = settle(walk.class, walk.generation, walk.source, i, &walk.sourced, &walk.anyone);
+    0
+}
+
+/// Settles both access slots of a matched path into `walk.verdicts` (in a callback,
+/// so the main program sees one state whatever the outcome).
+#[inline(always)]
+fn settle_path(slot: u32) {
+    let mut ctx = LoopSlot { slot, _pad: 0 };
+    // SAFETY: `settle_step` is a static callback; the context outlives the call.
+    unsafe {
+        bpf_loop(
+            2,
+            settle_step as *mut c_void,
+            &mut ctx as *mut LoopSlot as *mut c_void,
+            0,
+        );
     }
 }
 
@@ -631,8 +789,11 @@ pub fn check_exec(ctx: LsmContext) -> i32 {
     };
     let len = buf.len;
     let source = current_identity();
-    let (sourced, anyone) = match_path(CLASS_PROCESS, generation, source, SLOT_CHECK_EXEC, len);
-    let verdict = settle(CLASS_PROCESS, generation, source, SLOT_READ, &sourced, &anyone);
+    let Some(walk) = match_path(CLASS_PROCESS, generation, source, SLOT_CHECK_EXEC, len) else {
+        return 0;
+    };
+    settle_path(SLOT_CHECK_EXEC);
+    let verdict = walk.verdicts[SLOT_READ];
     enforce(&verdict, EACCES, |outcome| {
         report(CLASS_PROCESS, outcome, &verdict, source, [0; 4], SLOT_CHECK_EXEC)
     })
@@ -714,21 +875,22 @@ pub fn check_unlink(ctx: LsmContext) -> i32 {
     }
     len += name_len;
     buf.len = len;
-    buf.zero_from(len as usize);
     decide_file(generation, ACCESS_WRITE | ACCESS_UNLINK, SLOT_CHECK_UNLINK, len)
 }
 
 #[inline(always)]
 fn decide_file(generation: u32, access: u32, slot: u32, len: u32) -> i32 {
     let source = current_identity();
-    let (sourced, anyone) = match_path(CLASS_FILE, generation, source, slot, len);
+    let Some(walk) = match_path(CLASS_FILE, generation, source, slot, len) else {
+        return 0;
+    };
+    settle_path(slot);
     let mut verdict = Verdict::NONE;
     if access & ACCESS_READ != 0 {
-        verdict = settle(CLASS_FILE, generation, source, SLOT_READ, &sourced, &anyone);
+        verdict = walk.verdicts[SLOT_READ];
     }
     if access & ACCESS_WRITE != 0 {
-        let write = settle(CLASS_FILE, generation, source, SLOT_WRITE, &sourced, &anyone);
-        verdict = stronger(verdict, write);
+        verdict = stronger(verdict, walk.verdicts[SLOT_WRITE]);
     }
     enforce(&verdict, EACCES, |outcome| {
         report(CLASS_FILE, outcome, &verdict, source, [access, 0, 0, 0], slot)
@@ -739,16 +901,37 @@ fn decide_file(generation: u32, access: u32, slot: u32, len: u32) -> i32 {
 
 /// The verdict of one item rule (`MATCH_ITEM`), or the default posture.
 #[inline(always)]
-fn decide_items(class: u32, generation: u32, source: u64, items: [u64; 2]) -> Verdict {
-    let mut sourced = RuleValue::NONE;
-    let mut anyone = RuleValue::NONE;
+fn decide_items(class: u32, generation: u32, source: u64, items: [u64; 2], slot: u32) -> Verdict {
+    let Some(walk) = WALKS.get_ptr_mut(slot) else {
+        return Verdict::NONE;
+    };
+    // SAFETY: per-CPU map value of this program's slot.
+    let walk = unsafe { &mut *walk };
+    walk.sourced = RuleValue::NONE;
+    walk.anyone = RuleValue::NONE;
     if items[0] != 0 {
-        lookup_both(source, items[0], class, MATCH_ITEM, generation, &mut sourced, &mut anyone);
+        lookup_both(
+            source,
+            items[0],
+            class,
+            MATCH_ITEM,
+            generation,
+            &mut walk.sourced,
+            &mut walk.anyone,
+        );
     }
     if items[1] != 0 {
-        lookup_both(source, items[1], class, MATCH_ITEM, generation, &mut sourced, &mut anyone);
+        lookup_both(
+            source,
+            items[1],
+            class,
+            MATCH_ITEM,
+            generation,
+            &mut walk.sourced,
+            &mut walk.anyone,
+        );
     }
-    settle(class, generation, source, SLOT_READ, &sourced, &anyone)
+    settle(class, generation, source, SLOT_READ, &walk.sourced, &walk.anyone)
 }
 
 /// `socket_create(int family, int type, int protocol, int kern)`.
@@ -774,6 +957,7 @@ pub fn check_socket(ctx: LsmContext) -> i32 {
         generation,
         source,
         socket_items(family, sock_type, protocol),
+        SLOT_CHECK_SOCKET,
     );
     enforce(&verdict, EACCES, |outcome| {
         report(CLASS_NETWORK, outcome, &verdict, source, [family, sock_type, protocol, 0], u32::MAX)
@@ -793,7 +977,13 @@ pub fn check_capable(ctx: LsmContext) -> i32 {
     let cap: u32 = ctx.arg(2);
     let opts: u32 = ctx.arg(3);
     let source = current_identity();
-    let verdict = decide_items(CLASS_CAPABILITY, generation, source, [item_capability(cap), 0]);
+    let verdict = decide_items(
+        CLASS_CAPABILITY,
+        generation,
+        source,
+        [item_capability(cap), 0],
+        SLOT_CHECK_CAPABLE,
+    );
     enforce(&verdict, EPERM, |outcome| {
         if opts & CAP_OPT_NOAUDIT == 0 {
             report(CLASS_CAPABILITY, outcome, &verdict, source, [cap, opts, 0, 0], u32::MAX)
@@ -827,7 +1017,7 @@ fn check_setid(ctx: &LsmContext, kind: u32) -> i32 {
         return 0;
     };
     let source = current_identity();
-    let verdict = decide_items(CLASS_SETID, generation, source, [item_setid(bit), 0]);
+    let verdict = decide_items(CLASS_SETID, generation, source, [item_setid(bit), 0], SLOT_CHECK_SETID);
     if verdict.action == ACTION_NONE {
         return 0;
     }

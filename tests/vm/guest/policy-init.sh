@@ -24,6 +24,8 @@ for p in /usr/bin/ls /usr/bin/lsx /usr/bin/date /usr/bin/bash /usr/bin/other-she
 done
 mkdir -p /usr/bin/sub
 cp $probe /usr/bin/sub/deep
+echo "root:x:0:0:root:/root:/bin/sh" > /etc/passwd
+echo "root:x:0:" > /etc/group
 echo "secret" > /srv/data/report.txt
 echo "old" > /var/log/app/old.log
 echo "EA-SHELL pid=$$"
@@ -34,12 +36,19 @@ scenario() {
     "$@"
 }
 
-# Waits (bounded) until FILE has a line matching PATTERN.
+# On a wait that never ends: say what was awaited and show the agent's stderr.
+give_up() {
+    echo "EA-TIMEOUT $1"
+    while read -r line; do echo "EA-STUCKERR $line"; done < "$agent_err"
+}
+
+# Waits (bounded) until FILE has a line matching PATTERN, while the agent lives.
 wait_for() {
     file=$1; pattern=$2; tries=0
     while ! grep -q "$pattern" "$file" 2>/dev/null; do
         tries=$((tries + 1))
-        if [ $tries -gt 3000 ]; then echo "EA-TIMEOUT $pattern"; return 1; fi
+        kill -0 $agent 2>/dev/null || { give_up "agent died awaiting $pattern"; return 1; }
+        if [ $tries -gt 900 ]; then give_up "$pattern"; return 1; fi
         sleep 0.1
     done
 }
@@ -49,7 +58,8 @@ wait_count() {
     file=$1; pattern=$2; n=$3; tries=0
     while [ "$(grep -c "$pattern" "$file" 2>/dev/null)" -lt "$n" ]; do
         tries=$((tries + 1))
-        if [ $tries -gt 3000 ]; then echo "EA-TIMEOUT $n x $pattern"; return 1; fi
+        kill -0 $agent 2>/dev/null || { give_up "agent died awaiting $n x $pattern"; return 1; }
+        if [ $tries -gt 900 ]; then give_up "$n x $pattern"; return 1; fi
         sleep 0.1
     done
 }
@@ -63,7 +73,7 @@ phase() {
     rm -f $policies/*
     cp $phases/$1/* $policies/
     kill -HUP $2
-    wait_for /tmp/agent-a.err "policies applied: .*\[$3\]"
+    wait_for "$agent_err" "policies applied: .*\[$3\]"
 }
 
 mkdir -p $policies
@@ -72,7 +82,8 @@ cp $phases/exec/* $policies/
     --cluster vmtest --host-name gw-vm --max-alerts-per-sec 0 \
     > /tmp/alerts-a.json 2> /tmp/agent-a.err &
 agent=$!
-wait_for /tmp/agent-a.err "edgearmor: ready"
+agent_err=/tmp/agent-a.err
+wait_for "$agent_err" "edgearmor: ready"
 echo "EA-AGENT $(grep 'edgearmor: ready' /tmp/agent-a.err)"
 
 # exec: exact path, fromSource, pattern, another host's policy
@@ -119,7 +130,8 @@ echo "EA-AGENT-A-EXIT $?"
     --cluster vmtest --host-name gw-vm --max-alerts-per-sec 0 \
     > /tmp/alerts-b.json 2> /tmp/agent-b.err &
 agent=$!
-wait_for /tmp/agent-b.err "edgearmor: ready"
+agent_err=/tmp/agent-b.err
+wait_for "$agent_err" "edgearmor: ready"
 scenario block-posture-forbidden $probe exec /usr/bin/forbidden
 scenario block-posture-allowed $probe exec /usr/bin/allowed
 
@@ -128,13 +140,13 @@ echo "EA-PHASE hot"
 cp $phases/hot/block-target.yaml $policies/.staged
 mv $policies/.staged $policies/target.yaml
 rm -f $policies/allow-list.yaml
-wait_for /tmp/agent-b.err "policies applied: .*\[hsp-hot-target\]"
+wait_for "$agent_err" "policies applied: .*\[hsp-hot-target\]"
 $probe loop-exec 100000 /tmp/stop-loop /usr/bin/target > /tmp/loop.out &
 loop=$!
 wait_count /tmp/alerts-b.json '"Resource":"/usr/bin/target".*"Action":"Block"' 20
 cp $phases/hot/audit-target.yaml $policies/.staged
 mv $policies/.staged $policies/target.yaml
-wait_for /tmp/agent-b.err "policies applied: .*\[hsp-hot-target-audit\]"
+wait_for "$agent_err" "policies applied: .*\[hsp-hot-target-audit\]"
 wait_count /tmp/alerts-b.json '"Resource":"/usr/bin/target".*"Action":"Audit"' 20
 touch /tmp/stop-loop
 wait $loop
