@@ -215,6 +215,15 @@ pub fn check_live(host: &dyn HostKernel) -> Vec<CheckLine> {
             );
             lines.push(
                 match crate::loader::load(host, &btf, [0, 0], Default::default()) {
+                    Ok(probes) if !probes.degraded.is_empty() => line(
+                        "attach",
+                        CheckStatus::Warn,
+                        format!(
+                            "probes load and attach, except: {}",
+                            probes.degraded.join("; ")
+                        ),
+                        "a kernel that lets path_unlink call bpf_d_path (6.6 or later)",
+                    ),
                     Ok(probes) => {
                         drop(probes); // detaches
                         line(

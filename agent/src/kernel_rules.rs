@@ -761,7 +761,7 @@ spec:
         )
         .expect("setgid rule");
         assert_eq!(setgid.slots[SLOT_READ].action, ACTION_BLOCK);
-        assert!(catalog.len() >= 1);
+        assert!(!catalog.is_empty());
         let mask = class_bit(CLASS_NETWORK) | class_bit(CLASS_CAPABILITY) | class_bit(CLASS_SETID);
         assert_eq!(set.class_mask, mask);
     }

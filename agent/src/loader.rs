@@ -38,6 +38,8 @@ pub struct LoadedProbes {
     pub drops: DropCounter,
     pub policy: PolicyMaps,
     pub seeded_processes: usize,
+    /// Optional hooks this kernel refused, each with what that costs.
+    pub degraded: Vec<String>,
 }
 
 /// Why a policy set could not be written; the previous set stays enforced.
@@ -279,10 +281,20 @@ pub fn load(
     for (program, tracepoint) in programs::BTF_TRACEPOINTS {
         attach_btf_tracepoint(&mut ebpf, &aya_btf, program, tracepoint)?;
     }
+    let mut degraded = Vec::new();
     for (program, hook) in programs::LSM {
         let prog: &mut Lsm = program_of(&mut ebpf, program, hook)?;
-        prog.load(hook, &aya_btf)
-            .map_err(|e| program_failure(program, hook, e))?;
+        if let Err(e) = prog.load(hook, &aya_btf) {
+            let failure = program_failure(program, hook, e);
+            if !programs::OPTIONAL.contains(&program) {
+                return Err(failure);
+            }
+            let first_line = failure.to_string().lines().next().unwrap_or("").to_owned();
+            degraded.push(format!(
+                "{hook}: this kernel refuses {program} ({first_line}); unlinks are not checked, file rules still apply at open"
+            ));
+            continue;
+        }
         prog.attach()
             .map_err(|e| program_failure(program, hook, e))?;
     }
@@ -294,6 +306,7 @@ pub fn load(
         ebpf,
         policy,
         seeded_processes,
+        degraded,
     })
 }
 

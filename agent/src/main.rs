@@ -52,9 +52,8 @@ usage: edgearmor run [OPTIONS] [--deny-setgid PATH]... [--deny-setuid PATH]...
 options (override agent.toml; see README for every key):
   --config FILE           configuration (default /etc/edgearmor/agent.toml, optional)
   --rules FILE            TOML rules file ([[setid]] tables), repeatable
-  --policies PATH         KubeArmorHostPolicy file or directory, repeatable (the
-                          syscalls section is enforced; other sections are reported
-                          as not enforced yet)
+  --policies PATH         KubeArmorHostPolicy file or directory, repeatable; re-read
+                          on SIGHUP and when a file changes (policy_poll_ms)
   --deny-setgid PATH      deny that executable changing its gid (repeatable)
   --deny-setuid PATH      deny that executable changing its uid (repeatable)
   --cluster NAME          ClusterName / topic level (default: default)
@@ -555,6 +554,14 @@ fn run(config: AgentConfig, rules: SetidRuleSet) -> ExitCode {
     let (mut source, enforcement, ready) = match enforcing {
         Ok(probes) => {
             let seeded = probes.seeded_processes;
+            for missing in &probes.degraded {
+                log::warn!("degraded: {missing}");
+            }
+            let degraded = if probes.degraded.is_empty() {
+                String::new()
+            } else {
+                format!(", degraded: {}", probes.degraded.join("; "))
+            };
             match RingbufReader::new(probes, host.boottime_to_unix_offset_ns()) {
                 Ok((reader, maps)) => {
                     policy_maps = Some(maps);
@@ -562,7 +569,7 @@ fn run(config: AgentConfig, rules: SetidRuleSet) -> ExitCode {
                         KernelSource::Enforcing(reader),
                         Ok(()),
                         format!(
-                            "enforcing on kernel {} (probes sha256 {}, {} running processes identified",
+                            "enforcing on kernel {} (probes sha256 {}, {} running processes identified{degraded}",
                             host.release(),
                             loader::probes_sha256(),
                             seeded
@@ -652,7 +659,13 @@ fn run(config: AgentConfig, rules: SetidRuleSet) -> ExitCode {
                 Ok(Wake::Stop) => break,
                 Ok(Wake::Reload) => {
                     log::info!("SIGHUP: reloading policies");
-                    reload(&host, &mut state, policy_maps.as_mut(), &updates, &batch_policy_set);
+                    reload(
+                        &host,
+                        &mut state,
+                        policy_maps.as_mut(),
+                        &updates,
+                        &batch_policy_set,
+                    );
                 }
                 Err(e) => {
                     log::error!("ring buffer wait failed: {e}");
@@ -665,7 +678,13 @@ fn run(config: AgentConfig, rules: SetidRuleSet) -> ExitCode {
                 next_poll = Some(std::time::Instant::now() + every);
                 if state.source.as_mut().is_some_and(|s| s.changed()) {
                     log::info!("policy files changed: reloading");
-                    reload(&host, &mut state, policy_maps.as_mut(), &updates, &batch_policy_set);
+                    reload(
+                        &host,
+                        &mut state,
+                        policy_maps.as_mut(),
+                        &updates,
+                        &batch_policy_set,
+                    );
                 }
             }
         }

@@ -64,6 +64,10 @@ pub mod programs {
         ("check_socket", "socket_create"),
         ("check_capable", "capable"),
     ];
+    /// Programs whose hook may not allow what they need on every kernel (before
+    /// Linux 6.3-ish `path_unlink` may not call `bpf_d_path`); when one is refused,
+    /// the agent enforces without it and says what is missing.
+    pub const OPTIONAL: [&str; 1] = ["check_unlink"];
     /// `(program, tracepoint)` for BTF-typed tracepoints.
     pub const BTF_TRACEPOINTS: [(&str, &str); 1] = [("inherit_identity", "sched_process_fork")];
     /// Monitor-only mode (no BPF-LSM): reports every exec; needs no trampoline.
@@ -569,7 +573,7 @@ const _: () = assert!(core::mem::size_of::<RuleKey>() == 32);
 const _: () = assert!(core::mem::size_of::<RuleValue>() == 16);
 const _: () = assert!(core::mem::size_of::<PrefixKey>() == 16);
 const _: () = assert!(core::mem::size_of::<GlobRule>() == 2 * GLOB_CAP + 8 + 16);
-const _: () = assert!(core::mem::size_of::<GlobRule>() % 8 == 0);
+const _: () = assert!(core::mem::size_of::<GlobRule>().is_multiple_of(8));
 const _: () = assert!(core::mem::size_of::<GlobList>() == 8 + GLOBS_PER_KEY * (2 * GLOB_CAP + 24));
 const _: () = assert!(core::mem::size_of::<KernelOffsets>() == 56);
 const _: () = assert!(core::mem::size_of::<ExecEvent>() == 24 + 8 + PATH_CAP);

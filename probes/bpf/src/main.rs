@@ -80,14 +80,21 @@ static KERNEL_OFFSETS: KernelOffsets = KernelOffsets::ZERO;
 #[unsafe(no_mangle)]
 static PATH_HASH_KEY: [u64; 2] = [0; 2];
 
-#[map]
-static RULES: HashMap<RuleKey, RuleValue> = HashMap::with_max_entries(RULES_CAPACITY, 0);
+/// Rule tables are allocated per entry (`BPF_F_NO_PREALLOC`): a gateway with a few
+/// dozen rules pays for a few dozen entries, not for the capacity.
+const BPF_F_NO_PREALLOC: u32 = 1;
 
 #[map]
-static PREFIXES: HashMap<PrefixKey, u32> = HashMap::with_max_entries(PREFIXES_CAPACITY, 0);
+static RULES: HashMap<RuleKey, RuleValue> =
+    HashMap::with_max_entries(RULES_CAPACITY, BPF_F_NO_PREALLOC);
 
 #[map]
-static GLOBS: HashMap<RuleKey, GlobList> = HashMap::with_max_entries(GLOBS_CAPACITY, 0);
+static PREFIXES: HashMap<PrefixKey, u32> =
+    HashMap::with_max_entries(PREFIXES_CAPACITY, BPF_F_NO_PREALLOC);
+
+#[map]
+static GLOBS: HashMap<RuleKey, GlobList> =
+    HashMap::with_max_entries(GLOBS_CAPACITY, BPF_F_NO_PREALLOC);
 
 #[map]
 static ACTIVE: Array<ActivePolicy> = Array::with_max_entries(1, 0);
