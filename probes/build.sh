@@ -22,7 +22,13 @@ cargo_home=${CARGO_HOME:-$HOME/.cargo}
 export RUSTFLAGS="--remap-path-prefix=$repo=/edgearmor --remap-path-prefix=$cargo_home=/cargo -C debuginfo=2 -C link-arg=--btf"
 export CARGO_TARGET_DIR="$here/bpf/target"
 cargo build --release --locked --target bpfel-unknown-none -Z build-std=core -q
-built="$CARGO_TARGET_DIR/bpfel-unknown-none/release/edgearmor-probes"
+linked="$CARGO_TARGET_DIR/bpfel-unknown-none/release/edgearmor-probes"
+# BTF (func_info for the bpf_loop callbacks) needs debug info at link time; the DWARF
+# itself is dead weight in the agent binary, so it goes and .BTF/.BTF.ext stay.
+objcopy=$(command -v llvm-objcopy-22 || command -v llvm-objcopy || true)
+[ -n "$objcopy" ] || { echo "probes/build.sh: llvm-objcopy not installed (scripts/install-deps.sh)" >&2; exit 1; }
+built="$CARGO_TARGET_DIR/edgearmor-probes.stripped.o"
+"$objcopy" --strip-debug "$linked" "$built"
 
 if [ "${1:-}" = "--check" ]; then
     if ! cmp -s "$built" "$object"; then

@@ -28,7 +28,7 @@ fi
 apt-cache show busybox-static:arm64 >/dev/null 2>&1 || apt_update_once
 
 packages=(qemu-system-x86 qemu-system-arm
-          llvm-22-dev libpolly-22-dev libzstd-dev mosquitto xz-utils
+          llvm-22 llvm-22-dev libpolly-22-dev libzstd-dev mosquitto xz-utils
           gcc-aarch64-linux-gnu libc6-dev-arm64-cross)
 missing=()
 for p in "${packages[@]}"; do

@@ -222,6 +222,19 @@ fn program_failure(program: &str, hook: &str, e: ProgramError) -> EnforcementUna
     }
 }
 
+/// The verifier's own words for a refusal: the line just before its statistics
+/// (e.g. "helper call is not allowed in probe"), else the first line.
+fn verifier_reason(log: &str) -> String {
+    let lines: Vec<&str> = log.lines().collect();
+    let stats = lines
+        .iter()
+        .position(|l| l.starts_with("verification time") || l.starts_with("processed "));
+    match stats {
+        Some(i) if i > 0 => lines[i - 1].trim().to_owned(),
+        _ => lines.first().map(|l| l.trim().to_owned()).unwrap_or_default(),
+    }
+}
+
 fn map_failure(name: &str, detail: impl std::fmt::Display) -> EnforcementUnavailable {
     EnforcementUnavailable::Failed {
         step: format!("opening map {name}"),
@@ -289,9 +302,9 @@ pub fn load(
             if !programs::OPTIONAL.contains(&program) {
                 return Err(failure);
             }
-            let first_line = failure.to_string().lines().next().unwrap_or("").to_owned();
             degraded.push(format!(
-                "{hook}: this kernel refuses {program} ({first_line}); unlinks are not checked, file rules still apply at open"
+                "{hook}: this kernel refuses {program} ({}); unlinks are not checked, file rules still apply at open",
+                verifier_reason(&failure.to_string())
             ));
             continue;
         }
@@ -426,4 +439,14 @@ fn seed_identities(
         }
     }
     Ok(seeded)
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn verifier_reason_is_the_line_before_the_statistics() {
+        let log = "the kernel's verifier rejected check_unlink:\nInvalid argument (os error 22)\n35: (85) call bpf_d_path#147\nhelper call is not allowed in probe\nverification time 2054 usec\nprocessed 34 insns";
+        assert_eq!(super::verifier_reason(log), "helper call is not allowed in probe");
+        assert_eq!(super::verifier_reason("just one line"), "just one line");
+    }
 }

@@ -248,7 +248,7 @@ fn enforcing_vm(arch: Arch, series: &str) {
     assert!(
         check
             .iter()
-            .any(|l| (l.starts_with("ok") || l.starts_with("warn")) && l.contains("attach")),
+            .any(|l| (l.starts_with("ok") || l.starts_with("WARN")) && l.contains("attach")),
         "{check:#?}"
     );
     let ready = log.first_with_prefix("EA-AGENT ").unwrap_or_else(|| {
