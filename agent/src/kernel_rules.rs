@@ -770,7 +770,7 @@ spec:
     fn unholdable_rules_are_skipped_with_a_reason() {
         let long = format!("/{}", "a".repeat(300));
         let mut patterns = String::new();
-        for i in 0..5 {
+        for i in 0..=GLOBS_PER_KEY {
             patterns.push_str(&format!("      - pattern: /usr/bin/p{i}*\n"));
         }
         let (set, _) = build(
@@ -786,8 +786,8 @@ spec:
         );
         assert_eq!(set.skipped.len(), 2, "{:?}", set.skipped);
         assert!(set.skipped[0].reason.contains("longer than"));
-        assert!(set.skipped[1].reason.contains("more than 4 patterns"));
-        assert_eq!(set.globs.values().next().map(Vec::len), Some(4));
+        assert!(set.skipped[1].reason.contains("more than 8 patterns"));
+        assert_eq!(set.globs.values().next().map(Vec::len), Some(GLOBS_PER_KEY));
     }
 
     #[test]
@@ -818,5 +818,29 @@ spec:
             )
             .is_some()
         );
+    }
+}
+
+#[cfg(test)]
+mod shipped_policies {
+    use super::*;
+    use edgearmor_policy::{DefaultPostures, compile, load_policy_directory};
+
+    #[test]
+    fn the_shipped_set_fits_the_kernel_tables_whole() {
+        let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../policies");
+        let load = load_policy_directory(&dir, "any-gateway").expect("policies/ is readable");
+        assert!(load.rejected.is_empty(), "{:?}", load.rejected);
+        let compiled = compile(&load.policies, DefaultPostures::uniform(DefaultPosture::Audit));
+        let identity = |p: &str| p.to_owned();
+        let set = KernelRuleSet::build(
+            &SetidRuleSet::default(),
+            &compiled,
+            &mut PolicyCatalog::default(),
+            [1, 2],
+            &identity,
+        );
+        assert!(set.skipped.is_empty(), "{:?}", set.skipped);
+        assert!(!set.globs.is_empty());
     }
 }

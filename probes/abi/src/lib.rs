@@ -281,7 +281,7 @@ pub const PREFIX_PATTERN: u32 = 4;
 /// Tokens of a pattern, after its literal directory prefix.
 pub const GLOB_CAP: usize = 64;
 /// Patterns per (directory prefix, source) key.
-pub const GLOBS_PER_KEY: usize = 4;
+pub const GLOBS_PER_KEY: usize = 8;
 
 /// `GlobRule::kinds[i]`.
 pub const GLOB_LITERAL: u8 = 0;
