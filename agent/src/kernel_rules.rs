@@ -831,7 +831,10 @@ mod shipped_policies {
         let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../policies");
         let load = load_policy_directory(&dir, "any-gateway").expect("policies/ is readable");
         assert!(load.rejected.is_empty(), "{:?}", load.rejected);
-        let compiled = compile(&load.policies, DefaultPostures::uniform(DefaultPosture::Audit));
+        let compiled = compile(
+            &load.policies,
+            DefaultPostures::uniform(DefaultPosture::Audit),
+        );
         let identity = |p: &str| p.to_owned();
         let set = KernelRuleSet::build(
             &SetidRuleSet::default(),

@@ -231,7 +231,10 @@ fn verifier_reason(log: &str) -> String {
         .position(|l| l.starts_with("verification time") || l.starts_with("processed "));
     match stats {
         Some(i) if i > 0 => lines[i - 1].trim().to_owned(),
-        _ => lines.first().map(|l| l.trim().to_owned()).unwrap_or_default(),
+        _ => lines
+            .first()
+            .map(|l| l.trim().to_owned())
+            .unwrap_or_default(),
     }
 }
 
@@ -446,7 +449,10 @@ mod tests {
     #[test]
     fn verifier_reason_is_the_line_before_the_statistics() {
         let log = "the kernel's verifier rejected check_unlink:\nInvalid argument (os error 22)\n35: (85) call bpf_d_path#147\nhelper call is not allowed in probe\nverification time 2054 usec\nprocessed 34 insns";
-        assert_eq!(super::verifier_reason(log), "helper call is not allowed in probe");
+        assert_eq!(
+            super::verifier_reason(log),
+            "helper call is not allowed in probe"
+        );
         assert_eq!(super::verifier_reason("just one line"), "just one line");
     }
 }
