@@ -26,9 +26,16 @@ linked="$CARGO_TARGET_DIR/bpfel-unknown-none/release/edgearmor-probes"
 # BTF (func_info for the bpf_loop callbacks) needs debug info at link time; the DWARF
 # itself is dead weight in the agent binary, so it goes and .BTF/.BTF.ext stay.
 objcopy=$(command -v llvm-objcopy-22 || command -v llvm-objcopy || true)
-[ -n "$objcopy" ] || { echo "probes/build.sh: llvm-objcopy not installed (scripts/install-deps.sh)" >&2; exit 1; }
+nm=$(command -v llvm-nm-22 || command -v llvm-nm || true)
+[ -n "$objcopy" ] && [ -n "$nm" ] || { echo "probes/build.sh: llvm-objcopy/llvm-nm not installed (scripts/install-deps.sh)" >&2; exit 1; }
+# Static functions (bpf_loop callbacks must be static) keep mangled names whose crate
+# hash depends on the checkout path: drop the hash so the object does not.
+renames=()
+while read -r symbol; do
+    renames+=("--redefine-sym=$symbol=$(echo "$symbol" | sed -E 's/^_RNvCs[0-9A-Za-z]+_/_RNvC/')")
+done < <("$nm" "$linked" | awk '{print $NF}' | grep -E '^_RNvCs[0-9A-Za-z]+_16edgearmor_probes' || true)
 built="$CARGO_TARGET_DIR/edgearmor-probes.stripped.o"
-"$objcopy" --strip-debug "$linked" "$built"
+"$objcopy" --strip-debug "${renames[@]}" "$linked" "$built"
 
 if [ "${1:-}" = "--check" ]; then
     if ! cmp -s "$built" "$object"; then

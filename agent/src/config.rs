@@ -33,6 +33,30 @@ pub struct AgentConfig {
     pub pipeline: PipelineConfig,
     pub offline: OfflineConfig,
     pub throttle: ThrottleConfig,
+    pub fleet: FleetConfig,
+}
+
+/// Signed policy bundles over MQTT (off unless `public_keys` is set).
+#[derive(Clone, Debug, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields, default)]
+pub struct FleetConfig {
+    /// Files with the fleet's Ed25519 public keys (`edgearmor keygen`); empty = no
+    /// bundles are accepted.
+    pub public_keys: Vec<PathBuf>,
+    /// Larger bundles are refused unread.
+    pub bundle_max_bytes: usize,
+    /// Applied version (anti-rollback) and the unpacked bundle policies.
+    pub state_dir: PathBuf,
+}
+
+impl Default for FleetConfig {
+    fn default() -> Self {
+        Self {
+            public_keys: Vec::new(),
+            bundle_max_bytes: 256 * 1024,
+            state_dir: PathBuf::from("/var/lib/edgearmor/fleet"),
+        }
+    }
 }
 
 #[derive(Clone, Copy, Debug, Default, Deserialize, PartialEq, Eq)]
@@ -160,6 +184,7 @@ impl Default for AgentConfig {
             pipeline: PipelineConfig::default(),
             offline: OfflineConfig::default(),
             throttle: ThrottleConfig::default(),
+            fleet: FleetConfig::default(),
         }
     }
 }

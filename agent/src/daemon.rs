@@ -65,6 +65,8 @@ pub struct Outputs {
     updates: PolicyUpdates,
     status: AgentStatus,
     agent: AgentId,
+    /// Where bundle reports go (with MQTT).
+    pub bundle_reported_topic: Option<String>,
 }
 
 impl BatchSink for Outputs {
@@ -93,6 +95,7 @@ impl Outputs {
             let lookup = PolicyLookup::from_policies(policies.hash, &policies.policies).ok();
             JsonLinesSink::new(std::io::stdout(), lookup)
         });
+        let mut bundle_reported_topic = None;
         let mqtt = if config.mqtt.broker.is_empty() {
             None
         } else {
@@ -122,14 +125,41 @@ impl Outputs {
                 topic_prefix: config.mqtt.topic_prefix.clone(),
             };
             let topics = Topics::new(&settings.topic_prefix, &agent.cluster, &agent.node);
+            bundle_reported_topic = Some(topics.bundle_reported.clone());
+            let fleet = !config.fleet.public_keys.is_empty();
+            let subscriptions = if fleet {
+                vec![topics.fleet_bundle.clone(), topics.node_bundle.clone()]
+            } else {
+                Vec::new()
+            };
+            // Room for a bundle over the limit, so it is refused (and reported) by the
+            // agent rather than dropping the connection.
+            let max_inbound = if fleet {
+                config
+                    .fleet
+                    .bundle_max_bytes
+                    .saturating_mul(2)
+                    .saturating_add(4096)
+            } else {
+                0
+            };
             let session = SessionMessages {
                 birth: status.birth_json(),
                 will: status.will_json(),
                 policy_tables: policies.encode(agent),
+                retained: Vec::new(),
             };
             Some(
-                MqttPublisher::start(&settings, topics, session, buffer, ledger.clone())
-                    .map_err(DaemonError::Mqtt)?,
+                MqttPublisher::start(
+                    &settings,
+                    topics,
+                    session,
+                    buffer,
+                    ledger.clone(),
+                    subscriptions,
+                    max_inbound,
+                )
+                .map_err(DaemonError::Mqtt)?,
             )
         };
         Ok(Self {
@@ -139,6 +169,7 @@ impl Outputs {
             updates: PolicyUpdates::default(),
             status: status.clone(),
             agent: agent.clone(),
+            bundle_reported_topic,
         })
     }
 

@@ -16,6 +16,7 @@ pub mod btf;
 pub mod config;
 pub mod daemon;
 pub mod events;
+pub mod fleet;
 pub mod host;
 pub mod kernel_check;
 pub mod kernel_rules;

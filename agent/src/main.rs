@@ -16,6 +16,7 @@ use std::time::Duration;
 
 use edgearmor::config::{AgentConfig, DEFAULT_CONFIG_PATH, Enforcement};
 use edgearmor::daemon::{self, AgentQueue, Outputs};
+use edgearmor::fleet::{BundleReport, BundleScope, FleetPolicy, FleetSettings};
 use edgearmor::host::{HostKernel, LiveKernel};
 use edgearmor::kernel_rules::KernelRuleSet;
 use edgearmor::loader::PolicyMaps;
@@ -36,6 +37,9 @@ const USAGE: &str = "\
 usage: edgearmor run [OPTIONS] [--deny-setgid PATH]... [--deny-setuid PATH]...
        edgearmor send-test-alerts [OPTIONS] [--count N] [--interval-ms MS]
        edgearmor policy check FILE_OR_DIR...
+       edgearmor keygen --out PREFIX
+       edgearmor bundle create --key KEY --version N [--targets A,B] --out FILE POLICY...
+       edgearmor bundle verify --public-key FILE [--max-bytes N] BUNDLE
        edgearmor check [--kernel-config FILE]
        edgearmor version
 
@@ -48,6 +52,10 @@ usage: edgearmor run [OPTIONS] [--deny-setgid PATH]... [--deny-setuid PATH]...
   policy check      validate KubeArmorHostPolicy YAML offline: one line per problem
                     (file:line: yaml.path: message), exit status 1 if there is any
   version           agent version and the SHA-256 of the embedded BPF object
+  keygen            an Ed25519 key pair for signing policy bundles (PREFIX.key, PREFIX.pub)
+  bundle create     sign policy files into a bundle (each must pass policy check);
+                    targets: node names, cluster/node, `*` or a prefix like `gw-*`
+  bundle verify     check a bundle's signature and list what it holds
 
 options (override agent.toml; see README for every key):
   --config FILE           configuration (default /etc/edgearmor/agent.toml, optional)
@@ -75,8 +83,25 @@ options (override agent.toml; see README for every key):
 enum Command {
     Run,
     PolicyCheck(Vec<PathBuf>),
+    /// `keygen --out PREFIX`: PREFIX.key and PREFIX.pub.
+    Keygen(PathBuf),
+    BundleCreate {
+        key: PathBuf,
+        version: u64,
+        targets: Vec<String>,
+        out: PathBuf,
+        policies: Vec<PathBuf>,
+    },
+    BundleVerify {
+        public_keys: Vec<PathBuf>,
+        max_bytes: usize,
+        bundle: PathBuf,
+    },
     KernelCheck(Option<PathBuf>),
-    SendTestAlerts { count: u64, interval: Duration },
+    SendTestAlerts {
+        count: u64,
+        interval: Duration,
+    },
     Version,
     Help,
 }
@@ -115,6 +140,13 @@ fn parse_args() -> Result<Invocation, String> {
             }
             return Ok(Invocation {
                 command: Command::KernelCheck(config),
+                config: AgentConfig::default(),
+                rules: SetidRuleSet::default(),
+            });
+        }
+        "keygen" | "bundle" => {
+            return Ok(Invocation {
+                command: parse_fleet_command(&sub, &mut parser)?,
                 config: AgentConfig::default(),
                 rules: SetidRuleSet::default(),
             });
@@ -237,9 +269,13 @@ fn parse_args() -> Result<Invocation, String> {
         };
         rules.add_flag(flag, op, path).map_err(|e| e.to_string())?;
     }
-    if matches!(command, Command::Run) && rules.is_empty() && config.policies.is_empty() {
+    if matches!(command, Command::Run)
+        && rules.is_empty()
+        && config.policies.is_empty()
+        && config.fleet.public_keys.is_empty()
+    {
         return Err(
-            "no rules: give --policies PATH, --rules FILE, rules in agent.toml, or --deny-setgid/--deny-setuid PATH"
+            "no rules: give --policies PATH, --rules FILE, rules in agent.toml, [fleet] public_keys for bundles, or --deny-setgid/--deny-setuid PATH"
                 .into(),
         );
     }
@@ -262,15 +298,22 @@ struct PolicyState {
 }
 
 impl PolicyState {
-    fn new(config: &AgentConfig, setid: SetidRuleSet, key: [u64; 2]) -> Self {
+    /// `bundle_dir`: where fleet bundles are unpacked, read like any policy directory.
+    fn new(
+        config: &AgentConfig,
+        setid: SetidRuleSet,
+        key: [u64; 2],
+        bundle_dir: Option<std::path::PathBuf>,
+    ) -> Self {
         let hostname = if config.node.is_empty() {
             LiveKernel.node_name()
         } else {
             config.node.clone()
         };
         let postures = config.posture.compiler_postures();
-        let source = (!config.policies.is_empty())
-            .then(|| PolicySource::new(config.policies.clone(), hostname, postures));
+        let mut paths = config.policies.clone();
+        paths.extend(bundle_dir);
+        let source = (!paths.is_empty()).then(|| PolicySource::new(paths, hostname, postures));
         Self {
             source,
             setid,
@@ -353,6 +396,19 @@ fn main() -> ExitCode {
         }
         Command::Run => run(invocation.config, invocation.rules),
         Command::PolicyCheck(paths) => policy_check(&paths),
+        Command::Keygen(prefix) => keygen(&prefix),
+        Command::BundleCreate {
+            key,
+            version,
+            targets,
+            out,
+            policies,
+        } => bundle_create(&key, version, &targets, &out, &policies),
+        Command::BundleVerify {
+            public_keys,
+            max_bytes,
+            bundle,
+        } => bundle_verify(&public_keys, max_bytes, &bundle),
         Command::KernelCheck(config) => kernel_check(config.as_deref()),
         Command::SendTestAlerts { count, interval } => {
             send_test_alerts(invocation.config, invocation.rules, count, interval)
@@ -380,6 +436,227 @@ fn kernel_check(config: Option<&std::path::Path>) -> ExitCode {
         ExitCode::SUCCESS
     } else {
         ExitCode::from(2)
+    }
+}
+
+/// `keygen --out PREFIX`, `bundle create ...`, `bundle verify ...`.
+fn parse_fleet_command(sub: &str, parser: &mut lexopt::Parser) -> Result<Command, String> {
+    use lexopt::prelude::*;
+    let action = if sub == "bundle" {
+        match parser.next().map_err(|e| e.to_string())? {
+            Some(Value(v)) => v.string().map_err(|e| e.to_string())?,
+            _ => return Err("expected `bundle create ...` or `bundle verify ...`".into()),
+        }
+    } else {
+        "keygen".to_owned()
+    };
+    let mut out = None;
+    let mut key = None;
+    let mut version = None;
+    let mut targets = Vec::new();
+    let mut public_keys = Vec::new();
+    let mut max_bytes = edgearmor::config::FleetConfig::default().bundle_max_bytes;
+    let mut files = Vec::new();
+    enum Arg {
+        Long(String),
+        Value(std::ffi::OsString),
+    }
+    while let Some(arg) = parser.next().map_err(|e| e.to_string())? {
+        let arg = match arg {
+            Long(name) => Arg::Long(name.to_owned()),
+            Value(v) => Arg::Value(v),
+            other => return Err(other.unexpected().to_string()),
+        };
+        let mut value = |name: &str| -> Result<String, String> {
+            parser
+                .value()
+                .map_err(|e| e.to_string())?
+                .string()
+                .map_err(|e| format!("--{name}: {e}"))
+        };
+        match arg {
+            Arg::Long(name) if name == "out" => out = Some(PathBuf::from(value("out")?)),
+            Arg::Long(name) if name == "key" => key = Some(PathBuf::from(value("key")?)),
+            Arg::Long(name) if name == "public-key" => {
+                public_keys.push(PathBuf::from(value("public-key")?))
+            }
+            Arg::Long(name) if name == "version" => {
+                let v = value("version")?;
+                version = Some(
+                    v.parse::<u64>()
+                        .map_err(|_| format!("--version: `{v}` is not a number"))?,
+                );
+            }
+            Arg::Long(name) if name == "max-bytes" => {
+                let v = value("max-bytes")?;
+                max_bytes = v
+                    .parse()
+                    .map_err(|_| format!("--max-bytes: `{v}` is not a number"))?;
+            }
+            Arg::Long(name) if name == "targets" => targets.extend(
+                value("targets")?
+                    .split(',')
+                    .filter(|t| !t.is_empty())
+                    .map(str::to_owned),
+            ),
+            Arg::Value(v) => files.push(PathBuf::from(v)),
+            Arg::Long(name) => return Err(format!("unknown option --{name}")),
+        }
+    }
+    match action.as_str() {
+        "keygen" => Ok(Command::Keygen(out.ok_or("keygen: give --out PREFIX")?)),
+        "create" => Ok(Command::BundleCreate {
+            key: key.ok_or("bundle create: give --key SECRET_KEY_FILE")?,
+            version: version.ok_or("bundle create: give --version N")?,
+            targets,
+            out: out.ok_or("bundle create: give --out FILE")?,
+            policies: if files.is_empty() {
+                return Err("bundle create: give at least one policy file".into());
+            } else {
+                files
+            },
+        }),
+        "verify" => Ok(Command::BundleVerify {
+            public_keys: if public_keys.is_empty() {
+                return Err("bundle verify: give --public-key FILE".into());
+            } else {
+                public_keys
+            },
+            max_bytes,
+            bundle: match files.as_slice() {
+                [one] => one.clone(),
+                _ => return Err("bundle verify: give exactly one bundle file".into()),
+            },
+        }),
+        other => Err(format!(
+            "unknown bundle command `{other}` (create or verify)"
+        )),
+    }
+}
+
+fn keygen(prefix: &std::path::Path) -> ExitCode {
+    let (secret, public) = match edgearmor_bundle::generate_keypair() {
+        Ok(pair) => pair,
+        Err(e) => {
+            eprintln!("edgearmor: keygen: {e}");
+            return ExitCode::from(1);
+        }
+    };
+    let secret_path = prefix.with_extension("key");
+    let public_path = prefix.with_extension("pub");
+    let write_secret = || -> std::io::Result<()> {
+        use std::io::Write;
+        use std::os::unix::fs::OpenOptionsExt;
+        let mut f = std::fs::OpenOptions::new()
+            .write(true)
+            .create_new(true)
+            .mode(0o600)
+            .open(&secret_path)?;
+        writeln!(f, "{}", secret.as_str())
+    };
+    if let Err(e) = write_secret() {
+        eprintln!("edgearmor: keygen: {}: {e}", secret_path.display());
+        return ExitCode::from(1);
+    }
+    if let Err(e) = std::fs::write(&public_path, format!("{}\n", public.as_str())) {
+        eprintln!("edgearmor: keygen: {}: {e}", public_path.display());
+        return ExitCode::from(1);
+    }
+    println!(
+        "secret key {} (keep it off the gateways), public key {}",
+        secret_path.display(),
+        public_path.display()
+    );
+    ExitCode::SUCCESS
+}
+
+fn bundle_create(
+    key: &std::path::Path,
+    version: u64,
+    targets: &[String],
+    out: &std::path::Path,
+    policies: &[PathBuf],
+) -> ExitCode {
+    let fail = |msg: String| {
+        eprintln!("edgearmor: bundle create: {msg}");
+        ExitCode::from(1)
+    };
+    let key = match std::fs::read_to_string(key)
+        .map_err(|e| format!("{}: {e}", key.display()))
+        .and_then(|t| {
+            edgearmor_bundle::parse_secret_key(&t).map_err(|e| format!("{}: {e}", key.display()))
+        }) {
+        Ok(k) => k,
+        Err(e) => return fail(e),
+    };
+    // Every file must pass `policy check`: agents refuse a bundle with a bad file.
+    let diagnostics = edgearmor_policy::check_policy_paths(policies);
+    if !diagnostics.is_empty() {
+        for d in &diagnostics {
+            println!("{d}");
+        }
+        return fail(format!("{} problem(s) in the policies", diagnostics.len()));
+    }
+    let mut files = Vec::new();
+    for path in policies {
+        let name = path
+            .file_name()
+            .map(|n| n.to_string_lossy().into_owned())
+            .unwrap_or_default();
+        if let Err(e) = edgearmor_bundle::check_file_name(&name) {
+            return fail(format!("{}: {e}", path.display()));
+        }
+        match std::fs::read(path) {
+            Ok(bytes) => files.push((name, bytes)),
+            Err(e) => return fail(format!("{}: {e}", path.display())),
+        }
+    }
+    let bytes = edgearmor_bundle::create(&key, version, targets, &files, unix_micros() / 1_000_000);
+    if let Err(e) = std::fs::write(out, &bytes) {
+        return fail(format!("{}: {e}", out.display()));
+    }
+    println!(
+        "bundle {} version {version}, {} file(s), {} bytes",
+        out.display(),
+        files.len(),
+        bytes.len()
+    );
+    ExitCode::SUCCESS
+}
+
+fn bundle_verify(public_keys: &[PathBuf], max_bytes: usize, bundle: &std::path::Path) -> ExitCode {
+    let fail = |msg: String| {
+        eprintln!("edgearmor: bundle verify: {msg}");
+        ExitCode::from(1)
+    };
+    let mut keys = Vec::new();
+    for path in public_keys {
+        match std::fs::read_to_string(path)
+            .map_err(|e| e.to_string())
+            .and_then(|t| edgearmor_bundle::parse_public_key(&t).map_err(|e| e.to_string()))
+        {
+            Ok(k) => keys.push(k),
+            Err(e) => return fail(format!("{}: {e}", path.display())),
+        }
+    }
+    let bytes = match std::fs::read(bundle) {
+        Ok(b) => b,
+        Err(e) => return fail(format!("{}: {e}", bundle.display())),
+    };
+    match edgearmor_bundle::verify(&bytes, &keys, max_bytes) {
+        Ok(b) => {
+            println!(
+                "ok: version {} targets [{}] sha256 {}",
+                b.version(),
+                b.targets().join(","),
+                b.sha256_hex()
+            );
+            for f in b.files() {
+                println!("  {} ({} bytes)", f.name, f.contents.len());
+            }
+            ExitCode::SUCCESS
+        }
+        Err(e) => fail(format!("{}: {e}", bundle.display())),
     }
 }
 
@@ -539,7 +816,40 @@ fn run(config: AgentConfig, rules: SetidRuleSet) -> ExitCode {
             return ExitCode::from(1);
         }
     };
-    let mut state = PolicyState::new(&config, rules, key);
+    let node = if config.node.is_empty() {
+        host.node_name()
+    } else {
+        config.node.clone()
+    };
+    let mut fleet = if config.fleet.public_keys.is_empty() {
+        None
+    } else {
+        let settings = FleetSettings::load(
+            &config.fleet.public_keys,
+            config.fleet.bundle_max_bytes,
+            config.fleet.state_dir.clone(),
+        )
+        .and_then(|s| FleetPolicy::new(s, &config.cluster, &node));
+        match settings {
+            Ok(f) => {
+                // The bundle directory is a policy source even when empty, so the
+                // first bundle is noticed like any new policy file.
+                if let Err(e) = std::fs::create_dir_all(f.policy_dir()) {
+                    eprintln!("edgearmor: {}: {e}", f.policy_dir().display());
+                    return ExitCode::from(1);
+                }
+                Some(f)
+            }
+            Err(e) => {
+                eprintln!("edgearmor: {e}");
+                return ExitCode::from(1);
+            }
+        }
+    };
+    let mut state = PolicyState::new(&config, rules, key, fleet.as_ref().map(|f| f.policy_dir()));
+    if let Some(version) = fleet.as_ref().and_then(|f| f.applied_version()) {
+        log::info!("fleet bundle version {version} in force");
+    }
     let (kernel_set, summary) = match state.build(&host) {
         Ok(built) => built,
         Err(e) => {
@@ -629,6 +939,9 @@ fn run(config: AgentConfig, rules: SetidRuleSet) -> ExitCode {
     let mut batcher = Batcher::new(agent, policies.hash, daemon::batch_policy(&config));
     let batch_policy_set = batcher.policy_set_handle();
     let updates = outputs.policy_updates();
+    let inbox = outputs.mqtt.as_ref().map(|m| m.inbox());
+    let reported_topic = outputs.bundle_reported_topic.clone();
+    let retained = outputs.mqtt.as_ref().map(|m| m.retained_handle());
     let poll = (config.policy_poll_ms > 0 && state.source.is_some())
         .then(|| Duration::from_millis(config.policy_poll_ms));
     let read_kernel = async {
@@ -651,6 +964,15 @@ fn run(config: AgentConfig, rules: SetidRuleSet) -> ExitCode {
                 };
                 Ok(Wake::Poll)
             })
+            .or(async {
+                match &inbox {
+                    Some(inbox) => match inbox.recv().await {
+                        Ok(message) => Ok(Wake::Bundle(message)),
+                        Err(_) => std::future::pending().await,
+                    },
+                    None => std::future::pending().await,
+                }
+            })
             .or(async { source.readable().await.map(|()| Wake::Kernel) })
             .await;
             source.drain(&queue, &ledger);
@@ -659,13 +981,47 @@ fn run(config: AgentConfig, rules: SetidRuleSet) -> ExitCode {
                 Ok(Wake::Stop) => break,
                 Ok(Wake::Reload) => {
                     log::info!("SIGHUP: reloading policies");
-                    reload(
+                    let applied = reload(
                         &host,
                         &mut state,
                         policy_maps.as_mut(),
                         &updates,
                         &batch_policy_set,
                     );
+                    if let Err(e) = applied {
+                        log::error!("{e}");
+                    }
+                }
+                Ok(Wake::Bundle(message)) => {
+                    let Some(fleet) = fleet.as_mut() else {
+                        continue;
+                    };
+                    let report = apply_bundle(fleet, &message, &config, &node, || {
+                        reload(
+                            &host,
+                            &mut state,
+                            policy_maps.as_mut(),
+                            &updates,
+                            &batch_policy_set,
+                        )
+                    });
+                    if let Some(report) = report {
+                        eprintln!(
+                            "edgearmor: bundle v{} from the {} topic {}{}",
+                            report.version,
+                            report.scope.as_str(),
+                            if report.applied {
+                                "applied"
+                            } else {
+                                "rejected: "
+                            },
+                            report.reason
+                        );
+                        if let (Some(publisher), Some(topic)) = (&retained, &reported_topic) {
+                            let json = report.to_json(unix_micros() / 1_000_000);
+                            publisher.publish(topic.clone(), json.into_bytes());
+                        }
+                    }
                 }
                 Err(e) => {
                     log::error!("ring buffer wait failed: {e}");
@@ -678,13 +1034,16 @@ fn run(config: AgentConfig, rules: SetidRuleSet) -> ExitCode {
                 next_poll = Some(std::time::Instant::now() + every);
                 if state.source.as_mut().is_some_and(|s| s.changed()) {
                     log::info!("policy files changed: reloading");
-                    reload(
+                    let applied = reload(
                         &host,
                         &mut state,
                         policy_maps.as_mut(),
                         &updates,
                         &batch_policy_set,
                     );
+                    if let Err(e) = applied {
+                        log::error!("{e}");
+                    }
                 }
             }
         }
@@ -709,6 +1068,61 @@ enum Wake {
     Stop,
     Reload,
     Poll,
+    Bundle(edgearmor::mqtt::Inbound),
+}
+
+/// Checks an offered bundle and, when it passes, applies it with `reload`; returns
+/// what to report (nothing for the bundle in force offered again).
+fn apply_bundle(
+    fleet: &mut FleetPolicy,
+    message: &edgearmor::mqtt::Inbound,
+    config: &AgentConfig,
+    node: &str,
+    reload: impl FnOnce() -> Result<(), String>,
+) -> Option<BundleReport> {
+    let node_topic = format!(
+        "{}/{}/{node}/policy",
+        config.mqtt.topic_prefix, config.cluster
+    );
+    let scope = if message.topic == node_topic {
+        BundleScope::Node
+    } else {
+        BundleScope::Fleet
+    };
+    let staged = match fleet.offer(scope, &message.payload) {
+        Ok(None) => return None,
+        Ok(Some(staged)) => staged,
+        Err(report) => return Some(report),
+    };
+    let rejected = |reason: String| BundleReport {
+        scope,
+        version: staged.bundle.version(),
+        sha256: staged.bundle.sha256_hex().to_owned(),
+        applied: false,
+        reason,
+    };
+    if let Err(e) = fleet.unpack(&staged) {
+        let report = rejected(format!("unpacking: {e}"));
+        if let Err(e) = fleet.restore() {
+            log::error!("fleet: cannot restore the bundle in force: {e}");
+        }
+        return Some(report);
+    }
+    if let Err(e) = reload() {
+        let report = rejected(e);
+        if let Err(e) = fleet.restore() {
+            log::error!("fleet: cannot restore the bundle in force: {e}");
+        }
+        return Some(report);
+    }
+    match fleet.commit(staged) {
+        Ok(report) => Some(report),
+        Err(e) => {
+            // Enforced but not recorded: the next start re-applies what is on disk.
+            log::error!("fleet: bundle applied but its version could not be recorded: {e}");
+            None
+        }
+    }
 }
 
 /// Re-reads the policies and swaps them in atomically; on any failure the set in
@@ -719,22 +1133,14 @@ fn reload(
     maps: Option<&mut PolicyMaps>,
     updates: &daemon::PolicyUpdates,
     batch_policy_set: &std::sync::atomic::AtomicU64,
-) {
+) -> Result<(), String> {
     let Some(maps) = maps else {
-        log::warn!("monitor-only mode: policy reload is not supported here");
-        return;
+        return Err("monitor-only mode: policies cannot be reloaded here".into());
     };
-    let (set, summary) = match state.build(host) {
-        Ok(built) => built,
-        Err(e) => {
-            log::error!("reload failed, the previous policy set stays enforced: {e}");
-            return;
-        }
-    };
-    if let Err(e) = maps.apply(set) {
-        log::error!("reload failed: {e}");
-        return;
-    }
+    let (set, summary) = state
+        .build(host)
+        .map_err(|e| format!("reload failed, the previous policy set stays enforced: {e}"))?;
+    maps.apply(set).map_err(|e| format!("reload failed: {e}"))?;
     let table = state.catalog.snapshot();
     let hash = table.hash;
     updates.publish(table);
@@ -743,6 +1149,7 @@ fn reload(
         "edgearmor: policies applied: {summary} (generation {}, policy table {hash:016x})",
         maps.generation()
     );
+    Ok(())
 }
 
 /// A synthetic alert: audit, clearly named, about this agent's own process.

@@ -147,6 +147,12 @@ pub struct Topics {
     pub status: String,
     /// `<prefix>/<cluster>/<node>/policies/<part>`.
     pub policies: String,
+    /// Signed policy bundles: `<prefix>/<cluster>/policy` (fleet-wide) and
+    /// `<prefix>/<cluster>/<node>/policy` (this node).
+    pub fleet_bundle: String,
+    pub node_bundle: String,
+    /// `<prefix>/<cluster>/<node>/policy/reported`.
+    pub bundle_reported: String,
 }
 
 impl Topics {
@@ -156,6 +162,9 @@ impl Topics {
             events: format!("{base}/events"),
             status: format!("{base}/status"),
             policies: format!("{base}/policies"),
+            fleet_bundle: format!("{prefix}/{cluster}/policy"),
+            node_bundle: format!("{base}/policy"),
+            bundle_reported: format!("{base}/policy/reported"),
         }
     }
 }
@@ -169,7 +178,41 @@ pub struct SessionMessages {
     pub will: String,
     /// Encoded policy-table parts, retained on `<policies>/<i>`.
     pub policy_tables: Vec<Vec<u8>>,
+    /// Retained messages waiting to be published, latest per topic (e.g. bundle
+    /// reports); published once (the broker keeps them).
+    pub retained: Vec<(String, Vec<u8>)>,
 }
+
+/// Publishes retained messages through the MQTT thread.
+#[derive(Clone)]
+pub struct RetainedPublisher {
+    session: SharedSession,
+    wake: async_channel::Sender<()>,
+}
+
+impl RetainedPublisher {
+    /// Publishes `payload` retained on `topic` now (or on the next connect), replacing
+    /// what was still queued for that topic.
+    pub fn publish(&self, topic: String, payload: Vec<u8>) {
+        {
+            let mut guard = lock_session(&self.session);
+            guard.0.retained.retain(|(t, _)| *t != topic);
+            guard.0.retained.push((topic, payload));
+            guard.1 = true;
+        }
+        let _ = self.wake.try_send(());
+    }
+}
+
+/// A message that arrived on one of the subscribed topics.
+#[derive(Clone, Debug)]
+pub struct Inbound {
+    pub topic: String,
+    pub payload: Vec<u8>,
+}
+
+/// Messages waiting for the agent; a full inbox drops (and counts) the newest.
+const INBOX_MESSAGES: usize = 4;
 
 /// Counters the MQTT thread keeps (readable from any thread).
 #[derive(Default, Debug)]
@@ -206,6 +249,7 @@ fn lock(buffer: &SharedBuffer) -> std::sync::MutexGuard<'_, OfflineBuffer> {
 pub struct MqttPublisher {
     buffer: SharedBuffer,
     session: SharedSession,
+    inbox: async_channel::Receiver<Inbound>,
     wake: async_channel::Sender<()>,
     stop: Arc<AtomicBool>,
     ledger: SharedLedger,
@@ -217,12 +261,16 @@ pub struct MqttPublisher {
 impl MqttPublisher {
     /// Starts the MQTT thread. Fails only on local problems (unreadable certificates);
     /// an unreachable broker is retried forever with backoff.
+    /// `subscriptions` are QoS 1 topics whose messages go to [`Self::inbox`];
+    /// `max_inbound` is the largest message accepted from the broker.
     pub fn start(
         settings: &MqttSettings,
         topics: Topics,
         session: SessionMessages,
         buffer: OfflineBuffer,
         ledger: SharedLedger,
+        subscriptions: Vec<String>,
+        max_inbound: usize,
     ) -> Result<Self, MqttError> {
         let mut options = MqttOptions::new(
             settings.client_id.clone(),
@@ -232,7 +280,10 @@ impl MqttPublisher {
         options
             .set_clean_session(false)
             .set_keep_alive(settings.keep_alive.max(Duration::from_secs(5)))
-            .set_max_packet_size(edgearmor_wire::Message::MAX_ENCODED_LEN + 1024, 64 * 1024)
+            .set_max_packet_size(
+                (edgearmor_wire::Message::MAX_ENCODED_LEN + 1024).max(max_inbound),
+                64 * 1024,
+            )
             .set_inflight(INFLIGHT_WINDOW as u16 + 8)
             .set_last_will(LastWill::new(
                 &topics.status,
@@ -266,7 +317,10 @@ impl MqttPublisher {
         let buffer: SharedBuffer = Arc::new(std::sync::Mutex::new(buffer));
         let stop = Arc::new(AtomicBool::new(false));
         let session: SharedSession = Arc::new(std::sync::Mutex::new((session, false)));
+        let (inbox_tx, inbox) = async_channel::bounded(INBOX_MESSAGES);
         let mut worker = Worker {
+            subscriptions,
+            inbox: inbox_tx,
             topics,
             session: session.clone(),
             buffer: buffer.clone(),
@@ -302,6 +356,7 @@ impl MqttPublisher {
         Ok(Self {
             buffer,
             session,
+            inbox,
             wake,
             stop,
             ledger,
@@ -309,6 +364,19 @@ impl MqttPublisher {
             thread: Some(thread),
             encode_buf: vec![0; edgearmor_wire::Message::MAX_ENCODED_LEN],
         })
+    }
+
+    /// Messages from the subscribed topics.
+    pub fn inbox(&self) -> async_channel::Receiver<Inbound> {
+        self.inbox.clone()
+    }
+
+    /// A handle that publishes retained messages from anywhere.
+    pub fn retained_handle(&self) -> RetainedPublisher {
+        RetainedPublisher {
+            session: self.session.clone(),
+            wake: self.wake.clone(),
+        }
     }
 
     /// Replaces the birth message and policy tables (after a policy reload); they
@@ -381,6 +449,8 @@ enum Expected {
 struct Worker {
     topics: Topics,
     session: SharedSession,
+    subscriptions: Vec<String>,
+    inbox: async_channel::Sender<Inbound>,
     buffer: SharedBuffer,
     stats: Arc<MqttStats>,
     wake: async_channel::Receiver<()>,
@@ -455,7 +525,27 @@ impl Worker {
                 log::info!("MQTT: connected to {}", self.broker);
                 self.last_error = None;
                 self.publish_session(client).await;
+                for topic in &self.subscriptions {
+                    if let Err(e) = client.subscribe(topic.as_str(), QoS::AtLeastOnce).await {
+                        log::warn!("MQTT: cannot subscribe to {topic}: {e}");
+                    }
+                }
                 self.publish_window(client).await;
+            }
+            Event::Incoming(Packet::Publish(publish))
+                if self.subscriptions.contains(&publish.topic) =>
+            {
+                let inbound = Inbound {
+                    topic: publish.topic.clone(),
+                    payload: publish.payload.to_vec(),
+                };
+                if self.inbox.try_send(inbound).is_err() {
+                    // Retained bundles come back on the next connect.
+                    log::warn!(
+                        "MQTT: dropped a message on {} (the agent has {INBOX_MESSAGES} waiting)",
+                        publish.topic
+                    );
+                }
             }
             Event::Incoming(Packet::PubAck(ack)) => {
                 if let Some(key) = self.pkids.remove(&ack.pkid) {
@@ -491,7 +581,9 @@ impl Worker {
         let session = {
             let mut guard = lock_session(&self.session);
             guard.1 = false;
-            guard.0.clone()
+            let snapshot = guard.0.clone();
+            guard.0.retained.clear();
+            snapshot
         };
         let birth = session.birth.clone();
         if client
@@ -500,6 +592,15 @@ impl Worker {
             .is_ok()
         {
             self.expected.push_back(Expected::Other);
+        }
+        for (topic, payload) in &session.retained {
+            if client
+                .publish(topic.as_str(), QoS::AtLeastOnce, true, payload.clone())
+                .await
+                .is_ok()
+            {
+                self.expected.push_back(Expected::Other);
+            }
         }
         for (i, table) in session.policy_tables.iter().enumerate() {
             let topic = format!("{}/{i}", self.topics.policies);

@@ -192,9 +192,9 @@ fn resolve(p: *const path, slot: u32) -> Option<&'static mut ExePath> {
 //
 // Loops run as `bpf_loop` callbacks whose state lives in per-CPU map memory, not on
 // the stack: the verifier does not track map contents, so it checks each callback
-// once instead of following every counter value through every iteration. Callbacks
-// are `no_mangle`: a mangled name carries a hash of the checkout path, and the
-// committed object must not depend on where it was built.
+// once instead of following every counter value through every iteration. (Callbacks
+// must stay static, hence mangled; probes/build.sh renames them to path-independent
+// symbols.)
 
 /// State of one walk over a resolved path.
 #[repr(C)]
@@ -275,7 +275,6 @@ struct LoopSlot {
 }
 
 /// One byte of the walk: hash it; at a `/`, consult the prefix index.
-#[unsafe(no_mangle)]
 extern "C" fn walk_step(index: u64, ctx: *mut c_void) -> i64 {
     // SAFETY: `ctx` is the `LoopSlot` on the caller's stack that `walk_path` passed.
     let slot = unsafe { (*(ctx as *const LoopSlot)).slot };
@@ -399,7 +398,6 @@ impl GlobQueue {
     }
 }
 
-#[unsafe(no_mangle)]
 extern "C" fn glob_step(_index: u64, ctx: *mut c_void) -> i64 {
     // SAFETY: `ctx` is the `LoopSlot` on the caller's stack that `try_patterns` passed.
     let slot = unsafe { (*(ctx as *const LoopSlot)).slot };
@@ -504,7 +502,6 @@ const MATCH_STAGES: u32 = 2 + 2 * MAX_PATTERN_PREFIXES as u32;
 
 /// One stage of matching a walked path (the stage is the loop index, unknown to the
 /// verifier, so it checks every stage once instead of once per path through them).
-#[unsafe(no_mangle)]
 extern "C" fn match_step(index: u64, ctx: *mut c_void) -> i64 {
     // SAFETY: `ctx` is the `LoopSlot` on the caller's stack that `match_path` passed.
     let slot = unsafe { (*(ctx as *const LoopSlot)).slot };
@@ -615,7 +612,6 @@ fn settle(
     }
 }
 
-#[unsafe(no_mangle)]
 extern "C" fn settle_step(index: u64, ctx: *mut c_void) -> i64 {
     // SAFETY: `ctx` is the `LoopSlot` on the caller's stack that `settle_path` passed.
     let slot = unsafe { (*(ctx as *const LoopSlot)).slot };

@@ -152,6 +152,13 @@ impl Subscriber {
         Self { messages, client }
     }
 
+    /// Publishes `payload` retained (QoS 1) on `topic`.
+    pub fn publish_retained(&self, topic: &str, payload: Vec<u8>) {
+        self.client
+            .publish(topic, QoS::AtLeastOnce, true, payload)
+            .expect("publish queued");
+    }
+
     /// Payloads and retain flags of messages whose topic ends with `suffix`.
     pub fn on_topic(&self, suffix: &str) -> Vec<(Vec<u8>, bool)> {
         self.messages

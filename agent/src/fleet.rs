@@ -1,0 +1,469 @@
+//! Signed policy bundles from the fleet: which offered bundle to apply, and what to
+//! report about each.
+//!
+//! A bundle arrives (retained) on `<prefix>/<cluster>/policy` (fleet-wide) or
+//! `<prefix>/<cluster>/<node>/policy` (this node; wins over fleet-wide). It is
+//! applied only when, in this order: it is no larger than `fleet.bundle_max_bytes`
+//! (checked before anything is parsed), its Ed25519 signature verifies against a
+//! configured public key, it targets this node, its version is above the applied one
+//! (remembered on disk, so a restart cannot be rolled back), a node-specific bundle is
+//! not in force when a fleet-wide one arrives, and every policy file in it passes the
+//! same checks as `edgearmor policy check`. Then its files replace the bundle policy
+//! directory and the policy set is reloaded atomically; only when that succeeded is the
+//! new version recorded. Each decision is reported, retained, on
+//! `<prefix>/<cluster>/<node>/policy/reported`.
+//!
+//! [`FleetPolicy`] holds no MQTT or kernel: the caller feeds it payloads and applies
+//! what it stages, so the logic is unit-tested without either.
+
+use std::fmt;
+use std::path::{Path, PathBuf};
+
+use edgearmor_bundle::{
+    AppliedState, BundleError, VerifiedBundle, VerifyingKey, check_rollback, parse_public_key,
+    unpack, verify,
+};
+
+/// Where a bundle came from.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum BundleScope {
+    Fleet,
+    Node,
+}
+
+impl BundleScope {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            BundleScope::Fleet => "fleet",
+            BundleScope::Node => "node",
+        }
+    }
+}
+
+/// What happened to one offered bundle.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct BundleReport {
+    pub scope: BundleScope,
+    /// 0 when the bundle could not be read far enough to know it.
+    pub version: u64,
+    /// Hex SHA-256 of the bundle bytes ("" when refused before verification).
+    pub sha256: String,
+    pub applied: bool,
+    /// Why it was rejected ("" when applied).
+    pub reason: String,
+}
+
+impl BundleReport {
+    /// The retained JSON on `.../policy/reported`.
+    pub fn to_json(&self, unix_secs: u64) -> String {
+        let mut out = String::from("{");
+        out.push_str(&format!("\"version\":{},", self.version));
+        out.push_str("\"sha256\":");
+        edgearmor_alert::write_go_string(&mut out, &self.sha256);
+        out.push_str(",\"scope\":");
+        edgearmor_alert::write_go_string(&mut out, self.scope.as_str());
+        out.push_str(",\"result\":");
+        edgearmor_alert::write_go_string(
+            &mut out,
+            if self.applied { "applied" } else { "rejected" },
+        );
+        out.push_str(",\"reason\":");
+        edgearmor_alert::write_go_string(&mut out, &self.reason);
+        out.push_str(&format!(",\"time\":{unix_secs}}}"));
+        out
+    }
+}
+
+/// `[fleet]` settings resolved: keys read, paths fixed.
+pub struct FleetSettings {
+    pub public_keys: Vec<VerifyingKey>,
+    pub bundle_max_bytes: usize,
+    pub state_dir: PathBuf,
+}
+
+#[derive(Debug)]
+pub enum FleetError {
+    Key { path: PathBuf, detail: String },
+    State(BundleError),
+    NoKeys,
+}
+
+impl fmt::Display for FleetError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            FleetError::Key { path, detail } => {
+                write!(f, "fleet public key {}: {detail}", path.display())
+            }
+            FleetError::State(e) => write!(f, "fleet state: {e}"),
+            FleetError::NoKeys => f.write_str("fleet: no public_keys configured"),
+        }
+    }
+}
+
+impl std::error::Error for FleetError {}
+
+impl FleetSettings {
+    pub fn load(
+        key_files: &[PathBuf],
+        bundle_max_bytes: usize,
+        state_dir: PathBuf,
+    ) -> Result<Self, FleetError> {
+        if key_files.is_empty() {
+            return Err(FleetError::NoKeys);
+        }
+        let mut public_keys = Vec::new();
+        for path in key_files {
+            let text = std::fs::read_to_string(path).map_err(|e| FleetError::Key {
+                path: path.clone(),
+                detail: e.to_string(),
+            })?;
+            public_keys.push(parse_public_key(&text).map_err(|e| FleetError::Key {
+                path: path.clone(),
+                detail: e.to_string(),
+            })?);
+        }
+        Ok(Self {
+            public_keys,
+            bundle_max_bytes,
+            state_dir,
+        })
+    }
+}
+
+/// A bundle that passed every check and waits to be applied.
+pub struct StagedBundle {
+    pub scope: BundleScope,
+    pub bundle: VerifiedBundle,
+    bytes: Vec<u8>,
+}
+
+pub struct FleetPolicy {
+    settings: FleetSettings,
+    cluster: String,
+    node: String,
+    applied: Option<AppliedState>,
+    applied_scope: Option<BundleScope>,
+    /// The bundle in force, to put back if applying a newer one fails midway.
+    in_force: Option<StagedBundle>,
+}
+
+impl FleetPolicy {
+    /// Reads what was applied before (state directory created if missing).
+    pub fn new(settings: FleetSettings, cluster: &str, node: &str) -> Result<Self, FleetError> {
+        std::fs::create_dir_all(&settings.state_dir).map_err(|e| {
+            FleetError::State(BundleError::Io {
+                action: "create",
+                path: settings.state_dir.clone(),
+                source: e,
+            })
+        })?;
+        let applied =
+            AppliedState::load(&settings.state_dir.join("applied")).map_err(FleetError::State)?;
+        let applied_scope = match std::fs::read_to_string(settings.state_dir.join("applied.scope"))
+        {
+            Ok(s) if s.trim() == "node" => Some(BundleScope::Node),
+            Ok(s) if s.trim() == "fleet" => Some(BundleScope::Fleet),
+            _ => None,
+        };
+        let in_force = std::fs::read(settings.state_dir.join("applied.bundle"))
+            .ok()
+            .and_then(|bytes| {
+                let bundle = verify(&bytes, &settings.public_keys, bytes.len()).ok()?;
+                Some(StagedBundle {
+                    scope: applied_scope.unwrap_or(BundleScope::Fleet),
+                    bundle,
+                    bytes,
+                })
+            });
+        Ok(Self {
+            settings,
+            cluster: cluster.to_owned(),
+            node: node.to_owned(),
+            applied,
+            applied_scope,
+            in_force,
+        })
+    }
+
+    /// The directory bundle policies are unpacked into (a policy source).
+    pub fn policy_dir(&self) -> PathBuf {
+        self.settings.state_dir.join("policies")
+    }
+
+    /// The size of the largest bundle that is read at all.
+    pub fn max_bytes(&self) -> usize {
+        self.settings.bundle_max_bytes
+    }
+
+    pub fn applied_version(&self) -> Option<u64> {
+        self.applied.as_ref().map(|a| a.version)
+    }
+
+    /// Checks an offered payload. `Ok(None)`: the bundle in force, offered again
+    /// (retained messages come back on every reconnect): nothing to do or report.
+    pub fn offer(
+        &self,
+        scope: BundleScope,
+        payload: &[u8],
+    ) -> Result<Option<StagedBundle>, BundleReport> {
+        let reject = |version, sha256: &str, reason: String| BundleReport {
+            scope,
+            version,
+            sha256: sha256.to_owned(),
+            applied: false,
+            reason,
+        };
+        if payload.is_empty() {
+            return Ok(None); // a cleared retained topic
+        }
+        let bundle = verify(
+            payload,
+            &self.settings.public_keys,
+            self.settings.bundle_max_bytes,
+        )
+        .map_err(|e| reject(0, "", e.to_string()))?;
+        let (version, sha) = (bundle.version(), bundle.sha256_hex().to_owned());
+        if self.applied.as_ref().is_some_and(|a| a.sha256_hex == sha) {
+            return Ok(None);
+        }
+        if !bundle.targets_node(&self.cluster, &self.node) {
+            return Err(reject(
+                version,
+                &sha,
+                format!(
+                    "targets {:?} do not include {}/{}",
+                    bundle.targets(),
+                    self.cluster,
+                    self.node
+                ),
+            ));
+        }
+        check_rollback(self.applied.as_ref(), version)
+            .map_err(|e| reject(version, &sha, e.to_string()))?;
+        if scope == BundleScope::Fleet && self.applied_scope == Some(BundleScope::Node) {
+            return Err(reject(
+                version,
+                &sha,
+                "a node-specific bundle is in force; it wins over fleet-wide bundles".into(),
+            ));
+        }
+        for file in bundle.files() {
+            let text = String::from_utf8_lossy(&file.contents);
+            if let Err(diagnostics) =
+                edgearmor_policy::parse_policy_text(Path::new(&file.name), &text)
+            {
+                let first = diagnostics
+                    .first()
+                    .map(|d| d.to_string())
+                    .unwrap_or_else(|| format!("{}: invalid", file.name));
+                return Err(reject(version, &sha, format!("policy {first}")));
+            }
+        }
+        Ok(Some(StagedBundle {
+            scope,
+            bundle,
+            bytes: payload.to_vec(),
+        }))
+    }
+
+    /// Writes a staged bundle's files over the bundle policy directory.
+    pub fn unpack(&self, staged: &StagedBundle) -> Result<(), BundleError> {
+        unpack(&staged.bundle, &self.policy_dir())
+    }
+
+    /// Puts back the policies of the bundle in force (or none) after a failed apply.
+    pub fn restore(&self) -> Result<(), BundleError> {
+        match &self.in_force {
+            Some(previous) => unpack(&previous.bundle, &self.policy_dir()),
+            None => match std::fs::remove_dir_all(self.policy_dir()) {
+                Ok(()) => Ok(()),
+                Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(()),
+                Err(source) => Err(BundleError::Io {
+                    action: "remove",
+                    path: self.policy_dir(),
+                    source,
+                }),
+            },
+        }
+    }
+
+    /// Records a bundle whose policies are now enforced.
+    pub fn commit(&mut self, staged: StagedBundle) -> Result<BundleReport, BundleError> {
+        let bundle_path = self.settings.state_dir.join("applied.bundle");
+        std::fs::write(&bundle_path, &staged.bytes).map_err(|source| BundleError::Io {
+            action: "write",
+            path: bundle_path,
+            source,
+        })?;
+        let state = AppliedState::from_bundle(&staged.bundle);
+        // Last: the version is what anti-rollback trusts.
+        state.store(&self.settings.state_dir.join("applied"))?;
+        let scope_path = self.settings.state_dir.join("applied.scope");
+        std::fs::write(&scope_path, staged.scope.as_str()).map_err(|source| BundleError::Io {
+            action: "write",
+            path: scope_path,
+            source,
+        })?;
+        self.applied = Some(state);
+        self.applied_scope = Some(staged.scope);
+        let report = BundleReport {
+            scope: staged.scope,
+            version: staged.bundle.version(),
+            sha256: staged.bundle.sha256_hex().to_owned(),
+            applied: true,
+            reason: String::new(),
+        };
+        self.in_force = Some(staged);
+        Ok(report)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use edgearmor_bundle::{SigningKey, create};
+
+    const POLICY: &str = "apiVersion: security.kubearmor.com/v1
+kind: KubeArmorHostPolicy
+metadata:
+  name: block-ls
+spec:
+  nodeSelector:
+    matchLabels:
+      kubearmor.io/hostname: \"*\"
+  process:
+    matchPaths:
+      - path: /usr/bin/ls
+  action: Block
+";
+
+    fn fleet(dir: &Path, key: &SigningKey) -> FleetPolicy {
+        let settings = FleetSettings {
+            public_keys: vec![key.verifying_key()],
+            bundle_max_bytes: 4096,
+            state_dir: dir.to_owned(),
+        };
+        FleetPolicy::new(settings, "site", "gw-1").expect("state dir")
+    }
+
+    fn bundle(key: &SigningKey, version: u64, targets: &[&str], policy: &str) -> Vec<u8> {
+        let targets: Vec<String> = targets.iter().map(|t| t.to_string()).collect();
+        create(
+            key,
+            version,
+            &targets,
+            &[("p.yaml".into(), policy.as_bytes().to_vec())],
+            1,
+        )
+    }
+
+    fn temp(name: &str) -> PathBuf {
+        let dir =
+            std::env::temp_dir().join(format!("edgearmor-fleet-{name}-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        dir
+    }
+
+    #[test]
+    fn applies_then_refuses_rollback_foreign_targets_and_bad_policies() {
+        let dir = temp("flow");
+        let key = SigningKey::from_seed(&[7; 32]);
+        let mut fleet = fleet(&dir, &key);
+        let v2 = bundle(&key, 2, &[], POLICY);
+        let staged = fleet
+            .offer(BundleScope::Fleet, &v2)
+            .expect("valid")
+            .expect("new");
+        fleet.unpack(&staged).expect("unpacked");
+        assert!(fleet.policy_dir().join("p.yaml").exists());
+        let report = fleet.commit(staged).expect("committed");
+        assert!(report.applied);
+        assert!(
+            matches!(fleet.offer(BundleScope::Fleet, &v2), Ok(None)),
+            "the same bundle again is a no-op"
+        );
+
+        let old = bundle(&key, 1, &[], POLICY);
+        let r = fleet
+            .offer(BundleScope::Fleet, &old)
+            .err()
+            .expect("rollback refused");
+        assert!(
+            r.reason.contains("rollback") || r.reason.contains("version"),
+            "{}",
+            r.reason
+        );
+
+        let foreign = bundle(&key, 3, &["gw-2"], POLICY);
+        let r = fleet
+            .offer(BundleScope::Fleet, &foreign)
+            .err()
+            .expect("foreign refused");
+        assert!(r.reason.contains("targets"), "{}", r.reason);
+
+        let broken = bundle(
+            &key,
+            3,
+            &[],
+            &POLICY.replace("action: Block", "action: Blok"),
+        );
+        let r = fleet
+            .offer(BundleScope::Fleet, &broken)
+            .err()
+            .expect("bad policy refused");
+        assert!(r.reason.contains("p.yaml"), "{}", r.reason);
+
+        let other_key = SigningKey::from_seed(&[8; 32]);
+        let forged = bundle(&other_key, 9, &[], POLICY);
+        let r = fleet
+            .offer(BundleScope::Fleet, &forged)
+            .err()
+            .expect("bad signature refused");
+        assert!(r.reason.contains("signature"), "{}", r.reason);
+
+        let huge = bundle(&key, 9, &[], &format!("{POLICY}#{}\n", "x".repeat(5000)));
+        let r = fleet
+            .offer(BundleScope::Fleet, &huge)
+            .err()
+            .expect("oversize refused");
+        assert_eq!(r.version, 0, "refused before reading: {}", r.reason);
+
+        // Anti-rollback survives a restart, and so does the bundle to fall back to.
+        let again = fleet_restarted(&dir, &key);
+        assert_eq!(again.applied_version(), Some(2));
+        assert!(again.offer(BundleScope::Fleet, &old).is_err());
+        std::fs::remove_dir_all(again.policy_dir()).expect("policies removed");
+        again.restore().expect("restored");
+        assert!(again.policy_dir().join("p.yaml").exists());
+        let _ = std::fs::remove_dir_all(&dir);
+    }
+
+    fn fleet_restarted(dir: &Path, key: &SigningKey) -> FleetPolicy {
+        fleet(dir, key)
+    }
+
+    #[test]
+    fn a_node_bundle_wins_over_fleet_bundles() {
+        let dir = temp("scope");
+        let key = SigningKey::from_seed(&[3; 32]);
+        let mut fleet = fleet(&dir, &key);
+        let node = bundle(&key, 5, &["gw-1"], POLICY);
+        let staged = fleet
+            .offer(BundleScope::Node, &node)
+            .expect("valid")
+            .expect("new");
+        fleet.commit(staged).expect("committed");
+        let newer_fleet = bundle(&key, 6, &[], POLICY);
+        let r = fleet
+            .offer(BundleScope::Fleet, &newer_fleet)
+            .err()
+            .expect("refused");
+        assert!(r.reason.contains("node-specific"), "{}", r.reason);
+        let json = r.to_json(10);
+        assert!(
+            json.contains("\"result\":\"rejected\"") && json.contains("\"version\":6"),
+            "{json}"
+        );
+        let _ = std::fs::remove_dir_all(&dir);
+    }
+}

@@ -1,0 +1,253 @@
+//! Signed policy bundles over a real mosquitto, enforced in a real kernel: the host
+//! publishes bundles one after the other (a valid one, a forged signature, an older
+//! version, one for another node, an oversize one, then a newer valid one) and waits
+//! for each report on `.../policy/reported`; the guest tries a blocked exec after each
+//! and reports the syscall outcome, so "the previous policy stays enforced" is checked
+//! by the kernel's answer, not by logs.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use edgearmor_bundle::{SigningKey, create};
+use edgearmor_vm::broker::{Broker, Subscriber, free_port, scratch, wait_for};
+use edgearmor_vm::network::{add_virtio_net, restricted_nic_args};
+use edgearmor_vm::{
+    Arch, BootConfig, Initramfs, boot, cache_dir, fetch_busybox, fetch_kernel, guest_binaries,
+    workspace_root,
+};
+use serde_json::Value;
+
+fn ls_policy(name: &str, action: &str, padding: usize) -> Vec<u8> {
+    format!(
+        "apiVersion: security.kubearmor.com/v1
+kind: KubeArmorHostPolicy
+metadata:
+  name: {name}
+spec:
+  nodeSelector:
+    matchLabels:
+      kubearmor.io/hostname: \"*\"
+  severity: 6
+  message: \"ls from the fleet\"
+  process:
+    matchPaths:
+      - path: /usr/bin/ls
+  action: {action}
+#{}
+",
+        "x".repeat(padding)
+    )
+    .into_bytes()
+}
+
+fn bundle(key: &SigningKey, version: u64, targets: &[&str], policy: Vec<u8>) -> Vec<u8> {
+    let targets: Vec<String> = targets.iter().map(|t| t.to_string()).collect();
+    create(
+        key,
+        version,
+        &targets,
+        &[("ls.yaml".into(), policy)],
+        1_800_000_000,
+    )
+}
+
+const MAX_BYTES: usize = 8192;
+
+#[test]
+fn x86_64_guest_applies_only_valid_bundles_and_reports_each() {
+    let arch = Arch::X86_64;
+    let cache = cache_dir();
+    let kernel = fetch_kernel(&cache, arch, "6.12").expect("kernel");
+    let busybox = fetch_busybox(&cache, arch).expect("busybox");
+    let bins = guest_binaries(arch).expect("static binaries");
+    let work = workspace_root().join("target/vm-runs/fleet-x86_64");
+    std::fs::create_dir_all(&work).expect("work dir");
+
+    let fleet_key = SigningKey::from_seed(&[42; 32]);
+    let forger = SigningKey::from_seed(&[66; 32]);
+    let config = format!(
+        "[fleet]\npublic_keys = [\"/etc/edgearmor/fleet.pub\"]\nbundle_max_bytes = {MAX_BYTES}\nstate_dir = \"/var/lib/edgearmor/fleet\"\n"
+    );
+
+    let port = free_port();
+    let _broker = Broker::start(&scratch(&work, "host"), port, "");
+    let sub = Arc::new(Subscriber::connect(port, "fleet-host"));
+
+    let guest = workspace_root().join("tests/vm/guest");
+    let mut initramfs = Initramfs::busybox_base(&busybox);
+    let net_setup = add_virtio_net(&mut initramfs, &kernel).expect("virtio-net modules");
+    initramfs
+        .file_bytes("/etc/net-setup.sh", net_setup, 0o644)
+        .file_from_host("/init", &guest.join("fleet-init.sh"), 0o755)
+        .file_from_host("/usr/local/bin/edgearmor", &bins.agent, 0o755)
+        .file_from_host("/usr/local/bin/setid-probe", &bins.setid_probe, 0o755)
+        .file_bytes("/etc/edgearmor/fleet.toml", config.into_bytes(), 0o644)
+        .file_bytes(
+            "/etc/edgearmor/fleet.pub",
+            fleet_key
+                .verifying_key()
+                .to_text()
+                .as_str()
+                .as_bytes()
+                .to_vec(),
+            0o644,
+        );
+    let initrd = work.join("initramfs.cpio");
+    initramfs.write(&initrd).expect("initramfs");
+
+    // The host's side of the sequence: offer a bundle, wait for its report.
+    let fleet_topic = "edgearmor/vmtest/policy";
+    let node_topic = "edgearmor/vmtest/gw-fleet/policy";
+    let offers: Vec<(&str, Vec<u8>)> = vec![
+        (
+            fleet_topic,
+            bundle(&fleet_key, 2, &[], ls_policy("fleet-block-ls", "Block", 0)),
+        ),
+        (
+            node_topic,
+            bundle(&forger, 3, &[], ls_policy("forged-audit-ls", "Audit", 0)),
+        ),
+        (
+            fleet_topic,
+            bundle(&fleet_key, 1, &[], ls_policy("old-audit-ls", "Audit", 0)),
+        ),
+        (
+            fleet_topic,
+            bundle(
+                &fleet_key,
+                4,
+                &["other-gw"],
+                ls_policy("foreign-audit-ls", "Audit", 0),
+            ),
+        ),
+        (
+            node_topic,
+            bundle(
+                &fleet_key,
+                5,
+                &[],
+                ls_policy("huge-audit-ls", "Audit", MAX_BYTES),
+            ),
+        ),
+        (
+            node_topic,
+            bundle(
+                &fleet_key,
+                6,
+                &["gw-*"],
+                ls_policy("node-audit-ls", "Audit", 0),
+            ),
+        ),
+    ];
+    let publisher_sub = sub.clone();
+    let publisher = std::thread::spawn(move || {
+        wait_for("the agent online", || {
+            publisher_sub
+                .on_topic("gw-fleet/status")
+                .iter()
+                .any(|(p, _)| String::from_utf8_lossy(p).contains("\"online\""))
+        });
+        for (i, (topic, payload)) in offers.into_iter().enumerate() {
+            publisher_sub.publish_retained(topic, payload);
+            wait_for("the bundle report", || {
+                publisher_sub.on_topic("gw-fleet/policy/reported").len() > i
+            });
+        }
+    });
+
+    let mut cfg = BootConfig::new(kernel, &initrd, work.join("console.log"));
+    cfg.done_marker = "EA-DONE".into();
+    cfg.extra_append = "quiet loglevel=1".into();
+    cfg.extra_qemu_args = restricted_nic_args(port);
+    cfg.timeout = Duration::from_secs(600);
+    let log = boot(&cfg).expect("guest ran");
+    let err = log
+        .lines_with_prefix("EA-AGENTERR ")
+        .collect::<Vec<_>>()
+        .join("\n");
+    assert!(publisher.join().is_ok(), "host publisher: {err}");
+    let timeouts: Vec<&str> = log.lines_with_prefix("EA-TIMEOUT ").collect();
+    assert!(timeouts.is_empty(), "{timeouts:?}\n{err}");
+    assert_eq!(log.first_with_prefix("EA-AGENT-EXIT "), Some("0"), "{err}");
+
+    // The kernel's answer after each offer.
+    let mut outcomes = Vec::new();
+    let mut step = None;
+    for line in &log.lines {
+        if let Some(name) = line.strip_prefix("EA-STEP ") {
+            step = Some(name.trim().to_owned());
+        } else if let Some(op) = line.strip_prefix("EA-OP ") {
+            outcomes.push((step.clone().expect("op after a step"), op.to_owned()));
+        }
+    }
+    let expect = [
+        ("applied-v2", "rc=-1 errno=13"),
+        ("bad-signature", "rc=-1 errno=13"),
+        ("rollback-v1", "rc=-1 errno=13"),
+        ("foreign-v4", "rc=-1 errno=13"),
+        ("oversize", "rc=-1 errno=13"),
+        ("applied-v6", "rc=0 errno=0"),
+    ];
+    assert_eq!(outcomes.len(), expect.len(), "{outcomes:?}\n{err}");
+    for ((step, op), (want_step, want)) in outcomes.iter().zip(expect) {
+        assert_eq!(step, want_step);
+        assert!(op.ends_with(want), "{step}: {op} (want {want})");
+    }
+
+    // The reports, in order, retained.
+    let reports: Vec<Value> = sub
+        .on_topic("gw-fleet/policy/reported")
+        .iter()
+        .map(|(p, _)| serde_json::from_slice(p).expect("report is JSON"))
+        .collect();
+    let summary: Vec<(u64, String, String)> = reports
+        .iter()
+        .map(|r| {
+            (
+                r["version"].as_u64().unwrap_or(u64::MAX),
+                r["result"].as_str().unwrap_or("").to_owned(),
+                r["reason"].as_str().unwrap_or("").to_owned(),
+            )
+        })
+        .collect();
+    assert_eq!(summary.len(), 6, "{summary:?}");
+    assert_eq!((summary[0].0, summary[0].1.as_str()), (2, "applied"));
+    assert_eq!(summary[1].1, "rejected");
+    assert!(summary[1].2.contains("signature"), "{summary:?}");
+    assert_eq!((summary[2].0, summary[2].1.as_str()), (1, "rejected"));
+    assert!(summary[2].2.contains("version"), "{summary:?}");
+    assert_eq!((summary[3].0, summary[3].1.as_str()), (4, "rejected"));
+    assert!(summary[3].2.contains("targets"), "{summary:?}");
+    assert_eq!(summary[4].1, "rejected");
+    assert!(summary[4].2.contains("exceeds the limit"), "{summary:?}");
+    assert_eq!((summary[5].0, summary[5].1.as_str()), (6, "applied"));
+    assert_eq!(reports[5]["scope"], "node");
+    assert_eq!(reports[0]["sha256"].as_str().map(str::len), Some(64));
+
+    // Alerts name the bundle's policy: Block under v2, Audit under v6.
+    let alerts: Vec<Value> = log
+        .lines_with_prefix("EA-ALERT ")
+        .map(|l| serde_json::from_str(l).expect("alert JSON"))
+        .filter(|a: &Value| a["Resource"] == "/usr/bin/ls")
+        .collect();
+    let names: Vec<(&str, &str)> = alerts
+        .iter()
+        .map(|a| {
+            (
+                a["PolicyName"].as_str().unwrap_or(""),
+                a["Action"].as_str().unwrap_or(""),
+            )
+        })
+        .collect();
+    assert_eq!(
+        names,
+        vec![
+            ("fleet-block-ls", "Block"),
+            ("fleet-block-ls", "Block"),
+            ("fleet-block-ls", "Block"),
+            ("fleet-block-ls", "Block"),
+            ("fleet-block-ls", "Block"),
+            ("node-audit-ls", "Audit"),
+        ]
+    );
+}
