@@ -25,6 +25,9 @@ pub struct AgentConfig {
     pub policy_poll_ms: u64,
     /// What a class in allow-list mode does with what no rule allows.
     pub posture: PostureConfig,
+    /// Where programs, links and maps are pinned (on bpffs) so enforcement outlives
+    /// the agent and the next agent adopts it; "" = nothing pinned.
+    pub pin_dir: PathBuf,
     /// What to do on a kernel that cannot run BPF-LSM: keep watching (`auto`) or refuse
     /// to start (`required`).
     pub enforcement: Enforcement,
@@ -177,6 +180,7 @@ impl Default for AgentConfig {
             rules: Vec::new(),
             policies: Vec::new(),
             policy_poll_ms: 1000,
+            pin_dir: PathBuf::from("/sys/fs/bpf/edgearmor"),
             posture: PostureConfig::default(),
             enforcement: Enforcement::Auto,
             output: OutputConfig::default(),

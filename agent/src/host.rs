@@ -29,6 +29,8 @@ pub trait HostKernel {
     fn boottime_to_unix_offset_ns(&self) -> i128;
     /// 16 bytes from the kernel's CSPRNG.
     fn random_key(&self) -> io::Result<[u64; 2]>;
+    /// Whether `path` is on a mounted BPF filesystem (pins only work there).
+    fn is_bpffs(&self, path: &Path) -> bool;
 }
 
 /// The machine the agent runs on.
@@ -107,6 +109,18 @@ impl HostKernel for LiveKernel {
 
     fn boottime_to_unix_offset_ns(&self) -> i128 {
         clock_ns(libc::CLOCK_REALTIME) - clock_ns(libc::CLOCK_BOOTTIME)
+    }
+
+    fn is_bpffs(&self, path: &Path) -> bool {
+        const BPF_FS_MAGIC: i64 = 0xcafe_4a11;
+        let Ok(c_path) = std::ffi::CString::new(path.as_os_str().as_encoded_bytes()) else {
+            return false;
+        };
+        // SAFETY: statfs fills the zeroed struct we own; the path is a valid C string.
+        unsafe {
+            let mut info: libc::statfs = std::mem::zeroed();
+            libc::statfs(c_path.as_ptr(), &mut info) == 0 && info.f_type as i64 == BPF_FS_MAGIC
+        }
     }
 
     fn random_key(&self) -> io::Result<[u64; 2]> {

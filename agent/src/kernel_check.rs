@@ -214,7 +214,8 @@ pub fn check_live(host: &dyn HostKernel) -> Vec<CheckLine> {
                 },
             );
             lines.push(
-                match crate::loader::load(host, &btf, [0, 0], Default::default()) {
+                // Nothing pinned: `check` must not touch a running agent's state.
+                match crate::loader::load(host, &btf, [0, 0], Default::default(), None) {
                     Ok(probes) if !probes.degraded.is_empty() => line(
                         "attach",
                         CheckStatus::Warn,

@@ -6,10 +6,12 @@
 use std::path::Path;
 
 use aya::maps::{Array, HashMap, MapData, PerCpuArray, RingBuf};
+use aya::programs::links::{FdLink, PinnedLink};
 use aya::programs::{BtfTracePoint, Lsm, ProgramError};
 use aya::{Btf, Ebpf, EbpfError, EbpfLoader};
 use edgearmor_probe_abi::{
-    ActivePolicy, ExePath, GlobList, PrefixKey, RuleKey, RuleValue, names, path_hash, programs,
+    ActivePolicy, AgentState, ExePath, GlobList, PrefixKey, RuleKey, RuleValue, names, path_hash,
+    programs,
 };
 use sha2::{Digest, Sha256};
 
@@ -40,6 +42,10 @@ pub struct LoadedProbes {
     pub seeded_processes: usize,
     /// Optional hooks this kernel refused, each with what that costs.
     pub degraded: Vec<String>,
+    /// State pinned by an earlier agent was taken over.
+    pub adopted: bool,
+    /// Links this process owns (when nothing is pinned, dropping them detaches).
+    pub _links: Vec<FdLink>,
 }
 
 /// Why a policy set could not be written; the previous set stays enforced.
@@ -69,10 +75,12 @@ pub struct PolicyMaps {
     active: Array<MapData, ActivePolicy>,
     generation: u32,
     applied: KernelRuleSet,
+    /// The tables hold an earlier agent's entries, which this one does not know.
+    adopted: bool,
 }
 
 impl PolicyMaps {
-    fn take(ebpf: &mut Ebpf) -> Result<Self, EnforcementUnavailable> {
+    fn take(ebpf: &mut Ebpf, adopting: bool) -> Result<Self, EnforcementUnavailable> {
         fn take_map(ebpf: &mut Ebpf, name: &str) -> Result<aya::maps::Map, EnforcementUnavailable> {
             ebpf.take_map(name)
                 .ok_or_else(|| map_failure(name, "missing"))
@@ -88,6 +96,13 @@ impl PolicyMaps {
                 .map_err(|e| map_failure(names::ACTIVE, e))?,
             generation: 0,
             applied: KernelRuleSet::default(),
+            adopted: adopting,
+        })
+        .map(|mut maps: Self| {
+            if adopting {
+                maps.generation = maps.active.get(&0, 0).map(|a| a.generation).unwrap_or(0);
+            }
+            maps
         })
     }
 
@@ -120,7 +135,42 @@ impl PolicyMaps {
         let old = std::mem::replace(&mut self.applied, next);
         self.remove(&old, self.generation);
         self.generation = generation;
+        if std::mem::take(&mut self.adopted) {
+            self.remove_other_generations();
+        }
         Ok(())
+    }
+
+    /// Deletes every entry not of the current generation (what an earlier agent left).
+    fn remove_other_generations(&mut self) {
+        let generation = self.generation;
+        let rules: Vec<RuleKey> = self
+            .rules
+            .keys()
+            .filter_map(Result::ok)
+            .filter(|k| k.generation != generation)
+            .collect();
+        for k in rules {
+            let _ = self.rules.remove(&k);
+        }
+        let prefixes: Vec<PrefixKey> = self
+            .prefixes
+            .keys()
+            .filter_map(Result::ok)
+            .filter(|k| k.generation != generation)
+            .collect();
+        for k in prefixes {
+            let _ = self.prefixes.remove(&k);
+        }
+        let globs: Vec<RuleKey> = self
+            .globs
+            .keys()
+            .filter_map(Result::ok)
+            .filter(|k| k.generation != generation)
+            .collect();
+        for k in globs {
+            let _ = self.globs.remove(&k);
+        }
     }
 
     fn write(&mut self, set: &KernelRuleSet, generation: u32) -> Result<(), ApplyError> {
@@ -160,15 +210,31 @@ impl PolicyMaps {
 }
 
 /// The kernel's count of events it could not put in the ring buffer.
-pub struct DropCounter(PerCpuArray<MapData, u64>);
+pub struct DropCounter {
+    counts: PerCpuArray<MapData, u64>,
+    /// Drops an earlier agent already accounted for (adopted maps keep counting).
+    baseline: u64,
+    /// With pinned state: where the count seen so far is kept for the next agent.
+    state: Option<Array<MapData, AgentState>>,
+}
 
 impl DropCounter {
-    /// Events dropped since load, summed over all CPUs.
-    pub fn total(&self) -> u64 {
-        self.0
+    /// Events dropped and not yet accounted for by an earlier agent, over all CPUs;
+    /// remembers what this agent has now seen, so the next one does not count it again.
+    pub fn total(&mut self) -> u64 {
+        let raw: u64 = self
+            .counts
             .get(&0, 0)
-            .map(|per_cpu| per_cpu.iter().sum())
-            .unwrap_or(0)
+            .map(|per_cpu| per_cpu.iter().sum::<u64>())
+            .unwrap_or(0);
+        if let Some(state) = self.state.as_mut()
+            && let Ok(mut current) = state.get(&0, 0)
+            && current.drops_seen != raw
+        {
+            current.drops_seen = raw;
+            let _ = state.set(0, current, 0);
+        }
+        raw.saturating_sub(self.baseline)
     }
 }
 
@@ -256,14 +322,32 @@ pub fn kernel_path(host: &dyn HostKernel, executable: &str) -> String {
 }
 
 /// Creates the object's maps with this kernel's offsets and the path-hash key;
-/// returns it with the BTF programs attach by.
-fn open_object(btf: &KernelBtf, key: [u64; 2]) -> Result<(Ebpf, Btf), EnforcementUnavailable> {
+/// returns it with the BTF programs attach by. With `pin_dir`, the persistent maps
+/// are the ones pinned there (created and pinned when absent).
+fn open_object(
+    btf: &KernelBtf,
+    key: [u64; 2],
+    pin_dir: Option<&Path>,
+) -> Result<(Ebpf, Btf), EnforcementUnavailable> {
     let offsets = btf
         .kernel_offsets()
         .map_err(EnforcementUnavailable::BadBtf)?;
-    let ebpf = EbpfLoader::new()
+    let pins: Vec<(&str, std::path::PathBuf)> = pin_dir
+        .map(|dir| {
+            names::PERSISTENT
+                .iter()
+                .map(|n| (*n, dir.join(n)))
+                .collect()
+        })
+        .unwrap_or_default();
+    let mut loader = EbpfLoader::new();
+    loader
         .override_global(names::KERNEL_OFFSETS, &offsets, true)
-        .override_global(names::PATH_HASH_KEY, &key, true)
+        .override_global(names::PATH_HASH_KEY, &key, true);
+    for (name, path) in &pins {
+        loader.map_pin_path(name, path.as_path());
+    }
+    let ebpf = loader
         .load(PROBES_OBJECT)
         .map_err(|e| load_failure("load the BPF object", e))?;
     let aya_btf = Btf::from_sys_fs().map_err(|e| EnforcementUnavailable::Failed {
@@ -276,16 +360,24 @@ fn open_object(btf: &KernelBtf, key: [u64; 2]) -> Result<(Ebpf, Btf), Enforcemen
 
 /// Loads the probes with `rules` in force from the first attached program on.
 /// `key` is the path-hash key `rules` was built with.
+///
+/// With `pin_dir` (a directory on bpffs), maps and links are pinned there, so
+/// enforcement outlives this process. When an earlier agent left pinned state, it is
+/// adopted: its maps (identities, unread events, drop counter) are reused, the rules
+/// are replaced atomically, and its links are replaced only after the new programs
+/// are attached, so there is no moment without enforcement.
 pub fn load(
     host: &dyn HostKernel,
     btf: &KernelBtf,
     key: [u64; 2],
     rules: KernelRuleSet,
+    pin_dir: Option<&Path>,
 ) -> Result<LoadedProbes, EnforcementUnavailable> {
-    let (mut ebpf, aya_btf) = open_object(btf, key)?;
+    let adopting = pin_dir.is_some_and(|dir| dir.join(names::AGENT_STATE).exists());
+    let (mut ebpf, aya_btf) = open_object(btf, key, pin_dir)?;
 
     // Rules first: once a program attaches it enforces whatever the maps hold.
-    let mut policy = PolicyMaps::take(&mut ebpf)?;
+    let mut policy = PolicyMaps::take(&mut ebpf, adopting)?;
     policy
         .apply(rules)
         .map_err(|e| EnforcementUnavailable::Failed {
@@ -294,8 +386,12 @@ pub fn load(
             detail: e.to_string(),
         })?;
 
+    let mut links = Vec::new();
     for (program, tracepoint) in programs::BTF_TRACEPOINTS {
-        attach_btf_tracepoint(&mut ebpf, &aya_btf, program, tracepoint)?;
+        links.push((
+            program,
+            attach_btf_tracepoint(&mut ebpf, &aya_btf, program, tracepoint)?,
+        ));
     }
     let mut degraded = Vec::new();
     for (program, hook) in programs::LSM {
@@ -311,19 +407,187 @@ pub fn load(
             ));
             continue;
         }
-        prog.attach()
+        let id = prog
+            .attach()
             .map_err(|e| program_failure(program, hook, e))?;
+        let link = prog
+            .take_link(id)
+            .map_err(|e| program_failure(program, hook, e))?;
+        links.push((program, FdLink::from(link)));
     }
+    let links = match pin_dir {
+        Some(dir) => {
+            pin_links(dir, links)?;
+            Vec::new()
+        }
+        None => links.into_iter().map(|(_, link)| link).collect(),
+    };
 
     let seeded_processes = seed_identities(&mut ebpf, host, &key)?;
+    let drops = take_drops(&mut ebpf)?;
+    let (drops_seen, state) = if pin_dir.is_some() {
+        let seen = record_agent_state(&mut ebpf, key, adopting)?;
+        let map = ebpf
+            .take_map(names::AGENT_STATE)
+            .ok_or_else(|| map_failure(names::AGENT_STATE, "missing"))?;
+        let state = Array::try_from(map).map_err(|e| map_failure(names::AGENT_STATE, e))?;
+        (seen, Some(state))
+    } else {
+        (0, None)
+    };
     Ok(LoadedProbes {
         events: take_ring(&mut ebpf, names::EVENTS)?,
-        drops: take_drops(&mut ebpf)?,
+        drops: DropCounter {
+            baseline: drops_seen,
+            state,
+            ..drops
+        },
         ebpf,
         policy,
         seeded_processes,
         degraded,
+        adopted: adopting,
+        _links: links,
     })
+}
+
+/// Pins each new link at `<dir>/links/<program>`, replacing (and so detaching) the
+/// link an earlier agent pinned there only once the new one is attached.
+fn pin_links(dir: &Path, links: Vec<(&str, FdLink)>) -> Result<(), EnforcementUnavailable> {
+    let link_dir = dir.join("links");
+    std::fs::create_dir_all(&link_dir).map_err(|e| EnforcementUnavailable::Failed {
+        step: format!("creating {}", link_dir.display()),
+        errno: e.raw_os_error(),
+        detail: e.to_string(),
+    })?;
+    let mut replaced = Vec::new();
+    for (program, link) in links {
+        let path = link_dir.join(program);
+        if path.exists() {
+            // Still attached: the fd keeps the old program in place until the new
+            // link is pinned, then it is dropped (and detached).
+            match PinnedLink::from_pin(&path).map(PinnedLink::unpin) {
+                Ok(Ok(old)) => replaced.push(old),
+                Ok(Err(e)) => log::warn!("cannot unpin {}: {e}", path.display()),
+                Err(e) => log::warn!("cannot open {}: {e}", path.display()),
+            }
+        }
+        link.pin(&path)
+            .map_err(|e| EnforcementUnavailable::Failed {
+                step: format!("pinning the {program} link at {}", path.display()),
+                errno: None,
+                detail: e.to_string(),
+            })?;
+    }
+    drop(replaced);
+    Ok(())
+}
+
+/// Stores the key (and keeps the drop baseline) for the next agent; returns the
+/// drop count an earlier agent already accounted for.
+fn record_agent_state(
+    ebpf: &mut Ebpf,
+    key: [u64; 2],
+    adopting: bool,
+) -> Result<u64, EnforcementUnavailable> {
+    let map = ebpf
+        .map_mut(names::AGENT_STATE)
+        .ok_or_else(|| map_failure(names::AGENT_STATE, "missing"))?;
+    let mut state: Array<_, AgentState> =
+        Array::try_from(map).map_err(|e| map_failure(names::AGENT_STATE, e))?;
+    let previous = state.get(&0, 0).unwrap_or_default();
+    let drops_seen = if adopting && previous.valid == 1 {
+        previous.drops_seen
+    } else {
+        0
+    };
+    state
+        .set(
+            0,
+            AgentState {
+                path_hash_key: key,
+                drops_seen,
+                valid: 1,
+            },
+            0,
+        )
+        .map_err(|e| map_failure(names::AGENT_STATE, e))?;
+    Ok(drops_seen)
+}
+
+/// The path-hash key of the agent whose state is pinned in `dir`, if any: an adopting
+/// agent must build its rules with it (identities in the maps are hashed with it).
+pub fn pinned_key(dir: &Path) -> Option<[u64; 2]> {
+    let data = aya::maps::MapData::from_pin(dir.join(names::AGENT_STATE)).ok()?;
+    let state: Array<_, AgentState> = Array::try_from(aya::maps::Map::Array(data)).ok()?;
+    let value = state.get(&0, 0).ok()?;
+    (value.valid == 1).then_some(value.path_hash_key)
+}
+
+/// `edgearmor unload`: detaches every pinned program and removes the pinned maps.
+/// Returns how many pins were removed. The kernel releases an unpinned tracing link
+/// asynchronously (after an RCU grace period), so this waits until the links are
+/// gone from the kernel's list: when it returns, nothing is enforced any more.
+pub fn unload(dir: &Path) -> std::io::Result<usize> {
+    let mut removed = 0;
+    let mut link_ids = Vec::new();
+    let links = dir.join("links");
+    match std::fs::read_dir(&links) {
+        Ok(entries) => {
+            for entry in entries {
+                let path = entry?.path();
+                match PinnedLink::from_pin(&path) {
+                    Ok(pinned) => {
+                        let link = pinned.unpin()?;
+                        if let Ok(info) = link.info() {
+                            link_ids.push(info.id());
+                        }
+                    }
+                    Err(e) => {
+                        log::warn!("{}: not a pinned link ({e}), removed", path.display());
+                        std::fs::remove_file(&path)?;
+                    }
+                }
+                removed += 1;
+            }
+        }
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+        Err(e) => return Err(e),
+    }
+    match std::fs::read_dir(dir) {
+        Ok(entries) => {
+            for entry in entries {
+                let path = entry?.path();
+                if !path.is_dir() {
+                    std::fs::remove_file(&path)?;
+                    removed += 1;
+                }
+            }
+        }
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+        Err(e) => return Err(e),
+    }
+    let _ = std::fs::remove_dir(&links);
+    let _ = std::fs::remove_dir(dir);
+    // Bounded: a link the kernel keeps (someone else holds it) is reported.
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+    loop {
+        let live: Vec<u32> = aya::programs::loaded_links()
+            .filter_map(Result::ok)
+            .map(|l| l.id())
+            .filter(|id| link_ids.contains(id))
+            .collect();
+        if live.is_empty() {
+            break;
+        }
+        if std::time::Instant::now() > deadline {
+            return Err(std::io::Error::other(format!(
+                "links {live:?} are still attached (another process holds them)"
+            )));
+        }
+        std::thread::sleep(std::time::Duration::from_millis(10));
+    }
+    Ok(removed)
 }
 
 /// The program `name` of the object, as its concrete type.
@@ -346,13 +610,17 @@ fn attach_btf_tracepoint(
     btf: &Btf,
     program: &str,
     tracepoint: &str,
-) -> Result<(), EnforcementUnavailable> {
+) -> Result<FdLink, EnforcementUnavailable> {
     let prog: &mut BtfTracePoint = program_of(ebpf, program, tracepoint)?;
     prog.load(tracepoint, btf)
         .map_err(|e| program_failure(program, tracepoint, e))?;
-    prog.attach()
+    let id = prog
+        .attach()
         .map_err(|e| program_failure(program, tracepoint, e))?;
-    Ok(())
+    let link = prog
+        .take_link(id)
+        .map_err(|e| program_failure(program, tracepoint, e))?;
+    Ok(FdLink::from(link))
 }
 
 fn take_ring(ebpf: &mut Ebpf, name: &str) -> Result<RingBuf<MapData>, EnforcementUnavailable> {
@@ -367,7 +635,11 @@ fn take_drops(ebpf: &mut Ebpf) -> Result<DropCounter, EnforcementUnavailable> {
         .take_map(names::EVENT_DROPS)
         .ok_or_else(|| map_failure(names::EVENT_DROPS, "missing"))?;
     PerCpuArray::try_from(map)
-        .map(DropCounter)
+        .map(|counts| DropCounter {
+            counts,
+            baseline: 0,
+            state: None,
+        })
         .map_err(|e| map_failure(names::EVENT_DROPS, e))
 }
 
@@ -376,6 +648,8 @@ pub struct MonitorProbes {
     pub ebpf: Ebpf,
     pub events: RingBuf<MapData>,
     pub drops: DropCounter,
+    /// Keeps the tracepoint attached.
+    _link: FdLink,
 }
 
 /// Loads only the exec tracepoint, for kernels where BPF-LSM cannot attach. Needs BTF
@@ -391,13 +665,14 @@ pub fn load_monitor(
             errno: e.raw_os_error(),
             detail: e.to_string(),
         })?;
-    let (mut ebpf, aya_btf) = open_object(btf, key)?;
+    let (mut ebpf, aya_btf) = open_object(btf, key, None)?;
     let (program, tracepoint) = programs::MONITOR_EXEC;
-    attach_btf_tracepoint(&mut ebpf, &aya_btf, program, tracepoint)?;
+    let link = attach_btf_tracepoint(&mut ebpf, &aya_btf, program, tracepoint)?;
     Ok(MonitorProbes {
         events: take_ring(&mut ebpf, names::EXEC_EVENTS)?,
         drops: take_drops(&mut ebpf)?,
         ebpf,
+        _link: link,
     })
 }
 

@@ -37,6 +37,7 @@ const USAGE: &str = "\
 usage: edgearmor run [OPTIONS] [--deny-setgid PATH]... [--deny-setuid PATH]...
        edgearmor send-test-alerts [OPTIONS] [--count N] [--interval-ms MS]
        edgearmor policy check FILE_OR_DIR...
+       edgearmor unload [--config FILE]
        edgearmor keygen --out PREFIX
        edgearmor bundle create --key KEY --version N [--targets A,B] --out FILE POLICY...
        edgearmor bundle verify --public-key FILE [--max-bytes N] BUNDLE
@@ -52,6 +53,8 @@ usage: edgearmor run [OPTIONS] [--deny-setgid PATH]... [--deny-setuid PATH]...
   policy check      validate KubeArmorHostPolicy YAML offline: one line per problem
                     (file:line: yaml.path: message), exit status 1 if there is any
   version           agent version and the SHA-256 of the embedded BPF object
+  unload            detach the pinned programs and remove the pinned maps (stop the agent
+                    first); `run` pins them so enforcement survives agent restarts
   keygen            an Ed25519 key pair for signing policy bundles (PREFIX.key, PREFIX.pub)
   bundle create     sign policy files into a bundle (each must pass policy check);
                     targets: node names, cluster/node, `*` or a prefix like `gw-*`
@@ -85,6 +88,8 @@ enum Command {
     PolicyCheck(Vec<PathBuf>),
     /// `keygen --out PREFIX`: PREFIX.key and PREFIX.pub.
     Keygen(PathBuf),
+    /// Detach everything pinned and remove the pins.
+    Unload,
     BundleCreate {
         key: PathBuf,
         version: u64,
@@ -144,6 +149,7 @@ fn parse_args() -> Result<Invocation, String> {
                 rules: SetidRuleSet::default(),
             });
         }
+        "unload" => Command::Unload,
         "keygen" | "bundle" => {
             return Ok(Invocation {
                 command: parse_fleet_command(&sub, &mut parser)?,
@@ -397,6 +403,22 @@ fn main() -> ExitCode {
         Command::Run => run(invocation.config, invocation.rules),
         Command::PolicyCheck(paths) => policy_check(&paths),
         Command::Keygen(prefix) => keygen(&prefix),
+        Command::Unload => match loader::unload(&invocation.config.pin_dir) {
+            Ok(n) => {
+                println!(
+                    "edgearmor: removed {n} pin(s) from {}: nothing is enforced until the next run",
+                    invocation.config.pin_dir.display()
+                );
+                ExitCode::SUCCESS
+            }
+            Err(e) => {
+                eprintln!(
+                    "edgearmor: unload {}: {e}",
+                    invocation.config.pin_dir.display()
+                );
+                ExitCode::from(1)
+            }
+        },
         Command::BundleCreate {
             key,
             version,
@@ -809,7 +831,10 @@ fn run(config: AgentConfig, rules: SetidRuleSet) -> ExitCode {
             return ExitCode::from(1);
         }
     };
-    let key = match host.random_key() {
+    // Pinned state outlives the agent; an earlier agent's is adopted (same key).
+    let pin_dir = pin_dir(&config, &host);
+    let adopted_key = pin_dir.as_deref().and_then(loader::pinned_key);
+    let key = match adopted_key.map(Ok).unwrap_or_else(|| host.random_key()) {
         Ok(k) => k,
         Err(e) => {
             eprintln!("edgearmor: cannot read random bytes: {e}");
@@ -858,8 +883,8 @@ fn run(config: AgentConfig, rules: SetidRuleSet) -> ExitCode {
         }
     };
     log::info!("{summary}");
-    let enforcing =
-        readiness::check_kernel(&host).and_then(|btf| loader::load(&host, &btf, key, kernel_set));
+    let enforcing = readiness::check_kernel(&host)
+        .and_then(|btf| loader::load(&host, &btf, key, kernel_set, pin_dir.as_deref()));
     let mut policy_maps = None;
     let (mut source, enforcement, ready) = match enforcing {
         Ok(probes) => {
@@ -867,11 +892,19 @@ fn run(config: AgentConfig, rules: SetidRuleSet) -> ExitCode {
             for missing in &probes.degraded {
                 log::warn!("degraded: {missing}");
             }
-            let degraded = if probes.degraded.is_empty() {
+            let mut degraded = if probes.degraded.is_empty() {
                 String::new()
             } else {
                 format!(", degraded: {}", probes.degraded.join("; "))
             };
+            match (&pin_dir, probes.adopted) {
+                (Some(dir), true) => degraded.push_str(&format!(
+                    ", adopted the enforcement pinned in {}",
+                    dir.display()
+                )),
+                (Some(dir), false) => degraded.push_str(&format!(", pinned in {}", dir.display())),
+                (None, _) => degraded.push_str(", not pinned: enforcement stops with the agent"),
+            }
             match RingbufReader::new(probes, host.boottime_to_unix_offset_ns()) {
                 Ok((reader, maps)) => {
                     policy_maps = Some(maps);
@@ -1061,6 +1094,30 @@ fn run(config: AgentConfig, rules: SetidRuleSet) -> ExitCode {
         source.malformed()
     );
     ExitCode::SUCCESS
+}
+
+/// The pin directory, if pinning is configured and possible here (logged if not).
+fn pin_dir(config: &AgentConfig, host: &LiveKernel) -> Option<std::path::PathBuf> {
+    if config.pin_dir.as_os_str().is_empty() {
+        return None;
+    }
+    let parent = config.pin_dir.parent().unwrap_or(std::path::Path::new("/"));
+    if !host.is_bpffs(parent) && !host.is_bpffs(&config.pin_dir) {
+        log::warn!(
+            "pin_dir {}: not on a mounted bpffs (mount -t bpf bpf {}): enforcement will stop with the agent",
+            config.pin_dir.display(),
+            parent.display()
+        );
+        return None;
+    }
+    if let Err(e) = std::fs::create_dir_all(&config.pin_dir) {
+        log::warn!(
+            "pin_dir {}: {e}: enforcement will stop with the agent",
+            config.pin_dir.display()
+        );
+        return None;
+    }
+    Some(config.pin_dir.clone())
 }
 
 enum Wake {

@@ -204,6 +204,9 @@ mod tests {
         fn random_key(&self) -> io::Result<[u64; 2]> {
             Ok([1, 2])
         }
+        fn is_bpffs(&self, _path: &std::path::Path) -> bool {
+            false
+        }
     }
 
     /// Minimal BTF with one function named `func`.

@@ -49,6 +49,33 @@ pub mod names {
     pub const EXEC_EVENTS: &str = "EXEC_EVENTS";
     pub const KERNEL_OFFSETS: &str = "KERNEL_OFFSETS";
     pub const PATH_HASH_KEY: &str = "PATH_HASH_KEY";
+    pub const AGENT_STATE: &str = "AGENT_STATE";
+    /// Maps pinned in bpffs so that enforcement, identities, rules and unread events
+    /// outlive the agent process, and the next agent adopts them.
+    pub const PERSISTENT: [&str; 9] = [
+        RULES,
+        PREFIXES,
+        GLOBS,
+        ACTIVE,
+        PROC_IDENTITY,
+        EXE_PATHS,
+        EVENTS,
+        EVENT_DROPS,
+        AGENT_STATE,
+    ];
+}
+
+/// `AGENT_STATE[0]`: what an adopting agent needs from the one before it (not read
+/// by the probes).
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct AgentState {
+    /// The path-hash key every rule and identity hash was made with.
+    pub path_hash_key: [u64; 2],
+    /// `EVENT_DROPS` total already accounted for by an agent.
+    pub drops_seen: u64,
+    /// 1 once written.
+    pub valid: u64,
 }
 
 /// Program names in the BPF object and the kernel hook each one attaches to.
@@ -695,6 +722,8 @@ mod user {
     unsafe impl aya::Pod for super::GlobList {}
     // SAFETY: see above.
     unsafe impl aya::Pod for super::ActivePolicy {}
+    // SAFETY: see above.
+    unsafe impl aya::Pod for super::AgentState {}
     // SAFETY: see above.
     unsafe impl aya::Pod for super::DecisionEvent {}
     // SAFETY: see above.

@@ -40,7 +40,7 @@ use aya_ebpf::{
 };
 use edgearmor_probe_abi::{
     ACCESS_READ, ACCESS_UNLINK, ACCESS_WRITE, ACTION_AUDIT, ACTION_BLOCK, ACTION_NONE,
-    ANY_SOURCE, ActivePolicy, CLASS_CAPABILITY, CLASS_FILE, CLASS_NETWORK, CLASS_PROCESS,
+    ANY_SOURCE, ActivePolicy, AgentState, CLASS_CAPABILITY, CLASS_FILE, CLASS_NETWORK, CLASS_PROCESS,
     CLASS_SETID, DecisionEvent, EXE_FLAG_TOO_LONG, ExePath, ExecEvent, GLOB_CAP,
     GLOB_STEP_CONTINUE, GLOB_STEP_MATCH, GLOBS_PER_KEY, GlobList, GlobMatch, GlobRule,
     KernelOffsets, LSM_SETID_FS, LSM_SETID_ID, MATCH_ALLOW_LIST, MATCH_DIRECTORY, MATCH_EXACT,
@@ -98,6 +98,11 @@ static GLOBS: HashMap<RuleKey, GlobList> =
 
 #[map]
 static ACTIVE: Array<ActivePolicy> = Array::with_max_entries(1, 0);
+
+/// Written and read by agents only (the key and drop baseline an adopting agent
+/// continues with).
+#[map]
+static AGENT_STATE: Array<AgentState> = Array::with_max_entries(1, 0);
 
 #[map]
 static PROC_IDENTITY: LruHashMap<u32, u64> = LruHashMap::with_max_entries(8192, 0);

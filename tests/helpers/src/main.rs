@@ -225,9 +225,15 @@ fn loop_exec(args: &[String]) {
     };
     let (mut passed, mut denied, mut other) = (0u32, 0u32, 0u32);
     let (mut last_denied, mut first_passed) = (0u32, 0u32);
+    // EA_PROGRESS=FILE: the attempt count, rewritten after each attempt, so a test
+    // can wait for attempts to happen (for example while no agent runs).
+    let progress = std::env::var_os("EA_PROGRESS");
     let mut attempts = 0;
     while attempts < n && !std::path::Path::new(stop).exists() {
         attempts += 1;
+        if let Some(file) = &progress {
+            let _ = std::fs::write(file, attempts.to_string());
+        }
         match exec_noop(path) {
             (0, 0) => {
                 passed += 1;
