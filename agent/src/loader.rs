@@ -45,7 +45,7 @@ pub struct LoadedProbes {
     /// State pinned by an earlier agent was taken over.
     pub adopted: bool,
     /// Links this process owns (when nothing is pinned, dropping them detaches).
-    pub _links: Vec<FdLink>,
+    pub owned_links: Vec<FdLink>,
 }
 
 /// Why a policy set could not be written; the previous set stays enforced.
@@ -447,7 +447,7 @@ pub fn load(
         seeded_processes,
         degraded,
         adopted: adopting,
-        _links: links,
+        owned_links: links,
     })
 }
 

@@ -23,6 +23,8 @@ pub struct RingbufReader {
     drops: DropCounter,
     /// Keeps the programs attached while the reader runs.
     _ebpf: Ebpf,
+    /// Links this process owns when nothing is pinned (dropping them detaches).
+    _owned_links: Vec<aya::programs::links::FdLink>,
     boottime_to_unix_ns: i128,
     /// Records that failed to decode (reported and skipped, never fatal).
     pub malformed: u64,
@@ -36,6 +38,7 @@ impl RingbufReader {
             events: Async::new(probes.events)?,
             drops: probes.drops,
             _ebpf: probes.ebpf,
+            _owned_links: probes.owned_links,
             boottime_to_unix_ns,
             malformed: 0,
         };
