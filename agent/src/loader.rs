@@ -648,8 +648,8 @@ pub struct MonitorProbes {
     pub ebpf: Ebpf,
     pub events: RingBuf<MapData>,
     pub drops: DropCounter,
-    /// Keeps the tracepoint attached.
-    _link: FdLink,
+    /// The tracepoint's link: attached for as long as it is held.
+    pub link: FdLink,
 }
 
 /// Loads only the exec tracepoint, for kernels where BPF-LSM cannot attach. Needs BTF
@@ -672,7 +672,7 @@ pub fn load_monitor(
         events: take_ring(&mut ebpf, names::EXEC_EVENTS)?,
         drops: take_drops(&mut ebpf)?,
         ebpf,
-        _link: link,
+        link,
     })
 }
 

@@ -81,6 +81,8 @@ pub struct ExecWatcher<'h> {
     events: Async<RingBuf<MapData>>,
     drops: DropCounter,
     _ebpf: Ebpf,
+    /// Keeps the exec tracepoint attached.
+    _link: aya::programs::links::FdLink,
     host: &'h dyn HostKernel,
     boottime_to_unix_ns: i128,
     /// Real path of each watched executable -> the rule watching it.
@@ -98,6 +100,7 @@ impl<'h> ExecWatcher<'h> {
             events: Async::new(probes.events)?,
             drops: probes.drops,
             _ebpf: probes.ebpf,
+            _link: probes.link,
             host,
             boottime_to_unix_ns: host.boottime_to_unix_offset_ns(),
             watched,
