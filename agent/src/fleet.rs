@@ -337,7 +337,7 @@ spec:
   action: Block
 ";
 
-    fn fleet(dir: &Path, key: &SigningKey) -> FleetPolicy {
+    fn open_fleet(dir: &Path, key: &SigningKey) -> FleetPolicy {
         let settings = FleetSettings {
             public_keys: vec![key.verifying_key()],
             bundle_max_bytes: 4096,
@@ -368,7 +368,7 @@ spec:
     fn applies_then_refuses_rollback_foreign_targets_and_bad_policies() {
         let dir = temp("flow");
         let key = SigningKey::from_seed(&[7; 32]);
-        let mut fleet = fleet(&dir, &key);
+        let mut fleet = open_fleet(&dir, &key);
         let v2 = bundle(&key, 2, &[], POLICY);
         let staged = fleet
             .offer(BundleScope::Fleet, &v2)
@@ -429,7 +429,7 @@ spec:
         assert_eq!(r.version, 0, "refused before reading: {}", r.reason);
 
         // Anti-rollback survives a restart, and so does the bundle to fall back to.
-        let again = fleet_restarted(&dir, &key);
+        let again = open_fleet(&dir, &key);
         assert_eq!(again.applied_version(), Some(2));
         assert!(again.offer(BundleScope::Fleet, &old).is_err());
         std::fs::remove_dir_all(again.policy_dir()).expect("policies removed");
@@ -438,15 +438,11 @@ spec:
         let _ = std::fs::remove_dir_all(&dir);
     }
 
-    fn fleet_restarted(dir: &Path, key: &SigningKey) -> FleetPolicy {
-        fleet(dir, key)
-    }
-
     #[test]
     fn a_node_bundle_wins_over_fleet_bundles() {
         let dir = temp("scope");
         let key = SigningKey::from_seed(&[3; 32]);
-        let mut fleet = fleet(&dir, &key);
+        let mut fleet = open_fleet(&dir, &key);
         let node = bundle(&key, 5, &["gw-1"], POLICY);
         let staged = fleet
             .offer(BundleScope::Node, &node)

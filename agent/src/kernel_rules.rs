@@ -102,12 +102,7 @@ impl KernelRuleSet {
             policies,
         };
         for rule in &setid.rules {
-            let id = catalog.intern(PolicyMeta {
-                name: bounded(&rule.policy),
-                severity: rule.severity.unwrap_or(0),
-                tags: bounded(&rule.tags.join(",")),
-                message: bounded(&rule.message),
-            });
+            let id = catalog.intern(rule.policy_meta());
             let Some(source) = b.source_hash(rule.executable.as_deref(), &rule.policy) else {
                 continue;
             };

@@ -48,6 +48,22 @@ pub struct LoadedProbes {
     pub owned_links: Vec<FdLink>,
 }
 
+/// Removes the entries of `map` whose key matches (listed first: deleting while
+/// iterating would skip keys).
+fn remove_where<K: aya::Pod, V: aya::Pod>(
+    map: &mut HashMap<MapData, K, V>,
+    stale: impl Fn(&K) -> bool,
+) {
+    let keys: Vec<K> = map
+        .keys()
+        .filter_map(Result::ok)
+        .filter(|k| stale(k))
+        .collect();
+    for k in keys {
+        let _ = map.remove(&k);
+    }
+}
+
 /// Why a policy set could not be written; the previous set stays enforced.
 #[derive(Debug)]
 pub struct ApplyError {
@@ -144,33 +160,9 @@ impl PolicyMaps {
     /// Deletes every entry not of the current generation (what an earlier agent left).
     fn remove_other_generations(&mut self) {
         let generation = self.generation;
-        let rules: Vec<RuleKey> = self
-            .rules
-            .keys()
-            .filter_map(Result::ok)
-            .filter(|k| k.generation != generation)
-            .collect();
-        for k in rules {
-            let _ = self.rules.remove(&k);
-        }
-        let prefixes: Vec<PrefixKey> = self
-            .prefixes
-            .keys()
-            .filter_map(Result::ok)
-            .filter(|k| k.generation != generation)
-            .collect();
-        for k in prefixes {
-            let _ = self.prefixes.remove(&k);
-        }
-        let globs: Vec<RuleKey> = self
-            .globs
-            .keys()
-            .filter_map(Result::ok)
-            .filter(|k| k.generation != generation)
-            .collect();
-        for k in globs {
-            let _ = self.globs.remove(&k);
-        }
+        remove_where(&mut self.rules, |k| k.generation != generation);
+        remove_where(&mut self.prefixes, |k| k.generation != generation);
+        remove_where(&mut self.globs, |k| k.generation != generation);
     }
 
     fn write(&mut self, set: &KernelRuleSet, generation: u32) -> Result<(), ApplyError> {

@@ -307,15 +307,11 @@ impl PolicyState {
     /// `bundle_dir`: where fleet bundles are unpacked, read like any policy directory.
     fn new(
         config: &AgentConfig,
+        hostname: String,
         setid: SetidRuleSet,
         key: [u64; 2],
         bundle_dir: Option<std::path::PathBuf>,
     ) -> Self {
-        let hostname = if config.node.is_empty() {
-            LiveKernel.node_name()
-        } else {
-            config.node.clone()
-        };
         let postures = config.posture.compiler_postures();
         let mut paths = config.policies.clone();
         paths.extend(bundle_dir);
@@ -696,6 +692,15 @@ fn policy_check(paths: &[PathBuf]) -> ExitCode {
     }
 }
 
+/// `HostName` and the node topic level: `node` from the configuration, else `uname -n`.
+fn node_name(config: &AgentConfig, host: &dyn HostKernel) -> String {
+    if config.node.is_empty() {
+        host.node_name()
+    } else {
+        config.node.clone()
+    }
+}
+
 /// Identity, policy table, status and outputs shared by `run` and `send-test-alerts`.
 struct Session {
     agent: AgentId,
@@ -710,11 +715,7 @@ fn start_session(
     host: &dyn HostKernel,
     enforcement: Result<(), String>,
 ) -> Result<Session, String> {
-    let node = if config.node.is_empty() {
-        host.node_name()
-    } else {
-        config.node.clone()
-    };
+    let node = node_name(config, host);
     let key = host
         .random_key()
         .map_err(|e| format!("cannot read random bytes: {e}"))?;
@@ -808,12 +809,7 @@ fn start_monitor<'h>(
         .iter()
         .filter_map(|r| {
             let executable = r.executable.as_ref()?;
-            let id = catalog.intern(edgearmor_wire::PolicyMeta {
-                name: edgearmor::alerts::bounded(&r.policy),
-                severity: r.severity.unwrap_or(0),
-                tags: edgearmor::alerts::bounded(&r.tags.join(",")),
-                message: edgearmor::alerts::bounded(&r.message),
-            });
+            let id = catalog.intern(r.policy_meta());
             Some((loader::kernel_path(host, executable), id))
         })
         .collect();
@@ -841,11 +837,7 @@ fn run(config: AgentConfig, rules: SetidRuleSet) -> ExitCode {
             return ExitCode::from(1);
         }
     };
-    let node = if config.node.is_empty() {
-        host.node_name()
-    } else {
-        config.node.clone()
-    };
+    let node = node_name(&config, &host);
     let mut fleet = if config.fleet.public_keys.is_empty() {
         None
     } else {
@@ -871,7 +863,13 @@ fn run(config: AgentConfig, rules: SetidRuleSet) -> ExitCode {
             }
         }
     };
-    let mut state = PolicyState::new(&config, rules, key, fleet.as_ref().map(|f| f.policy_dir()));
+    let mut state = PolicyState::new(
+        &config,
+        node.clone(),
+        rules,
+        key,
+        fleet.as_ref().map(|f| f.policy_dir()),
+    );
     if let Some(version) = fleet.as_ref().and_then(|f| f.applied_version()) {
         log::info!("fleet bundle version {version} in force");
     }

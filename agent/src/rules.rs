@@ -41,6 +41,19 @@ pub struct SetidRule {
     pub message: String,
 }
 
+impl SetidRule {
+    /// The metadata its alerts carry, as the policy table holds it.
+    pub fn policy_meta(&self) -> edgearmor_wire::PolicyMeta {
+        use crate::alerts::bounded;
+        edgearmor_wire::PolicyMeta {
+            name: bounded(&self.policy),
+            severity: self.severity.unwrap_or(0),
+            tags: bounded(&self.tags.join(",")),
+            message: bounded(&self.message),
+        }
+    }
+}
+
 /// The rules in load order; a rule's index is the `rule_id` the kernel echoes.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct SetidRuleSet {
