@@ -5,7 +5,7 @@
 use std::hint::black_box;
 use std::time::{Duration, Instant};
 
-use edgearmor::pipeline::{BatchPolicy, BatchSink, Batcher};
+use edgearmor::events::pipeline::{BatchPolicy, BatchSink, Batcher};
 use edgearmor_alert::expand::{PolicyLookup, expand_event};
 use edgearmor_wire::{
     Action, AgentId, Alert, Batch, Data, Event, EventBody, Message, Operation, Outcome, PolicyMeta,

@@ -43,7 +43,7 @@ use std::collections::BTreeMap;
 use std::hint::black_box;
 use std::time::{Duration, Instant};
 
-use edgearmor::pipeline::{BatchPolicy, BatchSink, Batcher};
+use edgearmor::events::pipeline::{BatchPolicy, BatchSink, Batcher};
 use edgearmor_alert::expand::{ExpandOptions, PolicyLookup, expand_event, expand_event_into};
 use edgearmor_alert::{AlertType, HostAlert};
 use edgearmor_wire::{

@@ -1,33 +1,26 @@
 //! The edgearmor agent as a library: everything `edgearmor` (the binary) does, in
-//! modules the integration tests can drive without a kernel.
+//! modules the integration tests can drive without a kernel. The tree follows the
+//! data path (docs/architecture.md has the picture):
 //!
-//! - kernel side: [`readiness`] (can this kernel enforce?), [`btf`] (struct offsets),
-//!   [`loader`] (load and attach the embedded probes), [`reader`] (ring buffer),
-//!   [`events`] (decode kernel records), all behind the [`host`] seam;
-//! - policy: [`rules`] (setid rules from TOML and flags), [`kernel_rules`] (a policy
-//!   set as kernel tables) and [`policy_table`] (metadata by id);
-//! - event path: [`alerts`] (enrichment into wire events), [`pipeline`] (bounded
-//!   queue, batcher, throttle, loss accounting), sinks: [`sink`] (stdout JSON),
-//!   [`mqtt`] (broker, status, offline buffer in [`offline`]);
-//! - [`config`] (`agent.toml`), [`status`] (birth / last will), [`daemon`] (wiring).
+//! - [`kernel`]: can this kernel enforce, its struct offsets, loading and pinning the
+//!   embedded probes, the rule tables they read; all kernel access goes through the
+//!   [`host`] seam;
+//! - [`events`]: the event path in stage order: ring-buffer read, decode, enrich,
+//!   bounded queue, batch and throttle (postcard encoding is `edgearmor-wire`'s);
+//! - [`sinks`]: where batches go: stdout JSON lines, MQTT with its offline buffer and
+//!   spool;
+//! - [`control`]: what is enforced: policy sources, setid rules, the policy catalog,
+//!   reloads and signed fleet bundles;
+//! - [`commands`]: one module per `edgearmor` subcommand; [`commands::run`] is the
+//!   running agent; [`cli`] parses the command line, [`config`] reads `agent.toml`,
+//!   [`status`] is the retained birth / last-will message.
 
-pub mod alerts;
-pub mod btf;
+pub mod cli;
+pub mod commands;
 pub mod config;
-pub mod daemon;
+pub mod control;
 pub mod events;
-pub mod fleet;
 pub mod host;
-pub mod kernel_check;
-pub mod kernel_rules;
-pub mod loader;
-pub mod mqtt;
-pub mod offline;
-pub mod pipeline;
-pub mod policy_source;
-pub mod policy_table;
-pub mod reader;
-pub mod readiness;
-pub mod rules;
-pub mod sink;
+pub mod kernel;
+pub mod sinks;
 pub mod status;

@@ -225,8 +225,8 @@ fn with_a_spool_a_killed_agent_loses_nothing_that_fit() {
     });
     first.kill();
     // What the first agent had spooled, read back with the spool's own parser.
-    let (_, spooled) =
-        edgearmor::offline::Spool::open(&spool, 16 << 20).expect("spool readable after SIGKILL");
+    let (_, spooled) = edgearmor::sinks::offline::Spool::open(&spool, 16 << 20)
+        .expect("spool readable after SIGKILL");
     let spooled_events: u64 = spooled.iter().map(|b| u64::from(b.events)).sum();
     assert!(spooled_events > 0);
     let first_boot = spooled[0].key.boot_id;
@@ -264,7 +264,7 @@ fn with_a_spool_a_killed_agent_loses_nothing_that_fit() {
         (1..=spooled_events).collect::<Vec<_>>(),
         "every spooled event, contiguous"
     );
-    let (_, left) = edgearmor::offline::Spool::open(&spool, 16 << 20).expect("spool");
+    let (_, left) = edgearmor::sinks::offline::Spool::open(&spool, 16 << 20).expect("spool");
     assert!(left.is_empty(), "delivered batches leave the spool");
 }
 

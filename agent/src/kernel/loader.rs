@@ -15,14 +15,14 @@ use edgearmor_probe_abi::{
 };
 use sha2::{Digest, Sha256};
 
-use crate::btf::KernelBtf;
 use crate::host::HostKernel;
-use crate::kernel_rules::KernelRuleSet;
-use crate::readiness::{EnforcementUnavailable, classify_attach_failure};
+use crate::kernel::btf::KernelBtf;
+use crate::kernel::readiness::{EnforcementUnavailable, classify_attach_failure};
+use crate::kernel::rule_tables::KernelRuleSet;
 
 /// The committed, architecture-neutral object built by `probes/build.sh`.
 pub static PROBES_OBJECT: &[u8] =
-    aya::include_bytes_aligned!("../../probes/edgearmor-probes.bpf.o");
+    aya::include_bytes_aligned!("../../../probes/edgearmor-probes.bpf.o");
 
 /// Hex SHA-256 of [`PROBES_OBJECT`]; printed at start so tests can prove which object ran.
 pub fn probes_sha256() -> String {
@@ -32,20 +32,33 @@ pub fn probes_sha256() -> String {
         .collect()
 }
 
-/// Probes attached and enforcing; dropping `ebpf` detaches them.
-pub struct LoadedProbes {
-    /// Owns the programs and links; kept alive for as long as enforcement should last.
-    pub ebpf: Ebpf,
-    pub events: RingBuf<MapData>,
+/// The loaded programs and the links this process holds: what is attached stays
+/// attached for as long as this value lives (or, with a pin directory, as long as
+/// the pins do). The running agent keeps it apart from everything that reads events,
+/// so no part of the event path can drop enforcement.
+pub struct AttachedProbes {
+    _ebpf: Ebpf,
+    /// Links not pinned: dropping them detaches their programs.
+    _owned_links: Vec<FdLink>,
+}
+
+/// A ring buffer of kernel records and the kernel's count of records it could not
+/// write there.
+pub struct KernelEvents {
+    pub ring: RingBuf<MapData>,
     pub drops: DropCounter,
+}
+
+/// Probes attached and enforcing.
+pub struct LoadedProbes {
+    pub attached: AttachedProbes,
+    pub events: KernelEvents,
     pub policy: PolicyMaps,
     pub seeded_processes: usize,
     /// Optional hooks this kernel refused, each with what that costs.
     pub degraded: Vec<String>,
     /// State pinned by an earlier agent was taken over.
     pub adopted: bool,
-    /// Links this process owns (when nothing is pinned, dropping them detaches).
-    pub owned_links: Vec<FdLink>,
 }
 
 /// Removes the entries of `map` whose key matches (listed first: deleting while
@@ -427,19 +440,24 @@ pub fn load(
     } else {
         (0, None)
     };
-    Ok(LoadedProbes {
-        events: take_ring(&mut ebpf, names::EVENTS)?,
+    let events = KernelEvents {
+        ring: take_ring(&mut ebpf, names::EVENTS)?,
         drops: DropCounter {
             baseline: drops_seen,
             state,
             ..drops
         },
-        ebpf,
+    };
+    Ok(LoadedProbes {
+        attached: AttachedProbes {
+            _ebpf: ebpf,
+            _owned_links: links,
+        },
+        events,
         policy,
         seeded_processes,
         degraded,
         adopted: adopting,
-        owned_links: links,
     })
 }
 
@@ -637,11 +655,9 @@ fn take_drops(ebpf: &mut Ebpf) -> Result<DropCounter, EnforcementUnavailable> {
 
 /// Monitor-only probes: one exec tracepoint and its ring buffer.
 pub struct MonitorProbes {
-    pub ebpf: Ebpf,
-    pub events: RingBuf<MapData>,
-    pub drops: DropCounter,
-    /// The tracepoint's link: attached for as long as it is held.
-    pub link: FdLink,
+    /// The tracepoint, attached for as long as this is held.
+    pub attached: AttachedProbes,
+    pub events: KernelEvents,
 }
 
 /// Loads only the exec tracepoint, for kernels where BPF-LSM cannot attach. Needs BTF
@@ -660,11 +676,16 @@ pub fn load_monitor(
     let (mut ebpf, aya_btf) = open_object(btf, key, None)?;
     let (program, tracepoint) = programs::MONITOR_EXEC;
     let link = attach_btf_tracepoint(&mut ebpf, &aya_btf, program, tracepoint)?;
-    Ok(MonitorProbes {
-        events: take_ring(&mut ebpf, names::EXEC_EVENTS)?,
+    let events = KernelEvents {
+        ring: take_ring(&mut ebpf, names::EXEC_EVENTS)?,
         drops: take_drops(&mut ebpf)?,
-        ebpf,
-        link,
+    };
+    Ok(MonitorProbes {
+        attached: AttachedProbes {
+            _ebpf: ebpf,
+            _owned_links: vec![link],
+        },
+        events,
     })
 }
 

@@ -11,11 +11,13 @@ use edgearmor_wire::{AgentId, Batch};
 use futures_lite::FutureExt;
 
 use crate::config::{AgentConfig, ConfigError};
-use crate::mqtt::{MqttError, MqttPublisher, MqttSettings, SessionMessages, Topics};
-use crate::offline::{OfflineBuffer, Spool, SpoolError};
-use crate::pipeline::{BatchPolicy, BatchSink, Batcher, EventQueue, LossLedger, SharedLedger};
-use crate::policy_table::PolicySet;
-use crate::sink::JsonLinesSink;
+use crate::control::policy_table::PolicySet;
+use crate::events::pipeline::{
+    BatchPolicy, BatchSink, Batcher, EventQueue, LossLedger, SharedLedger,
+};
+use crate::sinks::mqtt::{MqttError, MqttPublisher, MqttSettings, SessionMessages, Topics};
+use crate::sinks::offline::{OfflineBuffer, Spool, SpoolError};
+use crate::sinks::stdout::JsonLinesSink;
 use crate::status::AgentStatus;
 
 /// Events between the kernel reader and the batcher.

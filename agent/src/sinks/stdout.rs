@@ -7,7 +7,7 @@ use edgearmor_alert::expand::{ExpandOptions, PolicyLookup, expand_event_into};
 use edgearmor_alert::{AlertType, HostAlert};
 use edgearmor_wire::Batch;
 
-use crate::pipeline::BatchSink;
+use crate::events::pipeline::BatchSink;
 
 /// KubeArmor JSON lines, one per event, as `karmor logs --json` prints them.
 pub struct JsonLinesSink<W: Write> {

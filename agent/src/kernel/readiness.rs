@@ -9,8 +9,8 @@ use std::fmt;
 use std::io;
 use std::path::Path;
 
-use crate::btf::{BtfError, KernelBtf};
 use crate::host::{ACTIVE_LSMS, HostKernel, KERNEL_BTF};
+use crate::kernel::btf::{BtfError, KernelBtf};
 
 /// The kernel's ENOTSUPP (not the libc ENOTSUP): returned when a BPF trampoline cannot
 /// be built, e.g. on arm64 kernels whose JIT lacks trampoline support for LSM programs.

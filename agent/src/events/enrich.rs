@@ -7,7 +7,7 @@ use edgearmor_wire::{
     Source,
 };
 
-use crate::events::{DecidedBy, Decision, SetidKind, SetidSyscall, Subject};
+use crate::events::decode::{DecidedBy, Decision, SetidKind, SetidSyscall, Subject};
 
 /// Copies `s` into a bounded wire string, cutting at a char boundary if it is longer
 /// (kernel paths and validated rule metadata already fit their capacities).
@@ -166,7 +166,7 @@ pub fn decision_event(d: &Decision, boottime_to_unix_ns: i128) -> Event {
 /// The wire event for an exec of a watched executable seen in monitor-only mode:
 /// reported with `Action: Audit`, since nothing could be enforced.
 pub fn monitored_exec_event(
-    r: &crate::events::ExecReport,
+    r: &crate::events::decode::ExecReport,
     executable: &str,
     parent: &str,
     rule_id: u32,
@@ -196,7 +196,7 @@ pub fn monitored_exec_event(
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::events::tests::{bytes_of, raw_event, setid_raw};
+    use crate::events::decode::tests::{bytes_of, raw_event, setid_raw};
     use edgearmor_probe_abi::{
         CLASS_CAPABILITY, CLASS_PROCESS, ExePath, LSM_SETID_ID, LSM_SETID_RES, SETID_KIND_GID,
         SETID_KIND_UID,

@@ -7,7 +7,7 @@ use std::fmt::Write as _;
 use std::path::Path;
 
 use crate::host::{HostKernel, KERNEL_BTF};
-use crate::readiness::{self, EnforcementUnavailable};
+use crate::kernel::readiness::{self, EnforcementUnavailable};
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum CheckStatus {
@@ -215,7 +215,7 @@ pub fn check_live(host: &dyn HostKernel) -> Vec<CheckLine> {
             );
             lines.push(
                 // Nothing pinned: `check` must not touch a running agent's state.
-                match crate::loader::load(host, &btf, [0, 0], Default::default(), None) {
+                match crate::kernel::loader::load(host, &btf, [0, 0], Default::default(), None) {
                     Ok(probes) if !probes.degraded.is_empty() => line(
                         "attach",
                         CheckStatus::Warn,

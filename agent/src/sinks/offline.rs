@@ -14,7 +14,7 @@ use std::io::{self, Read, Write};
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
-use crate::pipeline::LossLedger;
+use crate::events::pipeline::LossLedger;
 
 /// Identifies a batch across restarts: the agent boot that made it and its first
 /// sequence number.
@@ -498,7 +498,7 @@ mod tests {
         assert_eq!(buf.len(), 2);
         assert_eq!(buf.get(0).map(|b| b.key.first_seq), Some(11));
         assert_eq!(buf.dropped_batches, 1);
-        let mut sink_batcher = crate::pipeline::Batcher::new(
+        let mut sink_batcher = crate::events::pipeline::Batcher::new(
             edgearmor_wire::AgentId {
                 cluster: heapless::String::new(),
                 node: heapless::String::new(),
@@ -508,13 +508,13 @@ mod tests {
             Default::default(),
         );
         struct Keep(Vec<edgearmor_wire::Batch>);
-        impl crate::pipeline::BatchSink for Keep {
+        impl crate::events::pipeline::BatchSink for Keep {
             fn deliver(&mut self, b: &edgearmor_wire::Batch) {
                 self.0.push(b.clone());
             }
         }
         let mut keep = Keep(Vec::new());
-        let q: crate::pipeline::EventQueue<1> = Default::default();
+        let q: crate::events::pipeline::EventQueue<1> = Default::default();
         sink_batcher.collect_losses(&q, &ledger, 0);
         sink_batcher.flush(&mut keep);
         match &keep.0[0].events[0].body {

@@ -6,43 +6,35 @@ use std::io;
 use std::sync::atomic::Ordering;
 
 use async_io::Async;
-use aya::Ebpf;
 use aya::maps::{MapData, RingBuf};
 
 use std::collections::HashMap;
 use std::path::Path;
 
-use crate::alerts::{decision_event, monitored_exec_event};
-use crate::events::{Decision, ExecReport};
+use crate::events::decode::{Decision, ExecReport};
+use crate::events::enrich::{decision_event, monitored_exec_event};
+use crate::events::pipeline::{EventQueue, LossLedger};
 use crate::host::HostKernel;
-use crate::loader::{DropCounter, LoadedProbes, MonitorProbes, PolicyMaps};
-use crate::pipeline::{EventQueue, LossLedger};
+use crate::kernel::loader::{DropCounter, KernelEvents};
 
+/// Reads the enforcing probes' decisions. It owns only the ring buffer and the drop
+/// counter: the programs stay attached whatever happens to the reader.
 pub struct RingbufReader {
     events: Async<RingBuf<MapData>>,
     drops: DropCounter,
-    /// Keeps the programs attached while the reader runs.
-    _ebpf: Ebpf,
-    /// Links this process owns when nothing is pinned (dropping them detaches).
-    _owned_links: Vec<aya::programs::links::FdLink>,
     boottime_to_unix_ns: i128,
     /// Records that failed to decode (reported and skipped, never fatal).
     pub malformed: u64,
 }
 
 impl RingbufReader {
-    /// Takes over the ring buffer and the programs; hands back the rule tables,
-    /// which the caller updates on reload.
-    pub fn new(probes: LoadedProbes, boottime_to_unix_ns: i128) -> io::Result<(Self, PolicyMaps)> {
-        let reader = Self {
-            events: Async::new(probes.events)?,
-            drops: probes.drops,
-            _ebpf: probes.ebpf,
-            _owned_links: probes.owned_links,
+    pub fn new(events: KernelEvents, boottime_to_unix_ns: i128) -> io::Result<Self> {
+        Ok(Self {
+            events: Async::new(events.ring)?,
+            drops: events.drops,
             boottime_to_unix_ns,
             malformed: 0,
-        };
-        Ok((reader, probes.policy))
+        })
     }
 
     /// Queues every pending event and publishes the kernel's drop count.
@@ -80,9 +72,6 @@ impl RingbufReader {
 pub struct ExecWatcher<'h> {
     events: Async<RingBuf<MapData>>,
     drops: DropCounter,
-    _ebpf: Ebpf,
-    /// Keeps the exec tracepoint attached.
-    _link: aya::programs::links::FdLink,
     host: &'h dyn HostKernel,
     boottime_to_unix_ns: i128,
     /// Real path of each watched executable -> the rule watching it.
@@ -92,15 +81,13 @@ pub struct ExecWatcher<'h> {
 
 impl<'h> ExecWatcher<'h> {
     pub fn new(
-        probes: MonitorProbes,
+        events: KernelEvents,
         host: &'h dyn HostKernel,
         watched: HashMap<String, u32>,
     ) -> io::Result<Self> {
         Ok(Self {
-            events: Async::new(probes.events)?,
-            drops: probes.drops,
-            _ebpf: probes.ebpf,
-            _link: probes.link,
+            events: Async::new(events.ring)?,
+            drops: events.drops,
             host,
             boottime_to_unix_ns: host.boottime_to_unix_offset_ns(),
             watched,
@@ -164,5 +151,38 @@ impl<'h> ExecWatcher<'h> {
 
     pub async fn readable(&self) -> io::Result<()> {
         self.events.readable().await
+    }
+}
+
+/// Where kernel events come from: the enforcing probes, or the exec watcher of
+/// monitor-only mode.
+pub enum KernelSource<'h> {
+    Enforcing(RingbufReader),
+    Monitoring(ExecWatcher<'h>),
+}
+
+impl KernelSource<'_> {
+    /// Waits until the kernel has written something.
+    pub async fn readable(&self) -> io::Result<()> {
+        match self {
+            KernelSource::Enforcing(r) => r.readable().await,
+            KernelSource::Monitoring(w) => w.readable().await,
+        }
+    }
+
+    /// Queues every pending event and publishes the kernel's drop count.
+    pub fn drain<const N: usize>(&mut self, queue: &EventQueue<N>, ledger: &LossLedger) -> usize {
+        match self {
+            KernelSource::Enforcing(r) => r.drain(queue, ledger),
+            KernelSource::Monitoring(w) => w.drain(queue, ledger),
+        }
+    }
+
+    /// Records that failed to decode so far.
+    pub fn malformed(&self) -> u64 {
+        match self {
+            KernelSource::Enforcing(r) => r.malformed,
+            KernelSource::Monitoring(w) => w.malformed,
+        }
     }
 }

@@ -44,7 +44,7 @@ pub struct SetidRule {
 impl SetidRule {
     /// The metadata its alerts carry, as the policy table holds it.
     pub fn policy_meta(&self) -> edgearmor_wire::PolicyMeta {
-        use crate::alerts::bounded;
+        use crate::events::enrich::bounded;
         edgearmor_wire::PolicyMeta {
             name: bounded(&self.policy),
             severity: self.severity.unwrap_or(0),

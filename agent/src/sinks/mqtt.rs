@@ -20,8 +20,8 @@ use rumqttc::{
     Outgoing, Packet, QoS, TlsConfiguration, Transport,
 };
 
-use crate::offline::{BatchKey, OfflineBuffer, PendingBatch};
-use crate::pipeline::{BatchSink, SharedLedger};
+use crate::events::pipeline::{BatchSink, SharedLedger};
+use crate::sinks::offline::{BatchKey, OfflineBuffer, PendingBatch};
 
 /// Broker connection settings.
 #[derive(Clone, Debug, Default)]

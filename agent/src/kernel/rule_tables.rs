@@ -31,9 +31,9 @@ use edgearmor_probe_abi::{
 };
 use edgearmor_wire::PolicyMeta;
 
-use crate::alerts::bounded;
-use crate::policy_table::PolicyCatalog;
-use crate::rules::SetidRuleSet;
+use crate::control::policy_table::PolicyCatalog;
+use crate::control::setid_rules::SetidRuleSet;
+use crate::events::enrich::bounded;
 
 /// `RuleKey` without the generation: (source, target, class, kind).
 pub type RuleSlot = (u64, u64, u32, u32);

@@ -1,0 +1,570 @@
+//! The command line: which subcommand, and the configuration it runs with (`agent.toml`
+//! overridden by flags, rule files and `--deny-*` rules loaded). Parsing only; the
+//! commands themselves live in [`crate::commands`].
+
+use std::ffi::OsString;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use lexopt::prelude::*;
+
+use crate::config::{AgentConfig, DEFAULT_CONFIG_PATH, Enforcement, FleetConfig};
+use crate::control::setid_rules::SetidRuleSet;
+
+pub const USAGE: &str = "\
+usage: edgearmor run [OPTIONS] [--deny-setgid PATH]... [--deny-setuid PATH]...
+       edgearmor send-test-alerts [OPTIONS] [--count N] [--interval-ms MS]
+       edgearmor policy check FILE_OR_DIR...
+       edgearmor unload [--config FILE]
+       edgearmor keygen --out PREFIX
+       edgearmor bundle create --key KEY --version N [--targets A,B] --out FILE POLICY...
+       edgearmor bundle verify --public-key FILE [--max-bytes N] BUNDLE
+       edgearmor check [--kernel-config FILE]
+       edgearmor version
+
+  run               enforce the rules; alerts go to stdout and/or MQTT
+  send-test-alerts  push N synthetic alerts (PolicyName edgearmor-test-alert, Action Audit)
+                    through the pipeline, deliver them, exit; no kernel needed
+  check             can this kernel enforce? one line per requirement with its fix; loads
+                    and attaches the probes for real; with --kernel-config, checks a
+                    kernel .config instead. Exit 0: it can; 2: it cannot
+  policy check      validate KubeArmorHostPolicy YAML offline: one line per problem
+                    (file:line: yaml.path: message), exit status 1 if there is any
+  version           agent version and the SHA-256 of the embedded BPF object
+  unload            detach the pinned programs and remove the pinned maps (stop the agent
+                    first); `run` pins them so enforcement survives agent restarts
+  keygen            an Ed25519 key pair for signing policy bundles (PREFIX.key, PREFIX.pub)
+  bundle create     sign policy files into a bundle (each must pass policy check);
+                    targets: node names, cluster/node, `*` or a prefix like `gw-*`
+  bundle verify     check a bundle's signature and list what it holds
+
+options (override agent.toml; see README for every key):
+  --config FILE           configuration (default /etc/edgearmor/agent.toml, optional)
+  --rules FILE            TOML rules file ([[setid]] tables), repeatable
+  --policies PATH         KubeArmorHostPolicy file or directory, repeatable; re-read
+                          on SIGHUP and when a file changes (policy_poll_ms)
+  --deny-setgid PATH      deny that executable changing its gid (repeatable)
+  --deny-setuid PATH      deny that executable changing its uid (repeatable)
+  --cluster NAME          ClusterName / topic level (default: default)
+  --host-name NAME        HostName / topic level (default: uname -n)
+  --no-stdout             no JSON lines on stdout
+  --broker HOST:PORT      publish to this MQTT broker
+  --ca FILE               TLS: verify the broker against this CA (PEM)
+  --client-cert FILE --client-key FILE    mutual TLS
+  --username NAME --password-file FILE    MQTT credentials
+  --spool-dir DIR         persist unacknowledged batches here
+  --buffer-bytes N        offline buffer size in memory
+  --max-alerts-per-sec N  throttle (0 = off; default 10)
+  --throttle-sec N        throttle interval (default 30)
+  --shutdown-grace-secs N on stop, keep delivering buffered batches this long (default 5)
+  --enforcement auto|required
+                          where BPF-LSM cannot run: watch execs monitor-only (auto, the
+                          default) or refuse to start (required, exit status 2)";
+
+#[derive(Debug, PartialEq)]
+pub enum Command {
+    Run,
+    PolicyCheck(Vec<PathBuf>),
+    /// `keygen --out PREFIX`: PREFIX.key and PREFIX.pub.
+    Keygen(PathBuf),
+    /// Detach everything pinned and remove the pins.
+    Unload,
+    BundleCreate {
+        key: PathBuf,
+        version: u64,
+        targets: Vec<String>,
+        out: PathBuf,
+        policies: Vec<PathBuf>,
+    },
+    BundleVerify {
+        public_keys: Vec<PathBuf>,
+        max_bytes: usize,
+        bundle: PathBuf,
+    },
+    KernelCheck(Option<PathBuf>),
+    SendTestAlerts {
+        count: u64,
+        interval: Duration,
+    },
+    Version,
+    Help,
+}
+
+/// A parsed command line: the command, and for the commands that run the agent's
+/// machinery, the configuration and setid rules it runs with.
+pub struct Invocation {
+    pub command: Command,
+    pub config: AgentConfig,
+    pub rules: SetidRuleSet,
+}
+
+impl Invocation {
+    fn bare(command: Command) -> Self {
+        Self {
+            command,
+            config: AgentConfig::default(),
+            rules: SetidRuleSet::default(),
+        }
+    }
+}
+
+fn text(e: lexopt::Error) -> String {
+    e.to_string()
+}
+
+/// Parses `args` (without the program name), reading the configuration file and
+/// rule files the command needs.
+pub fn parse<I>(args: I) -> Result<Invocation, String>
+where
+    I: IntoIterator,
+    I::Item: Into<OsString>,
+{
+    let mut parser = lexopt::Parser::from_args(args);
+    let sub = match parser.next().map_err(text)? {
+        Some(Value(v)) => v.string().map_err(text)?,
+        Some(Long("help")) | Some(Short('h')) | None => "help".into(),
+        Some(other) => return Err(other.unexpected().to_string()),
+    };
+    let command = match sub.as_str() {
+        "run" => Command::Run,
+        "send-test-alerts" => Command::SendTestAlerts {
+            count: 10,
+            interval: Duration::from_millis(10),
+        },
+        "version" => Command::Version,
+        "help" => Command::Help,
+        "unload" => Command::Unload,
+        "check" => return parse_check(&mut parser).map(Invocation::bare),
+        "keygen" | "bundle" => return parse_fleet_command(&sub, &mut parser).map(Invocation::bare),
+        "policy" => return parse_policy_check(&mut parser).map(Invocation::bare),
+        other => return Err(format!("unknown command `{other}`")),
+    };
+    parse_agent_options(command, &mut parser)
+}
+
+/// `check [--kernel-config FILE]`.
+fn parse_check(parser: &mut lexopt::Parser) -> Result<Command, String> {
+    let mut config = None;
+    while let Some(arg) = parser.next().map_err(text)? {
+        match arg {
+            Long("kernel-config") => config = Some(PathBuf::from(parser.value().map_err(text)?)),
+            other => return Err(other.unexpected().to_string()),
+        }
+    }
+    Ok(Command::KernelCheck(config))
+}
+
+/// `policy check FILE_OR_DIR...`.
+fn parse_policy_check(parser: &mut lexopt::Parser) -> Result<Command, String> {
+    match parser.next().map_err(text)? {
+        Some(Value(v)) if v == "check" => {}
+        _ => return Err("expected `policy check FILE_OR_DIR...`".into()),
+    }
+    let mut paths = Vec::new();
+    while let Some(arg) = parser.next().map_err(text)? {
+        match arg {
+            Value(v) => paths.push(PathBuf::from(v)),
+            other => return Err(other.unexpected().to_string()),
+        }
+    }
+    if paths.is_empty() {
+        return Err("policy check: give at least one file or directory".into());
+    }
+    Ok(Command::PolicyCheck(paths))
+}
+
+/// The options of `run`, `send-test-alerts` and `unload`: the configuration file,
+/// flags overriding it, and the rules they name.
+fn parse_agent_options(
+    mut command: Command,
+    parser: &mut lexopt::Parser,
+) -> Result<Invocation, String> {
+    let mut config_path: Option<PathBuf> = None;
+    let mut overrides: Vec<(String, String)> = Vec::new();
+    let mut no_stdout = false;
+    while let Some(arg) = parser.next().map_err(text)? {
+        let flag = match &arg {
+            Long("help") | Short('h') => {
+                command = Command::Help;
+                continue;
+            }
+            Long("no-stdout") => {
+                no_stdout = true;
+                continue;
+            }
+            Long(name) => name.to_string(),
+            other => return Err(other.clone().unexpected().to_string()),
+        };
+        let value = parser
+            .value()
+            .map_err(text)?
+            .string()
+            .map_err(|e| format!("--{flag}: {e}"))?;
+        if flag == "config" {
+            config_path = Some(value.into());
+        } else {
+            overrides.push((flag, value));
+        }
+    }
+    let mut config = match &config_path {
+        Some(path) => AgentConfig::load(path, true),
+        None => AgentConfig::load(Path::new(DEFAULT_CONFIG_PATH), false),
+    }
+    .map_err(|e| e.to_string())?;
+    let mut flag_rules = Vec::new();
+    for (flag, value) in overrides {
+        if flag == "deny-setgid" || flag == "deny-setuid" {
+            flag_rules.push((flag, value));
+        } else {
+            apply_override(&mut config, &mut command, &flag, value)?;
+        }
+    }
+    if no_stdout {
+        config.output.stdout = false;
+    }
+    config.validate().map_err(|e| e.to_string())?;
+    let rules = load_rules(&config, &flag_rules)?;
+    if matches!(command, Command::Run)
+        && rules.is_empty()
+        && config.policies.is_empty()
+        && config.fleet.public_keys.is_empty()
+    {
+        return Err(
+            "no rules: give --policies PATH, --rules FILE, rules in agent.toml, [fleet] public_keys for bundles, or --deny-setgid/--deny-setuid PATH"
+                .into(),
+        );
+    }
+    Ok(Invocation {
+        command,
+        config,
+        rules,
+    })
+}
+
+/// One `--flag value` over the configuration (or, for `--count` and `--interval-ms`,
+/// over `send-test-alerts`).
+fn apply_override(
+    config: &mut AgentConfig,
+    command: &mut Command,
+    flag: &str,
+    value: String,
+) -> Result<(), String> {
+    let number = |v: &str| {
+        v.parse::<u64>()
+            .map_err(|_| format!("--{flag}: `{v}` is not a number"))
+    };
+    match flag {
+        "rules" => config.rules.push(value.into()),
+        "policies" => config.policies.push(value.into()),
+        "cluster" => config.cluster = value,
+        "host-name" => config.node = value,
+        "broker" => config.mqtt.broker = value,
+        "ca" => config.mqtt.ca_file = Some(value.into()),
+        "client-cert" => config.mqtt.client_cert = Some(value.into()),
+        "client-key" => config.mqtt.client_key = Some(value.into()),
+        "username" => config.mqtt.username = Some(value),
+        "password-file" => config.mqtt.password_file = Some(value.into()),
+        "spool-dir" => config.offline.spool_dir = Some(value.into()),
+        "buffer-bytes" => config.offline.buffer_bytes = number(&value)? as usize,
+        "max-alerts-per-sec" => config.throttle.max_alerts_per_sec = number(&value)? as u32,
+        "throttle-sec" => config.throttle.throttle_sec = number(&value)? as u32,
+        "shutdown-grace-secs" => config.mqtt.shutdown_grace_secs = number(&value)?,
+        "enforcement" => {
+            config.enforcement = match value.as_str() {
+                "auto" => Enforcement::Auto,
+                "required" => Enforcement::Required,
+                other => {
+                    return Err(format!(
+                        "--enforcement: `{other}` is neither auto nor required"
+                    ));
+                }
+            }
+        }
+        "count" | "interval-ms" => match command {
+            Command::SendTestAlerts { count, interval } => {
+                if flag == "count" {
+                    *count = number(&value)?;
+                } else {
+                    *interval = Duration::from_millis(number(&value)?);
+                }
+            }
+            _ => return Err(format!("--{flag} belongs to send-test-alerts")),
+        },
+        _ => return Err(format!("unknown option --{flag}")),
+    }
+    Ok(())
+}
+
+/// The setid rules of the configuration's rule files, then those of `--deny-*` flags.
+fn load_rules(
+    config: &AgentConfig,
+    flag_rules: &[(String, String)],
+) -> Result<SetidRuleSet, String> {
+    let mut rules = SetidRuleSet::default();
+    for file in &config.rules {
+        rules.add_file(file).map_err(|e| e.to_string())?;
+    }
+    for (flag, path) in flag_rules {
+        let op = if flag == "deny-setgid" {
+            "setgid"
+        } else {
+            "setuid"
+        };
+        rules.add_flag(flag, op, path).map_err(|e| e.to_string())?;
+    }
+    Ok(rules)
+}
+
+/// `keygen --out PREFIX`, `bundle create ...`, `bundle verify ...`.
+fn parse_fleet_command(sub: &str, parser: &mut lexopt::Parser) -> Result<Command, String> {
+    let action = if sub == "bundle" {
+        match parser.next().map_err(text)? {
+            Some(Value(v)) => v.string().map_err(text)?,
+            _ => return Err("expected `bundle create ...` or `bundle verify ...`".into()),
+        }
+    } else {
+        "keygen".to_owned()
+    };
+    let args = FleetArgs::parse(parser)?;
+    match action.as_str() {
+        "keygen" => Ok(Command::Keygen(
+            args.out.ok_or("keygen: give --out PREFIX")?,
+        )),
+        "create" => args.into_create(),
+        "verify" => args.into_verify(),
+        other => Err(format!(
+            "unknown bundle command `{other}` (create or verify)"
+        )),
+    }
+}
+
+/// Everything `keygen` and `bundle create|verify` accept; each command then takes
+/// what it needs.
+struct FleetArgs {
+    out: Option<PathBuf>,
+    key: Option<PathBuf>,
+    version: Option<u64>,
+    targets: Vec<String>,
+    public_keys: Vec<PathBuf>,
+    max_bytes: usize,
+    files: Vec<PathBuf>,
+}
+
+impl FleetArgs {
+    fn parse(parser: &mut lexopt::Parser) -> Result<Self, String> {
+        let mut args = FleetArgs {
+            out: None,
+            key: None,
+            version: None,
+            targets: Vec::new(),
+            public_keys: Vec::new(),
+            max_bytes: FleetConfig::default().bundle_max_bytes,
+            files: Vec::new(),
+        };
+        while let Some(arg) = parser.next().map_err(text)? {
+            let name = match arg {
+                Long(name) => name.to_owned(),
+                Value(v) => {
+                    args.files.push(PathBuf::from(v));
+                    continue;
+                }
+                other => return Err(other.unexpected().to_string()),
+            };
+            const NAMES: [&str; 6] = [
+                "out",
+                "key",
+                "public-key",
+                "version",
+                "max-bytes",
+                "targets",
+            ];
+            if !NAMES.contains(&name.as_str()) {
+                return Err(format!("unknown option --{name}"));
+            }
+            let value = parser
+                .value()
+                .map_err(text)?
+                .string()
+                .map_err(|e| format!("--{name}: {e}"))?;
+            let number = |v: &str| {
+                v.parse::<u64>()
+                    .map_err(|_| format!("--{name}: `{v}` is not a number"))
+            };
+            match name.as_str() {
+                "out" => args.out = Some(PathBuf::from(value)),
+                "key" => args.key = Some(PathBuf::from(value)),
+                "public-key" => args.public_keys.push(PathBuf::from(value)),
+                "version" => args.version = Some(number(&value)?),
+                "max-bytes" => args.max_bytes = number(&value)? as usize,
+                "targets" => args.targets.extend(
+                    value
+                        .split(',')
+                        .filter(|t| !t.is_empty())
+                        .map(str::to_owned),
+                ),
+                _ => return Err(format!("unknown option --{name}")),
+            }
+        }
+        Ok(args)
+    }
+
+    fn into_create(self) -> Result<Command, String> {
+        if self.files.is_empty() {
+            return Err("bundle create: give at least one policy file".into());
+        }
+        Ok(Command::BundleCreate {
+            key: self
+                .key
+                .ok_or("bundle create: give --key SECRET_KEY_FILE")?,
+            version: self.version.ok_or("bundle create: give --version N")?,
+            targets: self.targets,
+            out: self.out.ok_or("bundle create: give --out FILE")?,
+            policies: self.files,
+        })
+    }
+
+    fn into_verify(self) -> Result<Command, String> {
+        if self.public_keys.is_empty() {
+            return Err("bundle verify: give --public-key FILE".into());
+        }
+        let bundle = match self.files.as_slice() {
+            [one] => one.clone(),
+            _ => return Err("bundle verify: give exactly one bundle file".into()),
+        };
+        Ok(Command::BundleVerify {
+            public_keys: self.public_keys,
+            max_bytes: self.max_bytes,
+            bundle,
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn parse_ok(args: &[&str]) -> Invocation {
+        match parse(args.iter().copied()) {
+            Ok(i) => i,
+            Err(e) => panic!("{args:?}: {e}"),
+        }
+    }
+
+    fn parse_err(args: &[&str]) -> String {
+        match parse(args.iter().copied()) {
+            Ok(i) => panic!("{args:?} parsed as {:?}", i.command),
+            Err(e) => e,
+        }
+    }
+
+    #[test]
+    fn no_arguments_is_help() {
+        assert_eq!(parse_ok(&[]).command, Command::Help);
+        assert_eq!(parse_ok(&["--help"]).command, Command::Help);
+        assert_eq!(parse_ok(&["run", "--help"]).command, Command::Help);
+    }
+
+    #[test]
+    fn flags_override_the_configuration() {
+        let dir = std::env::temp_dir().join(format!("edgearmor-cli-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).expect("temp dir");
+        let config = dir.join("agent.toml");
+        std::fs::write(
+            &config,
+            "cluster = \"plant7\"\n[throttle]\nmax_alerts_per_sec = 3\n",
+        )
+        .expect("write config");
+        let config = config.to_string_lossy().into_owned();
+        let i = parse_ok(&[
+            "run",
+            "--config",
+            &config,
+            "--host-name",
+            "gw-12",
+            "--max-alerts-per-sec",
+            "0",
+            "--broker",
+            "127.0.0.1:1883",
+            "--no-stdout",
+            "--deny-setgid",
+            "/bin/busybox",
+        ]);
+        assert_eq!(i.command, Command::Run);
+        assert_eq!(i.config.cluster, "plant7");
+        assert_eq!(i.config.node, "gw-12");
+        assert_eq!(i.config.throttle.max_alerts_per_sec, 0);
+        assert_eq!(i.config.mqtt.broker, "127.0.0.1:1883");
+        assert!(!i.config.output.stdout);
+        assert_eq!(i.rules.rules.len(), 1);
+        let _ = std::fs::remove_dir_all(&dir);
+    }
+
+    #[test]
+    fn mistakes_name_the_flag() {
+        assert!(parse_err(&["frobnicate"]).contains("unknown command `frobnicate`"));
+        assert!(parse_err(&["run", "--bogus", "1"]).contains("unknown option --bogus"));
+        assert!(
+            parse_err(&["send-test-alerts", "--count", "many"])
+                .contains("--count: `many` is not a number")
+        );
+        assert!(
+            parse_err(&["run", "--count", "3"]).contains("--count belongs to send-test-alerts")
+        );
+        assert!(
+            parse_err(&["run", "--enforcement", "maybe"])
+                .contains("`maybe` is neither auto nor required")
+        );
+        assert!(parse_err(&["run"]).starts_with("no rules:"));
+        assert!(parse_err(&["policy", "check"]).contains("at least one file"));
+    }
+
+    #[test]
+    fn send_test_alerts_takes_count_and_interval() {
+        let i = parse_ok(&["send-test-alerts", "--count", "5", "--interval-ms", "0"]);
+        assert_eq!(
+            i.command,
+            Command::SendTestAlerts {
+                count: 5,
+                interval: Duration::ZERO
+            }
+        );
+    }
+
+    #[test]
+    fn fleet_commands_take_their_own_options() {
+        let i = parse_ok(&[
+            "bundle",
+            "create",
+            "--key",
+            "k",
+            "--version",
+            "7",
+            "--targets",
+            "gw-*,,a/b",
+            "--out",
+            "v7.bundle",
+            "p1.yaml",
+            "p2.yaml",
+        ]);
+        assert_eq!(
+            i.command,
+            Command::BundleCreate {
+                key: "k".into(),
+                version: 7,
+                targets: vec!["gw-*".into(), "a/b".into()],
+                out: "v7.bundle".into(),
+                policies: vec!["p1.yaml".into(), "p2.yaml".into()],
+            }
+        );
+        assert_eq!(
+            parse_ok(&["keygen", "--out", "fleet"]).command,
+            Command::Keygen("fleet".into())
+        );
+        assert!(parse_err(&["bundle", "verify", "b"]).contains("give --public-key"));
+        assert!(
+            parse_err(&["bundle", "verify", "--public-key", "p", "a", "b"])
+                .contains("exactly one bundle file")
+        );
+        assert!(parse_err(&["bundle", "sign"]).contains("unknown bundle command `sign`"));
+    }
+}

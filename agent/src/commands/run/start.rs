@@ -1,0 +1,243 @@
+//! Starting the agent, in order: signals (so a stop during the slow load is kept), the
+//! pinned state of an earlier agent, the fleet's bundle state, the policies, the kernel
+//! (enforcing, or monitor-only), then the outputs.
+
+use std::path::{Path, PathBuf};
+
+use super::{Agent, StartError};
+use crate::commands::session::{Session, node_name, reload_signals, stop_signals};
+use crate::config::{AgentConfig, Enforcement};
+use crate::control::fleet::{FleetPolicy, FleetSettings};
+use crate::control::policy_state::PolicyState;
+use crate::control::reload::{Bundles, Enforced};
+use crate::control::setid_rules::SetidRuleSet;
+use crate::events::pipeline::Batcher;
+use crate::events::ringbuf::{ExecWatcher, KernelSource, RingbufReader};
+use crate::host::{HostKernel, KERNEL_BTF};
+use crate::kernel::btf::KernelBtf;
+use crate::kernel::loader::{self, AttachedProbes, PolicyMaps};
+use crate::kernel::readiness;
+use crate::kernel::rule_tables::KernelRuleSet;
+use crate::sinks::outputs::{AgentQueue, batch_policy};
+
+/// What the kernel side came up as.
+struct KernelStart<'h> {
+    probes: AttachedProbes,
+    source: KernelSource<'h>,
+    /// The rule tables (enforcing only).
+    maps: Option<PolicyMaps>,
+    /// `Err(reason)` when this kernel cannot enforce: the birth message says so.
+    enforcement: Result<(), String>,
+    /// The `ready:` line's description.
+    ready: String,
+}
+
+impl<'h> Agent<'h> {
+    pub fn start(
+        host: &'h dyn HostKernel,
+        config: AgentConfig,
+        rules: SetidRuleSet,
+    ) -> Result<Self, StartError> {
+        let stop_signals = stop_signals().map_err(StartError::input)?;
+        let reload_signals = reload_signals().map_err(StartError::input)?;
+        // Pinned state outlives the agent; an earlier agent's is adopted (same key).
+        let pin_dir = pin_dir(&config, host);
+        let key = match pin_dir.as_deref().and_then(loader::pinned_key) {
+            Some(key) => key,
+            None => host
+                .random_key()
+                .map_err(|e| StartError::input(format!("cannot read random bytes: {e}")))?,
+        };
+        let node = node_name(&config, host);
+        let fleet = fleet_policy(&config, &node)?;
+        let bundle_dir = fleet.as_ref().map(FleetPolicy::policy_dir);
+        let mut state = PolicyState::new(&config, node.clone(), rules, key, bundle_dir);
+        if let Some(version) = fleet.as_ref().and_then(|f| f.applied_version()) {
+            log::info!("fleet bundle version {version} in force");
+        }
+        let (kernel_set, summary) = state.build(host).map_err(StartError::input)?;
+        log::info!("{summary}");
+        let kernel = start_kernel(host, &config, &mut state, key, kernel_set, pin_dir)?;
+        let Session {
+            agent,
+            policies,
+            outputs,
+            ledger,
+        } = Session::start(&config, state.catalog.snapshot(), host, kernel.enforcement)
+            .map_err(StartError::input)?;
+        eprintln!(
+            "edgearmor: ready: {}, policy set {:016x})",
+            kernel.ready, policies.hash
+        );
+        let batcher = Batcher::new(agent, policies.hash, batch_policy(&config));
+        let bundles = fleet.map(|fleet| Bundles {
+            fleet,
+            node_topic: format!(
+                "{}/{}/{node}/policy",
+                config.mqtt.topic_prefix, config.cluster
+            ),
+            reports: outputs
+                .mqtt
+                .as_ref()
+                .map(|m| m.retained_handle())
+                .zip(outputs.bundle_reported_topic.clone()),
+        });
+        let enforced = Enforced {
+            host,
+            state,
+            maps: kernel.maps,
+            updates: outputs.policy_updates(),
+            batch_policy_set: batcher.policy_set_handle(),
+        };
+        Ok(Agent {
+            config,
+            probes: kernel.probes,
+            source: kernel.source,
+            enforced,
+            bundles,
+            queue: AgentQueue::default(),
+            batcher,
+            outputs,
+            ledger,
+            stop_signals,
+            reload_signals,
+        })
+    }
+}
+
+/// The fleet's bundle state, when `[fleet] public_keys` is set.
+fn fleet_policy(config: &AgentConfig, node: &str) -> Result<Option<FleetPolicy>, StartError> {
+    if config.fleet.public_keys.is_empty() {
+        return Ok(None);
+    }
+    let fleet = FleetSettings::load(
+        &config.fleet.public_keys,
+        config.fleet.bundle_max_bytes,
+        config.fleet.state_dir.clone(),
+    )
+    .and_then(|s| FleetPolicy::new(s, &config.cluster, node))
+    .map_err(|e| StartError::input(e.to_string()))?;
+    // The bundle directory is a policy source even when empty, so the first bundle
+    // is noticed like any new policy file.
+    std::fs::create_dir_all(fleet.policy_dir())
+        .map_err(|e| StartError::input(format!("{}: {e}", fleet.policy_dir().display())))?;
+    Ok(Some(fleet))
+}
+
+/// Loads and attaches the enforcing probes; where this kernel cannot, falls back to
+/// monitor-only mode (`enforcement = "auto"`) or refuses (`"required"`).
+fn start_kernel<'h>(
+    host: &'h dyn HostKernel,
+    config: &AgentConfig,
+    state: &mut PolicyState,
+    key: [u64; 2],
+    kernel_set: KernelRuleSet,
+    pin_dir: Option<PathBuf>,
+) -> Result<KernelStart<'h>, StartError> {
+    let enforcing = readiness::check_kernel(host)
+        .and_then(|btf| loader::load(host, &btf, key, kernel_set, pin_dir.as_deref()));
+    let probes = match enforcing {
+        Ok(probes) => probes,
+        Err(e) if config.enforcement == Enforcement::Required => {
+            return Err(StartError::kernel(format!("cannot enforce here: {e}")));
+        }
+        Err(e) => return start_monitor(host, state, e.to_string()),
+    };
+    for missing in &probes.degraded {
+        log::warn!("degraded: {missing}");
+    }
+    let mut notes = if probes.degraded.is_empty() {
+        String::new()
+    } else {
+        format!(", degraded: {}", probes.degraded.join("; "))
+    };
+    match (&pin_dir, probes.adopted) {
+        (Some(dir), true) => notes.push_str(&format!(
+            ", adopted the enforcement pinned in {}",
+            dir.display()
+        )),
+        (Some(dir), false) => notes.push_str(&format!(", pinned in {}", dir.display())),
+        (None, _) => notes.push_str(", not pinned: enforcement stops with the agent"),
+    }
+    let reader = RingbufReader::new(probes.events, host.boottime_to_unix_offset_ns())
+        .map_err(|e| StartError::input(format!("cannot watch the event ring buffer: {e}")))?;
+    Ok(KernelStart {
+        probes: probes.attached,
+        source: KernelSource::Enforcing(reader),
+        maps: Some(probes.policy),
+        enforcement: Ok(()),
+        ready: format!(
+            "enforcing on kernel {} (probes sha256 {}, {} running processes identified{notes}",
+            host.release(),
+            loader::probes_sha256(),
+            probes.seeded_processes
+        ),
+    })
+}
+
+/// Monitor-only mode: what the kernel can still do without BPF-LSM.
+fn start_monitor<'h>(
+    host: &'h dyn HostKernel,
+    state: &mut PolicyState,
+    reason: String,
+) -> Result<KernelStart<'h>, StartError> {
+    log::warn!("cannot enforce here: {reason}; falling back to monitor-only mode");
+    let failed = |monitor: String| {
+        StartError::kernel(format!(
+            "cannot enforce here: {reason}; monitor-only mode failed too: {monitor}"
+        ))
+    };
+    let blob = host
+        .read(Path::new(KERNEL_BTF))
+        .map_err(|e| failed(format!("no kernel BTF ({e})")))?;
+    let btf = KernelBtf::parse(&blob).map_err(|e| failed(e.to_string()))?;
+    let probes = loader::load_monitor(host, &btf).map_err(|e| failed(e.to_string()))?;
+    let watched = state
+        .setid
+        .rules
+        .iter()
+        .filter_map(|r| {
+            let executable = r.executable.as_ref()?;
+            let id = state.catalog.intern(r.policy_meta());
+            Some((loader::kernel_path(host, executable), id))
+        })
+        .collect();
+    let watcher = ExecWatcher::new(probes.events, host, watched)
+        .map_err(|e| failed(format!("cannot watch the exec ring buffer: {e}")))?;
+    Ok(KernelStart {
+        probes: probes.attached,
+        source: KernelSource::Monitoring(watcher),
+        maps: None,
+        ready: format!(
+            "monitor-only: enforcement unavailable ({reason}); watching execs of {} executable(s) on kernel {} (probes sha256 {}",
+            state.setid.rules.len(),
+            host.release(),
+            loader::probes_sha256()
+        ),
+        enforcement: Err(reason),
+    })
+}
+
+/// The pin directory, if pinning is configured and possible here (logged if not).
+fn pin_dir(config: &AgentConfig, host: &dyn HostKernel) -> Option<PathBuf> {
+    if config.pin_dir.as_os_str().is_empty() {
+        return None;
+    }
+    let parent = config.pin_dir.parent().unwrap_or(Path::new("/"));
+    if !host.is_bpffs(parent) && !host.is_bpffs(&config.pin_dir) {
+        log::warn!(
+            "pin_dir {}: not on a mounted bpffs (mount -t bpf bpf {}): enforcement will stop with the agent",
+            config.pin_dir.display(),
+            parent.display()
+        );
+        return None;
+    }
+    if let Err(e) = std::fs::create_dir_all(&config.pin_dir) {
+        log::warn!(
+            "pin_dir {}: {e}: enforcement will stop with the agent",
+            config.pin_dir.display()
+        );
+        return None;
+    }
+    Some(config.pin_dir.clone())
+}

@@ -1,0 +1,116 @@
+//! The running agent's tasks, one per concern. Each waits on its own source and on the
+//! stop announcement (checked first, so a busy source cannot starve a stop), and none
+//! holds the shared policy set across an await.
+
+use std::cell::RefCell;
+use std::time::Duration;
+
+use futures_lite::{FutureExt, StreamExt};
+
+use crate::commands::session::Stopping;
+use crate::control::reload::{Bundles, Enforced};
+use crate::events::pipeline::LossLedger;
+use crate::events::ringbuf::KernelSource;
+use crate::sinks::mqtt::Inbound;
+use crate::sinks::outputs::AgentQueue;
+
+/// Kernel records into the queue until the stop (after one last drain) or until the
+/// ring buffer cannot be waited on.
+pub async fn read_kernel(
+    source: &mut KernelSource<'_>,
+    queue: &AgentQueue,
+    ledger: &LossLedger,
+    stopping: &Stopping,
+) {
+    loop {
+        let readable = async {
+            stopping.wait().await;
+            None
+        }
+        .or(async { Some(source.readable().await) })
+        .await;
+        source.drain(queue, ledger);
+        match readable {
+            None => return,
+            Some(Ok(())) => {
+                // A ring buffer that is always readable must not starve the other tasks.
+                futures_lite::future::yield_now().await;
+            }
+            Some(Err(e)) => {
+                log::error!("ring buffer wait failed: {e}");
+                return;
+            }
+        }
+    }
+}
+
+/// A reload on every SIGHUP.
+pub async fn reload_on_hangup(
+    hangups: &mut async_signal::Signals,
+    enforced: &RefCell<Enforced<'_>>,
+    stopping: &Stopping,
+) {
+    loop {
+        let hangup = async {
+            stopping.wait().await;
+            false
+        }
+        .or(async { hangups.next().await.is_some() })
+        .await;
+        if !hangup {
+            return;
+        }
+        log::info!("SIGHUP: reloading policies");
+        enforced.borrow_mut().reload_logged();
+    }
+}
+
+/// A reload whenever a policy file changed, looked at every `every` (never without).
+pub async fn reload_on_change(
+    every: Option<Duration>,
+    enforced: &RefCell<Enforced<'_>>,
+    stopping: &Stopping,
+) {
+    let Some(every) = every else {
+        return;
+    };
+    loop {
+        let due = async {
+            stopping.wait().await;
+            false
+        }
+        .or(async {
+            async_io::Timer::after(every).await;
+            true
+        })
+        .await;
+        if !due {
+            return;
+        }
+        enforced.borrow_mut().reload_if_changed();
+    }
+}
+
+/// Every bundle the broker delivers, checked and applied (or refused) and reported.
+pub async fn apply_bundles(
+    bundles: Option<Bundles>,
+    inbox: Option<async_channel::Receiver<Inbound>>,
+    enforced: &RefCell<Enforced<'_>>,
+    stopping: &Stopping,
+) {
+    let (Some(mut bundles), Some(inbox)) = (bundles, inbox) else {
+        return;
+    };
+    loop {
+        let message = async {
+            stopping.wait().await;
+            None
+        }
+        .or(async { inbox.recv().await.ok() })
+        .await;
+        let Some(message) = message else {
+            return;
+        };
+        bundles.offer(&message, &mut enforced.borrow_mut());
+    }
+}

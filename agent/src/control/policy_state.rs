@@ -1,0 +1,95 @@
+//! The policy side of a running agent: where policies come from, the catalog of their
+//! metadata, the setid rules from TOML and flags, and the path-hash key the kernel
+//! tables are built with. [`PolicyState::build`] turns all of it into one kernel rule
+//! set; nothing here touches the kernel.
+
+use std::path::PathBuf;
+
+use crate::config::AgentConfig;
+use crate::control::policy_source::PolicySource;
+use crate::control::policy_table::PolicyCatalog;
+use crate::control::setid_rules::SetidRuleSet;
+use crate::host::HostKernel;
+use crate::kernel::loader;
+use crate::kernel::rule_tables::KernelRuleSet;
+
+pub struct PolicyState {
+    pub source: Option<PolicySource>,
+    pub setid: SetidRuleSet,
+    pub catalog: PolicyCatalog,
+    key: [u64; 2],
+    postures: edgearmor_policy::DefaultPostures,
+}
+
+/// Policy names shown in the summary line before `...`.
+const NAMES_SHOWN: usize = 12;
+
+impl PolicyState {
+    /// `bundle_dir`: where fleet bundles are unpacked, read like any policy directory.
+    pub fn new(
+        config: &AgentConfig,
+        hostname: String,
+        setid: SetidRuleSet,
+        key: [u64; 2],
+        bundle_dir: Option<PathBuf>,
+    ) -> Self {
+        let postures = config.posture.compiler_postures();
+        let mut paths = config.policies.clone();
+        paths.extend(bundle_dir);
+        let source = (!paths.is_empty()).then(|| PolicySource::new(paths, hostname, postures));
+        Self {
+            source,
+            setid,
+            catalog: PolicyCatalog::default(),
+            key,
+            postures,
+        }
+    }
+
+    /// Reads the policies and builds the kernel tables, with a one-line summary; logs
+    /// what the operator must know. `Err` leaves everything as it was.
+    pub fn build(&mut self, host: &dyn HostKernel) -> Result<(KernelRuleSet, String), String> {
+        let (compiled, count) = match self.source.as_mut() {
+            Some(source) => {
+                let loaded = source.load()?;
+                for problem in &loaded.problems {
+                    log::error!("{problem}");
+                }
+                for skipped in &loaded.skipped {
+                    log::info!("{skipped}");
+                }
+                (loaded.compiled, loaded.policy_count)
+            }
+            None => (edgearmor_policy::compile(&[], self.postures), 0),
+        };
+        let resolver = |path: &str| loader::kernel_path(host, path);
+        let set = KernelRuleSet::build(
+            &self.setid,
+            &compiled,
+            &mut self.catalog,
+            self.key,
+            &resolver,
+        );
+        for skipped in &set.skipped {
+            log::error!("not enforceable, skipped: {skipped}");
+        }
+        let (rules, prefixes, globs) = set.sizes();
+        let mut names = compiled
+            .policy_names
+            .iter()
+            .take(NAMES_SHOWN)
+            .cloned()
+            .collect::<Vec<_>>()
+            .join(",");
+        if compiled.policy_names.len() > NAMES_SHOWN {
+            names.push_str(",...");
+        }
+        let summary = format!(
+            "{count} policies [{names}] ({} rules) + {} setid rule(s) from flags/TOML, policy set {}: {rules} kernel rule entries, {prefixes} prefixes, {globs} pattern lists",
+            compiled.rule_count(),
+            self.setid.rules.len(),
+            compiled.content_hash,
+        );
+        Ok((set, summary))
+    }
+}
