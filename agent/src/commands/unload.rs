@@ -5,7 +5,7 @@ use std::path::Path;
 use std::process::ExitCode;
 
 pub fn unload(pin_dir: &Path) -> ExitCode {
-    match crate::kernel::loader::unload(pin_dir) {
+    match crate::kernel::pins::unload(pin_dir) {
         Ok(n) => {
             println!(
                 "edgearmor: removed {n} pin(s) from {}: nothing is enforced until the next run",

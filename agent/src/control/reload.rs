@@ -10,7 +10,7 @@ use crate::control::fleet::{BundleReport, BundleScope, FleetPolicy};
 use crate::control::policy_state::PolicyState;
 use crate::events::pipeline::unix_micros;
 use crate::host::HostKernel;
-use crate::kernel::loader::PolicyMaps;
+use crate::kernel::policy_maps::PolicyMaps;
 use crate::sinks::mqtt::{Inbound, RetainedPublisher};
 use crate::sinks::outputs::PolicyUpdates;
 

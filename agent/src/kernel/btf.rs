@@ -136,31 +136,80 @@ impl Cursor<'_> {
     }
 }
 
+/// The type and string sections a BTF header points at, bounds-checked.
+fn sections(blob: &[u8]) -> Result<(&[u8], &[u8]), BtfError> {
+    let header = blob
+        .get(..24)
+        .ok_or(BtfError::Truncated { what: "header" })?;
+    let word =
+        |i: usize| u32::from_le_bytes([header[i], header[i + 1], header[i + 2], header[i + 3]]);
+    let magic = u16::from_le_bytes([header[0], header[1]]);
+    if magic != BTF_MAGIC {
+        return Err(BtfError::BadMagic(magic));
+    }
+    let hdr_len = word(4) as usize;
+    let (type_off, type_len) = (word(8) as usize, word(12) as usize);
+    let (str_off, str_len) = (word(16) as usize, word(20) as usize);
+    let section = |off: usize, len: usize, what| {
+        let start = hdr_len
+            .checked_add(off)
+            .ok_or(BtfError::Truncated { what })?;
+        let end = start.checked_add(len).ok_or(BtfError::Truncated { what })?;
+        blob.get(start..end).ok_or(BtfError::Truncated { what })
+    };
+    Ok((
+        section(type_off, type_len, "type section")?,
+        section(str_off, str_len, "string section")?,
+    ))
+}
+
+impl Cursor<'_> {
+    /// One type record and what follows it; only struct and union members are kept.
+    fn type_record(&mut self, type_id: u32) -> Result<TypeRecord, BtfError> {
+        let name_off = self.u32("type record")?;
+        let info = self.u32("type record")?;
+        let size_or_type = self.u32("type record")?;
+        let kind = (info >> 24) & 0x1f;
+        let vlen = (info & 0xffff) as usize;
+        let kind_flag = info >> 31 == 1;
+        let mut members = Vec::new();
+        match kind {
+            KIND_STRUCT | KIND_UNION => {
+                for _ in 0..vlen {
+                    let name_off = self.u32("struct member")?;
+                    let type_id = self.u32("struct member")?;
+                    let raw = self.u32("struct member")?;
+                    // With kind_flag the top 8 bits are a bitfield size.
+                    let bit_offset = if kind_flag { raw & 0x00ff_ffff } else { raw };
+                    let bitfield = kind_flag && raw >> 24 != 0;
+                    members.push(Member {
+                        name_off,
+                        type_id,
+                        bit_offset: if bitfield { u32::MAX } else { bit_offset },
+                    });
+                }
+            }
+            KIND_INT | KIND_VAR | KIND_DECL_TAG => self.skip(4, "type record")?,
+            KIND_ARRAY => self.skip(12, "array record")?,
+            KIND_ENUM | KIND_FUNC_PROTO => self.skip(8 * vlen, "enum/proto record")?,
+            KIND_DATASEC | KIND_ENUM64 => self.skip(12 * vlen, "datasec/enum64 record")?,
+            2 | 7 | KIND_TYPEDEF | KIND_VOLATILE | KIND_CONST | KIND_RESTRICT | KIND_FUNC | 16
+            | KIND_TYPE_TAG => {}
+            _ => return Err(BtfError::UnknownKind { type_id, kind }),
+        }
+        Ok(TypeRecord {
+            kind,
+            name_off,
+            size_or_type,
+            members,
+        })
+    }
+}
+
 impl KernelBtf {
     /// Parses a little-endian BTF blob.
     pub fn parse(blob: &[u8]) -> Result<Self, BtfError> {
-        let header = blob
-            .get(..24)
-            .ok_or(BtfError::Truncated { what: "header" })?;
-        let word =
-            |i: usize| u32::from_le_bytes([header[i], header[i + 1], header[i + 2], header[i + 3]]);
-        let magic = u16::from_le_bytes([header[0], header[1]]);
-        if magic != BTF_MAGIC {
-            return Err(BtfError::BadMagic(magic));
-        }
-        let hdr_len = word(4) as usize;
-        let (type_off, type_len) = (word(8) as usize, word(12) as usize);
-        let (str_off, str_len) = (word(16) as usize, word(20) as usize);
-        let section = |off: usize, len: usize, what| {
-            let start = hdr_len
-                .checked_add(off)
-                .ok_or(BtfError::Truncated { what })?;
-            let end = start.checked_add(len).ok_or(BtfError::Truncated { what })?;
-            blob.get(start..end).ok_or(BtfError::Truncated { what })
-        };
-        let type_bytes = section(type_off, type_len, "type section")?;
-        let strings = section(str_off, str_len, "string section")?.to_vec();
-
+        let (type_bytes, strings) = sections(blob)?;
         let mut types = vec![TypeRecord {
             kind: 0,
             name_off: 0,
@@ -173,70 +222,38 @@ impl KernelBtf {
         };
         while cur.pos < type_bytes.len() {
             let type_id = types.len() as u32;
-            let name_off = cur.u32("type record")?;
-            let info = cur.u32("type record")?;
-            let size_or_type = cur.u32("type record")?;
-            let kind = (info >> 24) & 0x1f;
-            let vlen = (info & 0xffff) as usize;
-            let kind_flag = info >> 31 == 1;
-            let mut members = Vec::new();
-            match kind {
-                KIND_STRUCT | KIND_UNION => {
-                    for _ in 0..vlen {
-                        let name_off = cur.u32("struct member")?;
-                        let type_id = cur.u32("struct member")?;
-                        let raw = cur.u32("struct member")?;
-                        // With kind_flag the top 8 bits are a bitfield size.
-                        let bit_offset = if kind_flag { raw & 0x00ff_ffff } else { raw };
-                        let bitfield = kind_flag && raw >> 24 != 0;
-                        members.push(Member {
-                            name_off,
-                            type_id,
-                            bit_offset: if bitfield { u32::MAX } else { bit_offset },
-                        });
-                    }
-                }
-                KIND_INT | KIND_VAR | KIND_DECL_TAG => cur.skip(4, "type record")?,
-                KIND_ARRAY => cur.skip(12, "array record")?,
-                KIND_ENUM | KIND_FUNC_PROTO => cur.skip(8 * vlen, "enum/proto record")?,
-                KIND_DATASEC | KIND_ENUM64 => cur.skip(12 * vlen, "datasec/enum64 record")?,
-                2 | 7 | KIND_TYPEDEF | KIND_VOLATILE | KIND_CONST | KIND_RESTRICT | KIND_FUNC
-                | 16 | KIND_TYPE_TAG => {}
-                _ => return Err(BtfError::UnknownKind { type_id, kind }),
-            }
-            types.push(TypeRecord {
-                kind,
-                name_off,
-                size_or_type,
-                members,
-            });
+            types.push(cur.type_record(type_id)?);
         }
-
         let mut btf = Self {
-            strings,
+            strings: strings.to_vec(),
             types,
             structs_by_name: HashMap::new(),
             funcs: HashMap::new(),
         };
-        for (id, t) in btf.types.iter().enumerate() {
-            let name = btf.name(t.name_off);
+        btf.index_names();
+        Ok(btf)
+    }
+
+    /// Struct and function ids by name.
+    fn index_names(&mut self) {
+        for (id, t) in self.types.iter().enumerate() {
+            let name = self.name(t.name_off);
             if name.is_empty() {
                 continue;
             }
             match t.kind {
                 // Keep the first complete definition; later duplicates are rare and equal.
                 KIND_STRUCT => {
-                    btf.structs_by_name
+                    self.structs_by_name
                         .entry(name.to_owned())
                         .or_insert(id as u32);
                 }
                 KIND_FUNC => {
-                    btf.funcs.entry(name.to_owned()).or_insert(id as u32);
+                    self.funcs.entry(name.to_owned()).or_insert(id as u32);
                 }
                 _ => {}
             }
         }
-        Ok(btf)
     }
 
     fn name(&self, off: u32) -> &str {

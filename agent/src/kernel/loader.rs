@@ -1,22 +1,21 @@
 //! Loads the embedded BPF object into the kernel: kernel offsets and the path-hash key
 //! as globals, the rule tables filled before anything attaches, then the programs,
-//! then the identity of processes that were already running. [`PolicyMaps`] later
-//! swaps whole policy sets atomically (generation switch, see the ABI crate).
+//! then the identity of processes that were already running. The rule tables are
+//! [`super::policy_maps`]'s, the pins [`super::pins`]'.
 
 use std::path::Path;
 
 use aya::maps::{Array, HashMap, MapData, PerCpuArray, RingBuf};
-use aya::programs::links::{FdLink, PinnedLink};
+use aya::programs::links::FdLink;
 use aya::programs::{BtfTracePoint, Lsm, ProgramError};
 use aya::{Btf, Ebpf, EbpfError, EbpfLoader};
-use edgearmor_probe_abi::{
-    ActivePolicy, AgentState, ExePath, GlobList, PrefixKey, RuleKey, RuleValue, names, path_hash,
-    programs,
-};
+use edgearmor_probe_abi::{AgentState, ExePath, names, path_hash, programs};
 use sha2::{Digest, Sha256};
 
 use crate::host::HostKernel;
 use crate::kernel::btf::KernelBtf;
+use crate::kernel::pins::{pin_links, record_agent_state};
+use crate::kernel::policy_maps::PolicyMaps;
 use crate::kernel::readiness::{EnforcementUnavailable, classify_attach_failure};
 use crate::kernel::rule_tables::KernelRuleSet;
 
@@ -59,159 +58,6 @@ pub struct LoadedProbes {
     pub degraded: Vec<String>,
     /// State pinned by an earlier agent was taken over.
     pub adopted: bool,
-}
-
-/// Removes the entries of `map` whose key matches (listed first: deleting while
-/// iterating would skip keys).
-fn remove_where<K: aya::Pod, V: aya::Pod>(
-    map: &mut HashMap<MapData, K, V>,
-    stale: impl Fn(&K) -> bool,
-) {
-    let keys: Vec<K> = map
-        .keys()
-        .filter_map(Result::ok)
-        .filter(|k| stale(k))
-        .collect();
-    for k in keys {
-        let _ = map.remove(&k);
-    }
-}
-
-/// Why a policy set could not be written; the previous set stays enforced.
-#[derive(Debug)]
-pub struct ApplyError {
-    pub map: &'static str,
-    pub detail: String,
-}
-
-impl std::fmt::Display for ApplyError {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        write!(
-            f,
-            "writing map {}: {} (the previous policy set stays enforced)",
-            self.map, self.detail
-        )
-    }
-}
-
-impl std::error::Error for ApplyError {}
-
-/// The rule tables of the loaded probes and the generation they enforce.
-pub struct PolicyMaps {
-    rules: HashMap<MapData, RuleKey, RuleValue>,
-    prefixes: HashMap<MapData, PrefixKey, u32>,
-    globs: HashMap<MapData, RuleKey, GlobList>,
-    active: Array<MapData, ActivePolicy>,
-    generation: u32,
-    applied: KernelRuleSet,
-    /// The tables hold an earlier agent's entries, which this one does not know.
-    adopted: bool,
-}
-
-impl PolicyMaps {
-    fn take(ebpf: &mut Ebpf, adopting: bool) -> Result<Self, EnforcementUnavailable> {
-        fn take_map(ebpf: &mut Ebpf, name: &str) -> Result<aya::maps::Map, EnforcementUnavailable> {
-            ebpf.take_map(name)
-                .ok_or_else(|| map_failure(name, "missing"))
-        }
-        Ok(Self {
-            rules: HashMap::try_from(take_map(ebpf, names::RULES)?)
-                .map_err(|e| map_failure(names::RULES, e))?,
-            prefixes: HashMap::try_from(take_map(ebpf, names::PREFIXES)?)
-                .map_err(|e| map_failure(names::PREFIXES, e))?,
-            globs: HashMap::try_from(take_map(ebpf, names::GLOBS)?)
-                .map_err(|e| map_failure(names::GLOBS, e))?,
-            active: Array::try_from(take_map(ebpf, names::ACTIVE)?)
-                .map_err(|e| map_failure(names::ACTIVE, e))?,
-            generation: 0,
-            applied: KernelRuleSet::default(),
-            adopted: adopting,
-        })
-        .map(|mut maps: Self| {
-            if adopting {
-                maps.generation = maps.active.get(&0, 0).map(|a| a.generation).unwrap_or(0);
-            }
-            maps
-        })
-    }
-
-    /// The generation being enforced.
-    pub fn generation(&self) -> u32 {
-        self.generation
-    }
-
-    /// Enforces `next` instead of the current set, atomically: `next` is written
-    /// under a new generation while the current one stays in force, one write to
-    /// `ACTIVE` switches every hook, then the old entries are removed. On a write
-    /// error the partial new generation is removed and nothing changes.
-    pub fn apply(&mut self, next: KernelRuleSet) -> Result<(), ApplyError> {
-        let generation = self.generation.wrapping_add(1);
-        if let Err(e) = self.write(&next, generation) {
-            self.remove(&next, generation);
-            return Err(e);
-        }
-        let active = ActivePolicy {
-            generation,
-            class_mask: next.class_mask,
-        };
-        if let Err(e) = self.active.set(0, active, 0) {
-            self.remove(&next, generation);
-            return Err(ApplyError {
-                map: names::ACTIVE,
-                detail: e.to_string(),
-            });
-        }
-        let old = std::mem::replace(&mut self.applied, next);
-        self.remove(&old, self.generation);
-        self.generation = generation;
-        if std::mem::take(&mut self.adopted) {
-            self.remove_other_generations();
-        }
-        Ok(())
-    }
-
-    /// Deletes every entry not of the current generation (what an earlier agent left).
-    fn remove_other_generations(&mut self) {
-        let generation = self.generation;
-        remove_where(&mut self.rules, |k| k.generation != generation);
-        remove_where(&mut self.prefixes, |k| k.generation != generation);
-        remove_where(&mut self.globs, |k| k.generation != generation);
-    }
-
-    fn write(&mut self, set: &KernelRuleSet, generation: u32) -> Result<(), ApplyError> {
-        for (k, v) in set.rule_entries(generation) {
-            self.rules.insert(k, v, 0).map_err(|e| ApplyError {
-                map: names::RULES,
-                detail: e.to_string(),
-            })?;
-        }
-        for (k, v) in set.prefix_entries(generation) {
-            self.prefixes.insert(k, v, 0).map_err(|e| ApplyError {
-                map: names::PREFIXES,
-                detail: e.to_string(),
-            })?;
-        }
-        for (k, v) in set.glob_entries(generation) {
-            self.globs.insert(k, v, 0).map_err(|e| ApplyError {
-                map: names::GLOBS,
-                detail: e.to_string(),
-            })?;
-        }
-        Ok(())
-    }
-
-    /// Removes `set`'s entries of `generation` (missing entries are fine).
-    fn remove(&mut self, set: &KernelRuleSet, generation: u32) {
-        for (k, _) in set.rule_entries(generation) {
-            let _ = self.rules.remove(&k);
-        }
-        for (k, _) in set.prefix_entries(generation) {
-            let _ = self.prefixes.remove(&k);
-        }
-        for (k, _) in set.glob_entries(generation) {
-            let _ = self.globs.remove(&k);
-        }
-    }
 }
 
 /// The kernel's count of events it could not put in the ring buffer.
@@ -309,7 +155,7 @@ fn verifier_reason(log: &str) -> String {
     }
 }
 
-fn map_failure(name: &str, detail: impl std::fmt::Display) -> EnforcementUnavailable {
+pub(crate) fn map_failure(name: &str, detail: impl std::fmt::Display) -> EnforcementUnavailable {
     EnforcementUnavailable::Failed {
         step: format!("opening map {name}"),
         errno: None,
@@ -391,17 +237,50 @@ pub fn load(
             detail: e.to_string(),
         })?;
 
+    let (links, degraded) = attach_all(&mut ebpf, &aya_btf)?;
+    let links = match pin_dir {
+        Some(dir) => {
+            pin_links(dir, links)?;
+            Vec::new()
+        }
+        None => links.into_iter().map(|(_, link)| link).collect(),
+    };
+
+    let seeded_processes = seed_identities(&mut ebpf, host, &key)?;
+    let events = enforcing_events(&mut ebpf, key, pin_dir.is_some(), adopting)?;
+    Ok(LoadedProbes {
+        attached: AttachedProbes {
+            _ebpf: ebpf,
+            _owned_links: links,
+        },
+        events,
+        policy,
+        seeded_processes,
+        degraded,
+        adopted: adopting,
+    })
+}
+
+/// Each attached program's name and link.
+type NamedLinks = Vec<(&'static str, FdLink)>;
+
+/// Attaches every program: the tracepoints, then the LSM hooks. An optional hook this
+/// kernel refuses is left out and described in the second list.
+fn attach_all(
+    ebpf: &mut Ebpf,
+    aya_btf: &Btf,
+) -> Result<(NamedLinks, Vec<String>), EnforcementUnavailable> {
     let mut links = Vec::new();
     for (program, tracepoint) in programs::BTF_TRACEPOINTS {
         links.push((
             program,
-            attach_btf_tracepoint(&mut ebpf, &aya_btf, program, tracepoint)?,
+            attach_btf_tracepoint(ebpf, aya_btf, program, tracepoint)?,
         ));
     }
     let mut degraded = Vec::new();
     for (program, hook) in programs::LSM {
-        let prog: &mut Lsm = program_of(&mut ebpf, program, hook)?;
-        if let Err(e) = prog.load(hook, &aya_btf) {
+        let prog: &mut Lsm = program_of(ebpf, program, hook)?;
+        if let Err(e) = prog.load(hook, aya_btf) {
             let failure = program_failure(program, hook, e);
             if !programs::OPTIONAL.contains(&program) {
                 return Err(failure);
@@ -420,18 +299,20 @@ pub fn load(
             .map_err(|e| program_failure(program, hook, e))?;
         links.push((program, FdLink::from(link)));
     }
-    let links = match pin_dir {
-        Some(dir) => {
-            pin_links(dir, links)?;
-            Vec::new()
-        }
-        None => links.into_iter().map(|(_, link)| link).collect(),
-    };
+    Ok((links, degraded))
+}
 
-    let seeded_processes = seed_identities(&mut ebpf, host, &key)?;
-    let drops = take_drops(&mut ebpf)?;
-    let (drops_seen, state) = if pin_dir.is_some() {
-        let seen = record_agent_state(&mut ebpf, key, adopting)?;
+/// The decision ring buffer and its drop counter; with pins, the counter starts from
+/// what an earlier agent already accounted for and remembers what this one has seen.
+fn enforcing_events(
+    ebpf: &mut Ebpf,
+    key: [u64; 2],
+    pinned: bool,
+    adopting: bool,
+) -> Result<KernelEvents, EnforcementUnavailable> {
+    let drops = take_drops(ebpf)?;
+    let (drops_seen, state) = if pinned {
+        let seen = record_agent_state(ebpf, key, adopting)?;
         let map = ebpf
             .take_map(names::AGENT_STATE)
             .ok_or_else(|| map_failure(names::AGENT_STATE, "missing"))?;
@@ -440,164 +321,14 @@ pub fn load(
     } else {
         (0, None)
     };
-    let events = KernelEvents {
-        ring: take_ring(&mut ebpf, names::EVENTS)?,
+    Ok(KernelEvents {
+        ring: take_ring(ebpf, names::EVENTS)?,
         drops: DropCounter {
             baseline: drops_seen,
             state,
             ..drops
         },
-    };
-    Ok(LoadedProbes {
-        attached: AttachedProbes {
-            _ebpf: ebpf,
-            _owned_links: links,
-        },
-        events,
-        policy,
-        seeded_processes,
-        degraded,
-        adopted: adopting,
     })
-}
-
-/// Pins each new link at `<dir>/links/<program>`, replacing (and so detaching) the
-/// link an earlier agent pinned there only once the new one is attached.
-fn pin_links(dir: &Path, links: Vec<(&str, FdLink)>) -> Result<(), EnforcementUnavailable> {
-    let link_dir = dir.join("links");
-    std::fs::create_dir_all(&link_dir).map_err(|e| EnforcementUnavailable::Failed {
-        step: format!("creating {}", link_dir.display()),
-        errno: e.raw_os_error(),
-        detail: e.to_string(),
-    })?;
-    let mut replaced = Vec::new();
-    for (program, link) in links {
-        let path = link_dir.join(program);
-        if path.exists() {
-            // Still attached: the fd keeps the old program in place until the new
-            // link is pinned, then it is dropped (and detached).
-            match PinnedLink::from_pin(&path).map(PinnedLink::unpin) {
-                Ok(Ok(old)) => replaced.push(old),
-                Ok(Err(e)) => log::warn!("cannot unpin {}: {e}", path.display()),
-                Err(e) => log::warn!("cannot open {}: {e}", path.display()),
-            }
-        }
-        link.pin(&path)
-            .map_err(|e| EnforcementUnavailable::Failed {
-                step: format!("pinning the {program} link at {}", path.display()),
-                errno: None,
-                detail: e.to_string(),
-            })?;
-    }
-    drop(replaced);
-    Ok(())
-}
-
-/// Stores the key (and keeps the drop baseline) for the next agent; returns the
-/// drop count an earlier agent already accounted for.
-fn record_agent_state(
-    ebpf: &mut Ebpf,
-    key: [u64; 2],
-    adopting: bool,
-) -> Result<u64, EnforcementUnavailable> {
-    let map = ebpf
-        .map_mut(names::AGENT_STATE)
-        .ok_or_else(|| map_failure(names::AGENT_STATE, "missing"))?;
-    let mut state: Array<_, AgentState> =
-        Array::try_from(map).map_err(|e| map_failure(names::AGENT_STATE, e))?;
-    let previous = state.get(&0, 0).unwrap_or_default();
-    let drops_seen = if adopting && previous.valid == 1 {
-        previous.drops_seen
-    } else {
-        0
-    };
-    state
-        .set(
-            0,
-            AgentState {
-                path_hash_key: key,
-                drops_seen,
-                valid: 1,
-            },
-            0,
-        )
-        .map_err(|e| map_failure(names::AGENT_STATE, e))?;
-    Ok(drops_seen)
-}
-
-/// The path-hash key of the agent whose state is pinned in `dir`, if any: an adopting
-/// agent must build its rules with it (identities in the maps are hashed with it).
-pub fn pinned_key(dir: &Path) -> Option<[u64; 2]> {
-    let data = aya::maps::MapData::from_pin(dir.join(names::AGENT_STATE)).ok()?;
-    let state: Array<_, AgentState> = Array::try_from(aya::maps::Map::Array(data)).ok()?;
-    let value = state.get(&0, 0).ok()?;
-    (value.valid == 1).then_some(value.path_hash_key)
-}
-
-/// `edgearmor unload`: detaches every pinned program and removes the pinned maps.
-/// Returns how many pins were removed. The kernel releases an unpinned tracing link
-/// asynchronously (after an RCU grace period), so this waits until the links are
-/// gone from the kernel's list: when it returns, nothing is enforced any more.
-pub fn unload(dir: &Path) -> std::io::Result<usize> {
-    let mut removed = 0;
-    let mut link_ids = Vec::new();
-    let links = dir.join("links");
-    match std::fs::read_dir(&links) {
-        Ok(entries) => {
-            for entry in entries {
-                let path = entry?.path();
-                match PinnedLink::from_pin(&path) {
-                    Ok(pinned) => {
-                        let link = pinned.unpin()?;
-                        if let Ok(info) = link.info() {
-                            link_ids.push(info.id());
-                        }
-                    }
-                    Err(e) => {
-                        log::warn!("{}: not a pinned link ({e}), removed", path.display());
-                        std::fs::remove_file(&path)?;
-                    }
-                }
-                removed += 1;
-            }
-        }
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
-        Err(e) => return Err(e),
-    }
-    match std::fs::read_dir(dir) {
-        Ok(entries) => {
-            for entry in entries {
-                let path = entry?.path();
-                if !path.is_dir() {
-                    std::fs::remove_file(&path)?;
-                    removed += 1;
-                }
-            }
-        }
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
-        Err(e) => return Err(e),
-    }
-    let _ = std::fs::remove_dir(&links);
-    let _ = std::fs::remove_dir(dir);
-    // Bounded: a link the kernel keeps (someone else holds it) is reported.
-    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
-    loop {
-        let live: Vec<u32> = aya::programs::loaded_links()
-            .filter_map(Result::ok)
-            .map(|l| l.id())
-            .filter(|id| link_ids.contains(id))
-            .collect();
-        if live.is_empty() {
-            break;
-        }
-        if std::time::Instant::now() > deadline {
-            return Err(std::io::Error::other(format!(
-                "links {live:?} are still attached (another process holds them)"
-            )));
-        }
-        std::thread::sleep(std::time::Duration::from_millis(10));
-    }
-    Ok(removed)
 }
 
 /// The program `name` of the object, as its concrete type.

@@ -1,11 +1,14 @@
 //! The kernel side: whether this kernel can enforce ([`readiness`], and the
 //! operator-facing [`check`]), the struct offsets the probes need ([`btf`]), loading,
-//! attaching and pinning the embedded probes ([`loader`]), and a policy set as the
-//! kernel's rule tables ([`rule_tables`]). Nothing here formats alerts or talks to a
+//! attaching the embedded probes ([`loader`]), keeping them pinned across agents
+//! ([`pins`]), and a policy set as the kernel's rule tables ([`rule_tables`], written
+//! by [`policy_maps`]). Nothing here formats alerts or talks to a
 //! broker.
 
 pub mod btf;
 pub mod check;
 pub mod loader;
+pub mod pins;
+pub mod policy_maps;
 pub mod readiness;
 pub mod rule_tables;

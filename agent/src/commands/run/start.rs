@@ -15,7 +15,9 @@ use crate::events::pipeline::Batcher;
 use crate::events::ringbuf::{ExecWatcher, KernelSource, RingbufReader};
 use crate::host::{HostKernel, KERNEL_BTF};
 use crate::kernel::btf::KernelBtf;
-use crate::kernel::loader::{self, AttachedProbes, PolicyMaps};
+use crate::kernel::loader::{self, AttachedProbes};
+use crate::kernel::pins;
+use crate::kernel::policy_maps::PolicyMaps;
 use crate::kernel::readiness;
 use crate::kernel::rule_tables::KernelRuleSet;
 use crate::sinks::outputs::{AgentQueue, batch_policy};
@@ -42,7 +44,7 @@ impl<'h> Agent<'h> {
         let reload_signals = reload_signals().map_err(StartError::input)?;
         // Pinned state outlives the agent; an earlier agent's is adopted (same key).
         let pin_dir = pin_dir(&config, host);
-        let key = match pin_dir.as_deref().and_then(loader::pinned_key) {
+        let key = match pin_dir.as_deref().and_then(pins::pinned_key) {
             Some(key) => key,
             None => host
                 .random_key()

@@ -1,0 +1,155 @@
+//! Pinned state in bpffs: links pinned so enforcement outlives the agent, the agent
+//! state (path-hash key, drop baseline) the next agent adopts, and `unload`, which
+//! removes it all deliberately.
+
+use std::path::Path;
+
+use aya::Ebpf;
+use aya::maps::Array;
+use aya::programs::links::{FdLink, PinnedLink};
+use edgearmor_probe_abi::{AgentState, names};
+
+use crate::kernel::loader::map_failure;
+use crate::kernel::readiness::EnforcementUnavailable;
+
+/// Pins each new link at `<dir>/links/<program>`, replacing (and so detaching) the
+/// link an earlier agent pinned there only once the new one is attached.
+pub(crate) fn pin_links(
+    dir: &Path,
+    links: Vec<(&str, FdLink)>,
+) -> Result<(), EnforcementUnavailable> {
+    let link_dir = dir.join("links");
+    std::fs::create_dir_all(&link_dir).map_err(|e| EnforcementUnavailable::Failed {
+        step: format!("creating {}", link_dir.display()),
+        errno: e.raw_os_error(),
+        detail: e.to_string(),
+    })?;
+    let mut replaced = Vec::new();
+    for (program, link) in links {
+        let path = link_dir.join(program);
+        if path.exists() {
+            // Still attached: the fd keeps the old program in place until the new
+            // link is pinned, then it is dropped (and detached).
+            match PinnedLink::from_pin(&path).map(PinnedLink::unpin) {
+                Ok(Ok(old)) => replaced.push(old),
+                Ok(Err(e)) => log::warn!("cannot unpin {}: {e}", path.display()),
+                Err(e) => log::warn!("cannot open {}: {e}", path.display()),
+            }
+        }
+        link.pin(&path)
+            .map_err(|e| EnforcementUnavailable::Failed {
+                step: format!("pinning the {program} link at {}", path.display()),
+                errno: None,
+                detail: e.to_string(),
+            })?;
+    }
+    drop(replaced);
+    Ok(())
+}
+
+/// Stores the key (and keeps the drop baseline) for the next agent; returns the
+/// drop count an earlier agent already accounted for.
+pub(crate) fn record_agent_state(
+    ebpf: &mut Ebpf,
+    key: [u64; 2],
+    adopting: bool,
+) -> Result<u64, EnforcementUnavailable> {
+    let map = ebpf
+        .map_mut(names::AGENT_STATE)
+        .ok_or_else(|| map_failure(names::AGENT_STATE, "missing"))?;
+    let mut state: Array<_, AgentState> =
+        Array::try_from(map).map_err(|e| map_failure(names::AGENT_STATE, e))?;
+    let previous = state.get(&0, 0).unwrap_or_default();
+    let drops_seen = if adopting && previous.valid == 1 {
+        previous.drops_seen
+    } else {
+        0
+    };
+    state
+        .set(
+            0,
+            AgentState {
+                path_hash_key: key,
+                drops_seen,
+                valid: 1,
+            },
+            0,
+        )
+        .map_err(|e| map_failure(names::AGENT_STATE, e))?;
+    Ok(drops_seen)
+}
+
+/// The path-hash key of the agent whose state is pinned in `dir`, if any: an adopting
+/// agent must build its rules with it (identities in the maps are hashed with it).
+pub fn pinned_key(dir: &Path) -> Option<[u64; 2]> {
+    let data = aya::maps::MapData::from_pin(dir.join(names::AGENT_STATE)).ok()?;
+    let state: Array<_, AgentState> = Array::try_from(aya::maps::Map::Array(data)).ok()?;
+    let value = state.get(&0, 0).ok()?;
+    (value.valid == 1).then_some(value.path_hash_key)
+}
+
+/// `edgearmor unload`: detaches every pinned program and removes the pinned maps.
+/// Returns how many pins were removed. The kernel releases an unpinned tracing link
+/// asynchronously (after an RCU grace period), so this waits until the links are
+/// gone from the kernel's list: when it returns, nothing is enforced any more.
+pub fn unload(dir: &Path) -> std::io::Result<usize> {
+    let mut removed = 0;
+    let mut link_ids = Vec::new();
+    let links = dir.join("links");
+    match std::fs::read_dir(&links) {
+        Ok(entries) => {
+            for entry in entries {
+                let path = entry?.path();
+                match PinnedLink::from_pin(&path) {
+                    Ok(pinned) => {
+                        let link = pinned.unpin()?;
+                        if let Ok(info) = link.info() {
+                            link_ids.push(info.id());
+                        }
+                    }
+                    Err(e) => {
+                        log::warn!("{}: not a pinned link ({e}), removed", path.display());
+                        std::fs::remove_file(&path)?;
+                    }
+                }
+                removed += 1;
+            }
+        }
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+        Err(e) => return Err(e),
+    }
+    match std::fs::read_dir(dir) {
+        Ok(entries) => {
+            for entry in entries {
+                let path = entry?.path();
+                if !path.is_dir() {
+                    std::fs::remove_file(&path)?;
+                    removed += 1;
+                }
+            }
+        }
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+        Err(e) => return Err(e),
+    }
+    let _ = std::fs::remove_dir(&links);
+    let _ = std::fs::remove_dir(dir);
+    // Bounded: a link the kernel keeps (someone else holds it) is reported.
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+    loop {
+        let live: Vec<u32> = aya::programs::loaded_links()
+            .filter_map(Result::ok)
+            .map(|l| l.id())
+            .filter(|id| link_ids.contains(id))
+            .collect();
+        if live.is_empty() {
+            break;
+        }
+        if std::time::Instant::now() > deadline {
+            return Err(std::io::Error::other(format!(
+                "links {live:?} are still attached (another process holds them)"
+            )));
+        }
+        std::thread::sleep(std::time::Duration::from_millis(10));
+    }
+    Ok(removed)
+}
