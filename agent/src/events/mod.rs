@@ -1,9 +1,11 @@
 //! The event path, in stage order: [`ringbuf`] reads the kernel's ring buffer,
 //! [`decode`] turns its records into typed decisions (never trusting a record's
 //! length), [`enrich`] makes wire events of them, and [`pipeline`] queues them
-//! (bounded, drops counted), throttles, numbers and batches them for the sinks.
+//! (bounded, drops counted), throttles ([`throttle`]), numbers and batches them for
+//! the sinks.
 
 pub mod decode;
 pub mod enrich;
 pub mod pipeline;
 pub mod ringbuf;
+pub mod throttle;
