@@ -534,8 +534,10 @@ mod tests {
     }
 }
 
-/// Longest pattern remainder (in tokens) the kernel matches.
-pub const KERNEL_GLOB_CAP: usize = 64;
+/// Longest pattern remainder (in tokens) the kernel matches: the probes' `GLOB_CAP`.
+pub const KERNEL_GLOB_CAP: usize = edgearmor_probe_abi::GLOB_CAP;
+// The refusal in `Glob::kernel_form` states the cap in words.
+const _: () = assert!(KERNEL_GLOB_CAP == 64);
 
 /// One token of [`KernelGlob::tokens`].
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
