@@ -5,6 +5,7 @@ use std::fmt;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
+use edgearmor_policy::DefaultPostures;
 use serde::Deserialize;
 
 pub const DEFAULT_CONFIG_PATH: &str = "/etc/edgearmor/agent.toml";
@@ -23,8 +24,10 @@ pub struct AgentConfig {
     /// How often to look for changed policy files, in milliseconds (0 = only on
     /// SIGHUP).
     pub policy_poll_ms: u64,
-    /// What a class in allow-list mode does with what no rule allows.
-    pub posture: PostureConfig,
+    /// What a class in allow-list mode does with what no rule allows (`[posture]`:
+    /// `process`, `file`, `network`, `capabilities`, each `audit` or `block`), in the
+    /// policy compiler's own type.
+    pub posture: DefaultPostures,
     /// Where programs, links and maps are pinned (on bpffs) so enforcement outlives
     /// the agent and the next agent adopts it; "" = nothing pinned.
     pub pin_dir: PathBuf,
@@ -70,50 +73,6 @@ pub enum Enforcement {
     Auto,
     /// Refuse to start where the kernel cannot enforce.
     Required,
-}
-
-/// `audit` or `block`.
-#[derive(Clone, Copy, Debug, Default, Deserialize, PartialEq, Eq)]
-#[serde(rename_all = "lowercase")]
-pub enum Posture {
-    #[default]
-    Audit,
-    Block,
-}
-
-/// Default posture per class (KubeArmor's `default*Posture`), `audit` unless set.
-#[derive(Clone, Debug, Default, Deserialize, PartialEq)]
-#[serde(deny_unknown_fields, default)]
-pub struct PostureConfig {
-    pub process: Posture,
-    pub file: Posture,
-    pub network: Posture,
-    pub capabilities: Posture,
-}
-
-impl PostureConfig {
-    pub fn uniform(posture: Posture) -> Self {
-        Self {
-            process: posture,
-            file: posture,
-            network: posture,
-            capabilities: posture,
-        }
-    }
-
-    /// The policy compiler's form.
-    pub fn compiler_postures(&self) -> edgearmor_policy::DefaultPostures {
-        let convert = |p: Posture| match p {
-            Posture::Audit => edgearmor_policy::DefaultPosture::Audit,
-            Posture::Block => edgearmor_policy::DefaultPosture::Block,
-        };
-        edgearmor_policy::DefaultPostures {
-            process: convert(self.process),
-            file: convert(self.file),
-            network: convert(self.network),
-            capabilities: convert(self.capabilities),
-        }
-    }
 }
 
 #[derive(Clone, Debug, Deserialize, PartialEq)]
@@ -181,7 +140,7 @@ impl Default for AgentConfig {
             policies: Vec::new(),
             policy_poll_ms: 1000,
             pin_dir: PathBuf::from("/sys/fs/bpf/edgearmor"),
-            posture: PostureConfig::default(),
+            posture: DefaultPostures::default(),
             enforcement: Enforcement::Auto,
             output: OutputConfig::default(),
             mqtt: MqttConfig::default(),
@@ -469,6 +428,48 @@ mod tests {
             ("cluster = \"a/b\"", "cluster"),
             ("[mqtt]\nclient_cert = \"/c\"", "client_key go together"),
             ("[mqtt]\npassword_file = \"/p\"", "needs a username"),
+        ];
+        for (text, want) in cases {
+            let err = AgentConfig::parse(Path::new("a.toml"), text)
+                .expect_err(text)
+                .to_string();
+            assert!(err.contains(want), "{text:?}: {err:?} lacks {want:?}");
+        }
+    }
+
+    #[test]
+    fn posture_table_goes_straight_to_the_compiler() {
+        use edgearmor_policy::DefaultPosture;
+        let c = AgentConfig::parse(
+            Path::new("a.toml"),
+            "[posture]\nfile = \"block\"\ncapabilities = \"audit\"\n",
+        )
+        .expect("valid");
+        assert_eq!(
+            c.posture,
+            DefaultPostures {
+                process: DefaultPosture::Audit,
+                file: DefaultPosture::Block,
+                network: DefaultPosture::Audit,
+                capabilities: DefaultPosture::Audit,
+            }
+        );
+        assert_eq!(c.posture, {
+            let mut p = DefaultPostures::uniform(DefaultPosture::Audit);
+            p.file = DefaultPosture::Block;
+            p
+        });
+        let cases = [
+            (
+                "[posture]\ncolour = \"audit\"",
+                "unknown field `colour`, expected one of `process`, `file`, `network`, `capabilities`",
+            ),
+            (
+                "[posture]\nfile = \"Block\"",
+                "unknown variant `Block`, expected `audit` or `block`",
+            ),
+            ("[posture]\nfile = 1", "wanted string or table"),
+            ("posture = 1", "expected struct PostureConfig"),
         ];
         for (text, want) in cases {
             let err = AgentConfig::parse(Path::new("a.toml"), text)

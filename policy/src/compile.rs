@@ -19,15 +19,27 @@
 use std::collections::HashMap;
 use std::fmt;
 
+use serde::Deserialize;
 use sha2::{Digest, Sha256};
 
 use crate::model::{FileMatcher, HostPolicy, MetadataOverrides, PathMatcher, PolicySection};
 use crate::vocabulary::{
-    Action, Capability, DefaultPosture, NetworkProtocol, SetidSyscall, Severity,
+    Action, Capability, DefaultPosture, NetworkProtocol, SetIdSyscall, Severity,
 };
 
-/// The operator's default posture per class that has an allow-list mode.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+/// The operator's default posture per class that has an allow-list mode
+/// (KubeArmor's `default*Posture`), `audit` unless set. The agent's `[posture]`
+/// table deserializes straight into it: keys `process`, `file`, `network`,
+/// `capabilities`, nothing else.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash, Deserialize)]
+// Named in serde's messages as the agent's config has always printed it
+// (`expected struct PostureConfig`).
+#[serde(
+    rename = "PostureConfig",
+    expecting = "struct PostureConfig",
+    deny_unknown_fields,
+    default
+)]
 pub struct DefaultPostures {
     pub process: DefaultPosture,
     pub file: DefaultPosture,
@@ -143,7 +155,7 @@ pub struct CompiledPolicySet {
     pub capabilities: RuleClass<Capability>,
     /// `syscalls` → `task_fix_setuid` / `task_fix_setgid`. Never in allow-list
     /// mode (`Allow` is refused there), so no posture.
-    pub setid: Vec<CompiledRule<SetidSyscall>>,
+    pub setid: Vec<CompiledRule<SetIdSyscall>>,
     /// Indexed by [`PolicyId`].
     pub policy_table: Vec<PolicyMetadata>,
     /// Names of the compiled policies, sorted.
@@ -358,6 +370,6 @@ fn canonical_hash(set: &CompiledPolicySet) -> ContentHash {
     });
     encoder.class(&set.network, |e, m| e.text(m.as_str()));
     encoder.class(&set.capabilities, |e, m| e.byte(m.number()));
-    encoder.rules(&set.setid, |e, m| e.text(m.as_str()));
+    encoder.rules(&set.setid, |e, m| e.text(m.name()));
     ContentHash(encoder.0.finalize().into())
 }

@@ -71,7 +71,11 @@ impl fmt::Display for Diagnostic {
     }
 }
 
-impl std::error::Error for Diagnostic {}
+impl std::error::Error for Diagnostic {
+    fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
+        Some(&self.error)
+    }
+}
 
 /// The type a key's value should have had.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -141,135 +145,142 @@ impl fmt::Display for UnsupportedConstruct {
 }
 
 /// What is wrong. Variants carry the offending value.
-#[derive(Clone, Debug, PartialEq, Eq)]
+#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
 pub enum PolicyError {
     // --- the file
-    Unreadable {
-        reason: String,
-    },
+    #[error("cannot read the file: {reason}")]
+    Unreadable { reason: String },
+    #[error("the file is not valid UTF-8")]
     NotUtf8,
-    FileTooLarge {
-        bytes: u64,
-        limit: u64,
-    },
-    YamlSyntax {
-        problem: String,
-    },
-    NestingTooDeep {
-        limit: usize,
-    },
+    #[error("the file is {bytes} bytes; policy files may be at most {limit} bytes")]
+    FileTooLarge { bytes: u64, limit: u64 },
+    #[error("YAML syntax error: {problem}")]
+    YamlSyntax { problem: String },
+    #[error("YAML nested deeper than {limit} levels")]
+    NestingTooDeep { limit: usize },
+    #[error("the file holds no KubeArmorHostPolicy document")]
     NoPolicyDocument,
 
     // --- document shape
-    UnsupportedApiVersion {
-        found: String,
-    },
-    UnsupportedKind {
-        found: String,
-    },
+    #[error("unsupported apiVersion {found:?} (expected \"security.kubearmor.com/v1\")")]
+    UnsupportedApiVersion { found: String },
+    #[error(
+        "unsupported kind {found:?}: edgearmor enforces \"KubeArmorHostPolicy\" documents only"
+    )]
+    UnsupportedKind { found: String },
+    #[error("unknown key {key:?} ({})", key_hint(expected, suggestion))]
     UnknownKey {
         key: String,
         expected: &'static [&'static str],
         suggestion: Option<&'static str>,
     },
-    DuplicateKey {
-        key: String,
-        first_line: usize,
-    },
-    MissingKey {
-        key: &'static str,
-    },
+    #[error("key {key:?} given twice (first on line {first_line})")]
+    DuplicateKey { key: String, first_line: usize },
+    #[error("missing required key {key:?}")]
+    MissingKey { key: &'static str },
+    #[error("expected {expected}, found {found}")]
     WrongType {
         expected: ExpectedType,
         found: String,
     },
-    NonStringKey {
-        found: String,
-    },
+    #[error("keys must be strings, found {found}")]
+    NonStringKey { found: String },
+    #[error("{0}")]
     Unsupported(UnsupportedConstruct),
 
     // --- values
-    InvalidAction {
-        found: String,
-    },
-    SeverityOutOfRange {
-        found: i64,
-    },
-    InvalidPolicyName {
-        name: String,
-    },
+    #[error("invalid action {found:?} (expected \"Allow\", \"Audit\" or \"Block\")")]
+    InvalidAction { found: String },
+    #[error("severity {found} is out of range (1 to 10)")]
+    SeverityOutOfRange { found: i64 },
+    #[error(
+        "invalid policy name {name:?}: use lower-case letters, digits, '-' and '.', \
+         starting and ending with a letter or digit (a Kubernetes object name)"
+    )]
+    InvalidPolicyName { name: String },
+    #[error("{what} is {length} bytes long; alerts carry at most {limit} bytes")]
     TextTooLong {
         what: &'static str,
         length: usize,
         limit: usize,
     },
-    InvalidTag {
-        tag: String,
-    },
-    NotAbsolute {
-        path: String,
-    },
-    NotNormalized {
-        path: String,
-    },
-    PathHasTrailingSlash {
-        path: String,
-    },
-    DirectoryWithoutTrailingSlash {
-        dir: String,
-    },
-    PathTooLong {
-        path: String,
-        limit: usize,
-    },
-    NulInPath {
-        path: String,
-    },
+    #[error(
+        "invalid tag {tag:?}: tags must be non-empty and contain no ',' (alerts join them with commas)"
+    )]
+    InvalidTag { tag: String },
+    #[error("{path:?} is not an absolute path")]
+    NotAbsolute { path: String },
+    #[error(
+        "{path:?} is not a normalized path: \"//\", \".\" and \"..\" never match the \
+         resolved paths the kernel sees"
+    )]
+    NotNormalized { path: String },
+    #[error("{path:?} ends with '/': name directories in matchDirectories")]
+    PathHasTrailingSlash { path: String },
+    #[error("directory {dir:?} must end with '/'")]
+    DirectoryWithoutTrailingSlash { dir: String },
+    #[error("path {path:?} is {} bytes long; the kernel's limit is {limit}", path.len())]
+    PathTooLong { path: String, limit: usize },
+    #[error("path {path:?} contains a NUL character")]
+    NulInPath { path: String },
+    #[error(transparent)]
     InvalidPattern(GlobError),
     /// A valid pattern the kernel matcher cannot enforce, and why.
+    #[error("pattern {pattern:?} cannot be enforced: {reason}")]
     PatternNotEnforceable {
         pattern: String,
         reason: &'static str,
     },
-    UnknownProtocol {
-        found: String,
-    },
+    #[error(
+        "unknown protocol {found:?} (expected tcp, udp, icmp or raw, or the same in upper case)"
+    )]
+    UnknownProtocol { found: String },
+    #[error("unknown capability {found:?} ({})", capability_hint(suggestion))]
     UnknownCapability {
         found: String,
         suggestion: Option<&'static str>,
     },
-    UnsupportedSyscall {
-        found: String,
-    },
-    AllowInSyscalls {
-        set_at: String,
-    },
+    #[error(
+        "syscall {found:?} is not supported: edgearmor enforces setuid, setgid, setreuid, \
+         setregid, setresuid, setresgid, setfsuid and setfsgid"
+    )]
+    UnsupportedSyscall { found: String },
+    #[error(
+        "action Allow (from {set_at}) is not supported for syscalls: setid rules Audit or Block"
+    )]
+    AllowInSyscalls { set_at: String },
 
     // --- structure
-    EmptyList {
-        key: &'static str,
-    },
+    #[error("{key:?} is empty: list at least one entry, or leave the key out")]
+    EmptyList { key: &'static str },
+    #[error("the {section} section has no rules (give {})", one_of(matchers))]
     EmptySection {
         section: &'static str,
         matchers: &'static [&'static str],
     },
+    #[error(
+        "the policy has no rules: give at least one of process, file, network, capabilities, syscalls"
+    )]
     NoRules,
 
     // --- node selection
+    #[error(
+        "matchLabels must contain \"kubearmor.io/hostname\" (\"*\" for every host, or a host name)"
+    )]
     MissingHostnameLabel,
-    UnsupportedNodeLabel {
-        label: String,
-    },
-    InvalidHostname {
-        found: String,
-    },
+    #[error(
+        "node label {label:?} is not supported: edgearmor selects hosts by \
+         \"kubearmor.io/hostname\" (or \"kubernetes.io/hostname\") only"
+    )]
+    UnsupportedNodeLabel { label: String },
+    #[error("{found:?} is neither \"*\" nor a host name")]
+    InvalidHostname { found: String },
     /// Both host-name labels name a host, and not the same one.
-    ConflictingHostnames {
-        first: String,
-        second: String,
-    },
+    #[error("host name {second:?} contradicts {first:?}: the policy could select no host")]
+    ConflictingHostnames { first: String, second: String },
 
     // --- across documents and files
+    #[error("policy {name:?} is already defined at {}:{first_line}", first_file.display())]
     DuplicatePolicyName {
         name: String,
         first_file: PathBuf,
@@ -277,160 +288,25 @@ pub enum PolicyError {
     },
 }
 
-impl fmt::Display for PolicyError {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        match self {
-            PolicyError::Unreadable { reason } => write!(f, "cannot read the file: {reason}"),
-            PolicyError::NotUtf8 => f.write_str("the file is not valid UTF-8"),
-            PolicyError::FileTooLarge { bytes, limit } => {
-                write!(f, "the file is {bytes} bytes; policy files may be at most {limit} bytes")
-            }
-            PolicyError::YamlSyntax { problem } => write!(f, "YAML syntax error: {problem}"),
-            PolicyError::NestingTooDeep { limit } => {
-                write!(f, "YAML nested deeper than {limit} levels")
-            }
-            PolicyError::NoPolicyDocument => {
-                f.write_str("the file holds no KubeArmorHostPolicy document")
-            }
-            PolicyError::UnsupportedApiVersion { found } => write!(
-                f,
-                "unsupported apiVersion {found:?} (expected \"security.kubearmor.com/v1\")"
-            ),
-            PolicyError::UnsupportedKind { found } => write!(
-                f,
-                "unsupported kind {found:?}: edgearmor enforces \"KubeArmorHostPolicy\" documents only"
-            ),
-            PolicyError::UnknownKey {
-                key,
-                expected,
-                suggestion,
-            } => {
-                write!(f, "unknown key {key:?}")?;
-                match suggestion {
-                    Some(s) => write!(f, " (did you mean {s:?}?)"),
-                    None => write!(f, " (expected one of: {})", expected.join(", ")),
-                }
-            }
-            PolicyError::DuplicateKey { key, first_line } => {
-                write!(f, "key {key:?} given twice (first on line {first_line})")
-            }
-            PolicyError::MissingKey { key } => write!(f, "missing required key {key:?}"),
-            PolicyError::WrongType { expected, found } => {
-                write!(f, "expected {expected}, found {found}")
-            }
-            PolicyError::NonStringKey { found } => {
-                write!(f, "keys must be strings, found {found}")
-            }
-            PolicyError::Unsupported(construct) => write!(f, "{construct}"),
-            PolicyError::InvalidAction { found } => write!(
-                f,
-                "invalid action {found:?} (expected \"Allow\", \"Audit\" or \"Block\")"
-            ),
-            PolicyError::SeverityOutOfRange { found } => {
-                write!(f, "severity {found} is out of range (1 to 10)")
-            }
-            PolicyError::InvalidPolicyName { name } => write!(
-                f,
-                "invalid policy name {name:?}: use lower-case letters, digits, '-' and '.', \
-                 starting and ending with a letter or digit (a Kubernetes object name)"
-            ),
-            PolicyError::TextTooLong {
-                what,
-                length,
-                limit,
-            } => write!(
-                f,
-                "{what} is {length} bytes long; alerts carry at most {limit} bytes"
-            ),
-            PolicyError::InvalidTag { tag } => write!(
-                f,
-                "invalid tag {tag:?}: tags must be non-empty and contain no ',' (alerts join them with commas)"
-            ),
-            PolicyError::NotAbsolute { path } => write!(f, "{path:?} is not an absolute path"),
-            PolicyError::NotNormalized { path } => write!(
-                f,
-                "{path:?} is not a normalized path: \"//\", \".\" and \"..\" never match the \
-                 resolved paths the kernel sees"
-            ),
-            PolicyError::PathHasTrailingSlash { path } => write!(
-                f,
-                "{path:?} ends with '/': name directories in matchDirectories"
-            ),
-            PolicyError::DirectoryWithoutTrailingSlash { dir } => {
-                write!(f, "directory {dir:?} must end with '/'")
-            }
-            PolicyError::PathTooLong { path, limit } => write!(
-                f,
-                "path {path:?} is {} bytes long; the kernel's limit is {limit}",
-                path.len()
-            ),
-            PolicyError::NulInPath { path } => write!(f, "path {path:?} contains a NUL character"),
-            PolicyError::InvalidPattern(problem) => write!(f, "{problem}"),
-            PolicyError::PatternNotEnforceable { pattern, reason } => {
-                write!(f, "pattern {pattern:?} cannot be enforced: {reason}")
-            }
-            PolicyError::UnknownProtocol { found } => write!(
-                f,
-                "unknown protocol {found:?} (expected tcp, udp, icmp or raw, or the same in upper case)"
-            ),
-            PolicyError::UnknownCapability { found, suggestion } => {
-                write!(f, "unknown capability {found:?}")?;
-                match suggestion {
-                    Some(s) => write!(f, " (did you mean {s:?}? capabilities are written in lower case without CAP_)"),
-                    None => f.write_str(
-                        " (expected a Linux capability name in lower case without CAP_, such as net_raw or sys_admin)",
-                    ),
-                }
-            }
-            PolicyError::UnsupportedSyscall { found } => write!(
-                f,
-                "syscall {found:?} is not supported: edgearmor enforces setuid, setgid, setreuid, \
-                 setregid, setresuid, setresgid, setfsuid and setfsgid"
-            ),
-            PolicyError::AllowInSyscalls { set_at } => write!(
-                f,
-                "action Allow (from {set_at}) is not supported for syscalls: setid rules Audit or Block"
-            ),
-            PolicyError::EmptyList { key } => {
-                write!(f, "{key:?} is empty: list at least one entry, or leave the key out")
-            }
-            PolicyError::EmptySection { section, matchers } => write!(
-                f,
-                "the {section} section has no rules (give {})",
-                one_of(matchers)
-            ),
-            PolicyError::NoRules => f.write_str(
-                "the policy has no rules: give at least one of process, file, network, capabilities, syscalls",
-            ),
-            PolicyError::MissingHostnameLabel => f.write_str(
-                "matchLabels must contain \"kubearmor.io/hostname\" (\"*\" for every host, or a host name)",
-            ),
-            PolicyError::UnsupportedNodeLabel { label } => write!(
-                f,
-                "node label {label:?} is not supported: edgearmor selects hosts by \
-                 \"kubearmor.io/hostname\" (or \"kubernetes.io/hostname\") only"
-            ),
-            PolicyError::InvalidHostname { found } => {
-                write!(f, "{found:?} is neither \"*\" nor a host name")
-            }
-            PolicyError::ConflictingHostnames { first, second } => write!(
-                f,
-                "host name {second:?} contradicts {first:?}: the policy could select no host"
-            ),
-            PolicyError::DuplicatePolicyName {
-                name,
-                first_file,
-                first_line,
-            } => write!(
-                f,
-                "policy {name:?} is already defined at {}:{first_line}",
-                first_file.display()
-            ),
-        }
+/// What follows an unknown key: the likely intended one, or every accepted one.
+fn key_hint(expected: &[&str], suggestion: &Option<&str>) -> String {
+    match suggestion {
+        Some(s) => format!("did you mean {s:?}?"),
+        None => format!("expected one of: {}", expected.join(", ")),
     }
 }
 
-impl std::error::Error for PolicyError {}
+/// What follows an unknown capability: the likely intended one, or the spelling rule.
+fn capability_hint(suggestion: &Option<&str>) -> String {
+    match suggestion {
+        Some(s) => {
+            format!("did you mean {s:?}? capabilities are written in lower case without CAP_")
+        }
+        None => "expected a Linux capability name in lower case without CAP_, such as net_raw \
+                 or sys_admin"
+            .to_string(),
+    }
+}
 
 /// `a`, `a or b`, `a, b or c`.
 fn one_of(words: &[&str]) -> String {

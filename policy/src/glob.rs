@@ -42,55 +42,25 @@ pub enum GlobToken {
 }
 
 /// Why a pattern could not be parsed; carries the offending pattern.
-#[derive(Clone, Debug, PartialEq, Eq)]
+#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
 pub enum GlobError {
-    UnclosedCharClass {
-        pattern: String,
-    },
+    #[error("pattern {pattern:?} has a \"[\" without its \"]\"")]
+    UnclosedCharClass { pattern: String },
     /// A range whose start is after its end, such as `[z-a]`.
+    #[error("pattern {pattern:?} has the range {start}-{end}, whose start is after its end")]
     ReversedRange {
         pattern: String,
         start: char,
         end: char,
     },
-    TrailingBackslash {
-        pattern: String,
-    },
-    BraceAlternatives {
-        pattern: String,
-    },
+    #[error("pattern {pattern:?} ends with an unfinished \"\\\" escape")]
+    TrailingBackslash { pattern: String },
+    #[error(
+        "pattern {pattern:?} uses {{...}} alternatives, which are not supported: \
+         write one pattern per alternative (or escape the brace as \\{{)"
+    )]
+    BraceAlternatives { pattern: String },
 }
-
-impl fmt::Display for GlobError {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        match self {
-            GlobError::UnclosedCharClass { pattern } => {
-                write!(f, "pattern {pattern:?} has a \"[\" without its \"]\"")
-            }
-            GlobError::ReversedRange {
-                pattern,
-                start,
-                end,
-            } => write!(
-                f,
-                "pattern {pattern:?} has the range {start}-{end}, whose start is after its end"
-            ),
-            GlobError::TrailingBackslash { pattern } => {
-                write!(
-                    f,
-                    "pattern {pattern:?} ends with an unfinished \"\\\" escape"
-                )
-            }
-            GlobError::BraceAlternatives { pattern } => write!(
-                f,
-                "pattern {pattern:?} uses {{...}} alternatives, which are not supported: \
-                 write one pattern per alternative (or escape the brace as \\{{)"
-            ),
-        }
-    }
-}
-
-impl std::error::Error for GlobError {}
 
 /// A parsed pattern. Equality and hashing follow the pattern text.
 #[derive(Clone, Debug, PartialEq, Eq, Hash)]
@@ -534,8 +504,10 @@ mod tests {
     }
 }
 
-/// Longest pattern remainder (in tokens) the kernel matches.
-pub const KERNEL_GLOB_CAP: usize = 64;
+/// Longest pattern remainder (in tokens) the kernel matches: the probes' `GLOB_CAP`.
+pub const KERNEL_GLOB_CAP: usize = edgearmor_probe_abi::GLOB_CAP;
+// The refusal in `Glob::kernel_form` states the cap in words.
+const _: () = assert!(KERNEL_GLOB_CAP == 64);
 
 /// One token of [`KernelGlob::tokens`].
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]

@@ -70,7 +70,7 @@ pub use model::{
     PolicySection,
 };
 pub use vocabulary::{
-    Action, Capability, DefaultPosture, NetworkProtocol, SetidFlavour, SetidKind, SetidSyscall,
+    Action, Capability, DefaultPosture, NetworkProtocol, SetIdSyscall, SetidFlavour, SetidKind,
     Severity,
 };
 pub use yaml_tree::Position;

@@ -5,7 +5,7 @@
 use std::path::PathBuf;
 
 use crate::glob::Glob;
-use crate::vocabulary::{Action, Capability, NetworkProtocol, SetidSyscall, Severity};
+use crate::vocabulary::{Action, Capability, NetworkProtocol, SetIdSyscall, Severity};
 use crate::yaml_tree::Position;
 
 /// The `severity`, `tags`, `message` and `action` one level of a policy sets.
@@ -119,7 +119,7 @@ pub struct HostPolicy {
     pub network: Option<PolicySection<NetworkProtocol>>,
     pub capabilities: Option<PolicySection<Capability>>,
     /// `syscalls.matchSyscalls`, one rule per setid syscall.
-    pub syscalls: Option<PolicySection<SetidSyscall>>,
+    pub syscalls: Option<PolicySection<SetIdSyscall>>,
 }
 
 impl HostPolicy {

@@ -6,8 +6,14 @@
 use crate::diagnostic::PolicyError;
 use crate::glob::Glob;
 
-/// Linux's `PATH_MAX` (4096) less the terminating NUL.
-pub const MAX_PATH_BYTES: usize = 4095;
+/// The longest path accepted: Linux's `PATH_MAX` (4096) less the terminating NUL,
+/// the longest path the kernel resolves at all.
+///
+/// Not the probes' limit: they resolve and hash paths of at most
+/// [`MAX_HASHED_PATH_BYTES`], and the agent skips (with a note) a rule whose path is
+/// longer once resolved. Both limits come from `edgearmor-probe-abi`.
+pub const MAX_PATH_BYTES: usize = edgearmor_probe_abi::MAX_KERNEL_PATH_BYTES;
+pub use edgearmor_probe_abi::MAX_HASHED_PATH_BYTES;
 
 /// An executable or file path (`matchPaths[].path`, `fromSource[].path`).
 pub(crate) fn check_exact_path(path: &str) -> Result<(), PolicyError> {

@@ -1,9 +1,12 @@
 //! The closed sets of words a policy may use: actions, severities, default
 //! postures, network protocols, Linux capabilities and the setid syscalls, each
-//! with its spelling in KubeArmor YAML and the number the kernel uses.
+//! with its spelling in KubeArmor YAML and the number the kernel uses. The setid
+//! family is defined in `edgearmor-wire` (its wire encoding) and re-exported here.
 
 use std::fmt;
 use std::str::FromStr;
+
+use serde::Deserialize;
 
 /// What a matching rule does. KubeArmor spells these capitalised in YAML and alerts.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
@@ -77,9 +80,18 @@ impl fmt::Display for Severity {
 
 /// What a class in allow-list mode does with everything its `Allow` rules do not
 /// cover (reported as `PolicyName: DefaultPosture`). Configured by the operator,
-/// not by policies.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+/// not by policies: the agent's `[posture]` table deserializes into it (`audit` or
+/// `block`, `audit` when unset).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash, Deserialize)]
+// Named in serde's messages as the agent's config has always printed it
+// (`expected enum Posture`).
+#[serde(
+    rename = "Posture",
+    expecting = "enum Posture",
+    rename_all = "lowercase"
+)]
 pub enum DefaultPosture {
+    #[default]
     Audit,
     Block,
 }
@@ -100,20 +112,9 @@ impl fmt::Display for DefaultPosture {
 }
 
 /// The text was neither `audit` nor `block`.
-#[derive(Clone, Debug, PartialEq, Eq)]
+#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
+#[error("unknown default posture {0:?} (expected \"audit\" or \"block\")")]
 pub struct UnknownPosture(pub String);
-
-impl fmt::Display for UnknownPosture {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(
-            f,
-            "unknown default posture {:?} (expected \"audit\" or \"block\")",
-            self.0
-        )
-    }
-}
-
-impl std::error::Error for UnknownPosture {}
 
 impl FromStr for DefaultPosture {
     type Err = UnknownPosture;
@@ -266,98 +267,9 @@ impl fmt::Display for Capability {
     }
 }
 
-/// A syscall that changes a process's user or group ids; the kernel funnels all of
-/// them through `task_fix_setuid` / `task_fix_setgid`, which is where edgearmor
-/// enforces `syscalls` rules.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
-pub enum SetidSyscall {
-    Setuid,
-    Setgid,
-    Setreuid,
-    Setregid,
-    Setresuid,
-    Setresgid,
-    Setfsuid,
-    Setfsgid,
-}
-
-/// Which id a setid syscall changes.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
-pub enum SetidKind {
-    User,
-    Group,
-}
-
-/// Which family of setid syscall, as the kernel's `LSM_SETID_*` flags tell them apart.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
-pub enum SetidFlavour {
-    /// `setuid`/`setgid` (`LSM_SETID_ID`).
-    Id,
-    /// `setre*id` (`LSM_SETID_RE`).
-    Re,
-    /// `setres*id` (`LSM_SETID_RES`).
-    Res,
-    /// `setfs*id` (`LSM_SETID_FS`).
-    Fs,
-}
-
-impl SetidSyscall {
-    pub const ALL: [SetidSyscall; 8] = [
-        SetidSyscall::Setuid,
-        SetidSyscall::Setgid,
-        SetidSyscall::Setreuid,
-        SetidSyscall::Setregid,
-        SetidSyscall::Setresuid,
-        SetidSyscall::Setresgid,
-        SetidSyscall::Setfsuid,
-        SetidSyscall::Setfsgid,
-    ];
-
-    pub fn as_str(self) -> &'static str {
-        match self {
-            SetidSyscall::Setuid => "setuid",
-            SetidSyscall::Setgid => "setgid",
-            SetidSyscall::Setreuid => "setreuid",
-            SetidSyscall::Setregid => "setregid",
-            SetidSyscall::Setresuid => "setresuid",
-            SetidSyscall::Setresgid => "setresgid",
-            SetidSyscall::Setfsuid => "setfsuid",
-            SetidSyscall::Setfsgid => "setfsgid",
-        }
-    }
-
-    pub fn from_yaml(word: &str) -> Option<SetidSyscall> {
-        Self::ALL.into_iter().find(|s| s.as_str() == word)
-    }
-
-    pub fn kind(self) -> SetidKind {
-        match self {
-            SetidSyscall::Setuid
-            | SetidSyscall::Setreuid
-            | SetidSyscall::Setresuid
-            | SetidSyscall::Setfsuid => SetidKind::User,
-            SetidSyscall::Setgid
-            | SetidSyscall::Setregid
-            | SetidSyscall::Setresgid
-            | SetidSyscall::Setfsgid => SetidKind::Group,
-        }
-    }
-
-    pub fn flavour(self) -> SetidFlavour {
-        match self {
-            SetidSyscall::Setuid | SetidSyscall::Setgid => SetidFlavour::Id,
-            SetidSyscall::Setreuid | SetidSyscall::Setregid => SetidFlavour::Re,
-            SetidSyscall::Setresuid | SetidSyscall::Setresgid => SetidFlavour::Res,
-            SetidSyscall::Setfsuid | SetidSyscall::Setfsgid => SetidFlavour::Fs,
-        }
-    }
-}
-
-impl fmt::Display for SetidSyscall {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(self.as_str())
-    }
-}
+/// The setid syscalls a `syscalls` section names: one definition, shared with the
+/// wire format and the probes' kernel kinds (see [`edgearmor_wire::setid`]).
+pub use edgearmor_wire::setid::{SetIdSyscall, SetidFlavour, SetidKind};
 
 #[cfg(test)]
 mod tests {
@@ -408,12 +320,12 @@ mod tests {
     #[test]
     fn setid_syscalls_know_kind_and_flavour() {
         assert_eq!(
-            SetidSyscall::from_yaml("setresgid"),
-            Some(SetidSyscall::Setresgid)
+            SetIdSyscall::from_name("setresgid"),
+            Some(SetIdSyscall::Setresgid)
         );
-        assert_eq!(SetidSyscall::Setresgid.kind(), SetidKind::Group);
-        assert_eq!(SetidSyscall::Setfsuid.flavour(), SetidFlavour::Fs);
-        assert_eq!(SetidSyscall::from_yaml("setuid32"), None);
+        assert_eq!(SetIdSyscall::Setresgid.kind(), SetidKind::Group);
+        assert_eq!(SetIdSyscall::Setfsuid.flavour(), SetidFlavour::Fs);
+        assert_eq!(SetIdSyscall::from_name("setuid32"), None);
     }
 
     #[test]

@@ -5,7 +5,7 @@ use std::path::{Path, PathBuf};
 
 use edgearmor_policy::{
     Action, CompiledPolicySet, DefaultPosture, DefaultPostures, FileMatcher, HostPolicy,
-    HostSelector, NetworkProtocol, PathMatcher, PolicyError, SetidSyscall, check_policy_paths,
+    HostSelector, NetworkProtocol, PathMatcher, PolicyError, SetIdSyscall, check_policy_paths,
     compile, load_policy_directory, parse_policy_text, read_policy_file,
 };
 
@@ -162,7 +162,7 @@ fn several_documents_per_file() {
     assert_eq!(capabilities, [13, 12, 39]);
     // Duplicates in a syscall list collapse.
     let syscalls: Vec<_> = set.setid.iter().map(|r| r.matcher).collect();
-    assert_eq!(syscalls, [SetidSyscall::Setuid, SetidSyscall::Setresgid]);
+    assert_eq!(syscalls, [SetIdSyscall::Setuid, SetIdSyscall::Setresgid]);
     assert!(set.setid.iter().all(|r| r.action == Action::Audit));
 
     let file_targets: Vec<_> = set
@@ -377,7 +377,7 @@ fn the_shipped_policies_compile_to_what_the_issue_asks_for() {
     );
 
     // sshd: every setid syscall blocked, only from sshd.
-    assert_eq!(set.setid.len(), SetidSyscall::ALL.len());
+    assert_eq!(set.setid.len(), SetIdSyscall::ALL.len());
     assert!(
         set.setid
             .iter()

@@ -20,6 +20,10 @@ use heapless::{String, Vec};
 use postcard::experimental::max_size::MaxSize;
 use serde::{Deserialize, Serialize};
 
+pub mod setid;
+
+pub use setid::{SetIdSyscall, SetidFlavour, SetidKind};
+
 /// The first byte of every payload.
 pub const WIRE_VERSION: u8 = 1;
 /// Events per [`Batch`]. Bounds keep every message small enough to decode on a
@@ -27,8 +31,10 @@ pub const WIRE_VERSION: u8 = 1;
 pub const MAX_BATCH_EVENTS: usize = 32;
 /// Policies per [`PolicyTable`] message; larger sets are sent in several parts.
 pub const MAX_POLICIES_PER_TABLE: usize = 16;
-/// Bytes of a path (executables, files).
+/// Bytes of a path (executables, files). A wire bound (it only grows with a version
+/// bump), not the probes' limit, which it must cover.
 pub const PATH_LEN: usize = 256;
+const _: () = assert!(PATH_LEN >= edgearmor_probe_abi::MAX_HASHED_PATH_BYTES);
 
 pub type Path = String<PATH_LEN>;
 
@@ -132,35 +138,6 @@ pub enum Data {
     Lsm(LsmHook),
     /// `syscall=SYS_EXECVE`.
     Execve,
-}
-
-/// Append-only.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize, MaxSize)]
-pub enum SetIdSyscall {
-    Setuid,
-    Setgid,
-    Setreuid,
-    Setregid,
-    Setresuid,
-    Setresgid,
-    Setfsuid,
-    Setfsgid,
-}
-
-impl SetIdSyscall {
-    /// KubeArmor's name, e.g. `SYS_SETGID`.
-    pub fn kubearmor_name(self) -> &'static str {
-        match self {
-            SetIdSyscall::Setuid => "SYS_SETUID",
-            SetIdSyscall::Setgid => "SYS_SETGID",
-            SetIdSyscall::Setreuid => "SYS_SETREUID",
-            SetIdSyscall::Setregid => "SYS_SETREGID",
-            SetIdSyscall::Setresuid => "SYS_SETRESUID",
-            SetIdSyscall::Setresgid => "SYS_SETRESGID",
-            SetIdSyscall::Setfsuid => "SYS_SETFSUID",
-            SetIdSyscall::Setfsgid => "SYS_SETFSGID",
-        }
-    }
 }
 
 /// Append-only.

@@ -33,7 +33,7 @@ impl PolicyState {
         key: [u64; 2],
         bundle_dir: Option<PathBuf>,
     ) -> Self {
-        let postures = config.posture.compiler_postures();
+        let postures = config.posture;
         let mut paths = config.policies.clone();
         paths.extend(bundle_dir);
         let source = (!paths.is_empty()).then(|| PolicySource::new(paths, hostname, postures));

@@ -16,11 +16,8 @@
 use std::fmt;
 use std::path::{Path, PathBuf};
 
-use edgearmor_probe_abi::{ExePath, PATH_CAP};
-
-/// Every syscall family of one kind (bits of `edgearmor_probe_abi::setid_bit`).
-const SETID_ALL_UID: u32 = 0x0f;
-const SETID_ALL_GID: u32 = 0xf0;
+use edgearmor_probe_abi::{ExePath, MAX_HASHED_PATH_BYTES};
+use edgearmor_wire::SetidKind;
 use serde::Deserialize;
 
 /// Policy name used when a rule does not name one.
@@ -116,8 +113,7 @@ impl fmt::Display for RuleError {
             }
             RuleError::TooLong { origin, executable } => write!(
                 f,
-                "{origin}: executable `{executable}` is longer than {} bytes",
-                PATH_CAP - 1
+                "{origin}: executable `{executable}` is longer than {MAX_HASHED_PATH_BYTES} bytes"
             ),
             RuleError::UnknownOperation { origin, operation } => write!(
                 f,
@@ -274,8 +270,8 @@ impl SetidRuleSet {
 
 fn operation_mask(origin: &str, op: &str) -> Result<u32, RuleError> {
     match op {
-        "setuid" => Ok(SETID_ALL_UID),
-        "setgid" => Ok(SETID_ALL_GID),
+        "setuid" => Ok(SetidKind::User.kernel_mask()),
+        "setgid" => Ok(SetidKind::Group.kernel_mask()),
         other => Err(RuleError::UnknownOperation {
             origin: origin.to_owned(),
             operation: other.to_owned(),
@@ -302,6 +298,9 @@ fn check_executable(origin: &str, executable: &str) -> Result<(), RuleError> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    const SETID_ALL_UID: u32 = 0x0f;
+    const SETID_ALL_GID: u32 = 0xf0;
 
     fn parse(text: &str) -> Result<SetidRuleSet, RuleError> {
         let mut set = SetidRuleSet::default();

@@ -6,24 +6,10 @@ use std::fmt;
 use edgearmor_probe_abi::{
     ACCESS_READ, ACCESS_UNLINK, ACCESS_WRITE, ACTION_AUDIT, ACTION_BLOCK, CLASS_CAPABILITY,
     CLASS_FILE, CLASS_NETWORK, CLASS_PROCESS, CLASS_SETID, DecisionEvent, EXE_FLAG_TOO_LONG,
-    ExePath, ExecEvent, LSM_SETID_FS, LSM_SETID_ID, LSM_SETID_RE, LSM_SETID_RES, PATH_CAP,
-    POLICY_DEFAULT_POSTURE, SETID_KIND_GID, SETID_KIND_UID, VERDICT_AUDITED, VERDICT_DENIED,
+    ExePath, ExecEvent, MAX_HASHED_PATH_BYTES, POLICY_DEFAULT_POSTURE, VERDICT_AUDITED,
+    VERDICT_DENIED,
 };
-
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum SetidKind {
-    Uid,
-    Gid,
-}
-
-/// Which syscall family asked for the change (the kernel's `LSM_SETID_*` flags).
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum SetidSyscall {
-    Id,
-    Re,
-    Res,
-    Fs,
-}
+use edgearmor_wire::{SetIdSyscall, SetidFlavour, SetidKind};
 
 /// What was acted on, by class.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -45,8 +31,7 @@ pub enum Subject {
         cap: u32,
     },
     Setid {
-        kind: SetidKind,
-        syscall: SetidSyscall,
+        syscall: SetIdSyscall,
         requested_id: u32,
     },
 }
@@ -77,24 +62,6 @@ pub struct Decision {
     pub parent_exe: String,
     /// The file or executable acted on (exec and file decisions).
     pub target: String,
-}
-
-impl SetidSyscall {
-    /// KubeArmor's syscall name, e.g. `SYS_SETGID`, `SYS_SETRESUID`.
-    pub fn name(self, kind: SetidKind) -> &'static str {
-        use SetidKind::*;
-        use SetidSyscall::*;
-        match (kind, self) {
-            (Uid, Id) => "SYS_SETUID",
-            (Uid, Re) => "SYS_SETREUID",
-            (Uid, Res) => "SYS_SETRESUID",
-            (Uid, Fs) => "SYS_SETFSUID",
-            (Gid, Id) => "SYS_SETGID",
-            (Gid, Re) => "SYS_SETREGID",
-            (Gid, Res) => "SYS_SETRESGID",
-            (Gid, Fs) => "SYS_SETFSGID",
-        }
-    }
 }
 
 #[derive(Debug, PartialEq, Eq)]
@@ -128,27 +95,17 @@ fn path_string(p: &ExePath) -> String {
     if p.flags & EXE_FLAG_TOO_LONG != 0 {
         return String::new();
     }
-    let len = (p.len as usize).min(PATH_CAP - 1);
+    let len = (p.len as usize).min(MAX_HASHED_PATH_BYTES);
     let bytes: Vec<u8> = (0..len).map(|i| p.byte_at(i)).collect();
     String::from_utf8_lossy(&bytes).into_owned()
 }
 
 fn setid_subject(detail: [u32; 4]) -> Result<Subject, EventDecodeError> {
-    let kind = match detail[0] {
-        SETID_KIND_UID => SetidKind::Uid,
-        SETID_KIND_GID => SetidKind::Gid,
-        k => return Err(EventDecodeError::Kind(k)),
-    };
-    let syscall = match detail[1] {
-        LSM_SETID_ID => SetidSyscall::Id,
-        LSM_SETID_RE => SetidSyscall::Re,
-        LSM_SETID_RES => SetidSyscall::Res,
-        LSM_SETID_FS => SetidSyscall::Fs,
-        f => return Err(EventDecodeError::Flags(f)),
-    };
+    let kind = SetidKind::from_kernel_kind(detail[0]).ok_or(EventDecodeError::Kind(detail[0]))?;
+    let flavour =
+        SetidFlavour::from_lsm_flags(detail[1]).ok_or(EventDecodeError::Flags(detail[1]))?;
     Ok(Subject::Setid {
-        kind,
-        syscall,
+        syscall: SetIdSyscall::of(kind, flavour),
         requested_id: detail[2],
     })
 }
@@ -247,6 +204,7 @@ impl TryFrom<&[u8]> for ExecReport {
 #[cfg(test)]
 pub(crate) mod tests {
     use super::*;
+    use edgearmor_probe_abi::{LSM_SETID_ID, SETID_KIND_GID, SETID_KIND_UID};
 
     pub(crate) fn raw_event(class: u32, detail: [u32; 4]) -> DecisionEvent {
         DecisionEvent {
@@ -288,10 +246,10 @@ pub(crate) mod tests {
             .expect("valid");
         assert_eq!(d.exe, "/usr/sbin/sshd");
         assert_eq!(d.parent_exe, "/bin/busybox");
-        let Subject::Setid { kind, syscall, .. } = d.subject else {
+        let Subject::Setid { syscall, .. } = d.subject else {
             panic!("setid")
         };
-        assert_eq!(syscall.name(kind), "SYS_SETGID");
+        assert_eq!(syscall.kubearmor_name(), "SYS_SETGID");
         assert!(d.denied);
         assert_eq!(d.decided_by, DecidedBy::Policy(0));
     }

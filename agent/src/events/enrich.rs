@@ -3,11 +3,10 @@
 //! time comes from the kernel's boot-time stamp plus the offset measured at start.
 
 use edgearmor_wire::{
-    Action, Alert, Data, Event, EventBody, LsmHook, Operation, Outcome, PolicyRef, SetIdSyscall,
-    Source,
+    Action, Alert, Data, Event, EventBody, LsmHook, Operation, Outcome, PolicyRef, Source,
 };
 
-use crate::events::decode::{DecidedBy, Decision, SetidKind, SetidSyscall, Subject};
+use crate::events::decode::{DecidedBy, Decision, Subject};
 
 /// Copies `s` into a bounded wire string, cutting at a char boundary if it is longer
 /// (kernel paths and validated rule metadata already fit their capacities).
@@ -19,21 +18,6 @@ pub fn bounded<const N: usize>(s: &str) -> heapless::String<N> {
         }
     }
     out
-}
-
-fn wire_syscall(kind: SetidKind, syscall: SetidSyscall) -> SetIdSyscall {
-    use SetidKind::*;
-    use SetidSyscall::*;
-    match (kind, syscall) {
-        (Uid, Id) => SetIdSyscall::Setuid,
-        (Uid, Re) => SetIdSyscall::Setreuid,
-        (Uid, Res) => SetIdSyscall::Setresuid,
-        (Uid, Fs) => SetIdSyscall::Setfsuid,
-        (Gid, Id) => SetIdSyscall::Setgid,
-        (Gid, Re) => SetIdSyscall::Setregid,
-        (Gid, Res) => SetIdSyscall::Setresgid,
-        (Gid, Fs) => SetIdSyscall::Setfsgid,
-    }
 }
 
 /// KubeArmor's socket description, e.g. `domain=AF_INET type=SOCK_RAW protocol=1`.
@@ -109,14 +93,13 @@ pub fn decision_event(d: &Decision, boottime_to_unix_ns: i128) -> Event {
             Outcome::OperationNotPermitted,
         ),
         Subject::Setid {
-            kind,
             syscall,
             requested_id,
         } => (
             Operation::Syscall,
             heapless::String::new(),
             Data::SetId {
-                syscall: wire_syscall(*kind, *syscall),
+                syscall: *syscall,
                 id: *requested_id,
             },
             Outcome::OperationNotPermitted,
@@ -201,6 +184,7 @@ mod tests {
         CLASS_CAPABILITY, CLASS_PROCESS, ExePath, LSM_SETID_ID, LSM_SETID_RES, SETID_KIND_GID,
         SETID_KIND_UID,
     };
+    use edgearmor_wire::SetIdSyscall;
 
     #[test]
     fn setgid_decision_becomes_a_blocking_syscall_alert() {

@@ -17,19 +17,17 @@ use std::fmt;
 
 use edgearmor_policy::{
     Action, CompiledPolicySet, CompiledRule, DefaultPosture, FileMatcher, KernelGlobToken,
-    NetworkProtocol, PathMatcher, PolicyId, RuleClass, SetidFlavour, SetidKind,
+    NetworkProtocol, PathMatcher, PolicyId, RuleClass,
 };
 use edgearmor_probe_abi::{
     ACTION_ALLOW, ACTION_AUDIT, ACTION_BLOCK, ANY_SOURCE, CLASS_CAPABILITY, CLASS_FILE,
     CLASS_NETWORK, CLASS_PROCESS, CLASS_SETID, GLOB_ANY_BYTE, GLOB_CAP, GLOB_LITERAL, GLOB_STAR,
-    GLOBS_PER_KEY, GlobList, GlobRule, ITEM_ICMP, ITEM_RAW, ITEM_TCP, ITEM_UDP, LSM_SETID_FS,
-    LSM_SETID_ID, LSM_SETID_RE, LSM_SETID_RES, MATCH_ALLOW_LIST, MATCH_DIRECTORY, MATCH_EXACT,
-    MATCH_ITEM, MATCH_RECURSIVE, PATH_CAP, POLICY_DEFAULT_POSTURE, PREFIX_DIRECTORY,
-    PREFIX_PATTERN, PREFIX_RECURSIVE, PrefixKey, RuleKey, RuleValue, SETID_KIND_GID,
-    SETID_KIND_UID, SLOT_READ, SLOT_WRITE, Verdict, class_bit, item_capability, item_setid,
-    path_hash, setid_bit,
+    GLOBS_PER_KEY, GlobList, GlobRule, ITEM_ICMP, ITEM_RAW, ITEM_TCP, ITEM_UDP, MATCH_ALLOW_LIST,
+    MATCH_DIRECTORY, MATCH_EXACT, MATCH_ITEM, MATCH_RECURSIVE, MAX_HASHED_PATH_BYTES,
+    POLICY_DEFAULT_POSTURE, PREFIX_DIRECTORY, PREFIX_PATTERN, PREFIX_RECURSIVE, PrefixKey, RuleKey,
+    RuleValue, SLOT_READ, SLOT_WRITE, Verdict, class_bit, item_capability, item_setid, path_hash,
 };
-use edgearmor_wire::PolicyMeta;
+use edgearmor_wire::{PolicyMeta, SetIdSyscall};
 
 use crate::control::policy_table::PolicyCatalog;
 use crate::control::setid_rules::SetidRuleSet;
@@ -106,7 +104,10 @@ impl KernelRuleSet {
             let Some(source) = b.source_hash(rule.executable.as_deref(), &rule.policy) else {
                 continue;
             };
-            for bit in 0..8u32 {
+            for bit in SetIdSyscall::ALL
+                .into_iter()
+                .filter_map(SetIdSyscall::kernel_bit)
+            {
                 let mask = 1 << bit;
                 let action = if rule.deny_mask & mask != 0 {
                     ACTION_BLOCK
@@ -191,17 +192,7 @@ impl KernelRuleSet {
             let Some(id) = meta(catalog, rule.policy_id) else {
                 continue;
             };
-            let kind = match rule.matcher.kind() {
-                SetidKind::User => SETID_KIND_UID,
-                SetidKind::Group => SETID_KIND_GID,
-            };
-            let flags = match rule.matcher.flavour() {
-                SetidFlavour::Id => LSM_SETID_ID,
-                SetidFlavour::Re => LSM_SETID_RE,
-                SetidFlavour::Res => LSM_SETID_RES,
-                SetidFlavour::Fs => LSM_SETID_FS,
-            };
-            let Some(bit) = setid_bit(kind, flags) else {
+            let Some(bit) = rule.matcher.kernel_bit() else {
                 continue;
             };
             // Allow is refused for syscalls by the policy checker.
@@ -328,13 +319,12 @@ impl Builder<'_> {
     /// note) when it is too long to ever match.
     fn kernel_hash(&mut self, path: &str, policy: &str, what: &str) -> Option<u64> {
         let real = self.resolver.kernel_path(path);
-        if real.len() >= PATH_CAP {
+        if real.len() > MAX_HASHED_PATH_BYTES {
             self.set.skipped.push(SkippedRule {
                 policy: policy.to_owned(),
                 rule: what.to_owned(),
                 reason: format!(
-                    "{real} is longer than {} bytes, which the kernel never matches",
-                    PATH_CAP - 1
+                    "{real} is longer than {MAX_HASHED_PATH_BYTES} bytes, which the kernel never matches"
                 ),
             });
             return None;
@@ -354,11 +344,11 @@ impl Builder<'_> {
             let r = self.resolver.kernel_path(trimmed);
             if r.ends_with('/') { r } else { format!("{r}/") }
         };
-        if real.len() >= PATH_CAP {
+        if real.len() > MAX_HASHED_PATH_BYTES {
             self.set.skipped.push(SkippedRule {
                 policy: policy.to_owned(),
                 rule: dir.to_owned(),
-                reason: format!("{real} is longer than {} bytes", PATH_CAP - 1),
+                reason: format!("{real} is longer than {MAX_HASHED_PATH_BYTES} bytes"),
             });
             return None;
         }
@@ -510,7 +500,9 @@ impl Builder<'_> {
 mod tests {
     use super::*;
     use edgearmor_policy::{DefaultPostures, compile, parse_policy_text};
-    use edgearmor_probe_abi::{ACTION_NONE, PREFIX_DIRECTORY, SipState};
+    use edgearmor_probe_abi::{
+        ACTION_NONE, LSM_SETID_ID, PREFIX_DIRECTORY, SETID_KIND_GID, SipState, setid_bit,
+    };
     use std::path::Path;
 
     const KEY: [u64; 2] = [11, 22];

@@ -30,7 +30,7 @@ use crate::model::{
     FileMatcher, HostPolicy, HostSelector, MetadataOverrides, PathMatcher, PolicyRule,
     PolicySection,
 };
-use crate::vocabulary::{Action, Capability, NetworkProtocol, SetidSyscall};
+use crate::vocabulary::{Action, Capability, NetworkProtocol, SetIdSyscall};
 use crate::yaml_tree::{Node, Position};
 
 use rules::PathSection;
@@ -253,7 +253,7 @@ impl SchemaChecker<'_> {
     /// Setid rules cannot allow (there is no setid allow-list), whichever level said so.
     fn check_no_allow_for_syscalls(
         &mut self,
-        syscalls: &PolicySection<SetidSyscall>,
+        syscalls: &PolicySection<SetIdSyscall>,
         policy_overrides: &MetadataOverrides,
         spec_path: &YamlPath,
         syscalls_path: &YamlPath,
@@ -360,7 +360,7 @@ pub(super) struct Sections {
     file: Option<PolicySection<FileMatcher>>,
     network: Option<PolicySection<NetworkProtocol>>,
     capabilities: Option<PolicySection<Capability>>,
-    syscalls: Option<PolicySection<SetidSyscall>>,
+    syscalls: Option<PolicySection<SetIdSyscall>>,
 }
 
 /// A Kubernetes object name (RFC 1123 subdomain): what `kubectl apply` accepts.

@@ -6,7 +6,7 @@ use crate::diagnostic::{ExpectedType, PolicyError, UnsupportedConstruct};
 use crate::glob::Glob;
 use crate::model::{FileMatcher, MetadataOverrides, PathMatcher, PolicyRule, PolicySection};
 use crate::path_rules::{check_directory, check_exact_path, parse_pattern};
-use crate::vocabulary::{Action, Capability, NetworkProtocol, SetidSyscall, Severity};
+use crate::vocabulary::{Action, Capability, NetworkProtocol, SetIdSyscall, Severity};
 use crate::yaml_tree::{Node, NodeValue};
 
 use super::yaml_reader::{Fields, SchemaChecker, YamlPath};
@@ -645,7 +645,7 @@ impl SchemaChecker<'_> {
         &mut self,
         node: &Node,
         path: &YamlPath,
-    ) -> Option<PolicySection<SetidSyscall>> {
+    ) -> Option<PolicySection<SetIdSyscall>> {
         const MATCHERS: &[&str] = &["matchSyscalls"];
         if node.value == NodeValue::Null {
             self.has_matchers(node, path, None, "syscalls", MATCHERS);
@@ -704,7 +704,7 @@ impl SchemaChecker<'_> {
         &mut self,
         fields: &Fields<'_>,
         path: &YamlPath,
-    ) -> Option<Vec<SetidSyscall>> {
+    ) -> Option<Vec<SetIdSyscall>> {
         let node = self.required(fields, "syscall", path)?;
         let list_path = path.key("syscall");
         let items = self.non_empty_sequence(node, &list_path, "syscall")?;
@@ -716,7 +716,7 @@ impl SchemaChecker<'_> {
                 all_valid = false;
                 continue;
             };
-            match SetidSyscall::from_yaml(&name) {
+            match SetIdSyscall::from_name(&name) {
                 Some(syscall) => {
                     if !syscalls.contains(&syscall) {
                         syscalls.push(syscall);

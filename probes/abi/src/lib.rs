@@ -703,6 +703,25 @@ pub fn path_hash(key: &[u64; 2], bytes: &[u8]) -> u64 {
     state.finish()
 }
 
+// ------------------------------------------------------------------ user-side limits
+//
+// Named here, next to the layout they follow from, for user space only (the probes
+// use none of them). Added at the end of the file so that nothing the probes compile
+// moves: line numbers end up in the BPF object's BTF line info.
+
+/// The longest path, in bytes without the NUL, the probes resolve and hash
+/// ([`PATH_CAP`] less the NUL): a rule path longer than this, after symlink
+/// resolution, can never match, and an executable longer than this has no identity.
+pub const MAX_HASHED_PATH_BYTES: usize = PATH_CAP - 1;
+
+/// Linux's `PATH_MAX`: the longest path, NUL included, the kernel resolves at all.
+pub const LINUX_PATH_MAX: usize = 4096;
+/// [`LINUX_PATH_MAX`] less the NUL: no longer path can name a file. Between
+/// [`MAX_HASHED_PATH_BYTES`] and this, a path is a real path the probes cannot match.
+pub const MAX_KERNEL_PATH_BYTES: usize = LINUX_PATH_MAX - 1;
+
+const _: () = assert!(MAX_HASHED_PATH_BYTES < MAX_KERNEL_PATH_BYTES);
+
 #[cfg(feature = "user")]
 mod user {
     // SAFETY (all impls below): each type is #[repr(C)], made only of integers (and
