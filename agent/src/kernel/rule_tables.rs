@@ -99,33 +99,7 @@ impl KernelRuleSet {
             resolver,
             policies,
         };
-        for rule in &setid.rules {
-            let id = catalog.intern(rule.policy_meta());
-            let Some(source) = b.source_hash(rule.executable.as_deref(), &rule.policy) else {
-                continue;
-            };
-            for bit in SetIdSyscall::ALL
-                .into_iter()
-                .filter_map(SetIdSyscall::kernel_bit)
-            {
-                let mask = 1 << bit;
-                let action = if rule.deny_mask & mask != 0 {
-                    ACTION_BLOCK
-                } else if rule.audit_mask & mask != 0 {
-                    ACTION_AUDIT
-                } else {
-                    continue;
-                };
-                b.add(
-                    (source, item_setid(bit), CLASS_SETID, MATCH_ITEM),
-                    read_only_value(Verdict {
-                        action,
-                        policy_id: id,
-                    }),
-                );
-            }
-        }
-
+        b.setid_rules(setid, catalog);
         let meta = |catalog: &mut PolicyCatalog, id: PolicyId| {
             policies.metadata(id).map(|m| {
                 catalog.intern(PolicyMeta {
@@ -136,80 +110,9 @@ impl KernelRuleSet {
                 })
             })
         };
-        b.class(
-            &policies.process,
-            CLASS_PROCESS,
-            catalog,
-            &meta,
-            |b, rule, v, src| {
-                b.path_rule(CLASS_PROCESS, &rule.matcher, read_only_value(v), src, rule)
-            },
-        );
-        b.class(
-            &policies.file,
-            CLASS_FILE,
-            catalog,
-            &meta,
-            |b, rule, v, src| {
-                b.path_rule(
-                    CLASS_FILE,
-                    &rule.matcher.target,
-                    file_value(&rule.matcher, v),
-                    src,
-                    rule,
-                )
-            },
-        );
-        b.class(
-            &policies.network,
-            CLASS_NETWORK,
-            catalog,
-            &meta,
-            |b, rule, v, src| {
-                let item = match rule.matcher {
-                    NetworkProtocol::Tcp => ITEM_TCP,
-                    NetworkProtocol::Udp => ITEM_UDP,
-                    NetworkProtocol::Icmp => ITEM_ICMP,
-                    NetworkProtocol::Raw => ITEM_RAW,
-                };
-                b.add((src, item, CLASS_NETWORK, MATCH_ITEM), read_only_value(v));
-            },
-        );
-        b.class(
-            &policies.capabilities,
-            CLASS_CAPABILITY,
-            catalog,
-            &meta,
-            |b, rule, v, src| {
-                let item = item_capability(u32::from(rule.matcher.number()));
-                b.add(
-                    (src, item, CLASS_CAPABILITY, MATCH_ITEM),
-                    read_only_value(v),
-                );
-            },
-        );
-        for rule in &policies.setid {
-            let Some(id) = meta(catalog, rule.policy_id) else {
-                continue;
-            };
-            let Some(bit) = rule.matcher.kernel_bit() else {
-                continue;
-            };
-            // Allow is refused for syscalls by the policy checker.
-            let action = match rule.action {
-                Action::Block => ACTION_BLOCK,
-                Action::Audit | Action::Allow => ACTION_AUDIT,
-            };
-            for src in b.sources(&rule.from_source, rule.policy_id) {
-                b.add(
-                    (src, item_setid(bit), CLASS_SETID, MATCH_ITEM),
-                    read_only_value(Verdict {
-                        action,
-                        policy_id: id,
-                    }),
-                );
-            }
-        }
+        b.path_classes(catalog, &meta);
+        b.item_classes(catalog, &meta);
+        b.policy_setid(catalog, &meta);
         b.set
     }
 
@@ -305,6 +208,130 @@ fn posture_action(p: DefaultPosture) -> u32 {
     }
 }
 
+/// Interns a compiled policy's metadata; `None` for an id the set does not know.
+type MetaFn<'m> = dyn Fn(&mut PolicyCatalog, PolicyId) -> Option<u32> + 'm;
+
+impl Builder<'_> {
+    /// The setid rules of TOML files and `--deny-*` flags.
+    fn setid_rules(&mut self, setid: &SetidRuleSet, catalog: &mut PolicyCatalog) {
+        for rule in &setid.rules {
+            let id = catalog.intern(rule.policy_meta());
+            let Some(source) = self.source_hash(rule.executable.as_deref(), &rule.policy) else {
+                continue;
+            };
+            for bit in SetIdSyscall::ALL
+                .into_iter()
+                .filter_map(SetIdSyscall::kernel_bit)
+            {
+                let mask = 1 << bit;
+                let action = if rule.deny_mask & mask != 0 {
+                    ACTION_BLOCK
+                } else if rule.audit_mask & mask != 0 {
+                    ACTION_AUDIT
+                } else {
+                    continue;
+                };
+                self.add(
+                    (source, item_setid(bit), CLASS_SETID, MATCH_ITEM),
+                    read_only_value(Verdict {
+                        action,
+                        policy_id: id,
+                    }),
+                );
+            }
+        }
+    }
+
+    /// `process` and `file` sections: path rules.
+    fn path_classes(&mut self, catalog: &mut PolicyCatalog, meta: &MetaFn<'_>) {
+        let policies = self.policies;
+        self.class(
+            &policies.process,
+            CLASS_PROCESS,
+            catalog,
+            meta,
+            |b, rule, v, src| {
+                b.path_rule(CLASS_PROCESS, &rule.matcher, read_only_value(v), src, rule)
+            },
+        );
+        self.class(
+            &policies.file,
+            CLASS_FILE,
+            catalog,
+            meta,
+            |b, rule, v, src| {
+                b.path_rule(
+                    CLASS_FILE,
+                    &rule.matcher.target,
+                    file_value(&rule.matcher, v),
+                    src,
+                    rule,
+                )
+            },
+        );
+    }
+
+    /// `network` and `capabilities` sections: one item per protocol or capability.
+    fn item_classes(&mut self, catalog: &mut PolicyCatalog, meta: &MetaFn<'_>) {
+        let policies = self.policies;
+        self.class(
+            &policies.network,
+            CLASS_NETWORK,
+            catalog,
+            meta,
+            |b, rule, v, src| {
+                let item = match rule.matcher {
+                    NetworkProtocol::Tcp => ITEM_TCP,
+                    NetworkProtocol::Udp => ITEM_UDP,
+                    NetworkProtocol::Icmp => ITEM_ICMP,
+                    NetworkProtocol::Raw => ITEM_RAW,
+                };
+                b.add((src, item, CLASS_NETWORK, MATCH_ITEM), read_only_value(v));
+            },
+        );
+        self.class(
+            &policies.capabilities,
+            CLASS_CAPABILITY,
+            catalog,
+            meta,
+            |b, rule, v, src| {
+                let item = item_capability(u32::from(rule.matcher.number()));
+                b.add(
+                    (src, item, CLASS_CAPABILITY, MATCH_ITEM),
+                    read_only_value(v),
+                );
+            },
+        );
+    }
+
+    /// The `syscalls` section's setid family.
+    fn policy_setid(&mut self, catalog: &mut PolicyCatalog, meta: &MetaFn<'_>) {
+        let policies = self.policies;
+        for rule in &policies.setid {
+            let Some(id) = meta(catalog, rule.policy_id) else {
+                continue;
+            };
+            let Some(bit) = rule.matcher.kernel_bit() else {
+                continue;
+            };
+            // Allow is refused for syscalls by the policy checker.
+            let action = match rule.action {
+                Action::Block => ACTION_BLOCK,
+                Action::Audit | Action::Allow => ACTION_AUDIT,
+            };
+            for src in self.sources(&rule.from_source, rule.policy_id) {
+                self.add(
+                    (src, item_setid(bit), CLASS_SETID, MATCH_ITEM),
+                    read_only_value(Verdict {
+                        action,
+                        policy_id: id,
+                    }),
+                );
+            }
+        }
+    }
+}
+
 impl Builder<'_> {
     fn add(&mut self, slot: RuleSlot, value: RuleValue) {
         self.set
@@ -386,7 +413,7 @@ impl Builder<'_> {
         class: &RuleClass<M>,
         class_id: u32,
         catalog: &mut PolicyCatalog,
-        meta: &dyn Fn(&mut PolicyCatalog, PolicyId) -> Option<u32>,
+        meta: &MetaFn<'_>,
         mut add: impl FnMut(&mut Self, &CompiledRule<M>, Verdict, u64),
     ) {
         for rule in &class.rules {
@@ -497,340 +524,6 @@ impl Builder<'_> {
 }
 
 #[cfg(test)]
-mod tests {
-    use super::*;
-    use edgearmor_policy::{DefaultPostures, compile, parse_policy_text};
-    use edgearmor_probe_abi::{
-        ACTION_NONE, LSM_SETID_ID, PREFIX_DIRECTORY, SETID_KIND_GID, SipState, setid_bit,
-    };
-    use std::path::Path;
-
-    const KEY: [u64; 2] = [11, 22];
-
-    fn build(yaml: &str, posture: DefaultPosture) -> (KernelRuleSet, PolicyCatalog) {
-        let policies = parse_policy_text(Path::new("t.yaml"), yaml).expect("valid policy");
-        let compiled = compile(&policies, DefaultPostures::uniform(posture));
-        let mut catalog = PolicyCatalog::default();
-        let identity = |p: &str| p.to_owned();
-        let set = KernelRuleSet::build(
-            &SetidRuleSet::default(),
-            &compiled,
-            &mut catalog,
-            KEY,
-            &identity,
-        );
-        (set, catalog)
-    }
-
-    fn lookup(
-        set: &KernelRuleSet,
-        source: u64,
-        target: u64,
-        class: u32,
-        kind: u32,
-    ) -> Option<RuleValue> {
-        set.rules.get(&(source, target, class, kind)).copied()
-    }
-
-    /// What the probes decide for `path` (same walk, same precedence), from the
-    /// tables alone.
-    fn decide(set: &KernelRuleSet, class: u32, source: u64, path: &str, slot: usize) -> Verdict {
-        let mut sourced = RuleValue::NONE;
-        let mut anyone = RuleValue::NONE;
-        let both = |target: u64, kind: u32, sourced: &mut RuleValue, anyone: &mut RuleValue| {
-            if let Some(v) = lookup(set, source, target, class, kind) {
-                sourced.merge(&v);
-            }
-            if let Some(v) = lookup(set, ANY_SOURCE, target, class, kind) {
-                anyone.merge(&v);
-            }
-        };
-        let mut state = SipState::new(&KEY);
-        let mut last = (0u64, 0u32, 0usize);
-        let mut patterns = Vec::new();
-        for (i, b) in path.bytes().enumerate() {
-            state.push(b);
-            if b == b'/' {
-                let prefix = state.finish();
-                let flags = set.prefixes.get(&(prefix, class)).copied().unwrap_or(0);
-                last = (prefix, flags, i);
-                if flags & PREFIX_PATTERN != 0 && patterns.len() < 2 {
-                    patterns.push((prefix, i));
-                }
-                if flags & PREFIX_RECURSIVE != 0 {
-                    both(prefix, MATCH_RECURSIVE, &mut sourced, &mut anyone);
-                }
-            }
-        }
-        both(state.finish(), MATCH_EXACT, &mut sourced, &mut anyone);
-        if last.1 & PREFIX_DIRECTORY != 0 {
-            both(last.0, MATCH_DIRECTORY, &mut sourced, &mut anyone);
-        }
-        for (prefix, slash) in patterns {
-            for (src, into) in [(source, &mut sourced), (ANY_SOURCE, &mut anyone)] {
-                for g in set.globs.get(&(src, prefix, class)).into_iter().flatten() {
-                    if g.matches(&path.as_bytes()[slash + 1..], 4096) {
-                        into.merge(&g.value);
-                    }
-                }
-            }
-        }
-        if sourced.slots[slot].action != ACTION_NONE {
-            return sourced.slots[slot];
-        }
-        if anyone.slots[slot].action != ACTION_NONE {
-            return anyone.slots[slot];
-        }
-        lookup(set, source, 0, class, MATCH_ALLOW_LIST)
-            .filter(|v| v.slots[slot].action != ACTION_NONE)
-            .or_else(|| lookup(set, ANY_SOURCE, 0, class, MATCH_ALLOW_LIST))
-            .map(|v| v.slots[slot])
-            .unwrap_or(Verdict::NONE)
-    }
-
-    fn hash(p: &str) -> u64 {
-        path_hash(&KEY, p.as_bytes())
-    }
-
-    const HEADER: &str = "apiVersion: security.kubearmor.com/v1
-kind: KubeArmorHostPolicy
-metadata:
-  name: p
-spec:
-  nodeSelector:
-    matchLabels:
-      kubearmor.io/hostname: \"*\"
-";
-
-    #[test]
-    fn process_matchers_decide_like_the_reference_matcher() {
-        let (set, _) = build(
-            &format!(
-                "{HEADER}  process:
-    matchPaths:
-      - path: /usr/bin/ls
-      - path: /usr/bin/date
-        fromSource:
-          - path: /usr/bin/bash
-        action: Allow
-      - path: /usr/bin/date
-    matchDirectories:
-      - dir: /opt/untrusted/
-        recursive: true
-      - dir: /srv/flat/
-    matchPatterns:
-      - pattern: /usr/bin/apt*
-      - pattern: /home/*/bin/x?
-  action: Block
-"
-            ),
-            DefaultPosture::Audit,
-        );
-        let block = |path: &str, source: &str| {
-            decide(&set, CLASS_PROCESS, hash(source), path, SLOT_READ).action
-        };
-        let sh = "/bin/sh";
-        assert_eq!(block("/usr/bin/ls", sh), ACTION_BLOCK);
-        assert_eq!(block("/usr/bin/lsx", sh), ACTION_NONE);
-        assert_eq!(block("/usr/bin/date", sh), ACTION_BLOCK);
-        assert_eq!(block("/usr/bin/date", "/usr/bin/bash"), ACTION_ALLOW);
-        // bash is in allow-list mode: what it runs beyond date gets the posture.
-        assert_eq!(block("/usr/bin/id", "/usr/bin/bash"), ACTION_AUDIT);
-        assert_eq!(block("/usr/bin/id", sh), ACTION_NONE);
-        assert_eq!(block("/opt/untrusted/a/b/c", sh), ACTION_BLOCK);
-        assert_eq!(block("/opt/untrustedx", sh), ACTION_NONE);
-        assert_eq!(block("/srv/flat/x", sh), ACTION_BLOCK);
-        assert_eq!(block("/srv/flat/x/y", sh), ACTION_NONE);
-        assert_eq!(block("/usr/bin/apt", sh), ACTION_BLOCK);
-        assert_eq!(block("/usr/bin/apt-get", sh), ACTION_BLOCK);
-        assert_eq!(block("/usr/bin/xapt", sh), ACTION_NONE);
-        assert_eq!(block("/home/ann/bin/xy", sh), ACTION_BLOCK);
-        assert_eq!(block("/home/ann/sub/bin/xy", sh), ACTION_NONE);
-        assert_eq!(set.class_mask, class_bit(CLASS_PROCESS));
-    }
-
-    #[test]
-    fn read_only_files_split_reads_and_writes() {
-        let (set, _) = build(
-            &format!(
-                "{HEADER}  file:
-    matchDirectories:
-      - dir: /srv/data/
-        readOnly: true
-    matchPaths:
-      - path: /etc/shadow
-  action: Block
-"
-            ),
-            DefaultPosture::Audit,
-        );
-        let d = |path: &str, slot| decide(&set, CLASS_FILE, hash("/bin/cat"), path, slot).action;
-        assert_eq!(d("/srv/data/r", SLOT_READ), ACTION_NONE);
-        assert_eq!(d("/srv/data/r", SLOT_WRITE), ACTION_BLOCK);
-        assert_eq!(d("/etc/shadow", SLOT_READ), ACTION_BLOCK);
-        assert_eq!(d("/etc/shadow", SLOT_WRITE), ACTION_BLOCK);
-        let flags = set.prefixes[&(hash("/srv/data/"), CLASS_FILE)];
-        assert_eq!(flags, PREFIX_DIRECTORY);
-    }
-
-    #[test]
-    fn global_allow_list_gets_the_configured_posture_with_its_policy_id() {
-        let (set, _) = build(
-            &format!(
-                "{HEADER}  process:
-    matchPaths:
-      - path: /bin/busybox
-  action: Allow
-"
-            ),
-            DefaultPosture::Block,
-        );
-        let v = decide(
-            &set,
-            CLASS_PROCESS,
-            hash("/bin/busybox"),
-            "/usr/bin/x",
-            SLOT_READ,
-        );
-        assert_eq!(
-            (v.action, v.policy_id),
-            (ACTION_BLOCK, POLICY_DEFAULT_POSTURE)
-        );
-        let v = decide(
-            &set,
-            CLASS_PROCESS,
-            hash("/bin/sh"),
-            "/bin/busybox",
-            SLOT_READ,
-        );
-        assert_eq!(v.action, ACTION_ALLOW);
-    }
-
-    #[test]
-    fn items_and_setid_rules_merge_block_over_audit() {
-        let (set, catalog) = build(
-            &format!(
-                "{HEADER}  network:
-    matchProtocols:
-      - protocol: raw
-  capabilities:
-    matchCapabilities:
-      - capability: net_raw
-        action: Audit
-  syscalls:
-    matchSyscalls:
-      - syscall: [setgid]
-        fromSource:
-          - path: /usr/sbin/sshd
-  action: Block
-"
-            ),
-            DefaultPosture::Audit,
-        );
-        let raw = lookup(&set, ANY_SOURCE, ITEM_RAW, CLASS_NETWORK, MATCH_ITEM).expect("raw rule");
-        assert_eq!(raw.slots[SLOT_READ].action, ACTION_BLOCK);
-        let cap = lookup(
-            &set,
-            ANY_SOURCE,
-            item_capability(13),
-            CLASS_CAPABILITY,
-            MATCH_ITEM,
-        )
-        .expect("net_raw rule");
-        assert_eq!(cap.slots[SLOT_READ].action, ACTION_AUDIT);
-        let bit = setid_bit(SETID_KIND_GID, LSM_SETID_ID).expect("bit");
-        let setgid = lookup(
-            &set,
-            hash("/usr/sbin/sshd"),
-            item_setid(bit),
-            CLASS_SETID,
-            MATCH_ITEM,
-        )
-        .expect("setgid rule");
-        assert_eq!(setgid.slots[SLOT_READ].action, ACTION_BLOCK);
-        assert!(!catalog.is_empty());
-        let mask = class_bit(CLASS_NETWORK) | class_bit(CLASS_CAPABILITY) | class_bit(CLASS_SETID);
-        assert_eq!(set.class_mask, mask);
-    }
-
-    #[test]
-    fn unholdable_rules_are_skipped_with_a_reason() {
-        let long = format!("/{}", "a".repeat(300));
-        let mut patterns = String::new();
-        for i in 0..=GLOBS_PER_KEY {
-            patterns.push_str(&format!("      - pattern: /usr/bin/p{i}*\n"));
-        }
-        let (set, _) = build(
-            &format!(
-                "{HEADER}  process:
-    matchPaths:
-      - path: {long}
-    matchPatterns:
-{patterns}  action: Block
-"
-            ),
-            DefaultPosture::Audit,
-        );
-        assert_eq!(set.skipped.len(), 2, "{:?}", set.skipped);
-        assert!(set.skipped[0].reason.contains("longer than"));
-        assert!(set.skipped[1].reason.contains("more than 8 patterns"));
-        assert_eq!(set.globs.values().next().map(Vec::len), Some(GLOBS_PER_KEY));
-    }
-
-    #[test]
-    fn symlinked_rule_paths_become_the_kernel_path() {
-        let policies = parse_policy_text(
-            Path::new("t.yaml"),
-            &format!(
-                "{HEADER}  process:\n    matchPaths:\n      - path: /bin/ls\n  action: Block\n"
-            ),
-        )
-        .expect("valid");
-        let compiled = compile(&policies, DefaultPostures::uniform(DefaultPosture::Audit));
-        let merged_usr = |p: &str| p.replacen("/bin/", "/usr/bin/", 1);
-        let set = KernelRuleSet::build(
-            &SetidRuleSet::default(),
-            &compiled,
-            &mut PolicyCatalog::default(),
-            KEY,
-            &merged_usr,
-        );
-        assert!(
-            lookup(
-                &set,
-                ANY_SOURCE,
-                hash("/usr/bin/ls"),
-                CLASS_PROCESS,
-                MATCH_EXACT
-            )
-            .is_some()
-        );
-    }
-}
-
+mod shipped_policies;
 #[cfg(test)]
-mod shipped_policies {
-    use super::*;
-    use edgearmor_policy::{DefaultPostures, compile, load_policy_directory};
-
-    #[test]
-    fn the_shipped_set_fits_the_kernel_tables_whole() {
-        let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../policies");
-        let load = load_policy_directory(&dir, "any-gateway").expect("policies/ is readable");
-        assert!(load.rejected.is_empty(), "{:?}", load.rejected);
-        let compiled = compile(
-            &load.policies,
-            DefaultPostures::uniform(DefaultPosture::Audit),
-        );
-        let identity = |p: &str| p.to_owned();
-        let set = KernelRuleSet::build(
-            &SetidRuleSet::default(),
-            &compiled,
-            &mut PolicyCatalog::default(),
-            [1, 2],
-            &identity,
-        );
-        assert!(set.skipped.is_empty(), "{:?}", set.skipped);
-        assert!(!set.globs.is_empty());
-    }
-}
+mod tests;

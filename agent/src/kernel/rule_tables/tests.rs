@@ -1,0 +1,308 @@
+//! The kernel tables checked against a reference decision walk.
+
+use super::*;
+use edgearmor_policy::{DefaultPostures, compile, parse_policy_text};
+use edgearmor_probe_abi::{
+    ACTION_NONE, LSM_SETID_ID, PREFIX_DIRECTORY, SETID_KIND_GID, SipState, setid_bit,
+};
+use std::path::Path;
+
+const KEY: [u64; 2] = [11, 22];
+
+fn build(yaml: &str, posture: DefaultPosture) -> (KernelRuleSet, PolicyCatalog) {
+    let policies = parse_policy_text(Path::new("t.yaml"), yaml).expect("valid policy");
+    let compiled = compile(&policies, DefaultPostures::uniform(posture));
+    let mut catalog = PolicyCatalog::default();
+    let identity = |p: &str| p.to_owned();
+    let set = KernelRuleSet::build(
+        &SetidRuleSet::default(),
+        &compiled,
+        &mut catalog,
+        KEY,
+        &identity,
+    );
+    (set, catalog)
+}
+
+fn lookup(
+    set: &KernelRuleSet,
+    source: u64,
+    target: u64,
+    class: u32,
+    kind: u32,
+) -> Option<RuleValue> {
+    set.rules.get(&(source, target, class, kind)).copied()
+}
+
+/// What the probes decide for `path` (same walk, same precedence), from the
+/// tables alone.
+fn decide(set: &KernelRuleSet, class: u32, source: u64, path: &str, slot: usize) -> Verdict {
+    let mut sourced = RuleValue::NONE;
+    let mut anyone = RuleValue::NONE;
+    let both = |target: u64, kind: u32, sourced: &mut RuleValue, anyone: &mut RuleValue| {
+        if let Some(v) = lookup(set, source, target, class, kind) {
+            sourced.merge(&v);
+        }
+        if let Some(v) = lookup(set, ANY_SOURCE, target, class, kind) {
+            anyone.merge(&v);
+        }
+    };
+    let mut state = SipState::new(&KEY);
+    let mut last = (0u64, 0u32, 0usize);
+    let mut patterns = Vec::new();
+    for (i, b) in path.bytes().enumerate() {
+        state.push(b);
+        if b == b'/' {
+            let prefix = state.finish();
+            let flags = set.prefixes.get(&(prefix, class)).copied().unwrap_or(0);
+            last = (prefix, flags, i);
+            if flags & PREFIX_PATTERN != 0 && patterns.len() < 2 {
+                patterns.push((prefix, i));
+            }
+            if flags & PREFIX_RECURSIVE != 0 {
+                both(prefix, MATCH_RECURSIVE, &mut sourced, &mut anyone);
+            }
+        }
+    }
+    both(state.finish(), MATCH_EXACT, &mut sourced, &mut anyone);
+    if last.1 & PREFIX_DIRECTORY != 0 {
+        both(last.0, MATCH_DIRECTORY, &mut sourced, &mut anyone);
+    }
+    for (prefix, slash) in patterns {
+        for (src, into) in [(source, &mut sourced), (ANY_SOURCE, &mut anyone)] {
+            for g in set.globs.get(&(src, prefix, class)).into_iter().flatten() {
+                if g.matches(&path.as_bytes()[slash + 1..], 4096) {
+                    into.merge(&g.value);
+                }
+            }
+        }
+    }
+    if sourced.slots[slot].action != ACTION_NONE {
+        return sourced.slots[slot];
+    }
+    if anyone.slots[slot].action != ACTION_NONE {
+        return anyone.slots[slot];
+    }
+    lookup(set, source, 0, class, MATCH_ALLOW_LIST)
+        .filter(|v| v.slots[slot].action != ACTION_NONE)
+        .or_else(|| lookup(set, ANY_SOURCE, 0, class, MATCH_ALLOW_LIST))
+        .map(|v| v.slots[slot])
+        .unwrap_or(Verdict::NONE)
+}
+
+fn hash(p: &str) -> u64 {
+    path_hash(&KEY, p.as_bytes())
+}
+
+const HEADER: &str = "apiVersion: security.kubearmor.com/v1
+kind: KubeArmorHostPolicy
+metadata:
+  name: p
+spec:
+  nodeSelector:
+    matchLabels:
+      kubearmor.io/hostname: \"*\"
+";
+
+#[test]
+fn process_matchers_decide_like_the_reference_matcher() {
+    let (set, _) = build(
+        &format!(
+            "{HEADER}  process:
+    matchPaths:
+      - path: /usr/bin/ls
+      - path: /usr/bin/date
+        fromSource:
+          - path: /usr/bin/bash
+        action: Allow
+      - path: /usr/bin/date
+    matchDirectories:
+      - dir: /opt/untrusted/
+        recursive: true
+      - dir: /srv/flat/
+    matchPatterns:
+      - pattern: /usr/bin/apt*
+      - pattern: /home/*/bin/x?
+  action: Block
+"
+        ),
+        DefaultPosture::Audit,
+    );
+    let block = |path: &str, source: &str| {
+        decide(&set, CLASS_PROCESS, hash(source), path, SLOT_READ).action
+    };
+    let sh = "/bin/sh";
+    assert_eq!(block("/usr/bin/ls", sh), ACTION_BLOCK);
+    assert_eq!(block("/usr/bin/lsx", sh), ACTION_NONE);
+    assert_eq!(block("/usr/bin/date", sh), ACTION_BLOCK);
+    assert_eq!(block("/usr/bin/date", "/usr/bin/bash"), ACTION_ALLOW);
+    // bash is in allow-list mode: what it runs beyond date gets the posture.
+    assert_eq!(block("/usr/bin/id", "/usr/bin/bash"), ACTION_AUDIT);
+    assert_eq!(block("/usr/bin/id", sh), ACTION_NONE);
+    assert_eq!(block("/opt/untrusted/a/b/c", sh), ACTION_BLOCK);
+    assert_eq!(block("/opt/untrustedx", sh), ACTION_NONE);
+    assert_eq!(block("/srv/flat/x", sh), ACTION_BLOCK);
+    assert_eq!(block("/srv/flat/x/y", sh), ACTION_NONE);
+    assert_eq!(block("/usr/bin/apt", sh), ACTION_BLOCK);
+    assert_eq!(block("/usr/bin/apt-get", sh), ACTION_BLOCK);
+    assert_eq!(block("/usr/bin/xapt", sh), ACTION_NONE);
+    assert_eq!(block("/home/ann/bin/xy", sh), ACTION_BLOCK);
+    assert_eq!(block("/home/ann/sub/bin/xy", sh), ACTION_NONE);
+    assert_eq!(set.class_mask, class_bit(CLASS_PROCESS));
+}
+
+#[test]
+fn read_only_files_split_reads_and_writes() {
+    let (set, _) = build(
+        &format!(
+            "{HEADER}  file:
+    matchDirectories:
+      - dir: /srv/data/
+        readOnly: true
+    matchPaths:
+      - path: /etc/shadow
+  action: Block
+"
+        ),
+        DefaultPosture::Audit,
+    );
+    let d = |path: &str, slot| decide(&set, CLASS_FILE, hash("/bin/cat"), path, slot).action;
+    assert_eq!(d("/srv/data/r", SLOT_READ), ACTION_NONE);
+    assert_eq!(d("/srv/data/r", SLOT_WRITE), ACTION_BLOCK);
+    assert_eq!(d("/etc/shadow", SLOT_READ), ACTION_BLOCK);
+    assert_eq!(d("/etc/shadow", SLOT_WRITE), ACTION_BLOCK);
+    let flags = set.prefixes[&(hash("/srv/data/"), CLASS_FILE)];
+    assert_eq!(flags, PREFIX_DIRECTORY);
+}
+
+#[test]
+fn global_allow_list_gets_the_configured_posture_with_its_policy_id() {
+    let (set, _) = build(
+        &format!(
+            "{HEADER}  process:
+    matchPaths:
+      - path: /bin/busybox
+  action: Allow
+"
+        ),
+        DefaultPosture::Block,
+    );
+    let v = decide(
+        &set,
+        CLASS_PROCESS,
+        hash("/bin/busybox"),
+        "/usr/bin/x",
+        SLOT_READ,
+    );
+    assert_eq!(
+        (v.action, v.policy_id),
+        (ACTION_BLOCK, POLICY_DEFAULT_POSTURE)
+    );
+    let v = decide(
+        &set,
+        CLASS_PROCESS,
+        hash("/bin/sh"),
+        "/bin/busybox",
+        SLOT_READ,
+    );
+    assert_eq!(v.action, ACTION_ALLOW);
+}
+
+#[test]
+fn items_and_setid_rules_merge_block_over_audit() {
+    let (set, catalog) = build(
+        &format!(
+            "{HEADER}  network:
+    matchProtocols:
+      - protocol: raw
+  capabilities:
+    matchCapabilities:
+      - capability: net_raw
+        action: Audit
+  syscalls:
+    matchSyscalls:
+      - syscall: [setgid]
+        fromSource:
+          - path: /usr/sbin/sshd
+  action: Block
+"
+        ),
+        DefaultPosture::Audit,
+    );
+    let raw = lookup(&set, ANY_SOURCE, ITEM_RAW, CLASS_NETWORK, MATCH_ITEM).expect("raw rule");
+    assert_eq!(raw.slots[SLOT_READ].action, ACTION_BLOCK);
+    let cap = lookup(
+        &set,
+        ANY_SOURCE,
+        item_capability(13),
+        CLASS_CAPABILITY,
+        MATCH_ITEM,
+    )
+    .expect("net_raw rule");
+    assert_eq!(cap.slots[SLOT_READ].action, ACTION_AUDIT);
+    let bit = setid_bit(SETID_KIND_GID, LSM_SETID_ID).expect("bit");
+    let setgid = lookup(
+        &set,
+        hash("/usr/sbin/sshd"),
+        item_setid(bit),
+        CLASS_SETID,
+        MATCH_ITEM,
+    )
+    .expect("setgid rule");
+    assert_eq!(setgid.slots[SLOT_READ].action, ACTION_BLOCK);
+    assert!(!catalog.is_empty());
+    let mask = class_bit(CLASS_NETWORK) | class_bit(CLASS_CAPABILITY) | class_bit(CLASS_SETID);
+    assert_eq!(set.class_mask, mask);
+}
+
+#[test]
+fn unholdable_rules_are_skipped_with_a_reason() {
+    let long = format!("/{}", "a".repeat(300));
+    let mut patterns = String::new();
+    for i in 0..=GLOBS_PER_KEY {
+        patterns.push_str(&format!("      - pattern: /usr/bin/p{i}*\n"));
+    }
+    let (set, _) = build(
+        &format!(
+            "{HEADER}  process:
+    matchPaths:
+      - path: {long}
+    matchPatterns:
+{patterns}  action: Block
+"
+        ),
+        DefaultPosture::Audit,
+    );
+    assert_eq!(set.skipped.len(), 2, "{:?}", set.skipped);
+    assert!(set.skipped[0].reason.contains("longer than"));
+    assert!(set.skipped[1].reason.contains("more than 8 patterns"));
+    assert_eq!(set.globs.values().next().map(Vec::len), Some(GLOBS_PER_KEY));
+}
+
+#[test]
+fn symlinked_rule_paths_become_the_kernel_path() {
+    let policies = parse_policy_text(
+        Path::new("t.yaml"),
+        &format!("{HEADER}  process:\n    matchPaths:\n      - path: /bin/ls\n  action: Block\n"),
+    )
+    .expect("valid");
+    let compiled = compile(&policies, DefaultPostures::uniform(DefaultPosture::Audit));
+    let merged_usr = |p: &str| p.replacen("/bin/", "/usr/bin/", 1);
+    let set = KernelRuleSet::build(
+        &SetidRuleSet::default(),
+        &compiled,
+        &mut PolicyCatalog::default(),
+        KEY,
+        &merged_usr,
+    );
+    assert!(
+        lookup(
+            &set,
+            ANY_SOURCE,
+            hash("/usr/bin/ls"),
+            CLASS_PROCESS,
+            MATCH_EXACT
+        )
+        .is_some()
+    );
+}
