@@ -47,13 +47,9 @@ pub fn socket_resource(family: u32, sock_type: u32, protocol: u32) -> String {
     format!("domain={domain} type={kind} protocol={protocol}")
 }
 
-/// The wire event for a kernel decision.
-///
-/// For an exec, KubeArmor's `ProcessName` is the new executable and `Source` the
-/// one that called execve; for everything else the acting process is the process.
-pub fn decision_event(d: &Decision, boottime_to_unix_ns: i128) -> Event {
-    let unix_ns = i128::from(d.boot_ns) + boottime_to_unix_ns;
-    let (operation, resource, data, deny_result) = match &d.subject {
+/// Operation, resource, `Data` and the result a denial reports, by subject.
+fn what_was_decided(d: &Decision) -> (Operation, edgearmor_wire::Path, Data, Outcome) {
+    match &d.subject {
         Subject::Exec => (
             Operation::Process,
             bounded(&d.target),
@@ -104,7 +100,16 @@ pub fn decision_event(d: &Decision, boottime_to_unix_ns: i128) -> Event {
             },
             Outcome::OperationNotPermitted,
         ),
-    };
+    }
+}
+
+/// The wire event for a kernel decision.
+///
+/// For an exec, KubeArmor's `ProcessName` is the new executable and `Source` the
+/// one that called execve; for everything else the acting process is the process.
+pub fn decision_event(d: &Decision, boottime_to_unix_ns: i128) -> Event {
+    let unix_ns = i128::from(d.boot_ns) + boottime_to_unix_ns;
+    let (operation, resource, data, deny_result) = what_was_decided(d);
     let (action, result) = if d.denied {
         (Action::Block, deny_result)
     } else {
