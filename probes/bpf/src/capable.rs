@@ -37,7 +37,14 @@ pub fn check_capable(ctx: LsmContext) -> i32 {
     );
     enforce(&verdict, EPERM, |outcome| {
         if opts & CAP_OPT_NOAUDIT == 0 {
-            report(CLASS_CAPABILITY, outcome, &verdict, source, [cap, opts, 0, 0], u32::MAX)
+            report(
+                CLASS_CAPABILITY,
+                outcome,
+                &verdict,
+                source,
+                [cap, opts, 0, 0],
+                u32::MAX,
+            )
         }
     })
 }

@@ -44,6 +44,13 @@ pub fn check_exec(ctx: LsmContext) -> i32 {
     settle_path(SLOT_CHECK_EXEC);
     let verdict = walk.verdicts[SLOT_READ];
     enforce(&verdict, EACCES, |outcome| {
-        report(CLASS_PROCESS, outcome, &verdict, source, [0; 4], SLOT_CHECK_EXEC)
+        report(
+            CLASS_PROCESS,
+            outcome,
+            &verdict,
+            source,
+            [0; 4],
+            SLOT_CHECK_EXEC,
+        )
     })
 }

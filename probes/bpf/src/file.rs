@@ -9,8 +9,7 @@ use aya_ebpf::{
     programs::LsmContext,
 };
 use edgearmor_probe_abi::{
-    ACCESS_READ, ACCESS_UNLINK, ACCESS_WRITE, CLASS_FILE, PATH_CAP, SLOT_READ, SLOT_WRITE,
-    Verdict,
+    ACCESS_READ, ACCESS_UNLINK, ACCESS_WRITE, CLASS_FILE, PATH_CAP, SLOT_READ, SLOT_WRITE, Verdict,
 };
 
 use crate::{
@@ -40,8 +39,15 @@ pub fn check_open(ctx: LsmContext) -> i32 {
     // SAFETY: probe read of `file->f_mode`, offset from BTF.
     let mode = unsafe { bpf_probe_read_kernel(file.add(off.file_f_mode as usize) as *const u32) }
         .unwrap_or(0);
-    let access = (if mode & FMODE_READ != 0 { ACCESS_READ } else { 0 })
-        | (if mode & FMODE_WRITE != 0 { ACCESS_WRITE } else { 0 });
+    let access = (if mode & FMODE_READ != 0 {
+        ACCESS_READ
+    } else {
+        0
+    }) | (if mode & FMODE_WRITE != 0 {
+        ACCESS_WRITE
+    } else {
+        0
+    });
     if access == 0 {
         return 0;
     }
@@ -83,8 +89,9 @@ pub fn check_unlink(ctx: LsmContext) -> i32 {
     }
     let off = offsets();
     // SAFETY: probe read of `dentry->d_name.name`, offset from BTF.
-    let name = unsafe { bpf_probe_read_kernel(dentry.add(off.dentry_name as usize) as *const *const u8) }
-        .unwrap_or(core::ptr::null());
+    let name =
+        unsafe { bpf_probe_read_kernel(dentry.add(off.dentry_name as usize) as *const *const u8) }
+            .unwrap_or(core::ptr::null());
     let at = len as usize & (PATH_CAP / 2 - 1);
     // SAFETY: `at < PATH_CAP / 2`, so `at .. at + PATH_CAP / 2` is inside the words.
     let dst = unsafe {
@@ -100,7 +107,12 @@ pub fn check_unlink(ctx: LsmContext) -> i32 {
     }
     len += name_len;
     buf.len = len;
-    decide_file(generation, ACCESS_WRITE | ACCESS_UNLINK, SLOT_CHECK_UNLINK, len)
+    decide_file(
+        generation,
+        ACCESS_WRITE | ACCESS_UNLINK,
+        SLOT_CHECK_UNLINK,
+        len,
+    )
 }
 
 #[inline(always)]
@@ -118,6 +130,13 @@ fn decide_file(generation: u32, access: u32, slot: u32, len: u32) -> i32 {
         verdict = stronger(verdict, walk.verdicts[SLOT_WRITE]);
     }
     enforce(&verdict, EACCES, |outcome| {
-        report(CLASS_FILE, outcome, &verdict, source, [access, 0, 0, 0], slot)
+        report(
+            CLASS_FILE,
+            outcome,
+            &verdict,
+            source,
+            [access, 0, 0, 0],
+            slot,
+        )
     })
 }

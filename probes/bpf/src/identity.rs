@@ -63,7 +63,9 @@ fn try_record_exec(ctx: &LsmContext) -> Option<()> {
     let hash = match resolve(f_path, SLOT_RECORD_EXEC) {
         Some(buf) => {
             let len = buf.len;
-            let hash = walk_path(SLOT_RECORD_EXEC, 0, 0, 0, len)?.hash.finish_len(u64::from(len));
+            let hash = walk_path(SLOT_RECORD_EXEC, 0, 0, 0, len)?
+                .hash
+                .finish_len(u64::from(len));
             let buf = scratch(SLOT_RECORD_EXEC)?;
             let _ = EXE_PATHS.insert(&hash, buf, 0);
             hash
@@ -120,9 +122,11 @@ pub fn watch_exec(ctx: BtfTracePointContext) -> i32 {
         (*ev).uid = bpf_get_current_uid_gid() as u32;
         (*ev)._pad = 0;
         (*ev).filename.flags = 0;
-        let name = bpf_probe_read_kernel(bprm.add(off.binprm_filename as usize) as *const *const u8)
-            .unwrap_or(core::ptr::null());
-        let dst = core::slice::from_raw_parts_mut((*ev).filename.words.as_mut_ptr() as *mut u8, PATH_CAP);
+        let name =
+            bpf_probe_read_kernel(bprm.add(off.binprm_filename as usize) as *const *const u8)
+                .unwrap_or(core::ptr::null());
+        let dst =
+            core::slice::from_raw_parts_mut((*ev).filename.words.as_mut_ptr() as *mut u8, PATH_CAP);
         (*ev).filename.len = match bpf_probe_read_kernel_str_bytes(name, dst) {
             Ok(bytes) => bytes.len() as u32,
             Err(_) => 0,
@@ -137,8 +141,9 @@ pub(crate) fn parent_tgid(off: &KernelOffsets) -> u32 {
     // SAFETY: probe reads of `current->real_parent->tgid`, offsets from BTF.
     unsafe {
         let task = bpf_get_current_task() as *const u8;
-        let parent = bpf_probe_read_kernel(task.add(off.task_real_parent as usize) as *const *const u8)
-            .unwrap_or(core::ptr::null());
+        let parent =
+            bpf_probe_read_kernel(task.add(off.task_real_parent as usize) as *const *const u8)
+                .unwrap_or(core::ptr::null());
         if parent.is_null() {
             return 0;
         }

@@ -25,16 +25,16 @@
 #![no_std]
 #![no_main]
 
-mod maps;
-mod path;
-mod matchers;
-mod report;
-mod identity;
+mod capable;
 mod exec;
 mod file;
-mod socket;
-mod capable;
+mod identity;
+mod maps;
+mod matchers;
+mod path;
+mod report;
 mod setid;
+mod socket;
 
 #[cfg(not(test))]
 #[panic_handler]

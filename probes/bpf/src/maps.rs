@@ -111,7 +111,13 @@ pub(crate) fn active_generation(class: u32) -> Option<u32> {
 }
 
 #[inline(always)]
-pub(crate) fn rule_key(source: u64, target: u64, class: u32, kind: u32, generation: u32) -> RuleKey {
+pub(crate) fn rule_key(
+    source: u64,
+    target: u64,
+    class: u32,
+    kind: u32,
+    generation: u32,
+) -> RuleKey {
     RuleKey {
         source,
         target,

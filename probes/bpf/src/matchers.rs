@@ -62,7 +62,10 @@ impl GlobQueue {
         self.current += 1;
         self.steps = 0;
         let next = &self.candidates[self.current as usize & (MAX_GLOB_CANDIDATES - 1)];
-        self.m = GlobMatch::new(self.len.saturating_sub(next.base), next.rule.len.min(GLOB_CAP as u32));
+        self.m = GlobMatch::new(
+            self.len.saturating_sub(next.base),
+            next.rule.len.min(GLOB_CAP as u32),
+        );
     }
 }
 
@@ -85,7 +88,12 @@ extern "C" fn glob_step(_index: u64, ctx: *mut c_void) -> i64 {
     let base = candidate.base;
     let c = buf.byte_at((base + queue.m.t) as usize & (PATH_CAP - 1));
     let c_mark = buf.byte_at((base + queue.m.mark) as usize & (PATH_CAP - 1));
-    let GlobQueue { m, candidates, current, .. } = queue;
+    let GlobQueue {
+        m,
+        candidates,
+        current,
+        ..
+    } = queue;
     let candidate = &candidates[*current as usize & (MAX_GLOB_CANDIDATES - 1)];
     match m.step(&candidate.rule, c, c_mark) {
         GLOB_STEP_CONTINUE => {
@@ -183,7 +191,15 @@ extern "C" fn match_step(index: u64, ctx: *mut c_void) -> i64 {
         0 => {
             queue.count = 0;
             let exact = walk.exact;
-            lookup_both(source, exact, class, MATCH_EXACT, generation, &mut walk.sourced, &mut walk.anyone);
+            lookup_both(
+                source,
+                exact,
+                class,
+                MATCH_EXACT,
+                generation,
+                &mut walk.sourced,
+                &mut walk.anyone,
+            );
         }
         1 => {
             if walk.last_flags & PREFIX_DIRECTORY != 0 {
@@ -208,7 +224,11 @@ extern "C" fn match_step(index: u64, ctx: *mut c_void) -> i64 {
             }
             let prefix = walk.pattern_prefix[k];
             let base = walk.pattern_slash[k] + 1;
-            let (key_source, sourced) = if for_source { (source, 1) } else { (ANY_SOURCE, 0) };
+            let (key_source, sourced) = if for_source {
+                (source, 1)
+            } else {
+                (ANY_SOURCE, 0)
+            };
             let key = rule_key(key_source, prefix, class, MATCH_DIRECTORY, generation);
             queue_patterns(queue, &key, base, sourced);
         }
@@ -289,7 +309,14 @@ extern "C" fn settle_step(index: u64, ctx: *mut c_void) -> i64 {
     // SAFETY: per-CPU map value of this program's slot.
     let walk = unsafe { &mut *walk };
     let i = index as usize & 1;
-    walk.verdicts[i] = settle(walk.class, walk.generation, walk.source, i, &walk.sourced, &walk.anyone);
+    walk.verdicts[i] = settle(
+        walk.class,
+        walk.generation,
+        walk.source,
+        i,
+        &walk.sourced,
+        &walk.anyone,
+    );
     0
 }
 
@@ -333,7 +360,13 @@ pub(crate) fn enforce(verdict: &Verdict, errno: i32, report: impl FnOnce(u32)) -
 
 /// The verdict of one item rule (`MATCH_ITEM`), or the default posture.
 #[inline(always)]
-pub(crate) fn decide_items(class: u32, generation: u32, source: u64, items: [u64; 2], slot: u32) -> Verdict {
+pub(crate) fn decide_items(
+    class: u32,
+    generation: u32,
+    source: u64,
+    items: [u64; 2],
+    slot: u32,
+) -> Verdict {
     let Some(walk) = WALKS.get_ptr_mut(slot) else {
         return Verdict::NONE;
     };
@@ -363,5 +396,12 @@ pub(crate) fn decide_items(class: u32, generation: u32, source: u64, items: [u64
             &mut walk.anyone,
         );
     }
-    settle(class, generation, source, SLOT_READ, &walk.sourced, &walk.anyone)
+    settle(
+        class,
+        generation,
+        source,
+        SLOT_READ,
+        &walk.sourced,
+        &walk.anyone,
+    )
 }

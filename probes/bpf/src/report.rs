@@ -5,8 +5,7 @@
 
 use aya_ebpf::helpers::{bpf_get_current_pid_tgid, bpf_get_current_uid_gid, bpf_ktime_get_boot_ns};
 use edgearmor_probe_abi::{
-    ACTION_AUDIT, ACTION_BLOCK, DecisionEvent, ExePath, PATH_WORDS, POLICY_DEFAULT_POSTURE,
-    Verdict,
+    ACTION_AUDIT, ACTION_BLOCK, DecisionEvent, ExePath, PATH_WORDS, POLICY_DEFAULT_POSTURE, Verdict,
 };
 
 use crate::{
@@ -18,7 +17,14 @@ use crate::{
 /// Writes one decision to `EVENTS`; `target_slot` names the path buffer holding the
 /// target (`u32::MAX`: none).
 #[inline(always)]
-pub(crate) fn report(class: u32, outcome: u32, verdict: &Verdict, source: u64, detail: [u32; 4], target_slot: u32) {
+pub(crate) fn report(
+    class: u32,
+    outcome: u32,
+    verdict: &Verdict,
+    source: u64,
+    detail: [u32; 4],
+    target_slot: u32,
+) {
     let Some(mut entry) = EVENTS.reserve::<DecisionEvent>(0) else {
         count_drop();
         return;
@@ -42,7 +48,11 @@ pub(crate) fn report(class: u32, outcome: u32, verdict: &Verdict, source: u64, d
         (*ev).class = class;
         (*ev).verdict = outcome;
         (*ev).policy_id = verdict.policy_id;
-        (*ev).posture = if posture == ACTION_AUDIT || posture == ACTION_BLOCK { posture } else { 0 };
+        (*ev).posture = if posture == ACTION_AUDIT || posture == ACTION_BLOCK {
+            posture
+        } else {
+            0
+        };
         (*ev).detail = detail;
         copy_interned(&mut (*ev).exe, source);
         // SAFETY: map value pointer returned by the kernel for this key.

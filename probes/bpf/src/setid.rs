@@ -41,7 +41,13 @@ fn check_setid(ctx: &LsmContext, kind: u32) -> i32 {
         return 0;
     };
     let source = current_identity();
-    let verdict = decide_items(CLASS_SETID, generation, source, [item_setid(bit), 0], SLOT_CHECK_SETID);
+    let verdict = decide_items(
+        CLASS_SETID,
+        generation,
+        source,
+        [item_setid(bit), 0],
+        SLOT_CHECK_SETID,
+    );
     if verdict.action == ACTION_NONE {
         return 0;
     }
@@ -62,6 +68,13 @@ fn check_setid(ctx: &LsmContext, kind: u32) -> i32 {
         unsafe { bpf_probe_read_kernel(new_cred.add(id_off as usize) as *const u32) }
             .unwrap_or(u32::MAX);
     enforce(&verdict, EPERM, |outcome| {
-        report(CLASS_SETID, outcome, &verdict, source, [kind, flags, requested_id, 0], u32::MAX)
+        report(
+            CLASS_SETID,
+            outcome,
+            &verdict,
+            source,
+            [kind, flags, requested_id, 0],
+            u32::MAX,
+        )
     })
 }

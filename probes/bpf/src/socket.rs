@@ -37,6 +37,13 @@ pub fn check_socket(ctx: LsmContext) -> i32 {
         SLOT_CHECK_SOCKET,
     );
     enforce(&verdict, EACCES, |outcome| {
-        report(CLASS_NETWORK, outcome, &verdict, source, [family, sock_type, protocol, 0], u32::MAX)
+        report(
+            CLASS_NETWORK,
+            outcome,
+            &verdict,
+            source,
+            [family, sock_type, protocol, 0],
+            u32::MAX,
+        )
     })
 }
