@@ -36,7 +36,7 @@ pub(crate) fn current_tgid() -> u32 {
 #[inline(always)]
 pub(crate) fn current_identity() -> u64 {
     // SAFETY: map value pointer returned by the kernel for this key.
-    unsafe { PROC_IDENTITY.get(&current_tgid()) }
+    unsafe { PROC_IDENTITY.get(current_tgid()) }
         .copied()
         .unwrap_or(0)
 }
@@ -67,14 +67,14 @@ fn try_record_exec(ctx: &LsmContext) -> Option<()> {
                 .hash
                 .finish_len(u64::from(len));
             let buf = scratch(SLOT_RECORD_EXEC)?;
-            let _ = EXE_PATHS.insert(&hash, buf, 0);
+            let _ = EXE_PATHS.insert(hash, buf, 0);
             hash
         }
         // Too long or unresolvable: "unknown", so the identity of the previous
         // executable does not linger; hash 0 names no rule.
         None => 0,
     };
-    let _ = PROC_IDENTITY.insert(&current_tgid(), &hash, 0);
+    let _ = PROC_IDENTITY.insert(current_tgid(), hash, 0);
     Some(())
 }
 
@@ -93,9 +93,9 @@ pub fn inherit_identity(ctx: BtfTracePointContext) -> i32 {
         return 0; // a new thread shares the process identity already
     }
     // SAFETY: map value pointer returned by the kernel for this key.
-    if let Some(hash) = unsafe { PROC_IDENTITY.get(&parent_tgid) } {
+    if let Some(hash) = unsafe { PROC_IDENTITY.get(parent_tgid) } {
         let hash = *hash;
-        let _ = PROC_IDENTITY.insert(&child_tgid, &hash, 0);
+        let _ = PROC_IDENTITY.insert(child_tgid, hash, 0);
     }
     0
 }

@@ -141,12 +141,12 @@ pub(crate) fn lookup_both(
 ) {
     if source != 0 {
         // SAFETY: map value pointer returned by the kernel for this key.
-        if let Some(v) = unsafe { RULES.get(&rule_key(source, target, class, kind, generation)) } {
+        if let Some(v) = unsafe { RULES.get(rule_key(source, target, class, kind, generation)) } {
             sourced.merge(v);
         }
     }
     // SAFETY: as above.
-    if let Some(v) = unsafe { RULES.get(&rule_key(ANY_SOURCE, target, class, kind, generation)) } {
+    if let Some(v) = unsafe { RULES.get(rule_key(ANY_SOURCE, target, class, kind, generation)) } {
         anyone.merge(v);
     }
 }

@@ -218,7 +218,7 @@ extern "C" fn match_step(index: u64, ctx: *mut c_void) -> i64 {
         _ => {
             let stage = (index - 2) as usize;
             let k = (stage / 2) & (MAX_PATTERN_PREFIXES - 1);
-            let for_source = stage % 2 == 0;
+            let for_source = stage.is_multiple_of(2);
             if (stage / 2) as u32 >= walk.patterns || (for_source && source == 0) {
                 return 0;
             }
@@ -286,15 +286,15 @@ fn settle(
     if source != 0 {
         let key = rule_key(source, 0, class, MATCH_ALLOW_LIST, generation);
         // SAFETY: map value pointer returned by the kernel for this key.
-        if let Some(v) = unsafe { RULES.get(&key) } {
-            if v.slots[slot].action != ACTION_NONE {
-                return v.slots[slot];
-            }
+        if let Some(v) = unsafe { RULES.get(key) }
+            && v.slots[slot].action != ACTION_NONE
+        {
+            return v.slots[slot];
         }
     }
     let key = rule_key(ANY_SOURCE, 0, class, MATCH_ALLOW_LIST, generation);
     // SAFETY: as above.
-    match unsafe { RULES.get(&key) } {
+    match unsafe { RULES.get(key) } {
         Some(v) => v.slots[slot],
         None => Verdict::NONE,
     }

@@ -118,7 +118,7 @@ extern "C" fn walk_step(index: u64, ctx: *mut c_void) -> i64 {
         generation: walk.generation,
     };
     // SAFETY: map value pointer returned by the kernel for this key.
-    let Some(flags) = (unsafe { PREFIXES.get(&key) }).copied() else {
+    let Some(flags) = (unsafe { PREFIXES.get(key) }).copied() else {
         return 0;
     };
     walk.last_flags = flags;

@@ -56,7 +56,7 @@ pub(crate) fn report(
         (*ev).detail = detail;
         copy_interned(&mut (*ev).exe, source);
         // SAFETY: map value pointer returned by the kernel for this key.
-        let parent_hash = PROC_IDENTITY.get(&ppid).copied().unwrap_or(0);
+        let parent_hash = PROC_IDENTITY.get(ppid).copied().unwrap_or(0);
         copy_interned(&mut (*ev).parent_exe, parent_hash);
         match scratch(target_slot) {
             Some(src) if target_slot != u32::MAX => copy_path(&mut (*ev).target, src),
@@ -70,7 +70,7 @@ pub(crate) fn report(
 #[inline(always)]
 fn copy_interned(dst: &mut ExePath, hash: u64) {
     // SAFETY: map value pointer returned by the kernel for this key.
-    match unsafe { EXE_PATHS.get(&hash) } {
+    match unsafe { EXE_PATHS.get(hash) } {
         Some(src) if hash != 0 => copy_path(dst, src),
         _ => clear_path(dst),
     }
