@@ -22,6 +22,8 @@ use crate::{
     path::{LoopSlot, MAX_PATTERN_PREFIXES, PathWalk, walk_path},
 };
 
+/// What a denial returns: `-EPERM` for privileges (capabilities, setid), `-EACCES`
+/// for access (exec, files, sockets), as the kernel's own checks do.
 pub(crate) const EPERM: i32 = 1;
 pub(crate) const EACCES: i32 = 13;
 /// Upper bound of one pattern match, in steps (see `GlobMatch`); a pattern that
