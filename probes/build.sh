@@ -29,13 +29,25 @@ objcopy=$(command -v llvm-objcopy-22 || command -v llvm-objcopy || true)
 nm=$(command -v llvm-nm-22 || command -v llvm-nm || true)
 [ -n "$objcopy" ] && [ -n "$nm" ] || { echo "probes/build.sh: llvm-objcopy/llvm-nm not installed (scripts/install-deps.sh)" >&2; exit 1; }
 # Static functions (bpf_loop callbacks must be static) keep mangled names whose crate
-# hash depends on the checkout path: drop the hash so the object does not.
+# hash depends on the checkout path: drop the hash so the object does not. In v0
+# mangling a crate root is `C`, an optional disambiguator `s<base-62>_` (the hash), then
+# the length-prefixed crate name; it sits inside the symbol, not at its start, once the
+# function is in a module (`_RNvNtCs<hash>_16edgearmor_probes4path9walk_step`). Both of
+# our path crates get such a hash, so strip it after every root of either of them.
+local_crate_root='Cs[0-9A-Za-z]+_(16edgearmor_probes|19edgearmor_probe_abi)'
 renames=()
 while read -r symbol; do
-    renames+=("--redefine-sym=$symbol=$(echo "$symbol" | sed -E 's/^_RNvCs[0-9A-Za-z]+_/_RNvC/')")
-done < <("$nm" "$linked" | awk '{print $NF}' | grep -E '^_RNvCs[0-9A-Za-z]+_16edgearmor_probes' || true)
+    renames+=("--redefine-sym=$symbol=$(echo "$symbol" | sed -E "s/$local_crate_root/C\\1/g")")
+done < <("$nm" "$linked" | awk '{print $NF}' | grep -E "$local_crate_root" || true)
 built="$CARGO_TARGET_DIR/edgearmor-probes.stripped.o"
 "$objcopy" --strip-debug "${renames[@]}" "$linked" "$built"
+# Any crate hash left (a new mangling shape, a legacy `17h<hash>E` name) would make
+# the object depend on the checkout path again: refuse it.
+if leftover=$("$nm" "$built" | awk '{print $NF}' | grep -E "$local_crate_root|edgearmor.*17h[0-9a-f]{16}E"); then
+    echo "probes/build.sh: symbols still carry a crate hash (path-dependent object):" >&2
+    echo "$leftover" >&2
+    exit 1
+fi
 
 if [ "${1:-}" = "--check" ]; then
     if ! cmp -s "$built" "$object"; then

@@ -10,6 +10,10 @@ cd "$(dirname "$0")/.."
 scripts/install-deps.sh
 cargo fmt --all -- --check
 cargo clippy --workspace --all-targets --locked -- -D warnings
+# The BPF crate is outside the workspace (its own pinned nightly, target bpfel-unknown-none):
+# format and lint it on its own. Only the probes binary: there is no test harness for BPF.
+(cd probes/bpf && cargo fmt --check \
+    && cargo clippy --locked --release --target bpfel-unknown-none -Z build-std=core -- -D warnings)
 probes/build.sh --check
 scripts/check-yocto-crates.sh --check
 oelint="${EDGEARMOR_OELINT_VENV:-${HOME:-/root}/.cache/edgearmor-oelint}/bin/oelint-adv"
