@@ -5,6 +5,7 @@ use std::fmt;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
+use edgearmor_mqtt::{AgentTopics, ClientCertificate, TlsFiles};
 use serde::Deserialize;
 
 pub const DEFAULT_CONFIG_PATH: &str = "/etc/edgearmor/agent.toml";
@@ -216,6 +217,56 @@ impl Default for MqttConfig {
     }
 }
 
+impl MqttConfig {
+    /// `broker` split into host and port.
+    pub fn broker_address(&self) -> Result<(String, u16), ConfigError> {
+        let bad = || ConfigError::Invalid {
+            key: "mqtt.broker",
+            value: self.broker.clone(),
+            reason: "expected host:port".into(),
+        };
+        let (host, port) = self.broker.rsplit_once(':').ok_or_else(bad)?;
+        let port: u16 = port.parse().map_err(|_| bad())?;
+        if host.is_empty() || port == 0 {
+            return Err(bad());
+        }
+        Ok((
+            host.trim_start_matches('[')
+                .trim_end_matches(']')
+                .to_owned(),
+            port,
+        ))
+    }
+
+    /// `client_id`, or the stable default for this agent.
+    pub fn client_id_for(&self, cluster: &str, node: &str) -> String {
+        if self.client_id.is_empty() {
+            format!("edgearmor-{cluster}-{node}")
+        } else {
+            self.client_id.clone()
+        }
+    }
+
+    /// The topics of this agent under `topic_prefix`.
+    pub fn topics(&self, cluster: &str, node: &str) -> AgentTopics {
+        AgentTopics::new(&self.topic_prefix, cluster, node)
+    }
+
+    /// The TLS files, when `ca_file` enables TLS.
+    pub fn tls_files(&self) -> Option<TlsFiles> {
+        let ca = self.ca_file.clone()?;
+        let client = match (&self.client_cert, &self.client_key) {
+            (Some(cert), Some(key)) => Some(ClientCertificate {
+                cert: cert.clone(),
+                key: key.clone(),
+            }),
+            // `validate` refuses one without the other.
+            _ => None,
+        };
+        Some(TlsFiles { ca, client })
+    }
+}
+
 impl Default for PipelineConfig {
     fn default() -> Self {
         Self {
@@ -376,22 +427,7 @@ impl AgentConfig {
 
     /// `mqtt.broker` split into host and port.
     pub fn broker_address(&self) -> Result<(String, u16), ConfigError> {
-        let bad = || ConfigError::Invalid {
-            key: "mqtt.broker",
-            value: self.mqtt.broker.clone(),
-            reason: "expected host:port".into(),
-        };
-        let (host, port) = self.mqtt.broker.rsplit_once(':').ok_or_else(bad)?;
-        let port: u16 = port.parse().map_err(|_| bad())?;
-        if host.is_empty() || port == 0 {
-            return Err(bad());
-        }
-        Ok((
-            host.trim_start_matches('[')
-                .trim_end_matches(']')
-                .to_owned(),
-            port,
-        ))
+        self.mqtt.broker_address()
     }
 
     pub fn flush_interval(&self) -> Duration {
