@@ -487,6 +487,41 @@ mod tests {
     }
 
     #[test]
+    fn mqtt_settings_resolve_client_id_topics_and_tls_files() {
+        let mut m = MqttConfig::default();
+        assert_eq!(
+            m.client_id_for("plant-7", "gw-12"),
+            "edgearmor-plant-7-gw-12"
+        );
+        assert_eq!(
+            m.topics("plant-7", "gw-12").events,
+            "edgearmor/plant-7/gw-12/events"
+        );
+        assert_eq!(m.tls_files(), None);
+        m.client_id = "fixed".into();
+        m.topic_prefix = "site/7".into();
+        m.ca_file = Some("/ca.pem".into());
+        assert_eq!(m.client_id_for("c", "n"), "fixed");
+        assert_eq!(m.topics("c", "n").status, "site/7/c/n/status");
+        assert_eq!(
+            m.tls_files(),
+            Some(TlsFiles {
+                ca: "/ca.pem".into(),
+                client: None
+            })
+        );
+        m.client_cert = Some("/c.pem".into());
+        m.client_key = Some("/c.key".into());
+        assert_eq!(
+            m.tls_files().and_then(|t| t.client),
+            Some(ClientCertificate {
+                cert: "/c.pem".into(),
+                key: "/c.key".into()
+            })
+        );
+    }
+
+    #[test]
     fn mistakes_name_the_key() {
         let cases = [
             ("colour = 1", "unknown field `colour`"),
