@@ -5,6 +5,7 @@ use std::fmt;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
+use edgearmor_mqtt::{AgentTopics, ClientCertificate, TlsFiles};
 use edgearmor_policy::DefaultPostures;
 use serde::Deserialize;
 
@@ -175,6 +176,56 @@ impl Default for MqttConfig {
     }
 }
 
+impl MqttConfig {
+    /// `broker` split into host and port.
+    pub fn broker_address(&self) -> Result<(String, u16), ConfigError> {
+        let bad = || ConfigError::Invalid {
+            key: "mqtt.broker",
+            value: self.broker.clone(),
+            reason: "expected host:port".into(),
+        };
+        let (host, port) = self.broker.rsplit_once(':').ok_or_else(bad)?;
+        let port: u16 = port.parse().map_err(|_| bad())?;
+        if host.is_empty() || port == 0 {
+            return Err(bad());
+        }
+        Ok((
+            host.trim_start_matches('[')
+                .trim_end_matches(']')
+                .to_owned(),
+            port,
+        ))
+    }
+
+    /// `client_id`, or the stable default for this agent.
+    pub fn client_id_for(&self, cluster: &str, node: &str) -> String {
+        if self.client_id.is_empty() {
+            format!("edgearmor-{cluster}-{node}")
+        } else {
+            self.client_id.clone()
+        }
+    }
+
+    /// The topics of this agent under `topic_prefix`.
+    pub fn topics(&self, cluster: &str, node: &str) -> AgentTopics {
+        AgentTopics::new(&self.topic_prefix, cluster, node)
+    }
+
+    /// The TLS files, when `ca_file` enables TLS.
+    pub fn tls_files(&self) -> Option<TlsFiles> {
+        let ca = self.ca_file.clone()?;
+        let client = match (&self.client_cert, &self.client_key) {
+            (Some(cert), Some(key)) => Some(ClientCertificate {
+                cert: cert.clone(),
+                key: key.clone(),
+            }),
+            // `validate` refuses one without the other.
+            _ => None,
+        };
+        Some(TlsFiles { ca, client })
+    }
+}
+
 impl Default for PipelineConfig {
     fn default() -> Self {
         Self {
@@ -335,22 +386,7 @@ impl AgentConfig {
 
     /// `mqtt.broker` split into host and port.
     pub fn broker_address(&self) -> Result<(String, u16), ConfigError> {
-        let bad = || ConfigError::Invalid {
-            key: "mqtt.broker",
-            value: self.mqtt.broker.clone(),
-            reason: "expected host:port".into(),
-        };
-        let (host, port) = self.mqtt.broker.rsplit_once(':').ok_or_else(bad)?;
-        let port: u16 = port.parse().map_err(|_| bad())?;
-        if host.is_empty() || port == 0 {
-            return Err(bad());
-        }
-        Ok((
-            host.trim_start_matches('[')
-                .trim_end_matches(']')
-                .to_owned(),
-            port,
-        ))
+        self.mqtt.broker_address()
     }
 
     pub fn flush_interval(&self) -> Duration {
@@ -406,6 +442,41 @@ mod tests {
         assert_eq!(
             c.offline.spool_dir.as_deref(),
             Some(Path::new("/var/lib/edgearmor/spool"))
+        );
+    }
+
+    #[test]
+    fn mqtt_settings_resolve_client_id_topics_and_tls_files() {
+        let mut m = MqttConfig::default();
+        assert_eq!(
+            m.client_id_for("plant-7", "gw-12"),
+            "edgearmor-plant-7-gw-12"
+        );
+        assert_eq!(
+            m.topics("plant-7", "gw-12").events,
+            "edgearmor/plant-7/gw-12/events"
+        );
+        assert_eq!(m.tls_files(), None);
+        m.client_id = "fixed".into();
+        m.topic_prefix = "site/7".into();
+        m.ca_file = Some("/ca.pem".into());
+        assert_eq!(m.client_id_for("c", "n"), "fixed");
+        assert_eq!(m.topics("c", "n").status, "site/7/c/n/status");
+        assert_eq!(
+            m.tls_files(),
+            Some(TlsFiles {
+                ca: "/ca.pem".into(),
+                client: None
+            })
+        );
+        m.client_cert = Some("/c.pem".into());
+        m.client_key = Some("/c.key".into());
+        assert_eq!(
+            m.tls_files().and_then(|t| t.client),
+            Some(ClientCertificate {
+                cert: "/c.pem".into(),
+                key: "/c.key".into()
+            })
         );
     }
 

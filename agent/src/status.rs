@@ -1,8 +1,8 @@
 //! The agent's retained status on `<prefix>/<cluster>/<node>/status`: a birth message
 //! after every connect and a last will the broker publishes when the connection dies.
-//! JSON, so fleet tooling reads it without the wire format.
+//! The message is [`edgearmor_mqtt::StatusMessage`], which the decoder reads.
 
-use edgearmor_alert::write_go_string;
+use edgearmor_mqtt::{AgentState, Enforcement, StatusMessage};
 
 /// What the birth message reports.
 #[derive(Clone, Debug)]
@@ -16,44 +16,34 @@ pub struct AgentStatus {
     pub unix_secs: u64,
 }
 
-fn hex(bytes: &[u8]) -> String {
-    bytes.iter().map(|b| format!("{b:02x}")).collect()
-}
-
-fn field(out: &mut String, key: &str, value: &str) {
-    if out.len() > 1 {
-        out.push(',');
-    }
-    write_go_string(out, key);
-    out.push(':');
-    write_go_string(out, value);
-}
-
 impl AgentStatus {
-    pub fn birth_json(&self) -> String {
-        let mut out = String::from("{");
-        field(&mut out, "state", "online");
-        field(&mut out, "agent_version", &self.agent_version);
-        field(&mut out, "boot_id", &hex(&self.boot_id));
-        field(&mut out, "kernel", &self.kernel);
-        let (state, detail) = match &self.enforcement {
-            Ok(()) => ("available", ""),
-            Err(reason) => ("unavailable", reason.as_str()),
+    pub fn birth(&self) -> StatusMessage {
+        let (enforcement, detail) = match &self.enforcement {
+            Ok(()) => (Enforcement::Available, ""),
+            Err(reason) => (Enforcement::Unavailable, reason.as_str()),
         };
-        field(&mut out, "enforcement", state);
-        field(&mut out, "enforcement_detail", detail);
-        field(&mut out, "policy_set", &format!("{:016x}", self.policy_set));
-        out.push_str(&format!(",\"time\":{}}}", self.unix_secs));
-        out
+        StatusMessage {
+            state: AgentState::Online,
+            agent_version: self.agent_version.clone(),
+            boot_id: self.boot_id,
+            kernel: self.kernel.clone(),
+            enforcement: Some(enforcement),
+            enforcement_detail: detail.to_owned(),
+            policy_set: Some(self.policy_set),
+            time: Some(self.unix_secs),
+        }
+    }
+
+    pub fn will(&self) -> StatusMessage {
+        StatusMessage::last_will(&self.agent_version, self.boot_id)
+    }
+
+    pub fn birth_json(&self) -> String {
+        self.birth().to_json()
     }
 
     pub fn will_json(&self) -> String {
-        let mut out = String::from("{");
-        field(&mut out, "state", "offline");
-        field(&mut out, "boot_id", &hex(&self.boot_id));
-        field(&mut out, "agent_version", &self.agent_version);
-        out.push('}');
-        out
+        self.will().to_json()
     }
 }
 

@@ -6,6 +6,8 @@ use std::path::PathBuf;
 
 use edgearmor_alert::expand::ExpandOptions;
 
+pub use edgearmor_mqtt::{ClientCertificate, TlsFiles};
+
 use crate::pipeline::DecoderConfig;
 use crate::sequence::TrackerConfig;
 use crate::topic;
@@ -127,13 +129,6 @@ impl BrokerConfig {
             None => self.topic.clone(),
         }
     }
-}
-
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub struct TlsFiles {
-    pub ca: PathBuf,
-    /// Certificate chain and key, for mutual TLS.
-    pub client: Option<(PathBuf, PathBuf)>,
 }
 
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -530,7 +525,10 @@ fn check(g: Given) -> Result<Config, ConfigError> {
             client_id: g.client_id,
             tls: g.ca.map(|ca| TlsFiles {
                 ca,
-                client: g.client_cert.zip(g.client_key),
+                client: g
+                    .client_cert
+                    .zip(g.client_key)
+                    .map(|(cert, key)| ClientCertificate { cert, key }),
             }),
             username: g.username,
             password_file: g.password_file,

@@ -9,7 +9,8 @@
 //! - [`policy_store`]: policy tables assembled from their retained parts;
 //! - [`status`]: agent birth / last-will status messages as `SystemEvent` lines;
 //! - [`sink`]: where the lines go (stdout, rotated file, MQTT, memory);
-//! - [`topic`]: the MQTT topic convention; [`cli`]: the command line;
+//! - [`topic`]: the MQTT topic convention (from `edgearmor-mqtt`, shared with the
+//!   agent); [`cli`]: the command line;
 //! - [`counters`]: everything counted, printed at exit;
 //! - [`fuzzing`]: the fuzz target's entry point, shared with the seed regression test.
 //!
@@ -27,4 +28,5 @@ pub mod policy_store;
 pub mod sequence;
 pub mod sink;
 pub mod status;
-pub mod topic;
+/// The MQTT topic convention (shared with the agent).
+pub use edgearmor_mqtt::topic;

@@ -14,6 +14,7 @@ use edgearmor_decode::counters::format_pairs;
 use edgearmor_decode::mqtt::{self, LiveStats, MqttJsonSink};
 use edgearmor_decode::pipeline::{Decoder, HandleError, Received};
 use edgearmor_decode::sink::{AlertSink, FanOut, RotatingFileSink, StdoutSink};
+use edgearmor_mqtt::ErrorChain;
 use log::{debug, error, warn};
 
 fn main() -> ExitCode {
@@ -68,7 +69,7 @@ fn run(config: &Config) -> Result<(), String> {
             result
         }
         Source::Broker(broker) => {
-            let options = mqtt::mqtt_options(broker).map_err(|e| e.to_string())?;
+            let options = mqtt::mqtt_options(broker).map_err(|e| ErrorChain(&e).to_string())?;
             let runtime = tokio::runtime::Builder::new_current_thread()
                 .enable_all()
                 .build()
@@ -97,7 +98,7 @@ fn run(config: &Config) -> Result<(), String> {
                 .await
             });
             print_counters(&decoder, &sinks, Some(&stats));
-            result.map_err(|e| e.to_string())
+            result.map_err(|e| ErrorChain(&e).to_string())
         }
     }
 }

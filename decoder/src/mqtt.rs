@@ -9,7 +9,8 @@
 //!   were written and flushed. Duplicates from redelivery are the sequence tracker's job.
 //! - Errors that retrying cannot fix (TLS verification, refused credentials, refused
 //!   subscriptions) end the decoder with a message saying what to fix; anything else
-//!   (broker down, connection reset) is retried with capped, jittered backoff.
+//!   (broker down, connection reset) is retried with capped, jittered backoff
+//!   ([`edgearmor_mqtt::Backoff`], 250 ms to 30 s, as the agent).
 //! - Bounded: the broker may have at most [`RECEIVE_MAXIMUM`] messages unacknowledged
 //!   with us and never sends packets over [`MAX_PACKET_SIZE`]; republished lines that do
 //!   not fit the client's request queue are dropped and counted.
@@ -22,17 +23,15 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
+use edgearmor_mqtt::{Backoff, Credentials, CredentialsError, TlsError};
 use log::{debug, error, info, warn};
 use rumqttc::v5::mqttbytes::QoS;
 use rumqttc::v5::mqttbytes::v5::{ConnectReturnCode, Filter, Packet, Publish, SubscribeReasonCode};
 use rumqttc::v5::{AsyncClient, ConnectionError, Event, MqttOptions};
-use rumqttc::{TlsConfiguration, Transport};
-use rustls::pki_types::pem::PemObject;
-use rustls::pki_types::{CertificateDer, PrivateKeyDer};
 use tokio::signal::unix::{SignalKind, signal};
 
 use crate::capture::{self, CaptureWriter};
-use crate::cli::{BrokerConfig, TlsFiles};
+use crate::cli::BrokerConfig;
 use crate::pipeline::{Decoder, HandleError, Received};
 use crate::sink::{AlertSink, LineOrigin, SinkError};
 use crate::topic;
@@ -51,11 +50,10 @@ const TICK: Duration = Duration::from_millis(250);
 /// What stopped the live decoder other than a signal.
 #[derive(Debug)]
 pub enum LiveError {
-    /// A TLS or client file could not be used.
-    Setup {
-        path: PathBuf,
-        reason: String,
-    },
+    /// A TLS file could not be used.
+    TlsFiles(TlsError),
+    /// The password file could not be used.
+    Credentials(CredentialsError),
     Tls {
         broker: String,
         reason: String,
@@ -80,7 +78,9 @@ pub enum LiveError {
 impl std::fmt::Display for LiveError {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         match self {
-            LiveError::Setup { path, reason } => write!(f, "{}: {reason}", path.display()),
+            // Their causes come from `source()`.
+            LiveError::TlsFiles(e) => e.fmt(f),
+            LiveError::Credentials(e) => e.fmt(f),
             LiveError::Tls {
                 broker,
                 reason,
@@ -113,7 +113,15 @@ impl std::fmt::Display for LiveError {
     }
 }
 
-impl std::error::Error for LiveError {}
+impl std::error::Error for LiveError {
+    fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
+        match self {
+            LiveError::TlsFiles(e) => e.source(),
+            LiveError::Credentials(e) => e.source(),
+            _ => None,
+        }
+    }
+}
 
 /// Connection-level counters, printed with the decoder's at exit.
 #[derive(Default)]
@@ -147,62 +155,6 @@ impl LiveStats {
     }
 }
 
-/// rustls client configuration with the ring provider: the CA to verify the broker
-/// against and, for mutual TLS, our certificate chain and key.
-pub fn tls_client_config(files: &TlsFiles) -> Result<rustls::ClientConfig, LiveError> {
-    let setup = |path: &Path, reason: String| LiveError::Setup {
-        path: path.to_owned(),
-        reason,
-    };
-    let mut roots = rustls::RootCertStore::empty();
-    let certs = read_certs(&files.ca)?;
-    for cert in certs {
-        roots
-            .add(cert)
-            .map_err(|e| setup(&files.ca, format!("not a usable CA certificate: {e}")))?;
-    }
-    let builder = rustls::ClientConfig::builder_with_provider(Arc::new(
-        rustls::crypto::ring::default_provider(),
-    ))
-    .with_safe_default_protocol_versions()
-    .map_err(|e| setup(&files.ca, format!("TLS setup: {e}")))?
-    .with_root_certificates(roots);
-    match &files.client {
-        None => Ok(builder.with_no_client_auth()),
-        Some((cert_path, key_path)) => {
-            let chain = read_certs(cert_path)?;
-            let key = PrivateKeyDer::from_pem_file(key_path)
-                .map_err(|e| setup(key_path, format!("no usable private key: {e}")))?;
-            builder
-                .with_client_auth_cert(chain, key)
-                .map_err(|e| setup(key_path, format!("does not match the certificate: {e}")))
-        }
-    }
-}
-
-fn read_certs(path: &Path) -> Result<Vec<CertificateDer<'static>>, LiveError> {
-    let setup = |reason: String| LiveError::Setup {
-        path: path.to_owned(),
-        reason,
-    };
-    let certs = CertificateDer::pem_file_iter(path)
-        .map_err(|e| setup(format!("cannot read certificates: {e}")))?
-        .collect::<Result<Vec<_>, _>>()
-        .map_err(|e| setup(format!("bad PEM: {e}")))?;
-    if certs.is_empty() {
-        return Err(setup("holds no PEM certificate".into()));
-    }
-    Ok(certs)
-}
-
-fn read_password(path: &Path) -> Result<String, LiveError> {
-    let text = std::fs::read_to_string(path).map_err(|e| LiveError::Setup {
-        path: path.to_owned(),
-        reason: format!("cannot read the password: {e}"),
-    })?;
-    Ok(text.lines().next().unwrap_or_default().to_owned())
-}
-
 pub fn mqtt_options(config: &BrokerConfig) -> Result<MqttOptions, LiveError> {
     let (client_id, persistent) = match &config.client_id {
         Some(id) => (id.clone(), true),
@@ -219,18 +171,13 @@ pub fn mqtt_options(config: &BrokerConfig) -> Result<MqttOptions, LiveError> {
     if persistent {
         options.set_session_expiry_interval(Some(SESSION_EXPIRY_SECS));
     }
-    if let Some(user) = &config.username {
-        let password = match &config.password_file {
-            Some(path) => read_password(path)?,
-            None => String::new(),
-        };
-        options.set_credentials(user.clone(), password);
+    if let Some(c) = Credentials::load(config.username.as_deref(), config.password_file.as_deref())
+        .map_err(LiveError::Credentials)?
+    {
+        options.set_credentials(c.username, c.password);
     }
     if let Some(files) = &config.tls {
-        let tls = tls_client_config(files)?;
-        options.set_transport(Transport::tls_with_config(TlsConfiguration::Rustls(
-            Arc::new(tls),
-        )));
+        options.set_transport(edgearmor_mqtt::tls::transport(files).map_err(LiveError::TlsFiles)?);
     }
     Ok(options)
 }
@@ -393,37 +340,6 @@ fn rustls_error(error: &ConnectionError) -> Option<&rustls::Error> {
         _ => return None,
     };
     io.get_ref()?.downcast_ref::<rustls::Error>()
-}
-
-/// Capped exponential backoff with jitter, so a fleet of decoders does not reconnect
-/// in lockstep after a broker restart.
-struct Backoff {
-    attempt: u32,
-    seed: u64,
-}
-
-impl Backoff {
-    fn new() -> Self {
-        Self {
-            attempt: 0,
-            seed: (now_us() ^ (u64::from(std::process::id()) << 32)) | 1,
-        }
-    }
-
-    fn next_delay(&mut self) -> Duration {
-        let base_ms = 250u64 << self.attempt.min(6); // 250 ms .. 16 s
-        self.attempt += 1;
-        // xorshift64: plenty for jitter.
-        self.seed ^= self.seed << 13;
-        self.seed ^= self.seed >> 7;
-        self.seed ^= self.seed << 17;
-        let jitter = self.seed % (base_ms / 2 + 1);
-        Duration::from_millis((base_ms * 3 / 4 + jitter).min(10_000))
-    }
-
-    fn reset(&mut self) {
-        self.attempt = 0;
-    }
 }
 
 /// Runs until SIGINT/SIGTERM (`Ok`) or a fatal error.

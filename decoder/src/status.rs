@@ -1,8 +1,8 @@
 //! Agent status messages (retained JSON on `edgearmor/<cluster>/<node>/status`) as
 //! `SystemEvent` lines.
 //!
-//! The agent publishes a birth message when it connects and leaves a last will with
-//! the broker for when its connection is lost:
+//! The message itself, what the agent publishes and what is valid, is
+//! [`edgearmor_mqtt::status`], shared with the agent:
 //!
 //! ```json
 //! {"state":"online","agent_version":"0.1.0","boot_id":"<32 hex>","kernel":"6.12.117+deb12-arm64",
@@ -17,173 +17,23 @@ use std::fmt::Write as _;
 
 use edgearmor_alert::expand::{ExpandOptions, reset, set_identity};
 use edgearmor_alert::{AlertType, EventTime, HostAlert};
-use serde::Deserialize;
+pub use edgearmor_mqtt::status::{
+    AgentState, Enforcement, MAX_STATUS_LEN, StatusError, StatusMessage,
+};
 
 /// `Operation` of status lines.
 pub const OPERATION_AGENT_STATUS: &str = "AgentStatus";
-/// Status payloads are small; anything larger is not one.
-pub const MAX_STATUS_LEN: usize = 4096;
-/// Bound of every free-text field (versions, kernel release, enforcement detail).
-const MAX_FIELD_LEN: usize = 512;
 
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub enum StatusError {
-    TooLarge {
-        len: usize,
-        max: usize,
-    },
-    /// Not JSON, or not the status object (serde_json's message says where).
-    Json(String),
-    UnknownState(String),
-    /// `boot_id` is not 32 lowercase hex digits.
-    BadBootId(String),
-    /// `policy_set` is not 16 lowercase hex digits.
-    BadPolicySet(String),
-    UnknownEnforcement(String),
-    /// A field over its bound, or with characters it may not hold.
-    BadField {
-        field: &'static str,
-        reason: &'static str,
-    },
-}
-
-impl std::fmt::Display for StatusError {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        match self {
-            StatusError::TooLarge { len, max } => {
-                write!(f, "status of {len} bytes, over the {max}-byte limit")
-            }
-            StatusError::Json(e) => write!(f, "status is not the expected JSON object: {e}"),
-            StatusError::UnknownState(s) => {
-                write!(
-                    f,
-                    "unknown state {s:?} (expected \"online\" or \"offline\")"
-                )
-            }
-            StatusError::BadBootId(s) => {
-                write!(f, "boot_id {s:?} is not 32 lowercase hex digits")
-            }
-            StatusError::BadPolicySet(s) => {
-                write!(f, "policy_set {s:?} is not 16 lowercase hex digits")
-            }
-            StatusError::UnknownEnforcement(s) => write!(
-                f,
-                "unknown enforcement {s:?} (expected \"available\" or \"unavailable\")"
-            ),
-            StatusError::BadField { field, reason } => write!(f, "field {field}: {reason}"),
-        }
-    }
-}
-
-impl std::error::Error for StatusError {}
-
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum AgentState {
-    Online,
-    Offline,
-}
-
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub struct AgentStatus {
-    pub state: AgentState,
-    pub agent_version: String,
-    pub boot_id: String,
-    pub kernel: String,
-    /// `Some(true)` available, `Some(false)` unavailable, `None` not said (offline).
-    pub enforcement: Option<bool>,
-    pub enforcement_detail: String,
-    pub policy_set: String,
-    /// Unix seconds, from the agent's clock.
-    pub time: Option<u64>,
-}
-
-#[derive(Deserialize)]
-struct StatusJson {
-    state: String,
-    agent_version: String,
-    boot_id: String,
-    #[serde(default)]
-    kernel: String,
-    #[serde(default)]
-    enforcement: Option<String>,
-    #[serde(default)]
-    enforcement_detail: String,
-    #[serde(default)]
-    policy_set: String,
-    #[serde(default)]
-    time: Option<u64>,
-}
-
-pub fn parse(payload: &[u8]) -> Result<AgentStatus, StatusError> {
-    if payload.len() > MAX_STATUS_LEN {
-        return Err(StatusError::TooLarge {
-            len: payload.len(),
-            max: MAX_STATUS_LEN,
-        });
-    }
-    let raw: StatusJson =
-        serde_json::from_slice(payload).map_err(|e| StatusError::Json(e.to_string()))?;
-    let state = match raw.state.as_str() {
-        "online" => AgentState::Online,
-        "offline" => AgentState::Offline,
-        _ => return Err(StatusError::UnknownState(truncated(&raw.state))),
-    };
-    if !is_lower_hex(&raw.boot_id, 32) {
-        return Err(StatusError::BadBootId(truncated(&raw.boot_id)));
-    }
-    if !raw.policy_set.is_empty() && !is_lower_hex(&raw.policy_set, 16) {
-        return Err(StatusError::BadPolicySet(truncated(&raw.policy_set)));
-    }
-    let enforcement = match raw.enforcement.as_deref() {
-        None => None,
-        Some("available") => Some(true),
-        Some("unavailable") => Some(false),
-        Some(other) => return Err(StatusError::UnknownEnforcement(truncated(other))),
-    };
-    // These go into `Data` as `key=value` words: no whitespace, no '='.
-    for (field, value) in [
-        ("agent_version", &raw.agent_version),
-        ("kernel", &raw.kernel),
-    ] {
-        if value.len() > MAX_FIELD_LEN {
-            return Err(StatusError::BadField {
-                field,
-                reason: "longer than 512 bytes",
-            });
-        }
-        if value
-            .chars()
-            .any(|c| c.is_whitespace() || c.is_control() || c == '=')
-        {
-            return Err(StatusError::BadField {
-                field,
-                reason: "holds whitespace, control characters or '='",
-            });
-        }
-    }
-    if raw.enforcement_detail.len() > MAX_FIELD_LEN {
-        return Err(StatusError::BadField {
-            field: "enforcement_detail",
-            reason: "longer than 512 bytes",
-        });
-    }
-    Ok(AgentStatus {
-        state,
-        agent_version: raw.agent_version,
-        boot_id: raw.boot_id,
-        kernel: raw.kernel,
-        enforcement,
-        enforcement_detail: raw.enforcement_detail,
-        policy_set: raw.policy_set,
-        time: raw.time,
-    })
+/// Reads and checks a status payload.
+pub fn parse(payload: &[u8]) -> Result<StatusMessage, StatusError> {
+    StatusMessage::from_json(payload)
 }
 
 /// The `SystemEvent` line of a status: `Operation: AgentStatus`, the status as `Data`
 /// key/value pairs, a sentence in `Message`. `retained` marks a status the broker
 /// kept from before this decoder subscribed; `now_us` stamps statuses without a time.
 pub fn to_alert(
-    status: &AgentStatus,
+    status: &StatusMessage,
     cluster: &str,
     node: &str,
     retained: bool,
@@ -200,30 +50,23 @@ pub fn to_alert(
         None => EventTime::from_unix_micros(now_us),
     };
     out.operation.push_str(OPERATION_AGENT_STATUS);
-    let state = match status.state {
-        AgentState::Online => "online",
-        AgentState::Offline => "offline",
-    };
+    let state = status.state.as_str();
+    let boot_id = status.boot_id_hex();
     let _ = write!(
         out.data,
-        "state={state} agent_version={} boot_id={}",
-        status.agent_version, status.boot_id
+        "state={state} agent_version={} boot_id={boot_id}",
+        status.agent_version
     );
     if !status.kernel.is_empty() {
         let _ = write!(out.data, " kernel={}", status.kernel);
     }
-    if let Some(available) = status.enforcement {
-        let word = if available {
-            "available"
-        } else {
-            "unavailable"
-        };
-        let _ = write!(out.data, " enforcement={word}");
+    if let Some(enforcement) = status.enforcement {
+        let _ = write!(out.data, " enforcement={}", enforcement.as_str());
     }
-    if !status.policy_set.is_empty() {
-        let _ = write!(out.data, " policy_set={}", status.policy_set);
+    if let Some(policy_set) = status.policy_set_hex() {
+        let _ = write!(out.data, " policy_set={policy_set}");
     }
-    let boot = &status.boot_id[..8.min(status.boot_id.len())];
+    let boot = &boot_id[..8];
     let _ = write!(
         out.message,
         "edgearmor agent {} {state} (boot {boot})",
@@ -235,11 +78,11 @@ pub fn to_alert(
                 let _ = write!(out.message, ", kernel {}", status.kernel);
             }
             match status.enforcement {
-                Some(true) => out.message.push_str(", enforcement available"),
-                Some(false) if status.enforcement_detail.is_empty() => out
+                Some(Enforcement::Available) => out.message.push_str(", enforcement available"),
+                Some(Enforcement::Unavailable) if status.enforcement_detail.is_empty() => out
                     .message
                     .push_str(", enforcement unavailable (monitor only)"),
-                Some(false) => {
+                Some(Enforcement::Unavailable) => {
                     let _ = write!(
                         out.message,
                         ", enforcement unavailable (monitor only): {}",
@@ -257,17 +100,6 @@ pub fn to_alert(
         out.message
             .push_str(" [retained: published before this decoder subscribed]");
     }
-}
-
-fn is_lower_hex(s: &str, len: usize) -> bool {
-    s.len() == len
-        && s.bytes()
-            .all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b))
-}
-
-/// A bad value for an error message: bounded, so a hostile payload cannot flood the log.
-fn truncated(s: &str) -> String {
-    s.chars().take(64).collect()
 }
 
 #[cfg(test)]

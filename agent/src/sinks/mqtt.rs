@@ -7,166 +7,38 @@
 //! again, in order (QoS 1 may duplicate; sequence numbers let consumers drop repeats).
 //! On connect it publishes a retained birth message and the policy table; the broker
 //! holds a retained last will that says offline when the connection is lost.
+//!
+//! Topics, TLS, credentials and the reconnect backoff are `edgearmor-mqtt`'s, shared
+//! with the decoder; the settings are the configuration's `[mqtt]` table.
 
 use std::collections::{HashMap, VecDeque};
-use std::fmt;
-use std::path::PathBuf;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
+use edgearmor_mqtt::{AgentTopics, Backoff, Credentials, CredentialsError, TlsError};
+use edgearmor_wire::AgentId;
 use rumqttc::{
     AsyncClient, ConnectReturnCode, ConnectionError, Event, EventLoop, LastWill, MqttOptions,
-    Outgoing, Packet, QoS, TlsConfiguration, Transport,
+    Outgoing, Packet, QoS,
 };
 
+use crate::config::{ConfigError, MqttConfig};
 use crate::events::pipeline::{BatchSink, SharedLedger};
 use crate::sinks::offline::{BatchKey, OfflineBuffer, PendingBatch};
 
-/// Broker connection settings.
-#[derive(Clone, Debug, Default)]
-pub struct MqttSettings {
-    pub host: String,
-    pub port: u16,
-    pub client_id: String,
-    /// Enables TLS: the broker's certificate must chain to this CA (PEM).
-    pub ca_file: Option<PathBuf>,
-    /// Client certificate and key (PEM) for mutual TLS.
-    pub client_cert: Option<PathBuf>,
-    pub client_key: Option<PathBuf>,
-    pub username: Option<String>,
-    pub password_file: Option<PathBuf>,
-    pub keep_alive: Duration,
-    /// Topics are `<prefix>/<cluster>/<node>/...`.
-    pub topic_prefix: String,
-}
-
-#[derive(Debug)]
+/// What keeps the MQTT thread from starting. The causes (file, value) come from
+/// `source()`.
+#[derive(Debug, thiserror::Error)]
 pub enum MqttError {
-    Read {
-        what: &'static str,
-        path: PathBuf,
-        source: std::io::Error,
-    },
-    Pem {
-        what: &'static str,
-        path: PathBuf,
-        detail: String,
-    },
-    Tls(String),
-    Thread(std::io::Error),
-}
-
-impl fmt::Display for MqttError {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        match self {
-            MqttError::Read { what, path, source } => {
-                write!(f, "cannot read MQTT {what} {}: {source}", path.display())
-            }
-            MqttError::Pem { what, path, detail } => {
-                write!(f, "MQTT {what} {}: {detail}", path.display())
-            }
-            MqttError::Tls(detail) => write!(f, "MQTT TLS setup: {detail}"),
-            MqttError::Thread(e) => write!(f, "cannot start the MQTT thread: {e}"),
-        }
-    }
-}
-
-impl std::error::Error for MqttError {}
-
-fn read_pem(what: &'static str, path: &PathBuf) -> Result<Vec<u8>, MqttError> {
-    std::fs::read(path).map_err(|source| MqttError::Read {
-        what,
-        path: path.clone(),
-        source,
-    })
-}
-
-fn tls_config(s: &MqttSettings, ca: &PathBuf) -> Result<rustls::ClientConfig, MqttError> {
-    use rustls::pki_types::pem::PemObject;
-    use rustls::pki_types::{CertificateDer, PrivateKeyDer};
-    let pem = read_pem("CA file", ca)?;
-    let mut roots = rustls::RootCertStore::empty();
-    let mut count = 0;
-    for cert in CertificateDer::pem_slice_iter(&pem) {
-        let cert = cert.map_err(|e| MqttError::Pem {
-            what: "CA file",
-            path: ca.clone(),
-            detail: e.to_string(),
-        })?;
-        roots.add(cert).map_err(|e| MqttError::Pem {
-            what: "CA file",
-            path: ca.clone(),
-            detail: e.to_string(),
-        })?;
-        count += 1;
-    }
-    if count == 0 {
-        return Err(MqttError::Pem {
-            what: "CA file",
-            path: ca.clone(),
-            detail: "no PEM certificate in it".into(),
-        });
-    }
-    let provider = Arc::new(rustls::crypto::ring::default_provider());
-    let builder = rustls::ClientConfig::builder_with_provider(provider)
-        .with_safe_default_protocol_versions()
-        .map_err(|e| MqttError::Tls(e.to_string()))?
-        .with_root_certificates(roots);
-    match (&s.client_cert, &s.client_key) {
-        (Some(cert_path), Some(key_path)) => {
-            let cert_pem = read_pem("client certificate", cert_path)?;
-            let certs = CertificateDer::pem_slice_iter(&cert_pem)
-                .collect::<Result<Vec<_>, _>>()
-                .map_err(|e| MqttError::Pem {
-                    what: "client certificate",
-                    path: cert_path.clone(),
-                    detail: e.to_string(),
-                })?;
-            let key_pem = read_pem("client key", key_path)?;
-            let key = PrivateKeyDer::from_pem_slice(&key_pem).map_err(|e| MqttError::Pem {
-                what: "client key",
-                path: key_path.clone(),
-                detail: e.to_string(),
-            })?;
-            builder
-                .with_client_auth_cert(certs, key)
-                .map_err(|e| MqttError::Tls(e.to_string()))
-        }
-        (None, None) => Ok(builder.with_no_client_auth()),
-        _ => Err(MqttError::Tls(
-            "a client certificate needs both client_cert and client_key".into(),
-        )),
-    }
-}
-
-/// Topic names of one agent.
-#[derive(Clone, Debug)]
-pub struct Topics {
-    pub events: String,
-    pub status: String,
-    /// `<prefix>/<cluster>/<node>/policies/<part>`.
-    pub policies: String,
-    /// Signed policy bundles: `<prefix>/<cluster>/policy` (fleet-wide) and
-    /// `<prefix>/<cluster>/<node>/policy` (this node).
-    pub fleet_bundle: String,
-    pub node_bundle: String,
-    /// `<prefix>/<cluster>/<node>/policy/reported`.
-    pub bundle_reported: String,
-}
-
-impl Topics {
-    pub fn new(prefix: &str, cluster: &str, node: &str) -> Self {
-        let base = format!("{prefix}/{cluster}/{node}");
-        Self {
-            events: format!("{base}/events"),
-            status: format!("{base}/status"),
-            policies: format!("{base}/policies"),
-            fleet_bundle: format!("{prefix}/{cluster}/policy"),
-            node_bundle: format!("{base}/policy"),
-            bundle_reported: format!("{base}/policy/reported"),
-        }
-    }
+    #[error("MQTT broker address")]
+    Broker(#[source] ConfigError),
+    #[error("MQTT TLS files")]
+    Tls(#[source] TlsError),
+    #[error("MQTT credentials")]
+    Credentials(#[source] CredentialsError),
+    #[error("cannot start the MQTT thread")]
+    Thread(#[source] std::io::Error),
 }
 
 /// What the thread publishes besides batches.
@@ -214,15 +86,6 @@ pub struct Inbound {
 /// Messages waiting for the agent; a full inbox drops (and counts) the newest.
 const INBOX_MESSAGES: usize = 4;
 
-/// Counters the MQTT thread keeps (readable from any thread).
-#[derive(Default, Debug)]
-pub struct MqttStats {
-    pub connected: AtomicBool,
-    pub connects: AtomicU64,
-    pub acked_batches: AtomicU64,
-    pub buffered_batches: AtomicU64,
-}
-
 /// Unacknowledged batches on the wire at once.
 const INFLIGHT_WINDOW: usize = 32;
 
@@ -253,33 +116,32 @@ pub struct MqttPublisher {
     wake: async_channel::Sender<()>,
     stop: Arc<AtomicBool>,
     ledger: SharedLedger,
-    pub stats: Arc<MqttStats>,
     thread: Option<std::thread::JoinHandle<()>>,
     encode_buf: Vec<u8>,
 }
 
 impl MqttPublisher {
-    /// Starts the MQTT thread. Fails only on local problems (unreadable certificates);
-    /// an unreachable broker is retried forever with backoff.
+    /// Starts the MQTT thread for `agent` with the `[mqtt]` settings. Fails only on
+    /// local problems (unreadable certificates or password file); an unreachable broker
+    /// is retried forever with backoff.
     /// `subscriptions` are QoS 1 topics whose messages go to [`Self::inbox`];
     /// `max_inbound` is the largest message accepted from the broker.
     pub fn start(
-        settings: &MqttSettings,
-        topics: Topics,
+        config: &MqttConfig,
+        agent: &AgentId,
         session: SessionMessages,
         buffer: OfflineBuffer,
         ledger: SharedLedger,
         subscriptions: Vec<String>,
         max_inbound: usize,
     ) -> Result<Self, MqttError> {
-        let mut options = MqttOptions::new(
-            settings.client_id.clone(),
-            settings.host.clone(),
-            settings.port,
-        );
+        let (host, port) = config.broker_address().map_err(MqttError::Broker)?;
+        let topics = config.topics(&agent.cluster, &agent.node);
+        let client_id = config.client_id_for(&agent.cluster, &agent.node);
+        let mut options = MqttOptions::new(client_id, host.clone(), port);
         options
             .set_clean_session(false)
-            .set_keep_alive(settings.keep_alive.max(Duration::from_secs(5)))
+            .set_keep_alive(Duration::from_secs(config.keep_alive_secs).max(Duration::from_secs(5)))
             .set_max_packet_size(
                 (edgearmor_wire::Message::MAX_ENCODED_LEN + 1024).max(max_inbound),
                 64 * 1024,
@@ -291,29 +153,17 @@ impl MqttPublisher {
                 QoS::AtLeastOnce,
                 true,
             ));
-        if let Some(user) = &settings.username {
-            let password = match &settings.password_file {
-                Some(p) => std::fs::read_to_string(p)
-                    .map_err(|source| MqttError::Read {
-                        what: "password file",
-                        path: p.clone(),
-                        source,
-                    })?
-                    .trim_end_matches(['\n', '\r'])
-                    .to_owned(),
-                None => String::new(),
-            };
-            options.set_credentials(user.clone(), password);
+        if let Some(c) =
+            Credentials::load(config.username.as_deref(), config.password_file.as_deref())
+                .map_err(MqttError::Credentials)?
+        {
+            options.set_credentials(c.username, c.password);
         }
-        if let Some(ca) = &settings.ca_file {
-            let config = tls_config(settings, ca)?;
-            options.set_transport(Transport::tls_with_config(TlsConfiguration::Rustls(
-                Arc::new(config),
-            )));
+        if let Some(files) = config.tls_files() {
+            options.set_transport(edgearmor_mqtt::tls::transport(&files).map_err(MqttError::Tls)?);
         }
         let (wake, wake_rx) = async_channel::bounded(1);
-        let stats = Arc::new(MqttStats::default());
-        let broker = format!("{}:{}", settings.host, settings.port);
+        let broker = format!("{host}:{port}");
         let buffer: SharedBuffer = Arc::new(std::sync::Mutex::new(buffer));
         let stop = Arc::new(AtomicBool::new(false));
         let session: SharedSession = Arc::new(std::sync::Mutex::new((session, false)));
@@ -324,7 +174,6 @@ impl MqttPublisher {
             topics,
             session: session.clone(),
             buffer: buffer.clone(),
-            stats: stats.clone(),
             wake: wake_rx,
             stop: stop.clone(),
             broker,
@@ -360,7 +209,6 @@ impl MqttPublisher {
             wake,
             stop,
             ledger,
-            stats,
             thread: Some(thread),
             encode_buf: vec![0; edgearmor_wire::Message::MAX_ENCODED_LEN],
         })
@@ -447,12 +295,11 @@ enum Expected {
 }
 
 struct Worker {
-    topics: Topics,
+    topics: AgentTopics,
     session: SharedSession,
     subscriptions: Vec<String>,
     inbox: async_channel::Sender<Inbound>,
     buffer: SharedBuffer,
-    stats: Arc<MqttStats>,
     wake: async_channel::Receiver<()>,
     stop: Arc<AtomicBool>,
     broker: String,
@@ -495,9 +342,6 @@ impl Worker {
                 _ = tick.tick() => lock(&self.buffer).sync(),
             }
             let left = lock(&self.buffer).len();
-            self.stats
-                .buffered_batches
-                .store(left as u64, Ordering::Relaxed);
             if self.stop.load(Ordering::Relaxed) || (!accepting && left == 0) {
                 break;
             }
@@ -520,8 +364,6 @@ impl Worker {
         match event {
             Event::Incoming(Packet::ConnAck(_)) => {
                 self.connected = true;
-                self.stats.connected.store(true, Ordering::Relaxed);
-                self.stats.connects.fetch_add(1, Ordering::Relaxed);
                 log::info!("MQTT: connected to {}", self.broker);
                 self.last_error = None;
                 self.publish_session(client).await;
@@ -551,7 +393,6 @@ impl Worker {
                 if let Some(key) = self.pkids.remove(&ack.pkid) {
                     self.in_flight.remove(&key);
                     lock(&self.buffer).acknowledge(&key);
-                    self.stats.acked_batches.fetch_add(1, Ordering::Relaxed);
                     self.publish_window(client).await;
                 }
             }
@@ -571,7 +412,6 @@ impl Worker {
             self.last_error = Some(message);
         }
         self.connected = false;
-        self.stats.connected.store(false, Ordering::Relaxed);
         self.in_flight.clear();
         self.expected.clear();
         self.pkids.clear();
@@ -603,7 +443,7 @@ impl Worker {
             }
         }
         for (i, table) in session.policy_tables.iter().enumerate() {
-            let topic = format!("{}/{i}", self.topics.policies);
+            let topic = self.topics.policy_part(i);
             if client
                 .publish(topic, QoS::AtLeastOnce, true, table.clone())
                 .await
@@ -646,7 +486,7 @@ impl Worker {
 }
 
 /// Polls rumqttc's event loop and forwards what it yields; after an error it waits
-/// (exponential backoff with jitter) before the next poll reconnects. Ends when the
+/// ([`Backoff`]: exponential, 250 ms to 30 s, with jitter) before the next poll reconnects. Ends when the
 /// receiver is gone or `stop` is set.
 async fn drive_event_loop(
     mut eventloop: EventLoop,
@@ -700,69 +540,5 @@ fn describe(error: &ConnectionError, broker: &str) -> String {
         ConnectionError::Io(e) => format!("cannot reach broker {broker}: {e}"),
         ConnectionError::NetworkTimeout => format!("broker {broker} did not answer in time"),
         other => format!("connection to broker {broker} lost: {other}"),
-    }
-}
-
-/// Exponential backoff from 250 ms to 30 s with ±50 % jitter, so a fleet that lost its
-/// broker does not reconnect in lockstep.
-struct Backoff {
-    attempt: u32,
-    rng: u64,
-}
-
-impl Backoff {
-    fn new() -> Self {
-        let seed = std::time::SystemTime::now()
-            .duration_since(std::time::UNIX_EPOCH)
-            .map(|d| d.as_nanos() as u64)
-            .unwrap_or(1)
-            ^ u64::from(std::process::id()) << 32;
-        Self {
-            attempt: 0,
-            rng: seed | 1,
-        }
-    }
-
-    fn reset(&mut self) {
-        self.attempt = 0;
-    }
-
-    fn next_delay(&mut self) -> Duration {
-        let base_ms = (250u64 << self.attempt.min(7)).min(30_000);
-        self.attempt += 1;
-        // xorshift64: jitter only, not security.
-        self.rng ^= self.rng << 13;
-        self.rng ^= self.rng >> 7;
-        self.rng ^= self.rng << 17;
-        let jitter = self.rng % (base_ms + 1);
-        Duration::from_millis(base_ms / 2 + jitter)
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn backoff_grows_caps_and_jitters() {
-        let mut b = Backoff::new();
-        let delays: Vec<Duration> = (0..12).map(|_| b.next_delay()).collect();
-        assert!(delays[0] <= Duration::from_millis(375) && delays[0] >= Duration::from_millis(125));
-        assert!(delays.iter().all(|d| *d <= Duration::from_millis(45_000)));
-        assert!(
-            delays[11] >= Duration::from_secs(15),
-            "capped near 30 s: {:?}",
-            delays[11]
-        );
-        b.reset();
-        assert!(b.next_delay() <= Duration::from_millis(375));
-    }
-
-    #[test]
-    fn topics_follow_the_convention() {
-        let t = Topics::new("edgearmor", "plant-7", "gw-12");
-        assert_eq!(t.events, "edgearmor/plant-7/gw-12/events");
-        assert_eq!(t.status, "edgearmor/plant-7/gw-12/status");
-        assert_eq!(t.policies, "edgearmor/plant-7/gw-12/policies");
     }
 }

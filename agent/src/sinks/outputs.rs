@@ -15,7 +15,7 @@ use crate::control::policy_table::PolicySet;
 use crate::events::pipeline::{
     BatchPolicy, BatchSink, Batcher, EventQueue, LossLedger, SharedLedger,
 };
-use crate::sinks::mqtt::{MqttError, MqttPublisher, MqttSettings, SessionMessages, Topics};
+use crate::sinks::mqtt::{MqttError, MqttPublisher, SessionMessages};
 use crate::sinks::offline::{OfflineBuffer, Spool, SpoolError};
 use crate::sinks::stdout::JsonLinesSink;
 use crate::status::AgentStatus;
@@ -36,7 +36,8 @@ impl fmt::Display for DaemonError {
         match self {
             DaemonError::Config(e) => e.fmt(f),
             DaemonError::Spool(e) => e.fmt(f),
-            DaemonError::Mqtt(e) => e.fmt(f),
+            // The one line `run` prints: the causes (file, value) included.
+            DaemonError::Mqtt(e) => edgearmor_mqtt::ErrorChain(e).fmt(f),
         }
     }
 }
@@ -101,7 +102,6 @@ impl Outputs {
         let mqtt = if config.mqtt.broker.is_empty() {
             None
         } else {
-            let (host, port) = config.broker_address().map_err(DaemonError::Config)?;
             let spool = match &config.offline.spool_dir {
                 Some(dir) => {
                     Some(Spool::open(dir, config.offline.spool_bytes).map_err(DaemonError::Spool)?)
@@ -109,24 +109,7 @@ impl Outputs {
                 None => None,
             };
             let buffer = OfflineBuffer::new(config.offline.buffer_bytes, spool);
-            let client_id = if config.mqtt.client_id.is_empty() {
-                format!("edgearmor-{}-{}", agent.cluster, agent.node)
-            } else {
-                config.mqtt.client_id.clone()
-            };
-            let settings = MqttSettings {
-                host,
-                port,
-                client_id,
-                ca_file: config.mqtt.ca_file.clone(),
-                client_cert: config.mqtt.client_cert.clone(),
-                client_key: config.mqtt.client_key.clone(),
-                username: config.mqtt.username.clone(),
-                password_file: config.mqtt.password_file.clone(),
-                keep_alive: Duration::from_secs(config.mqtt.keep_alive_secs),
-                topic_prefix: config.mqtt.topic_prefix.clone(),
-            };
-            let topics = Topics::new(&settings.topic_prefix, &agent.cluster, &agent.node);
+            let topics = config.mqtt.topics(&agent.cluster, &agent.node);
             bundle_reported_topic = Some(topics.bundle_reported.clone());
             let fleet = !config.fleet.public_keys.is_empty();
             let subscriptions = if fleet {
@@ -153,8 +136,8 @@ impl Outputs {
             };
             Some(
                 MqttPublisher::start(
-                    &settings,
-                    topics,
+                    &config.mqtt,
+                    agent,
                     session,
                     buffer,
                     ledger.clone(),

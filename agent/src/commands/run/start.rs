@@ -74,10 +74,7 @@ impl<'h> Agent<'h> {
         let batcher = Batcher::new(agent, policies.hash, batch_policy(&config));
         let bundles = fleet.map(|fleet| Bundles {
             fleet,
-            node_topic: format!(
-                "{}/{}/{node}/policy",
-                config.mqtt.topic_prefix, config.cluster
-            ),
+            node_topic: config.mqtt.topics(&config.cluster, &node).node_bundle,
             reports: outputs
                 .mqtt
                 .as_ref()

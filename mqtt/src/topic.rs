@@ -1,8 +1,11 @@
-//! The MQTT topic convention: `<prefix>/<cluster>/<node>/<kind>`, prefix `edgearmor` by
-//! default.
+//! The topic convention: `<prefix>/<cluster>/<node>/<kind>`, prefix `edgearmor` by
+//! default. Every topic the agent publishes or subscribes to and every filter the
+//! decoder subscribes with is built here.
 //!
 //! Agents publish postcard batches on `.../events`, retained policy-table parts on
-//! `.../policies/<part>` and retained JSON status on `.../status`; the decoder
+//! `.../policies/<part>`, retained JSON status on `.../status` and retained bundle
+//! reports on `.../policy/reported`; they read signed policy bundles from
+//! `<prefix>/<cluster>/policy` (fleet-wide) and `.../policy` (this node). The decoder
 //! re-publishes JSON lines on `.../alerts/json`. The cluster and node levels of a topic
 //! are what the broker's ACLs authenticate, so the decoder checks that a payload's own
 //! agent identity matches them.
@@ -10,6 +13,44 @@
 /// The first level(s) of every topic, unless configured otherwise (`--topic-prefix`,
 /// the agent's `topic_prefix`).
 pub const DEFAULT_PREFIX: &str = "edgearmor";
+
+/// The topics of one agent.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct AgentTopics {
+    /// `<prefix>/<cluster>/<node>/events`: postcard batches, QoS 1.
+    pub events: String,
+    /// `<prefix>/<cluster>/<node>/status`: retained birth message and last will.
+    pub status: String,
+    /// `<prefix>/<cluster>/<node>/policies`, the parent of the retained policy-table
+    /// parts ([`AgentTopics::policy_part`]).
+    pub policies: String,
+    /// `<prefix>/<cluster>/policy`: the signed policy bundle for every node.
+    pub fleet_bundle: String,
+    /// `<prefix>/<cluster>/<node>/policy`: the signed bundle for this node.
+    pub node_bundle: String,
+    /// `<prefix>/<cluster>/<node>/policy/reported`: the retained report of the last
+    /// bundle offered.
+    pub bundle_reported: String,
+}
+
+impl AgentTopics {
+    pub fn new(prefix: &str, cluster: &str, node: &str) -> Self {
+        let base = format!("{prefix}/{cluster}/{node}");
+        Self {
+            events: format!("{base}/events"),
+            status: format!("{base}/status"),
+            policies: format!("{base}/policies"),
+            fleet_bundle: format!("{prefix}/{cluster}/policy"),
+            node_bundle: format!("{base}/policy"),
+            bundle_reported: format!("{base}/policy/reported"),
+        }
+    }
+
+    /// `<prefix>/<cluster>/<node>/policies/<part>`.
+    pub fn policy_part(&self, part: usize) -> String {
+        format!("{}/{part}", self.policies)
+    }
+}
 
 /// `<prefix>/+/+/events`: every agent's event batches.
 pub fn events_filter(prefix: &str) -> String {
@@ -24,6 +65,20 @@ pub fn policies_filter(prefix: &str) -> String {
 /// `<prefix>/+/+/status`: every agent's retained status.
 pub fn status_filter(prefix: &str) -> String {
     format!("{prefix}/+/+/status")
+}
+
+/// `$share/<group>/<filter>`: the broker hands each message to one member of the group.
+pub fn shared_filter(group: &str, filter: &str) -> String {
+    format!("$share/{group}/{filter}")
+}
+
+/// `<prefix>/<cluster>/<node>/alerts/json`, or `None` when a name cannot be one topic
+/// level (it holds `/`, `+`, `#` or NUL): publishing it would land on another topic.
+pub fn alerts_json_topic(prefix: &str, cluster: &str, node: &str) -> Option<String> {
+    if !is_topic_level(cluster) || !is_topic_level(node) {
+        return None;
+    }
+    Some(format!("{prefix}/{cluster}/{node}/alerts/json"))
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -66,15 +121,6 @@ pub fn parse<'a>(prefix: &str, topic: &'a str) -> Option<NodeTopic<'a>> {
     })
 }
 
-/// `<prefix>/<cluster>/<node>/alerts/json`, or `None` when a name cannot be one topic
-/// level (it holds `/`, `+`, `#` or NUL): publishing it would land on another topic.
-pub fn alerts_json_topic(prefix: &str, cluster: &str, node: &str) -> Option<String> {
-    if !is_topic_level(cluster) || !is_topic_level(node) {
-        return None;
-    }
-    Some(format!("{prefix}/{cluster}/{node}/alerts/json"))
-}
-
 fn is_topic_level(name: &str) -> bool {
     !name.contains(['/', '+', '#', '\0'])
 }
@@ -88,11 +134,6 @@ pub fn validate_prefix(prefix: &str) -> Result<(), &'static str> {
         return Err("a topic prefix cannot hold wildcards or NUL, nor start with '$'");
     }
     Ok(())
-}
-
-/// `$share/<group>/<filter>`: the broker hands each message to one member of the group.
-pub fn shared_filter(group: &str, filter: &str) -> String {
-    format!("$share/{group}/{filter}")
 }
 
 /// Why a subscription filter is invalid (MQTT 5 section 4.7), or `Ok`.
@@ -132,6 +173,58 @@ pub fn validate_share_group(group: &str) -> Result<(), &'static str> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn topics_follow_the_convention() {
+        let t = AgentTopics::new("edgearmor", "plant-7", "gw-12");
+        assert_eq!(t.events, "edgearmor/plant-7/gw-12/events");
+        assert_eq!(t.status, "edgearmor/plant-7/gw-12/status");
+        assert_eq!(t.policies, "edgearmor/plant-7/gw-12/policies");
+        assert_eq!(t.policy_part(3), "edgearmor/plant-7/gw-12/policies/3");
+        assert_eq!(t.fleet_bundle, "edgearmor/plant-7/policy");
+        assert_eq!(t.node_bundle, "edgearmor/plant-7/gw-12/policy");
+        assert_eq!(t.bundle_reported, "edgearmor/plant-7/gw-12/policy/reported");
+        let custom = AgentTopics::new("site/7/ea", "c", "n");
+        assert_eq!(custom.events, "site/7/ea/c/n/events");
+        assert_eq!(custom.fleet_bundle, "site/7/ea/c/policy");
+    }
+
+    #[test]
+    fn what_the_agent_publishes_the_decoder_subscribes_to_and_parses() {
+        let prefix = "site/7";
+        let t = AgentTopics::new(prefix, "c", "gw1");
+        let events = parse(prefix, &t.events).expect("convention");
+        assert_eq!(
+            (events.cluster, events.node, events.kind),
+            ("c", "gw1", TopicKind::Events)
+        );
+        assert_eq!(
+            parse(prefix, &t.status).map(|t| t.kind),
+            Some(TopicKind::Status)
+        );
+        assert_eq!(
+            parse(prefix, &t.policy_part(0)).map(|t| t.kind),
+            Some(TopicKind::Policies)
+        );
+        assert_eq!(
+            parse(prefix, &t.bundle_reported).map(|t| t.kind),
+            Some(TopicKind::Other)
+        );
+        assert_eq!(events_filter(prefix), "site/7/+/+/events");
+        assert_eq!(policies_filter(prefix), "site/7/+/+/policies/+");
+        assert_eq!(status_filter(prefix), "site/7/+/+/status");
+        for filter in [
+            events_filter(prefix),
+            policies_filter(prefix),
+            status_filter(prefix),
+        ] {
+            assert!(validate_filter(&filter).is_ok(), "{filter}");
+        }
+        assert_eq!(
+            shared_filter("decoders", &events_filter(prefix)),
+            "$share/decoders/site/7/+/+/events"
+        );
+    }
 
     #[test]
     fn parses_the_convention() {
