@@ -16,7 +16,7 @@
 use std::path::{Path, PathBuf};
 
 use edgearmor_probe_abi::{ExePath, MAX_HASHED_PATH_BYTES};
-use edgearmor_wire::SetidKind;
+use edgearmor_wire::{MAX_MESSAGE_BYTES, MAX_POLICY_NAME_BYTES, MAX_TAGS_BYTES, SetidKind};
 use serde::Deserialize;
 
 /// Policy name used when a rule does not name one.
@@ -143,9 +143,9 @@ impl SetidRuleSet {
                 .policy
                 .unwrap_or_else(|| DEFAULT_POLICY_NAME.to_owned());
             for (field, len, limit) in [
-                ("policy", policy.len(), 128),
-                ("tags", entry.tags.join(",").len(), 256),
-                ("message", entry.message.len(), 256),
+                ("policy", policy.len(), MAX_POLICY_NAME_BYTES),
+                ("tags", entry.tags.join(",").len(), MAX_TAGS_BYTES),
+                ("message", entry.message.len(), MAX_MESSAGE_BYTES),
             ] {
                 if len > limit {
                     return Err(RuleError::FieldTooLong {

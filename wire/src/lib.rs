@@ -235,14 +235,21 @@ pub struct PolicyTable {
     pub policies: Vec<PolicyMeta, MAX_POLICIES_PER_TABLE>,
 }
 
+/// Bytes of [`PolicyMeta::name`]; policies and rules with longer names are refused.
+pub const MAX_POLICY_NAME_BYTES: usize = 128;
+/// Bytes of [`PolicyMeta::tags`], the tags joined with commas.
+pub const MAX_TAGS_BYTES: usize = 256;
+/// Bytes of [`PolicyMeta::message`].
+pub const MAX_MESSAGE_BYTES: usize = 256;
+
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize, MaxSize)]
 pub struct PolicyMeta {
-    pub name: String<128>,
+    pub name: String<MAX_POLICY_NAME_BYTES>,
     /// 1..10, 0 when unset.
     pub severity: u8,
     /// Comma-separated, as KubeArmor's `Tags`.
-    pub tags: String<256>,
-    pub message: String<256>,
+    pub tags: String<MAX_TAGS_BYTES>,
+    pub message: String<MAX_MESSAGE_BYTES>,
 }
 
 impl Message {
