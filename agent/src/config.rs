@@ -1,7 +1,6 @@
 //! `/etc/edgearmor/agent.toml`: every setting of the agent, with its default. Command-
 //! line flags override the file. Unknown keys and bad values are errors naming the key.
 
-use std::fmt;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
@@ -255,38 +254,22 @@ impl Default for ThrottleConfig {
     }
 }
 
-#[derive(Debug)]
+#[derive(Debug, thiserror::Error)]
 pub enum ConfigError {
+    #[error("config {}: {source}", path.display())]
     Read {
         path: PathBuf,
         source: std::io::Error,
     },
-    Parse {
-        path: PathBuf,
-        message: String,
-    },
+    #[error("config {}: {}", path.display(), message.trim_end())]
+    Parse { path: PathBuf, message: String },
+    #[error("config: {key} = {value:?}: {reason}")]
     Invalid {
         key: &'static str,
         value: String,
         reason: String,
     },
 }
-
-impl fmt::Display for ConfigError {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        match self {
-            ConfigError::Read { path, source } => write!(f, "config {}: {source}", path.display()),
-            ConfigError::Parse { path, message } => {
-                write!(f, "config {}: {}", path.display(), message.trim_end())
-            }
-            ConfigError::Invalid { key, value, reason } => {
-                write!(f, "config: {key} = {value:?}: {reason}")
-            }
-        }
-    }
-}
-
-impl std::error::Error for ConfigError {}
 
 impl AgentConfig {
     /// Reads `path`; a missing file at the default path means "all defaults".

@@ -82,23 +82,33 @@ impl PolicyInfo {
 }
 
 /// Why a [`PolicyTable`] part cannot be added to a [`PolicyLookup`].
-#[derive(Clone, Debug, PartialEq, Eq)]
+#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
 pub enum PolicyTableError {
     /// The set announces more policies than a lookup holds.
+    #[error(
+        "policy set {policy_set:016x} announces {total} policies, more than the {max} a table may hold"
+    )]
     TooManyPolicies {
         policy_set: u64,
         total: u32,
         max: u32,
     },
     /// The part belongs to another policy set than the lookup.
+    #[error("policy table part of set {got:016x} offered to the table of set {expected:016x}")]
     WrongPolicySet { expected: u64, got: u64 },
     /// The part's `total` contradicts the lookup's (parts of one set must agree).
+    #[error(
+        "policy set {policy_set:016x}: a part says total={got}, an earlier part said total={expected}"
+    )]
     TotalMismatch {
         policy_set: u64,
         expected: u32,
         got: u32,
     },
     /// The part's ids `first_id..first_id+count` do not fit in `0..total`.
+    #[error(
+        "policy set {policy_set:016x}: part with ids {first_id}..{first_id}+{count} exceeds total={total}"
+    )]
     IdsOutOfRange {
         policy_set: u64,
         first_id: u32,
@@ -106,44 +116,6 @@ pub enum PolicyTableError {
         total: u32,
     },
 }
-
-impl std::fmt::Display for PolicyTableError {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        match self {
-            PolicyTableError::TooManyPolicies {
-                policy_set,
-                total,
-                max,
-            } => write!(
-                f,
-                "policy set {policy_set:016x} announces {total} policies, more than the {max} a table may hold"
-            ),
-            PolicyTableError::WrongPolicySet { expected, got } => write!(
-                f,
-                "policy table part of set {got:016x} offered to the table of set {expected:016x}"
-            ),
-            PolicyTableError::TotalMismatch {
-                policy_set,
-                expected,
-                got,
-            } => write!(
-                f,
-                "policy set {policy_set:016x}: a part says total={got}, an earlier part said total={expected}"
-            ),
-            PolicyTableError::IdsOutOfRange {
-                policy_set,
-                first_id,
-                count,
-                total,
-            } => write!(
-                f,
-                "policy set {policy_set:016x}: part with ids {first_id}..{first_id}+{count} exceeds total={total}"
-            ),
-        }
-    }
-}
-
-impl std::error::Error for PolicyTableError {}
 
 /// Policy metadata of one policy set, by id.
 ///

@@ -1,15 +1,15 @@
 //! [`BundleError`]: every way a bundle, a key file, the applied state or an unpack
 //! can fail, each carrying the offending value.
 
-use std::fmt;
 use std::io;
 use std::path::PathBuf;
 
 /// Every failure of this crate. Each variant carries what was offending, so the
 /// message alone says what to fix.
-#[derive(Debug)]
+#[derive(Debug, thiserror::Error)]
 pub enum BundleError {
     /// The bundle is larger than the caller's limit; nothing of it was parsed.
+    #[error("bundle of {size} bytes exceeds the limit of {limit} bytes")]
     TooLarge {
         /// The bundle's size in bytes.
         size: usize,
@@ -17,24 +17,32 @@ pub enum BundleError {
         limit: usize,
     },
     /// The bytes do not start with [`MAGIC`](crate::MAGIC).
+    #[error(
+        "not an edgearmor bundle: starts with \"{}\", expected \"EABNDL1\\n\"",
+        prefix.escape_ascii()
+    )]
     NotABundle {
         /// The first (up to 8) bytes found instead.
         prefix: Vec<u8>,
     },
     /// [`verify`](crate::verify) was given no key to check the signature against.
+    #[error("no trusted public key to verify the bundle with")]
     NoTrustedKeys,
     /// The signature is not a valid signature of the bundle by any of the keys.
+    #[error("bundle signature is not valid for any of the {keys_tried} trusted key(s)")]
     BadSignature {
         /// How many keys were tried.
         keys_tried: usize,
     },
     /// The bundle cannot be decoded: too short for a signature, or a body that is not
     /// a postcard-encoded [`BundleBody`](crate::BundleBody) (checked after the signature).
+    #[error("malformed bundle: {detail}")]
     Malformed {
         /// What is wrong, in words.
         detail: String,
     },
     /// A file name of the bundle is not a plain, unique `*.yaml` / `*.yml` name.
+    #[error("bundle file name {name:?}: {reason}")]
     BadFileName {
         /// The file name as found in the bundle.
         name: String,
@@ -42,6 +50,7 @@ pub enum BundleError {
         reason: &'static str,
     },
     /// The offered bundle is not newer than the one applied.
+    #[error("bundle version {offered} is not newer than the applied version {applied}")]
     Rollback {
         /// The offered bundle's version.
         offered: u64,
@@ -49,6 +58,7 @@ pub enum BundleError {
         applied: u64,
     },
     /// A key text does not start with the expected prefix.
+    #[error("key text starts with {found:?}, expected {expected:?}")]
     WrongKeyPrefix {
         /// The prefix a key of this kind starts with.
         expected: &'static str,
@@ -56,6 +66,7 @@ pub enum BundleError {
         found: String,
     },
     /// A key text has a character that is not a hex digit.
+    #[error("key text: character {column} ({found:?}) is not a hex digit")]
     BadKeyHex {
         /// The 1-based character position in the key's line.
         column: usize,
@@ -63,6 +74,7 @@ pub enum BundleError {
         found: char,
     },
     /// A key text has the wrong number of hex digits.
+    #[error("key text has {found_hex_digits} hex digits, expected {expected_hex_digits}")]
     WrongKeyLength {
         /// The number of hex digits of a key (64, for 32 bytes).
         expected_hex_digits: usize,
@@ -70,6 +82,7 @@ pub enum BundleError {
         found_hex_digits: usize,
     },
     /// A public key's 32 bytes are not a usable Ed25519 point.
+    #[error("public key {hex} is unusable: {reason}")]
     InvalidPublicKey {
         /// The key's bytes, in hex.
         hex: String,
@@ -77,6 +90,7 @@ pub enum BundleError {
         reason: &'static str,
     },
     /// The applied-state file (or a state about to be stored) is not valid.
+    #[error("{}:{line}: {detail}", path.display())]
     CorruptState {
         /// The state file.
         path: PathBuf,
@@ -86,6 +100,7 @@ pub enum BundleError {
         detail: String,
     },
     /// A file system operation failed.
+    #[error("{action} {}: {source}", path.display())]
     Io {
         /// What was being done, e.g. `"rename"`.
         action: &'static str,
@@ -95,78 +110,11 @@ pub enum BundleError {
         source: io::Error,
     },
     /// The operating system's random source failed.
+    #[error("OS random source failed: {detail}")]
     Random {
         /// getrandom's description of the failure.
         detail: String,
     },
-}
-
-impl fmt::Display for BundleError {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        match self {
-            Self::TooLarge { size, limit } => {
-                write!(
-                    f,
-                    "bundle of {size} bytes exceeds the limit of {limit} bytes"
-                )
-            }
-            Self::NotABundle { prefix } => write!(
-                f,
-                "not an edgearmor bundle: starts with \"{}\", expected \"EABNDL1\\n\"",
-                prefix.escape_ascii()
-            ),
-            Self::NoTrustedKeys => write!(f, "no trusted public key to verify the bundle with"),
-            Self::BadSignature { keys_tried } => write!(
-                f,
-                "bundle signature is not valid for any of the {keys_tried} trusted key(s)"
-            ),
-            Self::Malformed { detail } => write!(f, "malformed bundle: {detail}"),
-            Self::BadFileName { name, reason } => {
-                write!(f, "bundle file name {name:?}: {reason}")
-            }
-            Self::Rollback { offered, applied } => write!(
-                f,
-                "bundle version {offered} is not newer than the applied version {applied}"
-            ),
-            Self::WrongKeyPrefix { expected, found } => {
-                write!(f, "key text starts with {found:?}, expected {expected:?}")
-            }
-            Self::BadKeyHex { column, found } => {
-                write!(
-                    f,
-                    "key text: character {column} ({found:?}) is not a hex digit"
-                )
-            }
-            Self::WrongKeyLength {
-                expected_hex_digits,
-                found_hex_digits,
-            } => write!(
-                f,
-                "key text has {found_hex_digits} hex digits, expected {expected_hex_digits}"
-            ),
-            Self::InvalidPublicKey { hex, reason } => {
-                write!(f, "public key {hex} is unusable: {reason}")
-            }
-            Self::CorruptState { path, line, detail } => {
-                write!(f, "{}:{line}: {detail}", path.display())
-            }
-            Self::Io {
-                action,
-                path,
-                source,
-            } => write!(f, "{action} {}: {source}", path.display()),
-            Self::Random { detail } => write!(f, "OS random source failed: {detail}"),
-        }
-    }
-}
-
-impl std::error::Error for BundleError {
-    fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
-        match self {
-            Self::Io { source, .. } => Some(source),
-            _ => None,
-        }
-    }
 }
 
 impl BundleError {

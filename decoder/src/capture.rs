@@ -31,56 +31,26 @@ pub struct CapturedMessage {
     pub payload: Vec<u8>,
 }
 
-#[derive(Debug)]
+#[derive(Debug, thiserror::Error)]
 pub enum CaptureError {
+    #[error(transparent)]
     Io(io::Error),
+    #[error(
+        "not a capture file: starts with {:?}, expected {:?}",
+        String::from_utf8_lossy(.0),
+        String::from_utf8_lossy(MAGIC)
+    )]
     BadMagic([u8; 8]),
     /// The file ends inside record `record` (counted from 0), at byte `offset`.
-    Truncated {
-        record: u64,
-        offset: u64,
-    },
-    UnknownFlags {
-        record: u64,
-        flags: u8,
-    },
-    TopicNotUtf8 {
-        record: u64,
-    },
-    PayloadTooLarge {
-        record: u64,
-        len: u32,
-    },
+    #[error("record {record} is truncated at byte {offset}")]
+    Truncated { record: u64, offset: u64 },
+    #[error("record {record} has unknown flags {flags:#04x}")]
+    UnknownFlags { record: u64, flags: u8 },
+    #[error("record {record} has a topic that is not UTF-8")]
+    TopicNotUtf8 { record: u64 },
+    #[error("record {record} claims a {len}-byte payload, over the {MAX_PAYLOAD_LEN}-byte limit")]
+    PayloadTooLarge { record: u64, len: u32 },
 }
-
-impl std::fmt::Display for CaptureError {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        match self {
-            CaptureError::Io(e) => write!(f, "{e}"),
-            CaptureError::BadMagic(m) => write!(
-                f,
-                "not a capture file: starts with {:?}, expected {:?}",
-                String::from_utf8_lossy(m),
-                String::from_utf8_lossy(MAGIC)
-            ),
-            CaptureError::Truncated { record, offset } => {
-                write!(f, "record {record} is truncated at byte {offset}")
-            }
-            CaptureError::UnknownFlags { record, flags } => {
-                write!(f, "record {record} has unknown flags {flags:#04x}")
-            }
-            CaptureError::TopicNotUtf8 { record } => {
-                write!(f, "record {record} has a topic that is not UTF-8")
-            }
-            CaptureError::PayloadTooLarge { record, len } => write!(
-                f,
-                "record {record} claims a {len}-byte payload, over the {MAX_PAYLOAD_LEN}-byte limit"
-            ),
-        }
-    }
-}
-
-impl std::error::Error for CaptureError {}
 
 pub struct CaptureReader<R> {
     input: R,

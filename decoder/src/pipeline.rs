@@ -64,16 +64,18 @@ pub struct Received<'a> {
 }
 
 /// Why a message was skipped.
-#[derive(Debug, PartialEq, Eq)]
+#[derive(Debug, PartialEq, Eq, thiserror::Error)]
 pub enum Rejection {
     /// Longer than any valid wire message (`Message::MAX_ENCODED_LEN`).
-    Oversized {
-        len: usize,
-        max: usize,
-    },
+    #[error("oversized payload: {len} bytes, a valid one has at most {max}")]
+    Oversized { len: usize, max: usize },
     /// Empty, unknown version, truncated, garbage or trailing bytes.
+    #[error(transparent)]
     Wire(WireError),
     /// The payload's agent is not the one its topic names.
+    #[error(
+        "payload from agent {cluster:?}/{node:?} on the topic of {topic_cluster:?}/{topic_node:?}"
+    )]
     TopicMismatch {
         topic_cluster: String,
         topic_node: String,
@@ -81,12 +83,12 @@ pub enum Rejection {
         node: String,
     },
     /// `first_seq + events` does not fit in 64 bits.
-    SequenceOverflow {
-        first_seq: u64,
-        events: usize,
-    },
-    PolicyTable(edgearmor_alert::expand::PolicyTableError),
-    Status(StatusError),
+    #[error("batch of {events} events from first_seq={first_seq} overflows the sequence numbers")]
+    SequenceOverflow { first_seq: u64, events: usize },
+    #[error("invalid policy table part: {0}")]
+    PolicyTable(#[source] edgearmor_alert::expand::PolicyTableError),
+    #[error("invalid status: {0}")]
+    Status(#[source] StatusError),
 }
 
 impl Rejection {
@@ -106,55 +108,15 @@ impl Rejection {
     }
 }
 
-impl std::fmt::Display for Rejection {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        match self {
-            Rejection::Oversized { len, max } => {
-                write!(
-                    f,
-                    "oversized payload: {len} bytes, a valid one has at most {max}"
-                )
-            }
-            Rejection::Wire(e) => write!(f, "{e}"),
-            Rejection::TopicMismatch {
-                topic_cluster,
-                topic_node,
-                cluster,
-                node,
-            } => write!(
-                f,
-                "payload from agent {cluster:?}/{node:?} on the topic of {topic_cluster:?}/{topic_node:?}"
-            ),
-            Rejection::SequenceOverflow { first_seq, events } => write!(
-                f,
-                "batch of {events} events from first_seq={first_seq} overflows the sequence numbers"
-            ),
-            Rejection::PolicyTable(e) => write!(f, "invalid policy table part: {e}"),
-            Rejection::Status(e) => write!(f, "invalid status: {e}"),
-        }
-    }
-}
-
-impl std::error::Error for Rejection {}
-
-#[derive(Debug)]
+#[derive(Debug, thiserror::Error)]
 pub enum HandleError {
-    Rejected(Rejection),
+    #[error("rejected ({kind}): {0}", kind = .0.kind())]
+    Rejected(#[source] Rejection),
     /// Writing lines failed; the lines of this message that could not be written are
     /// counted in `lines_not_written`.
-    Output(SinkError),
+    #[error("output failed: {0}")]
+    Output(#[source] SinkError),
 }
-
-impl std::fmt::Display for HandleError {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        match self {
-            HandleError::Rejected(r) => write!(f, "rejected ({}): {r}", r.kind()),
-            HandleError::Output(e) => write!(f, "output failed: {e}"),
-        }
-    }
-}
-
-impl std::error::Error for HandleError {}
 
 impl From<Rejection> for HandleError {
     fn from(r: Rejection) -> Self {

@@ -16,17 +16,15 @@ pub struct LineOrigin<'a> {
     pub node: &'a str,
 }
 
-#[derive(Debug)]
+#[derive(Debug, thiserror::Error)]
 pub enum SinkError {
-    Stdout(io::Error),
-    Write {
-        path: PathBuf,
-        source: io::Error,
-    },
-    Open {
-        path: PathBuf,
-        source: io::Error,
-    },
+    #[error("writing to stdout: {0}")]
+    Stdout(#[source] io::Error),
+    #[error("writing to {}: {source}", path.display())]
+    Write { path: PathBuf, source: io::Error },
+    #[error("opening {}: {source}", path.display())]
+    Open { path: PathBuf, source: io::Error },
+    #[error("rotating {} to {}: {source}", from.display(), to.display())]
     Rotate {
         from: PathBuf,
         to: PathBuf,
@@ -41,26 +39,6 @@ impl SinkError {
         matches!(self, SinkError::Stdout(e) if e.kind() == io::ErrorKind::BrokenPipe)
     }
 }
-
-impl std::fmt::Display for SinkError {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        match self {
-            SinkError::Stdout(e) => write!(f, "writing to stdout: {e}"),
-            SinkError::Write { path, source } => {
-                write!(f, "writing to {}: {source}", path.display())
-            }
-            SinkError::Open { path, source } => write!(f, "opening {}: {source}", path.display()),
-            SinkError::Rotate { from, to, source } => write!(
-                f,
-                "rotating {} to {}: {source}",
-                from.display(),
-                to.display()
-            ),
-        }
-    }
-}
-
-impl std::error::Error for SinkError {}
 
 pub trait AlertSink {
     /// One JSON object, without its newline.

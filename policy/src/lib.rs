@@ -10,13 +10,11 @@
 //! - [`load_policy_directory`] / [`load_policy_files`]: the agent's entry points. A
 //!   file with any problem is rejected whole; the other files still load; valid
 //!   policies for another host are reported as skipped.
-//! - [`check_policy_paths`]: `edgearmor policy check FILE...`.
+//! - [`check_policy_paths`]: `edgearmor policy check FILE_OR_DIR...` (the agent prints
+//!   each diagnostic on a line and exits non-zero when there is any).
 //! - [`compile()`]: resolves metadata (innermost wins), interns it into a policy
 //!   table, flattens rules per class, detects allow-list mode, hashes the result.
 //! - [`Glob`]: the pattern matcher for `matchPatterns` (semantics in [`glob`]).
-//!
-//! `cargo run -p edgearmor-policy --example check -- policies/` prints what
-//! `edgearmor policy check` will, until the agent wires the command up.
 //!
 //! ```
 //! use std::path::Path;

@@ -235,14 +235,21 @@ pub struct PolicyTable {
     pub policies: Vec<PolicyMeta, MAX_POLICIES_PER_TABLE>,
 }
 
+/// Bytes of [`PolicyMeta::name`]; policies and rules with longer names are refused.
+pub const MAX_POLICY_NAME_BYTES: usize = 128;
+/// Bytes of [`PolicyMeta::tags`], the tags joined with commas.
+pub const MAX_TAGS_BYTES: usize = 256;
+/// Bytes of [`PolicyMeta::message`].
+pub const MAX_MESSAGE_BYTES: usize = 256;
+
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize, MaxSize)]
 pub struct PolicyMeta {
-    pub name: String<128>,
+    pub name: String<MAX_POLICY_NAME_BYTES>,
     /// 1..10, 0 when unset.
     pub severity: u8,
     /// Comma-separated, as KubeArmor's `Tags`.
-    pub tags: String<256>,
-    pub message: String<256>,
+    pub tags: String<MAX_TAGS_BYTES>,
+    pub message: String<MAX_MESSAGE_BYTES>,
 }
 
 impl Message {
@@ -250,35 +257,23 @@ impl Message {
     pub const MAX_ENCODED_LEN: usize = 1 + <Message as MaxSize>::POSTCARD_MAX_SIZE;
 }
 
-#[derive(Debug, PartialEq, Eq)]
+#[derive(Debug, PartialEq, Eq, thiserror::Error)]
 pub enum WireError {
+    #[error("empty payload")]
     Empty,
     /// The payload's version byte is not one this decoder knows.
+    #[error("unknown wire version {0} (this decoder reads {WIRE_VERSION})")]
     UnknownVersion(u8),
     /// The body is not a valid message (truncated, garbage, or a field over its bound).
-    Malformed(postcard::Error),
+    #[error("malformed payload: {0}")]
+    Malformed(#[source] postcard::Error),
     /// A valid message followed by this many unexpected bytes.
+    #[error("{0} trailing bytes after the message")]
     TrailingBytes(usize),
     /// The output buffer is too small (encoding only).
+    #[error("encode buffer too small")]
     BufferTooSmall,
 }
-
-impl core::fmt::Display for WireError {
-    fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
-        match self {
-            WireError::Empty => f.write_str("empty payload"),
-            WireError::UnknownVersion(v) => write!(
-                f,
-                "unknown wire version {v} (this decoder reads {WIRE_VERSION})"
-            ),
-            WireError::Malformed(e) => write!(f, "malformed payload: {e}"),
-            WireError::TrailingBytes(n) => write!(f, "{n} trailing bytes after the message"),
-            WireError::BufferTooSmall => f.write_str("encode buffer too small"),
-        }
-    }
-}
-
-impl core::error::Error for WireError {}
 
 /// Writes `[WIRE_VERSION][postcard(message)]` into `buf`; returns the used prefix.
 pub fn encode<'a>(message: &Message, buf: &'a mut [u8]) -> Result<&'a mut [u8], WireError> {

@@ -16,7 +16,6 @@
 //! [`FleetPolicy`] holds no MQTT or kernel: the caller feeds it payloads and applies
 //! what it stages, so the logic is unit-tested without either.
 
-use std::fmt;
 use std::path::{Path, PathBuf};
 
 use edgearmor_bundle::{
@@ -81,26 +80,15 @@ pub struct FleetSettings {
     pub state_dir: PathBuf,
 }
 
-#[derive(Debug)]
+#[derive(Debug, thiserror::Error)]
 pub enum FleetError {
+    #[error("fleet public key {}: {detail}", path.display())]
     Key { path: PathBuf, detail: String },
-    State(BundleError),
+    #[error("fleet state: {0}")]
+    State(#[source] BundleError),
+    #[error("fleet: no public_keys configured")]
     NoKeys,
 }
-
-impl fmt::Display for FleetError {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        match self {
-            FleetError::Key { path, detail } => {
-                write!(f, "fleet public key {}: {detail}", path.display())
-            }
-            FleetError::State(e) => write!(f, "fleet state: {e}"),
-            FleetError::NoKeys => f.write_str("fleet: no public_keys configured"),
-        }
-    }
-}
-
-impl std::error::Error for FleetError {}
 
 impl FleetSettings {
     pub fn load(

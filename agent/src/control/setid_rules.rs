@@ -13,11 +13,10 @@
 //! message = "sshd may not change its ids"
 //! ```
 
-use std::fmt;
 use std::path::{Path, PathBuf};
 
 use edgearmor_probe_abi::{ExePath, MAX_HASHED_PATH_BYTES};
-use edgearmor_wire::SetidKind;
+use edgearmor_wire::{MAX_MESSAGE_BYTES, MAX_POLICY_NAME_BYTES, MAX_TAGS_BYTES, SetidKind};
 use serde::Deserialize;
 
 /// Policy name used when a rule does not name one.
@@ -57,89 +56,34 @@ pub struct SetidRuleSet {
     pub rules: Vec<SetidRule>,
 }
 
-#[derive(Debug)]
+#[derive(Debug, thiserror::Error)]
 pub enum RuleError {
+    #[error("{}: cannot read: {source}", path.display())]
     Read {
         path: PathBuf,
         source: std::io::Error,
     },
     /// TOML syntax or shape error; `message` already names line and column.
-    Parse {
-        path: PathBuf,
-        message: String,
-    },
-    NotAbsolute {
-        origin: String,
-        executable: String,
-    },
-    TooLong {
-        origin: String,
-        executable: String,
-    },
-    UnknownOperation {
-        origin: String,
-        operation: String,
-    },
-    EmptyDeny {
-        origin: String,
-        executable: String,
-    },
-    BadSeverity {
-        origin: String,
-        severity: i64,
-    },
+    #[error("{}: {}", path.display(), message.trim_end())]
+    Parse { path: PathBuf, message: String },
+    #[error("{origin}: executable `{executable}` is not an absolute path")]
+    NotAbsolute { origin: String, executable: String },
+    #[error("{origin}: executable `{executable}` is longer than {MAX_HASHED_PATH_BYTES} bytes")]
+    TooLong { origin: String, executable: String },
+    #[error("{origin}: unknown operation `{operation}` in deny (expected `setuid` or `setgid`)")]
+    UnknownOperation { origin: String, operation: String },
+    #[error("{origin}: rule for `{executable}` denies nothing (deny = [])")]
+    EmptyDeny { origin: String, executable: String },
+    #[error("{origin}: severity {severity} is outside 1..10")]
+    BadSeverity { origin: String, severity: i64 },
     /// A metadata field longer than alerts can carry.
+    #[error("{origin}: {field} is longer than {limit} bytes")]
     FieldTooLong {
         origin: String,
         field: &'static str,
         limit: usize,
     },
 }
-
-impl fmt::Display for RuleError {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        match self {
-            RuleError::Read { path, source } => {
-                write!(f, "{}: cannot read: {source}", path.display())
-            }
-            RuleError::Parse { path, message } => {
-                write!(f, "{}: {}", path.display(), message.trim_end())
-            }
-            RuleError::NotAbsolute { origin, executable } => {
-                write!(
-                    f,
-                    "{origin}: executable `{executable}` is not an absolute path"
-                )
-            }
-            RuleError::TooLong { origin, executable } => write!(
-                f,
-                "{origin}: executable `{executable}` is longer than {MAX_HASHED_PATH_BYTES} bytes"
-            ),
-            RuleError::UnknownOperation { origin, operation } => write!(
-                f,
-                "{origin}: unknown operation `{operation}` in deny (expected `setuid` or `setgid`)"
-            ),
-            RuleError::EmptyDeny { origin, executable } => {
-                write!(
-                    f,
-                    "{origin}: rule for `{executable}` denies nothing (deny = [])"
-                )
-            }
-            RuleError::BadSeverity { origin, severity } => {
-                write!(f, "{origin}: severity {severity} is outside 1..10")
-            }
-            RuleError::FieldTooLong {
-                origin,
-                field,
-                limit,
-            } => {
-                write!(f, "{origin}: {field} is longer than {limit} bytes")
-            }
-        }
-    }
-}
-
-impl std::error::Error for RuleError {}
 
 #[derive(Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -199,9 +143,9 @@ impl SetidRuleSet {
                 .policy
                 .unwrap_or_else(|| DEFAULT_POLICY_NAME.to_owned());
             for (field, len, limit) in [
-                ("policy", policy.len(), 128),
-                ("tags", entry.tags.join(",").len(), 256),
-                ("message", entry.message.len(), 256),
+                ("policy", policy.len(), MAX_POLICY_NAME_BYTES),
+                ("tags", entry.tags.join(",").len(), MAX_TAGS_BYTES),
+                ("message", entry.message.len(), MAX_MESSAGE_BYTES),
             ] {
                 if len > limit {
                     return Err(RuleError::FieldTooLong {

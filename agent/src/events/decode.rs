@@ -1,8 +1,6 @@
 //! Kernel events decoded into owned, validated values. The ring buffer hands over raw
 //! bytes; nothing here trusts their length or their discriminants.
 
-use std::fmt;
-
 use edgearmor_probe_abi::{
     ACCESS_READ, ACCESS_UNLINK, ACCESS_WRITE, ACTION_AUDIT, ACTION_BLOCK, CLASS_CAPABILITY,
     CLASS_FILE, CLASS_NETWORK, CLASS_PROCESS, CLASS_SETID, DecisionEvent, EXE_FLAG_TOO_LONG,
@@ -64,32 +62,19 @@ pub struct Decision {
     pub target: String,
 }
 
-#[derive(Debug, PartialEq, Eq)]
+#[derive(Debug, PartialEq, Eq, thiserror::Error)]
 pub enum EventDecodeError {
+    #[error("kernel event of {got} bytes, expected {want}")]
     Length { got: usize, want: usize },
+    #[error("decision with unknown class {0}")]
     Class(u32),
+    #[error("decision with unknown verdict {0}")]
     Verdict(u32),
+    #[error("setid decision with unknown kind {0}")]
     Kind(u32),
+    #[error("setid decision with unknown LSM_SETID flags {0:#x}")]
     Flags(u32),
 }
-
-impl fmt::Display for EventDecodeError {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        match self {
-            EventDecodeError::Length { got, want } => {
-                write!(f, "kernel event of {got} bytes, expected {want}")
-            }
-            EventDecodeError::Class(c) => write!(f, "decision with unknown class {c}"),
-            EventDecodeError::Verdict(v) => write!(f, "decision with unknown verdict {v}"),
-            EventDecodeError::Kind(k) => write!(f, "setid decision with unknown kind {k}"),
-            EventDecodeError::Flags(v) => {
-                write!(f, "setid decision with unknown LSM_SETID flags {v:#x}")
-            }
-        }
-    }
-}
-
-impl std::error::Error for EventDecodeError {}
 
 fn path_string(p: &ExePath) -> String {
     if p.flags & EXE_FLAG_TOO_LONG != 0 {

@@ -6,7 +6,6 @@
 //! corrupt blob is an error naming the type id where parsing stopped.
 
 use std::collections::HashMap;
-use std::fmt;
 
 use edgearmor_probe_abi::KernelOffsets;
 
@@ -29,57 +28,26 @@ const KIND_DECL_TAG: u32 = 17;
 const KIND_TYPE_TAG: u32 = 18;
 const KIND_ENUM64: u32 = 19;
 
-#[derive(Debug, PartialEq, Eq)]
+#[derive(Debug, PartialEq, Eq, thiserror::Error)]
 pub enum BtfError {
     /// The blob is shorter than its header or a section it declares.
-    Truncated {
-        what: &'static str,
-    },
+    #[error("BTF is truncated in its {what}")]
+    Truncated { what: &'static str },
+    #[error("not BTF: magic {0:#06x}, expected {BTF_MAGIC:#06x}")]
     BadMagic(u16),
     /// A type record has a kind this reader does not know how to skip.
-    UnknownKind {
-        type_id: u32,
-        kind: u32,
-    },
+    #[error("BTF type {type_id} has unknown kind {kind}")]
+    UnknownKind { type_id: u32, kind: u32 },
     /// The struct is not in the kernel's BTF.
+    #[error("kernel BTF has no `struct {0}`")]
     NoStruct(String),
     /// The struct has no such member (searched through anonymous members too).
-    NoMember {
-        strukt: String,
-        member: String,
-    },
+    #[error("kernel BTF: `struct {strukt}` has no member `{member}`")]
+    NoMember { strukt: String, member: String },
     /// The member is a bitfield or not byte-aligned.
-    NotByteAligned {
-        strukt: String,
-        member: String,
-    },
+    #[error("kernel BTF: `struct {strukt}.{member}` is not byte-aligned")]
+    NotByteAligned { strukt: String, member: String },
 }
-
-impl fmt::Display for BtfError {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        match self {
-            BtfError::Truncated { what } => write!(f, "BTF is truncated in its {what}"),
-            BtfError::BadMagic(m) => {
-                write!(f, "not BTF: magic {m:#06x}, expected {BTF_MAGIC:#06x}")
-            }
-            BtfError::UnknownKind { type_id, kind } => {
-                write!(f, "BTF type {type_id} has unknown kind {kind}")
-            }
-            BtfError::NoStruct(s) => write!(f, "kernel BTF has no `struct {s}`"),
-            BtfError::NoMember { strukt, member } => {
-                write!(f, "kernel BTF: `struct {strukt}` has no member `{member}`")
-            }
-            BtfError::NotByteAligned { strukt, member } => {
-                write!(
-                    f,
-                    "kernel BTF: `struct {strukt}.{member}` is not byte-aligned"
-                )
-            }
-        }
-    }
-}
-
-impl std::error::Error for BtfError {}
 
 struct Member {
     name_off: u32,

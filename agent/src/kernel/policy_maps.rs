@@ -27,23 +27,12 @@ fn remove_where<K: aya::Pod, V: aya::Pod>(
 }
 
 /// Why a policy set could not be written; the previous set stays enforced.
-#[derive(Debug)]
+#[derive(Debug, thiserror::Error)]
+#[error("writing map {map}: {detail} (the previous policy set stays enforced)")]
 pub struct ApplyError {
     pub map: &'static str,
     pub detail: String,
 }
-
-impl std::fmt::Display for ApplyError {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        write!(
-            f,
-            "writing map {}: {} (the previous policy set stays enforced)",
-            self.map, self.detail
-        )
-    }
-}
-
-impl std::error::Error for ApplyError {}
 
 /// The rule tables of the loaded probes and the generation they enforce.
 pub struct PolicyMaps {

@@ -5,7 +5,6 @@
 //! BPF-LSM by looking for its hook functions in that BTF, the active LSM list from
 //! securityfs, and trampoline support by the errno of a real attach.
 
-use std::fmt;
 use std::io;
 use std::path::Path;
 
@@ -16,31 +15,40 @@ use crate::kernel::btf::{BtfError, KernelBtf};
 /// be built, e.g. on arm64 kernels whose JIT lacks trampoline support for LSM programs.
 pub const ENOTSUPP: i32 = 524;
 
-#[derive(Debug)]
+#[derive(Debug, thiserror::Error)]
 pub enum EnforcementUnavailable {
-    NoBtf {
-        source: io::Error,
-    },
-    BadBtf(BtfError),
+    #[error(
+        "the kernel exposes no BTF ({KERNEL_BTF}: {source}); rebuild it with CONFIG_DEBUG_INFO_BTF=y"
+    )]
+    NoBtf { source: io::Error },
+    #[error("the kernel's BTF ({KERNEL_BTF}) is unusable: {0}")]
+    BadBtf(#[source] BtfError),
+    #[error(
+        "BPF-LSM is not built into this kernel (its BTF has no bpf_lsm_* hooks); rebuild it with CONFIG_BPF_LSM=y"
+    )]
     BpfLsmNotBuiltIn,
-    LsmListUnreadable {
-        source: io::Error,
-    },
-    BpfLsmInactive {
-        active: String,
-    },
-    NoTrampoline {
-        program: String,
-        hook: String,
-    },
-    NotPermitted {
-        step: String,
-    },
-    Verifier {
-        program: String,
-        log_tail: String,
-    },
+    #[error(
+        "cannot read the active LSM list ({ACTIVE_LSMS}: {source}); mount securityfs on /sys/kernel/security"
+    )]
+    LsmListUnreadable { source: io::Error },
+    #[error(
+        "the bpf LSM is built in but not active (active LSMs: {active}); add it to the boot arguments: lsm={active},bpf"
+    )]
+    BpfLsmInactive { active: String },
+    #[error(
+        "this kernel cannot attach BPF-LSM programs: no BPF trampoline support \
+         (attaching {program} to {hook} failed with ENOTSUPP, errno {ENOTSUPP}); \
+         seen on arm64 kernels before trampolines supported LSM programs: use a newer kernel (Debian's 6.12 works)"
+    )]
+    NoTrampoline { program: String, hook: String },
+    #[error(
+        "not permitted to {step}: run as root (needs CAP_BPF, CAP_PERFMON and CAP_SYS_ADMIN) and check kernel lockdown"
+    )]
+    NotPermitted { step: String },
+    #[error("the kernel's verifier rejected {program}:\n{log_tail}")]
+    Verifier { program: String, log_tail: String },
     /// Anything else, with the errno when there is one.
+    #[error("{step} failed{}: {detail}", errno_note(*errno))]
     Failed {
         step: String,
         errno: Option<i32>,
@@ -48,61 +56,12 @@ pub enum EnforcementUnavailable {
     },
 }
 
-impl fmt::Display for EnforcementUnavailable {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        use EnforcementUnavailable::*;
-        match self {
-            NoBtf { source } => write!(
-                f,
-                "the kernel exposes no BTF ({KERNEL_BTF}: {source}); rebuild it with CONFIG_DEBUG_INFO_BTF=y"
-            ),
-            BadBtf(e) => write!(f, "the kernel's BTF ({KERNEL_BTF}) is unusable: {e}"),
-            BpfLsmNotBuiltIn => write!(
-                f,
-                "BPF-LSM is not built into this kernel (its BTF has no bpf_lsm_* hooks); rebuild it with CONFIG_BPF_LSM=y"
-            ),
-            LsmListUnreadable { source } => write!(
-                f,
-                "cannot read the active LSM list ({ACTIVE_LSMS}: {source}); mount securityfs on /sys/kernel/security"
-            ),
-            BpfLsmInactive { active } => write!(
-                f,
-                "the bpf LSM is built in but not active (active LSMs: {active}); add it to the boot arguments: lsm={active},bpf"
-            ),
-            NoTrampoline { program, hook } => write!(
-                f,
-                "this kernel cannot attach BPF-LSM programs: no BPF trampoline support \
-                 (attaching {program} to {hook} failed with ENOTSUPP, errno {ENOTSUPP}); \
-                 seen on arm64 kernels before trampolines supported LSM programs: use a newer kernel (Debian's 6.12 works)"
-            ),
-            NotPermitted { step } => write!(
-                f,
-                "not permitted to {step}: run as root (needs CAP_BPF, CAP_PERFMON and CAP_SYS_ADMIN) and check kernel lockdown"
-            ),
-            Verifier { program, log_tail } => {
-                write!(f, "the kernel's verifier rejected {program}:\n{log_tail}")
-            }
-            Failed {
-                step,
-                errno: Some(errno),
-                detail,
-            } => {
-                write!(
-                    f,
-                    "{step} failed ({}, errno {errno}): {detail}",
-                    io::Error::from_raw_os_error(*errno)
-                )
-            }
-            Failed {
-                step,
-                errno: None,
-                detail,
-            } => write!(f, "{step} failed: {detail}"),
-        }
-    }
+/// ` (No such file or directory, errno 2)`, or nothing without an errno.
+fn errno_note(errno: Option<i32>) -> String {
+    errno
+        .map(|e| format!(" ({}, errno {e})", io::Error::from_raw_os_error(e)))
+        .unwrap_or_default()
 }
-
-impl std::error::Error for EnforcementUnavailable {}
 
 /// Checks everything that can be checked before loading, and returns the kernel's
 /// BTF for the load.

@@ -8,7 +8,6 @@
 //! once every batch in them is done, a torn tail after a crash is detected and ignored.
 
 use std::collections::VecDeque;
-use std::fmt;
 use std::fs::{File, OpenOptions};
 use std::io::{self, Read, Write};
 use std::path::{Path, PathBuf};
@@ -32,20 +31,11 @@ pub struct PendingBatch {
     pub payload: Vec<u8>,
 }
 
-#[derive(Debug)]
+#[derive(Debug, thiserror::Error)]
 pub enum SpoolError {
+    #[error("spool {}: {source}", path.display())]
     Io { path: PathBuf, source: io::Error },
 }
-
-impl fmt::Display for SpoolError {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        match self {
-            SpoolError::Io { path, source } => write!(f, "spool {}: {source}", path.display()),
-        }
-    }
-}
-
-impl std::error::Error for SpoolError {}
 
 fn io_err(path: &Path) -> impl FnOnce(io::Error) -> SpoolError + '_ {
     move |source| SpoolError::Io {

@@ -43,10 +43,9 @@ pub const HOSTNAME_LABEL: &str = "kubearmor.io/hostname";
 /// Kubernetes' own host-name label, which KubeArmor's examples also use.
 pub const KUBERNETES_HOSTNAME_LABEL: &str = "kubernetes.io/hostname";
 /// Bounds of what alerts carry (the wire format's `PolicyMeta` fields).
-pub const MAX_POLICY_NAME_BYTES: usize = 128;
-pub const MAX_MESSAGE_BYTES: usize = 256;
+pub use edgearmor_wire::{MAX_MESSAGE_BYTES, MAX_POLICY_NAME_BYTES};
 /// Of the tags joined with commas, as KubeArmor's `Tags` field shows them.
-pub const MAX_JOINED_TAGS_BYTES: usize = 256;
+pub const MAX_JOINED_TAGS_BYTES: usize = edgearmor_wire::MAX_TAGS_BYTES;
 
 const DOCUMENT_KEYS: &[&str] = &["apiVersion", "kind", "metadata", "spec"];
 const METADATA_KEYS: &[&str] = &["name", "labels", "annotations"];
