@@ -120,6 +120,38 @@ pub struct MqttPublisher {
     encode_buf: Vec<u8>,
 }
 
+/// rumqttc's options for the `[mqtt]` settings: session kept, keep-alive, packet sizes,
+/// the retained last will, credentials and TLS; with the broker's host and port.
+fn client_options(
+    config: &MqttConfig,
+    agent: &AgentId,
+    will: &str,
+    max_inbound: usize,
+) -> Result<(MqttOptions, String, u16), MqttError> {
+    let (host, port) = config.broker_address().map_err(MqttError::Broker)?;
+    let topics = config.topics(&agent.cluster, &agent.node);
+    let client_id = config.client_id_for(&agent.cluster, &agent.node);
+    let mut options = MqttOptions::new(client_id, host.clone(), port);
+    options
+        .set_clean_session(false)
+        .set_keep_alive(Duration::from_secs(config.keep_alive_secs).max(Duration::from_secs(5)))
+        .set_max_packet_size(
+            (edgearmor_wire::Message::MAX_ENCODED_LEN + 1024).max(max_inbound),
+            64 * 1024,
+        )
+        .set_inflight(INFLIGHT_WINDOW as u16 + 8)
+        .set_last_will(LastWill::new(&topics.status, will, QoS::AtLeastOnce, true));
+    if let Some(c) = Credentials::load(config.username.as_deref(), config.password_file.as_deref())
+        .map_err(MqttError::Credentials)?
+    {
+        options.set_credentials(c.username, c.password);
+    }
+    if let Some(files) = config.tls_files() {
+        options.set_transport(edgearmor_mqtt::tls::transport(&files).map_err(MqttError::Tls)?);
+    }
+    Ok((options, host, port))
+}
+
 impl MqttPublisher {
     /// Starts the MQTT thread for `agent` with the `[mqtt]` settings. Fails only on
     /// local problems (unreadable certificates or password file); an unreachable broker
@@ -135,33 +167,8 @@ impl MqttPublisher {
         subscriptions: Vec<String>,
         max_inbound: usize,
     ) -> Result<Self, MqttError> {
-        let (host, port) = config.broker_address().map_err(MqttError::Broker)?;
+        let (options, host, port) = client_options(config, agent, &session.will, max_inbound)?;
         let topics = config.topics(&agent.cluster, &agent.node);
-        let client_id = config.client_id_for(&agent.cluster, &agent.node);
-        let mut options = MqttOptions::new(client_id, host.clone(), port);
-        options
-            .set_clean_session(false)
-            .set_keep_alive(Duration::from_secs(config.keep_alive_secs).max(Duration::from_secs(5)))
-            .set_max_packet_size(
-                (edgearmor_wire::Message::MAX_ENCODED_LEN + 1024).max(max_inbound),
-                64 * 1024,
-            )
-            .set_inflight(INFLIGHT_WINDOW as u16 + 8)
-            .set_last_will(LastWill::new(
-                &topics.status,
-                session.will.clone(),
-                QoS::AtLeastOnce,
-                true,
-            ));
-        if let Some(c) =
-            Credentials::load(config.username.as_deref(), config.password_file.as_deref())
-                .map_err(MqttError::Credentials)?
-        {
-            options.set_credentials(c.username, c.password);
-        }
-        if let Some(files) = config.tls_files() {
-            options.set_transport(edgearmor_mqtt::tls::transport(&files).map_err(MqttError::Tls)?);
-        }
         let (wake, wake_rx) = async_channel::bounded(1);
         let broker = format!("{host}:{port}");
         let buffer: SharedBuffer = Arc::new(std::sync::Mutex::new(buffer));
