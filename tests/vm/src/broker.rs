@@ -7,6 +7,7 @@ use std::collections::BTreeMap;
 use std::net::{TcpListener, TcpStream};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
@@ -113,6 +114,8 @@ type Received = (String, Vec<u8>, bool);
 pub struct Subscriber {
     messages: Arc<Mutex<Vec<Received>>>,
     client: Client,
+    id: String,
+    barriers: AtomicU64,
 }
 
 impl Subscriber {
@@ -149,7 +152,33 @@ impl Subscriber {
             }
         });
         wait_for("the subscription", || *subscribed.lock().expect("lock"));
-        Self { messages, client }
+        Self {
+            messages,
+            client,
+            id: id.to_owned(),
+            barriers: AtomicU64::new(0),
+        }
+    }
+
+    /// Returns once this subscriber has received everything the broker accepted before
+    /// the call: it publishes a marker to itself (under `edgearmor/barrier/`) and waits
+    /// for it. The broker routes messages in the order it accepts them and delivers
+    /// them to one subscriber in that order, so whatever another client had published
+    /// (and seen acknowledged) before, for example an agent that has exited after
+    /// delivering its last batch, is here once the marker is.
+    pub fn barrier(&self) {
+        let n = self.barriers.fetch_add(1, Ordering::Relaxed);
+        let topic = format!("edgearmor/barrier/{}/{n}", self.id);
+        self.client
+            .publish(topic.as_str(), QoS::AtLeastOnce, false, Vec::new())
+            .expect("barrier publish queued");
+        wait_for("the barrier marker", || {
+            self.messages
+                .lock()
+                .expect("lock")
+                .iter()
+                .any(|(t, _, _)| *t == topic)
+        });
     }
 
     /// Publishes `payload` retained (QoS 1) on `topic`.
