@@ -248,16 +248,28 @@ impl Mosquitto {
             tls_port,
             dir,
         };
+        // Ours once it says it runs (every listener open) and the ports answer: a port
+        // that merely answers may have been taken by another process since
+        // `free_port` chose it (then this mosquitto exits, unable to bind).
         let ports: Vec<u16> = std::iter::once(port).chain(tls_port).collect();
+        let log_path = broker.dir.path("mosquitto.log");
+        let mut exited = false;
         let ready = wait_until(Duration::from_secs(15), || {
-            ports
-                .iter()
-                .all(|p| TcpStream::connect(("127.0.0.1", *p)).is_ok())
+            exited = matches!(broker.child.try_wait(), Ok(Some(_)));
+            if exited {
+                return true;
+            }
+            let log = std::fs::read_to_string(&log_path).unwrap_or_default();
+            log.lines()
+                .any(|l| l.ends_with(" running") && l.contains("mosquitto version"))
+                && ports
+                    .iter()
+                    .all(|p| TcpStream::connect(("127.0.0.1", *p)).is_ok())
         });
-        if !ready {
+        if !ready || exited {
             let _ = broker.child.kill();
             panic!(
-                "mosquitto did not listen within 15 s; its log:\n{}",
+                "mosquitto did not listen (or exited) within 15 s; its log:\n{}",
                 std::fs::read_to_string(broker.dir.path("mosquitto.log")).unwrap_or_default()
             );
         }

@@ -46,7 +46,10 @@ pub fn wait_for(what: &str, mut done: impl FnMut() -> bool) {
 pub struct Broker {
     child: Option<Child>,
     conf: PathBuf,
+    log: PathBuf,
     port: u16,
+    /// How many times it was started: its log gains one "running" line per start.
+    starts: usize,
 }
 
 impl Broker {
@@ -69,13 +72,19 @@ impl Broker {
         let mut broker = Self {
             child: None,
             conf,
+            log: dir.join("mosquitto.log"),
             port,
+            starts: 0,
         };
         broker.resume();
         broker
     }
 
     /// Starts it again on the same port, with the state it saved.
+    ///
+    /// Returns once this mosquitto has said it runs (its listeners are open) and the
+    /// port answers: a port that merely answers could belong to another process that
+    /// took it since [`free_port`] chose it.
     pub fn resume(&mut self) {
         let child = Command::new("mosquitto")
             .arg("-c")
@@ -84,10 +93,20 @@ impl Broker {
             .stderr(Stdio::null())
             .spawn()
             .expect("mosquitto runs (scripts/install-deps.sh installs it)");
-        self.child = Some(child);
-        let port = self.port;
+        // Owned by `self` from here on, so a failed wait below still stops it.
+        let child = self.child.insert(child);
+        self.starts += 1;
+        let (port, starts, log) = (self.port, self.starts, &self.log);
         wait_for("mosquitto to listen", || {
-            TcpStream::connect(("127.0.0.1", port)).is_ok()
+            let text = std::fs::read_to_string(log).unwrap_or_default();
+            if let Ok(Some(status)) = child.try_wait() {
+                panic!("mosquitto exited ({status}) on port {port}; its log:\n{text}");
+            }
+            let running = text
+                .lines()
+                .filter(|l| l.ends_with(" running") && l.contains("mosquitto version"))
+                .count();
+            running >= starts && TcpStream::connect(("127.0.0.1", port)).is_ok()
         });
     }
 
