@@ -16,7 +16,7 @@ use std::sync::mpsc::{Receiver, RecvTimeoutError, channel};
 use std::time::{Duration, Instant};
 
 use edgearmor_bundle::{SigningKey, create};
-use edgearmor_vm::broker::{Broker, Subscriber, free_port, scratch};
+use edgearmor_vm::broker::{Broker, Subscriber, WAIT, free_port, scratch};
 use edgearmor_vm::network::{add_virtio_net, restricted_nic_args};
 use edgearmor_vm::{
     Arch, BootConfig, Initramfs, boot, cache_dir, fetch_busybox, fetch_kernel, guest_binaries,
@@ -65,23 +65,51 @@ struct GuestConsole {
     console: Receiver<String>,
     /// `EA-OP` lines seen so far: one per exec the guest ran after an offer.
     ops: usize,
+    /// When the guest finished (`EA-DONE`, or its console closed).
+    finished: Option<Instant>,
     deadline: Instant,
+}
+
+/// What a wait is about: the guest's own progress, or something the broker shows.
+#[derive(Clone, Copy, PartialEq)]
+enum Awaited {
+    Guest,
+    Broker,
 }
 
 impl GuestConsole {
     /// Follows the console until `done(ops)` holds (checked before each line, and at
     /// least every 20 ms for conditions on the broker side). Fails, naming `what`,
-    /// when the guest gives up a wait (`EA-TIMEOUT`), finishes, its console closes,
-    /// or the deadline passes.
-    fn until(&mut self, what: &str, mut done: impl FnMut(usize) -> bool) -> Result<(), String> {
+    /// when the guest gives up a wait (`EA-TIMEOUT`) or the deadline passes; a wait
+    /// on the guest also fails once the guest has finished, a wait on the broker gets
+    /// [`WAIT`] more after that (what the agent published before it stopped may still
+    /// be on its way to the subscriber).
+    fn until(
+        &mut self,
+        what: &str,
+        awaited: Awaited,
+        mut done: impl FnMut(usize) -> bool,
+    ) -> Result<(), String> {
         loop {
             if done(self.ops) {
                 return Ok(());
             }
-            let left = self.deadline.saturating_duration_since(Instant::now());
-            if left.is_zero() {
+            if Instant::now() >= self.deadline {
                 return Err(format!("timed out waiting for {what}"));
             }
+            if let Some(at) = self.finished {
+                if awaited == Awaited::Guest {
+                    return Err(format!("the guest finished before {what}"));
+                }
+                if at.elapsed() > WAIT {
+                    return Err(format!(
+                        "{what}: not there {WAIT:?} after the guest finished"
+                    ));
+                }
+                std::thread::sleep(Duration::from_millis(20));
+                continue;
+            }
+            let left = self.deadline.saturating_duration_since(Instant::now());
             match self
                 .console
                 .recv_timeout(left.min(Duration::from_millis(20)))
@@ -90,14 +118,14 @@ impl GuestConsole {
                     let line = line.trim();
                     if line.starts_with("EA-OP ") {
                         self.ops += 1;
-                    } else if line.starts_with("EA-TIMEOUT ") || line.ends_with("EA-DONE") {
-                        return Err(format!("the guest stopped ({line}) before {what}"));
+                    } else if line.starts_with("EA-TIMEOUT ") {
+                        return Err(format!("the guest gave up ({line}) before {what}"));
+                    } else if line.ends_with("EA-DONE") {
+                        self.finished = Some(Instant::now());
                     }
                 }
                 Err(RecvTimeoutError::Timeout) => {}
-                Err(RecvTimeoutError::Disconnected) => {
-                    return Err(format!("the guest's run ended before {what}"));
-                }
+                Err(RecvTimeoutError::Disconnected) => self.finished = Some(Instant::now()),
             }
         }
     }
@@ -201,10 +229,11 @@ fn x86_64_guest_applies_only_valid_bundles_and_reports_each() {
     let mut guest = GuestConsole {
         console,
         ops: 0,
+        finished: None,
         deadline: Instant::now() + cfg.timeout,
     };
     let publisher = std::thread::spawn(move || -> Result<(), String> {
-        guest.until("the agent online", |_| {
+        guest.until("the agent online", Awaited::Broker, |_| {
             publisher_sub
                 .on_topic("gw-fleet/status")
                 .iter()
@@ -212,12 +241,12 @@ fn x86_64_guest_applies_only_valid_bundles_and_reports_each() {
         })?;
         for (i, (topic, payload)) in offers.into_iter().enumerate() {
             publisher_sub.publish_retained(topic, payload);
-            guest.until(&format!("the report on offer {}", i + 1), |_| {
+            let report = format!("the report on offer {}", i + 1);
+            guest.until(&report, Awaited::Broker, |_| {
                 publisher_sub.on_topic("gw-fleet/policy/reported").len() > i
             })?;
-            guest.until(&format!("the guest's exec after offer {}", i + 1), |ops| {
-                ops > i
-            })?;
+            let exec = format!("the guest's exec after offer {}", i + 1);
+            guest.until(&exec, Awaited::Guest, |ops| ops > i)?;
         }
         Ok(())
     });
