@@ -2,13 +2,17 @@
 //! ports, the real `edgearmor` binary (`send-test-alerts` drives the same pipeline as
 //! `run`, without a kernel), certificates generated here, and a subscriber that
 //! decodes what arrives with the wire crate.
+//!
+//! Checks on what arrived run only after a signal that everything has: the agent
+//! exits only once the broker acknowledged its batches, and then `Subscriber::barrier`
+//! makes sure the subscriber received all the broker had accepted. A subscriber always
+//! has its (persistent) session before the agent can publish.
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::path::{Path, PathBuf};
 use std::process::Command;
-use std::time::{Duration, Instant};
 
-use edgearmor_vm::broker::{Broker, Subscriber, WAIT, free_port, wait_for};
+use edgearmor_vm::broker::{Broker, Subscriber, free_port, wait_for};
 use edgearmor_vm::process::WatchedProcess;
 use edgearmor_wire::{EventBody, LossSource, Message};
 
@@ -69,6 +73,7 @@ fn events_arrive_in_order_with_contiguous_sequence_numbers() {
         "gw-order",
     ]);
     agent.wait_success();
+    sub.barrier();
     wait_for("300 events", || sub.events().len() >= 300);
     let events = sub.events();
     let seqs: Vec<u64> = events.keys().map(|(_, s)| *s).collect();
@@ -99,6 +104,16 @@ fn events_arrive_in_order_with_contiguous_sequence_numbers() {
     assert_eq!(t.policies[0].name.as_str(), "edgearmor-test-alert");
 }
 
+/// The `N` of the agent's `produced N event(s)` line.
+fn produced(stderr: &str) -> u64 {
+    stderr
+        .lines()
+        .find_map(|l| l.strip_prefix("edgearmor: produced "))
+        .and_then(|rest| rest.split_whitespace().next())
+        .and_then(|n| n.parse().ok())
+        .unwrap_or_else(|| panic!("no `produced N` line:\n{stderr}"))
+}
+
 #[test]
 fn a_broker_outage_loses_nothing_that_fit_in_the_buffer() {
     let dir = scratch("outage");
@@ -106,11 +121,13 @@ fn a_broker_outage_loses_nothing_that_fit_in_the_buffer() {
     let mut broker = Broker::start(&dir, port, "");
     let sub = Subscriber::connect(port, "outage-sub");
     let broker_addr = broker_arg(port);
+    // A stream that only SIGTERM ends: the outage falls in its middle however slowly
+    // this test runs next to the agent.
     let mut agent = Agent::start(&[
         "--broker",
         &broker_addr,
         "--count",
-        "400",
+        "1000000",
         "--interval-ms",
         "5",
         "--shutdown-grace-secs",
@@ -121,14 +138,20 @@ fn a_broker_outage_loses_nothing_that_fit_in_the_buffer() {
     agent.wait_stderr("cannot reach broker");
     let during_outage = sub.events().len();
     broker.resume();
+    // Delivery goes on after the outage: more arrives than had before it.
+    wait_for("events after the outage", || {
+        sub.events().len() > during_outage
+    });
+    agent.terminate();
     agent.wait_success();
-    let deadline = Instant::now() + WAIT;
-    while alert_seqs(&sub.events()).len() < 400 && Instant::now() < deadline {
-        std::thread::sleep(Duration::from_millis(50));
-    }
+    let total = produced(&agent.stderr());
+    sub.barrier();
     let events = sub.events();
-    assert_eq!(alert_seqs(&events), (1..=400).collect::<Vec<_>>());
-    assert!(during_outage < 400, "the outage happened mid-stream");
+    assert_eq!(alert_seqs(&events), (1..=total).collect::<Vec<_>>());
+    assert!(
+        (during_outage as u64) < total,
+        "the outage happened mid-stream"
+    );
     assert!(
         !events.values().any(|b| matches!(b, EventBody::Loss(_))),
         "nothing may be lost when the buffer is large enough"
@@ -140,6 +163,12 @@ fn a_too_small_buffer_reports_exactly_the_missing_sequence_numbers() {
     let dir = scratch("small");
     let port = free_port();
     let broker_addr = broker_arg(port);
+    // The subscriber's persistent session exists before the agent can reach the
+    // broker: mosquitto saves it when stopped and restores it when resumed, and
+    // queues for it whatever arrives before it reconnects.
+    let mut broker = Broker::start(&dir, port, "");
+    let sub = Subscriber::connect(port, "small-sub");
+    broker.stop();
     // No broker yet: everything waits in a 60 KB buffer and the oldest batches go.
     let mut agent = Agent::start(&[
         "--broker",
@@ -154,16 +183,15 @@ fn a_too_small_buffer_reports_exactly_the_missing_sequence_numbers() {
         "60",
     ]);
     agent.wait_stderr("delivering");
-    let _broker = Broker::start(&dir, port, "");
-    let sub = Subscriber::connect(port, "small-sub");
+    broker.resume();
     agent.wait_success();
     // The agent is gone; the broker queued everything for the persistent subscriber.
-    wait_for("the loss report", || {
-        sub.events()
-            .values()
-            .any(|b| matches!(b, EventBody::Loss(_)))
-    });
+    sub.barrier();
     let events = sub.events();
+    assert!(
+        events.values().any(|b| matches!(b, EventBody::Loss(_))),
+        "the loss report"
+    );
     let highest = events.keys().map(|(_, s)| *s).max().unwrap_or(0);
     let missing: BTreeSet<u64> = (1..=highest)
         .filter(|s| !events.keys().any(|(_, k)| k == s))
@@ -246,6 +274,7 @@ fn with_a_spool_a_killed_agent_loses_nothing_that_fit() {
         "60",
     ]);
     second.wait_success();
+    sub.barrier();
     wait_for("the first agent's events", || {
         sub.events()
             .keys()
@@ -409,6 +438,7 @@ fn mutual_tls_with_a_client_certificate_works_and_without_one_is_refused() {
         "gw-mtls",
     ]);
     agent.wait_success();
+    sub.barrier();
     wait_for("20 events over mutual TLS", || sub.events().len() >= 20);
 
     let mut without = Agent::start(&[
@@ -455,6 +485,7 @@ fn tls_with_generated_certificates_works_and_a_wrong_ca_is_named() {
         "gw-tls",
     ]);
     agent.wait_success();
+    sub.barrier();
     wait_for("50 events over TLS", || sub.events().len() >= 50);
 
     let wrong = other_ca.to_string_lossy().into_owned();
@@ -555,12 +586,16 @@ fn throttling_follows_kubearmor_and_accounts_for_every_dropped_alert() {
         "gw-throttle",
     ]);
     agent.wait_success();
-    wait_for("the throttle loss report", || {
-        sub.events()
-            .values()
-            .any(|b| matches!(b, EventBody::Loss(l) if l.source == LossSource::Throttle))
-    });
+    // Throttle losses are reported at every flush, so there may be several reports:
+    // all of them are here once the barrier is.
+    sub.barrier();
     let events = sub.events();
+    assert!(
+        events
+            .values()
+            .any(|b| matches!(b, EventBody::Loss(l) if l.source == LossSource::Throttle)),
+        "the throttle loss report"
+    );
     let alerts = events
         .values()
         .filter(|b| matches!(b, EventBody::Alert(_)))

@@ -248,16 +248,28 @@ impl Mosquitto {
             tls_port,
             dir,
         };
+        // Ours once it says it runs (every listener open) and the ports answer: a port
+        // that merely answers may have been taken by another process since
+        // `free_port` chose it (then this mosquitto exits, unable to bind).
         let ports: Vec<u16> = std::iter::once(port).chain(tls_port).collect();
+        let log_path = broker.dir.path("mosquitto.log");
+        let mut exited = false;
         let ready = wait_until(Duration::from_secs(15), || {
-            ports
-                .iter()
-                .all(|p| TcpStream::connect(("127.0.0.1", *p)).is_ok())
+            exited = matches!(broker.child.try_wait(), Ok(Some(_)));
+            if exited {
+                return true;
+            }
+            let log = std::fs::read_to_string(&log_path).unwrap_or_default();
+            log.lines()
+                .any(|l| l.ends_with(" running") && l.contains("mosquitto version"))
+                && ports
+                    .iter()
+                    .all(|p| TcpStream::connect(("127.0.0.1", *p)).is_ok())
         });
-        if !ready {
+        if !ready || exited {
             let _ = broker.child.kill();
             panic!(
-                "mosquitto did not listen within 15 s; its log:\n{}",
+                "mosquitto did not listen (or exited) within 15 s; its log:\n{}",
                 std::fs::read_to_string(broker.dir.path("mosquitto.log")).unwrap_or_default()
             );
         }
@@ -347,6 +359,8 @@ pub struct DecoderProcess {
     child: Child,
     lines: Receiver<String>,
     stderr: Arc<Mutex<String>>,
+    /// The stdout and stderr threads; each ends at the end of its pipe.
+    readers: Vec<std::thread::JoinHandle<()>>,
     pub received: Vec<String>,
 }
 
@@ -363,7 +377,7 @@ impl DecoderProcess {
         let stdout: ChildStdout = child.stdout.take().expect("piped");
         let stderr: ChildStderr = child.stderr.take().expect("piped");
         let (tx, lines) = channel();
-        std::thread::spawn(move || {
+        let out_reader = std::thread::spawn(move || {
             for line in BufReader::new(stdout).lines().map_while(Result::ok) {
                 if tx.send(line).is_err() {
                     break;
@@ -372,9 +386,9 @@ impl DecoderProcess {
         });
         let collected = Arc::new(Mutex::new(String::new()));
         let sink = collected.clone();
-        std::thread::spawn(move || {
+        let err_reader = std::thread::spawn(move || {
             for line in BufReader::new(stderr).lines().map_while(Result::ok) {
-                let mut all = sink.lock().expect("stderr lock");
+                let mut all = sink.lock().unwrap_or_else(|p| p.into_inner());
                 all.push_str(&line);
                 all.push('\n');
             }
@@ -383,12 +397,16 @@ impl DecoderProcess {
             child,
             lines,
             stderr: collected,
+            readers: vec![out_reader, err_reader],
             received: Vec::new(),
         }
     }
 
     pub fn stderr(&self) -> String {
-        self.stderr.lock().expect("stderr lock").clone()
+        self.stderr
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .clone()
     }
 
     /// Waits for the "ready" line (subscriptions acknowledged); panics with stderr if
@@ -444,14 +462,21 @@ impl DecoderProcess {
                 panic!("decoder did not exit; stderr:\n{}", self.stderr());
             }
         };
-        // The stdout thread ends at EOF; drain what it still holds.
-        while let Ok(line) = self.lines.recv_timeout(Duration::from_secs(2)) {
-            self.received.push(line);
-        }
-        // Give the stderr thread its last lines.
-        wait_until(Duration::from_secs(2), || {
-            self.stderr().contains("edgearmor-decode: counters:") || !status.success()
+        // Both reader threads end at the end of their pipe, which the exit closed:
+        // once they have, every line the decoder wrote is here.
+        let readers = std::mem::take(&mut self.readers);
+        let drained = wait_until(Duration::from_secs(20), || {
+            readers.iter().all(|r| r.is_finished())
         });
+        assert!(
+            drained,
+            "the decoder's output pipes stayed open after it exited; stderr:\n{}",
+            self.stderr()
+        );
+        for reader in readers {
+            let _ = reader.join();
+        }
+        self.received.extend(self.lines.try_iter());
         let stderr = self.stderr();
         (status, std::mem::take(&mut self.received), stderr)
     }

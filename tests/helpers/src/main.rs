@@ -225,14 +225,25 @@ fn loop_exec(args: &[String]) {
     };
     let (mut passed, mut denied, mut other) = (0u32, 0u32, 0u32);
     let (mut last_denied, mut first_passed) = (0u32, 0u32);
-    // EA_PROGRESS=FILE: the attempt count, rewritten after each attempt, so a test
-    // can wait for attempts to happen (for example while no agent runs).
-    let progress = std::env::var_os("EA_PROGRESS");
+    // EA_PROGRESS=FILE: the attempt count, replaced after each attempt, so a test
+    // can wait for attempts to happen (for example while no agent runs). Written
+    // to a temporary file and renamed over FILE, so a reader never sees it empty
+    // or half-written.
+    let progress = std::env::var_os("EA_PROGRESS").map(|file| {
+        let mut staged = file.clone();
+        staged.push(".new");
+        (
+            std::path::PathBuf::from(file),
+            std::path::PathBuf::from(staged),
+        )
+    });
     let mut attempts = 0;
     while attempts < n && !std::path::Path::new(stop).exists() {
         attempts += 1;
-        if let Some(file) = &progress {
-            let _ = std::fs::write(file, attempts.to_string());
+        if let Some((file, staged)) = &progress
+            && std::fs::write(staged, attempts.to_string()).is_ok()
+        {
+            let _ = std::fs::rename(staged, file);
         }
         match exec_noop(path) {
             (0, 0) => {

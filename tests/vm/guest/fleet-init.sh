@@ -2,7 +2,10 @@
 # /init of the fleet guest: the agent takes its policies only from signed bundles
 # the host publishes on the broker. After each bundle the host offers, the agent's
 # verdict line appears on its stderr; then the guest tries the exec the bundles are
-# about (/usr/bin/ls) and reports the syscall outcome.
+# about (/usr/bin/ls) and reports the syscall outcome (EA-OP). The host offers the
+# next bundle only after it has read that EA-OP line on the console, so the exec
+# always meets the policy of the verdict just seen. The first wait that times out
+# ends the sequence (the host stops offering when it reads EA-TIMEOUT).
 /bin/busybox --install -s /bin
 export PATH=/bin:/sbin:/usr/bin:/usr/sbin:/usr/local/bin
 mount -t proc proc /proc
@@ -31,18 +34,19 @@ wait_err() {
     done
 }
 
-wait_err "MQTT: connected"
+# One step: the agent's verdict on the bundle just offered, then the kernel's answer.
 step() {
-    wait_err "$2" || return
+    wait_err "$2" || return 1
     echo "EA-STEP $1"
     /usr/local/bin/setid-probe exec /usr/bin/ls
 }
-step applied-v2 "bundle v2 from the fleet topic applied"
-step bad-signature "rejected: bundle signature"
-step rollback-v1 "bundle v1 from the fleet topic rejected"
-step foreign-v4 "bundle v4 from the fleet topic rejected"
-step oversize "rejected: bundle of"
-step applied-v6 "bundle v6 from the node topic applied"
+wait_err "MQTT: connected" &&
+    step applied-v2 "bundle v2 from the fleet topic applied" &&
+    step bad-signature "rejected: bundle signature" &&
+    step rollback-v1 "bundle v1 from the fleet topic rejected" &&
+    step foreign-v4 "bundle v4 from the fleet topic rejected" &&
+    step oversize "rejected: bundle of" &&
+    step applied-v6 "bundle v6 from the node topic applied"
 kill -TERM $agent
 wait $agent
 echo "EA-AGENT-EXIT $?"

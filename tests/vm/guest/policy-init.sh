@@ -56,7 +56,9 @@ wait_for() {
 # Waits until FILE has at least N lines matching PATTERN.
 wait_count() {
     file=$1; pattern=$2; n=$3; tries=0
-    while [ "$(grep -c "$pattern" "$file" 2>/dev/null)" -lt "$n" ]; do
+    # A file the agent has not created yet counts 0 lines ("" would end the loop:
+    # `[ "" -lt N ]` is an error, i.e. false).
+    while count=$(grep -c "$pattern" "$file" 2>/dev/null); [ "${count:-0}" -lt "$n" ]; do
         tries=$((tries + 1))
         kill -0 $agent 2>/dev/null || { give_up "agent died awaiting $n x $pattern"; return 1; }
         if [ $tries -gt 900 ]; then give_up "$n x $pattern"; return 1; fi

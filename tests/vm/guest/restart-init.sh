@@ -19,7 +19,9 @@ cp /usr/local/bin/edgearmor /usr/local/bin/edgearmor-next
 # Waits (bounded) until FILE has at least N lines matching PATTERN.
 wait_count() {
     file=$1; pattern=$2; n=$3; tries=0
-    while [ "$(grep -c "$pattern" "$file" 2>/dev/null)" -lt "$n" ]; do
+    # A file the agent has not created yet counts 0 lines ("" would end the loop:
+    # `[ "" -lt N ]` is an error, i.e. false).
+    while count=$(grep -c "$pattern" "$file" 2>/dev/null); [ "${count:-0}" -lt "$n" ]; do
         tries=$((tries + 1))
         if [ $tries -gt 1200 ]; then echo "EA-TIMEOUT $n x $pattern in $file"; return 1; fi
         sleep 0.1
@@ -28,8 +30,8 @@ wait_count() {
 
 # Waits until the loop has made N more attempts than now.
 wait_attempts() {
-    start=$(cat /tmp/progress 2>/dev/null || echo 0); tries=0
-    while [ "$(cat /tmp/progress 2>/dev/null || echo 0)" -lt $((start + $1)) ]; do
+    start=$(cat /tmp/progress 2>/dev/null); tries=0
+    while made=$(cat /tmp/progress 2>/dev/null); [ "${made:-0}" -lt $((${start:-0} + $1)) ]; do
         tries=$((tries + 1))
         if [ $tries -gt 1200 ]; then echo "EA-TIMEOUT $1 attempts"; return 1; fi
         sleep 0.05

@@ -39,9 +39,20 @@ scenario() {
     "$@"
 }
 
-# Started before the agent: its identity must come from the agent's /proc scan.
+# Started before the agent: its identity must come from the agent's /proc scan. The
+# agent starts only once the process runs sshd (its exec is done), not while the
+# forked shell may still be busybox.
 /usr/sbin/sshd wait /tmp/go setgid 0 > /tmp/early.out &
 early=$!
+tries=0
+while [ "$(readlink /proc/$early/exe 2>/dev/null)" != /usr/sbin/sshd ]; do
+    tries=$((tries + 1))
+    if [ $tries -gt 600 ] || ! kill -0 $early 2>/dev/null; then
+        echo "EA-TIMEOUT early sshd exec"
+        break
+    fi
+    sleep 0.05
+done
 
 /usr/local/bin/edgearmor run --rules /etc/edgearmor/rules.toml --policies /etc/edgearmor/policies \
     --cluster vmtest --host-name gw-vm --max-alerts-per-sec 0 \

@@ -37,7 +37,17 @@ pub fn guest_binaries(arch: Arch) -> Result<GuestBinaries, VmError> {
     }
     let root = workspace_root();
     let script = root.join("cross/build.sh");
-    let output = Command::new(&script)
+    let mut command = Command::new(&script);
+    // Under `cargo test` this process carries the variables cargo sets for a test
+    // (CARGO_MANIFEST_DIR, CARGO_PKG_*, ...). Build scripts watch some of them (ring
+    // reruns when CARGO_MANIFEST_DIR changes), so passing them on would make the build
+    // differ from an operator's `cross/build.sh` and rebuild everything, every time.
+    for (name, _) in std::env::vars_os() {
+        if name.to_str().is_some_and(is_set_by_cargo_for_tests) {
+            command.env_remove(name);
+        }
+    }
+    let output = command
         .arg(target)
         .current_dir(&root)
         .output()
@@ -60,4 +70,47 @@ pub fn guest_binaries(arch: Arch) -> Result<GuestBinaries, VmError> {
     };
     built.insert(target, binaries.clone());
     Ok(binaries)
+}
+
+/// Whether `name` is one of the variables cargo sets for the crate it compiles or the
+/// test it runs (not configuration such as `CARGO_HOME` or `CARGO_TARGET_DIR`).
+fn is_set_by_cargo_for_tests(name: &str) -> bool {
+    matches!(
+        name,
+        "CARGO_MANIFEST_DIR"
+            | "CARGO_MANIFEST_PATH"
+            | "CARGO_CRATE_NAME"
+            | "CARGO_BIN_NAME"
+            | "CARGO_PRIMARY_PACKAGE"
+            | "CARGO_TARGET_TMPDIR"
+            | "CARGO_RUSTC_CURRENT_DIR"
+            | "OUT_DIR"
+    ) || name.starts_with("CARGO_PKG_")
+        || name.starts_with("CARGO_BIN_EXE_")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::is_set_by_cargo_for_tests;
+
+    #[test]
+    fn only_the_variables_cargo_sets_for_a_test_are_dropped() {
+        for name in [
+            "CARGO_MANIFEST_DIR",
+            "CARGO_PKG_NAME",
+            "CARGO_BIN_EXE_edgearmor",
+            "OUT_DIR",
+        ] {
+            assert!(is_set_by_cargo_for_tests(name), "{name}");
+        }
+        for name in [
+            "CARGO_HOME",
+            "CARGO_TARGET_DIR",
+            "CARGO",
+            "RUSTFLAGS",
+            "PATH",
+        ] {
+            assert!(!is_set_by_cargo_for_tests(name), "{name}");
+        }
+    }
 }

@@ -7,6 +7,7 @@ use std::collections::BTreeMap;
 use std::net::{TcpListener, TcpStream};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
@@ -45,7 +46,10 @@ pub fn wait_for(what: &str, mut done: impl FnMut() -> bool) {
 pub struct Broker {
     child: Option<Child>,
     conf: PathBuf,
+    log: PathBuf,
     port: u16,
+    /// How many times it was started: its log gains one "running" line per start.
+    starts: usize,
 }
 
 impl Broker {
@@ -68,13 +72,19 @@ impl Broker {
         let mut broker = Self {
             child: None,
             conf,
+            log: dir.join("mosquitto.log"),
             port,
+            starts: 0,
         };
         broker.resume();
         broker
     }
 
     /// Starts it again on the same port, with the state it saved.
+    ///
+    /// Returns once this mosquitto has said it runs (its listeners are open) and the
+    /// port answers: a port that merely answers could belong to another process that
+    /// took it since [`free_port`] chose it.
     pub fn resume(&mut self) {
         let child = Command::new("mosquitto")
             .arg("-c")
@@ -83,10 +93,20 @@ impl Broker {
             .stderr(Stdio::null())
             .spawn()
             .expect("mosquitto runs (scripts/install-deps.sh installs it)");
-        self.child = Some(child);
-        let port = self.port;
+        // Owned by `self` from here on, so a failed wait below still stops it.
+        let child = self.child.insert(child);
+        self.starts += 1;
+        let (port, starts, log) = (self.port, self.starts, &self.log);
         wait_for("mosquitto to listen", || {
-            TcpStream::connect(("127.0.0.1", port)).is_ok()
+            let text = std::fs::read_to_string(log).unwrap_or_default();
+            if let Ok(Some(status)) = child.try_wait() {
+                panic!("mosquitto exited ({status}) on port {port}; its log:\n{text}");
+            }
+            let running = text
+                .lines()
+                .filter(|l| l.ends_with(" running") && l.contains("mosquitto version"))
+                .count();
+            running >= starts && TcpStream::connect(("127.0.0.1", port)).is_ok()
         });
     }
 
@@ -113,6 +133,8 @@ type Received = (String, Vec<u8>, bool);
 pub struct Subscriber {
     messages: Arc<Mutex<Vec<Received>>>,
     client: Client,
+    id: String,
+    barriers: AtomicU64,
 }
 
 impl Subscriber {
@@ -149,7 +171,33 @@ impl Subscriber {
             }
         });
         wait_for("the subscription", || *subscribed.lock().expect("lock"));
-        Self { messages, client }
+        Self {
+            messages,
+            client,
+            id: id.to_owned(),
+            barriers: AtomicU64::new(0),
+        }
+    }
+
+    /// Returns once this subscriber has received everything the broker accepted before
+    /// the call: it publishes a marker to itself (under `edgearmor/barrier/`) and waits
+    /// for it. The broker routes messages in the order it accepts them and delivers
+    /// them to one subscriber in that order, so whatever another client had published
+    /// (and seen acknowledged) before, for example an agent that has exited after
+    /// delivering its last batch, is here once the marker is.
+    pub fn barrier(&self) {
+        let n = self.barriers.fetch_add(1, Ordering::Relaxed);
+        let topic = format!("edgearmor/barrier/{}/{n}", self.id);
+        self.client
+            .publish(topic.as_str(), QoS::AtLeastOnce, false, Vec::new())
+            .expect("barrier publish queued");
+        wait_for("the barrier marker", || {
+            self.messages
+                .lock()
+                .expect("lock")
+                .iter()
+                .any(|(t, _, _)| *t == topic)
+        });
     }
 
     /// Publishes `payload` retained (QoS 1) on `topic`.

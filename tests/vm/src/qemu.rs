@@ -52,6 +52,11 @@ pub struct BootConfig {
     pub extra_qemu_args: Vec<String>,
     /// The QEMU binary (default: [`Arch::qemu_binary`], looked up in `PATH`).
     pub qemu_binary: PathBuf,
+    /// When set, every console line is also sent here the moment it arrives, so another
+    /// thread can follow the guest while it runs (e.g. the host's side of a handshake
+    /// with the guest). Send errors (the receiver is gone) are ignored. The channel
+    /// disconnects when this configuration (and every clone of it) is dropped.
+    pub console_tap: Option<Sender<String>>,
 }
 
 impl BootConfig {
@@ -75,6 +80,7 @@ impl BootConfig {
             log_path: log_path.into(),
             done_marker: DEFAULT_DONE_MARKER.to_owned(),
             extra_qemu_args: Vec::new(),
+            console_tap: None,
             kernel,
         }
     }
@@ -281,11 +287,16 @@ pub fn boot(cfg: &BootConfig) -> Result<BootLog, VmError> {
         log_path: log_path.clone(),
     };
     let marker = cfg.done_marker.as_str();
+    let tap = cfg.console_tap.as_ref();
     let mut record = |out: &mut BootLog, event: Event| -> Result<bool, VmError> {
         match event {
             Event::Console(line) => {
                 writeln!(log, "{line}").map_err(log_err)?;
                 log.flush().map_err(log_err)?;
+                if let Some(tap) = tap {
+                    // The follower may have finished (or failed) already.
+                    let _ = tap.send(line.clone());
+                }
                 let done = !marker.is_empty() && line.trim_end().ends_with(marker);
                 out.lines.push(line);
                 Ok(done)
@@ -508,6 +519,34 @@ mod tests {
             text.ends_with("one\nEA-X hello\n[ 1.0] x EA-DONE\n"),
             "{text}"
         );
+        fs::remove_dir_all(&dir).expect("cleanup");
+    }
+
+    #[test]
+    fn the_console_tap_sees_each_line_while_the_guest_runs() {
+        // The guest waits for a file the test creates only after the tap has shown it
+        // the first line: a handshake, the way a test drives a guest step by step.
+        let (dir, mut cfg) = fake_qemu("tap", "");
+        let go = dir.join("go");
+        let script = format!(
+            "#!/bin/sh\necho EA-READY\nwhile [ ! -e {go} ]; do sleep 0.02; done\necho EA-DONE\nexec sleep 30\n",
+            go = go.display()
+        );
+        fs::write(&cfg.qemu_binary, script).expect("script");
+        let (tx, rx) = mpsc::channel();
+        cfg.console_tap = Some(tx);
+        let follower = thread::spawn(move || {
+            let first = rx.recv_timeout(Duration::from_secs(10));
+            fs::write(&go, b"").expect("go file");
+            let rest: Vec<String> = rx.iter().collect();
+            (first, rest)
+        });
+        let log = boot(&cfg).expect("boot");
+        drop(cfg);
+        let (first, rest) = follower.join().expect("follower");
+        assert_eq!(first.as_deref(), Ok("EA-READY"));
+        assert_eq!(rest, ["EA-DONE"]);
+        assert_eq!(log.lines, ["EA-READY", "EA-DONE"]);
         fs::remove_dir_all(&dir).expect("cleanup");
     }
 

@@ -1,15 +1,22 @@
 //! Signed policy bundles over a real mosquitto, enforced in a real kernel: the host
 //! publishes bundles one after the other (a valid one, a forged signature, an older
-//! version, one for another node, an oversize one, then a newer valid one) and waits
-//! for each report on `.../policy/reported`; the guest tries a blocked exec after each
-//! and reports the syscall outcome, so "the previous policy stays enforced" is checked
-//! by the kernel's answer, not by logs.
+//! version, one for another node, an oversize one, then a newer valid one); the guest
+//! tries a blocked exec after each and reports the syscall outcome, so "the previous
+//! policy stays enforced" is checked by the kernel's answer, not by logs.
+//!
+//! Host and guest move in lock-step: the host offers bundle N+1 only once it has seen
+//! both the agent's report on bundle N (MQTT, `.../policy/reported`) and the guest's
+//! `EA-OP` line for it on the console (followed live through the console tap). The
+//! guest runs its exec only after the agent's verdict on bundle N is on its stderr.
+//! So each exec sees exactly the policy the verdict on bundle N left in force: never
+//! an earlier one, never a later one.
 
 use std::sync::Arc;
-use std::time::Duration;
+use std::sync::mpsc::{Receiver, RecvTimeoutError, channel};
+use std::time::{Duration, Instant};
 
 use edgearmor_bundle::{SigningKey, create};
-use edgearmor_vm::broker::{Broker, Subscriber, free_port, scratch, wait_for};
+use edgearmor_vm::broker::{Broker, Subscriber, WAIT, free_port, scratch};
 use edgearmor_vm::network::{add_virtio_net, restricted_nic_args};
 use edgearmor_vm::{
     Arch, BootConfig, Initramfs, boot, cache_dir, fetch_busybox, fetch_kernel, guest_binaries,
@@ -52,6 +59,77 @@ fn bundle(key: &SigningKey, version: u64, targets: &[&str], policy: Vec<u8>) -> 
 }
 
 const MAX_BYTES: usize = 8192;
+
+/// The host's view of the guest's console, line by line as the guest prints it.
+struct GuestConsole {
+    console: Receiver<String>,
+    /// `EA-OP` lines seen so far: one per exec the guest ran after an offer.
+    ops: usize,
+    /// When the guest finished (`EA-DONE`, or its console closed).
+    finished: Option<Instant>,
+    deadline: Instant,
+}
+
+/// What a wait is about: the guest's own progress, or something the broker shows.
+#[derive(Clone, Copy, PartialEq)]
+enum Awaited {
+    Guest,
+    Broker,
+}
+
+impl GuestConsole {
+    /// Follows the console until `done(ops)` holds (checked before each line, and at
+    /// least every 20 ms for conditions on the broker side). Fails, naming `what`,
+    /// when the guest gives up a wait (`EA-TIMEOUT`) or the deadline passes; a wait
+    /// on the guest also fails once the guest has finished, a wait on the broker gets
+    /// [`WAIT`] more after that (what the agent published before it stopped may still
+    /// be on its way to the subscriber).
+    fn until(
+        &mut self,
+        what: &str,
+        awaited: Awaited,
+        mut done: impl FnMut(usize) -> bool,
+    ) -> Result<(), String> {
+        loop {
+            if done(self.ops) {
+                return Ok(());
+            }
+            if Instant::now() >= self.deadline {
+                return Err(format!("timed out waiting for {what}"));
+            }
+            if let Some(at) = self.finished {
+                if awaited == Awaited::Guest {
+                    return Err(format!("the guest finished before {what}"));
+                }
+                if at.elapsed() > WAIT {
+                    return Err(format!(
+                        "{what}: not there {WAIT:?} after the guest finished"
+                    ));
+                }
+                std::thread::sleep(Duration::from_millis(20));
+                continue;
+            }
+            let left = self.deadline.saturating_duration_since(Instant::now());
+            match self
+                .console
+                .recv_timeout(left.min(Duration::from_millis(20)))
+            {
+                Ok(line) => {
+                    let line = line.trim();
+                    if line.starts_with("EA-OP ") {
+                        self.ops += 1;
+                    } else if line.starts_with("EA-TIMEOUT ") {
+                        return Err(format!("the guest gave up ({line}) before {what}"));
+                    } else if line.ends_with("EA-DONE") {
+                        self.finished = Some(Instant::now());
+                    }
+                }
+                Err(RecvTimeoutError::Timeout) => {}
+                Err(RecvTimeoutError::Disconnected) => self.finished = Some(Instant::now()),
+            }
+        }
+    }
+}
 
 #[test]
 fn x86_64_guest_applies_only_valid_bundles_and_reports_each() {
@@ -139,33 +217,51 @@ fn x86_64_guest_applies_only_valid_bundles_and_reports_each() {
             ),
         ),
     ];
-    let publisher_sub = sub.clone();
-    let publisher = std::thread::spawn(move || {
-        wait_for("the agent online", || {
-            publisher_sub
-                .on_topic("gw-fleet/status")
-                .iter()
-                .any(|(p, _)| String::from_utf8_lossy(p).contains("\"online\""))
-        });
-        for (i, (topic, payload)) in offers.into_iter().enumerate() {
-            publisher_sub.publish_retained(topic, payload);
-            wait_for("the bundle report", || {
-                publisher_sub.on_topic("gw-fleet/policy/reported").len() > i
-            });
-        }
-    });
-
     let mut cfg = BootConfig::new(kernel, &initrd, work.join("console.log"));
     cfg.done_marker = "EA-DONE".into();
     cfg.extra_append = "quiet loglevel=1".into();
     cfg.extra_qemu_args = restricted_nic_args(port);
     cfg.timeout = Duration::from_secs(600);
+    let (tap, console) = channel();
+    cfg.console_tap = Some(tap);
+
+    let publisher_sub = sub.clone();
+    let mut guest = GuestConsole {
+        console,
+        ops: 0,
+        finished: None,
+        deadline: Instant::now() + cfg.timeout,
+    };
+    let publisher = std::thread::spawn(move || -> Result<(), String> {
+        guest.until("the agent online", Awaited::Broker, |_| {
+            publisher_sub
+                .on_topic("gw-fleet/status")
+                .iter()
+                .any(|(p, _)| String::from_utf8_lossy(p).contains("\"online\""))
+        })?;
+        for (i, (topic, payload)) in offers.into_iter().enumerate() {
+            publisher_sub.publish_retained(topic, payload);
+            let report = format!("the report on offer {}", i + 1);
+            guest.until(&report, Awaited::Broker, |_| {
+                publisher_sub.on_topic("gw-fleet/policy/reported").len() > i
+            })?;
+            let exec = format!("the guest's exec after offer {}", i + 1);
+            guest.until(&exec, Awaited::Guest, |ops| ops > i)?;
+        }
+        Ok(())
+    });
+
     let log = boot(&cfg).expect("guest ran");
+    // Closes the console tap: a publisher still waiting on the guest stops.
+    drop(cfg);
     let err = log
         .lines_with_prefix("EA-AGENTERR ")
         .collect::<Vec<_>>()
         .join("\n");
-    assert!(publisher.join().is_ok(), "host publisher: {err}");
+    let published = publisher
+        .join()
+        .unwrap_or_else(|_| Err("the host publisher panicked".into()));
+    assert!(published.is_ok(), "host publisher: {published:?}\n{err}");
     let timeouts: Vec<&str> = log.lines_with_prefix("EA-TIMEOUT ").collect();
     assert!(timeouts.is_empty(), "{timeouts:?}\n{err}");
     assert_eq!(log.first_with_prefix("EA-AGENT-EXIT "), Some("0"), "{err}");

@@ -68,6 +68,9 @@ fn arm64_guest_alert_reaches_the_host_broker_as_a_postcard_batch() {
         .and_then(|p| p.parse().ok())
         .expect("helper pid");
 
+    // The agent exited after the broker acknowledged its batches (EA-AGENT-EXIT 0):
+    // once the barrier is back, every one of them has reached the subscriber too.
+    sub.barrier();
     wait_for("the guest's alert at the host broker", || {
         !sub.on_topic("gw-arm64/events").is_empty()
     });

@@ -216,6 +216,8 @@ fn string<'a>(alert: &'a Map<String, Value>, key: &str) -> &'a str {
 }
 
 fn assert_common(log: &BootLog, arch: Arch, series: &str) {
+    let timeouts: Vec<&str> = log.lines_with_prefix("EA-TIMEOUT ").collect();
+    assert!(timeouts.is_empty(), "guest waits timed out: {timeouts:?}");
     let kernel = log
         .first_with_prefix("EA-KERNEL ")
         .expect("guest printed its kernel");
