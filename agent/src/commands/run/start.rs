@@ -11,7 +11,7 @@ use crate::control::fleet::{FleetPolicy, FleetSettings};
 use crate::control::policy_state::PolicyState;
 use crate::control::reload::{Bundles, Enforced};
 use crate::control::setid_rules::SetidRuleSet;
-use crate::events::pipeline::Batcher;
+use crate::events::pipeline::{Batcher, unix_micros};
 use crate::events::ringbuf::{ExecWatcher, KernelSource, RingbufReader};
 use crate::host::{HostKernel, KERNEL_BTF};
 use crate::kernel::btf::KernelBtf;
@@ -72,7 +72,7 @@ impl<'h> Agent<'h> {
             kernel.ready, policies.hash
         );
         let batcher = Batcher::new(agent, policies.hash, batch_policy(&config));
-        let bundles = fleet.map(|fleet| Bundles {
+        let mut bundles = fleet.map(|fleet| Bundles {
             fleet,
             node_topic: config.mqtt.topics(&config.cluster, &node).node_bundle,
             reports: outputs
@@ -81,6 +81,15 @@ impl<'h> Agent<'h> {
                 .map(|m| m.retained_handle())
                 .zip(outputs.bundle_reported_topic.clone()),
         });
+        // What the start repaired in the fleet state (already logged), retained on
+        // `.../policy/reported` once connected.
+        if let Some(bundles) = bundles.as_mut() {
+            let repairs = bundles.fleet.take_start_report();
+            if let (Some((publisher, topic)), Some(report)) = (&bundles.reports, repairs) {
+                let json = report.to_json(unix_micros() / 1_000_000);
+                publisher.publish(topic.clone(), json.into_bytes());
+            }
+        }
         let enforced = Enforced {
             host,
             state,
@@ -116,10 +125,8 @@ fn fleet_policy(config: &AgentConfig, node: &str) -> Result<Option<FleetPolicy>,
     )
     .and_then(|s| FleetPolicy::new(s, &config.cluster, node))
     .map_err(|e| StartError::input(e.to_string()))?;
-    // The bundle directory is a policy source even when empty, so the first bundle
-    // is noticed like any new policy file.
-    std::fs::create_dir_all(fleet.policy_dir())
-        .map_err(|e| StartError::input(format!("{}: {e}", fleet.policy_dir().display())))?;
+    // `new` leaves the bundle directory in place (empty when nothing is applied): it is
+    // a policy source, so the first bundle is noticed like any new policy file.
     Ok(Some(fleet))
 }
 
