@@ -116,7 +116,10 @@ fn child_applies_the_offered_bundle() {
         return;
     };
     let dir = PathBuf::from(dir);
-    let offer = dir.parent().expect("a scratch directory").join("offer.bundle");
+    let offer = dir
+        .parent()
+        .expect("a scratch directory")
+        .join("offer.bundle");
     let payload = std::fs::read(offer).expect("the offer");
     let mut fleet = open(&dir);
     let report = deliver(&mut fleet, &payload);

@@ -503,4 +503,31 @@ mod tests {
             "{message}"
         );
     }
+
+    #[test]
+    fn a_symlink_at_the_state_file_is_refused_and_not_followed() {
+        let dir = TestDir::new("state-link");
+        let target = dir.path().join("elsewhere");
+        fs::write(&target, "precious").expect("writes");
+        let path = dir.path().join("applied");
+        std::os::unix::fs::symlink(&target, &path).expect("links");
+        let err = state(1).store(&path).expect_err("a link");
+        assert!(
+            matches!(err, BundleError::File(FileError::Symlink { .. })),
+            "{err:?}"
+        );
+        assert!(err.to_string().contains("symbolic link"), "{err}");
+        let err = AppliedState::load(&path).expect_err("a link");
+        assert!(
+            err.to_string().contains(&target.display().to_string()),
+            "{err}"
+        );
+        // The copy kept beside it is refused the same way.
+        fs::remove_file(&path).expect("removes");
+        state(1).store(&path).expect("stores");
+        std::os::unix::fs::symlink(&target, previous_copy_path(&path)).expect("links");
+        let err = state(2).store(&path).expect_err("a link at the copy");
+        assert!(err.to_string().contains("applied.prev"), "{err}");
+        assert_eq!(fs::read_to_string(&target).expect("reads"), "precious");
+    }
 }
