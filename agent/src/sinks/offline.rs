@@ -83,7 +83,18 @@ pub struct Spool {
     located: std::collections::HashMap<BatchKey, u64>,
     last_sync: Instant,
     dirty: bool,
+    /// The number of the next new segment (numbers are never reused: a segment that
+    /// could not be deleted must not be appended to as a new one).
+    next_number: u64,
+    /// The last append failed (disk full): an emptied segment is deleted at once to
+    /// give the space back.
+    append_failed: bool,
 }
+
+/// A segment whose batches are all done is deleted, even while it is the one written
+/// to, once it holds this much (so an idle spool does not keep growing with `D`
+/// records, and a small disk gets its space back).
+const ROTATE_EMPTY_BYTES: u64 = 16 * 1024;
 
 /// How often appended records are flushed to stable storage. A killed agent loses
 /// nothing (the page cache survives it); a power cut loses at most this much.
@@ -116,6 +127,8 @@ impl Spool {
             located: Default::default(),
             last_sync: Instant::now(),
             dirty: false,
+            next_number: numbers.last().map_or(1, |n| n + 1),
+            append_failed: false,
         };
         let mut live: Vec<(u64, PendingBatch)> = Vec::new();
         for number in numbers {
@@ -170,10 +183,11 @@ impl Spool {
             }
         };
         if needs_new {
-            let number = self.segments.back().map(|s| s.number + 1).unwrap_or(1);
+            let number = self.next_number;
+            self.next_number += 1;
             let path = self.segment_path(number);
             // O_EXCL | O_NOFOLLOW: whatever is already there (a planted link) is refused.
-            let file = files::create_new(&path, true)?;
+            let file = files::create_new(&path, true).inspect_err(|_| self.append_failed = true)?;
             self.writer = Some(file);
             self.segments.push_back(Segment {
                 number,
@@ -188,7 +202,9 @@ impl Spool {
         let Some(writer) = self.writer.as_mut() else {
             return Err(io_err(&seg.path)(io::Error::other("no writer")));
         };
+        self.append_failed = false;
         if let Err(e) = writer.write_all(record) {
+            self.append_failed = true;
             // A partial record would hide every record after it from the next start:
             // cut it off, or (if even that fails) write to a new segment from now on.
             if let Err(cut) = writer.set_len(seg.bytes) {
@@ -266,9 +282,11 @@ impl Spool {
         if let Some(seg) = self.segments.iter_mut().find(|s| s.number == number) {
             seg.live = seg.live.saturating_sub(1);
         }
-        self.append(&encode_record(RECORD_DONE, key, 0, &[]))?;
+        let appended = self.append(&encode_record(RECORD_DONE, key, 0, &[]));
+        // Even when the record could not be written: a segment with nothing live
+        // left can go, and with it the need for the record.
         self.delete_dead_segments();
-        Ok(())
+        appended.map(|_| ())
     }
 
     /// Deletes leading segments with no live batch, except the one being written.
@@ -276,10 +294,16 @@ impl Spool {
         while self.segments.len() > 1 && self.segments.front().is_some_and(|s| s.live == 0) {
             self.drop_oldest_segment();
         }
+        let rotate = self.append_failed
+            || self
+                .segments
+                .front()
+                .is_some_and(|s| s.bytes >= ROTATE_EMPTY_BYTES);
         if self.segments.len() == 1
             && self.segments.front().is_some_and(|s| s.live == 0)
-            && self.writer.is_none()
+            && (self.writer.is_none() || rotate)
         {
+            self.writer = None;
             self.drop_oldest_segment();
         }
     }
@@ -361,6 +385,8 @@ pub struct OfflineBuffer {
     pub dropped_batches: u64,
     /// Batches the spool could not persist (kept in memory, reported), since start.
     pub unpersisted_batches: u64,
+    /// Their events.
+    pub unpersisted_events: u64,
     /// The current run of spool failures: batches and events, for the log line that
     /// says persistence resumed.
     failing: Option<(u64, u64)>,
@@ -375,6 +401,7 @@ impl OfflineBuffer {
             spool: None,
             dropped_batches: 0,
             unpersisted_batches: 0,
+            unpersisted_events: 0,
             failing: None,
         };
         if let Some((spool, recovered)) = spool {
@@ -448,6 +475,11 @@ impl OfflineBuffer {
     fn unpersisted(&mut self, batch: &PendingBatch, error: &SpoolError, ledger: &LossLedger) {
         self.unpersisted_batches += 1;
         let events = u64::from(batch.events);
+        self.unpersisted_events += events;
+        log::debug!(
+            "spool: batch {} ({events} events) not persisted (kept in memory): {error}",
+            batch.key.first_seq
+        );
         if events > 0 {
             ledger.spool_unpersisted(
                 events,
@@ -506,6 +538,20 @@ impl OfflineBuffer {
             && let Err(e) = spool.sync()
         {
             log::warn!("{e}");
+        }
+    }
+}
+
+impl Drop for OfflineBuffer {
+    /// The totals, once, when the agent is done with the buffer (each batch was
+    /// reported as it happened).
+    fn drop(&mut self) {
+        if self.unpersisted_batches > 0 {
+            log::warn!(
+                "spool: {} batch(es) ({} events) could not be persisted since the start, each reported (Loss, source spool)",
+                self.unpersisted_batches,
+                self.unpersisted_events
+            );
         }
     }
 }
