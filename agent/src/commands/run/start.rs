@@ -50,7 +50,7 @@ impl<'h> Agent<'h> {
                 .random_key()
                 .map_err(|e| StartError::input(format!("cannot read random bytes: {e}")))?,
         };
-        let node = node_name(&config, host);
+        let node = node_name(&config, host).map_err(|e| StartError::input(e.to_string()))?;
         let fleet = fleet_policy(&config, &node)?;
         let bundle_dir = fleet.as_ref().map(FleetPolicy::policy_dir);
         let mut state = PolicyState::new(&config, node.clone(), rules, key, bundle_dir);
