@@ -184,11 +184,13 @@ pub fn validate_prefix(prefix: &str) -> Result<(), &'static str> {
         return Err("a topic prefix cannot hold wildcards or NUL, nor start with '$'");
     }
     for level in prefix.split('/') {
-        if let Err(e) = validate_level(level, "topic prefix") {
+        if validate_level(level, "topic prefix").is_err() {
             return Err(if level.is_empty() {
                 "a topic prefix cannot have an empty level ('//')"
+            } else if level.contains(['+', '#', '\0']) {
+                "a topic prefix cannot hold wildcards or NUL, nor start with '$'"
             } else {
-                e.reason
+                "a topic prefix cannot hold control characters"
             });
         }
     }
