@@ -352,8 +352,12 @@ fn the_real_agent_restores_the_policy_directory_after_a_crash_mid_unpack() {
     let signed = |version: u64, name: &str| signed_bundle(&signing, version, name);
     // v1 recorded the way a running agent records it.
     {
-        let settings =
-            FleetSettings::load(&[public_file.clone()], 64 * 1024, state_dir.clone()).expect("key");
+        let settings = FleetSettings::load(
+            std::slice::from_ref(&public_file),
+            64 * 1024,
+            state_dir.clone(),
+        )
+        .expect("key");
         let mut fleet = FleetPolicy::new(settings, "default", "gw-crash").expect("state");
         let dir = fleet.policy_dir();
         let report = apply_bundle(

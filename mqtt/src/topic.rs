@@ -342,11 +342,15 @@ mod tests {
             ("gw\n12", "control"),
         ] {
             let err = validate_level(value, "uname -n").expect_err(value);
-            assert_eq!((err.origin.as_str(), err.value.as_str()), ("uname -n", value));
+            assert_eq!(
+                (err.origin.as_str(), err.value.as_str()),
+                ("uname -n", value)
+            );
             let message = err.to_string();
             assert!(
-                message.starts_with(&format!("uname -n: {value:?} cannot be an MQTT topic level: "))
-                    && message.contains(reason),
+                message.starts_with(&format!(
+                    "uname -n: {value:?} cannot be an MQTT topic level: "
+                )) && message.contains(reason),
                 "{message}"
             );
         }

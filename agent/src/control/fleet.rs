@@ -649,10 +649,10 @@ impl FleetPolicy {
             let name = entry.file_name().to_string_lossy().into_owned();
             let stored = name.starts_with("applied-") && name.ends_with(".bundle");
             let legacy = name == LEGACY_BUNDLE_FILE || name == LEGACY_SCOPE_FILE;
-            if (stored && !keep.contains(&name)) || legacy {
-                if let Err(e) = std::fs::remove_file(entry.path()) {
-                    log::warn!("fleet: cannot remove {}: {e}", entry.path().display());
-                }
+            if ((stored && !keep.contains(&name)) || legacy)
+                && let Err(e) = std::fs::remove_file(entry.path())
+            {
+                log::warn!("fleet: cannot remove {}: {e}", entry.path().display());
             }
         }
     }

@@ -353,12 +353,11 @@ impl Batcher {
     }
 }
 
-/// Wall-clock microseconds since the Unix epoch.
+/// Wall-clock microseconds since the Unix epoch (0 before it), from
+/// [`crate::host::wall_clock_ns`]: for stamping events and reports only, never for
+/// timing (the batcher and throttle take `Instant`s).
 pub fn unix_micros() -> u64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map(|d| d.as_micros() as u64)
-        .unwrap_or(0)
+    (crate::host::wall_clock_ns() / 1_000).max(0) as u64
 }
 
 /// Shared handle to the loss counters.

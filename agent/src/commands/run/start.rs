@@ -13,7 +13,7 @@ use crate::control::reload::{Bundles, Enforced};
 use crate::control::setid_rules::SetidRuleSet;
 use crate::events::pipeline::{Batcher, unix_micros};
 use crate::events::ringbuf::{ExecWatcher, KernelSource, RingbufReader};
-use crate::host::{HostKernel, KERNEL_BTF};
+use crate::host::{ClockSteps, HostKernel, KERNEL_BTF};
 use crate::kernel::btf::KernelBtf;
 use crate::kernel::loader::{self, AttachedProbes};
 use crate::kernel::pins;
@@ -97,7 +97,14 @@ impl<'h> Agent<'h> {
             updates: outputs.policy_updates(),
             batch_policy_set: batcher.policy_set_handle(),
         };
+        let clock_steps = host.clock_steps().unwrap_or_else(|e| {
+            log::warn!(
+                "cannot watch for wall-clock steps ({e}): a step is noticed at the next kernel event, whose time may be off by the step"
+            );
+            ClockSteps::none()
+        });
         Ok(Agent {
+            clock_steps,
             config,
             probes: kernel.probes,
             source: kernel.source,
@@ -165,7 +172,7 @@ fn start_kernel<'h>(
         (Some(dir), false) => notes.push_str(&format!(", pinned in {}", dir.display())),
         (None, _) => notes.push_str(", not pinned: enforcement stops with the agent"),
     }
-    let reader = RingbufReader::new(probes.events, host.boottime_to_unix_offset_ns())
+    let reader = RingbufReader::new(probes.events, host)
         .map_err(|e| StartError::input(format!("cannot watch the event ring buffer: {e}")))?;
     Ok(KernelStart {
         probes: probes.attached,
