@@ -3,15 +3,16 @@
 //! could not persist is reported as a `Loss` (source `Spool`) and kept in memory, the
 //! stream goes on, and once space is freed persistence resumes. Needs root (mount).
 
+mod common;
+
 use std::collections::BTreeSet;
-use std::io::{BufRead, BufReader};
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
-use std::sync::{Arc, Mutex};
-use std::time::Instant;
+use std::process::Command;
+
+use common::Agent;
 
 use edgearmor::sinks::offline::Spool;
-use edgearmor_vm::broker::{Broker, Subscriber, WAIT, free_port, wait_for};
+use edgearmor_vm::broker::{Broker, Subscriber, free_port, wait_for};
 use edgearmor_wire::{EventBody, LossSource};
 
 /// A tmpfs mounted for one test, unmounted on drop.
@@ -46,78 +47,6 @@ impl Drop for Tmpfs {
     }
 }
 
-/// The agent, with stderr collected line by line and a SIGTERM for a clean stop.
-struct Agent {
-    child: Child,
-    stderr: Arc<Mutex<String>>,
-}
-
-impl Agent {
-    fn start(args: &[&str]) -> Self {
-        let mut child = Command::new(env!("CARGO_BIN_EXE_edgearmor"))
-            .args(["send-test-alerts", "--config", "/dev/null", "--no-stdout"])
-            .args(["--max-alerts-per-sec", "0"])
-            .args(args)
-            .env("RUST_LOG", "info,edgearmor::sinks::offline=debug")
-            .stdout(Stdio::null())
-            .stderr(Stdio::piped())
-            .spawn()
-            .expect("the agent runs");
-        let stderr = Arc::new(Mutex::new(String::new()));
-        let sink = stderr.clone();
-        let pipe = child.stderr.take().expect("piped");
-        std::thread::spawn(move || {
-            for line in BufReader::new(pipe).lines().map_while(Result::ok) {
-                let mut s = sink.lock().unwrap_or_else(|p| p.into_inner());
-                s.push_str(&line);
-                s.push('\n');
-            }
-        });
-        Self { child, stderr }
-    }
-
-    fn stderr(&self) -> String {
-        self.stderr
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .clone()
-    }
-
-    fn wait_stderr(&self, what: &str, mut done: impl FnMut(&str) -> bool) {
-        let deadline = Instant::now() + WAIT;
-        while !done(&self.stderr()) {
-            assert!(
-                Instant::now() < deadline,
-                "timed out waiting for {what}:\n{}",
-                self.stderr()
-            );
-            std::thread::sleep(std::time::Duration::from_millis(20));
-        }
-    }
-
-    /// SIGTERM (deliver what is pending, then exit 0) and wait.
-    fn stop(&mut self) {
-        // SAFETY: kill(2) on our own, not yet reaped child.
-        unsafe { libc::kill(self.child.id() as i32, libc::SIGTERM) };
-        let deadline = Instant::now() + WAIT;
-        loop {
-            if let Ok(Some(status)) = self.child.try_wait() {
-                assert!(status.success(), "{status}\n{}", self.stderr());
-                return;
-            }
-            assert!(Instant::now() < deadline, "no exit:\n{}", self.stderr());
-            std::thread::sleep(std::time::Duration::from_millis(20));
-        }
-    }
-}
-
-impl Drop for Agent {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
 fn spool_bytes(dir: &Path) -> u64 {
     std::fs::read_dir(dir)
         .map(|d| {
@@ -144,22 +73,25 @@ fn a_full_spool_keeps_the_stream_going_counts_every_unpersisted_batch_and_recove
     let sub = Subscriber::connect(port, "full-sub");
     broker.stop();
     let broker_addr = format!("127.0.0.1:{port}");
-    let mut agent = Agent::start(&[
-        "--broker",
-        &broker_addr,
-        "--count",
-        "1000000",
-        "--interval-ms",
-        "2",
-        "--buffer-bytes",
-        "16000000",
-        "--spool-dir",
-        &spool_arg,
-        "--host-name",
-        "gw-full",
-        "--shutdown-grace-secs",
-        "60",
-    ]);
+    let mut agent = Agent::start(
+        &[("RUST_LOG", "info,edgearmor::sinks::offline=debug")],
+        &[
+            "--broker",
+            &broker_addr,
+            "--count",
+            "1000000",
+            "--interval-ms",
+            "2",
+            "--buffer-bytes",
+            "16000000",
+            "--spool-dir",
+            &spool_arg,
+            "--host-name",
+            "gw-full",
+            "--shutdown-grace-secs",
+            "60",
+        ],
+    );
 
     // The disk fills up; several batches in a row cannot be persisted.
     agent.wait_stderr("the spool to fill the disk", |e| {
