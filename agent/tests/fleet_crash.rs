@@ -317,6 +317,34 @@ fn a_damaged_state_file_is_replaced_by_its_last_good_copy_and_enforcement_goes_o
         assert_eq!(loaded_policy_names(&fleet), ["v2-block-cat"]);
     }
 
+    // A symbolic link planted in place of the policy directory (to files of the
+    // attacker's choosing) is not followed: it is replaced by the applied bundle.
+    let planted = root.join("planted");
+    std::fs::create_dir(&planted).expect("creates");
+    std::fs::write(planted.join("allow-all.yaml"), "not a policy").expect("writes");
+    let policies = state_dir.join("policies");
+    std::fs::remove_dir_all(&policies).expect("removes");
+    std::os::unix::fs::symlink(&planted, &policies).expect("links");
+    let mut fleet = open(&state_dir);
+    assert!(
+        std::fs::symlink_metadata(&policies)
+            .expect("there")
+            .is_dir()
+    );
+    assert_eq!(loaded_policy_names(&fleet), ["v2-block-cat"]);
+    let report = fleet.take_start_report().expect("reported");
+    assert!(
+        report.detail.contains("symbolic link") && report.detail.contains("restored it from"),
+        "{}",
+        report.detail
+    );
+    assert_eq!(
+        list(&planted),
+        ["allow-all.yaml"],
+        "the link's target untouched"
+    );
+    drop(fleet);
+
     // Both copies damaged: no version is known, so no bundle is accepted, and the
     // policies in place stay.
     std::fs::write(&state, "garbage").expect("writes");
