@@ -256,8 +256,16 @@ fn apply_override(
     match flag {
         "rules" => config.rules.push(value.into()),
         "policies" => config.policies.push(value.into()),
-        "cluster" => config.cluster = value,
-        "host-name" => config.node = value,
+        "cluster" | "host-name" => {
+            // Checked here so the error names the flag the value came from.
+            edgearmor_mqtt::topic::validate_level(&value, &format!("--{flag}"))
+                .map_err(|e| e.to_string())?;
+            if flag == "cluster" {
+                config.cluster = value;
+            } else {
+                config.node = value;
+            }
+        }
         "broker" => config.mqtt.broker = value,
         "ca" => config.mqtt.ca_file = Some(value.into()),
         "client-cert" => config.mqtt.client_cert = Some(value.into()),
@@ -515,6 +523,13 @@ mod tests {
                 .contains("`maybe` is neither auto nor required")
         );
         assert!(parse_err(&["run"]).starts_with("no rules:"));
+        for (flag, value) in [("--host-name", "gw/12"), ("--cluster", "plant#7")] {
+            let err = parse_err(&["send-test-alerts", flag, value]);
+            assert!(
+                err.starts_with(&format!("{flag}: {value:?} cannot be an MQTT topic level")),
+                "{err}"
+            );
+        }
         assert!(parse_err(&["policy", "check"]).contains("at least one file"));
     }
 

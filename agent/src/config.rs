@@ -269,6 +269,10 @@ pub enum ConfigError {
         value: String,
         reason: String,
     },
+    /// A cluster or node name (or a level of the topic prefix) that cannot be a topic
+    /// level; the error names the value and where it came from.
+    #[error("config: {0}")]
+    TopicLevel(#[from] edgearmor_mqtt::topic::TopicLevelError),
 }
 
 impl AgentConfig {
@@ -289,8 +293,27 @@ impl AgentConfig {
             path: path.to_owned(),
             message: e.to_string(),
         })?;
+        // Checked here too so the error names the file the value came from.
+        config.validate_topic_levels(&format!("{}: ", path.display()))?;
         config.validate()?;
         Ok(config)
+    }
+
+    /// `cluster`, `node` (unless empty: `uname -n` is checked when it is read) and
+    /// `mqtt.topic_prefix` as topic levels; `origin` prefixes the key in errors.
+    fn validate_topic_levels(&self, origin: &str) -> Result<(), ConfigError> {
+        use edgearmor_mqtt::topic::validate_level;
+        validate_level(&self.cluster, &format!("{origin}cluster"))?;
+        if !self.node.is_empty() {
+            validate_level(&self.node, &format!("{origin}node"))?;
+        }
+        edgearmor_mqtt::topic::validate_prefix(&self.mqtt.topic_prefix).map_err(|reason| {
+            ConfigError::Invalid {
+                key: "mqtt.topic_prefix",
+                value: self.mqtt.topic_prefix.clone(),
+                reason: reason.to_owned(),
+            }
+        })
     }
 
     /// Checks what types alone cannot.
@@ -302,20 +325,7 @@ impl AgentConfig {
                 reason: reason.to_owned(),
             })
         };
-        if self.cluster.is_empty() || self.cluster.contains(['/', '+', '#']) {
-            return invalid(
-                "cluster",
-                self.cluster.clone(),
-                "must be non-empty without '/', '+' or '#'",
-            );
-        }
-        if self.node.contains(['/', '+', '#']) {
-            return invalid(
-                "node",
-                self.node.clone(),
-                "must not contain '/', '+' or '#'",
-            );
-        }
+        self.validate_topic_levels("")?;
         if !(1..=edgearmor_wire::MAX_BATCH_EVENTS).contains(&self.pipeline.batch_max_events) {
             return invalid(
                 "pipeline.batch_max_events",
@@ -479,7 +489,22 @@ mod tests {
             ),
             ("[offline]\nbuffer_bytes = 10", "offline.buffer_bytes"),
             ("[throttle]\nmax_alerts_per_sec = -1", "max_alerts_per_sec"),
-            ("cluster = \"a/b\"", "cluster"),
+            (
+                "cluster = \"a/b\"",
+                "config: a.toml: cluster: \"a/b\" cannot be an MQTT topic level: it contains '/'",
+            ),
+            (
+                "node = \"gw+1\"",
+                "a.toml: node: \"gw+1\" cannot be an MQTT topic level: it contains '+' or '#'",
+            ),
+            (
+                "cluster = \"\"",
+                "a.toml: cluster: \"\" cannot be an MQTT topic level: it is empty",
+            ),
+            (
+                "[mqtt]\ntopic_prefix = \"site/#\"",
+                "mqtt.topic_prefix = \"site/#\"",
+            ),
             ("[mqtt]\nclient_cert = \"/c\"", "client_key go together"),
             ("[mqtt]\npassword_file = \"/p\"", "needs a username"),
         ];

@@ -441,7 +441,17 @@ fn expand_loss(loss: &Loss, out: &mut HostAlert) {
             loss.first_seq, loss.last_seq
         );
     }
-    write_lost_count(&mut out.message, loss.count);
+    if loss.source == LossSource::Spool {
+        // Delivered all the same unless the agent stops first: not persisted, not lost.
+        write_count(
+            &mut out.message,
+            loss.count,
+            "was not persisted",
+            "were not persisted",
+        );
+    } else {
+        write_lost_count(&mut out.message, loss.count);
+    }
     out.message.push_str(loss_reason(loss.source));
     set(&mut out.enforcer, ENFORCER);
 }
@@ -459,10 +469,15 @@ fn expand_threshold(threshold: &AlertThreshold, out: &mut HostAlert) {
 
 /// `"N events were lost: "` (singular for one), the start of every loss message.
 pub fn write_lost_count(out: &mut String, count: u64) {
+    write_count(out, count, "was lost", "were lost");
+}
+
+/// `"1 event <one>: "` or `"N events <many>: "`.
+fn write_count(out: &mut String, count: u64, one: &str, many: &str) {
     if count == 1 {
-        out.push_str("1 event was lost: ");
+        let _ = write!(out, "1 event {one}: ");
     } else {
-        let _ = write!(out, "{count} events were lost: ");
+        let _ = write!(out, "{count} events {many}: ");
     }
 }
 
@@ -473,6 +488,7 @@ pub fn loss_source_name(source: LossSource) -> &'static str {
         LossSource::Channel => "agent channel",
         LossSource::OfflineBuffer => "offline buffer",
         LossSource::Throttle => "alert throttle",
+        LossSource::Spool => "spool",
     }
 }
 
@@ -484,6 +500,9 @@ fn loss_reason(source: LossSource) -> &'static str {
             "the agent's offline buffer was full while the broker was unreachable, the oldest batches were dropped"
         }
         LossSource::Throttle => "the alert rate limit (max_alerts_per_sec) dropped them",
+        LossSource::Spool => {
+            "the spool could not persist them (disk full or not writable), they were kept in memory only and are lost if the agent stops before the broker acknowledges them"
+        }
     }
 }
 
@@ -670,6 +689,16 @@ mod tests {
         assert_eq!(
             a.message,
             "1 event was lost: the kernel ring buffer was full"
+        );
+        let a = expand_event(&agent(), &loss(LossSource::Spool, 32, 65, 96), None);
+        assert_eq!(a.resource, "spool");
+        assert_eq!(a.data, "dropped=32 first_seq=65 last_seq=96");
+        assert!(
+            a.message.starts_with(
+                "32 events were not persisted: the spool could not persist them (disk full"
+            ),
+            "{}",
+            a.message
         );
         for (source, name) in [
             (LossSource::Channel, "agent channel"),

@@ -4,6 +4,8 @@
 use std::io;
 use std::path::PathBuf;
 
+use crate::files::FileError;
+
 /// Every failure of this crate. Each variant carries what was offending, so the
 /// message alone says what to fix.
 #[derive(Debug, thiserror::Error)]
@@ -99,6 +101,27 @@ pub enum BundleError {
         /// What is wrong, in words.
         detail: String,
     },
+    /// The applied-state file is damaged or missing and so is its last good copy:
+    /// nothing says which version is applied, so no bundle may be accepted.
+    #[error(
+        "{}: {primary}; its last good copy {}: {previous}; remove both to accept bundles again",
+        path.display(),
+        previous_path.display()
+    )]
+    StateLost {
+        /// The state file.
+        path: PathBuf,
+        /// What is wrong with it.
+        primary: String,
+        /// The last good copy's path.
+        previous_path: PathBuf,
+        /// What is wrong with that.
+        previous: String,
+    },
+    /// A file or directory could not be used safely (a symbolic link, a world-writable
+    /// directory, ...) or an operation on it failed.
+    #[error(transparent)]
+    File(#[from] FileError),
     /// A file system operation failed.
     #[error("{action} {}: {source}", path.display())]
     Io {

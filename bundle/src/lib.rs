@@ -29,7 +29,16 @@
 //! 3. [`check_rollback`] against the [`AppliedState`] loaded from disk: only a version
 //!    above the applied one is applied ([`BundleError::Rollback`]).
 //! 4. [`unpack`] into the policy directory, replacing it whole, then
-//!    [`AppliedState::store`] (crash-safe) to record the new version and hash.
+//!    [`AppliedState::store`] (crash-safe, with a previous good copy) to record the new
+//!    version and hash. At start, [`AppliedState::load_or_recover`] falls back to that
+//!    copy when the file is damaged, and [`differences`] tells whether the policy
+//!    directory still holds exactly the applied bundle's files (a crash in the middle
+//!    of an unpack leaves none).
+//!
+//! Every file this crate writes goes through [`files`]: `O_NOFOLLOW` (a planted
+//! symbolic link is refused, never followed), `O_EXCL` for new files, mode 0600 for
+//! files and 0700 for directories whatever the umask. [`fault`] holds the test-only
+//! crash points (debug builds).
 //!
 //! Keys live in one-line text files (see [`parse_secret_key`], [`parse_public_key`],
 //! [`generate_keypair`]):
@@ -60,6 +69,8 @@
 #![warn(missing_docs)]
 
 mod error;
+pub mod fault;
+pub mod files;
 mod format;
 mod keys;
 mod state;
@@ -76,5 +87,5 @@ pub use keys::{
     PUBLIC_KEY_PREFIX, PublicKeyText, SECRET_KEY_PREFIX, SecretKeyText, SigningKey, VerifyingKey,
     generate_keypair, parse_public_key, parse_secret_key,
 };
-pub use state::{AppliedState, check_rollback};
-pub use unpack::unpack;
+pub use state::{AppliedState, RecoveredState, check_rollback, previous_copy_path};
+pub use unpack::{differences, unpack};

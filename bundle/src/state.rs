@@ -1,39 +1,60 @@
-//! Anti-rollback: the applied bundle's version and hash, kept in a small text file.
+//! Anti-rollback: the applied bundle's version and hash (and the scope it came from),
+//! kept in a small text file with a previous good copy beside it.
 
-use std::fs::{self, OpenOptions};
-use std::io::{self, Write};
-use std::path::Path;
+use std::ffi::OsString;
+use std::fs;
+use std::path::{Path, PathBuf};
 
-use crate::util::{parent_dir, random_suffix, sync_dir};
-use crate::{BundleError, VerifiedBundle};
+use crate::files::{self, replace_atomically};
+use crate::{BundleError, VerifiedBundle, fault};
 
 /// The bundle an agent applied last: what [`check_rollback`] compares offers with.
 ///
-/// Its file is two lines, `version=N` and `sha256=<64 lowercase hex digits>`.
+/// Its file is two or three lines, `version=N`, `sha256=<64 lowercase hex digits>` and
+/// optionally `scope=<word>` (where the bundle came from, e.g. `fleet` or `node`).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct AppliedState {
     /// The applied bundle's version.
     pub version: u64,
     /// The applied bundle's [`VerifiedBundle::sha256_hex`].
     pub sha256_hex: String,
+    /// Where the bundle came from (1 to 32 lowercase ASCII letters), if recorded.
+    pub scope: Option<String>,
+}
+
+/// What [`AppliedState::load_or_recover`] found.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RecoveredState {
+    /// The state in force (`None`: nothing applied yet).
+    pub state: Option<AppliedState>,
+    /// When the state file was damaged and replaced by its last good copy: what was
+    /// wrong and what was done, in words.
+    pub repaired: Option<String>,
+}
+
+/// `<path>.prev`: where [`AppliedState::store`] keeps the state it replaces.
+pub fn previous_copy_path(path: &Path) -> PathBuf {
+    let mut name = path.as_os_str().to_os_string();
+    name.push(OsString::from(".prev"));
+    PathBuf::from(name)
 }
 
 impl AppliedState {
-    /// The state recording `bundle` as applied.
+    /// The state recording `bundle` as applied (scope not recorded).
     pub fn from_bundle(bundle: &VerifiedBundle) -> Self {
         Self {
             version: bundle.version(),
             sha256_hex: bundle.sha256_hex().to_owned(),
+            scope: None,
         }
     }
 
-    /// Reads the state file at `path`: `None` when there is none (nothing applied
-    /// yet); [`BundleError::CorruptState`] naming the line when it is not valid.
+    /// Reads the state file at `path` (never through a symbolic link): `None` when
+    /// there is none (nothing applied yet); [`BundleError::CorruptState`] naming the
+    /// line when it is not valid.
     pub fn load(path: &Path) -> Result<Option<Self>, BundleError> {
-        let bytes = match fs::read(path) {
-            Ok(bytes) => bytes,
-            Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(None),
-            Err(e) => return Err(BundleError::io("read", path, e)),
+        let Some(bytes) = files::read(path)? else {
+            return Ok(None);
         };
         let text = std::str::from_utf8(&bytes).map_err(|e| {
             let valid = &bytes[..e.valid_up_to()];
@@ -46,6 +67,59 @@ impl AppliedState {
         Self::parse(path, text).map(Some)
     }
 
+    /// [`load`](Self::load), falling back to the last good copy
+    /// ([`previous_copy_path`]) when the file is damaged (corrupt, unreadable, a
+    /// symbolic link, or missing while its copy exists): the copy then replaces it,
+    /// atomically, and [`RecoveredState::repaired`] says so. When the copy is no good
+    /// either, [`BundleError::StateLost`] names both problems.
+    pub fn load_or_recover(path: &Path) -> Result<RecoveredState, BundleError> {
+        let previous_path = previous_copy_path(path);
+        let primary = match Self::load(path) {
+            Ok(Some(state)) => {
+                return Ok(RecoveredState {
+                    state: Some(state),
+                    repaired: None,
+                });
+            }
+            Ok(None) if fs::symlink_metadata(&previous_path).is_err() => {
+                return Ok(RecoveredState {
+                    state: None,
+                    repaired: None,
+                });
+            }
+            // The file is gone but its copy is not: it did not vanish by itself.
+            Ok(None) => format!("{}: missing", path.display()),
+            Err(e) => e.to_string(),
+        };
+        let lost = |previous: String| BundleError::StateLost {
+            path: path.to_owned(),
+            primary: primary.clone(),
+            previous_path: previous_path.clone(),
+            previous,
+        };
+        let good = match Self::load(&previous_path) {
+            Ok(Some(good)) => good,
+            Ok(None) => return Err(lost("missing".into())),
+            Err(e) => return Err(lost(e.to_string())),
+        };
+        // A link or a directory in the file's place goes first (never followed).
+        match fs::symlink_metadata(path) {
+            Ok(meta) if meta.is_dir() => fs::remove_dir_all(path),
+            Ok(_) => fs::remove_file(path),
+            Err(_) => Ok(()),
+        }
+        .map_err(|e| BundleError::io("remove", path, e))?;
+        replace_atomically(path, good.to_text().as_bytes(), || {})?;
+        Ok(RecoveredState {
+            repaired: Some(format!(
+                "{primary}; replaced by its last good copy {} (version {})",
+                previous_path.display(),
+                good.version
+            )),
+            state: Some(good),
+        })
+    }
+
     fn parse(path: &Path, text: &str) -> Result<Self, BundleError> {
         let corrupt = |line: usize, detail: String| BundleError::CorruptState {
             path: path.to_owned(),
@@ -54,6 +128,7 @@ impl AppliedState {
         };
         let mut version = None;
         let mut sha256_hex = None;
+        let mut scope = None;
         let mut lines = 0;
         for (index, line) in text.lines().enumerate() {
             let number = index + 1;
@@ -89,6 +164,18 @@ impl AppliedState {
                     }
                     sha256_hex = Some(value.to_owned());
                 }
+                "scope" => {
+                    if scope.is_some() {
+                        return Err(corrupt(number, "a second scope= line".to_owned()));
+                    }
+                    if !is_scope(value) {
+                        return Err(corrupt(
+                            number,
+                            format!("scope {value:?} is not 1 to 32 lowercase letters"),
+                        ));
+                    }
+                    scope = Some(value.to_owned());
+                }
                 _ => return Err(corrupt(number, format!("unknown key {key:?}"))),
             }
         }
@@ -96,6 +183,7 @@ impl AppliedState {
             (Some(version), Some(sha256_hex)) => Ok(Self {
                 version,
                 sha256_hex,
+                scope,
             }),
             (None, _) => Err(corrupt(lines + 1, "no version= line".to_owned())),
             (_, None) => Err(corrupt(lines + 1, "no sha256= line".to_owned())),
@@ -104,59 +192,61 @@ impl AppliedState {
 
     /// The file's text.
     fn to_text(&self) -> String {
-        format!("version={}\nsha256={}\n", self.version, self.sha256_hex)
+        let mut text = format!("version={}\nsha256={}\n", self.version, self.sha256_hex);
+        if let Some(scope) = &self.scope {
+            text.push_str(&format!("scope={scope}\n"));
+        }
+        text
     }
 
     /// Writes the state to `path` so that a crash leaves either the old file or the
-    /// new one: a temporary file in the same directory, fsynced, renamed over `path`,
-    /// and the directory fsynced. Refuses a `sha256_hex` that [`load`](Self::load)
-    /// would refuse.
+    /// new one (see [`replace_atomically`]), after keeping the state it replaces, when
+    /// that is valid, as the last good copy ([`previous_copy_path`], written the same
+    /// way). Refuses a `sha256_hex` or `scope` that [`load`](Self::load) would refuse,
+    /// and a symbolic link at either path.
     pub fn store(&self, path: &Path) -> Result<(), BundleError> {
-        if !is_sha256_hex(&self.sha256_hex) {
-            return Err(BundleError::CorruptState {
+        let refuse = |line: usize, detail: String| {
+            Err(BundleError::CorruptState {
                 path: path.to_owned(),
-                line: 2,
-                detail: format!(
+                line,
+                detail,
+            })
+        };
+        if !is_sha256_hex(&self.sha256_hex) {
+            return refuse(
+                2,
+                format!(
                     "refusing to store sha256 {:?}: not 64 lowercase hex digits",
                     self.sha256_hex
                 ),
-            });
+            );
         }
-        let Some(name) = path.file_name() else {
-            return Err(BundleError::io(
-                "store state",
-                path,
-                io::Error::new(io::ErrorKind::InvalidInput, "the path names no file"),
-            ));
-        };
-        let dir = parent_dir(path);
-        let mut temp_name = std::ffi::OsString::from(".");
-        temp_name.push(name);
-        temp_name.push(".tmp-");
-        temp_name.push(random_suffix()?);
-        let temp = dir.join(temp_name);
-        let written = write_synced(&temp, self.to_text().as_bytes()).and_then(|()| {
-            fs::rename(&temp, path).map_err(|e| BundleError::io("rename", &temp, e))
-        });
-        if let Err(e) = written {
-            // Best effort: the temporary file may not even exist.
-            let _ = fs::remove_file(&temp);
-            return Err(e);
+        if let Some(scope) = self.scope.as_deref().filter(|s| !is_scope(s)) {
+            return refuse(
+                3,
+                format!("refusing to store scope {scope:?}: not 1 to 32 lowercase letters"),
+            );
         }
-        sync_dir(dir)
+        // A damaged current file is not a good copy: the previous one stays.
+        if let Ok(Some(current)) = Self::load(path)
+            && current != *self
+        {
+            replace_atomically(
+                &previous_copy_path(path),
+                current.to_text().as_bytes(),
+                || {},
+            )?;
+            fault::point("state:previous-copied");
+        }
+        replace_atomically(path, self.to_text().as_bytes(), || {
+            fault::point("state:before-rename")
+        })?;
+        Ok(())
     }
 }
 
-/// Creates `path` (which must not exist), writes `contents` and fsyncs it.
-pub(crate) fn write_synced(path: &Path, contents: &[u8]) -> Result<(), BundleError> {
-    let mut file = OpenOptions::new()
-        .write(true)
-        .create_new(true)
-        .open(path)
-        .map_err(|e| BundleError::io("create", path, e))?;
-    file.write_all(contents)
-        .and_then(|()| file.sync_all())
-        .map_err(|e| BundleError::io("write", path, e))
+fn is_scope(text: &str) -> bool {
+    (1..=32).contains(&text.len()) && text.bytes().all(|b| b.is_ascii_lowercase())
 }
 
 fn is_sha256_hex(text: &str) -> bool {
@@ -185,12 +275,14 @@ pub fn check_rollback(
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::files::FileError;
     use crate::test_dir::TestDir;
 
     fn state(version: u64) -> AppliedState {
         AppliedState {
             version,
             sha256_hex: "ab".repeat(32),
+            scope: None,
         }
     }
 
@@ -230,11 +322,12 @@ mod tests {
             AppliedState::load(&path).expect("loads"),
             Some(state(u64::MAX))
         );
-        let entries: Vec<_> = fs::read_dir(dir.path())
+        let mut entries: Vec<_> = fs::read_dir(dir.path())
             .expect("lists")
             .map(|e| e.expect("entry").file_name())
             .collect();
-        assert_eq!(entries, ["applied"]);
+        entries.sort();
+        assert_eq!(entries, ["applied", "applied.prev"]);
     }
 
     #[test]
@@ -303,6 +396,7 @@ mod tests {
         let bad = AppliedState {
             version: 1,
             sha256_hex: "not hex\nversion=0".to_owned(),
+            scope: None,
         };
         let err = bad.store(&path).expect_err("refused");
         assert!(matches!(err, BundleError::CorruptState { .. }), "{err:?}");
@@ -310,13 +404,130 @@ mod tests {
     }
 
     #[test]
-    fn unreadable_state_is_an_io_error() {
+    fn a_directory_in_place_of_the_state_is_refused() {
         let dir = TestDir::new("unreadable");
-        // A directory where the file should be.
         let err = AppliedState::load(dir.path()).expect_err("a directory");
         assert!(
-            matches!(err, BundleError::Io { action: "read", .. }),
+            matches!(err, BundleError::File(FileError::Unsafe { .. })),
             "{err:?}"
         );
+    }
+
+    #[test]
+    fn store_keeps_the_replaced_state_as_the_last_good_copy() {
+        let dir = TestDir::new("previous");
+        let path = dir.path().join("applied");
+        let previous = previous_copy_path(&path);
+        assert_eq!(previous, dir.path().join("applied.prev"));
+        state(1).store(&path).expect("stores");
+        assert!(!previous.exists(), "nothing to keep the first time");
+        let mut two = state(2);
+        two.scope = Some("node".into());
+        two.store(&path).expect("stores");
+        assert_eq!(
+            AppliedState::load(&previous).expect("loads"),
+            Some(state(1))
+        );
+        assert_eq!(AppliedState::load(&path).expect("loads"), Some(two.clone()));
+        assert!(
+            fs::read_to_string(&path)
+                .expect("reads")
+                .ends_with("scope=node\n")
+        );
+        // Storing the same state again keeps the older copy.
+        two.store(&path).expect("stores");
+        assert_eq!(
+            AppliedState::load(&previous).expect("loads"),
+            Some(state(1))
+        );
+        // A damaged file is not kept as a good copy.
+        fs::write(&path, "garbage").expect("writes");
+        state(3).store(&path).expect("stores");
+        assert_eq!(
+            AppliedState::load(&previous).expect("loads"),
+            Some(state(1))
+        );
+        let mut bad = state(4);
+        bad.scope = Some("No de".into());
+        assert!(matches!(
+            bad.store(&path),
+            Err(BundleError::CorruptState { line: 3, .. })
+        ));
+    }
+
+    #[test]
+    fn a_damaged_state_is_replaced_by_its_last_good_copy() {
+        let dir = TestDir::new("recover");
+        let path = dir.path().join("applied");
+        let nothing = AppliedState::load_or_recover(&path).expect("nothing applied");
+        assert_eq!((nothing.state, nothing.repaired), (None, None));
+        state(1).store(&path).expect("stores");
+        state(2).store(&path).expect("stores");
+
+        for damage in ["truncated", "symlink", "deleted"] {
+            match damage {
+                "truncated" => fs::write(&path, "version=2\nsha2").expect("writes"),
+                "symlink" => {
+                    fs::remove_file(&path).expect("removes");
+                    std::os::unix::fs::symlink("/etc/passwd", &path).expect("links");
+                }
+                _ => fs::remove_file(&path).expect("removes"),
+            }
+            let recovered = AppliedState::load_or_recover(&path).expect(damage);
+            assert_eq!(recovered.state, Some(state(1)), "{damage}");
+            let repaired = recovered.repaired.expect("reported");
+            assert!(
+                repaired.contains(&path.display().to_string())
+                    && repaired.contains("applied.prev")
+                    && repaired.contains("version 1"),
+                "{damage}: {repaired}"
+            );
+            if damage == "symlink" {
+                assert!(repaired.contains("symbolic link"), "{repaired}");
+            }
+            // Replaced on disk: a regular file again, loading cleanly.
+            assert!(fs::symlink_metadata(&path).expect("there").is_file());
+            assert_eq!(AppliedState::load(&path).expect("loads"), Some(state(1)));
+            state(2).store(&path).expect("stores");
+        }
+
+        fs::write(&path, "garbage").expect("writes");
+        fs::write(previous_copy_path(&path), "version=x").expect("writes");
+        let err = AppliedState::load_or_recover(&path).expect_err("both damaged");
+        assert!(matches!(err, BundleError::StateLost { .. }), "{err:?}");
+        let message = err.to_string();
+        assert!(
+            message.contains("is not key=value")
+                && message.contains("not an unsigned integer")
+                && message.contains("remove both"),
+            "{message}"
+        );
+    }
+
+    #[test]
+    fn a_symlink_at_the_state_file_is_refused_and_not_followed() {
+        let dir = TestDir::new("state-link");
+        let target = dir.path().join("elsewhere");
+        fs::write(&target, "precious").expect("writes");
+        let path = dir.path().join("applied");
+        std::os::unix::fs::symlink(&target, &path).expect("links");
+        let err = state(1).store(&path).expect_err("a link");
+        assert!(
+            matches!(err, BundleError::File(FileError::Symlink { .. })),
+            "{err:?}"
+        );
+        assert!(err.to_string().contains("symbolic link"), "{err}");
+        let err = AppliedState::load(&path).expect_err("a link");
+        assert!(
+            err.to_string().contains(&target.display().to_string()),
+            "{err}"
+        );
+        // The copy kept beside it is refused the same way.
+        fs::remove_file(&path).expect("removes");
+        state(1).store(&path).expect("stores");
+        std::os::unix::fs::symlink(&target, previous_copy_path(&path)).expect("links");
+        let err = state(2).store(&path).expect_err("a link at the copy");
+        assert!(err.to_string().contains("applied.prev"), "{err}");
+        assert_eq!(fs::read_to_string(&target).expect("reads"), "precious");
     }
 }

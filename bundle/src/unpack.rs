@@ -1,14 +1,15 @@
-//! Writing a verified bundle's files into a policy directory, replacing it whole.
+//! Writing a verified bundle's files into a policy directory, replacing it whole, and
+//! checking that a directory still holds exactly a bundle's files.
 
 use std::ffi::{OsStr, OsString};
 use std::fs;
 use std::io;
 use std::path::Path;
 
+use crate::files::{self, FileError};
 use crate::format::check_file_names;
-use crate::state::write_synced;
-use crate::util::{parent_dir, random_suffix, sync_dir};
-use crate::{BundleError, VerifiedBundle};
+use crate::util::{parent_dir, random_suffix};
+use crate::{BundleError, VerifiedBundle, fault};
 
 /// Replaces directory `dir` with one holding exactly the bundle's files.
 ///
@@ -18,12 +19,16 @@ use crate::{BundleError, VerifiedBundle};
 /// of `dir` never sees a partial set: it sees the old files, the new ones, or — for
 /// the moment between the two renames — no directory (portable renames cannot swap two
 /// directories). A crash in that moment leaves the old set in the trash directory and
-/// none at `dir`; the next unpack into `dir` removes leftover `<dir>.tmp-*` and
-/// `<dir>.trash-*` siblings first. Calls for the same `dir` must not run concurrently.
+/// none at `dir`: the caller restores `dir` from the bundle it recorded as applied
+/// (see [`differences`]); the next unpack into `dir` removes leftover `<dir>.tmp-*`
+/// and `<dir>.trash-*` siblings first. Calls for the same `dir` must not run
+/// concurrently.
 ///
-/// The parent directory is created when missing. The file names are checked again
-/// (see [`check_file_name`](crate::check_file_name)), so nothing is written outside
-/// the new directory.
+/// The new directory has mode 0700 and its files 0600, whatever the umask; missing
+/// parents are created the same way. A symbolic link at `dir` is refused, never
+/// followed. The file names are checked again (see
+/// [`check_file_name`](crate::check_file_name)), so nothing is written outside the new
+/// directory.
 pub fn unpack(bundle: &VerifiedBundle, dir: &Path) -> Result<(), BundleError> {
     check_file_names(bundle.files())?;
     let Some(name) = dir.file_name() else {
@@ -33,14 +38,28 @@ pub fn unpack(bundle: &VerifiedBundle, dir: &Path) -> Result<(), BundleError> {
             io::Error::new(io::ErrorKind::InvalidInput, "the path names no directory"),
         ));
     };
+    match fs::symlink_metadata(dir) {
+        Ok(meta) if meta.file_type().is_symlink() => {
+            return Err(FileError::symlink("unpack into", dir).into());
+        }
+        Ok(meta) if !meta.is_dir() => {
+            return Err(FileError::Unsafe {
+                action: "unpack into",
+                path: dir.to_owned(),
+                reason: "it is not a directory".into(),
+            }
+            .into());
+        }
+        _ => {}
+    }
     let parent = parent_dir(dir);
-    fs::create_dir_all(parent).map_err(|e| BundleError::io("create directory", parent, e))?;
+    files::create_private_dir_all(parent)?;
     remove_leftovers(parent, name)?;
 
     let suffix = random_suffix()?;
     let temp = parent.join(sibling_name(name, ".tmp-", &suffix));
     let trash = parent.join(sibling_name(name, ".trash-", &suffix));
-    fs::create_dir(&temp).map_err(|e| BundleError::io("create directory", &temp, e))?;
+    files::create_private_dir(&temp)?;
     if let Err(e) = fill_and_swap(bundle, dir, &temp, &trash) {
         // Best effort: the new set never became `dir`.
         let _ = fs::remove_dir_all(&temp);
@@ -60,14 +79,16 @@ fn fill_and_swap(
     trash: &Path,
 ) -> Result<(), BundleError> {
     for file in bundle.files() {
-        write_synced(&temp.join(&file.name), &file.contents)?;
+        files::write_new_synced(&temp.join(&file.name), &file.contents)?;
     }
-    sync_dir(temp)?;
+    files::sync_dir(temp)?;
+    fault::point("unpack:files-written");
     let had_old = match fs::rename(dir, trash) {
         Ok(()) => true,
         Err(e) if e.kind() == io::ErrorKind::NotFound => false,
         Err(e) => return Err(BundleError::io("rename", dir, e)),
     };
+    fault::point("unpack:after-first-rename");
     if let Err(e) = fs::rename(temp, dir) {
         if had_old {
             // Put the old set back rather than leave `dir` missing.
@@ -75,7 +96,50 @@ fn fill_and_swap(
         }
         return Err(BundleError::io("rename", temp, e));
     }
-    sync_dir(parent_dir(dir))
+    fault::point("unpack:after-second-rename");
+    Ok(files::sync_dir(parent_dir(dir))?)
+}
+
+/// How directory `dir` differs from one holding exactly the bundle's files, in words
+/// (`None`: it holds exactly them, byte for byte). Never follows a symbolic link.
+pub fn differences(bundle: &VerifiedBundle, dir: &Path) -> Result<Option<String>, BundleError> {
+    match fs::symlink_metadata(dir) {
+        Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(Some("missing".into())),
+        Err(e) => return Err(BundleError::io("inspect", dir, e)),
+        Ok(meta) if meta.file_type().is_symlink() => {
+            let target = fs::read_link(dir).unwrap_or_default();
+            return Ok(Some(format!(
+                "a symbolic link (to {}), not a directory",
+                target.display()
+            )));
+        }
+        Ok(meta) if !meta.is_dir() => return Ok(Some("not a directory".into())),
+        Ok(_) => {}
+    }
+    let mut found = Vec::new();
+    for entry in fs::read_dir(dir).map_err(|e| BundleError::io("list", dir, e))? {
+        let entry = entry.map_err(|e| BundleError::io("list", dir, e))?;
+        found.push(entry.file_name());
+    }
+    let mut problems = Vec::new();
+    for name in &found {
+        if !bundle.files().iter().any(|f| OsStr::new(&f.name) == name) {
+            problems.push(format!("{} is not in the bundle", name.to_string_lossy()));
+        }
+    }
+    for file in bundle.files() {
+        let path = dir.join(&file.name);
+        match files::read(&path) {
+            Ok(Some(contents)) if contents == file.contents => {}
+            Ok(Some(_)) => problems.push(format!("{} differs", file.name)),
+            Ok(None) => problems.push(format!("{} is missing", file.name)),
+            Err(FileError::Symlink { .. }) => {
+                problems.push(format!("{} is a symbolic link", file.name))
+            }
+            Err(e) => problems.push(format!("{} is unreadable ({e})", file.name)),
+        }
+    }
+    Ok((!problems.is_empty()).then(|| problems.join(", ")))
 }
 
 /// `<name><kind><suffix>`, e.g. `policies.tmp-0123456789abcdef`.
@@ -209,7 +273,53 @@ mod tests {
         // The would-be parent is a file, so not even the temporary directory is made.
         let blocked = dir.join("old.yaml").join("nested");
         let err = unpack(&bundle(&[("a.yaml", "A")]), &blocked).expect_err("blocked");
-        assert!(matches!(err, BundleError::Io { .. }), "{err:?}");
+        assert!(
+            err.to_string()
+                .contains("old.yaml: it exists and is not a directory"),
+            "{err}"
+        );
         assert_eq!(list(&dir), ["old.yaml"]);
+    }
+
+    #[test]
+    fn differences_name_what_does_not_match_the_bundle() {
+        let root = TestDir::new("differences");
+        let dir = root.path().join("policies");
+        let b = bundle(&[("a.yaml", "A"), ("b.yaml", "B")]);
+        assert_eq!(
+            differences(&b, &dir).expect("checks").as_deref(),
+            Some("missing")
+        );
+        unpack(&b, &dir).expect("unpacks");
+        assert_eq!(differences(&b, &dir).expect("checks"), None);
+        fs::write(dir.join("a.yaml"), "changed").expect("writes");
+        fs::write(dir.join("extra.yaml"), "x").expect("writes");
+        fs::remove_file(dir.join("b.yaml")).expect("removes");
+        let found = differences(&b, &dir).expect("checks").expect("differs");
+        assert!(
+            found.contains("a.yaml differs")
+                && found.contains("b.yaml is missing")
+                && found.contains("extra.yaml is not in the bundle"),
+            "{found}"
+        );
+        fs::remove_dir_all(&dir).expect("removes");
+        std::os::unix::fs::symlink(root.path(), &dir).expect("links");
+        let found = differences(&b, &dir).expect("checks").expect("differs");
+        assert!(found.contains("symbolic link"), "{found}");
+        // Unpacking refuses the link rather than follow or silently replace it.
+        let err = unpack(&b, &dir).expect_err("a link");
+        assert!(err.to_string().contains("symbolic link"), "{err}");
+    }
+
+    #[test]
+    fn unpacked_directories_and_files_are_private() {
+        use std::os::unix::fs::PermissionsExt;
+        let root = TestDir::new("unpack-modes");
+        let dir = root.path().join("new-parent").join("policies");
+        unpack(&bundle(&[("a.yaml", "A")]), &dir).expect("unpacks");
+        let mode = |p: &Path| fs::metadata(p).expect("exists").permissions().mode() & 0o7777;
+        assert_eq!(mode(&dir), 0o700);
+        assert_eq!(mode(&root.path().join("new-parent")), 0o700);
+        assert_eq!(mode(&dir.join("a.yaml")), 0o600);
     }
 }

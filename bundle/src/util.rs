@@ -1,6 +1,5 @@
-//! Small helpers: hex digits, OS randomness, directory fsync.
+//! Small helpers: hex digits, OS randomness, parent directories.
 
-use std::fs::File;
 use std::path::Path;
 
 use crate::BundleError;
@@ -52,13 +51,6 @@ pub(crate) fn parent_dir(path: &Path) -> &Path {
         Some(parent) if !parent.as_os_str().is_empty() => parent,
         _ => Path::new("."),
     }
-}
-
-/// Makes the entries of directory `dir` (creations, renames) durable.
-pub(crate) fn sync_dir(dir: &Path) -> Result<(), BundleError> {
-    File::open(dir)
-        .and_then(|d| d.sync_all())
-        .map_err(|e| BundleError::io("fsync directory", dir, e))
 }
 
 #[cfg(test)]

@@ -334,7 +334,11 @@ impl Decoder {
                     );
                 }
             }
-            if let EventBody::Loss(loss) = &event.body {
+            // Events the spool could not persist are still delivered (unless the
+            // agent stopped first, which shows as a gap): not counted as lost.
+            if let EventBody::Loss(loss) = &event.body
+                && loss.source != edgearmor_wire::LossSource::Spool
+            {
                 counters.agent_reported_lost =
                     counters.agent_reported_lost.saturating_add(loss.count);
             }

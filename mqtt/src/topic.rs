@@ -121,17 +121,78 @@ pub fn parse<'a>(prefix: &str, topic: &'a str) -> Option<NodeTopic<'a>> {
     })
 }
 
-fn is_topic_level(name: &str) -> bool {
-    !name.contains(['/', '+', '#', '\0'])
+/// A value that cannot be one level of a topic the agent publishes on, with the
+/// value and where it came from (a configuration key, a flag, `uname -n`).
+#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
+#[error("{origin}: {value:?} cannot be an MQTT topic level: {reason}")]
+pub struct TopicLevelError {
+    /// Where the value came from, e.g. `--host-name` or `uname -n`.
+    pub origin: String,
+    /// The value (escaped when printed).
+    pub value: String,
+    /// Which rule it breaks.
+    pub reason: &'static str,
 }
 
-/// Why a topic prefix is invalid, or `Ok`: one or more literal levels.
+/// Why `name` cannot be one topic level, an empty name aside: it would change which
+/// topic is published on (`/` starts another level) or is not allowed in topic names
+/// (wildcards, NUL, control characters).
+fn level_problem(name: &str) -> Option<&'static str> {
+    if name.contains('/') {
+        Some("it contains '/', which would split it into several levels (another topic)")
+    } else if name.contains(['+', '#']) {
+        Some("it contains '+' or '#', MQTT wildcards, which topic names cannot hold")
+    } else if name.contains('\0') {
+        Some("it contains NUL, which MQTT forbids in topic names")
+    } else if name.chars().any(char::is_control) {
+        Some("it contains control characters")
+    } else {
+        None
+    }
+}
+
+fn is_topic_level(name: &str) -> bool {
+    level_problem(name).is_none()
+}
+
+/// Checks that `value` (from `origin`: a configuration key, a flag, `uname -n`) can be
+/// one level of a topic: not empty, no `/`, no wildcard, no NUL or control character.
+/// Every cluster and node name the agent builds topics from goes through here.
+pub fn validate_level(value: &str, origin: &str) -> Result<(), TopicLevelError> {
+    let reason = if value.is_empty() {
+        Some("it is empty")
+    } else {
+        level_problem(value)
+    };
+    match reason {
+        None => Ok(()),
+        Some(reason) => Err(TopicLevelError {
+            origin: origin.to_owned(),
+            value: value.to_owned(),
+            reason,
+        }),
+    }
+}
+
+/// Why a topic prefix is invalid, or `Ok`: one or more literal levels, each as
+/// [`validate_level`] wants it, not starting with `$` (the broker's own topics).
 pub fn validate_prefix(prefix: &str) -> Result<(), &'static str> {
     if prefix.is_empty() || prefix.starts_with('/') || prefix.ends_with('/') {
         return Err("a topic prefix is one or more levels, without a leading or trailing '/'");
     }
-    if prefix.contains(['+', '#', '\0']) || prefix.starts_with('$') {
+    if prefix.starts_with('$') {
         return Err("a topic prefix cannot hold wildcards or NUL, nor start with '$'");
+    }
+    for level in prefix.split('/') {
+        if validate_level(level, "topic prefix").is_err() {
+            return Err(if level.is_empty() {
+                "a topic prefix cannot have an empty level ('//')"
+            } else if level.contains(['+', '#', '\0']) {
+                "a topic prefix cannot hold wildcards or NUL, nor start with '$'"
+            } else {
+                "a topic prefix cannot hold control characters"
+            });
+        }
     }
     Ok(())
 }
@@ -266,6 +327,35 @@ mod tests {
         );
         assert_eq!(alerts_json_topic("edgearmor", "a/b", "gw1"), None);
         assert_eq!(alerts_json_topic("edgearmor", "c", "#"), None);
+    }
+
+    #[test]
+    fn a_level_is_refused_with_its_value_origin_and_reason() {
+        assert_eq!(validate_level("gw-12", "uname -n"), Ok(()));
+        assert_eq!(validate_level("plant 7.örn", "--cluster"), Ok(()));
+        for (value, reason) in [
+            ("gw/12", "'/'"),
+            ("gw+12", "wildcards"),
+            ("gw#12", "wildcards"),
+            ("", "empty"),
+            ("gw\0", "NUL"),
+            ("gw\n12", "control"),
+        ] {
+            let err = validate_level(value, "uname -n").expect_err(value);
+            assert_eq!(
+                (err.origin.as_str(), err.value.as_str()),
+                ("uname -n", value)
+            );
+            let message = err.to_string();
+            assert!(
+                message.starts_with(&format!(
+                    "uname -n: {value:?} cannot be an MQTT topic level: "
+                )) && message.contains(reason),
+                "{message}"
+            );
+        }
+        assert!(validate_prefix("site//ea").is_err());
+        assert!(validate_prefix("site/\n").is_err());
     }
 
     #[test]

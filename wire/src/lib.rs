@@ -206,14 +206,18 @@ pub enum LossSource {
     OfflineBuffer,
     /// The rate limit (`max_alerts_per_sec`) dropped them.
     Throttle,
+    /// The spool could not persist their batches (disk full, or not writable): they
+    /// were kept in memory only and are gone if the agent stops before the broker
+    /// acknowledges them. `first_seq..=last_seq` are the numbers concerned.
+    Spool,
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize, MaxSize)]
 pub struct Loss {
     pub source: LossSource,
     pub count: u64,
-    /// For [`LossSource::OfflineBuffer`]: the sequence numbers lost, `first..=last`
-    /// (0, 0 otherwise).
+    /// For [`LossSource::OfflineBuffer`] and [`LossSource::Spool`]: the sequence
+    /// numbers concerned, `first..=last` (0, 0 otherwise).
     pub first_seq: u64,
     pub last_seq: u64,
 }

@@ -8,6 +8,7 @@ use crate::events::pipeline::{SharedLedger, unix_micros};
 use crate::host::HostKernel;
 use crate::sinks::outputs::{self, Outputs};
 use crate::status::AgentStatus;
+use edgearmor_mqtt::topic::{TopicLevelError, validate_level};
 use edgearmor_wire::AgentId;
 
 /// Identity, policy table, status and outputs of one agent process.
@@ -18,13 +19,21 @@ pub struct Session {
     pub ledger: SharedLedger,
 }
 
-/// `HostName` and the node topic level: `node` from the configuration, else `uname -n`.
-pub fn node_name(config: &AgentConfig, host: &dyn HostKernel) -> String {
-    if config.node.is_empty() {
-        host.node_name()
+/// Where the node name comes from when the configuration has none.
+pub const UNAME_ORIGIN: &str =
+    "uname -n (node is not set: set it in agent.toml or with --host-name)";
+
+/// `HostName` and the node topic level: `node` from the configuration (checked when
+/// it was read), else `uname -n`, refused when it cannot be one topic level (a host
+/// name with `/`, `+` or `#` would publish on, or subscribe to, other topics).
+pub fn node_name(config: &AgentConfig, host: &dyn HostKernel) -> Result<String, TopicLevelError> {
+    let (node, origin) = if config.node.is_empty() {
+        (host.node_name(), UNAME_ORIGIN)
     } else {
-        config.node.clone()
-    }
+        (config.node.clone(), "node")
+    };
+    validate_level(&node, origin)?;
+    Ok(node)
 }
 
 impl Session {
@@ -36,7 +45,8 @@ impl Session {
         host: &dyn HostKernel,
         enforcement: Result<(), String>,
     ) -> Result<Self, String> {
-        let node = node_name(config, host);
+        let node = node_name(config, host).map_err(|e| e.to_string())?;
+        validate_level(&config.cluster, "cluster").map_err(|e| e.to_string())?;
         let key = host
             .random_key()
             .map_err(|e| format!("cannot read random bytes: {e}"))?;
@@ -105,5 +115,92 @@ impl Stopping {
     pub async fn wait(&self) {
         // Nothing is ever sent: `recv` returns only when the channel closes.
         let _ = self.0.recv().await;
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::io;
+    use std::path::{Path, PathBuf};
+
+    /// A host whose `uname -n` is what the test says.
+    struct NamedHost(&'static str);
+
+    impl HostKernel for NamedHost {
+        fn read(&self, _path: &Path) -> io::Result<Vec<u8>> {
+            Err(io::ErrorKind::NotFound.into())
+        }
+        fn mount_securityfs(&self) -> io::Result<()> {
+            Err(io::ErrorKind::Unsupported.into())
+        }
+        fn release(&self) -> String {
+            "test".into()
+        }
+        fn node_name(&self) -> String {
+            self.0.into()
+        }
+        fn process_executables(&self) -> Vec<(u32, PathBuf)> {
+            Vec::new()
+        }
+        fn process_executable(&self, _tgid: u32) -> Option<PathBuf> {
+            None
+        }
+        fn real_path(&self, _path: &Path) -> Option<PathBuf> {
+            None
+        }
+        fn boottime_to_unix_offset_ns(&self) -> i128 {
+            0
+        }
+        fn random_key(&self) -> io::Result<[u64; 2]> {
+            Ok([1, 2])
+        }
+        fn is_bpffs(&self, _path: &Path) -> bool {
+            false
+        }
+    }
+
+    #[test]
+    fn the_uname_fallback_is_refused_when_it_cannot_be_a_topic_level() {
+        let config = AgentConfig::default();
+        assert_eq!(
+            node_name(&config, &NamedHost("gw-12")).as_deref(),
+            Ok("gw-12")
+        );
+        for bad in ["gw/12", "gw+12", "gw#12", ""] {
+            let err = node_name(&config, &NamedHost(bad)).expect_err(bad);
+            assert_eq!(
+                (err.value.as_str(), err.origin.as_str()),
+                (bad, UNAME_ORIGIN)
+            );
+            let message = err.to_string();
+            assert!(
+                message.starts_with("uname -n (node is not set")
+                    && message.contains(&format!("{bad:?} cannot be an MQTT topic level")),
+                "{message}"
+            );
+        }
+        // A configured node wins over the host name, whatever the host name is.
+        let named = AgentConfig {
+            node: "gw-7".into(),
+            ..AgentConfig::default()
+        };
+        assert_eq!(node_name(&named, &NamedHost("a/b")).as_deref(), Ok("gw-7"));
+    }
+
+    #[test]
+    fn a_session_does_not_start_on_a_host_name_that_would_change_its_topics() {
+        let config = AgentConfig {
+            output: crate::config::OutputConfig { stdout: false },
+            ..AgentConfig::default()
+        };
+        let policies = crate::control::policy_table::PolicyCatalog::default().snapshot();
+        let err = Session::start(&config, policies, &NamedHost("evil/+/#"), Ok(()))
+            .err()
+            .expect("refused");
+        assert!(
+            err.contains("uname -n") && err.contains("\"evil/+/#\""),
+            "{err}"
+        );
     }
 }

@@ -73,6 +73,7 @@ pub fn send_test_alerts(config: AgentConfig, count: u64, interval: Duration) -> 
     eprintln!("edgearmor: ready: sending {count} test alert(s)");
     let queue = AgentQueue::default();
     let mut batcher = Batcher::new(agent, policies.hash, batch_policy(&config));
+    let offered = std::cell::Cell::new(0u64);
     // The executor borrows the pipeline; its block ends those borrows.
     {
         let executor = smol::LocalExecutor::new();
@@ -82,6 +83,7 @@ pub fn send_test_alerts(config: AgentConfig, count: u64, interval: Duration) -> 
             let _produced = produced_tx;
             for n in 0..count {
                 queue.offer(test_alert(n));
+                offered.set(n + 1);
                 let pause = async {
                     async_io::Timer::after(interval).await;
                     false
@@ -100,7 +102,10 @@ pub fn send_test_alerts(config: AgentConfig, count: u64, interval: Duration) -> 
         }));
     }
     let produced = batcher.next_seq() - 1;
-    eprintln!("edgearmor: produced {produced} event(s), delivering");
+    eprintln!(
+        "edgearmor: produced {produced} event(s) from {} test alert(s), delivering",
+        offered.get()
+    );
     outputs.shutdown();
     eprintln!("edgearmor: done");
     ExitCode::SUCCESS

@@ -13,14 +13,32 @@
 //! new version recorded. Each decision is reported, retained, on
 //! `<prefix>/<cluster>/<node>/policy/reported`.
 //!
+//! `state_dir` holds, all written atomically (temporary file, fsync, rename, fsync of
+//! the directory) with modes 0600/0700 and never through a symbolic link:
+//!
+//! - `applied`: version, hash and scope of the applied bundle, the commit point;
+//!   `applied.prev`: the state it replaced, the last good copy;
+//! - `applied-<sha256>.bundle`: the signed bytes of the bundles those two name;
+//! - `policies/`: the applied bundle's files, the directory the policy source reads.
+//!
+//! A crash at any step of a delivery (see `edgearmor_bundle::fault::POINTS`) leaves
+//! the previous bundle or the new one recorded; at the next start [`FleetPolicy::new`]
+//! makes `policies/` hold exactly the recorded bundle's files again (restoring it from
+//! the stored bytes when an unpack was interrupted, emptying it when nothing is
+//! recorded), replaces a damaged `applied` by `applied.prev`, and reports what it did
+//! ([`StartReport`]: the log and `.../policy/reported`). When both state copies are
+//! damaged no version is known: bundles are refused (anti-rollback fails closed) and
+//! the policies in place stay enforced.
+//!
 //! [`FleetPolicy`] holds no MQTT or kernel: the caller feeds it payloads and applies
 //! what it stages, so the logic is unit-tested without either.
 
 use std::path::{Path, PathBuf};
 
+use edgearmor_bundle::files::{self, replace_atomically};
 use edgearmor_bundle::{
-    AppliedState, BundleError, VerifiedBundle, VerifyingKey, check_rollback, parse_public_key,
-    unpack, verify,
+    AppliedState, BundleError, VerifiedBundle, VerifyingKey, check_rollback, differences, fault,
+    parse_public_key, previous_copy_path, unpack, verify,
 };
 
 /// Where a bundle came from.
@@ -125,6 +143,44 @@ pub struct StagedBundle {
     bytes: Vec<u8>,
 }
 
+/// What the start found wrong with the fleet state and what it did: logged, and
+/// published retained on `.../policy/reported` once connected.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct StartReport {
+    /// The applied bundle concerned (0 and "" when none).
+    pub version: u64,
+    pub sha256: String,
+    pub scope: Option<BundleScope>,
+    /// `restored`: repaired from the copies in `state_dir`, the applied bundle in
+    /// force; `unrecoverable`: it could not be, and `detail` says what stays.
+    pub result: &'static str,
+    pub detail: String,
+}
+
+impl StartReport {
+    /// The retained JSON on `.../policy/reported`, shaped like [`BundleReport`]'s.
+    pub fn to_json(&self, unix_secs: u64) -> String {
+        let mut out = String::from("{");
+        out.push_str(&format!("\"version\":{},", self.version));
+        out.push_str("\"sha256\":");
+        edgearmor_alert::write_go_string(&mut out, &self.sha256);
+        out.push_str(",\"scope\":");
+        edgearmor_alert::write_go_string(&mut out, self.scope.map_or("", BundleScope::as_str));
+        out.push_str(",\"result\":");
+        edgearmor_alert::write_go_string(&mut out, self.result);
+        out.push_str(",\"reason\":");
+        edgearmor_alert::write_go_string(&mut out, &self.detail);
+        out.push_str(&format!(",\"time\":{unix_secs}}}"));
+        out
+    }
+}
+
+/// The applied state, inside `state_dir`.
+const STATE_FILE: &str = "applied";
+/// Where releases before the bundle store kept the applied bundle and its scope.
+const LEGACY_BUNDLE_FILE: &str = "applied.bundle";
+const LEGACY_SCOPE_FILE: &str = "applied.scope";
+
 pub struct FleetPolicy {
     settings: FleetSettings,
     cluster: String,
@@ -133,44 +189,308 @@ pub struct FleetPolicy {
     applied_scope: Option<BundleScope>,
     /// The bundle in force, to put back if applying a newer one fails midway.
     in_force: Option<StagedBundle>,
+    /// Set when the applied state and its last good copy are both damaged: no
+    /// version is known, so no bundle is accepted (anti-rollback fails closed).
+    blocked: Option<String>,
+    /// What the start repaired (or could not), until published.
+    start_reports: Vec<StartReport>,
 }
 
 impl FleetPolicy {
-    /// Reads what was applied before (state directory created if missing).
+    /// Reads what was applied before (state directory created, mode 0700, if
+    /// missing) and makes the bundle policy directory hold exactly the applied
+    /// bundle's files: a damaged state file is replaced by its last good copy, a
+    /// missing or altered policy directory (a crash in the middle of an unpack) is
+    /// restored from the applied bundle's signed bytes kept in `state_dir`. What was
+    /// repaired is logged and kept for [`Self::take_start_report`]. Fails only when
+    /// `state_dir` itself cannot be used.
     pub fn new(settings: FleetSettings, cluster: &str, node: &str) -> Result<Self, FleetError> {
-        std::fs::create_dir_all(&settings.state_dir).map_err(|e| {
-            FleetError::State(BundleError::Io {
-                action: "create",
-                path: settings.state_dir.clone(),
-                source: e,
-            })
-        })?;
-        let applied =
-            AppliedState::load(&settings.state_dir.join("applied")).map_err(FleetError::State)?;
-        let applied_scope = match std::fs::read_to_string(settings.state_dir.join("applied.scope"))
-        {
-            Ok(s) if s.trim() == "node" => Some(BundleScope::Node),
-            Ok(s) if s.trim() == "fleet" => Some(BundleScope::Fleet),
-            _ => None,
-        };
-        let in_force = std::fs::read(settings.state_dir.join("applied.bundle"))
-            .ok()
-            .and_then(|bytes| {
-                let bundle = verify(&bytes, &settings.public_keys, bytes.len()).ok()?;
-                Some(StagedBundle {
-                    scope: applied_scope.unwrap_or(BundleScope::Fleet),
-                    bundle,
-                    bytes,
-                })
-            });
-        Ok(Self {
+        files::create_private_dir_all(&settings.state_dir)
+            .map_err(|e| FleetError::State(e.into()))?;
+        let mut fleet = Self {
             settings,
             cluster: cluster.to_owned(),
             node: node.to_owned(),
-            applied,
-            applied_scope,
-            in_force,
-        })
+            applied: None,
+            applied_scope: None,
+            in_force: None,
+            blocked: None,
+            start_reports: Vec::new(),
+        };
+        fleet.recover();
+        for report in &fleet.start_reports {
+            match report.result {
+                "restored" => log::warn!("fleet: {}", report.detail),
+                _ => log::error!("fleet: {}", report.detail),
+            }
+        }
+        Ok(fleet)
+    }
+
+    fn state_path(&self) -> PathBuf {
+        self.settings.state_dir.join(STATE_FILE)
+    }
+
+    /// `state_dir/applied-<sha256>.bundle`: the signed bytes of an applied bundle.
+    fn bundle_path(&self, sha256_hex: &str) -> PathBuf {
+        self.settings
+            .state_dir
+            .join(format!("applied-{sha256_hex}.bundle"))
+    }
+
+    fn report(&mut self, result: &'static str, detail: String) {
+        let (version, sha256) = self
+            .applied
+            .as_ref()
+            .map_or((0, String::new()), |a| (a.version, a.sha256_hex.clone()));
+        self.start_reports.push(StartReport {
+            version,
+            sha256,
+            scope: self.applied_scope,
+            result,
+            detail,
+        });
+    }
+
+    /// The start's repairs, in order: state, applied bundle, policy directory.
+    fn recover(&mut self) {
+        self.remove_stale_temporaries();
+        let state_path = self.state_path();
+        match AppliedState::load_or_recover(&state_path) {
+            Ok(recovered) => {
+                self.applied = recovered.state;
+                self.applied_scope = self.applied.as_ref().and_then(|a| self.scope_of(a));
+                if let Some(repaired) = recovered.repaired {
+                    self.report("restored", format!("applied state {repaired}"));
+                }
+            }
+            Err(e) => {
+                let reason = format!(
+                    "fleet state unusable, no bundle is accepted until it is repaired: {e}"
+                );
+                self.report(
+                    "unrecoverable",
+                    format!(
+                        "{reason}; the policy directory {} stays as it is",
+                        self.policy_dir().display()
+                    ),
+                );
+                self.blocked = Some(reason);
+                return;
+            }
+        }
+        let policy_dir = self.policy_dir();
+        let Some(applied) = self.applied.clone() else {
+            self.empty_policy_dir();
+            return;
+        };
+        let staged = match self.load_applied_bundle(&applied) {
+            Ok(staged) => staged,
+            Err(why) => {
+                self.report(
+                    "unrecoverable",
+                    format!(
+                        "the applied bundle v{} ({}) cannot be restored: {why}; the policy directory {} stays as it is",
+                        applied.version,
+                        applied.sha256_hex,
+                        policy_dir.display()
+                    ),
+                );
+                if let Err(e) = files::create_private_dir_all(&policy_dir) {
+                    log::error!("fleet: {e}");
+                }
+                return;
+            }
+        };
+        match differences(&staged.bundle, &policy_dir) {
+            Ok(None) => {}
+            Ok(Some(found)) => {
+                let outcome = remove_unless_directory(&policy_dir)
+                    .and_then(|()| unpack(&staged.bundle, &policy_dir));
+                let source = self.bundle_path(&applied.sha256_hex);
+                match outcome {
+                    Ok(()) => self.report(
+                        "restored",
+                        format!(
+                            "policy directory {} did not hold the applied bundle v{} ({found}): restored it from {}",
+                            policy_dir.display(),
+                            applied.version,
+                            source.display()
+                        ),
+                    ),
+                    Err(e) => self.report(
+                        "unrecoverable",
+                        format!(
+                            "policy directory {} did not hold the applied bundle v{} ({found}) and could not be restored from {}: {e}",
+                            policy_dir.display(),
+                            applied.version,
+                            source.display()
+                        ),
+                    ),
+                }
+            }
+            Err(e) => self.report(
+                "unrecoverable",
+                format!(
+                    "policy directory {} cannot be checked: {e}",
+                    policy_dir.display()
+                ),
+            ),
+        }
+        self.in_force = Some(staged);
+    }
+
+    /// Removes `.<name>.tmp-*` files an interrupted atomic write left in `state_dir`
+    /// (never renamed, so never in force).
+    fn remove_stale_temporaries(&self) {
+        let Ok(entries) = std::fs::read_dir(&self.settings.state_dir) else {
+            return;
+        };
+        for entry in entries.filter_map(Result::ok) {
+            let name = entry.file_name();
+            let name = name.to_string_lossy();
+            if name.starts_with('.') && name.contains(".tmp-") {
+                match std::fs::remove_file(entry.path()) {
+                    Ok(()) => log::info!(
+                        "fleet: removed {}, left by an interrupted write",
+                        entry.path().display()
+                    ),
+                    Err(e) => log::warn!("fleet: cannot remove {}: {e}", entry.path().display()),
+                }
+            }
+        }
+    }
+
+    /// Nothing applied: the policy directory exists and is empty (files there were
+    /// unpacked but never recorded: a crash before the commit).
+    fn empty_policy_dir(&mut self) {
+        let dir = self.policy_dir();
+        let leftover = match std::fs::symlink_metadata(&dir).map(|m| m.file_type()) {
+            Ok(kind) if kind.is_symlink() => Some(format!(
+                "was a symbolic link (to {})",
+                std::fs::read_link(&dir).unwrap_or_default().display()
+            )),
+            Ok(kind) if !kind.is_dir() => Some("was not a directory".to_owned()),
+            _ => match std::fs::read_dir(&dir) {
+                Ok(entries) => {
+                    let names: Vec<String> = entries
+                        .filter_map(Result::ok)
+                        .map(|e| e.file_name().to_string_lossy().into_owned())
+                        .collect();
+                    (!names.is_empty()).then(|| format!("held {}", names.join(", ")))
+                }
+                Err(e) if e.kind() == std::io::ErrorKind::NotFound => None,
+                Err(e) => Some(format!("was unreadable ({e})")),
+            },
+        };
+        let outcome = match &leftover {
+            Some(_) => remove_any(&dir),
+            None => Ok(()),
+        }
+        .and_then(|()| files::create_private_dir_all(&dir).map_err(BundleError::from));
+        match (leftover, outcome) {
+            (Some(found), Ok(())) => self.report(
+                "restored",
+                format!(
+                    "policy directory {} {found} although no bundle is recorded as applied (a crash before the commit): emptied",
+                    dir.display()
+                ),
+            ),
+            (_, Err(e)) => self.report(
+                "unrecoverable",
+                format!("policy directory {}: {e}", dir.display()),
+            ),
+            (None, Ok(())) => {}
+        }
+    }
+
+    /// The scope recorded with the state, or (state written by an older release) in
+    /// the legacy scope file.
+    fn scope_of(&self, applied: &AppliedState) -> Option<BundleScope> {
+        let legacy;
+        let text = match &applied.scope {
+            Some(scope) => scope.as_str(),
+            None => {
+                legacy = files::read(&self.settings.state_dir.join(LEGACY_SCOPE_FILE))
+                    .ok()
+                    .flatten()
+                    .map(|b| String::from_utf8_lossy(&b).trim().to_owned())
+                    .unwrap_or_default();
+                legacy.as_str()
+            }
+        };
+        match text {
+            "node" => Some(BundleScope::Node),
+            "fleet" => Some(BundleScope::Fleet),
+            _ => None,
+        }
+    }
+
+    /// The applied bundle's signed bytes from the bundle store (or an older release's
+    /// single copy), verified and matching the state's version and hash.
+    fn load_applied_bundle(&self, applied: &AppliedState) -> Result<StagedBundle, String> {
+        let mut problems = Vec::new();
+        let stored = self.bundle_path(&applied.sha256_hex);
+        let legacy = self.settings.state_dir.join(LEGACY_BUNDLE_FILE);
+        for path in [&stored, &legacy] {
+            let bytes = match files::read(path) {
+                Ok(Some(bytes)) => bytes,
+                Ok(None) => {
+                    if path == &stored {
+                        problems.push(format!("{} is missing", path.display()));
+                    }
+                    continue;
+                }
+                Err(e) => {
+                    problems.push(e.to_string());
+                    continue;
+                }
+            };
+            let bundle = match verify(&bytes, &self.settings.public_keys, bytes.len()) {
+                Ok(bundle) => bundle,
+                Err(e) => {
+                    problems.push(format!("{}: {e}", path.display()));
+                    continue;
+                }
+            };
+            if bundle.sha256_hex() != applied.sha256_hex || bundle.version() != applied.version {
+                problems.push(format!(
+                    "{} holds v{} ({}), not the applied bundle",
+                    path.display(),
+                    bundle.version(),
+                    bundle.sha256_hex()
+                ));
+                continue;
+            }
+            if path == &legacy
+                && let Err(e) = replace_atomically(&stored, &bytes, || {})
+            {
+                log::warn!("fleet: cannot move the applied bundle into the bundle store: {e}");
+            }
+            return Ok(StagedBundle {
+                scope: self.applied_scope.unwrap_or(BundleScope::Fleet),
+                bundle,
+                bytes,
+            });
+        }
+        Err(problems.join("; "))
+    }
+
+    /// What the start repaired (or could not), once, as one report (the retained
+    /// topic keeps one message): the last bundle concerned, `unrecoverable` if any
+    /// repair failed, every detail in order.
+    pub fn take_start_report(&mut self) -> Option<StartReport> {
+        let reports = std::mem::take(&mut self.start_reports);
+        let mut merged = reports.last()?.clone();
+        if reports.iter().any(|r| r.result == "unrecoverable") {
+            merged.result = "unrecoverable";
+        }
+        merged.detail = reports
+            .iter()
+            .map(|r| r.detail.as_str())
+            .collect::<Vec<_>>()
+            .join("; ");
+        Some(merged)
     }
 
     /// The directory bundle policies are unpacked into (a policy source).
@@ -211,6 +531,9 @@ impl FleetPolicy {
         )
         .map_err(|e| reject(0, "", e.to_string()))?;
         let (version, sha) = (bundle.version(), bundle.sha256_hex().to_owned());
+        if let Some(reason) = &self.blocked {
+            return Err(reject(version, &sha, reason.clone()));
+        }
         if self.applied.as_ref().is_some_and(|a| a.sha256_hex == sha) {
             return Ok(None);
         }
@@ -256,53 +579,106 @@ impl FleetPolicy {
 
     /// Writes a staged bundle's files over the bundle policy directory.
     pub fn unpack(&self, staged: &StagedBundle) -> Result<(), BundleError> {
-        unpack(&staged.bundle, &self.policy_dir())
+        unpack(&staged.bundle, &self.policy_dir())?;
+        fault::point("fleet:unpacked");
+        Ok(())
     }
 
     /// Puts back the policies of the bundle in force (or none) after a failed apply.
     pub fn restore(&self) -> Result<(), BundleError> {
-        match &self.in_force {
-            Some(previous) => unpack(&previous.bundle, &self.policy_dir()),
-            None => match std::fs::remove_dir_all(self.policy_dir()) {
-                Ok(()) => Ok(()),
-                Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(()),
-                Err(source) => Err(BundleError::Io {
-                    action: "remove",
-                    path: self.policy_dir(),
-                    source,
-                }),
-            },
+        let dir = self.policy_dir();
+        match (&self.in_force, &self.applied) {
+            (Some(previous), _) => unpack(&previous.bundle, &dir),
+            (None, None) => {
+                // An empty directory, not none: the policy source must stay listable.
+                remove_any(&dir)?;
+                Ok(files::create_private_dir_all(&dir)?)
+            }
+            (None, Some(applied)) => Err(BundleError::Io {
+                action: "restore",
+                path: dir,
+                source: std::io::Error::other(format!(
+                    "the bytes of the applied bundle v{} are not in the state directory",
+                    applied.version
+                )),
+            }),
         }
     }
 
-    /// Records a bundle whose policies are now enforced.
+    /// Records a bundle whose policies are now enforced: its signed bytes into the
+    /// bundle store, then the applied state (the commit point: anti-rollback trusts
+    /// it), each written atomically; then older stored bundles go.
     pub fn commit(&mut self, staged: StagedBundle) -> Result<BundleReport, BundleError> {
-        let bundle_path = self.settings.state_dir.join("applied.bundle");
-        std::fs::write(&bundle_path, &staged.bytes).map_err(|source| BundleError::Io {
-            action: "write",
-            path: bundle_path,
-            source,
-        })?;
-        let state = AppliedState::from_bundle(&staged.bundle);
-        // Last: the version is what anti-rollback trusts.
-        state.store(&self.settings.state_dir.join("applied"))?;
-        let scope_path = self.settings.state_dir.join("applied.scope");
-        std::fs::write(&scope_path, staged.scope.as_str()).map_err(|source| BundleError::Io {
-            action: "write",
-            path: scope_path,
-            source,
-        })?;
+        fault::point("fleet:reloaded");
+        let sha = staged.bundle.sha256_hex().to_owned();
+        replace_atomically(&self.bundle_path(&sha), &staged.bytes, || {})?;
+        fault::point("commit:bundle-stored");
+        let mut state = AppliedState::from_bundle(&staged.bundle);
+        state.scope = Some(staged.scope.as_str().to_owned());
+        state.store(&self.state_path())?;
+        fault::point("commit:state-stored");
         self.applied = Some(state);
         self.applied_scope = Some(staged.scope);
+        self.prune_bundle_store();
         let report = BundleReport {
             scope: staged.scope,
             version: staged.bundle.version(),
-            sha256: staged.bundle.sha256_hex().to_owned(),
+            sha256: sha,
             applied: true,
             reason: String::new(),
         };
         self.in_force = Some(staged);
         Ok(report)
+    }
+
+    /// Removes stored bundles that neither the applied state nor its last good copy
+    /// names, and an older release's single copy. Failures are logged: they cost
+    /// only disk space.
+    fn prune_bundle_store(&self) {
+        let state_path = self.state_path();
+        let mut keep = vec![];
+        for path in [state_path.clone(), previous_copy_path(&state_path)] {
+            if let Ok(Some(state)) = AppliedState::load(&path) {
+                keep.push(format!("applied-{}.bundle", state.sha256_hex));
+            }
+        }
+        let Ok(entries) = std::fs::read_dir(&self.settings.state_dir) else {
+            return;
+        };
+        for entry in entries.filter_map(Result::ok) {
+            let name = entry.file_name().to_string_lossy().into_owned();
+            let stored = name.starts_with("applied-") && name.ends_with(".bundle");
+            let legacy = name == LEGACY_BUNDLE_FILE || name == LEGACY_SCOPE_FILE;
+            if ((stored && !keep.contains(&name)) || legacy)
+                && let Err(e) = std::fs::remove_file(entry.path())
+            {
+                log::warn!("fleet: cannot remove {}: {e}", entry.path().display());
+            }
+        }
+    }
+}
+
+/// Removes whatever is at `path` (a directory tree, a file or a symbolic link, never
+/// following it); nothing there is fine.
+fn remove_any(path: &Path) -> Result<(), BundleError> {
+    let removed = match std::fs::symlink_metadata(path) {
+        Ok(meta) if meta.is_dir() => std::fs::remove_dir_all(path),
+        Ok(_) => std::fs::remove_file(path),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(()),
+        Err(e) => Err(e),
+    };
+    removed.map_err(|source| BundleError::Io {
+        action: "remove",
+        path: path.to_owned(),
+        source,
+    })
+}
+
+/// Removes a symbolic link or file where a directory belongs (never following it).
+fn remove_unless_directory(path: &Path) -> Result<(), BundleError> {
+    match std::fs::symlink_metadata(path) {
+        Ok(meta) if !meta.is_dir() => remove_any(path),
+        _ => Ok(()),
     }
 }
 

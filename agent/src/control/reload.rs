@@ -106,7 +106,7 @@ impl Bundles {
 
 /// Checks an offered bundle and, when it passes, applies it with `reload`; returns
 /// what to report (nothing for the bundle in force offered again).
-fn apply_bundle(
+pub fn apply_bundle(
     fleet: &mut FleetPolicy,
     scope: BundleScope,
     payload: &[u8],

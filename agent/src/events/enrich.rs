@@ -1,6 +1,7 @@
 //! Enrichment: kernel decisions become wire events. The event carries only what a
 //! decoder cannot know (no cluster or host names, policy metadata by id); wall-clock
-//! time comes from the kernel's boot-time stamp plus the offset measured at start.
+//! time comes from the kernel's boot-time stamp plus the offset in force when the
+//! event happened (see [`crate::events::wall_time`]).
 
 use edgearmor_wire::{
     Action, Alert, Data, Event, EventBody, LsmHook, Operation, Outcome, PolicyRef, Source,

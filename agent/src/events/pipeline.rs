@@ -56,38 +56,58 @@ impl<const N: usize> EventQueue<N> {
 }
 
 /// Counters of events lost outside the batcher's sight (kernel ring buffer, offline
-/// buffer), which it turns into `Loss` events.
+/// buffer, spool), which it turns into `Loss` events.
 #[derive(Default)]
 pub struct LossLedger {
     pub kernel_ring_buffer: AtomicU64,
+    /// Losses with sequence ranges (offline buffer, spool), in order.
     offline: std::sync::Mutex<Vec<Loss>>,
 }
 
-/// Offline-buffer losses kept before they are merged (bounded, like everything else).
+/// Ranged losses kept before they are merged (bounded, like everything else).
 const MAX_PENDING_OFFLINE_LOSSES: usize = 64;
 
 impl LossLedger {
     /// Records batches the offline buffer had to drop: `count` events, `first..=last`.
     pub fn offline_dropped(&self, count: u64, first_seq: u64, last_seq: u64) {
+        self.ranged(LossSource::OfflineBuffer, count, first_seq, last_seq);
+    }
+
+    /// Records batches the spool could not persist (they stay in memory):
+    /// `count` events, `first..=last`.
+    pub fn spool_unpersisted(&self, count: u64, first_seq: u64, last_seq: u64) {
+        self.ranged(LossSource::Spool, count, first_seq, last_seq);
+    }
+
+    fn ranged(&self, source: LossSource, count: u64, first_seq: u64, last_seq: u64) {
         let mut pending = self.offline.lock().unwrap_or_else(|p| p.into_inner());
         let full = pending.len() >= MAX_PENDING_OFFLINE_LOSSES;
-        if let Some(last) = pending.last_mut()
-            && (full || last.last_seq + 1 == first_seq)
-        {
-            // Merge into the previous report rather than grow without bound.
+        // Merge into the previous report of the same source when contiguous, or
+        // (so the list stays bounded) when full; the count stays exact either way.
+        let mergeable = |l: &Loss| l.source == source && (full || l.last_seq + 1 == first_seq);
+        let index = if full {
+            pending.iter().rposition(mergeable)
+        } else {
+            pending
+                .len()
+                .checked_sub(1)
+                .filter(|&i| mergeable(&pending[i]))
+        };
+        if let Some(last) = index.and_then(|i| pending.get_mut(i)) {
             last.count += count;
+            last.first_seq = last.first_seq.min(first_seq);
             last.last_seq = last.last_seq.max(last_seq);
             return;
         }
         pending.push(Loss {
-            source: LossSource::OfflineBuffer,
+            source,
             count,
             first_seq,
             last_seq,
         });
     }
 
-    fn take_offline(&self) -> Vec<Loss> {
+    pub(crate) fn take_offline(&self) -> Vec<Loss> {
         std::mem::take(&mut *self.offline.lock().unwrap_or_else(|p| p.into_inner()))
     }
 }
@@ -333,12 +353,11 @@ impl Batcher {
     }
 }
 
-/// Wall-clock microseconds since the Unix epoch.
+/// Wall-clock microseconds since the Unix epoch (0 before it), from
+/// [`crate::host::wall_clock_ns`]: for stamping events and reports only, never for
+/// timing (the batcher and throttle take `Instant`s).
 pub fn unix_micros() -> u64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map(|d| d.as_micros() as u64)
-        .unwrap_or(0)
+    (crate::host::wall_clock_ns() / 1_000).max(0) as u64
 }
 
 /// Shared handle to the loss counters.

@@ -14,25 +14,58 @@ use std::path::Path;
 use crate::events::decode::{Decision, ExecReport};
 use crate::events::enrich::{decision_event, monitored_exec_event};
 use crate::events::pipeline::{EventQueue, LossLedger};
+use crate::events::wall_time::BootToWall;
 use crate::host::HostKernel;
 use crate::kernel::loader::{DropCounter, KernelEvents};
 
+/// The wall-clock offset of kernel stamps, sampled from the host.
+struct KernelTime<'h> {
+    host: &'h dyn HostKernel,
+    clock: BootToWall,
+}
+
+impl<'h> KernelTime<'h> {
+    fn new(host: &'h dyn HostKernel) -> Self {
+        let boot = host.boottime_ns();
+        Self {
+            host,
+            clock: BootToWall::new(boot, host.wall_clock_ns() - boot),
+        }
+    }
+
+    /// Samples the offset now (before a drain: every pending record is older).
+    fn sample(&mut self) {
+        let boot = self.host.boottime_ns();
+        let offset = self.host.wall_clock_ns() - boot;
+        if let Some(step) = self.clock.observe(boot, offset) {
+            log::info!(
+                "the wall clock stepped by {:+.3} s: events from before keep their times",
+                step as f64 / 1e9
+            );
+        }
+    }
+
+    fn offset_at(&self, boot_ns: u64) -> i128 {
+        self.clock.offset_at(i128::from(boot_ns))
+    }
+}
+
 /// Reads the enforcing probes' decisions. It owns only the ring buffer and the drop
 /// counter: the programs stay attached whatever happens to the reader.
-pub struct RingbufReader {
+pub struct RingbufReader<'h> {
     events: Async<RingBuf<MapData>>,
     drops: DropCounter,
-    boottime_to_unix_ns: i128,
+    time: KernelTime<'h>,
     /// Records that failed to decode (reported and skipped, never fatal).
     pub malformed: u64,
 }
 
-impl RingbufReader {
-    pub fn new(events: KernelEvents, boottime_to_unix_ns: i128) -> io::Result<Self> {
+impl<'h> RingbufReader<'h> {
+    pub fn new(events: KernelEvents, host: &'h dyn HostKernel) -> io::Result<Self> {
         Ok(Self {
             events: Async::new(events.ring)?,
             drops: events.drops,
-            boottime_to_unix_ns,
+            time: KernelTime::new(host),
             malformed: 0,
         })
     }
@@ -40,13 +73,15 @@ impl RingbufReader {
     /// Queues every pending event and publishes the kernel's drop count.
     pub fn drain<const N: usize>(&mut self, queue: &EventQueue<N>, ledger: &LossLedger) -> usize {
         let mut queued = 0;
+        self.time.sample();
         // SAFETY: the RingBuf is only advanced, never replaced, so the fd registered
         // with the reactor stays the same.
         let ring = unsafe { self.events.get_mut() };
         while let Some(item) = ring.next() {
             match Decision::try_from(&*item) {
                 Ok(decision) => {
-                    queue.offer(decision_event(&decision, self.boottime_to_unix_ns));
+                    let offset = self.time.offset_at(decision.boot_ns);
+                    queue.offer(decision_event(&decision, offset));
                     queued += 1;
                 }
                 Err(e) => {
@@ -73,7 +108,7 @@ pub struct ExecWatcher<'h> {
     events: Async<RingBuf<MapData>>,
     drops: DropCounter,
     host: &'h dyn HostKernel,
-    boottime_to_unix_ns: i128,
+    time: KernelTime<'h>,
     /// Real path of each watched executable -> the rule watching it.
     watched: HashMap<String, u32>,
     pub malformed: u64,
@@ -89,7 +124,7 @@ impl<'h> ExecWatcher<'h> {
             events: Async::new(events.ring)?,
             drops: events.drops,
             host,
-            boottime_to_unix_ns: host.boottime_to_unix_offset_ns(),
+            time: KernelTime::new(host),
             watched,
             malformed: 0,
         })
@@ -110,6 +145,7 @@ impl<'h> ExecWatcher<'h> {
     pub fn drain<const N: usize>(&mut self, queue: &EventQueue<N>, ledger: &LossLedger) -> usize {
         let mut queued = 0;
         let mut reports = Vec::new();
+        self.time.sample();
         // SAFETY: the RingBuf is only advanced, never replaced, so the fd registered
         // with the reactor stays the same.
         let ring = unsafe { self.events.get_mut() };
@@ -139,7 +175,7 @@ impl<'h> ExecWatcher<'h> {
                 &path,
                 &parent,
                 rule_id,
-                self.boottime_to_unix_ns,
+                self.time.offset_at(r.boot_ns),
             ));
             queued += 1;
         }
@@ -157,7 +193,7 @@ impl<'h> ExecWatcher<'h> {
 /// Where kernel events come from: the enforcing probes, or the exec watcher of
 /// monitor-only mode.
 pub enum KernelSource<'h> {
-    Enforcing(RingbufReader),
+    Enforcing(RingbufReader<'h>),
     Monitoring(ExecWatcher<'h>),
 }
 

@@ -6,12 +6,22 @@
 //! [`LossLedger`] with their sequence numbers. The spool is a series of segment files
 //! of records (`B`atch or `D`one), each with a CRC: appends only, whole files deleted
 //! once every batch in them is done, a torn tail after a crash is detected and ignored.
+//!
+//! The spool directory is created with mode 0700 and its files with 0600 whatever the
+//! umask, each new segment with `O_EXCL | O_NOFOLLOW`: a symbolic link planted in the
+//! spool is refused with an error naming it, never followed. A spool that cannot grow
+//! (disk full) leaves the memory buffer working: each batch it could not persist is
+//! reported as a `Loss` (source `Spool`, its sequence numbers), a failed append is cut
+//! back so what was persisted before stays readable, and the next batch tries again,
+//! so persistence resumes as soon as there is room.
 
 use std::collections::VecDeque;
-use std::fs::{File, OpenOptions};
-use std::io::{self, Read, Write};
+use std::fs::File;
+use std::io::{self, Write};
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
+
+use edgearmor_bundle::files::{self, FileError};
 
 use crate::events::pipeline::LossLedger;
 
@@ -35,6 +45,10 @@ pub struct PendingBatch {
 pub enum SpoolError {
     #[error("spool {}: {source}", path.display())]
     Io { path: PathBuf, source: io::Error },
+    /// A file or directory of the spool cannot be used safely (a symbolic link, a
+    /// directory others may write to) or could not be created.
+    #[error("spool: {0}")]
+    File(#[from] FileError),
 }
 
 fn io_err(path: &Path) -> impl FnOnce(io::Error) -> SpoolError + '_ {
@@ -69,7 +83,18 @@ pub struct Spool {
     located: std::collections::HashMap<BatchKey, u64>,
     last_sync: Instant,
     dirty: bool,
+    /// The number of the next new segment (numbers are never reused: a segment that
+    /// could not be deleted must not be appended to as a new one).
+    next_number: u64,
+    /// The last append failed (disk full): an emptied segment is deleted at once to
+    /// give the space back.
+    append_failed: bool,
 }
+
+/// A segment whose batches are all done is deleted, even while it is the one written
+/// to, once it holds this much (so an idle spool does not keep growing with `D`
+/// records, and a small disk gets its space back).
+const ROTATE_EMPTY_BYTES: u64 = 16 * 1024;
 
 /// How often appended records are flushed to stable storage. A killed agent loses
 /// nothing (the page cache survives it); a power cut loses at most this much.
@@ -79,7 +104,7 @@ impl Spool {
     /// Opens (creating) the spool and returns it with the batches it still holds,
     /// oldest first.
     pub fn open(dir: &Path, max_bytes: u64) -> Result<(Self, Vec<PendingBatch>), SpoolError> {
-        std::fs::create_dir_all(dir).map_err(io_err(dir))?;
+        files::create_private_dir_all(dir)?;
         let mut numbers: Vec<u64> = std::fs::read_dir(dir)
             .map_err(io_err(dir))?
             .filter_map(Result::ok)
@@ -102,14 +127,14 @@ impl Spool {
             located: Default::default(),
             last_sync: Instant::now(),
             dirty: false,
+            next_number: numbers.last().map_or(1, |n| n + 1),
+            append_failed: false,
         };
         let mut live: Vec<(u64, PendingBatch)> = Vec::new();
         for number in numbers {
             let path = spool.segment_path(number);
-            let mut bytes = Vec::new();
-            File::open(&path)
-                .and_then(|mut f| f.read_to_end(&mut bytes))
-                .map_err(io_err(&path))?;
+            // Never through a symbolic link; gone since the listing is nothing.
+            let bytes = files::read(&path)?.unwrap_or_default();
             let (records, valid_len) = parse_records(&bytes);
             if valid_len < bytes.len() {
                 log::warn!(
@@ -158,13 +183,11 @@ impl Spool {
             }
         };
         if needs_new {
-            let number = self.segments.back().map(|s| s.number + 1).unwrap_or(1);
+            let number = self.next_number;
+            self.next_number += 1;
             let path = self.segment_path(number);
-            let file = OpenOptions::new()
-                .create(true)
-                .append(true)
-                .open(&path)
-                .map_err(io_err(&path))?;
+            // O_EXCL | O_NOFOLLOW: whatever is already there (a planted link) is refused.
+            let file = files::create_new(&path, true).inspect_err(|_| self.append_failed = true)?;
             self.writer = Some(file);
             self.segments.push_back(Segment {
                 number,
@@ -179,7 +202,20 @@ impl Spool {
         let Some(writer) = self.writer.as_mut() else {
             return Err(io_err(&seg.path)(io::Error::other("no writer")));
         };
-        writer.write_all(record).map_err(io_err(&seg.path))?;
+        self.append_failed = false;
+        if let Err(e) = writer.write_all(record) {
+            self.append_failed = true;
+            // A partial record would hide every record after it from the next start:
+            // cut it off, or (if even that fails) write to a new segment from now on.
+            if let Err(cut) = writer.set_len(seg.bytes) {
+                log::warn!(
+                    "spool {}: cannot cut off a partial record ({cut}); continuing in a new segment",
+                    seg.path.display()
+                );
+                self.writer = None;
+            }
+            return Err(io_err(&seg.path)(e));
+        }
         seg.bytes += record.len() as u64;
         let number = seg.number;
         self.dirty = true;
@@ -246,9 +282,11 @@ impl Spool {
         if let Some(seg) = self.segments.iter_mut().find(|s| s.number == number) {
             seg.live = seg.live.saturating_sub(1);
         }
-        self.append(&encode_record(RECORD_DONE, key, 0, &[]))?;
+        let appended = self.append(&encode_record(RECORD_DONE, key, 0, &[]));
+        // Even when the record could not be written: a segment with nothing live
+        // left can go, and with it the need for the record.
         self.delete_dead_segments();
-        Ok(())
+        appended.map(|_| ())
     }
 
     /// Deletes leading segments with no live batch, except the one being written.
@@ -256,10 +294,16 @@ impl Spool {
         while self.segments.len() > 1 && self.segments.front().is_some_and(|s| s.live == 0) {
             self.drop_oldest_segment();
         }
+        let rotate = self.append_failed
+            || self
+                .segments
+                .front()
+                .is_some_and(|s| s.bytes >= ROTATE_EMPTY_BYTES);
         if self.segments.len() == 1
             && self.segments.front().is_some_and(|s| s.live == 0)
-            && self.writer.is_none()
+            && (self.writer.is_none() || rotate)
         {
+            self.writer = None;
             self.drop_oldest_segment();
         }
     }
@@ -339,6 +383,13 @@ pub struct OfflineBuffer {
     spool: Option<Spool>,
     /// Batches dropped (memory full or spool evicted), since start.
     pub dropped_batches: u64,
+    /// Batches the spool could not persist (kept in memory, reported), since start.
+    pub unpersisted_batches: u64,
+    /// Their events.
+    pub unpersisted_events: u64,
+    /// The current run of spool failures: batches and events, for the log line that
+    /// says persistence resumed.
+    failing: Option<(u64, u64)>,
 }
 
 impl OfflineBuffer {
@@ -349,6 +400,9 @@ impl OfflineBuffer {
             batches: VecDeque::new(),
             spool: None,
             dropped_batches: 0,
+            unpersisted_batches: 0,
+            unpersisted_events: 0,
+            failing: None,
         };
         if let Some((spool, recovered)) = spool {
             buffer.spool = Some(spool);
@@ -393,6 +447,12 @@ impl OfflineBuffer {
         if let Some(spool) = self.spool.as_mut() {
             match spool.store(&batch) {
                 Ok(evicted) => {
+                    if let Some((batches, events)) = self.failing.take() {
+                        log::warn!(
+                            "spool {}: persisting again; {batches} batch(es) ({events} events) could not be persisted meanwhile and were reported (Loss, source spool)",
+                            spool.dir.display()
+                        );
+                    }
                     for key in evicted {
                         if let Some(i) = self.batches.iter().position(|b| b.key == key)
                             && let Some(old) = self.batches.remove(i)
@@ -403,11 +463,43 @@ impl OfflineBuffer {
                         }
                     }
                 }
-                Err(e) => log::warn!("{e}: batch kept in memory only"),
+                Err(e) => self.unpersisted(&batch, &e, ledger),
             }
         }
         self.bytes += batch.payload.len();
         self.batches.push_back(batch);
+    }
+
+    /// The spool refused `batch`: kept in memory, counted and reported; logged once
+    /// per run of failures (the line that ends the run has the totals).
+    fn unpersisted(&mut self, batch: &PendingBatch, error: &SpoolError, ledger: &LossLedger) {
+        self.unpersisted_batches += 1;
+        let events = u64::from(batch.events);
+        self.unpersisted_events += events;
+        log::debug!(
+            "spool: batch {} ({events} events) not persisted (kept in memory): {error}",
+            batch.key.first_seq
+        );
+        if events > 0 {
+            ledger.spool_unpersisted(
+                events,
+                batch.key.first_seq,
+                batch.key.first_seq + events - 1,
+            );
+        }
+        match self.failing.as_mut() {
+            Some((batches, total)) => {
+                *batches += 1;
+                *total += events;
+            }
+            None => {
+                log::error!(
+                    "{error}: batch {} ({events} events) kept in memory only; until the spool can grow, every batch it cannot persist is reported (Loss, source spool)",
+                    batch.key.first_seq
+                );
+                self.failing = Some((1, events));
+            }
+        }
     }
 
     fn lose(&mut self, batch: PendingBatch, ledger: &LossLedger) {
@@ -421,7 +513,8 @@ impl OfflineBuffer {
         }
     }
 
-    /// The broker acknowledged the batch: forget it.
+    /// The broker acknowledged the batch: forget it. (If the spool cannot record
+    /// that, the batch is sent again after a restart: a repeat, not a loss.)
     pub fn acknowledge(&mut self, key: &BatchKey) {
         if let Some(i) = self.batches.iter().position(|b| &b.key == key)
             && let Some(b) = self.batches.remove(i)
@@ -430,8 +523,12 @@ impl OfflineBuffer {
         }
         if let Some(spool) = self.spool.as_mut()
             && let Err(e) = spool.done(key)
+            && self.failing.is_none()
         {
-            log::warn!("{e}");
+            log::warn!(
+                "{e}: batch {} may be sent again after a restart",
+                key.first_seq
+            );
         }
     }
 
@@ -441,6 +538,20 @@ impl OfflineBuffer {
             && let Err(e) = spool.sync()
         {
             log::warn!("{e}");
+        }
+    }
+}
+
+impl Drop for OfflineBuffer {
+    /// The totals, once, when the agent is done with the buffer (each batch was
+    /// reported as it happened).
+    fn drop(&mut self) {
+        if self.unpersisted_batches > 0 {
+            log::warn!(
+                "spool: {} batch(es) ({} events) could not be persisted since the start, each reported (Loss, source spool)",
+                self.unpersisted_batches,
+                self.unpersisted_events
+            );
         }
     }
 }
@@ -553,7 +664,7 @@ mod tests {
             .next()
             .expect("one segment");
         let len = std::fs::metadata(&seg).expect("meta").len();
-        OpenOptions::new()
+        std::fs::OpenOptions::new()
             .write(true)
             .open(&seg)
             .and_then(|f| f.set_len(len - 7))
@@ -584,5 +695,50 @@ mod tests {
             "every batch kept or counted"
         );
         let _ = std::fs::remove_dir_all(&dir);
+    }
+
+    #[test]
+    fn a_symlink_planted_in_the_spool_is_refused_not_followed() {
+        let dir = temp_dir("symlink");
+        let target = std::env::temp_dir().join(format!(
+            "edgearmor-spool-symlink-target-{}",
+            std::process::id()
+        ));
+        std::fs::write(&target, b"precious").expect("writes");
+        let ledger = LossLedger::default();
+        // Planted where the next segment will be written.
+        let mut buf = OfflineBuffer::new(1 << 20, Some(Spool::open(&dir, 1 << 20).expect("open")));
+        let planted = dir.join("segment-000000000001.log");
+        std::os::unix::fs::symlink(&target, &planted).expect("links");
+        buf.push(batch(1, 3, 40), &ledger);
+        assert_eq!(buf.len(), 1, "kept in memory");
+        assert_eq!(buf.unpersisted_batches, 1, "and counted");
+        assert_eq!(std::fs::read(&target).expect("reads"), b"precious");
+        let batcher_losses = ledger.take_offline();
+        assert_eq!(
+            batcher_losses
+                .iter()
+                .map(|l| (l.source, l.count, l.first_seq, l.last_seq))
+                .collect::<Vec<_>>(),
+            [(edgearmor_wire::LossSource::Spool, 3, 1, 3)]
+        );
+        drop(buf);
+        // Found at the next start: refused with an error naming it and its target.
+        let err = Spool::open(&dir, 1 << 20).err().expect("refused");
+        let message = err.to_string();
+        assert!(
+            message.contains(&planted.display().to_string())
+                && message.contains(&target.display().to_string())
+                && message.contains("symbolic link"),
+            "{message}"
+        );
+        assert_eq!(std::fs::read(&target).expect("reads"), b"precious");
+        // A link in place of the spool directory itself.
+        let _ = std::fs::remove_dir_all(&dir);
+        std::os::unix::fs::symlink(std::env::temp_dir(), &dir).expect("links");
+        let err = Spool::open(&dir, 1 << 20).err().expect("refused");
+        assert!(err.to_string().contains("symbolic link"), "{err}");
+        let _ = std::fs::remove_file(&dir);
+        let _ = std::fs::remove_file(&target);
     }
 }

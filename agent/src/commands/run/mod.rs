@@ -25,7 +25,7 @@ use crate::control::reload::{Bundles, Enforced};
 use crate::control::setid_rules::SetidRuleSet;
 use crate::events::pipeline::{Batcher, SharedLedger};
 use crate::events::ringbuf::KernelSource;
-use crate::host::LiveKernel;
+use crate::host::{ClockSteps, LiveKernel};
 use crate::kernel::loader::AttachedProbes;
 use crate::sinks::outputs::{AgentQueue, Outputs};
 
@@ -80,6 +80,8 @@ pub struct Agent<'h> {
     ledger: SharedLedger,
     stop_signals: async_signal::Signals,
     reload_signals: async_signal::Signals,
+    /// Wall-clock steps, so kernel stamps keep the right times across them.
+    clock_steps: ClockSteps,
 }
 
 impl Agent<'_> {
@@ -98,6 +100,7 @@ impl Agent<'_> {
             ledger,
             mut stop_signals,
             mut reload_signals,
+            mut clock_steps,
         } = self;
         let inbox = outputs.mqtt.as_ref().map(|m| m.inbox());
         let poll = (config.policy_poll_ms > 0 && enforced.state.source.is_some())
@@ -110,7 +113,7 @@ impl Agent<'_> {
             let executor = smol::LocalExecutor::new();
             let kernel = executor.spawn(async {
                 let _done = kernel_done_tx;
-                tasks::read_kernel(&mut source, &queue, &ledger, &stopping).await;
+                tasks::read_kernel(&mut source, &queue, &ledger, &stopping, &mut clock_steps).await;
             });
             let reloads = executor.spawn(tasks::reload_on_hangup(
                 &mut reload_signals,

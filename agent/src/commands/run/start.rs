@@ -11,9 +11,9 @@ use crate::control::fleet::{FleetPolicy, FleetSettings};
 use crate::control::policy_state::PolicyState;
 use crate::control::reload::{Bundles, Enforced};
 use crate::control::setid_rules::SetidRuleSet;
-use crate::events::pipeline::Batcher;
+use crate::events::pipeline::{Batcher, unix_micros};
 use crate::events::ringbuf::{ExecWatcher, KernelSource, RingbufReader};
-use crate::host::{HostKernel, KERNEL_BTF};
+use crate::host::{ClockSteps, HostKernel, KERNEL_BTF};
 use crate::kernel::btf::KernelBtf;
 use crate::kernel::loader::{self, AttachedProbes};
 use crate::kernel::pins;
@@ -50,7 +50,7 @@ impl<'h> Agent<'h> {
                 .random_key()
                 .map_err(|e| StartError::input(format!("cannot read random bytes: {e}")))?,
         };
-        let node = node_name(&config, host);
+        let node = node_name(&config, host).map_err(|e| StartError::input(e.to_string()))?;
         let fleet = fleet_policy(&config, &node)?;
         let bundle_dir = fleet.as_ref().map(FleetPolicy::policy_dir);
         let mut state = PolicyState::new(&config, node.clone(), rules, key, bundle_dir);
@@ -72,7 +72,7 @@ impl<'h> Agent<'h> {
             kernel.ready, policies.hash
         );
         let batcher = Batcher::new(agent, policies.hash, batch_policy(&config));
-        let bundles = fleet.map(|fleet| Bundles {
+        let mut bundles = fleet.map(|fleet| Bundles {
             fleet,
             node_topic: config.mqtt.topics(&config.cluster, &node).node_bundle,
             reports: outputs
@@ -81,6 +81,15 @@ impl<'h> Agent<'h> {
                 .map(|m| m.retained_handle())
                 .zip(outputs.bundle_reported_topic.clone()),
         });
+        // What the start repaired in the fleet state (already logged), retained on
+        // `.../policy/reported` once connected.
+        if let Some(bundles) = bundles.as_mut() {
+            let repairs = bundles.fleet.take_start_report();
+            if let (Some((publisher, topic)), Some(report)) = (&bundles.reports, repairs) {
+                let json = report.to_json(unix_micros() / 1_000_000);
+                publisher.publish(topic.clone(), json.into_bytes());
+            }
+        }
         let enforced = Enforced {
             host,
             state,
@@ -88,7 +97,14 @@ impl<'h> Agent<'h> {
             updates: outputs.policy_updates(),
             batch_policy_set: batcher.policy_set_handle(),
         };
+        let clock_steps = host.clock_steps().unwrap_or_else(|e| {
+            log::warn!(
+                "cannot watch for wall-clock steps ({e}): a step is noticed at the next kernel event, whose time may be off by the step"
+            );
+            ClockSteps::none()
+        });
         Ok(Agent {
+            clock_steps,
             config,
             probes: kernel.probes,
             source: kernel.source,
@@ -116,10 +132,8 @@ fn fleet_policy(config: &AgentConfig, node: &str) -> Result<Option<FleetPolicy>,
     )
     .and_then(|s| FleetPolicy::new(s, &config.cluster, node))
     .map_err(|e| StartError::input(e.to_string()))?;
-    // The bundle directory is a policy source even when empty, so the first bundle
-    // is noticed like any new policy file.
-    std::fs::create_dir_all(fleet.policy_dir())
-        .map_err(|e| StartError::input(format!("{}: {e}", fleet.policy_dir().display())))?;
+    // `new` leaves the bundle directory in place (empty when nothing is applied): it is
+    // a policy source, so the first bundle is noticed like any new policy file.
     Ok(Some(fleet))
 }
 
@@ -158,7 +172,7 @@ fn start_kernel<'h>(
         (Some(dir), false) => notes.push_str(&format!(", pinned in {}", dir.display())),
         (None, _) => notes.push_str(", not pinned: enforcement stops with the agent"),
     }
-    let reader = RingbufReader::new(probes.events, host.boottime_to_unix_offset_ns())
+    let reader = RingbufReader::new(probes.events, host)
         .map_err(|e| StartError::input(format!("cannot watch the event ring buffer: {e}")))?;
     Ok(KernelStart {
         probes: probes.attached,

@@ -11,16 +11,19 @@ use crate::commands::session::Stopping;
 use crate::control::reload::{Bundles, Enforced};
 use crate::events::pipeline::LossLedger;
 use crate::events::ringbuf::KernelSource;
+use crate::host::ClockSteps;
 use crate::sinks::mqtt::Inbound;
 use crate::sinks::outputs::AgentQueue;
 
 /// Kernel records into the queue until the stop (after one last drain) or until the
-/// ring buffer cannot be waited on.
+/// ring buffer cannot be waited on. A wall-clock step drains at once, so what was
+/// pending gets the offset from before the step and what follows the new one.
 pub async fn read_kernel(
     source: &mut KernelSource<'_>,
     queue: &AgentQueue,
     ledger: &LossLedger,
     stopping: &Stopping,
+    clock_steps: &mut ClockSteps,
 ) {
     loop {
         let readable = async {
@@ -28,6 +31,10 @@ pub async fn read_kernel(
             None
         }
         .or(async { Some(source.readable().await) })
+        .or(async {
+            clock_steps.next().await;
+            Some(Ok(()))
+        })
         .await;
         source.drain(queue, ledger);
         match readable {
