@@ -20,7 +20,7 @@ use crate::kernel::pins;
 use crate::kernel::policy_maps::PolicyMaps;
 use crate::kernel::readiness;
 use crate::kernel::rule_tables::KernelRuleSet;
-use crate::sinks::outputs::{AgentQueue, batch_policy};
+use crate::sinks::outputs::{AgentQueue, Outputs, batch_policy};
 
 /// What the kernel side came up as.
 struct KernelStart<'h> {
@@ -72,24 +72,7 @@ impl<'h> Agent<'h> {
             kernel.ready, policies.hash
         );
         let batcher = Batcher::new(agent, policies.hash, batch_policy(&config));
-        let mut bundles = fleet.map(|fleet| Bundles {
-            fleet,
-            node_topic: config.mqtt.topics(&config.cluster, &node).node_bundle,
-            reports: outputs
-                .mqtt
-                .as_ref()
-                .map(|m| m.retained_handle())
-                .zip(outputs.bundle_reported_topic.clone()),
-        });
-        // What the start repaired in the fleet state (already logged), retained on
-        // `.../policy/reported` once connected.
-        if let Some(bundles) = bundles.as_mut() {
-            let repairs = bundles.fleet.take_start_report();
-            if let (Some((publisher, topic)), Some(report)) = (&bundles.reports, repairs) {
-                let json = report.to_json(unix_micros() / 1_000_000);
-                publisher.publish(topic.clone(), json.into_bytes());
-            }
-        }
+        let bundles = fleet.map(|fleet| bundles(fleet, &config, &node, &outputs));
         let enforced = Enforced {
             host,
             state,
@@ -97,14 +80,8 @@ impl<'h> Agent<'h> {
             updates: outputs.policy_updates(),
             batch_policy_set: batcher.policy_set_handle(),
         };
-        let clock_steps = host.clock_steps().unwrap_or_else(|e| {
-            log::warn!(
-                "cannot watch for wall-clock steps ({e}): a step is noticed at the next kernel event, whose time may be off by the step"
-            );
-            ClockSteps::none()
-        });
         Ok(Agent {
-            clock_steps,
+            clock_steps: clock_steps(host),
             config,
             probes: kernel.probes,
             source: kernel.source,
@@ -118,6 +95,37 @@ impl<'h> Agent<'h> {
             reload_signals,
         })
     }
+}
+
+/// The bundle side of the fleet: where bundles arrive and their reports go. What the
+/// start repaired in the fleet state (already logged) is retained on
+/// `.../policy/reported` once connected.
+fn bundles(fleet: FleetPolicy, config: &AgentConfig, node: &str, outputs: &Outputs) -> Bundles {
+    let mut bundles = Bundles {
+        fleet,
+        node_topic: config.mqtt.topics(&config.cluster, node).node_bundle,
+        reports: outputs
+            .mqtt
+            .as_ref()
+            .map(|m| m.retained_handle())
+            .zip(outputs.bundle_reported_topic.clone()),
+    };
+    let repairs = bundles.fleet.take_start_report();
+    if let (Some((publisher, topic)), Some(report)) = (&bundles.reports, repairs) {
+        let json = report.to_json(unix_micros() / 1_000_000);
+        publisher.publish(topic.clone(), json.into_bytes());
+    }
+    bundles
+}
+
+/// Wake-ups on wall-clock steps, or none (logged) where the kernel cannot give them.
+fn clock_steps(host: &dyn HostKernel) -> ClockSteps {
+    host.clock_steps().unwrap_or_else(|e| {
+        log::warn!(
+            "cannot watch for wall-clock steps ({e}): a step is noticed at the next kernel event, whose time may be off by the step"
+        );
+        ClockSteps::none()
+    })
 }
 
 /// The fleet's bundle state, when `[fleet] public_keys` is set.
