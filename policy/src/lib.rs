@@ -14,6 +14,8 @@
 //! - [`compile()`]: resolves metadata (innermost wins), interns it into a policy
 //!   table, flattens rules per class, detects allow-list mode, hashes the result.
 //! - [`Glob`]: the pattern matcher for `matchPatterns` (semantics in [`glob`]).
+//! - [`limits`]: every bound on the work one policy file can cause (size, depth,
+//!   nodes with aliases expanded, keys, diagnostics), each refusal a diagnostic.
 //!
 //! `cargo run -p edgearmor-policy --example check -- policies/` prints what
 //! `edgearmor policy check` will, until the agent wires the command up.
@@ -48,6 +50,7 @@
 pub mod compile;
 pub mod diagnostic;
 pub mod glob;
+pub mod limits;
 pub mod loader;
 pub mod model;
 pub mod path_rules;
