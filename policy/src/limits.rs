@@ -32,10 +32,12 @@ pub const MAX_YAML_NODES: usize = 50_000;
 pub const MAX_YAML_SCALAR_BYTES: usize = 4 * 1024 * 1024;
 
 /// Bytes the YAML parser may read past the last node it produced. It reads ahead
-/// to the end of every token (a scalar, a comment run), and to the end of a flow
-/// collection (`[...]`, `{...}`, JSON) that starts in block context, queueing its
-/// tokens (~90 bytes of memory per byte of text) until it ends; write longer lists
-/// in block style (`- item` lines).
+/// to the end of every token (a scalar, a run of comments), and to the end of a flow
+/// collection (`[...]`, `{...}`) that could still turn out to be a mapping key (one
+/// that is the whole document, as JSON is, a list item `- [...]`, or a value on a
+/// line of its own), queueing its tokens (up to ~90 bytes of memory per byte of
+/// text) until it ends. `key: [...]` on one line is not limited; longer lists than
+/// this elsewhere are written in block style (`- item` lines).
 pub const MAX_YAML_LOOKAHEAD_BYTES: usize = 64 * 1024;
 
 /// Keys of one mapping. Policy mappings have a dozen keys at most (`metadata.labels`
