@@ -8,6 +8,8 @@ use std::time::Duration;
 use edgearmor_policy::DefaultPostures;
 use serde::Deserialize;
 
+use crate::limits::{CappedReadError, MAX_CONFIG_FILE_BYTES, read_text_capped};
+
 pub const DEFAULT_CONFIG_PATH: &str = "/etc/edgearmor/agent.toml";
 
 #[derive(Clone, Debug, Deserialize, PartialEq)]
@@ -210,6 +212,11 @@ pub enum ConfigError {
         path: PathBuf,
         source: std::io::Error,
     },
+    /// Larger than [`MAX_CONFIG_FILE_BYTES`]: refused unread.
+    TooLarge {
+        path: PathBuf,
+        source: CappedReadError,
+    },
     Parse {
         path: PathBuf,
         message: String,
@@ -225,6 +232,9 @@ impl fmt::Display for ConfigError {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
             ConfigError::Read { path, source } => write!(f, "config {}: {source}", path.display()),
+            ConfigError::TooLarge { path, source } => {
+                write!(f, "config {}: {source}", path.display())
+            }
             ConfigError::Parse { path, message } => {
                 write!(f, "config {}: {}", path.display(), message.trim_end())
             }
@@ -239,11 +249,20 @@ impl std::error::Error for ConfigError {}
 
 impl AgentConfig {
     /// Reads `path`; a missing file at the default path means "all defaults".
+    /// Files larger than [`MAX_CONFIG_FILE_BYTES`] are refused unread.
     pub fn load(path: &Path, required: bool) -> Result<Self, ConfigError> {
-        match std::fs::read_to_string(path) {
+        match read_text_capped(path, MAX_CONFIG_FILE_BYTES, "MAX_CONFIG_FILE_BYTES") {
             Ok(text) => Self::parse(path, &text),
-            Err(e) if !required && e.kind() == std::io::ErrorKind::NotFound => Ok(Self::default()),
-            Err(source) => Err(ConfigError::Read {
+            Err(CappedReadError::Io(e))
+                if !required && e.kind() == std::io::ErrorKind::NotFound =>
+            {
+                Ok(Self::default())
+            }
+            Err(CappedReadError::Io(source)) => Err(ConfigError::Read {
+                path: path.to_owned(),
+                source,
+            }),
+            Err(source) => Err(ConfigError::TooLarge {
                 path: path.to_owned(),
                 source,
             }),
@@ -361,6 +380,29 @@ impl AgentConfig {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn an_oversized_config_is_refused_unread_naming_the_limit() {
+        let dir = std::env::temp_dir().join(format!("edgearmor-config-big-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        std::fs::create_dir_all(&dir).expect("temp dir");
+        let path = dir.join("agent.toml");
+        // Valid TOML all the way, so only the size can refuse it.
+        let line = "# padding\n";
+        let lines = usize::try_from(MAX_CONFIG_FILE_BYTES).expect("fits") / line.len() + 1;
+        std::fs::write(&path, line.repeat(lines)).expect("write");
+        let err = AgentConfig::load(&path, false).expect_err("too large");
+        assert!(matches!(err, ConfigError::TooLarge { .. }), "{err:?}");
+        let message = err.to_string();
+        assert!(
+            message.contains("agent.toml") && message.contains("MAX_CONFIG_FILE_BYTES"),
+            "{message}"
+        );
+        // At the limit it loads.
+        std::fs::write(&path, line.repeat(lines - 1)).expect("write");
+        AgentConfig::load(&path, true).expect("at most the limit loads");
+        let _ = std::fs::remove_dir_all(&dir);
+    }
 
     #[test]
     fn empty_file_means_documented_defaults() {

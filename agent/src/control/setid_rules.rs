@@ -20,6 +20,8 @@ use edgearmor_probe_abi::{ExePath, MAX_HASHED_PATH_BYTES};
 use edgearmor_wire::SetidKind;
 use serde::Deserialize;
 
+use crate::limits::{CappedReadError, MAX_RULES_FILE_BYTES, read_text_capped};
+
 /// Policy name used when a rule does not name one.
 pub const DEFAULT_POLICY_NAME: &str = "edgearmor-setid";
 
@@ -63,6 +65,11 @@ pub enum RuleError {
         path: PathBuf,
         source: std::io::Error,
     },
+    /// Larger than [`MAX_RULES_FILE_BYTES`]: refused unread.
+    TooLarge {
+        path: PathBuf,
+        source: CappedReadError,
+    },
     /// TOML syntax or shape error; `message` already names line and column.
     Parse {
         path: PathBuf,
@@ -102,6 +109,7 @@ impl fmt::Display for RuleError {
             RuleError::Read { path, source } => {
                 write!(f, "{}: cannot read: {source}", path.display())
             }
+            RuleError::TooLarge { path, source } => write!(f, "{}: {source}", path.display()),
             RuleError::Parse { path, message } => {
                 write!(f, "{}: {}", path.display(), message.trim_end())
             }
@@ -163,11 +171,21 @@ struct RuleEntry {
 
 impl SetidRuleSet {
     /// Adds the rules of a TOML file; nothing is added when any rule in it is bad.
+    /// Files larger than [`MAX_RULES_FILE_BYTES`] are refused unread.
     pub fn add_file(&mut self, path: &Path) -> Result<(), RuleError> {
-        let text = std::fs::read_to_string(path).map_err(|source| RuleError::Read {
-            path: path.to_owned(),
-            source,
-        })?;
+        let text =
+            read_text_capped(path, MAX_RULES_FILE_BYTES, "MAX_RULES_FILE_BYTES").map_err(|e| {
+                match e {
+                    CappedReadError::Io(source) => RuleError::Read {
+                        path: path.to_owned(),
+                        source,
+                    },
+                    source => RuleError::TooLarge {
+                        path: path.to_owned(),
+                        source,
+                    },
+                }
+            })?;
         self.add_toml(path, &text)
     }
 
@@ -366,6 +384,27 @@ mod tests {
             let err = parse(text).expect_err(text).to_string();
             assert!(err.contains(want), "{text:?}: got {err:?}, want {want:?}");
         }
+    }
+
+    #[test]
+    fn an_oversized_rules_file_is_refused_unread_and_adds_nothing() {
+        let dir = std::env::temp_dir().join(format!("edgearmor-rules-big-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        std::fs::create_dir_all(&dir).expect("temp dir");
+        let path = dir.join("rules.toml");
+        let file = std::fs::File::create(&path).expect("create");
+        file.set_len(100 << 20).expect("sparse 100 MB");
+        let mut set = SetidRuleSet::default();
+        let err = set.add_file(&path).expect_err("too large");
+        assert!(matches!(err, RuleError::TooLarge { .. }), "{err:?}");
+        assert!(
+            err.to_string().contains(
+                "is 104857600 bytes; at most 1048576 bytes are read (MAX_RULES_FILE_BYTES)"
+            ),
+            "{err}"
+        );
+        assert!(set.rules.is_empty());
+        let _ = std::fs::remove_dir_all(&dir);
     }
 
     #[test]
