@@ -5,6 +5,7 @@ use std::fmt;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
+use edgearmor_bundle::limits::MAX_BUNDLE_BYTES;
 use edgearmor_policy::DefaultPostures;
 use serde::Deserialize;
 
@@ -51,7 +52,7 @@ pub struct FleetConfig {
     /// Files with the fleet's Ed25519 public keys (`edgearmor keygen`); empty = no
     /// bundles are accepted.
     pub public_keys: Vec<PathBuf>,
-    /// Larger bundles are refused unread.
+    /// Larger bundles are refused unread; at most `MAX_BUNDLE_BYTES`.
     pub bundle_max_bytes: usize,
     /// Applied version (anti-rollback) and the unpacked bundle policies.
     pub state_dir: PathBuf,
@@ -349,6 +350,13 @@ impl AgentConfig {
                 "password_file needs a username",
             );
         }
+        if self.fleet.bundle_max_bytes > MAX_BUNDLE_BYTES {
+            return invalid(
+                "fleet.bundle_max_bytes",
+                self.fleet.bundle_max_bytes.to_string(),
+                &format!("must be at most {MAX_BUNDLE_BYTES} (MAX_BUNDLE_BYTES)"),
+            );
+        }
         Ok(())
     }
 
@@ -470,6 +478,10 @@ mod tests {
             ("cluster = \"a/b\"", "cluster"),
             ("[mqtt]\nclient_cert = \"/c\"", "client_key go together"),
             ("[mqtt]\npassword_file = \"/p\"", "needs a username"),
+            (
+                "[fleet]\nbundle_max_bytes = 16777217",
+                "fleet.bundle_max_bytes = \"16777217\": must be at most 16777216 (MAX_BUNDLE_BYTES)",
+            ),
         ];
         for (text, want) in cases {
             let err = AgentConfig::parse(Path::new("a.toml"), text)

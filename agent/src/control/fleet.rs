@@ -5,10 +5,12 @@
 //! `<prefix>/<cluster>/<node>/policy` (this node; wins over fleet-wide). It is
 //! applied only when, in this order: it is no larger than `fleet.bundle_max_bytes`
 //! (checked before anything is parsed), its Ed25519 signature verifies against a
-//! configured public key, it targets this node, its version is above the applied one
-//! (remembered on disk, so a restart cannot be rolled back), a node-specific bundle is
-//! not in force when a fleet-wide one arrives, and every policy file in it passes the
-//! same checks as `edgearmor policy check`. Then its files replace the bundle policy
+//! configured public key, its signed scope is that of the topic it arrived on (a
+//! fleet bundle replayed on a node's topic, or the other way round, is refused), it
+//! targets this node, its version is above the applied one (remembered on disk, so a
+//! restart cannot be rolled back), a node-specific bundle is not in force when a
+//! fleet-wide one arrives, and every policy file in it is UTF-8 and passes the same
+//! checks as `edgearmor policy check`. Then its files replace the bundle policy
 //! directory and the policy set is reloaded atomically; only when that succeeded is the
 //! new version recorded. Each decision is reported, retained, on
 //! `<prefix>/<cluster>/<node>/policy/reported`.
@@ -19,31 +21,20 @@
 use std::fmt;
 use std::path::{Path, PathBuf};
 
+use std::io::Read;
+
+use edgearmor_bundle::limits::MAX_BUNDLE_BYTES;
 use edgearmor_bundle::{
-    AppliedState, BundleError, VerifiedBundle, VerifyingKey, check_rollback, parse_public_key,
-    unpack, verify,
+    AppliedState, BundleError, Scope, VerifiedBundle, VerifyingKey, check_rollback,
+    parse_public_key, unpack, verify,
 };
-
-/// Where a bundle came from.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum BundleScope {
-    Fleet,
-    Node,
-}
-
-impl BundleScope {
-    pub fn as_str(self) -> &'static str {
-        match self {
-            BundleScope::Fleet => "fleet",
-            BundleScope::Node => "node",
-        }
-    }
-}
 
 /// What happened to one offered bundle.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct BundleReport {
-    pub scope: BundleScope,
+    /// The scope of the topic it arrived on (a bundle is applied only when its
+    /// signed scope is the same).
+    pub scope: Scope,
     /// 0 when the bundle could not be read far enough to know it.
     pub version: u64,
     /// Hex SHA-256 of the bundle bytes ("" when refused before verification).
@@ -130,9 +121,9 @@ impl FleetSettings {
     }
 }
 
-/// A bundle that passed every check and waits to be applied.
+/// A bundle that passed every check and waits to be applied; its scope is the
+/// signed one, which is also that of the topic it came from.
 pub struct StagedBundle {
-    pub scope: BundleScope,
     pub bundle: VerifiedBundle,
     bytes: Vec<u8>,
 }
@@ -142,8 +133,8 @@ pub struct FleetPolicy {
     cluster: String,
     node: String,
     applied: Option<AppliedState>,
-    applied_scope: Option<BundleScope>,
-    /// The bundle in force, to put back if applying a newer one fails midway.
+    /// The bundle in force, to put back if applying a newer one fails midway; its
+    /// signed scope says whether a node-specific bundle is in force.
     in_force: Option<StagedBundle>,
 }
 
@@ -159,30 +150,19 @@ impl FleetPolicy {
         })?;
         let applied =
             AppliedState::load(&settings.state_dir.join("applied")).map_err(FleetError::State)?;
-        let applied_scope = match std::fs::read_to_string(settings.state_dir.join("applied.scope"))
-        {
-            Ok(s) if s.trim() == "node" => Some(BundleScope::Node),
-            Ok(s) if s.trim() == "fleet" => Some(BundleScope::Fleet),
-            _ => None,
-        };
-        let in_force = std::fs::read(settings.state_dir.join("applied.bundle"))
-            .ok()
-            .and_then(|bytes| {
-                let bundle = verify(&bytes, &settings.public_keys, bytes.len()).ok()?;
-                Some(StagedBundle {
-                    scope: applied_scope.unwrap_or(BundleScope::Fleet),
-                    bundle,
-                    bytes,
-                })
-            });
+        let in_force = read_in_force(&settings);
         Ok(Self {
             settings,
             cluster: cluster.to_owned(),
             node: node.to_owned(),
             applied,
-            applied_scope,
             in_force,
         })
+    }
+
+    /// The signed scope of the bundle in force, if any.
+    pub fn applied_scope(&self) -> Option<Scope> {
+        self.in_force.as_ref().map(|b| b.bundle.scope())
     }
 
     /// The directory bundle policies are unpacked into (a policy source).
@@ -201,9 +181,11 @@ impl FleetPolicy {
 
     /// Checks an offered payload. `Ok(None)`: the bundle in force, offered again
     /// (retained messages come back on every reconnect): nothing to do or report.
+    ///
+    /// `scope` is that of the topic the payload arrived on.
     pub fn offer(
         &self,
-        scope: BundleScope,
+        scope: Scope,
         payload: &[u8],
     ) -> Result<Option<StagedBundle>, BundleReport> {
         let reject = |version, sha256: &str, reason: String| BundleReport {
@@ -226,6 +208,9 @@ impl FleetPolicy {
         if self.applied.as_ref().is_some_and(|a| a.sha256_hex == sha) {
             return Ok(None);
         }
+        if bundle.scope() != scope {
+            return Err(reject(version, &sha, scope_mismatch(&bundle, scope)));
+        }
         if !bundle.targets_node(&self.cluster, &self.node) {
             return Err(reject(
                 version,
@@ -240,7 +225,7 @@ impl FleetPolicy {
         }
         check_rollback(self.applied.as_ref(), version)
             .map_err(|e| reject(version, &sha, e.to_string()))?;
-        if scope == BundleScope::Fleet && self.applied_scope == Some(BundleScope::Node) {
+        if scope == Scope::Fleet && self.applied_scope() == Some(Scope::Node) {
             return Err(reject(
                 version,
                 &sha,
@@ -248,9 +233,15 @@ impl FleetPolicy {
             ));
         }
         for file in bundle.files() {
-            let text = String::from_utf8_lossy(&file.contents);
+            let Ok(text) = std::str::from_utf8(&file.contents) else {
+                return Err(reject(
+                    version,
+                    &sha,
+                    format!("policy {}: the file is not valid UTF-8", file.name),
+                ));
+            };
             if let Err(diagnostics) =
-                edgearmor_policy::parse_policy_text(Path::new(&file.name), &text)
+                edgearmor_policy::parse_policy_text(Path::new(&file.name), text)
             {
                 let first = diagnostics
                     .first()
@@ -260,7 +251,6 @@ impl FleetPolicy {
             }
         }
         Ok(Some(StagedBundle {
-            scope,
             bundle,
             bytes: payload.to_vec(),
         }))
@@ -298,16 +288,9 @@ impl FleetPolicy {
         let state = AppliedState::from_bundle(&staged.bundle);
         // Last: the version is what anti-rollback trusts.
         state.store(&self.settings.state_dir.join("applied"))?;
-        let scope_path = self.settings.state_dir.join("applied.scope");
-        std::fs::write(&scope_path, staged.scope.as_str()).map_err(|source| BundleError::Io {
-            action: "write",
-            path: scope_path,
-            source,
-        })?;
         self.applied = Some(state);
-        self.applied_scope = Some(staged.scope);
         let report = BundleReport {
-            scope: staged.scope,
+            scope: staged.bundle.scope(),
             version: staged.bundle.version(),
             sha256: staged.bundle.sha256_hex().to_owned(),
             applied: true,
@@ -318,10 +301,49 @@ impl FleetPolicy {
     }
 }
 
+/// Why a bundle is refused on a topic of another scope than the one it was signed
+/// with: both scopes named.
+fn scope_mismatch(bundle: &VerifiedBundle, topic: Scope) -> String {
+    let format_1 = if bundle.format() == edgearmor_bundle::FormatVersion::V1 {
+        " (format 1 bundles are fleet-scoped; re-sign it with `bundle create --scope node`)"
+    } else {
+        ""
+    };
+    format!(
+        "signed scope {} does not match the {topic} topic it arrived on{format_1}: a bundle is \
+         applied only from the topic of its signed scope (replayed or misrouted?)",
+        bundle.scope()
+    )
+}
+
+/// The bundle in force, as the last commit wrote it (`None`, logged, when it is
+/// missing or no longer verifies, e.g. after a key rotation).
+fn read_in_force(settings: &FleetSettings) -> Option<StagedBundle> {
+    let path = settings.state_dir.join("applied.bundle");
+    let mut bytes = Vec::new();
+    let read = std::fs::File::open(&path)
+        .and_then(|f| f.take(MAX_BUNDLE_BYTES as u64 + 1).read_to_end(&mut bytes));
+    match read {
+        Ok(_) => {}
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return None,
+        Err(e) => {
+            log::warn!("fleet: {}: {e}; no bundle to fall back to", path.display());
+            return None;
+        }
+    }
+    match verify(&bytes, &settings.public_keys, MAX_BUNDLE_BYTES) {
+        Ok(bundle) => Some(StagedBundle { bundle, bytes }),
+        Err(e) => {
+            log::warn!("fleet: {}: {e}; no bundle to fall back to", path.display());
+            None
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
-    use edgearmor_bundle::{SigningKey, create};
+    use edgearmor_bundle::{BundleBody, BundleFile, SigningKey, create};
 
     const POLICY: &str = "apiVersion: security.kubearmor.com/v1
 kind: KubeArmorHostPolicy
@@ -346,15 +368,29 @@ spec:
         FleetPolicy::new(settings, "site", "gw-1").expect("state dir")
     }
 
-    fn bundle(key: &SigningKey, version: u64, targets: &[&str], policy: &str) -> Vec<u8> {
-        let targets: Vec<String> = targets.iter().map(|t| t.to_string()).collect();
-        create(
-            key,
+    fn scoped(
+        key: &SigningKey,
+        version: u64,
+        scope: Scope,
+        targets: &[&str],
+        policy: &str,
+    ) -> Vec<u8> {
+        let body = BundleBody {
             version,
-            &targets,
-            &[("p.yaml".into(), policy.as_bytes().to_vec())],
-            1,
-        )
+            created_unix: 1,
+            targets: targets.iter().map(|t| t.to_string()).collect(),
+            files: vec![BundleFile {
+                name: "p.yaml".into(),
+                contents: policy.as_bytes().to_vec(),
+            }],
+            scope,
+        };
+        create(key, &body).expect("a valid bundle")
+    }
+
+    /// A fleet-scoped bundle.
+    fn bundle(key: &SigningKey, version: u64, targets: &[&str], policy: &str) -> Vec<u8> {
+        scoped(key, version, Scope::Fleet, targets, policy)
     }
 
     fn temp(name: &str) -> PathBuf {
@@ -370,22 +406,19 @@ spec:
         let key = SigningKey::from_seed(&[7; 32]);
         let mut fleet = open_fleet(&dir, &key);
         let v2 = bundle(&key, 2, &[], POLICY);
-        let staged = fleet
-            .offer(BundleScope::Fleet, &v2)
-            .expect("valid")
-            .expect("new");
+        let staged = fleet.offer(Scope::Fleet, &v2).expect("valid").expect("new");
         fleet.unpack(&staged).expect("unpacked");
         assert!(fleet.policy_dir().join("p.yaml").exists());
         let report = fleet.commit(staged).expect("committed");
         assert!(report.applied);
         assert!(
-            matches!(fleet.offer(BundleScope::Fleet, &v2), Ok(None)),
+            matches!(fleet.offer(Scope::Fleet, &v2), Ok(None)),
             "the same bundle again is a no-op"
         );
 
         let old = bundle(&key, 1, &[], POLICY);
         let r = fleet
-            .offer(BundleScope::Fleet, &old)
+            .offer(Scope::Fleet, &old)
             .err()
             .expect("rollback refused");
         assert!(
@@ -396,7 +429,7 @@ spec:
 
         let foreign = bundle(&key, 3, &["gw-2"], POLICY);
         let r = fleet
-            .offer(BundleScope::Fleet, &foreign)
+            .offer(Scope::Fleet, &foreign)
             .err()
             .expect("foreign refused");
         assert!(r.reason.contains("targets"), "{}", r.reason);
@@ -408,7 +441,7 @@ spec:
             &POLICY.replace("action: Block", "action: Blok"),
         );
         let r = fleet
-            .offer(BundleScope::Fleet, &broken)
+            .offer(Scope::Fleet, &broken)
             .err()
             .expect("bad policy refused");
         assert!(r.reason.contains("p.yaml"), "{}", r.reason);
@@ -416,14 +449,14 @@ spec:
         let other_key = SigningKey::from_seed(&[8; 32]);
         let forged = bundle(&other_key, 9, &[], POLICY);
         let r = fleet
-            .offer(BundleScope::Fleet, &forged)
+            .offer(Scope::Fleet, &forged)
             .err()
             .expect("bad signature refused");
         assert!(r.reason.contains("signature"), "{}", r.reason);
 
         let huge = bundle(&key, 9, &[], &format!("{POLICY}#{}\n", "x".repeat(5000)));
         let r = fleet
-            .offer(BundleScope::Fleet, &huge)
+            .offer(Scope::Fleet, &huge)
             .err()
             .expect("oversize refused");
         assert_eq!(r.version, 0, "refused before reading: {}", r.reason);
@@ -431,7 +464,7 @@ spec:
         // Anti-rollback survives a restart, and so does the bundle to fall back to.
         let again = open_fleet(&dir, &key);
         assert_eq!(again.applied_version(), Some(2));
-        assert!(again.offer(BundleScope::Fleet, &old).is_err());
+        assert!(again.offer(Scope::Fleet, &old).is_err());
         std::fs::remove_dir_all(again.policy_dir()).expect("policies removed");
         again.restore().expect("restored");
         assert!(again.policy_dir().join("p.yaml").exists());
@@ -443,15 +476,15 @@ spec:
         let dir = temp("scope");
         let key = SigningKey::from_seed(&[3; 32]);
         let mut fleet = open_fleet(&dir, &key);
-        let node = bundle(&key, 5, &["gw-1"], POLICY);
+        let node = scoped(&key, 5, Scope::Node, &["gw-1"], POLICY);
         let staged = fleet
-            .offer(BundleScope::Node, &node)
+            .offer(Scope::Node, &node)
             .expect("valid")
             .expect("new");
         fleet.commit(staged).expect("committed");
         let newer_fleet = bundle(&key, 6, &[], POLICY);
         let r = fleet
-            .offer(BundleScope::Fleet, &newer_fleet)
+            .offer(Scope::Fleet, &newer_fleet)
             .err()
             .expect("refused");
         assert!(r.reason.contains("node-specific"), "{}", r.reason);
