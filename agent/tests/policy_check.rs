@@ -122,6 +122,10 @@ fn check_measured(path: &Path) -> Measured {
 /// Not a test on its own: with [`MEASURE_ENV`] set (by [`check_measured`]) it runs
 /// `edgearmor policy check` once and prints what `wait4` reports for it.
 #[test]
+#[expect(
+    clippy::zombie_processes,
+    reason = "the child is reaped by wait4, which also reports its resource usage"
+)]
 fn measure_in_a_small_process() {
     let Some(path) = std::env::var_os(MEASURE_ENV) else {
         return;
