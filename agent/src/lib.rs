@@ -21,6 +21,7 @@ pub mod commands;
 pub mod config;
 pub mod control;
 pub mod events;
+pub mod fuzzing;
 pub mod host;
 pub mod kernel;
 pub mod limits;

@@ -87,6 +87,7 @@
 mod body;
 mod error;
 mod format;
+pub mod fuzzing;
 mod keys;
 pub mod limits;
 mod state;

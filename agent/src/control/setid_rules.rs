@@ -13,6 +13,7 @@
 //! message = "sshd may not change its ids"
 //! ```
 
+use std::collections::HashMap;
 use std::fmt;
 use std::path::{Path, PathBuf};
 
@@ -239,7 +240,7 @@ impl SetidRuleSet {
                 message: entry.message,
             });
         }
-        staged.into_iter().for_each(|r| self.push(r));
+        self.push_all(staged);
         Ok(())
     }
 
@@ -267,13 +268,27 @@ impl SetidRuleSet {
 
     /// A second rule for the same executable widens the first; its metadata stays.
     fn push(&mut self, rule: SetidRule) {
-        match self
+        self.push_all([rule]);
+    }
+
+    /// Adds rules, merging those for an executable already present into its rule:
+    /// one pass with an index, so a file of thousands of rules costs no more than
+    /// reading them.
+    fn push_all(&mut self, rules: impl IntoIterator<Item = SetidRule>) {
+        let mut index: HashMap<Option<String>, usize> = self
             .rules
-            .iter_mut()
-            .find(|r| r.executable == rule.executable)
-        {
-            Some(existing) => existing.deny_mask |= rule.deny_mask,
-            None => self.rules.push(rule),
+            .iter()
+            .enumerate()
+            .map(|(i, r)| (r.executable.clone(), i))
+            .collect();
+        for rule in rules {
+            match index.get(&rule.executable) {
+                Some(&i) => self.rules[i].deny_mask |= rule.deny_mask,
+                None => {
+                    index.insert(rule.executable.clone(), self.rules.len());
+                    self.rules.push(rule);
+                }
+            }
         }
     }
 
@@ -399,7 +414,7 @@ mod tests {
         assert!(matches!(err, RuleError::TooLarge { .. }), "{err:?}");
         assert!(
             err.to_string().contains(
-                "is 104857600 bytes; at most 1048576 bytes are read (MAX_RULES_FILE_BYTES)"
+                "is 104857600 bytes; at most 262144 bytes are read (MAX_RULES_FILE_BYTES)"
             ),
             "{err}"
         );
