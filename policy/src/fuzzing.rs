@@ -8,8 +8,8 @@
 //! which is what the fuzzer looks for:
 //!
 //! - refused text gets between 1 and [`MAX_DIAGNOSTICS_PER_FILE`] + 1 diagnostics,
-//!   in line order, each on a line of the text (or 0 for the whole file), each with
-//!   a message;
+//!   in line order, each on a line of the text as YAML counts lines (LF, CRLF or a
+//!   bare CR; 0 for the whole file), each with a message;
 //! - accepted text compiles; compiling twice gives the same set and hash; every
 //!   rule's policy has metadata; a class is in allow-list mode exactly when one of
 //!   its rules allows.
@@ -48,8 +48,10 @@ fn check_diagnostics(text: &str, diagnostics: &[crate::Diagnostic]) {
         "{} diagnostics",
         diagnostics.len()
     );
-    // One past the last line: the parser may point at the end of the text.
-    let lines = text.lines().count() + 1;
+    // Lines as YAML counts them (a bare CR breaks a line too), plus one: the parser
+    // may point just past the end of the text.
+    let crlf = text.matches("\r\n").count();
+    let lines = text.matches('\n').count() + text.matches('\r').count() - crlf + 1;
     let listed = diagnostics.len().min(MAX_DIAGNOSTICS_PER_FILE);
     for pair in diagnostics[..listed].windows(2) {
         assert!(
