@@ -164,7 +164,7 @@ impl Cost {
     }
 }
 
-/// What one YAML stream may still spend (see [`crate::limits`]).
+/// What one YAML stream has spent so far, against [`crate::limits`].
 #[derive(Default)]
 struct Budget {
     nodes: usize,
