@@ -3,8 +3,8 @@
 # formatting, clippy, the committed BPF object's freshness, the Yocto layer (crates
 # list against Cargo.lock, oelint-adv), the static cross builds, the board configs,
 # unit tests, broker tests (real mosquitto), the VM suite (real Debian kernels under
-# QEMU) and a bounded fuzzing run of the decoder (before the tests, so cargo test's
-# summary closes the output).
+# QEMU) and bounded fuzzing runs of the decoder and of policy files, agent TOML and
+# bundles (before the tests, so cargo test's summary closes the output).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 scripts/install-deps.sh
@@ -24,6 +24,7 @@ for release in scarthgap walnascar; do
 done
 cross/build.sh
 decoder/fuzz/run.sh 60
+fuzz/run.sh 20
 cargo build --locked -p edgearmor
 scripts/check-board-configs.sh
 cargo test --workspace --locked

@@ -17,7 +17,8 @@ usage: edgearmor run [OPTIONS] [--deny-setgid PATH]... [--deny-setuid PATH]...
        edgearmor policy check FILE_OR_DIR...
        edgearmor unload [--config FILE]
        edgearmor keygen --out PREFIX
-       edgearmor bundle create --key KEY --version N [--targets A,B] --out FILE POLICY...
+       edgearmor bundle create --key KEY --version N [--scope fleet|node] [--targets A,B]
+                               --out FILE POLICY...
        edgearmor bundle verify --public-key FILE [--max-bytes N] BUNDLE
        edgearmor check [--kernel-config FILE]
        edgearmor version
@@ -35,7 +36,9 @@ usage: edgearmor run [OPTIONS] [--deny-setgid PATH]... [--deny-setuid PATH]...
                     first); `run` pins them so enforcement survives agent restarts
   keygen            an Ed25519 key pair for signing policy bundles (PREFIX.key, PREFIX.pub)
   bundle create     sign policy files into a bundle (each must pass policy check);
-                    targets: node names, cluster/node, `*` or a prefix like `gw-*`
+                    targets: node names, cluster/node, `*` or a prefix like `gw-*`;
+                    scope (signed): fleet (default) for <cluster>/policy, node for
+                    <cluster>/<node>/policy (needs --targets naming the nodes)
   bundle verify     check a bundle's signature and list what it holds
 
 options (override agent.toml; see README for every key):
@@ -72,6 +75,7 @@ pub enum Command {
     BundleCreate {
         key: PathBuf,
         version: u64,
+        scope: edgearmor_bundle::Scope,
         targets: Vec<String>,
         out: PathBuf,
         policies: Vec<PathBuf>,
@@ -352,6 +356,7 @@ struct FleetArgs {
     out: Option<PathBuf>,
     key: Option<PathBuf>,
     version: Option<u64>,
+    scope: edgearmor_bundle::Scope,
     targets: Vec<String>,
     public_keys: Vec<PathBuf>,
     max_bytes: usize,
@@ -364,6 +369,7 @@ impl FleetArgs {
             out: None,
             key: None,
             version: None,
+            scope: edgearmor_bundle::Scope::Fleet,
             targets: Vec::new(),
             public_keys: Vec::new(),
             max_bytes: FleetConfig::default().bundle_max_bytes,
@@ -378,12 +384,13 @@ impl FleetArgs {
                 }
                 other => return Err(other.unexpected().to_string()),
             };
-            const NAMES: [&str; 6] = [
+            const NAMES: [&str; 7] = [
                 "out",
                 "key",
                 "public-key",
                 "version",
                 "max-bytes",
+                "scope",
                 "targets",
             ];
             if !NAMES.contains(&name.as_str()) {
@@ -404,6 +411,11 @@ impl FleetArgs {
                 "public-key" => args.public_keys.push(PathBuf::from(value)),
                 "version" => args.version = Some(number(&value)?),
                 "max-bytes" => args.max_bytes = number(&value)? as usize,
+                "scope" => {
+                    args.scope = edgearmor_bundle::Scope::parse(&value).ok_or_else(|| {
+                        format!("--scope: `{value}` is neither `fleet` nor `node`")
+                    })?
+                }
                 "targets" => args.targets.extend(
                     value
                         .split(',')
@@ -425,6 +437,7 @@ impl FleetArgs {
                 .key
                 .ok_or("bundle create: give --key SECRET_KEY_FILE")?,
             version: self.version.ok_or("bundle create: give --version N")?,
+            scope: self.scope,
             targets: self.targets,
             out: self.out.ok_or("bundle create: give --out FILE")?,
             policies: self.files,
@@ -566,6 +579,7 @@ mod tests {
             Command::BundleCreate {
                 key: "k".into(),
                 version: 7,
+                scope: edgearmor_bundle::Scope::Fleet,
                 targets: vec!["gw-*".into(), "a/b".into()],
                 out: "v7.bundle".into(),
                 policies: vec!["p1.yaml".into(), "p2.yaml".into()],
@@ -581,5 +595,31 @@ mod tests {
                 .contains("exactly one bundle file")
         );
         assert!(parse_err(&["bundle", "sign"]).contains("unknown bundle command `sign`"));
+        let node = parse_ok(&[
+            "bundle",
+            "create",
+            "--key",
+            "k",
+            "--version",
+            "8",
+            "--scope",
+            "node",
+            "--targets",
+            "gw-1",
+            "--out",
+            "b",
+            "p.yaml",
+        ]);
+        assert!(matches!(
+            node.command,
+            Command::BundleCreate {
+                scope: edgearmor_bundle::Scope::Node,
+                ..
+            }
+        ));
+        assert!(
+            parse_err(&["bundle", "create", "--scope", "site"])
+                .contains("--scope: `site` is neither `fleet` nor `node`")
+        );
     }
 }

@@ -4,9 +4,12 @@
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
+use edgearmor_bundle::limits::MAX_BUNDLE_BYTES;
 use edgearmor_mqtt::{AgentTopics, ClientCertificate, TlsFiles};
 use edgearmor_policy::DefaultPostures;
 use serde::Deserialize;
+
+use crate::limits::{CappedReadError, MAX_CONFIG_FILE_BYTES, read_text_capped};
 
 pub const DEFAULT_CONFIG_PATH: &str = "/etc/edgearmor/agent.toml";
 
@@ -49,7 +52,7 @@ pub struct FleetConfig {
     /// Files with the fleet's Ed25519 public keys (`edgearmor keygen`); empty = no
     /// bundles are accepted.
     pub public_keys: Vec<PathBuf>,
-    /// Larger bundles are refused unread.
+    /// Larger bundles are refused unread; at most `MAX_BUNDLE_BYTES`.
     pub bundle_max_bytes: usize,
     /// Applied version (anti-rollback) and the unpacked bundle policies.
     pub state_dir: PathBuf,
@@ -261,6 +264,12 @@ pub enum ConfigError {
         path: PathBuf,
         source: std::io::Error,
     },
+    /// Larger than [`MAX_CONFIG_FILE_BYTES`]: refused unread.
+    #[error("config {}: {source}", path.display())]
+    TooLarge {
+        path: PathBuf,
+        source: CappedReadError,
+    },
     #[error("config {}: {}", path.display(), message.trim_end())]
     Parse { path: PathBuf, message: String },
     #[error("config: {key} = {value:?}: {reason}")]
@@ -277,11 +286,20 @@ pub enum ConfigError {
 
 impl AgentConfig {
     /// Reads `path`; a missing file at the default path means "all defaults".
+    /// Files larger than [`MAX_CONFIG_FILE_BYTES`] are refused unread.
     pub fn load(path: &Path, required: bool) -> Result<Self, ConfigError> {
-        match std::fs::read_to_string(path) {
+        match read_text_capped(path, MAX_CONFIG_FILE_BYTES, "MAX_CONFIG_FILE_BYTES") {
             Ok(text) => Self::parse(path, &text),
-            Err(e) if !required && e.kind() == std::io::ErrorKind::NotFound => Ok(Self::default()),
-            Err(source) => Err(ConfigError::Read {
+            Err(CappedReadError::Io(e))
+                if !required && e.kind() == std::io::ErrorKind::NotFound =>
+            {
+                Ok(Self::default())
+            }
+            Err(CappedReadError::Io(source)) => Err(ConfigError::Read {
+                path: path.to_owned(),
+                source,
+            }),
+            Err(source) => Err(ConfigError::TooLarge {
                 path: path.to_owned(),
                 source,
             }),
@@ -374,6 +392,13 @@ impl AgentConfig {
                 "password_file needs a username",
             );
         }
+        if self.fleet.bundle_max_bytes > MAX_BUNDLE_BYTES {
+            return invalid(
+                "fleet.bundle_max_bytes",
+                self.fleet.bundle_max_bytes.to_string(),
+                &format!("must be at most {MAX_BUNDLE_BYTES} (MAX_BUNDLE_BYTES)"),
+            );
+        }
         Ok(())
     }
 
@@ -390,6 +415,29 @@ impl AgentConfig {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn an_oversized_config_is_refused_unread_naming_the_limit() {
+        let dir = std::env::temp_dir().join(format!("edgearmor-config-big-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        std::fs::create_dir_all(&dir).expect("temp dir");
+        let path = dir.join("agent.toml");
+        // Valid TOML all the way, so only the size can refuse it.
+        let line = "# padding\n";
+        let lines = usize::try_from(MAX_CONFIG_FILE_BYTES).expect("fits") / line.len() + 1;
+        std::fs::write(&path, line.repeat(lines)).expect("write");
+        let err = AgentConfig::load(&path, false).expect_err("too large");
+        assert!(matches!(err, ConfigError::TooLarge { .. }), "{err:?}");
+        let message = err.to_string();
+        assert!(
+            message.contains("agent.toml") && message.contains("MAX_CONFIG_FILE_BYTES"),
+            "{message}"
+        );
+        // At the limit it loads.
+        std::fs::write(&path, line.repeat(lines - 1)).expect("write");
+        AgentConfig::load(&path, true).expect("at most the limit loads");
+        let _ = std::fs::remove_dir_all(&dir);
+    }
 
     #[test]
     fn empty_file_means_documented_defaults() {
@@ -507,6 +555,10 @@ mod tests {
             ),
             ("[mqtt]\nclient_cert = \"/c\"", "client_key go together"),
             ("[mqtt]\npassword_file = \"/p\"", "needs a username"),
+            (
+                "[fleet]\nbundle_max_bytes = 16777217",
+                "fleet.bundle_max_bytes = \"16777217\": must be at most 16777216 (MAX_BUNDLE_BYTES)",
+            ),
         ];
         for (text, want) in cases {
             let err = AgentConfig::parse(Path::new("a.toml"), text)

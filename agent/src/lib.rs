@@ -13,14 +13,17 @@
 //!   reloads and signed fleet bundles;
 //! - [`commands`]: one module per `edgearmor` subcommand; [`commands::run`] is the
 //!   running agent; [`cli`] parses the command line, [`config`] reads `agent.toml`,
-//!   [`status`] is the retained birth / last-will message.
+//!   [`status`] is the retained birth / last-will message; [`limits`] bounds the
+//!   agent's own input files.
 
 pub mod cli;
 pub mod commands;
 pub mod config;
 pub mod control;
 pub mod events;
+pub mod fuzzing;
 pub mod host;
 pub mod kernel;
+pub mod limits;
 pub mod sinks;
 pub mod status;

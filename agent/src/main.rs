@@ -40,10 +40,11 @@ fn main() -> ExitCode {
         Command::BundleCreate {
             key,
             version,
+            scope,
             targets,
             out,
             policies,
-        } => bundle::create(&key, version, &targets, &out, &policies),
+        } => bundle::create(&key, version, scope, &targets, &out, &policies),
         Command::BundleVerify {
             public_keys,
             max_bytes,

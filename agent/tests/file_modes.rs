@@ -6,11 +6,11 @@
 use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
 
-use edgearmor::control::fleet::{BundleScope, FleetPolicy, FleetSettings};
+use edgearmor::control::fleet::{FleetPolicy, FleetSettings};
 use edgearmor::control::reload::apply_bundle;
 use edgearmor::events::pipeline::LossLedger;
 use edgearmor::sinks::offline::{BatchKey, OfflineBuffer, PendingBatch, Spool};
-use edgearmor_bundle::{SigningKey, create};
+use edgearmor_bundle::{BundleBody, BundleFile, Scope, SigningKey, create};
 
 const POLICY: &str = "apiVersion: security.kubearmor.com/v1\nkind: KubeArmorHostPolicy\nmetadata:\n  name: block-ls\nspec:\n  nodeSelector:\n    matchLabels:\n      kubearmor.io/hostname: \"*\"\n  process:\n    matchPaths:\n      - path: /usr/bin/ls\n  action: Block\n";
 
@@ -62,15 +62,18 @@ fn write_everything(root: &Path) {
     };
     let mut fleet = FleetPolicy::new(settings, "site", "gw").expect("state");
     for version in [1, 2] {
-        let bytes = create(
-            &key,
+        let body = BundleBody {
             version,
-            &[],
-            &[("p.yaml".into(), POLICY.as_bytes().to_vec())],
-            0,
-        );
-        let report =
-            apply_bundle(&mut fleet, BundleScope::Fleet, &bytes, || Ok(())).expect("a report");
+            created_unix: 0,
+            targets: Vec::new(),
+            files: vec![BundleFile {
+                name: "p.yaml".into(),
+                contents: POLICY.as_bytes().to_vec(),
+            }],
+            scope: Scope::Fleet,
+        };
+        let bytes = create(&key, &body).expect("a valid bundle");
+        let report = apply_bundle(&mut fleet, Scope::Fleet, &bytes, || Ok(())).expect("a report");
         assert!(report.applied, "{report:?}");
     }
 }

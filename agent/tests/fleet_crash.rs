@@ -14,10 +14,12 @@
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
-use edgearmor::control::fleet::{BundleScope, FleetPolicy, FleetSettings};
+use edgearmor::control::fleet::{FleetPolicy, FleetSettings};
 use edgearmor::control::policy_source::PolicySource;
 use edgearmor::control::reload::apply_bundle;
-use edgearmor_bundle::{SigningKey, create, differences, fault, verify};
+use edgearmor_bundle::{
+    BundleBody, BundleFile, Scope, SigningKey, create, differences, fault, verify,
+};
 use edgearmor_policy::{DefaultPosture, DefaultPostures};
 use edgearmor_vm::broker::{Broker, Subscriber, free_port, wait_for};
 use edgearmor_vm::process::WatchedProcess;
@@ -35,13 +37,17 @@ fn signed_bundle(key: &SigningKey, version: u64, name: &str) -> Vec<u8> {
     let policy = format!(
         "apiVersion: security.kubearmor.com/v1\nkind: KubeArmorHostPolicy\nmetadata:\n  name: {name}\nspec:\n  nodeSelector:\n    matchLabels:\n      kubearmor.io/hostname: \"*\"\n  process:\n    matchPaths:\n      - path: /usr/bin/{name}\n  action: Block\n"
     );
-    create(
-        key,
+    let body = BundleBody {
         version,
-        &[],
-        &[(format!("{name}.yaml"), policy.into_bytes())],
-        1,
-    )
+        created_unix: 1,
+        targets: Vec::new(),
+        files: vec![BundleFile {
+            name: format!("{name}.yaml"),
+            contents: policy.into_bytes(),
+        }],
+        scope: Scope::Fleet,
+    };
+    create(key, &body).expect("a valid bundle")
 }
 
 fn settings(state_dir: &Path) -> FleetSettings {
@@ -81,7 +87,7 @@ fn deliver(
     payload: &[u8],
 ) -> Option<edgearmor::control::fleet::BundleReport> {
     let dir = fleet.policy_dir();
-    apply_bundle(fleet, BundleScope::Fleet, payload, || {
+    apply_bundle(fleet, Scope::Fleet, payload, || {
         let mut source = PolicySource::new(
             vec![dir.clone()],
             NODE.into(),
@@ -388,20 +394,15 @@ fn the_real_agent_restores_the_policy_directory_after_a_crash_mid_unpack() {
         .expect("key");
         let mut fleet = FleetPolicy::new(settings, "default", "gw-crash").expect("state");
         let dir = fleet.policy_dir();
-        let report = apply_bundle(
-            &mut fleet,
-            BundleScope::Fleet,
-            &signed(1, "v1-block-ls"),
-            || {
-                PolicySource::new(
-                    vec![dir.clone()],
-                    "gw-crash".into(),
-                    DefaultPostures::uniform(DefaultPosture::Audit),
-                )
-                .load()
-                .map(|_| ())
-            },
-        )
+        let report = apply_bundle(&mut fleet, Scope::Fleet, &signed(1, "v1-block-ls"), || {
+            PolicySource::new(
+                vec![dir.clone()],
+                "gw-crash".into(),
+                DefaultPostures::uniform(DefaultPosture::Audit),
+            )
+            .load()
+            .map(|_| ())
+        })
         .expect("a report");
         assert!(report.applied, "{report:?}");
     }

@@ -18,14 +18,45 @@ pub enum BundleError {
         /// The caller's limit in bytes.
         limit: usize,
     },
-    /// The bytes do not start with [`MAGIC`](crate::MAGIC).
+    /// The bytes do not start with `EABNDL<digit>\n` (see [`MAGIC`](crate::MAGIC)).
     #[error(
-        "not an edgearmor bundle: starts with \"{}\", expected \"EABNDL1\\n\"",
+        "not an edgearmor bundle: starts with \"{}\", expected \"EABNDL2\\n\"",
         prefix.escape_ascii()
     )]
     NotABundle {
         /// The first (up to 8) bytes found instead.
         prefix: Vec<u8>,
+    },
+    /// A bundle of a format this edgearmor cannot read (a newer one, or garbage
+    /// with a bundle's magic); nothing after the magic was read.
+    #[error(
+        "bundle format version {found} unsupported (this edgearmor writes version {supported} and reads 1 and {supported}): re-sign it with this edgearmor's `bundle create`"
+    )]
+    UnsupportedFormat {
+        /// The format version in the magic.
+        found: u8,
+        /// The format [`create`](crate::create) writes.
+        supported: u8,
+    },
+    /// A length or count in the body is above its cap in [`crate::limits`].
+    #[error("bundle {what}: {found} exceeds the limit of {limit} ({limit_name})")]
+    LimitExceeded {
+        /// What was counted, e.g. `"files"` or `"a file name"`.
+        what: &'static str,
+        /// The length or count found.
+        found: u64,
+        /// The cap.
+        limit: usize,
+        /// The cap's name in [`crate::limits`].
+        limit_name: &'static str,
+    },
+    /// A node-scoped bundle for every node (no targets, or `*`).
+    #[error(
+        "a node-scoped bundle must name the nodes it is for; targets {targets:?} select every node (use --scope fleet for that)"
+    )]
+    NodeScopeWithoutTargets {
+        /// The targets found.
+        targets: Vec<String>,
     },
     /// [`verify`](crate::verify) was given no key to check the signature against.
     #[error("no trusted public key to verify the bundle with")]

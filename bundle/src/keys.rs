@@ -73,8 +73,10 @@ impl SigningKey {
         SecretKeyText(text)
     }
 
-    /// The 64-byte Ed25519 signature of `message`.
-    pub(crate) fn sign(&self, message: &[u8]) -> [u8; 64] {
+    /// The 64-byte Ed25519 signature of `message` (a bundle is its magic and body
+    /// followed by this signature of them; tests use it to make bundles of other
+    /// formats).
+    pub fn sign(&self, message: &[u8]) -> [u8; 64] {
         use ed25519_dalek::Signer;
         self.0.sign(message).to_bytes()
     }

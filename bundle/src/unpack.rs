@@ -187,7 +187,7 @@ fn remove_any(path: &Path) -> io::Result<()> {
 mod tests {
     use super::*;
     use crate::test_dir::TestDir;
-    use crate::{SigningKey, create, verify};
+    use crate::{SigningKey, verify};
 
     /// Lists the names in `dir`, sorted (for tests and diagnostics).
     fn list(dir: &Path) -> Vec<String> {
@@ -205,7 +205,7 @@ mod tests {
             .iter()
             .map(|(n, c)| ((*n).to_owned(), c.as_bytes().to_vec()))
             .collect();
-        let bytes = create(&key, 1, &[], &files, 0);
+        let bytes = crate::format::sign_unchecked(&key, 1, crate::Scope::Fleet, &[], &files, 0);
         verify(&bytes, &[key.verifying_key()], 1 << 20).expect("verifies")
     }
 

@@ -152,12 +152,43 @@ pub enum PolicyError {
     Unreadable { reason: String },
     #[error("the file is not valid UTF-8")]
     NotUtf8,
-    #[error("the file is {bytes} bytes; policy files may be at most {limit} bytes")]
-    FileTooLarge { bytes: u64, limit: u64 },
+    /// `bytes`: the size on disk, or `None` when only reading found it too large
+    /// (a file that is not a regular file, or grew while being read).
+    #[error(
+        "the file is {}; policy files may be at most {limit} bytes (MAX_POLICY_FILE_BYTES)",
+        match bytes { Some(b) => format!("{b} bytes"), None => format!("larger than {limit} bytes") }
+    )]
+    FileTooLarge { bytes: Option<u64>, limit: u64 },
     #[error("YAML syntax error: {problem}")]
     YamlSyntax { problem: String },
-    #[error("YAML nested deeper than {limit} levels")]
+    #[error(
+        "YAML nested deeper than {limit} levels (MAX_NESTING_DEPTH; an alias nests its \
+         anchor's whole depth)"
+    )]
     NestingTooDeep { limit: usize },
+    #[error(
+        "the file expands to more than {limit} YAML nodes (MAX_YAML_NODES; each alias counts \
+         as a copy of its anchor)"
+    )]
+    TooManyNodes { limit: usize },
+    #[error(
+        "the file expands to more than {limit} bytes of YAML text (MAX_YAML_SCALAR_BYTES; \
+         each alias counts as a copy of its anchor)"
+    )]
+    TooMuchText { limit: usize },
+    #[error(
+        "the YAML parser had to read more than {limit} bytes past this point without \
+         completing a node (MAX_YAML_LOOKAHEAD_BYTES): a flow collection ([...] or {{...}}), \
+         scalar or comment that long is refused; write long lists in block style"
+    )]
+    LookaheadTooLong { limit: usize },
+    #[error("a mapping with more than {limit} keys (MAX_MAPPING_KEYS)")]
+    TooManyKeys { limit: usize },
+    #[error(
+        "{more} more problem(s) in this file not shown: at most {limit} are reported per file \
+         (MAX_DIAGNOSTICS_PER_FILE)"
+    )]
+    MoreProblems { more: usize, limit: usize },
     #[error("the file holds no KubeArmorHostPolicy document")]
     NoPolicyDocument,
 

@@ -15,6 +15,8 @@
 //! - [`compile()`]: resolves metadata (innermost wins), interns it into a policy
 //!   table, flattens rules per class, detects allow-list mode, hashes the result.
 //! - [`Glob`]: the pattern matcher for `matchPatterns` (semantics in [`glob`]).
+//! - [`limits`]: every bound on the work one policy file can cause (size, depth,
+//!   nodes with aliases expanded, keys, diagnostics), each refusal a diagnostic.
 //!
 //! ```
 //! use std::path::Path;
@@ -45,7 +47,9 @@
 
 pub mod compile;
 pub mod diagnostic;
+pub mod fuzzing;
 pub mod glob;
+pub mod limits;
 pub mod loader;
 pub mod model;
 pub mod path_rules;

@@ -13,13 +13,11 @@ use std::io::{self, Read};
 use std::path::{Path, PathBuf};
 
 use crate::diagnostic::{Diagnostic, PolicyError};
+use crate::limits::MAX_DIAGNOSTICS_PER_FILE;
+pub use crate::limits::MAX_POLICY_FILE_BYTES;
 use crate::model::{HostPolicy, HostSelector};
 use crate::schema::parse_policy_document;
 use crate::yaml_tree::{NodeValue, YamlTreeError, parse_documents};
-
-/// Larger files are refused before parsing: a policy set for a gateway is a few
-/// KiB, and the agent must not be made to buffer arbitrary amounts of YAML.
-pub const MAX_POLICY_FILE_BYTES: u64 = 4 * 1024 * 1024;
 
 /// The outcome of loading a set of policy files for one host.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
@@ -75,27 +73,21 @@ pub struct RejectedFile {
     pub diagnostics: Vec<Diagnostic>,
 }
 
-/// Checks the text of one policy file: all its policies, or all its problems.
+/// Checks the text of one policy file: all its policies, or its problems (at most
+/// [`MAX_DIAGNOSTICS_PER_FILE`], then one saying how many more). Text longer than
+/// [`MAX_POLICY_FILE_BYTES`] is refused unparsed, wherever it came from.
 pub fn parse_policy_text(file: &Path, text: &str) -> Result<Vec<HostPolicy>, Vec<Diagnostic>> {
-    let documents = match parse_documents(text) {
-        Ok(documents) => documents,
-        Err(YamlTreeError::Syntax { position, problem }) => {
-            return Err(vec![Diagnostic::at(
-                file,
-                position,
-                "",
-                PolicyError::YamlSyntax { problem },
-            )]);
-        }
-        Err(YamlTreeError::TooDeep { position, limit }) => {
-            return Err(vec![Diagnostic::at(
-                file,
-                position,
-                "",
-                PolicyError::NestingTooDeep { limit },
-            )]);
-        }
-    };
+    let length = u64::try_from(text.len()).unwrap_or(u64::MAX);
+    if length > MAX_POLICY_FILE_BYTES {
+        return Err(vec![Diagnostic::whole_file(
+            file,
+            PolicyError::FileTooLarge {
+                bytes: Some(length),
+                limit: MAX_POLICY_FILE_BYTES,
+            },
+        )]);
+    }
+    let documents = parse_documents(text).map_err(|e| vec![tree_diagnostic(file, e)])?;
     let mut policies = Vec::new();
     let mut diagnostics = Vec::new();
     // Empty documents (a stray `---`, a file of comments) are not policies.
@@ -115,8 +107,44 @@ pub fn parse_policy_text(file: &Path, text: &str) -> Result<Vec<HostPolicy>, Vec
         Ok(policies)
     } else {
         diagnostics.sort_by_key(|d| (d.line, d.column));
+        if diagnostics.len() > MAX_DIAGNOSTICS_PER_FILE {
+            let more = diagnostics.len() - MAX_DIAGNOSTICS_PER_FILE;
+            diagnostics.truncate(MAX_DIAGNOSTICS_PER_FILE);
+            diagnostics.push(Diagnostic::whole_file(
+                file,
+                PolicyError::MoreProblems {
+                    more,
+                    limit: MAX_DIAGNOSTICS_PER_FILE,
+                },
+            ));
+        }
         Err(diagnostics)
     }
+}
+
+/// A YAML-level refusal as a diagnostic at its line.
+fn tree_diagnostic(file: &Path, error: YamlTreeError) -> Diagnostic {
+    let (position, error) = match error {
+        YamlTreeError::Syntax { position, problem } => {
+            (position, PolicyError::YamlSyntax { problem })
+        }
+        YamlTreeError::TooDeep { position, limit } => {
+            (position, PolicyError::NestingTooDeep { limit })
+        }
+        YamlTreeError::TooManyNodes { position, limit } => {
+            (position, PolicyError::TooManyNodes { limit })
+        }
+        YamlTreeError::TooMuchText { position, limit } => {
+            (position, PolicyError::TooMuchText { limit })
+        }
+        YamlTreeError::TooManyKeys { position, limit } => {
+            (position, PolicyError::TooManyKeys { limit })
+        }
+        YamlTreeError::LookaheadTooLong { position, limit } => {
+            (position, PolicyError::LookaheadTooLong { limit })
+        }
+    };
+    Diagnostic::at(file, position, "", error)
 }
 
 /// Reads and checks one policy file.
@@ -126,13 +154,25 @@ pub fn read_policy_file(file: &Path) -> Result<Vec<HostPolicy>, Vec<Diagnostic>>
     parse_policy_text(file, &text)
 }
 
+/// The file's text, refused unread when its size on disk exceeds
+/// [`MAX_POLICY_FILE_BYTES`], and never reading more than one byte past it (a file
+/// that is not regular, or grows meanwhile).
 fn read_bounded_utf8(file: &Path) -> Result<String, PolicyError> {
     let unreadable = |e: io::Error| PolicyError::Unreadable {
         reason: e.to_string(),
     };
-    let mut bytes = Vec::new();
-    File::open(file)
-        .map_err(unreadable)?
+    let opened = File::open(file).map_err(unreadable)?;
+    let metadata = opened.metadata().map_err(unreadable)?;
+    if metadata.is_file() && metadata.len() > MAX_POLICY_FILE_BYTES {
+        return Err(PolicyError::FileTooLarge {
+            bytes: Some(metadata.len()),
+            limit: MAX_POLICY_FILE_BYTES,
+        });
+    }
+    // Sized from the stat so reading does not grow (and double) the buffer.
+    let expected = usize::try_from(metadata.len()).unwrap_or(0);
+    let mut bytes = Vec::with_capacity(expected.saturating_add(1));
+    opened
         // One byte past the limit tells "too large" from "exactly at the limit".
         .take(MAX_POLICY_FILE_BYTES + 1)
         .read_to_end(&mut bytes)
@@ -140,7 +180,7 @@ fn read_bounded_utf8(file: &Path) -> Result<String, PolicyError> {
     let length = u64::try_from(bytes.len()).unwrap_or(u64::MAX);
     if length > MAX_POLICY_FILE_BYTES {
         return Err(PolicyError::FileTooLarge {
-            bytes: length,
+            bytes: None,
             limit: MAX_POLICY_FILE_BYTES,
         });
     }

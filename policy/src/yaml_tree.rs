@@ -8,14 +8,23 @@
 //! their keys in order *with duplicates* (so the schema layer can report them with
 //! their YAML path), aliases are expanded, and explicit tags are kept so the
 //! schema layer can refuse them.
+//!
+//! Building is budgeted ([`crate::limits`]): nesting depth, nodes, scalar bytes and
+//! keys per mapping, aliases counted as the copies they expand to. Each cost is
+//! checked before the node is built or copied, so hostile input is refused after
+//! bounded work, at the line where the budget ran out.
 
+use std::cell::Cell;
 use std::collections::HashMap;
+use std::rc::Rc;
+use std::str::Chars;
 
 use saphyr_parser::{Event, Parser, ScalarStyle, ScanError, Span};
 
-/// Nesting beyond this is refused: nothing in a policy is deeper than ~8 levels,
-/// and a bound keeps hostile input from exhausting the stack when a tree is dropped.
-pub const MAX_NESTING_DEPTH: usize = 64;
+pub use crate::limits::MAX_NESTING_DEPTH;
+use crate::limits::{
+    MAX_MAPPING_KEYS, MAX_YAML_LOOKAHEAD_BYTES, MAX_YAML_NODES, MAX_YAML_SCALAR_BYTES,
+};
 
 /// A place in the source text, both numbers 1-based (as editors show them).
 #[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Default)]
@@ -76,8 +85,37 @@ impl Node {
 /// The YAML text could not be parsed.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum YamlTreeError {
-    Syntax { position: Position, problem: String },
-    TooDeep { position: Position, limit: usize },
+    Syntax {
+        position: Position,
+        problem: String,
+    },
+    /// Collections nested deeper than [`MAX_NESTING_DEPTH`] (an alias counts with
+    /// its anchor's depth).
+    TooDeep {
+        position: Position,
+        limit: usize,
+    },
+    /// More than [`MAX_YAML_NODES`] nodes, aliases expanded.
+    TooManyNodes {
+        position: Position,
+        limit: usize,
+    },
+    /// More than [`MAX_YAML_SCALAR_BYTES`] of scalar text, aliases expanded.
+    TooMuchText {
+        position: Position,
+        limit: usize,
+    },
+    /// A mapping with more than [`MAX_MAPPING_KEYS`] keys.
+    TooManyKeys {
+        position: Position,
+        limit: usize,
+    },
+    /// The parser read more than [`MAX_YAML_LOOKAHEAD_BYTES`] past the last event
+    /// it produced; `position` is where that event was.
+    LookaheadTooLong {
+        position: Position,
+        limit: usize,
+    },
 }
 
 impl YamlTreeError {
@@ -93,13 +131,110 @@ impl YamlTreeError {
     }
 }
 
-/// A collection being built: its items so far and where it started.
+/// What a node cost to build: the budget a copy of it (an alias) would use again.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+struct Cost {
+    nodes: usize,
+    bytes: usize,
+    /// Collections nested in the node, itself included: 0 for a scalar.
+    height: usize,
+}
+
+impl Cost {
+    fn scalar(text_bytes: usize, tag: Option<&str>) -> Self {
+        Cost {
+            nodes: 1,
+            bytes: text_bytes.saturating_add(tag.map_or(0, str::len)),
+            height: 0,
+        }
+    }
+
+    fn collection(tag: Option<&str>) -> Self {
+        Cost {
+            nodes: 1,
+            bytes: tag.map_or(0, str::len),
+            height: 1,
+        }
+    }
+
+    fn add_child(&mut self, child: Cost) {
+        self.nodes = self.nodes.saturating_add(child.nodes);
+        self.bytes = self.bytes.saturating_add(child.bytes);
+        self.height = self.height.max(child.height.saturating_add(1));
+    }
+}
+
+/// What one YAML stream has spent so far, against [`crate::limits`].
+#[derive(Default)]
+struct Budget {
+    nodes: usize,
+    bytes: usize,
+}
+
+impl Budget {
+    /// Takes `cost` from the budget, or refuses (the budget unchanged) when it would
+    /// exceed a limit. Called before the node is built or copied.
+    fn charge(&mut self, cost: Cost, position: Position) -> Result<(), YamlTreeError> {
+        let nodes = self.nodes.saturating_add(cost.nodes);
+        if nodes > MAX_YAML_NODES {
+            return Err(YamlTreeError::TooManyNodes {
+                position,
+                limit: MAX_YAML_NODES,
+            });
+        }
+        let bytes = self.bytes.saturating_add(cost.bytes);
+        if bytes > MAX_YAML_SCALAR_BYTES {
+            return Err(YamlTreeError::TooMuchText {
+                position,
+                limit: MAX_YAML_SCALAR_BYTES,
+            });
+        }
+        self.nodes = nodes;
+        self.bytes = bytes;
+        Ok(())
+    }
+}
+
+/// The text as the parser reads it, metered: after [`MAX_YAML_LOOKAHEAD_BYTES`]
+/// read without an event being produced, it ends (and says so in `cut`).
+///
+/// The YAML parser queues every token of a flow collection (`[...]`, `{...}`)
+/// that starts outside any other flow collection until it ends, because the whole
+/// collection might turn out to be a mapping key; that queue is ~90 times the size
+/// of the text. Metering what the parser reads ahead bounds it.
+struct MeteredText<'t> {
+    chars: Chars<'t>,
+    /// Bytes read since the parser last produced an event.
+    ahead: Rc<Cell<usize>>,
+    cut: Rc<Cell<bool>>,
+}
+
+impl Iterator for MeteredText<'_> {
+    type Item = char;
+
+    fn next(&mut self) -> Option<char> {
+        if self.cut.get() {
+            return None;
+        }
+        let c = self.chars.next()?;
+        let ahead = self.ahead.get().saturating_add(c.len_utf8());
+        if ahead > MAX_YAML_LOOKAHEAD_BYTES {
+            self.cut.set(true);
+            return None;
+        }
+        self.ahead.set(ahead);
+        Some(c)
+    }
+}
+
+/// A collection being built: its items so far, where it started, what it cost.
 enum OpenCollection {
     Sequence {
         items: Vec<Node>,
         position: Position,
         anchor_id: usize,
         tag: Option<String>,
+        cost: Cost,
     },
     Mapping {
         entries: Vec<(Node, Node)>,
@@ -107,21 +242,49 @@ enum OpenCollection {
         position: Position,
         anchor_id: usize,
         tag: Option<String>,
+        cost: Cost,
     },
+}
+
+impl OpenCollection {
+    fn cost_mut(&mut self) -> &mut Cost {
+        match self {
+            OpenCollection::Sequence { cost, .. } | OpenCollection::Mapping { cost, .. } => cost,
+        }
+    }
 }
 
 /// Parses every document of a YAML stream. Empty documents (`---` followed by
 /// nothing, or a file of comments) come back as `Null` nodes.
 pub fn parse_documents(text: &str) -> Result<Vec<Node>, YamlTreeError> {
-    let mut parser = Parser::new_from_str(text);
+    let ahead = Rc::new(Cell::new(0));
+    let cut = Rc::new(Cell::new(false));
+    let mut parser = Parser::new_from_iter(MeteredText {
+        chars: text.chars(),
+        ahead: Rc::clone(&ahead),
+        cut: Rc::clone(&cut),
+    });
+    // Where the last event was: a cut input is reported there.
+    let mut last_position = Position { line: 1, column: 1 };
+    let lookahead_error = |position| YamlTreeError::LookaheadTooLong {
+        position,
+        limit: MAX_YAML_LOOKAHEAD_BYTES,
+    };
     let mut documents = Vec::new();
     let mut open: Vec<OpenCollection> = Vec::new();
     // Anchor ids are unique per stream; a later definition replaces an earlier one.
-    let mut anchors: HashMap<usize, Node> = HashMap::new();
+    let mut anchors: HashMap<usize, (Node, Cost)> = HashMap::new();
+    let mut budget = Budget::default();
 
     while let Some(next) = parser.next_event() {
+        // Whatever the parser made of a cut input, the input was not the file.
+        if cut.get() {
+            return Err(lookahead_error(last_position));
+        }
         let (event, span) = next.map_err(|e| YamlTreeError::from_scan(&e))?;
+        ahead.set(0);
         let position = Position::of_span(&span);
+        last_position = position;
         let completed = match event {
             Event::Nothing
             | Event::StreamStart
@@ -129,7 +292,17 @@ pub fn parse_documents(text: &str) -> Result<Vec<Node>, YamlTreeError> {
             | Event::DocumentStart(_)
             | Event::DocumentEnd => None,
             Event::Alias(anchor_id) => match anchors.get(&anchor_id) {
-                Some(node) => Some((node.clone(), 0)),
+                Some((node, cost)) => {
+                    // The copy's whole cost, checked before anything is copied.
+                    if open.len().saturating_add(cost.height) > MAX_NESTING_DEPTH {
+                        return Err(YamlTreeError::TooDeep {
+                            position,
+                            limit: MAX_NESTING_DEPTH,
+                        });
+                    }
+                    budget.charge(*cost, position)?;
+                    Some((node.clone(), 0, *cost, position))
+                }
                 // The parser itself rejects unknown aliases; this is belt and braces.
                 None => {
                     return Err(YamlTreeError::Syntax {
@@ -140,6 +313,8 @@ pub fn parse_documents(text: &str) -> Result<Vec<Node>, YamlTreeError> {
             },
             Event::Scalar(text, style, anchor_id, tag) => {
                 let tag = tag.map(|t| format!("{}{}", t.handle, t.suffix));
+                let cost = Cost::scalar(text.len(), tag.as_deref());
+                budget.charge(cost, position)?;
                 let value = if style == ScalarStyle::Plain && tag.is_none() {
                     resolve_plain_scalar(&text)
                 } else {
@@ -152,26 +327,36 @@ pub fn parse_documents(text: &str) -> Result<Vec<Node>, YamlTreeError> {
                         tag,
                     },
                     anchor_id,
+                    cost,
+                    position,
                 ))
             }
             Event::SequenceStart(anchor_id, tag) => {
                 check_depth(&open, position)?;
+                let tag = tag.map(|t| format!("{}{}", t.handle, t.suffix));
+                let cost = Cost::collection(tag.as_deref());
+                budget.charge(cost, position)?;
                 open.push(OpenCollection::Sequence {
                     items: Vec::new(),
                     position,
                     anchor_id,
-                    tag: tag.map(|t| format!("{}{}", t.handle, t.suffix)),
+                    tag,
+                    cost,
                 });
                 None
             }
             Event::MappingStart(anchor_id, tag) => {
                 check_depth(&open, position)?;
+                let tag = tag.map(|t| format!("{}{}", t.handle, t.suffix));
+                let cost = Cost::collection(tag.as_deref());
+                budget.charge(cost, position)?;
                 open.push(OpenCollection::Mapping {
                     entries: Vec::new(),
                     pending_key: None,
                     position,
                     anchor_id,
-                    tag: tag.map(|t| format!("{}{}", t.handle, t.suffix)),
+                    tag,
+                    cost,
                 });
                 None
             }
@@ -181,6 +366,7 @@ pub fn parse_documents(text: &str) -> Result<Vec<Node>, YamlTreeError> {
                     position,
                     anchor_id,
                     tag,
+                    cost,
                 }) => Some((
                     Node {
                         value: NodeValue::Sequence(items),
@@ -188,12 +374,15 @@ pub fn parse_documents(text: &str) -> Result<Vec<Node>, YamlTreeError> {
                         tag,
                     },
                     anchor_id,
+                    cost,
+                    position,
                 )),
                 Some(OpenCollection::Mapping {
                     entries,
                     position,
                     anchor_id,
                     tag,
+                    cost,
                     ..
                 }) => Some((
                     Node {
@@ -202,6 +391,8 @@ pub fn parse_documents(text: &str) -> Result<Vec<Node>, YamlTreeError> {
                         tag,
                     },
                     anchor_id,
+                    cost,
+                    position,
                 )),
                 None => {
                     return Err(YamlTreeError::Syntax {
@@ -212,21 +403,36 @@ pub fn parse_documents(text: &str) -> Result<Vec<Node>, YamlTreeError> {
             },
         };
 
-        let Some((node, anchor_id)) = completed else {
+        // `at`: where the node was written (for an alias, the alias itself).
+        let Some((node, anchor_id, cost, at)) = completed else {
             continue;
         };
         if anchor_id != 0 {
-            anchors.insert(anchor_id, node.clone());
+            // The copy kept for later aliases costs as much as the node.
+            budget.charge(cost, at)?;
+            anchors.insert(anchor_id, (node.clone(), cost));
         }
-        match open.last_mut() {
-            None => documents.push(node),
-            Some(OpenCollection::Sequence { items, .. }) => items.push(node),
-            Some(OpenCollection::Mapping {
+        let Some(parent) = open.last_mut() else {
+            documents.push(node);
+            continue;
+        };
+        parent.cost_mut().add_child(cost);
+        match parent {
+            OpenCollection::Sequence { items, .. } => items.push(node),
+            OpenCollection::Mapping {
                 entries,
                 pending_key,
                 ..
-            }) => match pending_key.take() {
-                None => *pending_key = Some(node),
+            } => match pending_key.take() {
+                None => {
+                    if entries.len() >= MAX_MAPPING_KEYS {
+                        return Err(YamlTreeError::TooManyKeys {
+                            position: at,
+                            limit: MAX_MAPPING_KEYS,
+                        });
+                    }
+                    *pending_key = Some(node);
+                }
                 Some(key) => {
                     let mut value = node;
                     let is_collection =
@@ -238,6 +444,9 @@ pub fn parse_documents(text: &str) -> Result<Vec<Node>, YamlTreeError> {
                 }
             },
         }
+    }
+    if cut.get() {
+        return Err(lookahead_error(last_position));
     }
     Ok(documents)
 }

@@ -2,8 +2,12 @@
 //! These run off the gateways (the secret key never goes there); the agent's side of
 //! bundles is [`crate::control::fleet`].
 
+use std::io::Read;
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
+
+use edgearmor_bundle::limits::{MAX_BUNDLE_BYTES, MAX_BUNDLE_FILE_BYTES};
+use edgearmor_bundle::{BundleBody, BundleFile, Scope};
 
 use crate::events::pipeline::unix_micros;
 
@@ -41,10 +45,12 @@ pub fn keygen(prefix: &Path) -> ExitCode {
 }
 
 /// `bundle create`: signs the policy files (each must pass `policy check`, as agents
-/// refuse a bundle with a bad file) into one bundle.
+/// refuse a bundle with a bad file) into one bundle of `scope`, which is signed with
+/// them (agents apply it only from that scope's topic).
 pub fn create(
     key: &Path,
     version: u64,
+    scope: Scope,
     targets: &[String],
     out: &Path,
     policies: &[PathBuf],
@@ -69,21 +75,32 @@ pub fn create(
         Ok(files) => files,
         Err(e) => return fail(e),
     };
-    let bytes = edgearmor_bundle::create(&key, version, targets, &files, unix_micros() / 1_000_000);
+    let file_count = files.len();
+    let body = BundleBody {
+        version,
+        created_unix: unix_micros() / 1_000_000,
+        targets: targets.to_vec(),
+        files,
+        scope,
+    };
+    let bytes = match edgearmor_bundle::create(&key, &body) {
+        Ok(bytes) => bytes,
+        Err(e) => return fail(e.to_string()),
+    };
     if let Err(e) = std::fs::write(out, &bytes) {
         return fail(format!("{}: {e}", out.display()));
     }
     println!(
-        "bundle {} version {version}, {} file(s), {} bytes",
+        "bundle {} version {version}, scope {scope}, {file_count} file(s), {} bytes",
         out.display(),
-        files.len(),
         bytes.len()
     );
     ExitCode::SUCCESS
 }
 
-/// Each file's name (as it will be unpacked on the gateway) and contents.
-fn read_policy_files(policies: &[PathBuf]) -> Result<Vec<(String, Vec<u8>)>, String> {
+/// Each file's name (as it will be unpacked on the gateway) and contents, read up
+/// to one byte past what a bundle file may hold (`create` refuses more).
+fn read_policy_files(policies: &[PathBuf]) -> Result<Vec<BundleFile>, String> {
     let mut files = Vec::new();
     for path in policies {
         let name = path
@@ -91,10 +108,19 @@ fn read_policy_files(policies: &[PathBuf]) -> Result<Vec<(String, Vec<u8>)>, Str
             .map(|n| n.to_string_lossy().into_owned())
             .unwrap_or_default();
         edgearmor_bundle::check_file_name(&name).map_err(|e| format!("{}: {e}", path.display()))?;
-        let bytes = std::fs::read(path).map_err(|e| format!("{}: {e}", path.display()))?;
-        files.push((name, bytes));
+        let contents = read_capped(path, MAX_BUNDLE_FILE_BYTES)?;
+        files.push(BundleFile { name, contents });
     }
     Ok(files)
+}
+
+/// At most `limit + 1` bytes of `path`: enough to tell a file over the limit.
+fn read_capped(path: &Path, limit: usize) -> Result<Vec<u8>, String> {
+    let mut bytes = Vec::new();
+    std::fs::File::open(path)
+        .and_then(|f| f.take(limit as u64 + 1).read_to_end(&mut bytes))
+        .map_err(|e| format!("{}: {e}", path.display()))?;
+    Ok(bytes)
 }
 
 /// `bundle verify`: checks the signature against the given public keys and lists
@@ -111,15 +137,25 @@ pub fn verify(public_keys: &[PathBuf], max_bytes: usize, bundle: &Path) -> ExitC
             Err(e) => return fail(format!("{}: {e}", path.display())),
         }
     }
-    let bytes = match std::fs::read(bundle) {
+    let limit = max_bytes.min(MAX_BUNDLE_BYTES);
+    let bytes = match read_capped(bundle, limit) {
+        Ok(b) if b.len() > limit => {
+            return fail(format!(
+                "{}: larger than the limit of {limit} bytes (--max-bytes, at most \
+                 MAX_BUNDLE_BYTES = {MAX_BUNDLE_BYTES})",
+                bundle.display()
+            ));
+        }
         Ok(b) => b,
-        Err(e) => return fail(format!("{}: {e}", bundle.display())),
+        Err(e) => return fail(e),
     };
     match edgearmor_bundle::verify(&bytes, &keys, max_bytes) {
         Ok(b) => {
             println!(
-                "ok: version {} targets [{}] sha256 {}",
+                "ok: format {} version {} scope {} targets [{}] sha256 {}",
+                b.format().number(),
                 b.version(),
+                b.scope(),
                 b.targets().join(","),
                 b.sha256_hex()
             );

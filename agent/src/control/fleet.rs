@@ -5,10 +5,12 @@
 //! `<prefix>/<cluster>/<node>/policy` (this node; wins over fleet-wide). It is
 //! applied only when, in this order: it is no larger than `fleet.bundle_max_bytes`
 //! (checked before anything is parsed), its Ed25519 signature verifies against a
-//! configured public key, it targets this node, its version is above the applied one
-//! (remembered on disk, so a restart cannot be rolled back), a node-specific bundle is
-//! not in force when a fleet-wide one arrives, and every policy file in it passes the
-//! same checks as `edgearmor policy check`. Then its files replace the bundle policy
+//! configured public key, its signed scope is that of the topic it arrived on (a
+//! fleet bundle replayed on a node's topic, or the other way round, is refused), it
+//! targets this node, its version is above the applied one (remembered on disk, so a
+//! restart cannot be rolled back), a node-specific bundle is not in force when a
+//! fleet-wide one arrives, and every policy file in it is UTF-8 and passes the same
+//! checks as `edgearmor policy check`. Then its files replace the bundle policy
 //! directory and the policy set is reloaded atomically; only when that succeeded is the
 //! new version recorded. Each decision is reported, retained, on
 //! `<prefix>/<cluster>/<node>/policy/reported`.
@@ -37,30 +39,16 @@ use std::path::{Path, PathBuf};
 
 use edgearmor_bundle::files::{self, replace_atomically};
 use edgearmor_bundle::{
-    AppliedState, BundleError, VerifiedBundle, VerifyingKey, check_rollback, differences, fault,
-    parse_public_key, previous_copy_path, unpack, verify,
+    AppliedState, BundleError, Scope, VerifiedBundle, VerifyingKey, check_rollback, differences,
+    fault, parse_public_key, previous_copy_path, unpack, verify,
 };
-
-/// Where a bundle came from.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum BundleScope {
-    Fleet,
-    Node,
-}
-
-impl BundleScope {
-    pub fn as_str(self) -> &'static str {
-        match self {
-            BundleScope::Fleet => "fleet",
-            BundleScope::Node => "node",
-        }
-    }
-}
 
 /// What happened to one offered bundle.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct BundleReport {
-    pub scope: BundleScope,
+    /// The scope of the topic it arrived on (a bundle is applied only when its
+    /// signed scope is the same).
+    pub scope: Scope,
     /// 0 when the bundle could not be read far enough to know it.
     pub version: u64,
     /// Hex SHA-256 of the bundle bytes ("" when refused before verification).
@@ -136,9 +124,9 @@ impl FleetSettings {
     }
 }
 
-/// A bundle that passed every check and waits to be applied.
+/// A bundle that passed every check and waits to be applied; its scope is the
+/// signed one, which is also that of the topic it came from.
 pub struct StagedBundle {
-    pub scope: BundleScope,
     pub bundle: VerifiedBundle,
     bytes: Vec<u8>,
 }
@@ -150,7 +138,8 @@ pub struct StartReport {
     /// The applied bundle concerned (0 and "" when none).
     pub version: u64,
     pub sha256: String,
-    pub scope: Option<BundleScope>,
+    /// The signed scope of the bundle concerned, when known.
+    pub scope: Option<Scope>,
     /// `restored`: repaired from the copies in `state_dir`, the applied bundle in
     /// force; `unrecoverable`: it could not be, and `detail` says what stays.
     pub result: &'static str,
@@ -165,7 +154,7 @@ impl StartReport {
         out.push_str("\"sha256\":");
         edgearmor_alert::write_go_string(&mut out, &self.sha256);
         out.push_str(",\"scope\":");
-        edgearmor_alert::write_go_string(&mut out, self.scope.map_or("", BundleScope::as_str));
+        edgearmor_alert::write_go_string(&mut out, self.scope.map_or("", Scope::as_str));
         out.push_str(",\"result\":");
         edgearmor_alert::write_go_string(&mut out, self.result);
         out.push_str(",\"reason\":");
@@ -186,8 +175,8 @@ pub struct FleetPolicy {
     cluster: String,
     node: String,
     applied: Option<AppliedState>,
-    applied_scope: Option<BundleScope>,
-    /// The bundle in force, to put back if applying a newer one fails midway.
+    /// The bundle in force, to put back if applying a newer one fails midway; its
+    /// signed scope says whether a node-specific bundle is in force.
     in_force: Option<StagedBundle>,
     /// Set when the applied state and its last good copy are both damaged: no
     /// version is known, so no bundle is accepted (anti-rollback fails closed).
@@ -212,7 +201,6 @@ impl FleetPolicy {
             cluster: cluster.to_owned(),
             node: node.to_owned(),
             applied: None,
-            applied_scope: None,
             in_force: None,
             blocked: None,
             start_reports: Vec::new(),
@@ -246,7 +234,7 @@ impl FleetPolicy {
         self.start_reports.push(StartReport {
             version,
             sha256,
-            scope: self.applied_scope,
+            scope: self.applied_scope(),
             result,
             detail,
         });
@@ -259,7 +247,6 @@ impl FleetPolicy {
         match AppliedState::load_or_recover(&state_path) {
             Ok(recovered) => {
                 self.applied = recovered.state;
-                self.applied_scope = self.applied.as_ref().and_then(|a| self.scope_of(a));
                 if let Some(repaired) = recovered.repaired {
                     self.report("restored", format!("applied state {repaired}"));
                 }
@@ -404,28 +391,6 @@ impl FleetPolicy {
         }
     }
 
-    /// The scope recorded with the state, or (state written by an older release) in
-    /// the legacy scope file.
-    fn scope_of(&self, applied: &AppliedState) -> Option<BundleScope> {
-        let legacy;
-        let text = match &applied.scope {
-            Some(scope) => scope.as_str(),
-            None => {
-                legacy = files::read(&self.settings.state_dir.join(LEGACY_SCOPE_FILE))
-                    .ok()
-                    .flatten()
-                    .map(|b| String::from_utf8_lossy(&b).trim().to_owned())
-                    .unwrap_or_default();
-                legacy.as_str()
-            }
-        };
-        match text {
-            "node" => Some(BundleScope::Node),
-            "fleet" => Some(BundleScope::Fleet),
-            _ => None,
-        }
-    }
-
     /// The applied bundle's signed bytes from the bundle store (or an older release's
     /// single copy), verified and matching the state's version and hash.
     fn load_applied_bundle(&self, applied: &AppliedState) -> Result<StagedBundle, String> {
@@ -467,11 +432,7 @@ impl FleetPolicy {
             {
                 log::warn!("fleet: cannot move the applied bundle into the bundle store: {e}");
             }
-            return Ok(StagedBundle {
-                scope: self.applied_scope.unwrap_or(BundleScope::Fleet),
-                bundle,
-                bytes,
-            });
+            return Ok(StagedBundle { bundle, bytes });
         }
         Err(problems.join("; "))
     }
@@ -493,6 +454,11 @@ impl FleetPolicy {
         Some(merged)
     }
 
+    /// The signed scope of the bundle in force, if any.
+    pub fn applied_scope(&self) -> Option<Scope> {
+        self.in_force.as_ref().map(|b| b.bundle.scope())
+    }
+
     /// The directory bundle policies are unpacked into (a policy source).
     pub fn policy_dir(&self) -> PathBuf {
         self.settings.state_dir.join("policies")
@@ -509,9 +475,11 @@ impl FleetPolicy {
 
     /// Checks an offered payload. `Ok(None)`: the bundle in force, offered again
     /// (retained messages come back on every reconnect): nothing to do or report.
+    ///
+    /// `scope` is that of the topic the payload arrived on.
     pub fn offer(
         &self,
-        scope: BundleScope,
+        scope: Scope,
         payload: &[u8],
     ) -> Result<Option<StagedBundle>, BundleReport> {
         let reject = |version, sha256: &str, reason: String| BundleReport {
@@ -537,6 +505,9 @@ impl FleetPolicy {
         if self.applied.as_ref().is_some_and(|a| a.sha256_hex == sha) {
             return Ok(None);
         }
+        if bundle.scope() != scope {
+            return Err(reject(version, &sha, scope_mismatch(&bundle, scope)));
+        }
         if !bundle.targets_node(&self.cluster, &self.node) {
             return Err(reject(
                 version,
@@ -551,7 +522,7 @@ impl FleetPolicy {
         }
         check_rollback(self.applied.as_ref(), version)
             .map_err(|e| reject(version, &sha, e.to_string()))?;
-        if scope == BundleScope::Fleet && self.applied_scope == Some(BundleScope::Node) {
+        if scope == Scope::Fleet && self.applied_scope() == Some(Scope::Node) {
             return Err(reject(
                 version,
                 &sha,
@@ -559,9 +530,15 @@ impl FleetPolicy {
             ));
         }
         for file in bundle.files() {
-            let text = String::from_utf8_lossy(&file.contents);
+            let Ok(text) = std::str::from_utf8(&file.contents) else {
+                return Err(reject(
+                    version,
+                    &sha,
+                    format!("policy {}: the file is not valid UTF-8", file.name),
+                ));
+            };
             if let Err(diagnostics) =
-                edgearmor_policy::parse_policy_text(Path::new(&file.name), &text)
+                edgearmor_policy::parse_policy_text(Path::new(&file.name), text)
             {
                 let first = diagnostics
                     .first()
@@ -571,7 +548,6 @@ impl FleetPolicy {
             }
         }
         Ok(Some(StagedBundle {
-            scope,
             bundle,
             bytes: payload.to_vec(),
         }))
@@ -614,14 +590,14 @@ impl FleetPolicy {
         replace_atomically(&self.bundle_path(&sha), &staged.bytes, || {})?;
         fault::point("commit:bundle-stored");
         let mut state = AppliedState::from_bundle(&staged.bundle);
-        state.scope = Some(staged.scope.as_str().to_owned());
+        // For operators reading the file; decisions use the signed scope.
+        state.scope = Some(staged.bundle.scope().as_str().to_owned());
         state.store(&self.state_path())?;
         fault::point("commit:state-stored");
         self.applied = Some(state);
-        self.applied_scope = Some(staged.scope);
         self.prune_bundle_store();
         let report = BundleReport {
-            scope: staged.scope,
+            scope: staged.bundle.scope(),
             version: staged.bundle.version(),
             sha256: sha,
             applied: true,
@@ -682,10 +658,25 @@ fn remove_unless_directory(path: &Path) -> Result<(), BundleError> {
     }
 }
 
+/// Why a bundle is refused on a topic of another scope than the one it was signed
+/// with: both scopes named.
+fn scope_mismatch(bundle: &VerifiedBundle, topic: Scope) -> String {
+    let format_1 = if bundle.format() == edgearmor_bundle::FormatVersion::V1 {
+        " (format 1 bundles are fleet-scoped; re-sign it with `bundle create --scope node`)"
+    } else {
+        ""
+    };
+    format!(
+        "signed scope {} does not match the {topic} topic it arrived on{format_1}: a bundle is \
+         applied only from the topic of its signed scope (replayed or misrouted?)",
+        bundle.scope()
+    )
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
-    use edgearmor_bundle::{SigningKey, create};
+    use edgearmor_bundle::{BundleBody, BundleFile, SigningKey, create};
 
     const POLICY: &str = "apiVersion: security.kubearmor.com/v1
 kind: KubeArmorHostPolicy
@@ -710,15 +701,29 @@ spec:
         FleetPolicy::new(settings, "site", "gw-1").expect("state dir")
     }
 
-    fn bundle(key: &SigningKey, version: u64, targets: &[&str], policy: &str) -> Vec<u8> {
-        let targets: Vec<String> = targets.iter().map(|t| t.to_string()).collect();
-        create(
-            key,
+    fn scoped(
+        key: &SigningKey,
+        version: u64,
+        scope: Scope,
+        targets: &[&str],
+        policy: &str,
+    ) -> Vec<u8> {
+        let body = BundleBody {
             version,
-            &targets,
-            &[("p.yaml".into(), policy.as_bytes().to_vec())],
-            1,
-        )
+            created_unix: 1,
+            targets: targets.iter().map(|t| t.to_string()).collect(),
+            files: vec![BundleFile {
+                name: "p.yaml".into(),
+                contents: policy.as_bytes().to_vec(),
+            }],
+            scope,
+        };
+        create(key, &body).expect("a valid bundle")
+    }
+
+    /// A fleet-scoped bundle.
+    fn bundle(key: &SigningKey, version: u64, targets: &[&str], policy: &str) -> Vec<u8> {
+        scoped(key, version, Scope::Fleet, targets, policy)
     }
 
     fn temp(name: &str) -> PathBuf {
@@ -734,22 +739,19 @@ spec:
         let key = SigningKey::from_seed(&[7; 32]);
         let mut fleet = open_fleet(&dir, &key);
         let v2 = bundle(&key, 2, &[], POLICY);
-        let staged = fleet
-            .offer(BundleScope::Fleet, &v2)
-            .expect("valid")
-            .expect("new");
+        let staged = fleet.offer(Scope::Fleet, &v2).expect("valid").expect("new");
         fleet.unpack(&staged).expect("unpacked");
         assert!(fleet.policy_dir().join("p.yaml").exists());
         let report = fleet.commit(staged).expect("committed");
         assert!(report.applied);
         assert!(
-            matches!(fleet.offer(BundleScope::Fleet, &v2), Ok(None)),
+            matches!(fleet.offer(Scope::Fleet, &v2), Ok(None)),
             "the same bundle again is a no-op"
         );
 
         let old = bundle(&key, 1, &[], POLICY);
         let r = fleet
-            .offer(BundleScope::Fleet, &old)
+            .offer(Scope::Fleet, &old)
             .err()
             .expect("rollback refused");
         assert!(
@@ -760,7 +762,7 @@ spec:
 
         let foreign = bundle(&key, 3, &["gw-2"], POLICY);
         let r = fleet
-            .offer(BundleScope::Fleet, &foreign)
+            .offer(Scope::Fleet, &foreign)
             .err()
             .expect("foreign refused");
         assert!(r.reason.contains("targets"), "{}", r.reason);
@@ -772,7 +774,7 @@ spec:
             &POLICY.replace("action: Block", "action: Blok"),
         );
         let r = fleet
-            .offer(BundleScope::Fleet, &broken)
+            .offer(Scope::Fleet, &broken)
             .err()
             .expect("bad policy refused");
         assert!(r.reason.contains("p.yaml"), "{}", r.reason);
@@ -780,14 +782,14 @@ spec:
         let other_key = SigningKey::from_seed(&[8; 32]);
         let forged = bundle(&other_key, 9, &[], POLICY);
         let r = fleet
-            .offer(BundleScope::Fleet, &forged)
+            .offer(Scope::Fleet, &forged)
             .err()
             .expect("bad signature refused");
         assert!(r.reason.contains("signature"), "{}", r.reason);
 
         let huge = bundle(&key, 9, &[], &format!("{POLICY}#{}\n", "x".repeat(5000)));
         let r = fleet
-            .offer(BundleScope::Fleet, &huge)
+            .offer(Scope::Fleet, &huge)
             .err()
             .expect("oversize refused");
         assert_eq!(r.version, 0, "refused before reading: {}", r.reason);
@@ -795,7 +797,7 @@ spec:
         // Anti-rollback survives a restart, and so does the bundle to fall back to.
         let again = open_fleet(&dir, &key);
         assert_eq!(again.applied_version(), Some(2));
-        assert!(again.offer(BundleScope::Fleet, &old).is_err());
+        assert!(again.offer(Scope::Fleet, &old).is_err());
         std::fs::remove_dir_all(again.policy_dir()).expect("policies removed");
         again.restore().expect("restored");
         assert!(again.policy_dir().join("p.yaml").exists());
@@ -807,15 +809,15 @@ spec:
         let dir = temp("scope");
         let key = SigningKey::from_seed(&[3; 32]);
         let mut fleet = open_fleet(&dir, &key);
-        let node = bundle(&key, 5, &["gw-1"], POLICY);
+        let node = scoped(&key, 5, Scope::Node, &["gw-1"], POLICY);
         let staged = fleet
-            .offer(BundleScope::Node, &node)
+            .offer(Scope::Node, &node)
             .expect("valid")
             .expect("new");
         fleet.commit(staged).expect("committed");
         let newer_fleet = bundle(&key, 6, &[], POLICY);
         let r = fleet
-            .offer(BundleScope::Fleet, &newer_fleet)
+            .offer(Scope::Fleet, &newer_fleet)
             .err()
             .expect("refused");
         assert!(r.reason.contains("node-specific"), "{}", r.reason);
@@ -824,6 +826,170 @@ spec:
             json.contains("\"result\":\"rejected\"") && json.contains("\"version\":6"),
             "{json}"
         );
+        let _ = std::fs::remove_dir_all(&dir);
+    }
+
+    /// A format 1 bundle, as agents before format 2 received them: magic, the body
+    /// without a scope (postcard, written out by hand), the signature.
+    fn format_1_bundle(key: &SigningKey, version: u8, policy: &str) -> Vec<u8> {
+        fn varint(out: &mut Vec<u8>, mut n: usize) {
+            while n >= 0x80 {
+                out.push((n as u8) | 0x80);
+                n >>= 7;
+            }
+            out.push(n as u8);
+        }
+        assert!(version < 0x80, "one varint byte");
+        let mut bytes = edgearmor_bundle::MAGIC_V1.to_vec();
+        bytes.extend_from_slice(&[version, 1, 0, 1]); // version, created, no targets, 1 file
+        varint(&mut bytes, "p.yaml".len());
+        bytes.extend_from_slice(b"p.yaml");
+        varint(&mut bytes, policy.len());
+        bytes.extend_from_slice(policy.as_bytes());
+        let signature = key.sign(&bytes);
+        bytes.extend_from_slice(&signature);
+        bytes
+    }
+
+    #[test]
+    fn a_fleet_bundle_replayed_on_the_node_topic_is_refused_and_changes_nothing() {
+        let dir = temp("replay");
+        let key = SigningKey::from_seed(&[5; 32]);
+        let mut fleet = open_fleet(&dir, &key);
+        let v2 = bundle(&key, 2, &[], POLICY);
+        let r = fleet.offer(Scope::Node, &v2).err().expect("replay refused");
+        assert_eq!((r.scope, r.version, r.applied), (Scope::Node, 2, false));
+        assert!(
+            r.reason.contains("signed scope fleet") && r.reason.contains("node topic"),
+            "{}",
+            r.reason
+        );
+        assert_eq!(fleet.applied_version(), None, "nothing applied");
+        let unpacked = std::fs::read_dir(fleet.policy_dir()).map_or(0, |d| d.count());
+        assert_eq!(unpacked, 0, "nothing unpacked");
+        // Where it belongs it applies, and later fleet bundles still do: the replay
+        // did not make this node "node-specific".
+        for version in [2, 3] {
+            let b = bundle(&key, version, &[], POLICY);
+            let staged = fleet.offer(Scope::Fleet, &b).expect("valid").expect("new");
+            fleet.unpack(&staged).expect("unpacked");
+            fleet.commit(staged).expect("committed");
+        }
+        assert_eq!(fleet.applied_version(), Some(3));
+        assert_eq!(fleet.applied_scope(), Some(Scope::Fleet));
+        // The bundle in force replayed on the node topic: the same bytes, a no-op.
+        let v3 = bundle(&key, 3, &[], POLICY);
+        assert!(matches!(fleet.offer(Scope::Node, &v3), Ok(None)));
+        let _ = std::fs::remove_dir_all(&dir);
+    }
+
+    #[test]
+    fn a_node_bundle_on_the_fleet_topic_is_refused() {
+        let dir = temp("misrouted");
+        let key = SigningKey::from_seed(&[6; 32]);
+        let fleet = open_fleet(&dir, &key);
+        let node = scoped(&key, 4, Scope::Node, &["gw-1"], POLICY);
+        let r = fleet
+            .offer(Scope::Fleet, &node)
+            .err()
+            .expect("misrouted refused");
+        assert!(
+            r.reason.contains("signed scope node") && r.reason.contains("fleet topic"),
+            "{}",
+            r.reason
+        );
+        let json = r.to_json(1);
+        assert!(json.contains("\"scope\":\"fleet\""), "{json}");
+        let _ = std::fs::remove_dir_all(&dir);
+    }
+
+    #[test]
+    fn the_scope_in_force_is_the_signed_one_across_restarts() {
+        let dir = temp("restart-scope");
+        let key = SigningKey::from_seed(&[4; 32]);
+        let mut fleet = open_fleet(&dir, &key);
+        let staged = fleet
+            .offer(Scope::Fleet, &bundle(&key, 1, &[], POLICY))
+            .expect("valid")
+            .expect("new");
+        fleet.commit(staged).expect("committed");
+        // An older agent's topic-derived record, as the replay left it: not trusted.
+        std::fs::write(dir.join("applied.scope"), "node").expect("stale scope file");
+        let mut again = open_fleet(&dir, &key);
+        assert_eq!(again.applied_scope(), Some(Scope::Fleet));
+        let staged = again
+            .offer(
+                Scope::Node,
+                &scoped(&key, 2, Scope::Node, &["gw-*"], POLICY),
+            )
+            .expect("valid")
+            .expect("new");
+        again.commit(staged).expect("committed");
+        // Restarted with a node bundle in force: fleet bundles wait.
+        let restarted = open_fleet(&dir, &key);
+        assert_eq!(restarted.applied_scope(), Some(Scope::Node));
+        let r = restarted
+            .offer(Scope::Fleet, &bundle(&key, 3, &[], POLICY))
+            .err()
+            .expect("node bundle wins");
+        assert!(r.reason.contains("node-specific"), "{}", r.reason);
+        let _ = std::fs::remove_dir_all(&dir);
+    }
+
+    #[test]
+    fn format_1_bundles_are_fleet_bundles() {
+        let dir = temp("format-1");
+        let key = SigningKey::from_seed(&[2; 32]);
+        let mut fleet = open_fleet(&dir, &key);
+        let old = format_1_bundle(&key, 3, POLICY);
+        let r = fleet
+            .offer(Scope::Node, &old)
+            .err()
+            .expect("not from a node topic");
+        assert!(
+            r.reason.contains("format 1 bundles are fleet-scoped")
+                && r.reason.contains("--scope node"),
+            "{}",
+            r.reason
+        );
+        let staged = fleet
+            .offer(Scope::Fleet, &old)
+            .expect("valid")
+            .expect("new");
+        fleet.unpack(&staged).expect("unpacked");
+        fleet.commit(staged).expect("committed");
+        // In force across a restart, to fall back to.
+        let again = open_fleet(&dir, &key);
+        assert_eq!(again.applied_scope(), Some(Scope::Fleet));
+        std::fs::remove_dir_all(again.policy_dir()).expect("policies removed");
+        again.restore().expect("restored");
+        assert!(again.policy_dir().join("p.yaml").exists());
+        let _ = std::fs::remove_dir_all(&dir);
+    }
+
+    #[test]
+    fn a_policy_file_that_is_not_utf8_is_refused_by_name() {
+        let dir = temp("utf8");
+        let key = SigningKey::from_seed(&[1; 32]);
+        let fleet = open_fleet(&dir, &key);
+        // A Latin-1 "é" in a comment.
+        let mut contents = POLICY.as_bytes().to_vec();
+        contents.extend_from_slice(b"# caf\xe9\n");
+        let body = BundleBody {
+            version: 1,
+            created_unix: 1,
+            targets: Vec::new(),
+            files: vec![BundleFile {
+                name: "latin1.yaml".into(),
+                contents,
+            }],
+            scope: Scope::Fleet,
+        };
+        let r = fleet
+            .offer(Scope::Fleet, &create(&key, &body).expect("bundle"))
+            .err()
+            .expect("refused");
+        assert_eq!(r.reason, "policy latin1.yaml: the file is not valid UTF-8");
         let _ = std::fs::remove_dir_all(&dir);
     }
 }

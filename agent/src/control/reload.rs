@@ -6,7 +6,9 @@
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 
-use crate::control::fleet::{BundleReport, BundleScope, FleetPolicy};
+use edgearmor_bundle::Scope;
+
+use crate::control::fleet::{BundleReport, FleetPolicy};
 use crate::control::policy_state::PolicyState;
 use crate::events::pipeline::unix_micros;
 use crate::host::HostKernel;
@@ -76,10 +78,11 @@ impl Bundles {
     /// Checks an offered bundle, applies it through `enforced` when it passes, and
     /// reports the result (nothing for the bundle in force offered again).
     pub fn offer(&mut self, message: &Inbound, enforced: &mut Enforced<'_>) {
+        // The topic's scope; the bundle's signed scope must be the same.
         let scope = if message.topic == self.node_topic {
-            BundleScope::Node
+            Scope::Node
         } else {
-            BundleScope::Fleet
+            Scope::Fleet
         };
         let Some(report) = apply_bundle(&mut self.fleet, scope, &message.payload, || {
             enforced.reload()
@@ -108,7 +111,7 @@ impl Bundles {
 /// what to report (nothing for the bundle in force offered again).
 pub fn apply_bundle(
     fleet: &mut FleetPolicy,
-    scope: BundleScope,
+    scope: Scope,
     payload: &[u8],
     reload: impl FnOnce() -> Result<(), String>,
 ) -> Option<BundleReport> {

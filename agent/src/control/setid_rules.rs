@@ -13,11 +13,14 @@
 //! message = "sshd may not change its ids"
 //! ```
 
+use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 
 use edgearmor_probe_abi::{ExePath, MAX_HASHED_PATH_BYTES};
 use edgearmor_wire::{MAX_MESSAGE_BYTES, MAX_POLICY_NAME_BYTES, MAX_TAGS_BYTES, SetidKind};
 use serde::Deserialize;
+
+use crate::limits::{CappedReadError, MAX_RULES_FILE_BYTES, read_text_capped};
 
 /// Policy name used when a rule does not name one.
 pub const DEFAULT_POLICY_NAME: &str = "edgearmor-setid";
@@ -63,6 +66,12 @@ pub enum RuleError {
         path: PathBuf,
         source: std::io::Error,
     },
+    /// Larger than [`MAX_RULES_FILE_BYTES`]: refused unread.
+    #[error("{}: {source}", path.display())]
+    TooLarge {
+        path: PathBuf,
+        source: CappedReadError,
+    },
     /// TOML syntax or shape error; `message` already names line and column.
     #[error("{}: {}", path.display(), message.trim_end())]
     Parse { path: PathBuf, message: String },
@@ -107,11 +116,21 @@ struct RuleEntry {
 
 impl SetidRuleSet {
     /// Adds the rules of a TOML file; nothing is added when any rule in it is bad.
+    /// Files larger than [`MAX_RULES_FILE_BYTES`] are refused unread.
     pub fn add_file(&mut self, path: &Path) -> Result<(), RuleError> {
-        let text = std::fs::read_to_string(path).map_err(|source| RuleError::Read {
-            path: path.to_owned(),
-            source,
-        })?;
+        let text =
+            read_text_capped(path, MAX_RULES_FILE_BYTES, "MAX_RULES_FILE_BYTES").map_err(|e| {
+                match e {
+                    CappedReadError::Io(source) => RuleError::Read {
+                        path: path.to_owned(),
+                        source,
+                    },
+                    source => RuleError::TooLarge {
+                        path: path.to_owned(),
+                        source,
+                    },
+                }
+            })?;
         self.add_toml(path, &text)
     }
 
@@ -165,7 +184,7 @@ impl SetidRuleSet {
                 message: entry.message,
             });
         }
-        staged.into_iter().for_each(|r| self.push(r));
+        self.push_all(staged);
         Ok(())
     }
 
@@ -193,13 +212,27 @@ impl SetidRuleSet {
 
     /// A second rule for the same executable widens the first; its metadata stays.
     fn push(&mut self, rule: SetidRule) {
-        match self
+        self.push_all([rule]);
+    }
+
+    /// Adds rules, merging those for an executable already present into its rule:
+    /// one pass with an index, so a file of thousands of rules costs no more than
+    /// reading them.
+    fn push_all(&mut self, rules: impl IntoIterator<Item = SetidRule>) {
+        let mut index: HashMap<Option<String>, usize> = self
             .rules
-            .iter_mut()
-            .find(|r| r.executable == rule.executable)
-        {
-            Some(existing) => existing.deny_mask |= rule.deny_mask,
-            None => self.rules.push(rule),
+            .iter()
+            .enumerate()
+            .map(|(i, r)| (r.executable.clone(), i))
+            .collect();
+        for rule in rules {
+            match index.get(&rule.executable) {
+                Some(&i) => self.rules[i].deny_mask |= rule.deny_mask,
+                None => {
+                    index.insert(rule.executable.clone(), self.rules.len());
+                    self.rules.push(rule);
+                }
+            }
         }
     }
 
@@ -310,6 +343,27 @@ mod tests {
             let err = parse(text).expect_err(text).to_string();
             assert!(err.contains(want), "{text:?}: got {err:?}, want {want:?}");
         }
+    }
+
+    #[test]
+    fn an_oversized_rules_file_is_refused_unread_and_adds_nothing() {
+        let dir = std::env::temp_dir().join(format!("edgearmor-rules-big-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        std::fs::create_dir_all(&dir).expect("temp dir");
+        let path = dir.join("rules.toml");
+        let file = std::fs::File::create(&path).expect("create");
+        file.set_len(100 << 20).expect("sparse 100 MB");
+        let mut set = SetidRuleSet::default();
+        let err = set.add_file(&path).expect_err("too large");
+        assert!(matches!(err, RuleError::TooLarge { .. }), "{err:?}");
+        assert!(
+            err.to_string().contains(
+                "is 104857600 bytes; at most 262144 bytes are read (MAX_RULES_FILE_BYTES)"
+            ),
+            "{err}"
+        );
+        assert!(set.rules.is_empty());
+        let _ = std::fs::remove_dir_all(&dir);
     }
 
     #[test]

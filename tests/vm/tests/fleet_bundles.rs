@@ -15,7 +15,7 @@ use std::sync::Arc;
 use std::sync::mpsc::{Receiver, RecvTimeoutError, channel};
 use std::time::{Duration, Instant};
 
-use edgearmor_bundle::{SigningKey, create};
+use edgearmor_bundle::{BundleBody, BundleFile, Scope, SigningKey, create};
 use edgearmor_vm::broker::{Broker, Subscriber, WAIT, free_port, scratch};
 use edgearmor_vm::network::{add_virtio_net, restricted_nic_args};
 use edgearmor_vm::{
@@ -47,15 +47,24 @@ spec:
     .into_bytes()
 }
 
-fn bundle(key: &SigningKey, version: u64, targets: &[&str], policy: Vec<u8>) -> Vec<u8> {
-    let targets: Vec<String> = targets.iter().map(|t| t.to_string()).collect();
-    create(
-        key,
+fn bundle(
+    key: &SigningKey,
+    version: u64,
+    scope: Scope,
+    targets: &[&str],
+    policy: Vec<u8>,
+) -> Vec<u8> {
+    let body = BundleBody {
         version,
-        &targets,
-        &[("ls.yaml".into(), policy)],
-        1_800_000_000,
-    )
+        created_unix: 1_800_000_000,
+        targets: targets.iter().map(|t| t.to_string()).collect(),
+        files: vec![BundleFile {
+            name: "ls.yaml".into(),
+            contents: policy,
+        }],
+        scope,
+    };
+    create(key, &body).expect("a valid bundle")
 }
 
 const MAX_BYTES: usize = 8192;
@@ -179,21 +188,40 @@ fn x86_64_guest_applies_only_valid_bundles_and_reports_each() {
     let offers: Vec<(&str, Vec<u8>)> = vec![
         (
             fleet_topic,
-            bundle(&fleet_key, 2, &[], ls_policy("fleet-block-ls", "Block", 0)),
+            bundle(
+                &fleet_key,
+                2,
+                Scope::Fleet,
+                &[],
+                ls_policy("fleet-block-ls", "Block", 0),
+            ),
         ),
         (
             node_topic,
-            bundle(&forger, 3, &[], ls_policy("forged-audit-ls", "Audit", 0)),
+            bundle(
+                &forger,
+                3,
+                Scope::Fleet,
+                &[],
+                ls_policy("forged-audit-ls", "Audit", 0),
+            ),
         ),
         (
             fleet_topic,
-            bundle(&fleet_key, 1, &[], ls_policy("old-audit-ls", "Audit", 0)),
+            bundle(
+                &fleet_key,
+                1,
+                Scope::Fleet,
+                &[],
+                ls_policy("old-audit-ls", "Audit", 0),
+            ),
         ),
         (
             fleet_topic,
             bundle(
                 &fleet_key,
                 4,
+                Scope::Fleet,
                 &["other-gw"],
                 ls_policy("foreign-audit-ls", "Audit", 0),
             ),
@@ -203,6 +231,7 @@ fn x86_64_guest_applies_only_valid_bundles_and_reports_each() {
             bundle(
                 &fleet_key,
                 5,
+                Scope::Fleet,
                 &[],
                 ls_policy("huge-audit-ls", "Audit", MAX_BYTES),
             ),
@@ -212,6 +241,7 @@ fn x86_64_guest_applies_only_valid_bundles_and_reports_each() {
             bundle(
                 &fleet_key,
                 6,
+                Scope::Node,
                 &["gw-*"],
                 ls_policy("node-audit-ls", "Audit", 0),
             ),
