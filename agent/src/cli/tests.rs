@@ -1,0 +1,160 @@
+//! The command line: commands, overrides, and mistakes named.
+
+use super::*;
+
+fn parse_ok(args: &[&str]) -> Invocation {
+    match parse(args.iter().copied()) {
+        Ok(i) => i,
+        Err(e) => panic!("{args:?}: {e}"),
+    }
+}
+
+fn parse_err(args: &[&str]) -> String {
+    match parse(args.iter().copied()) {
+        Ok(i) => panic!("{args:?} parsed as {:?}", i.command),
+        Err(e) => e,
+    }
+}
+
+#[test]
+fn no_arguments_is_help() {
+    assert_eq!(parse_ok(&[]).command, Command::Help);
+    assert_eq!(parse_ok(&["--help"]).command, Command::Help);
+    assert_eq!(parse_ok(&["run", "--help"]).command, Command::Help);
+}
+
+#[test]
+fn flags_override_the_configuration() {
+    let dir = std::env::temp_dir().join(format!("edgearmor-cli-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).expect("temp dir");
+    let config = dir.join("agent.toml");
+    std::fs::write(
+        &config,
+        "cluster = \"plant7\"\n[throttle]\nmax_alerts_per_sec = 3\n",
+    )
+    .expect("write config");
+    let config = config.to_string_lossy().into_owned();
+    let i = parse_ok(&[
+        "run",
+        "--config",
+        &config,
+        "--host-name",
+        "gw-12",
+        "--max-alerts-per-sec",
+        "0",
+        "--broker",
+        "127.0.0.1:1883",
+        "--no-stdout",
+        "--deny-setgid",
+        "/bin/busybox",
+    ]);
+    assert_eq!(i.command, Command::Run);
+    assert_eq!(i.config.cluster, "plant7");
+    assert_eq!(i.config.node, "gw-12");
+    assert_eq!(i.config.throttle.max_alerts_per_sec, 0);
+    assert_eq!(i.config.mqtt.broker, "127.0.0.1:1883");
+    assert!(!i.config.output.stdout);
+    assert_eq!(i.rules.rules.len(), 1);
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+#[test]
+fn mistakes_name_the_flag() {
+    assert!(parse_err(&["frobnicate"]).contains("unknown command `frobnicate`"));
+    assert!(parse_err(&["run", "--bogus", "1"]).contains("unknown option --bogus"));
+    assert!(
+        parse_err(&["send-test-alerts", "--count", "many"])
+            .contains("--count: `many` is not a number")
+    );
+    assert!(parse_err(&["run", "--count", "3"]).contains("--count belongs to send-test-alerts"));
+    assert!(
+        parse_err(&["run", "--enforcement", "maybe"])
+            .contains("`maybe` is neither auto nor required")
+    );
+    assert!(parse_err(&["run"]).starts_with("no rules:"));
+    for (flag, value) in [("--host-name", "gw/12"), ("--cluster", "plant#7")] {
+        let err = parse_err(&["send-test-alerts", flag, value]);
+        assert!(
+            err.starts_with(&format!("{flag}: {value:?} cannot be an MQTT topic level")),
+            "{err}"
+        );
+    }
+    assert!(parse_err(&["policy", "check"]).contains("at least one file"));
+}
+
+#[test]
+fn send_test_alerts_takes_count_and_interval() {
+    let i = parse_ok(&["send-test-alerts", "--count", "5", "--interval-ms", "0"]);
+    assert_eq!(
+        i.command,
+        Command::SendTestAlerts {
+            count: 5,
+            interval: Duration::ZERO
+        }
+    );
+}
+
+#[test]
+fn fleet_commands_take_their_own_options() {
+    let i = parse_ok(&[
+        "bundle",
+        "create",
+        "--key",
+        "k",
+        "--version",
+        "7",
+        "--targets",
+        "gw-*,,a/b",
+        "--out",
+        "v7.bundle",
+        "p1.yaml",
+        "p2.yaml",
+    ]);
+    assert_eq!(
+        i.command,
+        Command::BundleCreate {
+            key: "k".into(),
+            version: 7,
+            scope: edgearmor_bundle::Scope::Fleet,
+            targets: vec!["gw-*".into(), "a/b".into()],
+            out: "v7.bundle".into(),
+            policies: vec!["p1.yaml".into(), "p2.yaml".into()],
+        }
+    );
+    assert_eq!(
+        parse_ok(&["keygen", "--out", "fleet"]).command,
+        Command::Keygen("fleet".into())
+    );
+    assert!(parse_err(&["bundle", "verify", "b"]).contains("give --public-key"));
+    assert!(
+        parse_err(&["bundle", "verify", "--public-key", "p", "a", "b"])
+            .contains("exactly one bundle file")
+    );
+    assert!(parse_err(&["bundle", "sign"]).contains("unknown bundle command `sign`"));
+    let node = parse_ok(&[
+        "bundle",
+        "create",
+        "--key",
+        "k",
+        "--version",
+        "8",
+        "--scope",
+        "node",
+        "--targets",
+        "gw-1",
+        "--out",
+        "b",
+        "p.yaml",
+    ]);
+    assert!(matches!(
+        node.command,
+        Command::BundleCreate {
+            scope: edgearmor_bundle::Scope::Node,
+            ..
+        }
+    ));
+    assert!(
+        parse_err(&["bundle", "create", "--scope", "site"])
+            .contains("--scope: `site` is neither `fleet` nor `node`")
+    );
+}

@@ -1,0 +1,207 @@
+//! `agent.toml`: defaults, every key, and mistakes named by key.
+
+use super::*;
+
+#[test]
+fn an_oversized_config_is_refused_unread_naming_the_limit() {
+    let dir = std::env::temp_dir().join(format!("edgearmor-config-big-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    std::fs::create_dir_all(&dir).expect("temp dir");
+    let path = dir.join("agent.toml");
+    // Valid TOML all the way, so only the size can refuse it.
+    let line = "# padding\n";
+    let lines = usize::try_from(MAX_CONFIG_FILE_BYTES).expect("fits") / line.len() + 1;
+    std::fs::write(&path, line.repeat(lines)).expect("write");
+    let err = AgentConfig::load(&path, false).expect_err("too large");
+    assert!(matches!(err, ConfigError::TooLarge { .. }), "{err:?}");
+    let message = err.to_string();
+    assert!(
+        message.contains("agent.toml") && message.contains("MAX_CONFIG_FILE_BYTES"),
+        "{message}"
+    );
+    // At the limit it loads.
+    std::fs::write(&path, line.repeat(lines - 1)).expect("write");
+    AgentConfig::load(&path, true).expect("at most the limit loads");
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+#[test]
+fn empty_file_means_documented_defaults() {
+    let c = AgentConfig::parse(Path::new("a.toml"), "").expect("valid");
+    assert_eq!(c, AgentConfig::default());
+    assert_eq!(c.throttle.max_alerts_per_sec, 10);
+    assert_eq!(c.offline.buffer_bytes, 1 << 20);
+    assert!(c.output.stdout);
+}
+
+#[test]
+fn full_file_parses() {
+    let c = AgentConfig::parse(
+        Path::new("a.toml"),
+        r#"
+            cluster = "plant-7"
+            node = "gw-12"
+            enforcement = "required"
+            rules = ["/etc/edgearmor/rules.toml"]
+            [output]
+            stdout = false
+            [mqtt]
+            broker = "broker.local:8883"
+            ca_file = "/etc/edgearmor/ca.pem"
+            username = "gw-12"
+            password_file = "/etc/edgearmor/mqtt.pass"
+            [pipeline]
+            batch_max_events = 16
+            flush_interval_ms = 500
+            [offline]
+            buffer_bytes = 2097152
+            spool_dir = "/var/lib/edgearmor/spool"
+            spool_bytes = 8388608
+            [throttle]
+            max_alerts_per_sec = 0
+            "#,
+    )
+    .expect("valid");
+    assert_eq!(
+        c.broker_address().expect("valid"),
+        ("broker.local".into(), 8883)
+    );
+    assert_eq!(
+        c.offline.spool_dir.as_deref(),
+        Some(Path::new("/var/lib/edgearmor/spool"))
+    );
+}
+
+#[test]
+fn mqtt_settings_resolve_client_id_topics_and_tls_files() {
+    let mut m = MqttConfig::default();
+    assert_eq!(
+        m.client_id_for("plant-7", "gw-12"),
+        "edgearmor-plant-7-gw-12"
+    );
+    assert_eq!(
+        m.topics("plant-7", "gw-12").events,
+        "edgearmor/plant-7/gw-12/events"
+    );
+    assert_eq!(m.tls_files(), None);
+    m.client_id = "fixed".into();
+    m.topic_prefix = "site/7".into();
+    m.ca_file = Some("/ca.pem".into());
+    assert_eq!(m.client_id_for("c", "n"), "fixed");
+    assert_eq!(m.topics("c", "n").status, "site/7/c/n/status");
+    assert_eq!(
+        m.tls_files(),
+        Some(TlsFiles {
+            ca: "/ca.pem".into(),
+            client: None
+        })
+    );
+    m.client_cert = Some("/c.pem".into());
+    m.client_key = Some("/c.key".into());
+    assert_eq!(
+        m.tls_files().and_then(|t| t.client),
+        Some(ClientCertificate {
+            cert: "/c.pem".into(),
+            key: "/c.key".into()
+        })
+    );
+}
+
+#[test]
+fn mistakes_name_the_key() {
+    let cases = [
+        ("colour = 1", "unknown field `colour`"),
+        ("enforcement = \"maybe\"", "unknown variant `maybe`"),
+        (
+            "[mqtt]\nbroker = \"nohost\"",
+            "mqtt.broker = \"nohost\": expected host:port",
+        ),
+        ("[mqtt]\nbroker = \"h:99999\"", "expected host:port"),
+        (
+            "[pipeline]\nbatch_max_events = 64",
+            "pipeline.batch_max_events",
+        ),
+        ("[offline]\nbuffer_bytes = 10", "offline.buffer_bytes"),
+        ("[throttle]\nmax_alerts_per_sec = -1", "max_alerts_per_sec"),
+        (
+            "cluster = \"a/b\"",
+            "config: a.toml: cluster: \"a/b\" cannot be an MQTT topic level: it contains '/'",
+        ),
+        (
+            "node = \"gw+1\"",
+            "a.toml: node: \"gw+1\" cannot be an MQTT topic level: it contains '+' or '#'",
+        ),
+        (
+            "cluster = \"\"",
+            "a.toml: cluster: \"\" cannot be an MQTT topic level: it is empty",
+        ),
+        (
+            "[mqtt]\ntopic_prefix = \"site/#\"",
+            "mqtt.topic_prefix = \"site/#\"",
+        ),
+        ("[mqtt]\nclient_cert = \"/c\"", "client_key go together"),
+        ("[mqtt]\npassword_file = \"/p\"", "needs a username"),
+        (
+            "[fleet]\nbundle_max_bytes = 16777217",
+            "fleet.bundle_max_bytes = \"16777217\": must be at most 16777216 (MAX_BUNDLE_BYTES)",
+        ),
+    ];
+    for (text, want) in cases {
+        let err = AgentConfig::parse(Path::new("a.toml"), text)
+            .expect_err(text)
+            .to_string();
+        assert!(err.contains(want), "{text:?}: {err:?} lacks {want:?}");
+    }
+}
+
+#[test]
+fn posture_table_goes_straight_to_the_compiler() {
+    use edgearmor_policy::DefaultPosture;
+    let c = AgentConfig::parse(
+        Path::new("a.toml"),
+        "[posture]\nfile = \"block\"\ncapabilities = \"audit\"\n",
+    )
+    .expect("valid");
+    assert_eq!(
+        c.posture,
+        DefaultPostures {
+            process: DefaultPosture::Audit,
+            file: DefaultPosture::Block,
+            network: DefaultPosture::Audit,
+            capabilities: DefaultPosture::Audit,
+        }
+    );
+    assert_eq!(c.posture, {
+        let mut p = DefaultPostures::uniform(DefaultPosture::Audit);
+        p.file = DefaultPosture::Block;
+        p
+    });
+    let cases = [
+        (
+            "[posture]\ncolour = \"audit\"",
+            "unknown field `colour`, expected one of `process`, `file`, `network`, `capabilities`",
+        ),
+        (
+            "[posture]\nfile = \"Block\"",
+            "unknown variant `Block`, expected `audit` or `block`",
+        ),
+        ("[posture]\nfile = 1", "wanted string or table"),
+        ("posture = 1", "expected struct PostureConfig"),
+    ];
+    for (text, want) in cases {
+        let err = AgentConfig::parse(Path::new("a.toml"), text)
+            .expect_err(text)
+            .to_string();
+        assert!(err.contains(want), "{text:?}: {err:?} lacks {want:?}");
+    }
+}
+
+#[test]
+fn missing_default_file_is_defaults_but_missing_explicit_file_is_an_error() {
+    let nowhere = Path::new("/nonexistent/edgearmor.toml");
+    assert_eq!(
+        AgentConfig::load(nowhere, false).expect("defaults"),
+        AgentConfig::default()
+    );
+    assert!(AgentConfig::load(nowhere, true).is_err());
+}
