@@ -52,6 +52,8 @@ options (override agent.toml; see README for every key):
   --ca FILE               TLS: verify the broker against this CA (PEM)
   --client-cert FILE --client-key FILE    mutual TLS
   --username NAME --password-file FILE    MQTT credentials
+  --mqtt-version 3.1.1|5|auto             MQTT protocol (default auto: 5, falling back
+                          to 3.1.1 when the broker refuses 5)
   --spool-dir DIR         persist unacknowledged batches here
   --buffer-bytes N        offline buffer size in memory
   --max-alerts-per-sec N  throttle (0 = off; default 10)
@@ -264,6 +266,9 @@ fn apply_override(
         "client-key" => config.mqtt.client_key = Some(value.into()),
         "username" => config.mqtt.username = Some(value),
         "password-file" => config.mqtt.password_file = Some(value.into()),
+        "mqtt-version" => {
+            config.mqtt.mqtt_version = value.parse().map_err(|e| format!("--mqtt-version: {e}"))?
+        }
         "spool-dir" => config.offline.spool_dir = Some(value.into()),
         "buffer-bytes" => config.offline.buffer_bytes = number(&value)? as usize,
         "max-alerts-per-sec" => config.throttle.max_alerts_per_sec = number(&value)? as u32,
@@ -485,6 +490,8 @@ mod tests {
             "0",
             "--broker",
             "127.0.0.1:1883",
+            "--mqtt-version",
+            "5",
             "--no-stdout",
             "--deny-setgid",
             "/bin/busybox",
@@ -494,6 +501,10 @@ mod tests {
         assert_eq!(i.config.node, "gw-12");
         assert_eq!(i.config.throttle.max_alerts_per_sec, 0);
         assert_eq!(i.config.mqtt.broker, "127.0.0.1:1883");
+        assert_eq!(
+            i.config.mqtt.mqtt_version,
+            edgearmor_mqtt::VersionChoice::Fixed(edgearmor_mqtt::MqttVersion::V5)
+        );
         assert!(!i.config.output.stdout);
         assert_eq!(i.rules.rules.len(), 1);
         let _ = std::fs::remove_dir_all(&dir);
@@ -513,6 +524,10 @@ mod tests {
         assert!(
             parse_err(&["run", "--enforcement", "maybe"])
                 .contains("`maybe` is neither auto nor required")
+        );
+        assert!(
+            parse_err(&["send-test-alerts", "--mqtt-version", "6"])
+                .contains("--mqtt-version: \"6\" is not an MQTT version")
         );
         assert!(parse_err(&["run"]).starts_with("no rules:"));
         assert!(parse_err(&["policy", "check"]).contains("at least one file"));

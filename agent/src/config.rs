@@ -4,7 +4,7 @@
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
-use edgearmor_mqtt::{AgentTopics, ClientCertificate, TlsFiles};
+use edgearmor_mqtt::{AgentTopics, ClientCertificate, TlsFiles, VersionChoice};
 use edgearmor_policy::DefaultPostures;
 use serde::Deserialize;
 
@@ -100,6 +100,8 @@ pub struct MqttConfig {
     pub keep_alive_secs: u64,
     /// On stop, how long to keep trying to deliver buffered batches.
     pub shutdown_grace_secs: u64,
+    /// `"3.1.1"`, `"5"` or `"auto"` (5, falling back to 3.1.1 when the broker refuses it).
+    pub mqtt_version: VersionChoice,
 }
 
 #[derive(Clone, Debug, Deserialize, PartialEq)]
@@ -171,6 +173,7 @@ impl Default for MqttConfig {
             password_file: None,
             keep_alive_secs: 30,
             shutdown_grace_secs: 5,
+            mqtt_version: VersionChoice::Auto,
         }
     }
 }
@@ -406,6 +409,7 @@ mod tests {
             ca_file = "/etc/edgearmor/ca.pem"
             username = "gw-12"
             password_file = "/etc/edgearmor/mqtt.pass"
+            mqtt_version = "3.1.1"
             [pipeline]
             batch_max_events = 16
             flush_interval_ms = 500
@@ -426,6 +430,11 @@ mod tests {
             c.offline.spool_dir.as_deref(),
             Some(Path::new("/var/lib/edgearmor/spool"))
         );
+        assert_eq!(
+            c.mqtt.mqtt_version,
+            VersionChoice::Fixed(edgearmor_mqtt::MqttVersion::V311)
+        );
+        assert_eq!(MqttConfig::default().mqtt_version, VersionChoice::Auto);
     }
 
     #[test]
@@ -482,6 +491,10 @@ mod tests {
             ("cluster = \"a/b\"", "cluster"),
             ("[mqtt]\nclient_cert = \"/c\"", "client_key go together"),
             ("[mqtt]\npassword_file = \"/p\"", "needs a username"),
+            (
+                "[mqtt]\nmqtt_version = \"3.1\"",
+                "\"3.1\" is not an MQTT version: expected \"3.1.1\", \"5\" or \"auto\"",
+            ),
         ];
         for (text, want) in cases {
             let err = AgentConfig::parse(Path::new("a.toml"), text)

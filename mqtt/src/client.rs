@@ -17,7 +17,6 @@
 //!   makes after [`Event::Connected`] goes out on that connection, in order, and the
 //!   packet ids it learns from [`Event::PublishSent`] belong to it.
 
-use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::{Duration, Instant};
 
@@ -29,6 +28,10 @@ use crate::version::{Attempt, MqttVersion, Negotiation, Next, VersionChoice};
 
 /// Content type of JSON payloads (MQTT 5 only).
 pub const JSON: &str = "application/json";
+
+/// How long an MQTT 5 broker keeps a persistent session after the client went away
+/// (an MQTT 3.1.1 session has no expiry: it lasts until the client connects clean).
+pub const SESSION_EXPIRY_SECS: u32 = 3600;
 
 /// Whether the broker keeps the session while the client is away.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -179,39 +182,52 @@ enum Inner {
     V5(rumqttc::v5::AsyncClient),
 }
 
-/// The requesting half: cheap to clone, usable from any task.
+/// The current rumqttc client and whether its connection is up. Requests are checked
+/// against `online` and queued under the same lock [`Connection`] takes to go offline
+/// (after which it drops what was queued), so no request made while the connection is
+/// down can reach a later connection.
+struct Shared {
+    inner: Inner,
+    online: bool,
+}
+
+/// The requesting half: cheap to clone, usable from any task or thread. Requests never
+/// wait: a full queue is [`RequestError::Full`], to be retried after the next event.
 #[derive(Clone)]
 pub struct Client {
-    inner: Arc<Mutex<Inner>>,
-    online: Arc<AtomicBool>,
+    shared: Arc<Mutex<Shared>>,
 }
 
 impl Client {
-    fn current(&self) -> MutexGuard<'_, Inner> {
-        self.inner.lock().unwrap_or_else(|p| p.into_inner())
+    fn lock(&self) -> MutexGuard<'_, Shared> {
+        self.shared.lock().unwrap_or_else(|p| p.into_inner())
     }
 
-    fn snapshot(&self) -> Result<Inner, RequestError> {
-        if !self.is_connected() {
+    /// Runs `request` on the current client if a connection is up.
+    fn request(&self, request: impl FnOnce(&Inner) -> bool) -> Result<(), RequestError> {
+        let shared = self.lock();
+        if !shared.online {
             return Err(RequestError::Offline);
         }
-        Ok(self.current().clone())
+        request(&shared.inner)
+            .then_some(())
+            .ok_or(RequestError::Full)
     }
 
-    /// Whether a connection is up (set by [`Connection::poll`]).
+    /// Whether a connection is up (as [`Connection::poll`] last saw it).
     pub fn is_connected(&self) -> bool {
-        self.online.load(Ordering::Acquire)
+        self.lock().online
     }
 
     /// The version of the current (or next) connection.
     pub fn version(&self) -> MqttVersion {
-        match *self.current() {
+        match self.lock().inner {
             Inner::V311(_) => MqttVersion::V311,
             Inner::V5(_) => MqttVersion::V5,
         }
     }
 
-    /// Queues a QoS 1 publish without waiting; `content_type` is sent over MQTT 5 only.
+    /// Queues a QoS 1 publish; `content_type` is sent over MQTT 5 only.
     pub fn try_publish(
         &self,
         topic: &str,
@@ -219,109 +235,66 @@ impl Client {
         payload: Vec<u8>,
         content_type: Option<&str>,
     ) -> Result<(), RequestError> {
-        let queued = match self.snapshot()? {
+        self.request(|inner| match inner {
             Inner::V311(c) => c
                 .try_publish(topic, rumqttc::QoS::AtLeastOnce, retain, payload)
                 .is_ok(),
-            Inner::V5(c) => match content_type {
-                Some(ct) => c
-                    .try_publish_with_properties(
-                        topic,
-                        rumqttc::v5::mqttbytes::QoS::AtLeastOnce,
-                        retain,
-                        payload,
-                        content_properties(ct),
-                    )
-                    .is_ok(),
-                None => c
-                    .try_publish(
-                        topic,
-                        rumqttc::v5::mqttbytes::QoS::AtLeastOnce,
-                        retain,
-                        payload,
-                    )
-                    .is_ok(),
-            },
-        };
-        queued.then_some(()).ok_or(RequestError::Full)
-    }
-
-    /// Queues a QoS 1 publish, waiting for room in the queue.
-    pub async fn publish(
-        &self,
-        topic: &str,
-        retain: bool,
-        payload: Vec<u8>,
-        content_type: Option<&str>,
-    ) -> Result<(), RequestError> {
-        let queued = match self.snapshot()? {
-            Inner::V311(c) => c
-                .publish(topic, rumqttc::QoS::AtLeastOnce, retain, payload)
-                .await
-                .is_ok(),
-            Inner::V5(c) => match content_type {
-                Some(ct) => c
-                    .publish_with_properties(
-                        topic,
-                        rumqttc::v5::mqttbytes::QoS::AtLeastOnce,
-                        retain,
-                        payload,
-                        content_properties(ct),
-                    )
-                    .await
-                    .is_ok(),
-                None => c
-                    .publish(
-                        topic,
-                        rumqttc::v5::mqttbytes::QoS::AtLeastOnce,
-                        retain,
-                        payload,
-                    )
-                    .await
-                    .is_ok(),
-            },
-        };
-        queued.then_some(()).ok_or(RequestError::Full)
+            Inner::V5(c) => {
+                let qos = rumqttc::v5::mqttbytes::QoS::AtLeastOnce;
+                match content_type {
+                    Some(ct) => c
+                        .try_publish_with_properties(
+                            topic,
+                            qos,
+                            retain,
+                            payload,
+                            content_properties(ct),
+                        )
+                        .is_ok(),
+                    None => c.try_publish(topic, qos, retain, payload).is_ok(),
+                }
+            }
+        })
     }
 
     /// Subscribes to `filters` at QoS 1 in one SUBSCRIBE; its [`Event::SubAck`] has one
     /// result per filter, in this order.
     pub fn try_subscribe_many(&self, filters: &[String]) -> Result<(), RequestError> {
-        let queued =
-            match self.snapshot()? {
-                Inner::V311(c) => c
-                    .try_subscribe_many(filters.iter().map(|f| {
+        self.request(|inner| match inner {
+            Inner::V311(c) => c
+                .try_subscribe_many(
+                    filters.iter().map(|f| {
                         rumqttc::SubscribeFilter::new(f.clone(), rumqttc::QoS::AtLeastOnce)
-                    }))
-                    .is_ok(),
-                Inner::V5(c) => c
-                    .try_subscribe_many(filters.iter().map(|f| {
+                    }),
+                )
+                .is_ok(),
+            Inner::V5(c) => c
+                .try_subscribe_many(
+                    filters.iter().map(|f| {
                         v5b::Filter::new(f.clone(), rumqttc::v5::mqttbytes::QoS::AtLeastOnce)
-                    }))
-                    .is_ok(),
-            };
-        queued.then_some(()).ok_or(RequestError::Full)
+                    }),
+                )
+                .is_ok(),
+        })
     }
 
     /// Acknowledges a received publish (with [`ClientOptions::manual_acks`]). A publish
-    /// of an earlier connection or version is not acknowledged (its packet id means
-    /// nothing now; the broker sends it again).
+    /// of another version's connection is not acknowledged (its packet id means nothing
+    /// now; the broker sends it again).
     pub fn try_ack(&self, publish: &Publish) -> Result<(), RequestError> {
-        let queued = match (self.snapshot()?, &publish.inner) {
+        self.request(|inner| match (inner, &publish.inner) {
             (Inner::V311(c), PublishInner::V311(p)) => c.try_ack(p).is_ok(),
             (Inner::V5(c), PublishInner::V5(p)) => c.try_ack(p).is_ok(),
             _ => true,
-        };
-        queued.then_some(()).ok_or(RequestError::Full)
+        })
     }
 
-    /// Queues a DISCONNECT (the last will is then not published).
+    /// Queues a DISCONNECT (the broker then drops the last will).
     pub fn try_disconnect(&self) -> Result<(), RequestError> {
-        let queued = match self.snapshot()? {
+        self.request(|inner| match inner {
             Inner::V311(c) => c.try_disconnect().is_ok(),
             Inner::V5(c) => c.try_disconnect().is_ok(),
-        };
-        queued.then_some(()).ok_or(RequestError::Full)
+        })
     }
 }
 
@@ -422,8 +395,10 @@ pub fn connect(options: ClientOptions, choice: VersionChoice) -> (Client, Connec
     let negotiation = Negotiation::new(choice);
     let (inner, eventloop) = build(&options, negotiation.current());
     let client = Client {
-        inner: Arc::new(Mutex::new(inner)),
-        online: Arc::new(AtomicBool::new(false)),
+        shared: Arc::new(Mutex::new(Shared {
+            inner,
+            online: false,
+        })),
     };
     let connection = Connection {
         options,
@@ -487,7 +462,7 @@ impl Connection {
                         && self.last_connected != Some(version))
                     .then_some(version.other());
                     self.last_connected = Some(version);
-                    self.client.online.store(true, Ordering::Release);
+                    self.client.lock().online = true;
                     return Ok(Event::Connected {
                         version,
                         session_present,
@@ -496,7 +471,9 @@ impl Connection {
                 }
                 Ok(event) => return Ok(event),
                 Err(kind) => {
-                    self.client.online.store(false, Ordering::Release);
+                    // Offline first, then drop what was queued: nothing queued for the
+                    // lost connection reaches the next one.
+                    self.client.lock().online = false;
                     self.forget_connection();
                     let connected_for = self.connected_at.take().map(|t| t.elapsed());
                     let kind = match (kind, connected_for) {
@@ -581,7 +558,7 @@ impl Connection {
 
     fn rebuild(&mut self, version: MqttVersion) {
         let (inner, eventloop) = build(&self.options, version);
-        *self.client.current() = inner;
+        self.client.lock().inner = inner;
         self.eventloop = eventloop;
     }
 }
