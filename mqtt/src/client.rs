@@ -64,9 +64,12 @@ pub struct ClientOptions {
     pub credentials: Option<Credentials>,
     /// TLS ([`crate::tls::transport`]); `None` is plain TCP.
     pub tls: Option<rumqttc::Transport>,
-    /// Largest packet accepted from the broker. MQTT 5 tells the broker (which then
-    /// drops larger ones); over 3.1.1 a larger packet ends the connection.
+    /// Largest packet accepted from the broker; over 3.1.1 a larger packet ends the
+    /// connection.
     pub max_incoming_packet: usize,
+    /// MQTT 5 Maximum Packet Size told to the broker, which drops larger packets
+    /// (default: `max_incoming_packet`).
+    pub announced_max_packet: Option<u32>,
     /// Largest packet sent (3.1.1; over MQTT 5 the broker's CONNACK says).
     pub max_outgoing_packet: usize,
     /// Unacknowledged publishes of ours on the wire at once (and the packet id range).
@@ -134,7 +137,8 @@ impl ClientOptions {
         }
         o.set_receive_maximum(self.receive_maximum);
         o.set_max_packet_size(Some(
-            u32::try_from(self.max_incoming_packet).unwrap_or(u32::MAX),
+            self.announced_max_packet
+                .unwrap_or(u32::try_from(self.max_incoming_packet).unwrap_or(u32::MAX)),
         ));
         if let Some(will) = &self.last_will {
             let properties = will.content_type.map(|ct| v5b::LastWillProperties {

@@ -167,6 +167,7 @@ fn client_options(
         credentials,
         tls,
         max_incoming_packet: (edgearmor_wire::Message::MAX_ENCODED_LEN + 1024).max(max_inbound),
+        announced_max_packet: None,
         max_outgoing_packet: 64 * 1024,
         outgoing_inflight: CLIENT_INFLIGHT,
         receive_maximum: None,
