@@ -148,6 +148,10 @@ pub struct Negotiation {
     /// In `auto`: the version the previous attempt failed with, for a hint, since the
     /// last successful connection (both failing means it is not the version).
     hinted: Option<MqttVersion>,
+    /// The version the broker accepted last: a broker that spoke it once and now closes
+    /// the connection is restarting, not forgetting the version (only a CONNACK saying
+    /// so switches then).
+    spoken: Option<MqttVersion>,
     /// A fixed version's probe of the other version succeeded: the broker does not
     /// speak the configured one.
     diagnosed: bool,
@@ -160,6 +164,7 @@ impl Negotiation {
             choice,
             current: choice.preferred(),
             hinted: None,
+            spoken: None,
             diagnosed: false,
             probed: false,
         }
@@ -185,11 +190,13 @@ impl Negotiation {
         match attempt {
             Attempt::Connected => {
                 self.hinted = None;
+                self.spoken = Some(version);
                 self.diagnosed = false;
                 self.probed = false;
                 Next::Continue
             }
             Attempt::Other => Next::Continue,
+            Attempt::ClosedOnConnect if self.spoken == Some(version) => Next::Continue,
             Attempt::VersionRefused | Attempt::ClosedOnConnect => match self.choice {
                 VersionChoice::Auto => {
                     if self.hinted == Some(version.other()) {
@@ -267,6 +274,22 @@ mod tests {
     }
 
     #[test]
+    fn a_broker_that_spoke_the_version_and_now_closes_is_restarting() {
+        let mut n = Negotiation::new(VersionChoice::Auto);
+        assert_eq!(n.record(Attempt::Connected), Next::Continue);
+        assert_eq!(n.record(Attempt::ClosedOnConnect), Next::Continue);
+        assert_eq!(n.current(), V5, "no fall back during a restart");
+        assert_eq!(n.record(Attempt::VersionRefused), Next::Switch(V311));
+        let mut fixed = Negotiation::new(VersionChoice::Fixed(V5));
+        assert_eq!(fixed.record(Attempt::Connected), Next::Continue);
+        assert_eq!(
+            fixed.record(Attempt::ClosedOnConnect),
+            Next::Continue,
+            "no probe"
+        );
+    }
+
+    #[test]
     fn auto_does_not_blame_the_version_when_both_fail_alike() {
         let mut n = Negotiation::new(VersionChoice::Auto);
         assert_eq!(n.record(Attempt::ClosedOnConnect), Next::Switch(V311));
@@ -306,6 +329,6 @@ mod tests {
         assert_eq!(n.probed(false), Next::Continue);
         assert_eq!(n.record(Attempt::ClosedOnConnect), Next::Continue);
         assert_eq!(n.record(Attempt::Connected), Next::Continue);
-        assert_eq!(n.record(Attempt::ClosedOnConnect), Next::Probe(V311));
+        assert_eq!(n.record(Attempt::VersionRefused), Next::Unsupported(V5));
     }
 }
