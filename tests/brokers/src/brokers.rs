@@ -246,7 +246,7 @@ impl Drop for Mosquitto {
     }
 }
 
-const NATS: &str = "/usr/bin/nats-server";
+const NATS: &str = "/usr/sbin/nats-server";
 
 /// One nats-server process with JetStream and MQTT (plain or TLS: NATS has one MQTT
 /// listener per server).

@@ -235,7 +235,22 @@ pub fn binaries() -> Binaries {
     BUILT
         .get_or_init(|| {
             let root = workspace_root();
-            let output = Command::new(env!("CARGO"))
+            let mut command = Command::new(env!("CARGO"));
+            // What cargo set for this test process (the package's name, manifest dir,
+            // ...) would make build scripts that watch those variables run again, and
+            // everything above them be rebuilt.
+            for (name, _) in std::env::vars_os() {
+                let name = name.to_string_lossy();
+                if ["CARGO_PKG_", "CARGO_MANIFEST_", "CARGO_CRATE_", "CARGO_BIN_"]
+                    .iter()
+                    .any(|prefix| name.starts_with(prefix))
+                    || ["CARGO_TARGET_TMPDIR", "CARGO_PRIMARY_PACKAGE", "OUT_DIR"]
+                        .contains(&name.as_ref())
+                {
+                    command.env_remove(name.as_ref());
+                }
+            }
+            let output = command
                 .current_dir(&root)
                 .args([
                     "build",
