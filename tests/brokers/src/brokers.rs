@@ -57,7 +57,10 @@ pub fn wait_mqtt_ready(name: &str, port: u16, broker: &mut Proc) {
             return;
         }
         if let Some(status) = broker.exited() {
-            panic!("{name} exited ({status}) while starting:\n{}", broker.output());
+            panic!(
+                "{name} exited ({status}) while starting:\n{}",
+                broker.output()
+            );
         }
         assert!(
             Instant::now() < deadline,
@@ -342,7 +345,9 @@ impl Nats {
         nats.launch_plain();
         let tls_port = nats.tls.mqtt_port;
         nats.tls.launch();
-        wait_until("nats-server's MQTT TLS listener", WAIT, || accepts(tls_port));
+        wait_until("nats-server's MQTT TLS listener", WAIT, || {
+            accepts(tls_port)
+        });
         nats
     }
 

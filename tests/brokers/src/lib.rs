@@ -25,7 +25,14 @@ use crate::process::{Proc, Scratch, arg, binaries, wait_for};
 /// `edgearmor send-test-alerts` to `broker` as node `node`: `count` alerts, `interval_ms`
 /// apart, no throttle, no stdout; `extra` flags come last (and win).
 pub fn agent(broker: &str, node: &str, count: u64, interval_ms: u64, extra: &[&str]) -> Proc {
-    agent_with_config(Path::new("/dev/null"), broker, node, count, interval_ms, extra)
+    agent_with_config(
+        Path::new("/dev/null"),
+        broker,
+        node,
+        count,
+        interval_ms,
+        extra,
+    )
 }
 
 /// [`agent`] with a configuration file (for settings without a flag).
@@ -42,7 +49,13 @@ pub fn agent_with_config(
         .arg("send-test-alerts")
         .arg("--config")
         .arg(config)
-        .args(["--no-stdout", "--max-alerts-per-sec", "0", "--broker", broker])
+        .args([
+            "--no-stdout",
+            "--max-alerts-per-sec",
+            "0",
+            "--broker",
+            broker,
+        ])
         .args(["--host-name", node, "--cluster", "matrix"])
         .args(["--count", &count.to_string()])
         .args(["--interval-ms", &interval_ms.to_string()])
@@ -106,7 +119,13 @@ impl Decoder {
         self.lines()
             .iter()
             .filter(|l| l["Type"] == "MatchedHostPolicy" && l["HostName"] == node)
-            .filter_map(|l| l["Resource"].as_str()?.strip_prefix("test alert ")?.parse().ok())
+            .filter_map(|l| {
+                l["Resource"]
+                    .as_str()?
+                    .strip_prefix("test alert ")?
+                    .parse()
+                    .ok()
+            })
             .collect()
     }
 

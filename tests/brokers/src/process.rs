@@ -113,7 +113,10 @@ impl Proc {
 
     /// Everything it wrote to stdout and stderr so far, interleaved by line.
     pub fn output(&self) -> String {
-        self.output.lock().unwrap_or_else(|p| p.into_inner()).clone()
+        self.output
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .clone()
     }
 
     /// How often `needle` occurs in the output so far.
@@ -241,9 +244,14 @@ pub fn binaries() -> Binaries {
             // everything above them be rebuilt.
             for (name, _) in std::env::vars_os() {
                 let name = name.to_string_lossy();
-                if ["CARGO_PKG_", "CARGO_MANIFEST_", "CARGO_CRATE_", "CARGO_BIN_"]
-                    .iter()
-                    .any(|prefix| name.starts_with(prefix))
+                if [
+                    "CARGO_PKG_",
+                    "CARGO_MANIFEST_",
+                    "CARGO_CRATE_",
+                    "CARGO_BIN_",
+                ]
+                .iter()
+                .any(|prefix| name.starts_with(prefix))
                     || ["CARGO_TARGET_TMPDIR", "CARGO_PRIMARY_PACKAGE", "OUT_DIR"]
                         .contains(&name.as_ref())
                 {

@@ -5,7 +5,7 @@
 
 use std::io::{Read, Write};
 use std::net::{Shutdown, TcpListener, TcpStream};
-use std::sync::atomic::{AtomicU16, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU16, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -20,6 +20,9 @@ pub enum Mode {
 
 struct State {
     mode: Mutex<Mode>,
+    /// Keep clients' connections open when the broker's end (see
+    /// [`Proxy::keep_clients_open`]).
+    keep_clients: AtomicBool,
     target: AtomicU16,
     open: Mutex<Vec<TcpStream>>,
     accepted: AtomicUsize,
@@ -37,6 +40,7 @@ impl Proxy {
         let port = listener.local_addr().expect("proxy address").port();
         let state = Arc::new(State {
             mode: Mutex::new(mode),
+            keep_clients: AtomicBool::new(false),
             target: AtomicU16::new(target),
             open: Mutex::new(Vec::new()),
             accepted: AtomicUsize::new(0),
@@ -46,7 +50,7 @@ impl Proxy {
             for client in listener.incoming().map_while(Result::ok) {
                 shared.accepted.fetch_add(1, Ordering::SeqCst);
                 let state = shared.clone();
-                std::thread::spawn(move || serve(client, &state));
+                std::thread::spawn(move || serve(client, state));
             }
         });
         Self { port, state }
@@ -58,6 +62,12 @@ impl Proxy {
 
     pub fn set_mode(&self, mode: Mode) {
         *self.state.mode.lock().unwrap_or_else(|p| p.into_inner()) = mode;
+    }
+
+    /// From now on a client learns nothing when the broker's side of its connection
+    /// ends (as behind a load balancer): its connection stays up until [`Proxy::cut`].
+    pub fn keep_clients_open(&self) {
+        self.state.keep_clients.store(true, Ordering::SeqCst);
     }
 
     /// Connections accepted so far.
@@ -96,7 +106,7 @@ fn track(state: &State, stream: &TcpStream) {
     }
 }
 
-fn serve(mut client: TcpStream, state: &State) {
+fn serve(mut client: TcpStream, state: Arc<State>) {
     let mode = *state.mode.lock().unwrap_or_else(|p| p.into_inner());
     if mode == Mode::Refuse {
         let _ = client.shutdown(Shutdown::Both);
@@ -106,8 +116,8 @@ fn serve(mut client: TcpStream, state: &State) {
     else {
         return;
     };
-    track(state, &client);
-    track(state, &upstream);
+    track(&state, &client);
+    track(&state, &upstream);
     if mode == Mode::HoldAfterConnect {
         let Some(connect) = read_packet(&mut client) else {
             return;
@@ -117,9 +127,12 @@ fn serve(mut client: TcpStream, state: &State) {
         }
     }
     if let (Ok(mut from_broker), Ok(mut to_client)) = (upstream.try_clone(), client.try_clone()) {
+        let state = state.clone();
         std::thread::spawn(move || {
             let _ = std::io::copy(&mut from_broker, &mut to_client);
-            let _ = to_client.shutdown(Shutdown::Both);
+            if !state.keep_clients.load(Ordering::SeqCst) {
+                let _ = to_client.shutdown(Shutdown::Both);
+            }
         });
     }
     if mode == Mode::Forward {

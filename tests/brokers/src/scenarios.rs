@@ -45,7 +45,11 @@ impl<'a> Matrix<'a> {
         let start = Instant::now();
         scenario(self.broker, self.dir);
         let took = start.elapsed();
-        eprintln!("[{}] {name} ok ({:.1} s)", self.broker.name(), took.as_secs_f64());
+        eprintln!(
+            "[{}] {name} ok ({:.1} s)",
+            self.broker.name(),
+            took.as_secs_f64()
+        );
         self.results.push((name.to_owned(), took));
     }
 
@@ -65,7 +69,9 @@ impl<'a> Matrix<'a> {
 
 /// `--mqtt-version` for both sides, or nothing (auto).
 fn version_args(version: Option<&'static str>) -> Vec<&'static str> {
-    version.map(|v| vec!["--mqtt-version", v]).unwrap_or_default()
+    version
+        .map(|v| vec!["--mqtt-version", v])
+        .unwrap_or_default()
 }
 
 /// Events arrive in order with contiguous sequence numbers; the connection says which
@@ -140,9 +146,9 @@ pub fn status(broker: &mut dyn Broker, dir: &Scratch) {
         let late = Decoder::ready(dir, "status-late", &["--broker", &address]);
         wait_for("the retained last will at a late decoder", || {
             late.statuses(node, "offline").iter().any(|l| {
-                l["Message"]
-                    .as_str()
-                    .is_some_and(|m| m.contains("[retained: published before this decoder subscribed]"))
+                l["Message"].as_str().is_some_and(|m| {
+                    m.contains("[retained: published before this decoder subscribed]")
+                })
             })
         });
     }
@@ -154,7 +160,12 @@ pub fn redelivery(broker: &mut dyn Broker, dir: &Scratch) {
     const EVENTS: u64 = 50;
     let node = "gw-redelivery";
     let address = broker.address();
-    let session = ["--broker", address.as_str(), "--client-id", "matrix-redelivery"];
+    let session = [
+        "--broker",
+        address.as_str(),
+        "--client-id",
+        "matrix-redelivery",
+    ];
     let mut first = Decoder::ready(dir, "redelivery-1", &session);
     // A clean DISCONNECT: the broker keeps the session and queues for it.
     first.stop();
@@ -182,15 +193,16 @@ pub fn tls(broker: &mut dyn Broker, dir: &Scratch) {
 
 /// Broker session loss: the agent connects through a proxy that lets its CONNECT
 /// through and then holds everything it sends, so 100 batches (one event each) stay
-/// unacknowledged; the broker is killed and started with no state; once the decoder
-/// has subscribed again, the proxy forwards and the agent's reconnect must deliver all
-/// of them, whatever the broker (does not) remember.
+/// unacknowledged; the broker is killed and started with no state (as one without
+/// persistence comes back), a decoder subscribes to it, and only then does the agent
+/// see its connection end. Its reconnect must deliver all 100 from its own buffer,
+/// whatever the broker (does not) remember.
 pub fn session_loss(broker: &mut dyn Broker, dir: &Scratch) {
     const BATCHES: u64 = 100;
     let node = "gw-session-loss";
     let proxy = Proxy::start(broker.port(), Mode::HoldAfterConnect);
     let address = broker.address();
-    let mut decoder = Decoder::ready(dir, "session-loss", &["--broker", &address]);
+    let watcher = Decoder::ready(dir, "session-loss-before", &["--broker", &address]);
     let config = config_file(
         dir,
         "one-event-batches.toml",
@@ -207,15 +219,22 @@ pub fn session_loss(broker: &mut dyn Broker, dir: &Scratch) {
     sender.wait_output("MQTT: connected to");
     sender.wait_output(&format!("produced {BATCHES} event(s), delivering"));
     assert!(
-        decoder.received().seqs.get(node).is_none(),
+        watcher.received().seqs.get(node).is_none(),
         "nothing may pass the proxy before the broker loses the session"
     );
+    drop(watcher);
+    proxy.keep_clients_open();
     broker.kill();
-    proxy.set_mode(Mode::Refuse);
-    proxy.cut();
     broker.start_fresh();
-    decoder.wait_subscribed(2);
+    let decoder = Decoder::ready(dir, "session-loss-after", &["--broker", &address]);
+    assert_eq!(
+        sender.count("MQTT: connected to"),
+        1,
+        "the agent has not noticed yet:\n{}",
+        sender.output()
+    );
     proxy.set_mode(Mode::Forward);
+    proxy.cut();
     sender.wait_success();
     decoder.wait_alerts(node, BATCHES);
     assert_delivered(&decoder, node, BATCHES, "after the broker lost the session");
@@ -253,7 +272,11 @@ pub fn disjoint_filters(broker: &mut dyn Broker, dir: &Scratch) {
     for (decoder, node) in decoders.iter().zip(nodes) {
         decoder.wait_alerts(node, EVENTS);
         assert_delivered(decoder, node, EVENTS, "disjoint topic filters");
-        let other = nodes.iter().find(|n| **n != node).copied().unwrap_or_default();
+        let other = nodes
+            .iter()
+            .find(|n| **n != node)
+            .copied()
+            .unwrap_or_default();
         assert!(
             decoder.test_alerts(other).is_empty(),
             "{node}'s decoder must not see {other}'s events"
@@ -302,7 +325,11 @@ pub fn shared_subscription(broker: &mut dyn Broker, dir: &Scratch) {
 /// naming the version; the agent says the same and keeps retrying.
 pub fn version_refused(broker: &mut dyn Broker, dir: &Scratch) {
     let address = broker.address();
-    let mut decoder = Decoder::start(dir, "v5-only", &["--broker", &address, "--mqtt-version", "5"]);
+    let mut decoder = Decoder::start(
+        dir,
+        "v5-only",
+        &["--broker", &address, "--mqtt-version", "5"],
+    );
     let status = decoder.proc.wait_exit();
     let output = decoder.proc.output();
     assert_eq!(status.code(), Some(1), "{output}");
@@ -313,7 +340,9 @@ pub fn version_refused(broker: &mut dyn Broker, dir: &Scratch) {
     let mut sender = agent(&address, "gw-v5-only", 5, 1, &["--mqtt-version", "5"]);
     sender.wait_output(&format!("broker {address} does not speak MQTT 5"));
     assert!(
-        sender.output().contains("set mqtt.mqtt_version to auto or 3.1.1"),
+        sender
+            .output()
+            .contains("set mqtt.mqtt_version to auto or 3.1.1"),
         "{}",
         sender.output()
     );
