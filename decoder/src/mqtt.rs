@@ -304,15 +304,18 @@ impl CaptureFile {
 }
 
 /// Polls the connection and forwards what it yields. After a failure it waits (the
-/// backoff) before polling again, which reconnects; a failure that needs a fix is
-/// forwarded and ends it. Ends when the receiver is gone.
+/// backoff, which starts over only after a connection that lasted) before polling
+/// again, which reconnects; a failure that needs a fix is forwarded and ends it. Ends
+/// when the receiver is gone.
 async fn drive(mut connection: Connection, events: mpsc::Sender<Result<Event, Failure>>) {
     let mut backoff = Backoff::new();
     loop {
         let result = connection.poll().await;
         match &result {
-            Ok(Event::Connected { .. }) => backoff.reset(),
             Err(failure) if !failure.needs_a_fix() => {
+                if failure.after_stable_connection() {
+                    backoff.reset();
+                }
                 let delay = backoff.next_delay();
                 warn!("{failure}; retrying in {} ms", delay.as_millis());
                 if events.send(result).await.is_err() {

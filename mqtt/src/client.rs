@@ -29,6 +29,11 @@ use crate::version::{Attempt, MqttVersion, Negotiation, Next, VersionChoice};
 /// Content type of JSON payloads (MQTT 5 only).
 pub const JSON: &str = "application/json";
 
+/// A connection that lasted this long was healthy: the reconnect backoff starts over
+/// after it ends. One lost sooner (another client taking the session over, a broker
+/// closing on something we send) is pointed out, and the backoff keeps growing.
+pub const STABLE_CONNECTION: Duration = Duration::from_secs(10);
+
 /// How long an MQTT 5 broker keeps a persistent session after the client went away
 /// (an MQTT 3.1.1 session has no expiry: it lasts until the client connects clean).
 pub const SESSION_EXPIRY_SECS: u32 = 3600;
@@ -765,14 +770,27 @@ pub struct Failure {
 
 impl Failure {
     /// Whether retrying cannot help until something is changed here or at the broker:
-    /// TLS verification, refused credentials or client id, an unspoken version.
+    /// TLS verification, refused credentials or client id, an unspoken version, another
+    /// client taking our session over (reconnecting would take it back, and so on).
     pub fn needs_a_fix(&self) -> bool {
         match &self.kind {
             FailureKind::Refused(code) => !ConnectRefusal::from_code(*code).retryable(),
             FailureKind::VersionUnsupported(_) => true,
             FailureKind::Tls { hint, .. } => *hint != TlsHint::Other,
+            FailureKind::Disconnected(code) => code.value == 0x8e,
             _ => false,
         }
+    }
+
+    /// An established connection lost before it was [`STABLE_CONNECTION`].
+    pub fn short_lived(&self) -> bool {
+        self.connected_for.is_some_and(|d| d < STABLE_CONNECTION)
+    }
+
+    /// Whether the reconnect backoff should start over: the connection that ended had
+    /// been healthy.
+    pub fn after_stable_connection(&self) -> bool {
+        self.connected_for.is_some_and(|d| d >= STABLE_CONNECTION)
     }
 
     fn attempt(&self) -> Attempt {
@@ -857,16 +875,12 @@ impl std::fmt::Display for Failure {
             }
             FailureKind::Lost(detail) => {
                 write!(f, "connection to broker {broker} lost: {detail}")?;
-                if self.version == MqttVersion::V311
-                    && self
-                        .connected_for
-                        .is_some_and(|d| d < Duration::from_secs(5))
-                {
-                    // MQTT 3.1.1 has no DISCONNECT from the broker: a session taken over
-                    // looks like any other close.
+                if self.short_lived() {
+                    // A broker taking a session over for another client says so only
+                    // over MQTT 5, and not every broker does (mosquitto 2.0 just closes).
                     write!(
                         f,
-                        " (if this repeats right after every connect, another client may be using the client id {:?}: give every client its own {})",
+                        " (if this repeats right after every connect, another client may be using the client id {:?}: give every client its own {}; or the broker closes on something this client sends: see its log)",
                         self.client_id, s.client_id
                     )?;
                 }

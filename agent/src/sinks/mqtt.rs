@@ -682,8 +682,10 @@ impl Worker {
 
 /// Polls the connection and forwards what it yields; after a failure it waits
 /// ([`Backoff`]: exponential, 250 ms to 30 s, with jitter) before the next poll
-/// reconnects. The backoff restarts at a connect unless the broker was refusing our
-/// publishes (`penalty`). Ends when the receiver is gone or `stop` is set.
+/// reconnects. The backoff starts over after a connection that lasted (so a broker
+/// that keeps closing right after the CONNACK is retried ever more slowly), unless the
+/// broker was refusing our publishes (`penalty`). Ends when the receiver is gone or
+/// `stop` is set.
 async fn drive_event_loop(
     mut connection: Connection,
     events: tokio::sync::mpsc::Sender<Result<Event, Failure>>,
@@ -694,7 +696,10 @@ async fn drive_event_loop(
     while !stop.load(Ordering::Relaxed) {
         let result = connection.poll().await;
         let failed = result.is_err();
-        if matches!(result, Ok(Event::Connected { .. })) && !penalty.load(Ordering::Relaxed) {
+        if let Err(failure) = &result
+            && failure.after_stable_connection()
+            && !penalty.load(Ordering::Relaxed)
+        {
             backoff.reset();
         }
         if events.send(result).await.is_err() {

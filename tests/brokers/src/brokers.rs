@@ -49,7 +49,8 @@ pub trait Broker {
     }
 }
 
-/// Waits until 127.0.0.1:`port` accepts an MQTT 3.1.1 CONNECT (and leaves at once).
+/// Waits until 127.0.0.1:`port` answers an MQTT 3.1.1 CONNECT with a CONNACK (of any
+/// return code: a broker refusing anonymous clients is up too), and leaves at once.
 pub fn wait_mqtt_ready(name: &str, port: u16, broker: &mut Proc) {
     let deadline = Instant::now() + WAIT;
     loop {
@@ -82,10 +83,16 @@ fn mqtt_accepts(port: u16) -> bool {
     );
     options.set_keep_alive(Duration::from_secs(5));
     let (client, mut connection) = rumqttc::Client::new(options, 4);
+    let answer = connection.recv_timeout(Duration::from_secs(5));
+    if matches!(
+        answer,
+        Ok(Err(rumqttc::ConnectionError::ConnectionRefused(_)))
+    ) {
+        return true;
+    }
     let accepted = matches!(
-        connection.recv_timeout(Duration::from_secs(5)),
-        Ok(Ok(rumqttc::Event::Incoming(rumqttc::Packet::ConnAck(ack))))
-            if ack.code == rumqttc::ConnectReturnCode::Success
+        answer,
+        Ok(Ok(rumqttc::Event::Incoming(rumqttc::Packet::ConnAck(_))))
     );
     if accepted && client.disconnect().is_ok() {
         // Until the DISCONNECT is written (or the connection ends).
@@ -316,6 +323,11 @@ pub struct Nats {
 
 impl Nats {
     pub fn start(dir: &Path, pki: &Pki) -> Self {
+        Self::start_with(dir, pki, "")
+    }
+
+    /// With `extra` in the plain server's configuration (authorization, ...).
+    pub fn start_with(dir: &Path, pki: &Pki, extra: &str) -> Self {
         let id = std::process::id();
         let port = free_port();
         let tls_port = free_port();
@@ -324,7 +336,7 @@ impl Nats {
             &format!("ea-nats-{id}-{port}"),
             &format!("mqtt {{ listen: \"127.0.0.1:{port}\" }}"),
             port,
-            "",
+            extra,
         );
         let tls = NatsNode::new(
             dir,
