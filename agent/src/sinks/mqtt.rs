@@ -15,10 +15,10 @@
 //! reconnect backoff and the wording of every refusal are `edgearmor-mqtt`'s, shared
 //! with the decoder; the settings are the configuration's `[mqtt]` table.
 
-use std::collections::{HashMap, HashSet, VecDeque};
+use std::collections::{HashMap, VecDeque};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use edgearmor_mqtt::client::{
     self, Client, ClientOptions, Connection, Event, Failure, JSON, RequestError,
@@ -98,6 +98,11 @@ const INFLIGHT_WINDOW: usize = 32;
 /// the client allows; also the packet-id range, kept well above what is in flight so
 /// ids are not reused before their acknowledgement.
 const CLIENT_INFLIGHT: u16 = 128;
+
+/// A batch the broker has not acknowledged for twice the keep-alive (at least this
+/// long) on a connection that is otherwise alive is sent again on a new one: a broker
+/// that lost it (a clustered broker whose storage failed over) may never answer.
+const MIN_ACK_TIMEOUT: Duration = Duration::from_secs(10);
 
 /// Requests queued between the worker and the event loop.
 const REQUEST_QUEUE: usize = 64;
@@ -197,6 +202,7 @@ impl MqttPublisher {
         let topics = config.topics(&agent.cluster, &agent.node);
         let (wake, wake_rx) = async_channel::bounded(1);
         let broker = options.broker();
+        let ack_timeout = (options.keep_alive * 2).max(MIN_ACK_TIMEOUT);
         let user = config.username.clone();
         let choice = config.mqtt_version;
         let buffer: SharedBuffer = Arc::new(std::sync::Mutex::new(buffer));
@@ -234,8 +240,9 @@ impl MqttPublisher {
                         stop: worker_stop,
                         broker,
                         user,
+                        ack_timeout,
                         penalty,
-                        in_flight: HashSet::new(),
+                        in_flight: HashMap::new(),
                         outbox: VecDeque::new(),
                         expected: VecDeque::new(),
                         pkids: HashMap::new(),
@@ -363,11 +370,12 @@ struct Worker {
     stop: Arc<AtomicBool>,
     broker: String,
     user: Option<String>,
+    ack_timeout: Duration,
     /// Set while the broker refuses our publishes: the reconnect backoff then keeps
     /// growing instead of restarting at every connect.
     penalty: Arc<AtomicBool>,
-    /// Batches queued in this connection and not acknowledged yet.
-    in_flight: HashSet<BatchKey>,
+    /// Batches queued in this connection and not acknowledged yet, with when.
+    in_flight: HashMap<BatchKey, Instant>,
     /// Session messages of this connection not queued yet (the queue was full).
     outbox: VecDeque<Retained>,
     /// What each upcoming [`Event::PublishSent`] belongs to, in request order.
@@ -415,6 +423,7 @@ impl Worker {
                 },
                 _ = tick.tick() => {
                     lock(&self.buffer).sync();
+                    self.check_acks();
                     self.send();
                 }
             }
@@ -556,6 +565,27 @@ impl Worker {
         self.send();
     }
 
+    /// A batch waiting longer than the ack timeout for its PUBACK: start over on a new
+    /// connection, which sends everything unacknowledged again.
+    fn check_acks(&mut self) {
+        if !self.connected || self.resyncing {
+            return;
+        }
+        let overdue = self
+            .in_flight
+            .values()
+            .filter(|queued| queued.elapsed() > self.ack_timeout)
+            .count();
+        if overdue > 0 {
+            log::warn!(
+                "MQTT: broker {} has not acknowledged {overdue} batch(es) for {}s; reconnecting to send them again",
+                self.broker,
+                self.ack_timeout.as_secs()
+            );
+            self.resync();
+        }
+    }
+
     fn resync(&mut self) {
         self.resyncing = true;
         let _ = self.client.try_disconnect();
@@ -660,7 +690,7 @@ impl Worker {
                     break;
                 };
                 index += 1;
-                if !self.in_flight.contains(&batch.key) {
+                if !self.in_flight.contains_key(&batch.key) {
                     next.push((batch.key, batch.payload.clone()));
                 }
             }
@@ -672,7 +702,7 @@ impl Worker {
             {
                 Ok(()) => {
                     self.expected.push_back(Sent::Batch(key));
-                    self.in_flight.insert(key);
+                    self.in_flight.insert(key, Instant::now());
                 }
                 Err(_) => break, // request queue full: continue after the next event
             }

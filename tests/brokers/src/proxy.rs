@@ -14,6 +14,9 @@ pub enum Mode {
     /// Passes the client's first MQTT packet (its CONNECT) and everything the broker
     /// sends; holds the rest of what the client sends.
     HoldAfterConnect,
+    /// Forwards everything but the broker's PUBACKs: publishes arrive, pings are
+    /// answered, nothing is acknowledged.
+    DropPubAcks,
     /// Accepts and closes at once.
     Refuse,
 }
@@ -129,13 +132,22 @@ fn serve(mut client: TcpStream, state: Arc<State>) {
     if let (Ok(mut from_broker), Ok(mut to_client)) = (upstream.try_clone(), client.try_clone()) {
         let state = state.clone();
         std::thread::spawn(move || {
-            let _ = std::io::copy(&mut from_broker, &mut to_client);
+            if mode == Mode::DropPubAcks {
+                while let Some(packet) = read_packet(&mut from_broker) {
+                    let puback = packet[0] >> 4 == 4;
+                    if !puback && to_client.write_all(&packet).is_err() {
+                        break;
+                    }
+                }
+            } else {
+                let _ = std::io::copy(&mut from_broker, &mut to_client);
+            }
             if !state.keep_clients.load(Ordering::SeqCst) {
                 let _ = to_client.shutdown(Shutdown::Both);
             }
         });
     }
-    if mode == Mode::Forward {
+    if matches!(mode, Mode::Forward | Mode::DropPubAcks) {
         let _ = std::io::copy(&mut client, &mut upstream);
         let _ = upstream.shutdown(Shutdown::Both);
     }

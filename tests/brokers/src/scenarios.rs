@@ -245,6 +245,38 @@ pub fn session_loss(broker: &mut dyn Broker, dir: &Scratch) {
     );
 }
 
+/// Acknowledgements that never come on a live connection (pings answered): after twice
+/// the keep-alive the agent starts a new connection and sends the batches again.
+pub fn lost_acks(broker: &mut dyn Broker, dir: &Scratch) {
+    const EVENTS: u64 = 50;
+    let node = "gw-lost-acks";
+    let proxy = Proxy::start(broker.port(), Mode::DropPubAcks);
+    let address = broker.address();
+    let decoder = Decoder::ready(dir, "lost-acks", &["--broker", &address]);
+    let config = config_file(dir, "keep-alive-5.toml", "[mqtt]\nkeep_alive_secs = 5\n");
+    let mut sender = agent_with_config(
+        &config,
+        &proxy.address(),
+        node,
+        EVENTS,
+        1,
+        &["--shutdown-grace-secs", "120"],
+    );
+    // The events reach the broker, and through it the decoder, unacknowledged.
+    decoder.wait_alerts(node, EVENTS);
+    proxy.set_mode(Mode::Forward);
+    sender.wait_output(&format!(
+        "MQTT: broker {} has not acknowledged",
+        proxy.address()
+    ));
+    sender.wait_success();
+    assert_delivered(&decoder, node, EVENTS, "after lost acknowledgements");
+    assert!(
+        decoder.received().repeats(node) > 0,
+        "the unacknowledged batches were sent again"
+    );
+}
+
 /// Scale-out without shared subscriptions: one decoder per agent topic filter, each
 /// gets exactly its agent's events.
 pub fn disjoint_filters(broker: &mut dyn Broker, dir: &Scratch) {

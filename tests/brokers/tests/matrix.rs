@@ -10,8 +10,8 @@ use edgearmor_broker_tests::brokers::{Mosquitto, Nats, RabbitMq};
 use edgearmor_broker_tests::pki;
 use edgearmor_broker_tests::process::Scratch;
 use edgearmor_broker_tests::scenarios::{
-    Matrix, disjoint_filters, order, redelivery, session_loss, shared_subscription, status, tls,
-    version_refused,
+    Matrix, disjoint_filters, lost_acks, order, redelivery, session_loss, shared_subscription,
+    status, tls, version_refused,
 };
 
 #[test]
@@ -27,6 +27,7 @@ fn mosquitto() {
     matrix.run("QoS 1 across a restart", redelivery);
     matrix.run("TLS", tls);
     matrix.run("session loss", session_loss);
+    matrix.run("lost PUBACKs", lost_acks);
     matrix.run("shared subscription", shared_subscription);
     matrix.run("disjoint filters", disjoint_filters);
     eprintln!("{}", matrix.summary());
