@@ -12,8 +12,10 @@
 //! - [`disjoint_filters`]: scale-out without shared subscriptions, one decoder per
 //!   agent topic;
 //! - [`shared_subscription`]: scale-out with an MQTT 5 share group;
-//! - [`version_refused`]: `--mqtt-version 5` against a broker that speaks only 3.1.1
-//!   says so and exits.
+//! - [`version_refused`]: `--mqtt-version 5` (or `--share-group`) against a broker
+//!   that speaks only 3.1.1 says so and exits;
+//! - [`lost_acks`]: PUBACKs that never come on a live connection: the batches are sent
+//!   again.
 
 use std::time::{Duration, Instant};
 
@@ -369,6 +371,20 @@ pub fn version_refused(broker: &mut dyn Broker, dir: &Scratch) {
         "edgearmor-decode: broker {address} does not speak MQTT 5: it closed the connection on our MQTT 5 CONNECT without answering, and accepts MQTT 3.1.1; set --mqtt-version to auto or 3.1.1"
     );
     assert!(output.contains(&expected), "{output}");
+    // A share group needs MQTT 5: `auto` landing on 3.1.1 is an error, not a decoder
+    // that would get no events.
+    let mut shared = Decoder::start(
+        dir,
+        "v5-share",
+        &["--broker", &address, "--share-group", "g"],
+    );
+    let status = shared.proc.wait_exit();
+    let output = shared.proc.output();
+    assert_eq!(status.code(), Some(1), "{output}");
+    assert!(
+        output.contains(&format!("edgearmor-decode: broker {address} speaks only MQTT 3.1.1, and --share-group needs MQTT 5 shared subscriptions")),
+        "{output}"
+    );
     let mut sender = agent(&address, "gw-v5-only", 5, 1, &["--mqtt-version", "5"]);
     sender.wait_output(&format!("broker {address} does not speak MQTT 5"));
     assert!(
