@@ -568,7 +568,12 @@ impl Worker {
     /// A batch waiting longer than the ack timeout for its PUBACK: start over on a new
     /// connection, which sends everything unacknowledged again.
     fn check_acks(&mut self) {
-        if !self.connected || self.resyncing {
+        if !self.connected {
+            return;
+        }
+        if self.resyncing {
+            // The DISCONNECT may not have fit in the request queue: ask again.
+            self.resync();
             return;
         }
         let overdue = self
@@ -586,9 +591,13 @@ impl Worker {
         }
     }
 
+    /// Ends this connection (the next one sends everything unacknowledged again);
+    /// until it ends, nothing more is sent and acknowledgements are not matched.
     fn resync(&mut self) {
         self.resyncing = true;
-        let _ = self.client.try_disconnect();
+        if self.client.try_disconnect().is_err() {
+            log::debug!("MQTT: request queue full; disconnecting at the next tick");
+        }
     }
 
     fn on_failure(&mut self, failure: &Failure) {
