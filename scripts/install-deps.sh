@@ -1,8 +1,10 @@
 #!/usr/bin/env bash
 # Installs what the demo and the tests need on a fresh Debian 12 machine; a second run
 # changes nothing. Debian packages: QEMU, LLVM 22 for
-# bpf-linker, mosquitto. (Guest kernels and busybox are downloaded, not installed, by
-# the VM harness.) Rust: musl targets, nightly rust-src, bpf-linker 0.13.
+# bpf-linker, the brokers of the broker matrix (mosquitto, nats-server, rabbitmq-server
+# with erlang; the tests start their own instances on free loopback ports). (Guest
+# kernels and busybox are downloaded, not installed, by the VM harness.) Rust: musl
+# targets, nightly rust-src, bpf-linker 0.13.
 set -euo pipefail
 
 log() { echo "install-deps: $*" >&2; }
@@ -29,6 +31,7 @@ apt-cache show busybox-static:arm64 >/dev/null 2>&1 || apt_update_once
 
 packages=(qemu-system-x86 qemu-system-arm
           llvm-22 llvm-22-dev libpolly-22-dev libzstd-dev mosquitto xz-utils
+          nats-server rabbitmq-server
           gcc-aarch64-linux-gnu libc6-dev-arm64-cross)
 missing=()
 for p in "${packages[@]}"; do

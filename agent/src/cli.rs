@@ -55,6 +55,8 @@ options (override agent.toml; see README for every key):
   --ca FILE               TLS: verify the broker against this CA (PEM)
   --client-cert FILE --client-key FILE    mutual TLS
   --username NAME --password-file FILE    MQTT credentials
+  --mqtt-version 3.1.1|5|auto             MQTT protocol (default auto: 5, falling back
+                          to 3.1.1 when the broker refuses 5)
   --spool-dir DIR         persist unacknowledged batches here
   --buffer-bytes N        offline buffer size in memory
   --max-alerts-per-sec N  throttle (0 = off; default 10)
@@ -276,6 +278,9 @@ fn apply_override(
         "client-key" => config.mqtt.client_key = Some(value.into()),
         "username" => config.mqtt.username = Some(value),
         "password-file" => config.mqtt.password_file = Some(value.into()),
+        "mqtt-version" => {
+            config.mqtt.mqtt_version = value.parse().map_err(|e| format!("--mqtt-version: {e}"))?
+        }
         "spool-dir" => config.offline.spool_dir = Some(value.into()),
         "buffer-bytes" => config.offline.buffer_bytes = number(&value)? as usize,
         "max-alerts-per-sec" => config.throttle.max_alerts_per_sec = number(&value)? as u32,

@@ -5,7 +5,7 @@ use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use edgearmor_bundle::limits::MAX_BUNDLE_BYTES;
-use edgearmor_mqtt::{AgentTopics, ClientCertificate, TlsFiles};
+use edgearmor_mqtt::{AgentTopics, ClientCertificate, TlsFiles, VersionChoice};
 use edgearmor_policy::DefaultPostures;
 use serde::Deserialize;
 
@@ -103,6 +103,8 @@ pub struct MqttConfig {
     pub keep_alive_secs: u64,
     /// On stop, how long to keep trying to deliver buffered batches.
     pub shutdown_grace_secs: u64,
+    /// `"3.1.1"`, `"5"` or `"auto"` (5, falling back to 3.1.1 when the broker refuses it).
+    pub mqtt_version: VersionChoice,
 }
 
 #[derive(Clone, Debug, Deserialize, PartialEq)]
@@ -174,6 +176,7 @@ impl Default for MqttConfig {
             password_file: None,
             keep_alive_secs: 30,
             shutdown_grace_secs: 5,
+            mqtt_version: VersionChoice::Auto,
         }
     }
 }

@@ -6,7 +6,7 @@ use std::path::PathBuf;
 
 use edgearmor_alert::expand::ExpandOptions;
 
-pub use edgearmor_mqtt::{ClientCertificate, TlsFiles};
+pub use edgearmor_mqtt::{ClientCertificate, MqttVersion, TlsFiles, VersionChoice};
 
 use crate::pipeline::DecoderConfig;
 use crate::sequence::TrackerConfig;
@@ -34,7 +34,9 @@ BROKER:
     --topic FILTER            event topic filter [default: PREFIX/+/+/events]
     --share-group GROUP       subscribe to the events as $share/GROUP/FILTER: the broker splits
                               them between the decoders of the group (policy tables and status
-                              are always subscribed to in full)
+                              are always subscribed to in full); needs MQTT 5
+    --mqtt-version V          3.1.1, 5 or auto: MQTT 5, falling back to 3.1.1 when the broker
+                              refuses 5 [default: auto]
 
 DECODING:
     --gap-reports on|off      report missing sequence numbers as SystemEvent lines
@@ -119,6 +121,7 @@ pub struct BrokerConfig {
     pub topic: String,
     pub share_group: Option<String>,
     pub capture: Option<PathBuf>,
+    pub mqtt_version: VersionChoice,
 }
 
 impl BrokerConfig {
@@ -198,6 +201,7 @@ struct Given {
     topic: Option<String>,
     topic_prefix: Option<String>,
     share_group: Option<String>,
+    mqtt_version: Option<VersionChoice>,
     gap_reports: Option<bool>,
     reorder_window_ms: Option<u64>,
     max_agents: Option<usize>,
@@ -302,6 +306,18 @@ where
                 "--share-group",
                 string(parser.value().map_err(syntax)?, "--share-group")?,
             )?,
+            Long("mqtt-version") => {
+                let value = string(parser.value().map_err(syntax)?, "--mqtt-version")?;
+                let choice =
+                    value
+                        .parse::<VersionChoice>()
+                        .map_err(|_| ConfigError::InvalidValue {
+                            option: "--mqtt-version",
+                            value: value.clone(),
+                            reason: "expected 3.1.1, 5 or auto".into(),
+                        })?;
+                once(&mut g.mqtt_version, "--mqtt-version", choice)?;
+            }
             Long("gap-reports") => {
                 let value = string(parser.value().map_err(syntax)?, "--gap-reports")?;
                 let on = match value.as_str() {
@@ -470,6 +486,7 @@ fn check(g: Given) -> Result<Config, ConfigError> {
             (g.username.is_some(), "--username"),
             (g.topic.is_some(), "--topic"),
             (g.share_group.is_some(), "--share-group"),
+            (g.mqtt_version.is_some(), "--mqtt-version"),
             (g.publish_json, "--publish-json"),
             (g.capture.is_some(), "--capture"),
         ] {
@@ -517,6 +534,14 @@ fn check(g: Given) -> Result<Config, ConfigError> {
             reason: "must be 1 to 256 bytes".into(),
         });
     }
+    let mqtt_version = g.mqtt_version.unwrap_or_default();
+    if g.share_group.is_some() && mqtt_version == VersionChoice::Fixed(MqttVersion::V311) {
+        return Err(ConfigError::InvalidValue {
+            option: "--share-group",
+            value: g.share_group.unwrap_or_default(),
+            reason: "shared subscriptions need MQTT 5, not --mqtt-version 3.1.1 (with 3.1.1, give each decoder a disjoint --topic)".into(),
+        });
+    }
     let gap_reports = g.gap_reports.unwrap_or(g.share_group.is_none());
     Ok(Config {
         source: Source::Broker(Box::new(BrokerConfig {
@@ -535,6 +560,7 @@ fn check(g: Given) -> Result<Config, ConfigError> {
             topic,
             share_group: g.share_group,
             capture: g.capture,
+            mqtt_version,
         })),
         topic_prefix,
         output,
@@ -595,6 +621,7 @@ mod tests {
         let b = broker(&config);
         assert_eq!((b.host.as_str(), b.port), ("127.0.0.1", 1883));
         assert_eq!(b.events_filter(), "edgearmor/+/+/events");
+        assert_eq!(b.mqtt_version, VersionChoice::Auto);
         assert!(config.output.stdout && config.output.file.is_none());
         assert!(config.gap_reports);
         assert_eq!(config.expand, ExpandOptions::default());
@@ -614,6 +641,11 @@ mod tests {
         assert!(!config.gap_reports);
         let config = run(&["--share-group", "g", "--gap-reports", "on"]).expect("valid");
         assert!(config.gap_reports);
+        let config = run(&["--mqtt-version", "3.1.1"]).expect("valid");
+        assert_eq!(
+            broker(&config).mqtt_version,
+            VersionChoice::Fixed(MqttVersion::V311)
+        );
     }
 
     #[test]
@@ -695,6 +727,18 @@ mod tests {
             (
                 &["--topic-prefix", "a/#"],
                 "invalid value \"a/#\" for --topic-prefix: a topic prefix cannot hold wildcards or NUL, nor start with '$'",
+            ),
+            (
+                &["--mqtt-version", "3"],
+                "invalid value \"3\" for --mqtt-version: expected 3.1.1, 5 or auto",
+            ),
+            (
+                &["--mqtt-version", "3.1.1", "--share-group", "g"],
+                "invalid value \"g\" for --share-group: shared subscriptions need MQTT 5, not --mqtt-version 3.1.1 (with 3.1.1, give each decoder a disjoint --topic)",
+            ),
+            (
+                &["--input", "f", "--mqtt-version", "5"],
+                "--input cannot be combined with --mqtt-version",
             ),
             (
                 &["--reorder-window-ms", "soon"],

@@ -69,7 +69,6 @@ fn run(config: &Config) -> Result<(), String> {
             result
         }
         Source::Broker(broker) => {
-            let options = mqtt::mqtt_options(broker).map_err(|e| ErrorChain(&e).to_string())?;
             let runtime = tokio::runtime::Builder::new_current_thread()
                 .enable_all()
                 .build()
@@ -77,8 +76,7 @@ fn run(config: &Config) -> Result<(), String> {
             let mut stats = LiveStats::default();
             let result = runtime.block_on(async {
                 // The client must be created inside the runtime (its queue uses it).
-                let (client, eventloop) =
-                    rumqttc::v5::AsyncClient::new(options, mqtt::REQUEST_QUEUE);
+                let (client, connection) = mqtt::connect(broker)?;
                 if config.output.publish_json {
                     sinks.sinks.push(Box::new(MqttJsonSink::new(
                         client.clone(),
@@ -92,7 +90,7 @@ fn run(config: &Config) -> Result<(), String> {
                     &mut decoder,
                     &mut sinks,
                     client,
-                    eventloop,
+                    connection,
                     &mut stats,
                 )
                 .await

@@ -1,19 +1,27 @@
-//! The live decoder: an MQTT 5 session (rumqttc, rustls with ring) feeding the
+//! The live decoder: an MQTT session (3.1.1 or 5, `--mqtt-version`, default `auto`;
+//! rumqttc through `edgearmor-mqtt`'s client, rustls with ring) feeding the
 //! [`Decoder`], until SIGINT or SIGTERM.
 //!
 //! - Subscriptions: the retained policy tables and statuses in full (retained messages
-//!   are never delivered to shared subscriptions), then the events, optionally as a
-//!   shared subscription. After they are acknowledged the decoder prints
-//!   `edgearmor-decode: ready: ...` on stderr.
+//!   are never delivered to shared subscriptions), then the events, optionally as an
+//!   MQTT 5 shared subscription. After they are acknowledged the decoder prints
+//!   `edgearmor-decode: ready: ...` on stderr (once), and logs `subscribed to ...` after
+//!   every (re)subscription.
 //! - At-least-once: acknowledgements are manual and sent only after the message's lines
 //!   were written and flushed. Duplicates from redelivery are the sequence tracker's job.
-//! - Errors that retrying cannot fix (TLS verification, refused credentials, refused
-//!   subscriptions) end the decoder with a message saying what to fix; anything else
-//!   (broker down, connection reset) is retried with capped, jittered backoff
-//!   ([`edgearmor_mqtt::Backoff`], 250 ms to 30 s, as the agent).
-//! - Bounded: the broker may have at most [`RECEIVE_MAXIMUM`] messages unacknowledged
-//!   with us and never sends packets over [`MAX_PACKET_SIZE`]; republished lines that do
-//!   not fit the client's request queue are dropped and counted.
+//! - Errors that retrying cannot fix (TLS verification, refused credentials or client
+//!   id, a protocol version the broker does not speak, refused subscriptions, a session
+//!   taken over by another decoder) end the decoder with a message naming the broker,
+//!   the reason code and the fix; anything else (broker down, connection reset) is
+//!   retried with capped, jittered backoff ([`edgearmor_mqtt::Backoff`], 250 ms to
+//!   30 s, as the agent).
+//! - Bounded: over MQTT 5 the broker may have at most [`RECEIVE_MAXIMUM`] messages
+//!   unacknowledged with us and never sends packets over [`MAX_PACKET_SIZE`]; over
+//!   3.1.1 the broker's own in-flight limit applies and a packet over
+//!   [`MAX_PACKET_SIZE_V311`] ends the connection. Republished lines that do not fit
+//!   the client's request queue are dropped and counted.
+//! - The connection is polled in a task of its own (its connect is not cancel-safe)
+//!   and its events reach the decoding loop through a channel.
 
 use std::collections::VecDeque;
 use std::fs::{File, OpenOptions};
@@ -23,12 +31,15 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
-use edgearmor_mqtt::{Backoff, Credentials, CredentialsError, TlsError};
+use edgearmor_mqtt::client::{
+    self, Client, ClientOptions, Connection, Event, Failure, JSON, Publish, SESSION_EXPIRY_SECS,
+    Session,
+};
+use edgearmor_mqtt::refusal::{self, DECODER_SETTINGS};
+use edgearmor_mqtt::{Backoff, Credentials, CredentialsError, MqttVersion, TlsError};
 use log::{debug, error, info, warn};
-use rumqttc::v5::mqttbytes::QoS;
-use rumqttc::v5::mqttbytes::v5::{ConnectReturnCode, Filter, Packet, Publish, SubscribeReasonCode};
-use rumqttc::v5::{AsyncClient, ConnectionError, Event, MqttOptions};
 use tokio::signal::unix::{SignalKind, signal};
+use tokio::sync::mpsc;
 
 use crate::capture::{self, CaptureWriter};
 use crate::cli::BrokerConfig;
@@ -41,10 +52,11 @@ pub const RECEIVE_MAXIMUM: u16 = 64;
 /// Largest packet the broker may send us. Above any valid payload, so that oversized
 /// ones reach the decoder and are counted; the broker drops anything larger (MQTT 5).
 pub const MAX_PACKET_SIZE: u32 = capture::MAX_PAYLOAD_LEN + 64 * 1024;
+/// Over MQTT 3.1.1 the broker cannot be told a limit: larger packets are read up to
+/// this size (and rejected as oversized by the decoder), beyond it the connection ends.
+pub const MAX_PACKET_SIZE_V311: usize = 16 << 20;
 /// Requests (acks, republished lines, subscriptions) queued for the event loop.
 pub const REQUEST_QUEUE: usize = 1024;
-/// Session kept by the broker while a decoder with a fixed `--client-id` is away.
-const SESSION_EXPIRY_SECS: u32 = 3600;
 const TICK: Duration = Duration::from_millis(250);
 
 /// What stopped the live decoder other than a signal.
@@ -54,18 +66,13 @@ pub enum LiveError {
     TlsFiles(TlsError),
     /// The password file could not be used.
     Credentials(CredentialsError),
-    Tls {
+    /// The broker refused us in a way retrying cannot fix.
+    Connection(Box<Failure>),
+    /// The broker refused a subscription (the sentence names filter, code and fix).
+    SubscriptionRefused(String),
+    /// `--share-group` on a broker that speaks only MQTT 3.1.1.
+    SharedNeedsV5 {
         broker: String,
-        reason: String,
-        hint: &'static str,
-    },
-    Refused {
-        broker: String,
-        code: ConnectReturnCode,
-    },
-    SubscriptionRefused {
-        filter: String,
-        code: SubscribeReasonCode,
     },
     Signals(io::Error),
     Capture {
@@ -81,28 +88,11 @@ impl std::fmt::Display for LiveError {
             // Their causes come from `source()`.
             LiveError::TlsFiles(e) => e.fmt(f),
             LiveError::Credentials(e) => e.fmt(f),
-            LiveError::Tls {
-                broker,
-                reason,
-                hint,
-            } => write!(f, "TLS connection to {broker} failed: {reason}{hint}"),
-            LiveError::Refused { broker, code } => write!(
+            LiveError::Connection(failure) => failure.fmt(f),
+            LiveError::SubscriptionRefused(message) => f.write_str(message),
+            LiveError::SharedNeedsV5 { broker } => write!(
                 f,
-                "broker {broker} refused the connection: {code:?}{}",
-                match code {
-                    ConnectReturnCode::BadUserNamePassword | ConnectReturnCode::NotAuthorized =>
-                        " (check --username and --password-file)",
-                    _ => "",
-                }
-            ),
-            LiveError::SubscriptionRefused { filter, code } => write!(
-                f,
-                "broker refused the subscription to {filter}: {code:?}{}",
-                if filter.starts_with("$share/") {
-                    " (does the broker support MQTT 5 shared subscriptions, and may this client read the topic?)"
-                } else {
-                    " (may this client read the topic?)"
-                }
+                "broker {broker} speaks only MQTT 3.1.1, and --share-group needs MQTT 5 shared subscriptions; split the load with one decoder per disjoint --topic filter instead (see the README's broker table)"
             ),
             LiveError::Signals(e) => write!(f, "installing the SIGINT/SIGTERM handlers: {e}"),
             LiveError::Capture { path, source } => {
@@ -155,31 +145,52 @@ impl LiveStats {
     }
 }
 
-pub fn mqtt_options(config: &BrokerConfig) -> Result<MqttOptions, LiveError> {
-    let (client_id, persistent) = match &config.client_id {
-        Some(id) => (id.clone(), true),
-        None => (random_client_id(), false),
+/// The client options of `config`: with a fixed client id the broker keeps the session
+/// (an hour after we leave, over MQTT 5).
+pub fn mqtt_options(config: &BrokerConfig) -> Result<ClientOptions, LiveError> {
+    let (client_id, session) = match &config.client_id {
+        Some(id) => (
+            id.clone(),
+            Session::Persistent {
+                expiry_secs: SESSION_EXPIRY_SECS,
+            },
+        ),
+        None => (random_client_id(), Session::Clean),
     };
-    let mut options = MqttOptions::new(client_id, config.host.clone(), config.port);
-    options
-        .set_keep_alive(Duration::from_secs(30))
-        .set_clean_start(!persistent)
-        .set_manual_acks(true)
-        .set_receive_maximum(Some(RECEIVE_MAXIMUM))
-        .set_max_packet_size(Some(MAX_PACKET_SIZE))
-        .set_connection_timeout(10);
-    if persistent {
-        options.set_session_expiry_interval(Some(SESSION_EXPIRY_SECS));
-    }
-    if let Some(c) = Credentials::load(config.username.as_deref(), config.password_file.as_deref())
-        .map_err(LiveError::Credentials)?
-    {
-        options.set_credentials(c.username, c.password);
-    }
-    if let Some(files) = &config.tls {
-        options.set_transport(edgearmor_mqtt::tls::transport(files).map_err(LiveError::TlsFiles)?);
-    }
-    Ok(options)
+    let credentials =
+        Credentials::load(config.username.as_deref(), config.password_file.as_deref())
+            .map_err(LiveError::Credentials)?;
+    let tls = match &config.tls {
+        Some(files) => Some(edgearmor_mqtt::tls::transport(files).map_err(LiveError::TlsFiles)?),
+        None => None,
+    };
+    Ok(ClientOptions {
+        host: config.host.clone(),
+        port: config.port,
+        client_id,
+        keep_alive: Duration::from_secs(30),
+        session,
+        last_will: None,
+        credentials,
+        tls,
+        // MQTT 5 announces MAX_PACKET_SIZE (the broker drops larger packets); 3.1.1
+        // cannot, so it reads larger ones up to its own limit.
+        max_incoming_packet: MAX_PACKET_SIZE_V311,
+        announced_max_packet: Some(MAX_PACKET_SIZE),
+        max_outgoing_packet: 1 << 20,
+        outgoing_inflight: 128,
+        receive_maximum: Some(RECEIVE_MAXIMUM),
+        manual_acks: true,
+        request_capacity: REQUEST_QUEUE,
+        connection_timeout: Duration::from_secs(10),
+        settings: DECODER_SETTINGS,
+    })
+}
+
+/// The client and its connection for `config`.
+pub fn connect(config: &BrokerConfig) -> Result<(Client, Connection), LiveError> {
+    let options = mqtt_options(config)?;
+    Ok(client::connect(options, config.mqtt_version))
 }
 
 fn random_client_id() -> String {
@@ -199,7 +210,7 @@ pub fn now_us() -> u64 {
 ///
 /// Never blocks the decoder: a full request queue drops the line (counted).
 pub struct MqttJsonSink {
-    client: AsyncClient,
+    client: Client,
     topic_prefix: String,
     published: Arc<AtomicU64>,
     dropped: Arc<AtomicU64>,
@@ -207,7 +218,7 @@ pub struct MqttJsonSink {
 }
 
 impl MqttJsonSink {
-    pub fn new(client: AsyncClient, topic_prefix: &str, stats: &LiveStats) -> Self {
+    pub fn new(client: Client, topic_prefix: &str, stats: &LiveStats) -> Self {
         Self {
             client,
             topic_prefix: topic_prefix.to_owned(),
@@ -231,7 +242,7 @@ impl AlertSink for MqttJsonSink {
         };
         match self
             .client
-            .try_publish(topic, QoS::AtLeastOnce, false, line.as_bytes().to_vec())
+            .try_publish(&topic, false, line.as_bytes().to_vec(), Some(JSON))
         {
             Ok(()) => {
                 self.published.fetch_add(1, Ordering::Relaxed);
@@ -239,7 +250,7 @@ impl AlertSink for MqttJsonSink {
             Err(e) => {
                 let dropped = self.dropped.fetch_add(1, Ordering::Relaxed) + 1;
                 if dropped.is_power_of_two() {
-                    warn!("republish queue full, line dropped ({dropped} so far): {e}");
+                    warn!("line not republished ({dropped} so far): {e}");
                 }
             }
         }
@@ -292,54 +303,114 @@ impl CaptureFile {
     }
 }
 
-/// Why the connection failed, and whether trying again can help.
-fn classify(error: &ConnectionError, broker: &str) -> Option<LiveError> {
-    match error {
-        ConnectionError::ConnectionRefused(code) => match code {
-            ConnectReturnCode::ServerUnavailable
-            | ConnectReturnCode::ServerBusy
-            | ConnectReturnCode::QuotaExceeded
-            | ConnectReturnCode::ConnectionRateExceeded
-            | ConnectReturnCode::UnspecifiedError => None,
-            _ => Some(LiveError::Refused {
-                broker: broker.into(),
-                code: *code,
-            }),
-        },
-        other => rustls_error(other).map(|e| LiveError::Tls {
-            broker: broker.into(),
-            reason: e.to_string(),
-            hint: match e {
-                rustls::Error::InvalidCertificate(rustls::CertificateError::UnknownIssuer) => {
-                    " (is --ca the CA that signed the broker's certificate?)"
+/// Polls the connection and forwards what it yields. After a failure it waits (the
+/// backoff, which starts over only after a connection that lasted) before polling
+/// again, which reconnects; a failure that needs a fix is forwarded and ends it. Ends
+/// when the receiver is gone.
+async fn drive(mut connection: Connection, events: mpsc::Sender<Result<Event, Failure>>) {
+    let mut backoff = Backoff::new();
+    loop {
+        let result = connection.poll().await;
+        match &result {
+            Err(failure) if !failure.needs_a_fix() => {
+                if failure.after_stable_connection() {
+                    backoff.reset();
                 }
-                rustls::Error::InvalidCertificate(_) => {
-                    " (the broker's certificate must name the --broker host and be valid now)"
+                let delay = backoff.next_delay();
+                warn!("{failure}; retrying in {} ms", delay.as_millis());
+                if events.send(result).await.is_err() {
+                    return;
                 }
-                rustls::Error::AlertReceived(_) => {
-                    " (the broker refused the handshake; does it require a client certificate?)"
-                }
-                _ => "",
-            },
-        }),
+                tokio::time::sleep(delay).await;
+                continue;
+            }
+            _ => {}
+        }
+        let fatal = result.as_ref().is_err();
+        if events.send(result).await.is_err() || fatal {
+            return;
+        }
     }
 }
 
-/// The rustls error somewhere inside a connection error: TLS failures are configuration
-/// problems, which retrying does not fix.
-fn rustls_error(error: &ConnectionError) -> Option<&rustls::Error> {
-    let io = match error {
-        ConnectionError::Tls(rumqttc::TlsError::TLS(e)) => return Some(e),
-        ConnectionError::Tls(rumqttc::TlsError::Io(io)) | ConnectionError::Io(io) => io,
-        ConnectionError::MqttState(rumqttc::v5::StateError::Io(io)) => io,
-        // A TLS 1.3 server rejects our certificate (or its absence) after the handshake:
-        // the alert surfaces when the CONNACK is read.
-        ConnectionError::MqttState(rumqttc::v5::StateError::Deserialization(
-            rumqttc::v5::mqttbytes::Error::Io(io),
-        )) => io,
-        _ => return None,
-    };
-    io.get_ref()?.downcast_ref::<rustls::Error>()
+/// The live loop's view of the subscriptions.
+struct Subscriptions {
+    broker: String,
+    filters: Vec<String>,
+    user: Option<String>,
+    share_group: bool,
+    announced_ready: bool,
+}
+
+impl Subscriptions {
+    /// After a CONNACK: subscribe unless the broker kept our session.
+    fn on_connected(
+        &mut self,
+        client: &Client,
+        version: MqttVersion,
+        session_present: bool,
+        fell_back_from: Option<MqttVersion>,
+    ) -> Result<(), LiveError> {
+        info!(
+            "connected to {} ({version}, session present: {session_present})",
+            self.broker
+        );
+        if let Some(refused) = fell_back_from {
+            warn!(
+                "broker {} does not speak {refused}; speaking {version} (--mqtt-version auto): no shared subscriptions, a --client-id session never expires",
+                self.broker
+            );
+        }
+        if self.share_group && version == MqttVersion::V311 {
+            return Err(LiveError::SharedNeedsV5 {
+                broker: self.broker.clone(),
+            });
+        }
+        if !session_present {
+            if let Err(e) = client.try_subscribe_many(&self.filters) {
+                error!("cannot queue the subscriptions: {e}");
+            }
+        } else {
+            self.subscribed();
+        }
+        Ok(())
+    }
+
+    fn on_suback(&mut self, results: &[Result<u8, refusal::Code>]) -> Result<(), LiveError> {
+        for (filter, result) in self.filters.iter().zip(results) {
+            match result {
+                Err(code) => {
+                    return Err(LiveError::SubscriptionRefused(
+                        refusal::subscription_refused(
+                            &self.broker,
+                            filter,
+                            *code,
+                            self.user.as_deref(),
+                        ),
+                    ));
+                }
+                Ok(0) => warn!(
+                    "broker {} granted QoS 0 for {filter}: those messages may be lost",
+                    self.broker
+                ),
+                Ok(_) => {}
+            }
+        }
+        self.subscribed();
+        Ok(())
+    }
+
+    fn subscribed(&mut self) {
+        info!(
+            "subscribed to {} on {}",
+            self.filters.join(", "),
+            self.broker
+        );
+        if !self.announced_ready {
+            announce_ready(&self.broker, &self.filters);
+            self.announced_ready = true;
+        }
+    }
 }
 
 /// Runs until SIGINT/SIGTERM (`Ok`) or a fatal error.
@@ -348,29 +419,34 @@ pub async fn run(
     topic_prefix: &str,
     decoder: &mut Decoder,
     sink: &mut dyn AlertSink,
-    client: AsyncClient,
-    mut eventloop: rumqttc::v5::EventLoop,
+    client: Client,
+    connection: Connection,
     stats: &mut LiveStats,
 ) -> Result<(), LiveError> {
-    let broker = format!("{}:{}", config.host, config.port);
     let mut capture = config
         .capture
         .as_deref()
         .map(CaptureFile::open)
         .transpose()?;
-    let filters = [
-        topic::policies_filter(topic_prefix),
-        topic::status_filter(topic_prefix),
-        config.events_filter(),
-    ];
+    let mut subscriptions = Subscriptions {
+        broker: connection.broker(),
+        filters: vec![
+            topic::policies_filter(topic_prefix),
+            topic::status_filter(topic_prefix),
+            config.events_filter(),
+        ],
+        user: config.username.clone(),
+        share_group: config.share_group.is_some(),
+        announced_ready: false,
+    };
     let mut sigterm = signal(SignalKind::terminate()).map_err(LiveError::Signals)?;
     let mut sigint = signal(SignalKind::interrupt()).map_err(LiveError::Signals)?;
     let mut tick = tokio::time::interval(TICK);
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-    let mut backoff = Backoff::new();
+    let (events_tx, mut events) = mpsc::channel(64);
+    let poller = tokio::spawn(drive(connection, events_tx));
     // Acks the request queue had no room for; at most RECEIVE_MAXIMUM by the protocol.
     let mut unsent_acks: VecDeque<Publish> = VecDeque::new();
-    let mut announced_ready = false;
 
     let result = loop {
         tokio::select! {
@@ -384,36 +460,21 @@ pub async fn run(
                 }
                 retry_acks(&client, &mut unsent_acks, stats);
             }
-            event = eventloop.poll() => match event {
-                Ok(Event::Incoming(Packet::ConnAck(ack))) => {
+            event = events.recv() => match event {
+                Some(Ok(Event::Connected { version, session_present, fell_back_from })) => {
                     stats.connections += 1;
-                    backoff.reset();
                     // Acks for the previous connection's packet ids mean nothing now.
                     unsent_acks.clear();
-                    info!("connected to {broker} (session present: {})", ack.session_present);
-                    if !ack.session_present {
-                        let subscriptions = filters.iter().map(|f| Filter::new(f.clone(), QoS::AtLeastOnce));
-                        if let Err(e) = client.try_subscribe_many(subscriptions) {
-                            error!("cannot queue the subscriptions: {e}");
-                        }
-                    } else if !announced_ready {
-                        announce_ready(&broker, &filters);
-                        announced_ready = true;
+                    if let Err(fatal) = subscriptions.on_connected(&client, version, session_present, fell_back_from) {
+                        break Err(fatal);
                     }
                 }
-                Ok(Event::Incoming(Packet::SubAck(suback))) => {
-                    let refused = filters.iter().zip(&suback.return_codes).find(|(_, code)| {
-                        !matches!(code, SubscribeReasonCode::Success(_))
-                    });
-                    if let Some((filter, code)) = refused {
-                        break Err(LiveError::SubscriptionRefused { filter: filter.clone(), code: *code });
-                    }
-                    if !announced_ready {
-                        announce_ready(&broker, &filters);
-                        announced_ready = true;
+                Some(Ok(Event::SubAck { results, .. })) => {
+                    if let Err(fatal) = subscriptions.on_suback(&results) {
+                        break Err(fatal);
                     }
                 }
-                Ok(Event::Incoming(Packet::Publish(publish))) => {
+                Some(Ok(Event::Message(publish))) => {
                     if let Err(fatal) = handle_publish(&publish, decoder, sink, capture.as_mut()) {
                         break Err(fatal);
                     }
@@ -429,23 +490,14 @@ pub async fn run(
                         unsent_acks.push_back(publish);
                     }
                 }
-                Ok(Event::Incoming(Packet::Disconnect(disconnect))) => {
-                    warn!("broker {broker} disconnected us: {:?}", disconnect.reason_code);
-                }
-                Ok(_) => {}
-                Err(e) => {
+                Some(Ok(_)) => {}
+                Some(Err(failure)) => {
                     stats.connection_errors += 1;
-                    if let Some(fatal) = classify(&e, &broker) {
-                        break Err(fatal);
-                    }
-                    let delay = backoff.next_delay();
-                    warn!("connection to {broker}: {e}; retrying in {} ms", delay.as_millis());
-                    tokio::select! {
-                        _ = sigterm.recv() => break Ok(()),
-                        _ = sigint.recv() => break Ok(()),
-                        _ = tokio::time::sleep(delay) => {}
+                    if failure.needs_a_fix() {
+                        break Err(LiveError::Connection(Box::new(failure)));
                     }
                 }
+                None => break Ok(()),
             }
         }
     };
@@ -457,15 +509,16 @@ pub async fn run(
     }
     if client.try_disconnect().is_ok() {
         let _ = tokio::time::timeout(Duration::from_secs(1), async {
-            loop {
-                match eventloop.poll().await {
-                    Ok(Event::Outgoing(rumqttc::Outgoing::Disconnect)) | Err(_) => break,
-                    Ok(_) => {}
+            while let Some(event) = events.recv().await {
+                if matches!(event, Ok(Event::DisconnectSent) | Err(_)) {
+                    break;
                 }
             }
         })
         .await;
     }
+    drop(events);
+    poller.abort();
     result
 }
 
@@ -483,15 +536,15 @@ fn handle_publish(
     sink: &mut dyn AlertSink,
     capture: Option<&mut CaptureFile>,
 ) -> Result<(), LiveError> {
-    let Ok(topic) = std::str::from_utf8(&publish.topic) else {
+    let Some(topic) = publish.topic() else {
         // MQTT requires UTF-8 topics; a broker that breaks this gets its message skipped.
         warn!("skipping a message whose topic is not UTF-8");
         return Ok(());
     };
     let message = Received {
         topic,
-        payload: &publish.payload,
-        retained: publish.retain,
+        payload: publish.payload(),
+        retained: publish.retain(),
         now_us: now_us(),
     };
     if let Some(capture) = capture {
@@ -502,7 +555,7 @@ fn handle_publish(
         Err(HandleError::Rejected(rejection)) => {
             warn!(
                 "{topic}: skipped a {}-byte payload: {rejection} [{}]",
-                publish.payload.len(),
+                publish.payload().len(),
                 rejection.kind()
             );
         }
@@ -529,7 +582,7 @@ fn output_error(e: SinkError) -> Option<LiveError> {
     }
 }
 
-fn retry_acks(client: &AsyncClient, unsent: &mut VecDeque<Publish>, stats: &mut LiveStats) {
+fn retry_acks(client: &Client, unsent: &mut VecDeque<Publish>, stats: &mut LiveStats) {
     while let Some(publish) = unsent.front() {
         if client.try_ack(publish).is_err() {
             return;

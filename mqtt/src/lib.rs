@@ -16,10 +16,14 @@
 //! one line.
 
 pub mod backoff;
+#[cfg(feature = "client")]
+pub mod client;
 pub mod credentials;
+pub mod refusal;
 pub mod status;
 pub mod tls;
 pub mod topic;
+pub mod version;
 
 pub use backoff::Backoff;
 pub use credentials::{Credentials, CredentialsError};
@@ -28,6 +32,7 @@ pub use status::{AgentState, Enforcement, StatusError, StatusMessage};
 pub use tls::TlsError;
 pub use tls::{ClientCertificate, TlsFiles};
 pub use topic::AgentTopics;
+pub use version::{MqttVersion, VersionChoice};
 
 /// An error and its sources, `: `-separated: the one line a binary prints for it.
 pub struct ErrorChain<'a>(pub &'a (dyn std::error::Error + 'static));

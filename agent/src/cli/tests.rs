@@ -44,6 +44,8 @@ fn flags_override_the_configuration() {
         "0",
         "--broker",
         "127.0.0.1:1883",
+        "--mqtt-version",
+        "5",
         "--no-stdout",
         "--deny-setgid",
         "/bin/busybox",
@@ -53,6 +55,10 @@ fn flags_override_the_configuration() {
     assert_eq!(i.config.node, "gw-12");
     assert_eq!(i.config.throttle.max_alerts_per_sec, 0);
     assert_eq!(i.config.mqtt.broker, "127.0.0.1:1883");
+    assert_eq!(
+        i.config.mqtt.mqtt_version,
+        edgearmor_mqtt::VersionChoice::Fixed(edgearmor_mqtt::MqttVersion::V5)
+    );
     assert!(!i.config.output.stdout);
     assert_eq!(i.rules.rules.len(), 1);
     let _ = std::fs::remove_dir_all(&dir);
@@ -70,6 +76,10 @@ fn mistakes_name_the_flag() {
     assert!(
         parse_err(&["run", "--enforcement", "maybe"])
             .contains("`maybe` is neither auto nor required")
+    );
+    assert!(
+        parse_err(&["send-test-alerts", "--mqtt-version", "6"])
+            .contains("--mqtt-version: \"6\" is not an MQTT version")
     );
     assert!(parse_err(&["run"]).starts_with("no rules:"));
     for (flag, value) in [("--host-name", "gw/12"), ("--cluster", "plant#7")] {

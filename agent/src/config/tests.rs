@@ -50,6 +50,7 @@ fn full_file_parses() {
             ca_file = "/etc/edgearmor/ca.pem"
             username = "gw-12"
             password_file = "/etc/edgearmor/mqtt.pass"
+            mqtt_version = "3.1.1"
             [pipeline]
             batch_max_events = 16
             flush_interval_ms = 500
@@ -70,6 +71,11 @@ fn full_file_parses() {
         c.offline.spool_dir.as_deref(),
         Some(Path::new("/var/lib/edgearmor/spool"))
     );
+    assert_eq!(
+        c.mqtt.mqtt_version,
+        VersionChoice::Fixed(edgearmor_mqtt::MqttVersion::V311)
+    );
+    assert_eq!(MqttConfig::default().mqtt_version, VersionChoice::Auto);
 }
 
 #[test]
@@ -144,6 +150,10 @@ fn mistakes_name_the_key() {
         (
             "[fleet]\nbundle_max_bytes = 16777217",
             "fleet.bundle_max_bytes = \"16777217\": must be at most 16777216 (MAX_BUNDLE_BYTES)",
+        ),
+        (
+            "[mqtt]\nmqtt_version = \"3.1\"",
+            "\"3.1\" is not an MQTT version: expected \"3.1.1\", \"5\" or \"auto\"",
         ),
     ];
     for (text, want) in cases {

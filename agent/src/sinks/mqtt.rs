@@ -1,27 +1,32 @@
-//! MQTT publishing: rumqttc's event loop on one dedicated thread with a current-thread
+//! MQTT publishing: the event loop on one dedicated thread with a current-thread
 //! tokio runtime (tokio stays out of the rest of the agent), fed encoded batches from
-//! the smol side through a bounded channel.
+//! the smol side through the shared offline buffer.
 //!
 //! The thread owns the [`OfflineBuffer`]: a batch leaves it only when the broker's
 //! PUBACK for it arrives. After a reconnect everything unacknowledged is published
-//! again, in order (QoS 1 may duplicate; sequence numbers let consumers drop repeats).
-//! On connect it publishes a retained birth message and the policy table; the broker
-//! holds a retained last will that says offline when the connection is lost.
+//! again, in order, whatever the broker remembers of the session (a broker restarted
+//! without persistence remembers nothing): the buffer is the source of truth, not the
+//! MQTT client's in-flight state, which is dropped with the connection. QoS 1 may
+//! duplicate; sequence numbers let consumers drop repeats. On connect it publishes a
+//! retained birth message and the policy table; the broker holds a retained last will
+//! that says offline when the connection is lost.
 //!
-//! Topics, TLS, credentials and the reconnect backoff are `edgearmor-mqtt`'s, shared
+//! MQTT 3.1.1 or 5 (`mqtt_version`, default `auto`), topics, TLS, credentials, the
+//! reconnect backoff and the wording of every refusal are `edgearmor-mqtt`'s, shared
 //! with the decoder; the settings are the configuration's `[mqtt]` table.
 
 use std::collections::{HashMap, VecDeque};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
+use edgearmor_mqtt::client::{
+    self, Client, ClientOptions, Connection, Event, Failure, JSON, RequestError,
+    SESSION_EXPIRY_SECS, Session, Will,
+};
+use edgearmor_mqtt::refusal::{self, AGENT_SETTINGS, Code};
 use edgearmor_mqtt::{AgentTopics, Backoff, Credentials, CredentialsError, TlsError};
 use edgearmor_wire::AgentId;
-use rumqttc::{
-    AsyncClient, ConnectReturnCode, ConnectionError, Event, EventLoop, LastWill, MqttOptions,
-    Outgoing, Packet, QoS,
-};
 
 use crate::config::{ConfigError, MqttConfig};
 use crate::events::pipeline::{BatchSink, SharedLedger};
@@ -50,8 +55,8 @@ pub struct SessionMessages {
     pub will: String,
     /// Encoded policy-table parts, retained on `<policies>/<i>`.
     pub policy_tables: Vec<Vec<u8>>,
-    /// Retained messages waiting to be published, latest per topic (e.g. bundle
-    /// reports); published once (the broker keeps them).
+    /// Retained JSON messages waiting to be published, latest per topic (e.g. bundle
+    /// reports); published until the broker acknowledges them (the broker keeps them).
     pub retained: Vec<(String, Vec<u8>)>,
 }
 
@@ -63,8 +68,8 @@ pub struct RetainedPublisher {
 }
 
 impl RetainedPublisher {
-    /// Publishes `payload` retained on `topic` now (or on the next connect), replacing
-    /// what was still queued for that topic.
+    /// Publishes `payload` (JSON) retained on `topic` now (or on the next connect),
+    /// replacing what was still queued for that topic.
     pub fn publish(&self, topic: String, payload: Vec<u8>) {
         {
             let mut guard = lock_session(&self.session);
@@ -88,6 +93,19 @@ const INBOX_MESSAGES: usize = 4;
 
 /// Unacknowledged batches on the wire at once.
 const INFLIGHT_WINDOW: usize = 32;
+
+/// Unacknowledged publishes of any kind (batches, birth, policy-table parts, reports)
+/// the client allows; also the packet-id range, kept well above what is in flight so
+/// ids are not reused before their acknowledgement.
+const CLIENT_INFLIGHT: u16 = 128;
+
+/// A batch the broker has not acknowledged for twice the keep-alive (at least this
+/// long) on a connection that is otherwise alive is sent again on a new one: a broker
+/// that lost it (a clustered broker whose storage failed over) may never answer.
+const MIN_ACK_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// Requests queued between the worker and the event loop.
+const REQUEST_QUEUE: usize = 64;
 
 type SharedBuffer = Arc<std::sync::Mutex<OfflineBuffer>>;
 
@@ -120,36 +138,49 @@ pub struct MqttPublisher {
     encode_buf: Vec<u8>,
 }
 
-/// rumqttc's options for the `[mqtt]` settings: session kept, keep-alive, packet sizes,
-/// the retained last will, credentials and TLS; with the broker's host and port.
+/// The client options for the `[mqtt]` settings: session kept, keep-alive, packet
+/// sizes, the retained last will, credentials and TLS.
 fn client_options(
     config: &MqttConfig,
     agent: &AgentId,
     will: &str,
     max_inbound: usize,
-) -> Result<(MqttOptions, String, u16), MqttError> {
+) -> Result<ClientOptions, MqttError> {
     let (host, port) = config.broker_address().map_err(MqttError::Broker)?;
     let topics = config.topics(&agent.cluster, &agent.node);
-    let client_id = config.client_id_for(&agent.cluster, &agent.node);
-    let mut options = MqttOptions::new(client_id, host.clone(), port);
-    options
-        .set_clean_session(false)
-        .set_keep_alive(Duration::from_secs(config.keep_alive_secs).max(Duration::from_secs(5)))
-        .set_max_packet_size(
-            (edgearmor_wire::Message::MAX_ENCODED_LEN + 1024).max(max_inbound),
-            64 * 1024,
-        )
-        .set_inflight(INFLIGHT_WINDOW as u16 + 8)
-        .set_last_will(LastWill::new(&topics.status, will, QoS::AtLeastOnce, true));
-    if let Some(c) = Credentials::load(config.username.as_deref(), config.password_file.as_deref())
-        .map_err(MqttError::Credentials)?
-    {
-        options.set_credentials(c.username, c.password);
-    }
-    if let Some(files) = config.tls_files() {
-        options.set_transport(edgearmor_mqtt::tls::transport(&files).map_err(MqttError::Tls)?);
-    }
-    Ok((options, host, port))
+    let credentials =
+        Credentials::load(config.username.as_deref(), config.password_file.as_deref())
+            .map_err(MqttError::Credentials)?;
+    let tls = match config.tls_files() {
+        Some(files) => Some(edgearmor_mqtt::tls::transport(&files).map_err(MqttError::Tls)?),
+        None => None,
+    };
+    Ok(ClientOptions {
+        host,
+        port,
+        client_id: config.client_id_for(&agent.cluster, &agent.node),
+        keep_alive: Duration::from_secs(config.keep_alive_secs).max(Duration::from_secs(5)),
+        session: Session::Persistent {
+            expiry_secs: SESSION_EXPIRY_SECS,
+        },
+        last_will: Some(Will {
+            topic: topics.status,
+            payload: will.as_bytes().to_vec(),
+            retain: true,
+            content_type: Some(JSON),
+        }),
+        credentials,
+        tls,
+        max_incoming_packet: (edgearmor_wire::Message::MAX_ENCODED_LEN + 1024).max(max_inbound),
+        announced_max_packet: None,
+        max_outgoing_packet: 64 * 1024,
+        outgoing_inflight: CLIENT_INFLIGHT,
+        receive_maximum: None,
+        manual_acks: false,
+        request_capacity: REQUEST_QUEUE,
+        connection_timeout: Duration::from_secs(10),
+        settings: AGENT_SETTINGS,
+    })
 }
 
 impl MqttPublisher {
@@ -167,29 +198,21 @@ impl MqttPublisher {
         subscriptions: Vec<String>,
         max_inbound: usize,
     ) -> Result<Self, MqttError> {
-        let (options, host, port) = client_options(config, agent, &session.will, max_inbound)?;
+        let options = client_options(config, agent, &session.will, max_inbound)?;
         let topics = config.topics(&agent.cluster, &agent.node);
         let (wake, wake_rx) = async_channel::bounded(1);
-        let broker = format!("{host}:{port}");
+        let broker = options.broker();
+        let ack_timeout = (options.keep_alive * 2).max(MIN_ACK_TIMEOUT);
+        let user = config.username.clone();
+        let choice = config.mqtt_version;
         let buffer: SharedBuffer = Arc::new(std::sync::Mutex::new(buffer));
         let stop = Arc::new(AtomicBool::new(false));
         let session: SharedSession = Arc::new(std::sync::Mutex::new((session, false)));
         let (inbox_tx, inbox) = async_channel::bounded(INBOX_MESSAGES);
-        let mut worker = Worker {
-            subscriptions,
-            inbox: inbox_tx,
-            topics,
-            session: session.clone(),
-            buffer: buffer.clone(),
-            wake: wake_rx,
-            stop: stop.clone(),
-            broker,
-            in_flight: Default::default(),
-            expected: VecDeque::new(),
-            pkids: HashMap::new(),
-            connected: false,
-            last_error: None,
-        };
+        let penalty = Arc::new(AtomicBool::new(false));
+        let worker_buffer = buffer.clone();
+        let worker_session = session.clone();
+        let worker_stop = stop.clone();
         let thread = std::thread::Builder::new()
             .name("edgearmor-mqtt".into())
             .spawn(move || {
@@ -204,8 +227,30 @@ impl MqttPublisher {
                     }
                 };
                 runtime.block_on(async move {
-                    let (client, eventloop) = AsyncClient::new(options, 64);
-                    worker.run(client, eventloop).await;
+                    // The client queues into the runtime's channels: made inside it.
+                    let (client, connection) = client::connect(options, choice);
+                    let mut worker = Worker {
+                        client,
+                        subscriptions,
+                        inbox: inbox_tx,
+                        topics,
+                        session: worker_session,
+                        buffer: worker_buffer,
+                        wake: wake_rx,
+                        stop: worker_stop,
+                        broker,
+                        user,
+                        ack_timeout,
+                        penalty,
+                        in_flight: HashMap::new(),
+                        outbox: VecDeque::new(),
+                        expected: VecDeque::new(),
+                        pkids: HashMap::new(),
+                        connected: false,
+                        resyncing: false,
+                        last_error: None,
+                    };
+                    worker.run(connection).await;
                 });
             })
             .map_err(MqttError::Thread)?;
@@ -296,12 +341,26 @@ impl BatchSink for MqttPublisher {
     }
 }
 
-enum Expected {
+/// A retained session message: birth, policy-table part or report.
+#[derive(Clone, Debug)]
+struct Retained {
+    topic: String,
+    payload: Vec<u8>,
+    /// Bundle reports go out until acknowledged; birth and tables are sent again on
+    /// every connect anyway.
+    report: bool,
+    json: bool,
+}
+
+/// What a publish of this connection carries.
+#[derive(Clone, Debug)]
+enum Sent {
     Batch(BatchKey),
-    Other,
+    Retained(Retained),
 }
 
 struct Worker {
+    client: Client,
     topics: AgentTopics,
     session: SharedSession,
     subscriptions: Vec<String>,
@@ -310,43 +369,63 @@ struct Worker {
     wake: async_channel::Receiver<()>,
     stop: Arc<AtomicBool>,
     broker: String,
-    /// Batches handed to rumqttc in this connection and not acknowledged yet.
-    in_flight: std::collections::HashSet<BatchKey>,
-    /// What each upcoming `Outgoing::Publish` belongs to, in request order.
-    expected: VecDeque<Expected>,
-    pkids: HashMap<u16, BatchKey>,
+    user: Option<String>,
+    ack_timeout: Duration,
+    /// Set while the broker refuses our publishes: the reconnect backoff then keeps
+    /// growing instead of restarting at every connect.
+    penalty: Arc<AtomicBool>,
+    /// Batches queued in this connection and not acknowledged yet, with when.
+    in_flight: HashMap<BatchKey, Instant>,
+    /// Session messages of this connection not queued yet (the queue was full).
+    outbox: VecDeque<Retained>,
+    /// What each upcoming [`Event::PublishSent`] belongs to, in request order.
+    expected: VecDeque<Sent>,
+    /// Sent and waiting for their PUBACK, by packet id.
+    pkids: HashMap<u16, Sent>,
     connected: bool,
+    /// Packet ids can no longer be matched to publishes (the broker acknowledged out of
+    /// order and an id was reused): the connection is being dropped and remade.
+    resyncing: bool,
     last_error: Option<String>,
 }
 
 impl Worker {
-    async fn run(&mut self, client: AsyncClient, eventloop: EventLoop) {
-        // rumqttc's `poll` is not cancel-safe while it connects: raced against other
-        // branches of a select, a slow handshake would be abandoned and restarted
+    async fn run(&mut self, connection: Connection) {
+        // The event loop's `poll` is not cancel-safe while it connects: raced against
+        // other branches of a select, a slow handshake would be abandoned and restarted
         // forever. It gets a task of its own and reports through a channel.
         let (events_tx, mut events) = tokio::sync::mpsc::channel(64);
-        let poller = tokio::spawn(drive_event_loop(eventloop, events_tx, self.stop.clone()));
+        let poller = tokio::spawn(drive_event_loop(
+            connection,
+            events_tx,
+            self.stop.clone(),
+            self.penalty.clone(),
+        ));
         let mut accepting = true;
         // Also bounds how long a shutdown request waits to be noticed.
         let mut tick = tokio::time::interval(Duration::from_millis(100));
         loop {
             tokio::select! {
                 event = events.recv() => match event {
-                    Some(Ok(event)) => self.on_event(event, &client).await,
-                    Some(Err(e)) => self.on_disconnect(&e),
+                    Some(Ok(event)) => self.on_event(event),
+                    Some(Err(failure)) => self.on_failure(&failure),
                     None => break,
                 },
                 woken = self.wake.recv(), if accepting => match woken {
                     Ok(()) => {
                         let changed = std::mem::take(&mut lock_session(&self.session).1);
                         if changed && self.connected {
-                            self.publish_session(&client).await;
+                            self.queue_session();
                         }
-                        self.publish_window(&client).await
+                        self.send();
                     }
                     Err(_) => accepting = false,
                 },
-                _ = tick.tick() => lock(&self.buffer).sync(),
+                _ = tick.tick() => {
+                    lock(&self.buffer).sync();
+                    self.check_acks();
+                    self.send();
+                }
             }
             let left = lock(&self.buffer).len();
             if self.stop.load(Ordering::Relaxed) || (!accepting && left == 0) {
@@ -354,11 +433,14 @@ impl Worker {
             }
         }
         lock(&self.buffer).sync();
-        if self.connected {
-            let _ = client.disconnect().await;
+        if self.connected && self.client.try_disconnect().is_ok() {
             // Give the poller a moment to write the DISCONNECT.
             let _ = tokio::time::timeout(Duration::from_millis(500), async {
-                while let Some(Ok(_)) = events.recv().await {}
+                while let Some(Ok(event)) = events.recv().await {
+                    if matches!(event, Event::DisconnectSent) {
+                        break;
+                    }
+                }
             })
             .await;
         }
@@ -367,64 +449,194 @@ impl Worker {
         let _ = tokio::time::timeout(Duration::from_secs(1), poller).await;
     }
 
-    async fn on_event(&mut self, event: Event, client: &AsyncClient) {
+    fn on_event(&mut self, event: Event) {
         match event {
-            Event::Incoming(Packet::ConnAck(_)) => {
+            Event::Connected {
+                version,
+                fell_back_from,
+                ..
+            } => {
                 self.connected = true;
-                log::info!("MQTT: connected to {}", self.broker);
-                self.last_error = None;
-                self.publish_session(client).await;
-                for topic in &self.subscriptions {
-                    if let Err(e) = client.subscribe(topic.as_str(), QoS::AtLeastOnce).await {
-                        log::warn!("MQTT: cannot subscribe to {topic}: {e}");
-                    }
+                self.resyncing = false;
+                log::info!("MQTT: connected to {} ({version})", self.broker);
+                if let Some(refused) = fell_back_from {
+                    log::warn!(
+                        "MQTT: broker {} does not speak {refused}; speaking {version} (mqtt_version = auto)",
+                        self.broker
+                    );
                 }
-                self.publish_window(client).await;
+                self.last_error = None;
+                self.queue_session();
+                if !self.subscriptions.is_empty()
+                    && let Err(e) = self.client.try_subscribe_many(&self.subscriptions)
+                {
+                    log::warn!(
+                        "MQTT: cannot subscribe to {}: {e}",
+                        self.subscriptions.join(", ")
+                    );
+                }
+                self.send();
             }
-            Event::Incoming(Packet::Publish(publish))
-                if self.subscriptions.contains(&publish.topic) =>
-            {
+            Event::Message(publish) => {
+                let Some(topic) = publish.topic() else { return };
+                if !self.subscriptions.iter().any(|s| s == topic) {
+                    return;
+                }
                 let inbound = Inbound {
-                    topic: publish.topic.clone(),
-                    payload: publish.payload.to_vec(),
+                    topic: topic.to_owned(),
+                    payload: publish.payload().to_vec(),
                 };
                 if self.inbox.try_send(inbound).is_err() {
                     // Retained bundles come back on the next connect.
                     log::warn!(
-                        "MQTT: dropped a message on {} (the agent has {INBOX_MESSAGES} waiting)",
-                        publish.topic
+                        "MQTT: dropped a message on {topic} (the agent has {INBOX_MESSAGES} waiting)"
                     );
                 }
             }
-            Event::Incoming(Packet::PubAck(ack)) => {
-                if let Some(key) = self.pkids.remove(&ack.pkid) {
-                    self.in_flight.remove(&key);
-                    lock(&self.buffer).acknowledge(&key);
-                    self.publish_window(client).await;
+            Event::SubAck { results, .. } => {
+                for (filter, result) in self.subscriptions.iter().zip(results) {
+                    if let Err(code) = result {
+                        log::error!(
+                            "MQTT: {}",
+                            refusal::subscription_refused(
+                                &self.broker,
+                                filter,
+                                code,
+                                self.user.as_deref()
+                            )
+                        );
+                    }
                 }
             }
-            Event::Outgoing(Outgoing::Publish(pkid)) => {
-                if let Some(Expected::Batch(key)) = self.expected.pop_front() {
-                    self.pkids.insert(pkid, key);
+            Event::PubAck { pkid, refused } => self.on_puback(pkid, refused),
+            Event::PublishSent { pkid } => {
+                if self.resyncing {
+                    return;
+                }
+                if let Some(sent) = self.expected.pop_front() {
+                    self.pkids.insert(pkid, sent);
                 }
             }
-            _ => {}
+            Event::PublishDeferred { pkid } => {
+                // The publish waits for an id still in flight: from here on, packet ids
+                // cannot be matched to batches. Start a fresh connection; everything
+                // unacknowledged is sent again from the buffer.
+                log::debug!("MQTT: packet id {pkid} reused before its PUBACK; reconnecting");
+                self.resync();
+            }
+            Event::DisconnectSent | Event::Other => {}
         }
     }
 
-    fn on_disconnect(&mut self, error: &ConnectionError) {
-        let message = describe(error, &self.broker);
+    fn on_puback(&mut self, pkid: u16, refused: Option<Code>) {
+        if self.resyncing {
+            return;
+        }
+        let Some(sent) = self.pkids.remove(&pkid) else {
+            return;
+        };
+        if let Some(code) = refused {
+            let topic = match &sent {
+                Sent::Batch(_) => self.topics.events.clone(),
+                Sent::Retained(r) => r.topic.clone(),
+            };
+            let message =
+                refusal::publish_refused(&self.broker, &topic, code, self.user.as_deref());
+            if self.last_error.as_deref() != Some(message.as_str()) {
+                log::error!("MQTT: {message}; batches stay buffered");
+                self.last_error = Some(message);
+            }
+            if let Sent::Retained(r) = sent
+                && r.report
+            {
+                self.requeue_report(r);
+            }
+            // Reconnect with a growing delay: the batch stays in the buffer and is
+            // offered again then.
+            self.penalty.store(true, Ordering::Relaxed);
+            self.resync();
+            return;
+        }
+        if let Sent::Batch(key) = sent {
+            self.penalty.store(false, Ordering::Relaxed);
+            self.in_flight.remove(&key);
+            lock(&self.buffer).acknowledge(&key);
+        }
+        self.send();
+    }
+
+    /// A batch waiting longer than the ack timeout for its PUBACK: start over on a new
+    /// connection, which sends everything unacknowledged again.
+    fn check_acks(&mut self) {
+        if !self.connected {
+            return;
+        }
+        if self.resyncing {
+            // The DISCONNECT may not have fit in the request queue: ask again.
+            self.resync();
+            return;
+        }
+        let overdue = self
+            .in_flight
+            .values()
+            .filter(|queued| queued.elapsed() > self.ack_timeout)
+            .count();
+        if overdue > 0 {
+            log::warn!(
+                "MQTT: broker {} has not acknowledged {overdue} batch(es) for {}s; reconnecting to send them again",
+                self.broker,
+                self.ack_timeout.as_secs()
+            );
+            self.resync();
+        }
+    }
+
+    /// Ends this connection (the next one sends everything unacknowledged again);
+    /// until it ends, nothing more is sent and acknowledgements are not matched.
+    fn resync(&mut self) {
+        self.resyncing = true;
+        if self.client.try_disconnect().is_err() {
+            log::debug!("MQTT: request queue full; disconnecting at the next tick");
+        }
+    }
+
+    fn on_failure(&mut self, failure: &Failure) {
+        let message = failure.to_string();
         if self.connected || self.last_error.as_deref() != Some(message.as_str()) {
             log::warn!("MQTT: {message}");
             self.last_error = Some(message);
         }
         self.connected = false;
+        // Reports not acknowledged go out again on the next connection.
+        let unacknowledged: Vec<Retained> = self
+            .pkids
+            .drain()
+            .map(|(_, sent)| sent)
+            .chain(self.expected.drain(..))
+            .filter_map(|sent| match sent {
+                Sent::Retained(r) if r.report => Some(r),
+                _ => None,
+            })
+            .chain(self.outbox.drain(..).filter(|r| r.report))
+            .collect();
+        for report in unacknowledged {
+            self.requeue_report(report);
+        }
         self.in_flight.clear();
-        self.expected.clear();
-        self.pkids.clear();
     }
 
-    async fn publish_session(&mut self, client: &AsyncClient) {
+    /// Puts a report back into the session, unless a newer one for its topic waits.
+    fn requeue_report(&mut self, report: Retained) {
+        let mut guard = lock_session(&self.session);
+        if !guard.0.retained.iter().any(|(t, _)| *t == report.topic) {
+            guard.0.retained.push((report.topic, report.payload));
+            guard.1 = true;
+        }
+    }
+
+    /// Birth, waiting reports and the policy table into the outbox (published before
+    /// any batch queued after them).
+    fn queue_session(&mut self) {
         let session = {
             let mut guard = lock_session(&self.session);
             guard.1 = false;
@@ -432,39 +644,51 @@ impl Worker {
             guard.0.retained.clear();
             snapshot
         };
-        let birth = session.birth.clone();
-        if client
-            .publish(&self.topics.status, QoS::AtLeastOnce, true, birth)
-            .await
-            .is_ok()
-        {
-            self.expected.push_back(Expected::Other);
+        self.outbox.push_back(Retained {
+            topic: self.topics.status.clone(),
+            payload: session.birth.into_bytes(),
+            report: false,
+            json: true,
+        });
+        for (topic, payload) in session.retained {
+            self.outbox.push_back(Retained {
+                topic,
+                payload,
+                report: true,
+                json: true,
+            });
         }
-        for (topic, payload) in &session.retained {
-            if client
-                .publish(topic.as_str(), QoS::AtLeastOnce, true, payload.clone())
-                .await
-                .is_ok()
-            {
-                self.expected.push_back(Expected::Other);
-            }
-        }
-        for (i, table) in session.policy_tables.iter().enumerate() {
-            let topic = self.topics.policy_part(i);
-            if client
-                .publish(topic, QoS::AtLeastOnce, true, table.clone())
-                .await
-                .is_ok()
-            {
-                self.expected.push_back(Expected::Other);
-            }
+        for (i, table) in session.policy_tables.into_iter().enumerate() {
+            self.outbox.push_back(Retained {
+                topic: self.topics.policy_part(i),
+                payload: table,
+                report: false,
+                json: false,
+            });
         }
     }
 
-    /// Publishes buffered batches until [`INFLIGHT_WINDOW`] are unacknowledged.
-    async fn publish_window(&mut self, client: &AsyncClient) {
-        if !self.connected {
+    /// Queues session messages, then buffered batches until [`INFLIGHT_WINDOW`] are
+    /// unacknowledged; stops at a full request queue (the next event continues).
+    fn send(&mut self) {
+        if !self.connected || self.resyncing {
             return;
+        }
+        while let Some(message) = self.outbox.front() {
+            let content_type = message.json.then_some(JSON);
+            match self.client.try_publish(
+                &message.topic,
+                true,
+                message.payload.clone(),
+                content_type,
+            ) {
+                Ok(()) => {
+                    if let Some(message) = self.outbox.pop_front() {
+                        self.expected.push_back(Sent::Retained(message));
+                    }
+                }
+                Err(RequestError::Full) | Err(RequestError::Offline) => return,
+            }
         }
         let mut next = Vec::new();
         {
@@ -475,16 +699,19 @@ impl Worker {
                     break;
                 };
                 index += 1;
-                if !self.in_flight.contains(&batch.key) {
+                if !self.in_flight.contains_key(&batch.key) {
                     next.push((batch.key, batch.payload.clone()));
                 }
             }
         }
         for (key, payload) in next {
-            match client.try_publish(&self.topics.events, QoS::AtLeastOnce, false, payload) {
+            match self
+                .client
+                .try_publish(&self.topics.events, false, payload, None)
+            {
                 Ok(()) => {
-                    self.expected.push_back(Expected::Batch(key));
-                    self.in_flight.insert(key);
+                    self.expected.push_back(Sent::Batch(key));
+                    self.in_flight.insert(key, Instant::now());
                 }
                 Err(_) => break, // request queue full: continue after the next event
             }
@@ -492,25 +719,27 @@ impl Worker {
     }
 }
 
-/// Polls rumqttc's event loop and forwards what it yields; after an error it waits
-/// ([`Backoff`]: exponential, 250 ms to 30 s, with jitter) before the next poll reconnects. Ends when the
-/// receiver is gone or `stop` is set.
+/// Polls the connection and forwards what it yields; after a failure it waits
+/// ([`Backoff`]: exponential, 250 ms to 30 s, with jitter) before the next poll
+/// reconnects. The backoff starts over after a connection that lasted (so a broker
+/// that keeps closing right after the CONNACK is retried ever more slowly), unless the
+/// broker was refusing our publishes (`penalty`). Ends when the receiver is gone or
+/// `stop` is set.
 async fn drive_event_loop(
-    mut eventloop: EventLoop,
-    events: tokio::sync::mpsc::Sender<Result<Event, ConnectionError>>,
+    mut connection: Connection,
+    events: tokio::sync::mpsc::Sender<Result<Event, Failure>>,
     stop: Arc<AtomicBool>,
+    penalty: Arc<AtomicBool>,
 ) {
     let mut backoff = Backoff::new();
     while !stop.load(Ordering::Relaxed) {
-        let result = eventloop.poll().await;
+        let result = connection.poll().await;
         let failed = result.is_err();
-        if matches!(result, Ok(Event::Incoming(Packet::ConnAck(_)))) {
+        if let Err(failure) = &result
+            && failure.after_stable_connection()
+            && !penalty.load(Ordering::Relaxed)
+        {
             backoff.reset();
-        }
-        if failed {
-            // We republish from our own buffer after reconnecting; rumqttc's copies of
-            // unacknowledged publishes would only duplicate them.
-            eventloop.pending.clear();
         }
         if events.send(result).await.is_err() {
             return;
@@ -524,28 +753,5 @@ async fn drive_event_loop(
                 .await;
             }
         }
-    }
-}
-
-/// An operator-readable reason for a failed connection.
-fn describe(error: &ConnectionError, broker: &str) -> String {
-    match error {
-        ConnectionError::ConnectionRefused(ConnectReturnCode::BadUserNamePassword) => {
-            format!("broker {broker} refused the connection: bad user name or password")
-        }
-        ConnectionError::ConnectionRefused(ConnectReturnCode::NotAuthorized) => {
-            format!(
-                "broker {broker} refused the connection: not authorized (check username/password or client certificate)"
-            )
-        }
-        ConnectionError::ConnectionRefused(code) => {
-            format!("broker {broker} refused the connection: {code:?}")
-        }
-        ConnectionError::Tls(e) => format!(
-            "TLS with broker {broker} failed: {e} (is ca_file the CA that signed the broker's certificate, and does the host name match it?)"
-        ),
-        ConnectionError::Io(e) => format!("cannot reach broker {broker}: {e}"),
-        ConnectionError::NetworkTimeout => format!("broker {broker} did not answer in time"),
-        other => format!("connection to broker {broker} lost: {other}"),
     }
 }
