@@ -219,7 +219,9 @@ pub fn session_loss(broker: &mut dyn Broker, dir: &Scratch) {
         &["--shutdown-grace-secs", "120"],
     );
     sender.wait_output("MQTT: connected to");
-    sender.wait_output(&format!("produced {BATCHES} event(s), delivering"));
+    sender.wait_output(&format!(
+        "produced {BATCHES} event(s) from {BATCHES} test alert(s), delivering"
+    ));
     assert!(
         !watcher.received().seqs.contains_key(node),
         "nothing may pass the proxy before the broker loses the session"
