@@ -16,6 +16,9 @@ pub const MAX_CONFIG_FILE_BYTES: u64 = 256 * 1024;
 /// parser's document costs ~60 bytes of memory per byte of text).
 pub const MAX_RULES_FILE_BYTES: u64 = 256 * 1024;
 
+/// A fleet public key file (`edgearmor keygen`'s `.pub`: one line of 70 bytes).
+pub const MAX_PUBLIC_KEY_FILE_BYTES: u64 = 4 * 1024;
+
 /// Why a capped read gave no text.
 #[derive(Debug, thiserror::Error)]
 pub enum CappedReadError {

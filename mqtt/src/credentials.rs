@@ -57,10 +57,16 @@ impl Credentials {
 
 /// The first line of `path`, without its line ending.
 pub fn read_password_file(path: &Path) -> Result<String, CredentialsError> {
-    let text = std::fs::read_to_string(path).map_err(|source| CredentialsError::Read {
+    let bytes = crate::limits::read_capped(
+        path,
+        crate::limits::MAX_PASSWORD_FILE_BYTES,
+        "MAX_PASSWORD_FILE_BYTES",
+    )
+    .map_err(|source| CredentialsError::Read {
         path: path.to_owned(),
         source,
     })?;
+    let text = String::from_utf8_lossy(&bytes);
     let password = first_line(&text);
     if password.is_empty() {
         return Err(CredentialsError::Empty {

@@ -19,6 +19,7 @@ pub mod backoff;
 #[cfg(feature = "client")]
 pub mod client;
 pub mod credentials;
+pub mod limits;
 pub mod refusal;
 pub mod status;
 pub mod tls;

@@ -75,7 +75,12 @@ mod client {
     }
 
     fn read(what: &'static str, path: &Path) -> Result<Vec<u8>, TlsError> {
-        std::fs::read(path).map_err(|source| TlsError::Read {
+        crate::limits::read_capped(
+            path,
+            crate::limits::MAX_PEM_FILE_BYTES,
+            "MAX_PEM_FILE_BYTES",
+        )
+        .map_err(|source| TlsError::Read {
             what,
             path: path.to_owned(),
             source,

@@ -107,7 +107,12 @@ impl FleetSettings {
         }
         let mut public_keys = Vec::new();
         for path in key_files {
-            let text = std::fs::read_to_string(path).map_err(|e| FleetError::Key {
+            let text = crate::limits::read_text_capped(
+                path,
+                crate::limits::MAX_PUBLIC_KEY_FILE_BYTES,
+                "MAX_PUBLIC_KEY_FILE_BYTES",
+            )
+            .map_err(|e| FleetError::Key {
                 path: path.clone(),
                 detail: e.to_string(),
             })?;
