@@ -19,8 +19,10 @@
 #   scripts/flake-hunt.sh 2 edgearmor-vm:policy_enforcement:x86_64_debian_6_12
 #   scripts/flake-hunt.sh 2 edgearmor:broker:throttling
 #
-# Without TEST: every VM test target (every integration test of edgearmor-vm) and the
-# broker tests (edgearmor:broker, edgearmor-decode:broker).
+# Without TEST: every VM test target (every integration test of edgearmor-vm), the
+# broker matrix (every test of edgearmor-broker-tests) and the agent's and decoder's
+# tests against a real broker (edgearmor:broker, clock_steps, disk_full, fleet_scope,
+# edgearmor-decode:broker).
 #
 # How: one build, the way CI builds (`cargo test --workspace --locked --no-run`, test
 # profile), whose --message-format=json names the test executables; the static guest
@@ -56,7 +58,11 @@ if [ ${#specs[@]} -eq 0 ]; then
         name=$(basename "$file" .rs)
         specs+=("edgearmor-vm:$name")
     done
-    specs+=("edgearmor:broker" "edgearmor-decode:broker")
+    for file in tests/brokers/tests/*.rs; do
+        specs+=("edgearmor-broker-tests:$(basename "$file" .rs)")
+    done
+    specs+=("edgearmor:broker" "edgearmor:clock_steps" "edgearmor:disk_full"
+            "edgearmor:fleet_scope" "edgearmor-decode:broker")
 fi
 for spec in "${specs[@]}"; do
     IFS=: read -r package target filter extra <<<"$spec"
