@@ -61,22 +61,40 @@ pub struct BundleReport {
 impl BundleReport {
     /// The retained JSON on `.../policy/reported`.
     pub fn to_json(&self, unix_secs: u64) -> String {
-        let mut out = String::from("{");
-        out.push_str(&format!("\"version\":{},", self.version));
-        out.push_str("\"sha256\":");
-        edgearmor_alert::write_go_string(&mut out, &self.sha256);
-        out.push_str(",\"scope\":");
-        edgearmor_alert::write_go_string(&mut out, self.scope.as_str());
-        out.push_str(",\"result\":");
-        edgearmor_alert::write_go_string(
-            &mut out,
-            if self.applied { "applied" } else { "rejected" },
-        );
-        out.push_str(",\"reason\":");
-        edgearmor_alert::write_go_string(&mut out, &self.reason);
-        out.push_str(&format!(",\"time\":{unix_secs}}}"));
-        out
+        let result = if self.applied { "applied" } else { "rejected" };
+        reported_json(
+            self.version,
+            &self.sha256,
+            self.scope.as_str(),
+            result,
+            &self.reason,
+            unix_secs,
+        )
     }
+}
+
+/// The one shape of a retained `.../policy/reported` message, for offered bundles and
+/// for what a start repaired.
+pub(crate) fn reported_json(
+    version: u64,
+    sha256: &str,
+    scope: &str,
+    result: &str,
+    reason: &str,
+    unix_secs: u64,
+) -> String {
+    let mut out = String::from("{");
+    out.push_str(&format!("\"version\":{version},"));
+    out.push_str("\"sha256\":");
+    edgearmor_alert::write_go_string(&mut out, sha256);
+    out.push_str(",\"scope\":");
+    edgearmor_alert::write_go_string(&mut out, scope);
+    out.push_str(",\"result\":");
+    edgearmor_alert::write_go_string(&mut out, result);
+    out.push_str(",\"reason\":");
+    edgearmor_alert::write_go_string(&mut out, reason);
+    out.push_str(&format!(",\"time\":{unix_secs}}}"));
+    out
 }
 
 /// `[fleet]` settings resolved: keys read, paths fixed.

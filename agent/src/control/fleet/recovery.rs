@@ -26,18 +26,14 @@ pub struct StartReport {
 impl StartReport {
     /// The retained JSON on `.../policy/reported`, shaped like [`BundleReport`]'s.
     pub fn to_json(&self, unix_secs: u64) -> String {
-        let mut out = String::from("{");
-        out.push_str(&format!("\"version\":{},", self.version));
-        out.push_str("\"sha256\":");
-        edgearmor_alert::write_go_string(&mut out, &self.sha256);
-        out.push_str(",\"scope\":");
-        edgearmor_alert::write_go_string(&mut out, self.scope.map_or("", Scope::as_str));
-        out.push_str(",\"result\":");
-        edgearmor_alert::write_go_string(&mut out, self.result);
-        out.push_str(",\"reason\":");
-        edgearmor_alert::write_go_string(&mut out, &self.detail);
-        out.push_str(&format!(",\"time\":{unix_secs}}}"));
-        out
+        super::reported_json(
+            self.version,
+            &self.sha256,
+            self.scope.map_or("", Scope::as_str),
+            self.result,
+            &self.detail,
+            unix_secs,
+        )
     }
 }
 
