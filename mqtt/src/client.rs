@@ -916,31 +916,37 @@ fn closed(detail: impl std::fmt::Display) -> FailureKind {
     FailureKind::ClosedOnConnect(detail.to_string())
 }
 
+/// A TLS failure, as both protocol versions' clients report it.
+fn classify_tls(e: &rumqttc::TlsError) -> FailureKind {
+    match e {
+        rumqttc::TlsError::TLS(t) => tls_failure(t),
+        rumqttc::TlsError::Io(io) => match rustls_in(io) {
+            Some(t) => tls_failure(t),
+            None => FailureKind::Tls {
+                reason: io.to_string(),
+                hint: TlsHint::NotTls,
+            },
+        },
+        other => FailureKind::Tls {
+            reason: other.to_string(),
+            hint: TlsHint::Other,
+        },
+    }
+}
+
+/// An I/O failure before MQTT: TLS underneath, or the broker unreachable.
+fn classify_io(io: &std::io::Error) -> FailureKind {
+    match rustls_in(io) {
+        Some(t) => tls_failure(t),
+        None => FailureKind::Unreachable(clone_io(io)),
+    }
+}
+
 fn classify_v311(e: &rumqttc::ConnectionError) -> FailureKind {
     use rumqttc::{ConnectionError as C, StateError as S};
     let io = match e {
-        C::Tls(rumqttc::TlsError::TLS(t)) => return tls_failure(t),
-        C::Tls(rumqttc::TlsError::Io(io)) => {
-            return match rustls_in(io) {
-                Some(t) => tls_failure(t),
-                None => FailureKind::Tls {
-                    reason: io.to_string(),
-                    hint: TlsHint::NotTls,
-                },
-            };
-        }
-        C::Tls(other) => {
-            return FailureKind::Tls {
-                reason: other.to_string(),
-                hint: TlsHint::Other,
-            };
-        }
-        C::Io(io) => {
-            return match rustls_in(io) {
-                Some(t) => tls_failure(t),
-                None => FailureKind::Unreachable(clone_io(io)),
-            };
-        }
+        C::Tls(t) => return classify_tls(t),
+        C::Io(io) => return classify_io(io),
         C::MqttState(S::Io(io)) | C::MqttState(S::Deserialization(rumqttc::Error::Io(io))) => io,
         C::ConnectionRefused(code) => return FailureKind::Refused(connack_v311(*code)),
         C::NetworkTimeout => return FailureKind::Timeout,
@@ -957,28 +963,8 @@ fn classify_v311(e: &rumqttc::ConnectionError) -> FailureKind {
 fn classify_v5(e: &rumqttc::v5::ConnectionError) -> FailureKind {
     use rumqttc::v5::{ConnectionError as C, StateError as S};
     let io = match e {
-        C::Tls(rumqttc::TlsError::TLS(t)) => return tls_failure(t),
-        C::Tls(rumqttc::TlsError::Io(io)) => {
-            return match rustls_in(io) {
-                Some(t) => tls_failure(t),
-                None => FailureKind::Tls {
-                    reason: io.to_string(),
-                    hint: TlsHint::NotTls,
-                },
-            };
-        }
-        C::Tls(other) => {
-            return FailureKind::Tls {
-                reason: other.to_string(),
-                hint: TlsHint::Other,
-            };
-        }
-        C::Io(io) => {
-            return match rustls_in(io) {
-                Some(t) => tls_failure(t),
-                None => FailureKind::Unreachable(clone_io(io)),
-            };
-        }
+        C::Tls(t) => return classify_tls(t),
+        C::Io(io) => return classify_io(io),
         C::MqttState(S::Io(io))
         | C::MqttState(S::Deserialization(rumqttc::v5::mqttbytes::Error::Io(io))) => io,
         C::ConnectionRefused(code) => return FailureKind::Refused(connack_v5(*code)),
