@@ -52,3 +52,5 @@ pub use error::VmError;
 pub use fetch::{GuestKernel, cache_dir, fetch_busybox, fetch_kernel};
 pub use initramfs::{INIT_PRELUDE, Initramfs};
 pub use qemu::{BootConfig, BootLog, DEFAULT_DONE_MARKER, boot};
+
+pub mod scenarios;

@@ -14,8 +14,8 @@ use std::time::Duration;
 use edgearmor_vm::{
     Arch, BootConfig, BootLog, Initramfs, boot, cache_dir, fetch_busybox, fetch_kernel,
     guest_binaries, workspace_root,
+    scenarios::{Alert, about, alerts, field, outcomes},
 };
-use serde_json::{Map, Value};
 
 const PHASES: [&str; 7] = ["exec", "usr-bin", "files", "raw", "cap", "allowlist", "hot"];
 
@@ -78,58 +78,9 @@ fn boot_policy_guest(arch: Arch, series: &str) -> BootLog {
     log
 }
 
-/// Scenario name -> (rc, errno) the helper printed.
-fn outcomes(log: &BootLog) -> HashMap<String, (i64, i64)> {
-    let mut current = None;
-    let mut out = HashMap::new();
-    for line in &log.lines {
-        if let Some(name) = line.strip_prefix("EA-SCENARIO ") {
-            current = Some(name.trim().to_owned());
-        } else if let Some(rest) = line.strip_prefix("EA-OP ") {
-            let f: HashMap<&str, &str> = rest
-                .split_whitespace()
-                .filter_map(|f| f.split_once('='))
-                .collect();
-            let name = current.clone().expect("EA-OP after a scenario");
-            let num = |k: &str| {
-                f[k].parse::<i64>()
-                    .unwrap_or_else(|_| panic!("{k} in {rest}"))
-            };
-            out.insert(name, (num("rc"), num("errno")));
-        }
-    }
-    out
-}
-
-fn alerts(log: &BootLog, prefix: &str) -> Vec<Map<String, Value>> {
-    log.lines_with_prefix(prefix)
-        .map(|line| match serde_json::from_str::<Value>(line) {
-            Ok(Value::Object(m)) => m,
-            other => panic!("alert is not a JSON object: {line:?} ({other:?})"),
-        })
-        .filter(|a| a.get("Type").and_then(Value::as_str) == Some("MatchedHostPolicy"))
-        .collect()
-}
-
-fn s<'a>(alert: &'a Map<String, Value>, key: &str) -> &'a str {
-    alert.get(key).and_then(Value::as_str).unwrap_or("")
-}
-
-/// The alerts about `resource` with `operation`.
-fn about<'a>(
-    alerts: &'a [Map<String, Value>],
-    operation: &str,
-    resource: &str,
-) -> Vec<&'a Map<String, Value>> {
-    alerts
-        .iter()
-        .filter(|a| s(a, "Operation") == operation && s(a, "Resource") == resource)
-        .collect()
-}
-
 /// Exactly one alert about `resource`, with these fields.
 fn assert_one(
-    alerts: &[Map<String, Value>],
+    alerts: &[Alert],
     operation: &str,
     resource: &str,
     want: &[(&str, &str)],
@@ -143,17 +94,17 @@ fn assert_one(
     let a = found[0];
     for (key, value) in want {
         assert_eq!(
-            s(a, key),
+            field(a, key),
             *value,
             "{key} of the {operation} alert for {resource}: {a:#?}"
         );
     }
-    assert_eq!(s(a, "Enforcer"), "BPFLSM", "{a:#?}");
-    assert_eq!(s(a, "ClusterName"), "vmtest");
-    assert_eq!(s(a, "HostName"), "gw-vm");
+    assert_eq!(field(a, "Enforcer"), "BPFLSM", "{a:#?}");
+    assert_eq!(field(a, "ClusterName"), "vmtest");
+    assert_eq!(field(a, "HostName"), "gw-vm");
 }
 
-fn assert_none(alerts: &[Map<String, Value>], operation: &str, resource: &str) {
+fn assert_none(alerts: &[Alert], operation: &str, resource: &str) {
     let found = about(alerts, operation, resource);
     assert!(
         found.is_empty(),
@@ -425,11 +376,11 @@ fn policy_engine_vm(arch: Arch, series: &str) {
     let target = about(&b, "Process", "/usr/bin/target");
     let blocked = target
         .iter()
-        .filter(|a| s(a, "PolicyName") == "hsp-hot-target")
+        .filter(|a| field(a, "PolicyName") == "hsp-hot-target")
         .count() as u64;
     let audited = target
         .iter()
-        .filter(|a| s(a, "PolicyName") == "hsp-hot-target-audit" && s(a, "Action") == "Audit")
+        .filter(|a| field(a, "PolicyName") == "hsp-hot-target-audit" && field(a, "Action") == "Audit")
         .count() as u64;
     assert_eq!(
         blocked, f["denied"],

@@ -1,0 +1,137 @@
+//! Enforcement that never silently misses: one guest boot per kernel (booted with
+//! `preempt=full` where the kernel lets the preemption model be chosen) runs every
+//! attack part in `guest/failclosed/` (`guest/failclosed-init.sh`); each part's host
+//! side, in `fail_closed/`, asserts the syscall outcomes and the alerts.
+//!
+//! Parts: `identity` (fork floods and PID reuse against fromSource), `scratch`
+//! (preemption races, long paths, many pattern prefixes), `network` (protocols
+//! outside tcp/udp/icmp/raw), `busybox` (multi-call binaries through their links).
+
+use std::path::Path;
+use std::time::Duration;
+
+use edgearmor_vm::{
+    Arch, BootConfig, BootLog, Initramfs, boot, cache_dir, fetch_busybox, fetch_kernel,
+    guest_binaries, workspace_root,
+};
+
+#[path = "fail_closed/busybox.rs"]
+mod busybox;
+#[path = "fail_closed/identity.rs"]
+mod identity;
+#[path = "fail_closed/network.rs"]
+mod network;
+#[path = "fail_closed/scratch.rs"]
+mod scratch;
+
+/// One boot's results, handed to every part.
+pub struct Run {
+    pub arch: Arch,
+    pub series: &'static str,
+    pub log: BootLog,
+}
+
+impl Run {
+    /// "x86_64 6.12", for assertion messages.
+    pub fn kernel(&self) -> String {
+        format!("{} {}", self.arch.name(), self.series)
+    }
+
+    /// The stderr lines of agent `name`, joined, for assertion messages.
+    pub fn agent_err(&self, name: &str) -> String {
+        self.log
+            .lines_with_prefix(&format!("EA-AGENTERR-{name} "))
+            .collect::<Vec<_>>()
+            .join("\n")
+    }
+}
+
+/// Every file under `dir`, recursively, as (path relative to `dir`, host path).
+fn files_under(dir: &Path) -> Vec<(String, std::path::PathBuf)> {
+    let mut out = Vec::new();
+    let mut todo = vec![dir.to_path_buf()];
+    while let Some(d) = todo.pop() {
+        for entry in std::fs::read_dir(&d).unwrap_or_else(|e| panic!("{}: {e}", d.display())) {
+            let path = entry.expect("dir entry").path();
+            if path.is_dir() {
+                todo.push(path);
+            } else {
+                let rel = path
+                    .strip_prefix(dir)
+                    .expect("under dir")
+                    .to_string_lossy()
+                    .into_owned();
+                out.push((rel, path));
+            }
+        }
+    }
+    out.sort();
+    out
+}
+
+fn boot_fail_closed_guest(arch: Arch, series: &'static str) -> Run {
+    let cache = cache_dir();
+    let kernel = fetch_kernel(&cache, arch, series).expect("guest kernel");
+    let busybox = fetch_busybox(&cache, arch).expect("busybox");
+    let bins = guest_binaries(arch).expect("static guest binaries");
+    let guest = Path::new(env!("CARGO_MANIFEST_DIR")).join("guest");
+    let mut initramfs = Initramfs::busybox_base(&busybox);
+    initramfs
+        .file_from_host("/init", &guest.join("failclosed-init.sh"), 0o755)
+        .file_from_host("/usr/local/bin/edgearmor", &bins.agent, 0o755)
+        .file_from_host("/usr/local/bin/setid-probe", &bins.setid_probe, 0o755);
+    for (rel, host) in files_under(&guest.join("failclosed")) {
+        let mode = if rel.ends_with(".sh") { 0o755 } else { 0o644 };
+        initramfs.file_from_host(&format!("/etc/edgearmor/failclosed/{rel}"), &host, mode);
+    }
+    let work = workspace_root()
+        .join("target/vm-runs")
+        .join(format!("failclosed-{}-{series}", arch.name()));
+    std::fs::create_dir_all(&work).expect("work dir");
+    let initrd = work.join("initramfs.cpio");
+    initramfs.write(&initrd).expect("initramfs written");
+    let mut cfg = BootConfig::new(kernel, &initrd, work.join("console.log"));
+    cfg.done_marker = "EA-DONE".into();
+    cfg.extra_append = "quiet loglevel=1 preempt=full".into();
+    cfg.timeout = match arch {
+        Arch::X86_64 => Duration::from_secs(900),
+        Arch::Aarch64 => Duration::from_secs(1200),
+    };
+    let log = boot(&cfg).unwrap_or_else(|e| panic!("{} {series} guest: {e}", arch.name()));
+    eprintln!(
+        "{} {series}: console log at {}",
+        arch.name(),
+        work.join("console.log").display()
+    );
+    Run { arch, series, log }
+}
+
+fn fail_closed_vm(arch: Arch, series: &'static str) {
+    let run = boot_fail_closed_guest(arch, series);
+    let timeouts: Vec<&str> = run.log.lines_with_prefix("EA-TIMEOUT ").collect();
+    assert!(
+        timeouts.is_empty(),
+        "{}: guest waits timed out: {timeouts:?}\n{}",
+        run.kernel(),
+        run.log.lines_with_prefix("EA-STUCKERR ").collect::<Vec<_>>().join("\n")
+    );
+    identity::check(&run);
+    scratch::check(&run);
+    network::check(&run);
+    busybox::check(&run);
+}
+
+#[test]
+fn x86_64_debian_6_1_fails_closed() {
+    fail_closed_vm(Arch::X86_64, "6.1");
+}
+
+#[test]
+fn x86_64_debian_6_12_fails_closed() {
+    fail_closed_vm(Arch::X86_64, "6.12");
+}
+
+#[test]
+fn arm64_debian_6_12_fails_closed() {
+    fail_closed_vm(Arch::Aarch64, "6.12");
+}
