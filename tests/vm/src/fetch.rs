@@ -3,11 +3,14 @@
 //! Layout of the cache (see [`cache_dir`]):
 //!
 //! ```text
-//! <cache>/kernels/<debian-arch>-<series>/kernel.txt   manifest: package, release, boot image
-//! <cache>/kernels/<debian-arch>-<series>/root/        the unpacked linux-image package
-//! <cache>/kernels/<debian-arch>-<series>/Image        decompressed kernel (only if gzip'd)
-//! <cache>/busybox/<debian-arch>/busybox               static busybox
+//! <cache>/kernels/<debian-arch>-<name>/kernel.txt   manifest: package, release, boot image
+//! <cache>/kernels/<debian-arch>-<name>/root/        the unpacked linux-image package
+//! <cache>/kernels/<debian-arch>-<name>/Image        decompressed kernel (only if gzip'd)
+//! <cache>/busybox/<debian-arch>/busybox             static busybox
 //! ```
+//!
+//! `<name>` is the kernel's name as a test writes it: `6.12`, or `6.12-rt` / `6.12-16k` for a
+//! [`Flavour`] other than Debian's default one (see [`fetch_kernel`]).
 //!
 //! Everything is built in a private staging directory next to its final place and renamed into
 //! place only when complete, so an interrupted download never leaves a half-filled cache entry,
@@ -46,13 +49,93 @@ pub fn cache_dir() -> PathBuf {
     root.unwrap_or(manifest).join(".vm-cache")
 }
 
+/// Which of Debian's builds of a kernel series a test boots.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum Flavour {
+    /// The standard build (`-amd64`, `-arm64`): 4 KiB pages, preemption model chosen at boot.
+    Standard,
+    /// The PREEMPT_RT build (`-rt-amd64`, `-rt-arm64`), as on industrial gateways.
+    Rt,
+    /// The 16 KiB-page build (`-arm64-16k`, arm64 only), as on a Raspberry Pi 5. It needs a
+    /// CPU with the 16K translation granule, which QEMU's `-cpu max` has.
+    Pages16k,
+}
+
+impl Flavour {
+    /// The suffix naming the flavour after the series in a kernel name: `""`, `"-rt"`, `"-16k"`.
+    pub fn suffix(self) -> &'static str {
+        match self {
+            Flavour::Standard => "",
+            Flavour::Rt => "-rt",
+            Flavour::Pages16k => "-16k",
+        }
+    }
+
+    /// Debian's flavour name in package names and kernel releases for `arch`: `arm64`,
+    /// `rt-arm64`, `arm64-16k`.
+    pub fn debian(self, arch: Arch) -> String {
+        let deb_arch = arch.debian();
+        match self {
+            Flavour::Standard => deb_arch.to_owned(),
+            Flavour::Rt => format!("rt-{deb_arch}"),
+            Flavour::Pages16k => format!("{deb_arch}-16k"),
+        }
+    }
+}
+
+/// A kernel as a test names it: a Debian series and a [`Flavour`], written `6.12`, `6.12-rt`
+/// or `6.12-16k` (see [`KernelName::parse`]).
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub struct KernelName {
+    /// `MAJOR.MINOR`, e.g. `"6.1"` or `"6.12"`.
+    pub series: String,
+    /// Which build of the series.
+    pub flavour: Flavour,
+}
+
+impl KernelName {
+    /// Parses `SERIES[-rt|-16k]`, where `SERIES` is `MAJOR.MINOR` (`6.12`, `6.12-rt`).
+    pub fn parse(name: &str) -> Result<KernelName, VmError> {
+        let (series, flavour) = if let Some(series) = name.strip_suffix("-rt") {
+            (series, Flavour::Rt)
+        } else if let Some(series) = name.strip_suffix("-16k") {
+            (series, Flavour::Pages16k)
+        } else {
+            (name, Flavour::Standard)
+        };
+        let mut parts = series.split('.');
+        let valid = parts.clone().count() == 2 && parts.all(is_digits);
+        if !valid {
+            return Err(VmError::BadPackage {
+                package: format!("linux-image-{name}-*"),
+                reason: format!(
+                    "kernel name {name:?} is not of the form MAJOR.MINOR[-rt|-16k] (e.g. 6.12-rt)"
+                ),
+            });
+        }
+        Ok(KernelName {
+            series: series.to_owned(),
+            flavour,
+        })
+    }
+}
+
+impl std::fmt::Display for KernelName {
+    /// Formats as the name [`KernelName::parse`] reads (`6.12-rt`).
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{}{}", self.series, self.flavour.suffix())
+    }
+}
+
 /// A Debian kernel unpacked in the cache, ready for QEMU's `-kernel`.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct GuestKernel {
     /// The architecture it runs on.
     pub arch: Arch,
-    /// The series asked for, e.g. `"6.1"` or `"6.12"`.
+    /// The series asked for, e.g. `"6.1"` or `"6.12"` (without the flavour).
     pub series: String,
+    /// The build of the series.
+    pub flavour: Flavour,
     /// The Debian package it came from, e.g. `linux-image-6.12.43+deb12-arm64-unsigned`.
     pub package: String,
     /// The kernel release, as `uname -r` prints it in the guest, e.g. `6.12.43+deb12-arm64`.
@@ -66,52 +149,55 @@ pub struct GuestKernel {
     pub config: PathBuf,
 }
 
-/// Returns the newest Debian kernel of `series` (`"6.1"`, `"6.12"`, ...) for `arch`, downloading
-/// and unpacking it into `cache/kernels/<debian-arch>-<series>/` on first use.
+impl GuestKernel {
+    /// The name it was fetched by (`6.12`, `6.12-rt`, `6.12-16k`).
+    pub fn name(&self) -> KernelName {
+        KernelName {
+            series: self.series.clone(),
+            flavour: self.flavour,
+        }
+    }
+}
+
+/// Returns the newest Debian kernel named `name` for `arch`, downloading and unpacking it into
+/// `cache/kernels/<debian-arch>-<name>/` on first use. `name` is a [`KernelName`]: a series
+/// (`"6.1"`, `"6.12"`) for Debian's standard build, or with `-rt` (PREEMPT_RT) or `-16k`
+/// (16 KiB pages, arm64) appended for those builds.
 ///
-/// The newest package is the highest-versioned `linux-image-<series>.*-<arch>-unsigned` that
-/// `apt-cache search` lists (Debian 6.1 packages are named `6.1.0-NN`, 6.12 ones
+/// The newest package is the highest-versioned `linux-image-<series>.*-<flavour>-unsigned`
+/// that `apt-cache search` lists, where `<flavour>` is [`Flavour::debian`] (`arm64`,
+/// `rt-arm64`, `arm64-16k`; Debian 6.1 packages are named `6.1.0-NN`, 6.12 ones
 /// `6.12.NN+debNN`). Its name is recorded in the cache; later calls reuse the cached kernel
 /// without running apt, even after the archive has moved on. Delete the directory to upgrade.
 ///
 /// Needs `apt-cache`, `apt-get` and `dpkg-deb` on first use (and, for arm64, a host with
 /// `dpkg --add-architecture arm64` and fresh apt lists).
-pub fn fetch_kernel(cache: &Path, arch: Arch, series: &str) -> Result<GuestKernel, VmError> {
-    let valid_series = series.split('.').count() == 2
-        && series
-            .split('.')
-            .all(|p| !p.is_empty() && p.bytes().all(|b| b.is_ascii_digit()));
-    if !valid_series {
-        return Err(VmError::BadPackage {
-            package: format!("linux-image-{series}-*"),
-            reason: format!("kernel series {series:?} is not of the form MAJOR.MINOR"),
-        });
-    }
+pub fn fetch_kernel(cache: &Path, arch: Arch, name: &str) -> Result<GuestKernel, VmError> {
+    let name = KernelName::parse(name)?;
     let kernels = cache.join("kernels");
-    let dir = kernels.join(format!("{}-{series}", arch.debian()));
+    let entry = format!("{}-{name}", arch.debian());
+    let dir = kernels.join(&entry);
 
     let _guard = FETCH_LOCK
         .lock()
         .unwrap_or_else(|poisoned| poisoned.into_inner());
-    if let Some(kernel) = read_manifest(&dir, arch, series)? {
+    if let Some(kernel) = read_manifest(&dir, arch, &name)? {
         return Ok(kernel);
     }
 
-    let escaped = series.replace('.', "\\.");
-    let deb_arch = arch.debian();
-    let pattern =
-        format!("^linux-image-{escaped}(\\.0-[0-9]+|\\.[0-9]+\\+deb[0-9]+)-{deb_arch}-unsigned$");
-    let package = newest_package(&pattern, |name| {
-        release_of(name, series, deb_arch).is_some()
+    let flavour = name.flavour.debian(arch);
+    let pattern = package_pattern(&name, &flavour);
+    let package = newest_package(&pattern, |package| {
+        release_of(package, &name.series, &flavour).is_some()
     })?;
-    let release = release_of(&package, series, deb_arch)
+    let release = release_of(&package, &name.series, &flavour)
         .ok_or_else(|| VmError::NoPackage {
             pattern: pattern.clone(),
         })?
         .to_owned();
 
-    let staging = Staging::create(&kernels, &format!("{deb_arch}-{series}"))?;
-    let deb = apt_download(staging.path(), &format!("{package}:{deb_arch}"))?;
+    let staging = Staging::create(&kernels, &entry)?;
+    let deb = apt_download(staging.path(), &format!("{package}:{}", arch.debian()))?;
     let root = staging.path().join("root");
     run(Command::new("dpkg-deb").arg("-x").arg(&deb).arg(&root))?;
     fs::remove_file(&deb).map_err(|e| VmError::io("removing", &deb, e))?;
@@ -141,17 +227,24 @@ pub fn fetch_kernel(cache: &Path, arch: Arch, series: &str) -> Result<GuestKerne
     fs::write(&manifest_path, manifest).map_err(|e| VmError::io("writing", &manifest_path, e))?;
 
     // Another process may have filled the entry while we downloaded: keep theirs.
-    if let Some(kernel) = read_manifest(&dir, arch, series)? {
+    if let Some(kernel) = read_manifest(&dir, arch, &name)? {
         return Ok(kernel);
     }
     staging.install(&dir)?;
-    read_manifest(&dir, arch, series)?.ok_or_else(|| VmError::BadPackage {
+    read_manifest(&dir, arch, &name)?.ok_or_else(|| VmError::BadPackage {
         package,
         reason: format!(
             "its cache entry {} did not verify after unpacking",
             dir.display()
         ),
     })
+}
+
+/// The `apt-cache search --names-only` expression for every package of `name`, whose Debian
+/// flavour is `flavour` (`rt-arm64`).
+fn package_pattern(name: &KernelName, flavour: &str) -> String {
+    let escaped = name.series.replace('.', "\\.");
+    format!("^linux-image-{escaped}(\\.0-[0-9]+|\\.[0-9]+\\+deb[0-9]+)-{flavour}-unsigned$")
 }
 
 /// Returns a static busybox for `arch` (from Debian's `busybox-static`, the `arm64` build for
@@ -196,7 +289,11 @@ pub fn fetch_busybox(cache: &Path, arch: Arch) -> Result<PathBuf, VmError> {
 }
 
 /// Reads a complete kernel cache entry, or `None` when there is none (or it is incomplete).
-fn read_manifest(dir: &Path, arch: Arch, series: &str) -> Result<Option<GuestKernel>, VmError> {
+fn read_manifest(
+    dir: &Path,
+    arch: Arch,
+    name: &KernelName,
+) -> Result<Option<GuestKernel>, VmError> {
     let path = dir.join(MANIFEST);
     let text = match fs::read_to_string(&path) {
         Ok(text) => text,
@@ -216,7 +313,8 @@ fn read_manifest(dir: &Path, arch: Arch, series: &str) -> Result<Option<GuestKer
     let root = dir.join("root");
     let kernel = GuestKernel {
         arch,
-        series: series.to_owned(),
+        series: name.series.clone(),
+        flavour: name.flavour,
         vmlinuz: dir.join(image),
         modules_dir: root.join("lib/modules").join(&release),
         config: root.join("boot").join(format!("config-{release}")),
@@ -231,12 +329,13 @@ fn read_manifest(dir: &Path, arch: Arch, series: &str) -> Result<Option<GuestKer
 }
 
 /// The kernel release in a package name such as `linux-image-6.12.43+deb12-amd64-unsigned`
-/// (`6.12.43+deb12-amd64`), if the name belongs to `series` and `deb_arch`.
-fn release_of<'a>(package: &'a str, series: &str, deb_arch: &str) -> Option<&'a str> {
+/// (`6.12.43+deb12-amd64`), if the name belongs to `series` and the Debian flavour `flavour`
+/// (`amd64`, `rt-arm64`, `arm64-16k`; see [`Flavour::debian`]).
+fn release_of<'a>(package: &'a str, series: &str, flavour: &str) -> Option<&'a str> {
     let release = package
         .strip_prefix("linux-image-")?
         .strip_suffix("-unsigned")?;
-    let version = release.strip_suffix(deb_arch)?.strip_suffix('-')?;
+    let version = release.strip_suffix(flavour)?.strip_suffix('-')?;
     let rest = version.strip_prefix(series)?.strip_prefix('.')?;
     // 6.1 style: "0-NN"; 6.12 style: "NN+debNN".
     let ok = match rest.split_once('-') {
@@ -475,6 +574,82 @@ mod tests {
     }
 
     #[test]
+    fn flavoured_release_names() {
+        let rt = "linux-image-6.12.117+deb12-rt-arm64-unsigned";
+        let k16 = "linux-image-6.12.117+deb12-arm64-16k-unsigned";
+        let cloud = "linux-image-6.12.117+deb12-cloud-arm64-unsigned";
+        let standard = "linux-image-6.12.117+deb12-arm64-unsigned";
+        let (arm, rt_f, k16_f) = (
+            Flavour::Standard.debian(Arch::Aarch64),
+            Flavour::Rt.debian(Arch::Aarch64),
+            Flavour::Pages16k.debian(Arch::Aarch64),
+        );
+        assert_eq!((rt_f.as_str(), k16_f.as_str()), ("rt-arm64", "arm64-16k"));
+        assert_eq!(
+            release_of(rt, "6.12", &rt_f),
+            Some("6.12.117+deb12-rt-arm64")
+        );
+        assert_eq!(
+            release_of(k16, "6.12", &k16_f),
+            Some("6.12.117+deb12-arm64-16k")
+        );
+        // Each flavour finds only its own packages.
+        for other in [rt, k16, cloud] {
+            assert_eq!(release_of(other, "6.12", &arm), None, "{other}");
+        }
+        for other in [standard, k16, cloud] {
+            assert_eq!(release_of(other, "6.12", &rt_f), None, "{other}");
+        }
+        for other in [standard, rt, cloud] {
+            assert_eq!(release_of(other, "6.12", &k16_f), None, "{other}");
+        }
+        assert_eq!(
+            Flavour::Rt.debian(Arch::X86_64),
+            "rt-amd64",
+            "Debian names rt builds flavour-first on every architecture"
+        );
+    }
+
+    #[test]
+    fn kernel_names() {
+        let parse = |s| KernelName::parse(s).map(|n| (n.series.clone(), n.flavour, n.to_string()));
+        assert_eq!(
+            parse("6.12").expect("6.12"),
+            ("6.12".into(), Flavour::Standard, "6.12".into())
+        );
+        assert_eq!(
+            parse("6.12-rt").expect("6.12-rt"),
+            ("6.12".into(), Flavour::Rt, "6.12-rt".into())
+        );
+        assert_eq!(
+            parse("6.1-16k").expect("6.1-16k"),
+            ("6.1".into(), Flavour::Pages16k, "6.1-16k".into())
+        );
+        for bad in [
+            "6",
+            "6.12.1",
+            "6.x",
+            "-rt",
+            "6.12-rt-16k",
+            "6.12-cloud",
+            "6.12-",
+            "",
+        ] {
+            let err = KernelName::parse(bad).expect_err(bad).to_string();
+            assert!(err.contains("MAJOR.MINOR[-rt|-16k]"), "{bad}: {err}");
+        }
+    }
+
+    #[test]
+    fn patterns_name_the_flavour() {
+        let name = KernelName::parse("6.12-16k").expect("name");
+        assert_eq!(
+            package_pattern(&name, &name.flavour.debian(Arch::Aarch64)),
+            "^linux-image-6\\.12(\\.0-[0-9]+|\\.[0-9]+\\+deb[0-9]+)-arm64-16k-unsigned$"
+        );
+    }
+
+    #[test]
     fn natural_order() {
         assert_eq!(natural_cmp("6.12.9+deb12", "6.12.10+deb12"), Ordering::Less);
         assert_eq!(
@@ -522,8 +697,9 @@ mod tests {
     fn manifest_round_trip_needs_files() {
         let dir = std::env::temp_dir().join(format!("edgearmor-vm-mf-{}", std::process::id()));
         let _ = fs::remove_dir_all(&dir);
+        let name = KernelName::parse("6.12").expect("name");
         assert_eq!(
-            read_manifest(&dir, Arch::X86_64, "6.12").expect("missing ok"),
+            read_manifest(&dir, Arch::X86_64, &name).expect("missing ok"),
             None
         );
         let release = "6.12.1+deb12-amd64";
@@ -539,11 +715,11 @@ mod tests {
         .expect("manifest");
         // The image is missing: the entry is incomplete.
         assert_eq!(
-            read_manifest(&dir, Arch::X86_64, "6.12").expect("read"),
+            read_manifest(&dir, Arch::X86_64, &name).expect("read"),
             None
         );
         fs::write(dir.join(format!("root/boot/vmlinuz-{release}")), b"k").expect("image");
-        let k = read_manifest(&dir, Arch::X86_64, "6.12")
+        let k = read_manifest(&dir, Arch::X86_64, &name)
             .expect("read")
             .expect("complete");
         assert_eq!(k.release, release);

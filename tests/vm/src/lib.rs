@@ -49,7 +49,7 @@ mod qemu;
 pub use arch::Arch;
 pub use artifacts::{GuestBinaries, guest_binaries, workspace_root};
 pub use error::VmError;
-pub use fetch::{GuestKernel, cache_dir, fetch_busybox, fetch_kernel};
+pub use fetch::{Flavour, GuestKernel, KernelName, cache_dir, fetch_busybox, fetch_kernel};
 pub use initramfs::{INIT_PRELUDE, Initramfs};
 pub use qemu::{BootConfig, BootLog, DEFAULT_DONE_MARKER, boot};
 

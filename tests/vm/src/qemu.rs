@@ -407,6 +407,7 @@ mod tests {
         GuestKernel {
             arch,
             series: "6.12".into(),
+            flavour: crate::Flavour::Standard,
             package: "linux-image-6.12.1+deb12-x-unsigned".into(),
             release: "6.12.1+deb12-x".into(),
             vmlinuz: PathBuf::from("/k/vmlinuz"),

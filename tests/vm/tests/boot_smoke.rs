@@ -9,8 +9,8 @@ use std::path::PathBuf;
 use std::time::Duration;
 
 use edgearmor_vm::{
-    Arch, BootConfig, BootLog, INIT_PRELUDE, Initramfs, VmError, boot, cache_dir, fetch_busybox,
-    fetch_kernel,
+    Arch, BootConfig, BootLog, Flavour, INIT_PRELUDE, Initramfs, VmError, boot, cache_dir,
+    fetch_busybox, fetch_kernel,
 };
 
 /// A per-test scratch directory for the initramfs and the console log.
@@ -30,15 +30,17 @@ fn smoke_init() -> String {
          echo \"EA-KERNEL $(uname -r)\"\n\
          echo \"EA-ARCH $(uname -m)\"\n\
          echo \"EA-BPFFS $(grep -c ' /sys/fs/bpf bpf ' /proc/mounts)\"\n\
+         echo \"EA-PAGESIZE $(grep -m1 KernelPageSize /proc/self/smaps | tr -s ' ' | cut -d' ' -f2-)\"\n\
+         echo \"EA-VERSION $(uname -v)\"\n\
          echo EA-DONE\n\
          poweroff -f\n"
     )
 }
 
 /// Boots `series` on `arch` with the smoke `/init` and checks the guest's report.
-fn smoke(arch: Arch, series: &str, test: &str) -> Result<BootLog, VmError> {
+fn smoke(arch: Arch, name: &str, test: &str) -> Result<BootLog, VmError> {
     let cache = cache_dir();
-    let kernel = fetch_kernel(&cache, arch, series)?;
+    let kernel = fetch_kernel(&cache, arch, name)?;
     let busybox = fetch_busybox(&cache, arch)?;
     assert!(kernel.package.contains(&kernel.release), "{kernel:?}");
     assert!(kernel.modules_dir.is_dir(), "{kernel:?}");
@@ -77,6 +79,17 @@ fn smoke(arch: Arch, series: &str, test: &str) -> Result<BootLog, VmError> {
         Some("1"),
         "bpffs not mounted"
     );
+    let page = match kernel.flavour {
+        Flavour::Pages16k => "16 kB",
+        Flavour::Standard | Flavour::Rt => "4 kB",
+    };
+    assert_eq!(log.first_with_prefix("EA-PAGESIZE "), Some(page), "{test}");
+    let version = log.first_with_prefix("EA-VERSION ").unwrap_or_default();
+    assert_eq!(
+        version.contains(" PREEMPT_RT "),
+        kernel.flavour == Flavour::Rt,
+        "{test}: uname -v is {version:?}"
+    );
     Ok(log)
 }
 
@@ -93,6 +106,16 @@ fn x86_64_6_1_boots_with_bpf_lsm() -> Result<(), VmError> {
 #[test]
 fn aarch64_6_12_boots_with_bpf_lsm() -> Result<(), VmError> {
     smoke(Arch::Aarch64, "6.12", "aarch64-6.12").map(drop)
+}
+
+#[test]
+fn aarch64_6_12_rt_boots_with_bpf_lsm() -> Result<(), VmError> {
+    smoke(Arch::Aarch64, "6.12-rt", "aarch64-6.12-rt").map(drop)
+}
+
+#[test]
+fn aarch64_6_12_16k_boots_with_bpf_lsm() -> Result<(), VmError> {
+    smoke(Arch::Aarch64, "6.12-16k", "aarch64-6.12-16k").map(drop)
 }
 
 /// A guest that never prints the marker ends in a `Timeout` carrying the log, promptly.
