@@ -49,6 +49,16 @@ pub trait HostKernel {
     fn random_key(&self) -> io::Result<[u64; 2]>;
     /// Whether `path` is on a mounted BPF filesystem (pins only work there).
     fn is_bpffs(&self, path: &Path) -> bool;
+    /// The kernel's page size in bytes: 4 KiB on most machines, 16 KiB on a Raspberry Pi 5,
+    /// 64 KiB on some arm64 servers. Ring buffers must be whole pages.
+    fn page_size(&self) -> io::Result<u64> {
+        // SAFETY: sysconf takes no pointers and only reads system configuration.
+        let size = unsafe { libc::sysconf(libc::_SC_PAGESIZE) };
+        u64::try_from(size)
+            .ok()
+            .filter(|&s| s > 0)
+            .ok_or_else(io::Error::last_os_error)
+    }
 }
 
 /// The machine the agent runs on.

@@ -281,6 +281,10 @@ fn failure_line(e: &EnforcementUnavailable) -> CheckLine {
             "a kernel with BPF trampolines for LSM programs (CONFIG_DYNAMIC_FTRACE_WITH_DIRECT_CALLS; arm64: Debian 6.12 works, 6.1 does not)",
         ),
         NotPermitted { .. } => ("attach", "run as root"),
+        RingBufferSize { .. } | PageSizeUnknown { .. } => (
+            "ring buffer",
+            "probes built with ring buffers of whole pages for this kernel",
+        ),
         Verifier { .. } | Failed { .. } => ("attach", "report this with the detail above"),
     };
     line(name, CheckStatus::Fail, e.to_string(), fix)

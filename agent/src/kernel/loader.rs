@@ -17,6 +17,7 @@ use crate::kernel::btf::KernelBtf;
 use crate::kernel::pins::{pin_links, record_agent_state};
 use crate::kernel::policy_maps::PolicyMaps;
 use crate::kernel::readiness::{EnforcementUnavailable, classify_attach_failure};
+use crate::kernel::ring_sizes::check_ring_buffers;
 use crate::kernel::rule_tables::KernelRuleSet;
 
 /// The committed, architecture-neutral object built by `probes/build.sh`.
@@ -224,6 +225,7 @@ pub fn load(
     rules: KernelRuleSet,
     pin_dir: Option<&Path>,
 ) -> Result<LoadedProbes, EnforcementUnavailable> {
+    check_ring_buffers(host)?;
     let adopting = pin_dir.is_some_and(|dir| dir.join(names::AGENT_STATE).exists());
     let (mut ebpf, aya_btf) = open_object(btf, key, pin_dir)?;
 
@@ -404,6 +406,7 @@ pub fn load_monitor(
             errno: e.raw_os_error(),
             detail: e.to_string(),
         })?;
+    check_ring_buffers(host)?;
     let (mut ebpf, aya_btf) = open_object(btf, key, None)?;
     let (program, tracepoint) = programs::MONITOR_EXEC;
     let link = attach_btf_tracepoint(&mut ebpf, &aya_btf, program, tracepoint)?;

@@ -1,7 +1,7 @@
 //! The kernel side: whether this kernel can enforce ([`readiness`], and the
 //! operator-facing [`check`]), the struct offsets the probes need ([`btf`]), loading,
 //! attaching the embedded probes ([`loader`]), keeping them pinned across agents
-//! ([`pins`]), and a policy set as the kernel's rule tables ([`rule_tables`], written
+//! ([`pins`]), ring buffers sized for this kernel's pages ([`ring_sizes`]), and a policy set as the kernel's rule tables ([`rule_tables`], written
 //! by [`policy_maps`]). Nothing here formats alerts or talks to a
 //! broker.
 
@@ -11,4 +11,5 @@ pub mod loader;
 pub mod pins;
 pub mod policy_maps;
 pub mod readiness;
+pub mod ring_sizes;
 pub mod rule_tables;

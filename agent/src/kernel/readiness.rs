@@ -47,6 +47,18 @@ pub enum EnforcementUnavailable {
     NotPermitted { step: String },
     #[error("the kernel's verifier rejected {program}:\n{log_tail}")]
     Verifier { program: String, log_tail: String },
+    #[error(
+        "the BPF object's ring buffer {map} is {bytes} bytes, which this kernel cannot create: \
+         a ring buffer must be a power of two and a whole number of pages, and this kernel's \
+         pages are {page_size} bytes; rebuild the probes with a {map} size that is (probes/abi RING_BUFFERS)"
+    )]
+    RingBufferSize {
+        map: String,
+        bytes: u32,
+        page_size: u64,
+    },
+    #[error("cannot read the kernel's page size: {source}")]
+    PageSizeUnknown { source: io::Error },
     /// Anything else, with the errno when there is one.
     #[error("{step} failed{}: {detail}", errno_note(*errno))]
     Failed {

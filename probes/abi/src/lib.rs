@@ -65,6 +65,34 @@ pub mod names {
     ];
 }
 
+/// Byte size of the `EVENTS` ring buffer (decisions of the enforcing probes).
+pub const EVENTS_RING_BYTES: u32 = 256 * 1024;
+/// Byte size of the `EXEC_EVENTS` ring buffer (monitor-only mode's exec reports).
+pub const EXEC_EVENTS_RING_BYTES: u32 = 64 * 1024;
+/// Every ring buffer in the object and its byte size. The kernel creates a ring buffer
+/// only when its size is a power of two and a whole number of pages, so the agent
+/// checks these against the running kernel's page size before loading.
+pub const RING_BUFFERS: [(&str, u32); 2] = [
+    (names::EVENTS, EVENTS_RING_BYTES),
+    (names::EXEC_EVENTS, EXEC_EVENTS_RING_BYTES),
+];
+/// The largest page size of the kernels edgearmor targets (arm64 with 64 KiB pages;
+/// 16 KiB on a Raspberry Pi 5, 4 KiB elsewhere).
+pub const MAX_TARGET_PAGE_SIZE: u32 = 64 * 1024;
+
+/// Whether the kernel can create a ring buffer of `bytes` on `page_size`-byte pages.
+pub const fn ring_buffer_fits(bytes: u32, page_size: u32) -> bool {
+    bytes.is_power_of_two() && page_size != 0 && bytes % page_size == 0
+}
+
+const _: () = {
+    let mut i = 0;
+    while i < RING_BUFFERS.len() {
+        assert!(ring_buffer_fits(RING_BUFFERS[i].1, MAX_TARGET_PAGE_SIZE));
+        i += 1;
+    }
+};
+
 /// `AGENT_STATE[0]`: what an adopting agent needs from the one before it (not read
 /// by the probes).
 #[repr(C)]

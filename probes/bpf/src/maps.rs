@@ -12,8 +12,9 @@ use aya_ebpf::{
     maps::{Array, HashMap, LruHashMap, PerCpuArray, RingBuf},
 };
 use edgearmor_probe_abi::{
-    ANY_SOURCE, ActivePolicy, AgentState, ExePath, GLOBS_CAPACITY, GlobList, KernelOffsets,
-    PREFIXES_CAPACITY, PrefixKey, RULES_CAPACITY, RuleKey, RuleValue, class_bit,
+    ANY_SOURCE, ActivePolicy, AgentState, EVENTS_RING_BYTES, EXEC_EVENTS_RING_BYTES, ExePath,
+    GLOBS_CAPACITY, GlobList, KernelOffsets, PREFIXES_CAPACITY, PrefixKey, RULES_CAPACITY, RuleKey,
+    RuleValue, class_bit,
 };
 
 use crate::{matchers::GlobQueue, path::PathWalk};
@@ -70,14 +71,14 @@ pub(crate) static EXE_PATHS: LruHashMap<u64, ExePath> = LruHashMap::with_max_ent
 pub(crate) static PATH_SCRATCH: PerCpuArray<ExePath> = PerCpuArray::with_max_entries(SLOTS, 0);
 
 #[map]
-pub(crate) static EVENTS: RingBuf = RingBuf::with_byte_size(256 * 1024, 0);
+pub(crate) static EVENTS: RingBuf = RingBuf::with_byte_size(EVENTS_RING_BYTES, 0);
 
 #[map]
 pub(crate) static EVENT_DROPS: PerCpuArray<u64> = PerCpuArray::with_max_entries(1, 0);
 
 /// Monitor-only mode's exec reports (only loaded when BPF-LSM cannot attach).
 #[map]
-pub(crate) static EXEC_EVENTS: RingBuf = RingBuf::with_byte_size(64 * 1024, 0);
+pub(crate) static EXEC_EVENTS: RingBuf = RingBuf::with_byte_size(EXEC_EVENTS_RING_BYTES, 0);
 
 /// Per program slot: the walk in progress.
 #[map]

@@ -138,3 +138,13 @@ fn x86_64_debian_6_12_fails_closed() {
 fn arm64_debian_6_12_fails_closed() {
     fail_closed_vm(Arch::Aarch64, "6.12");
 }
+
+#[test]
+fn arm64_debian_6_12_rt_fails_closed() {
+    fail_closed_vm(Arch::Aarch64, "6.12-rt");
+}
+
+#[test]
+fn arm64_debian_6_12_16k_fails_closed() {
+    fail_closed_vm(Arch::Aarch64, "6.12-16k");
+}

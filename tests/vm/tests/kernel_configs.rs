@@ -21,8 +21,8 @@ fn check(config: &Path) -> (i32, String) {
     )
 }
 
-fn debian_config(arch: Arch, series: &str) -> PathBuf {
-    let kernel = fetch_kernel(&cache_dir(), arch, series).expect("kernel package");
+fn debian_config(arch: Arch, name: &str) -> PathBuf {
+    let kernel = fetch_kernel(&cache_dir(), arch, name).expect("kernel package");
     kernel.config
 }
 
@@ -32,6 +32,8 @@ fn debian_configs_agree_with_the_vm_suite() {
         (Arch::X86_64, "6.1", true),
         (Arch::X86_64, "6.12", true),
         (Arch::Aarch64, "6.12", true),
+        (Arch::Aarch64, "6.12-rt", true),
+        (Arch::Aarch64, "6.12-16k", true),
         (Arch::Aarch64, "6.1", false),
     ] {
         let (code, table) = check(&debian_config(arch, series));

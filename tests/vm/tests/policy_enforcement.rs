@@ -404,3 +404,13 @@ fn x86_64_debian_6_12_enforces_host_policies() {
 fn arm64_debian_6_12_enforces_host_policies() {
     policy_engine_vm(Arch::Aarch64, "6.12");
 }
+
+#[test]
+fn arm64_debian_6_12_rt_enforces_host_policies() {
+    policy_engine_vm(Arch::Aarch64, "6.12-rt");
+}
+
+#[test]
+fn arm64_debian_6_12_16k_enforces_host_policies() {
+    policy_engine_vm(Arch::Aarch64, "6.12-16k");
+}
