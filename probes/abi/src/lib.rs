@@ -82,7 +82,7 @@ pub const MAX_TARGET_PAGE_SIZE: u32 = 64 * 1024;
 
 /// Whether the kernel can create a ring buffer of `bytes` on `page_size`-byte pages.
 pub const fn ring_buffer_fits(bytes: u32, page_size: u32) -> bool {
-    bytes.is_power_of_two() && page_size != 0 && bytes % page_size == 0
+    bytes.is_power_of_two() && page_size != 0 && bytes.is_multiple_of(page_size)
 }
 
 const _: () = {
