@@ -8,7 +8,7 @@ use std::fmt;
 pub enum Arch {
     /// 64-bit x86 (`amd64`), booted with `qemu-system-x86_64` on the default `pc` machine.
     X86_64,
-    /// 64-bit Arm (`arm64`), booted with `qemu-system-aarch64 -M virt -cpu max`.
+    /// 64-bit Arm (`arm64`), booted with `qemu-system-aarch64 -M virt -cpu max,pauth-impdef=on`.
     Aarch64,
 }
 
@@ -51,11 +51,15 @@ impl Arch {
     }
 
     /// The machine-specific QEMU arguments placed before `-m`: none on x86_64, `-M virt -cpu
-    /// max` on aarch64.
+    /// max,pauth-impdef=on` on aarch64. `max` has every granule (4, 16 and 64 KiB pages, so
+    /// the `-16k` kernel boots) and pointer authentication; Debian's kernels sign every
+    /// return address, and the architected QARMA5 signature is so slow to emulate that the
+    /// implementation-defined one makes arm64 guests about 6x faster (policy_enforcement:
+    /// 88 s -> 13 s).
     pub fn qemu_machine_args(self) -> &'static [&'static str] {
         match self {
             Arch::X86_64 => &[],
-            Arch::Aarch64 => &["-M", "virt", "-cpu", "max"],
+            Arch::Aarch64 => &["-M", "virt", "-cpu", "max,pauth-impdef=on"],
         }
     }
 

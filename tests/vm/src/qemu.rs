@@ -458,7 +458,16 @@ mod tests {
         let a = args(&cmd);
         assert_eq!(
             &a[..8],
-            ["-M", "virt", "-cpu", "max", "-accel", "tcg", "-m", "1024"]
+            [
+                "-M",
+                "virt",
+                "-cpu",
+                "max,pauth-impdef=on",
+                "-accel",
+                "tcg",
+                "-m",
+                "1024"
+            ]
         );
         assert!(a.contains(&"console=ttyAMA0 panic=-1".to_owned()));
         assert_eq!(a.iter().filter(|x| *x == "-nic").count(), 1);
