@@ -10,7 +10,7 @@ use std::path::Path;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use edgearmor_vm::{
-    Arch, BootConfig, BootLog, Initramfs, boot, cache_dir, fetch_busybox, fetch_kernel,
+    Arch, BootConfig, BootLog, Initramfs, KernelName, boot, cache_dir, fetch_busybox, fetch_kernel,
     guest_binaries, workspace_root,
 };
 use serde_json::{Map, Value};
@@ -221,8 +221,11 @@ fn assert_common(log: &BootLog, arch: Arch, series: &str) {
     let kernel = log
         .first_with_prefix("EA-KERNEL ")
         .expect("guest printed its kernel");
+    let name = KernelName::parse(series).expect("kernel name");
+    let release = kernel.split_whitespace().next().unwrap_or_default();
     assert!(
-        kernel.starts_with(series),
+        release.starts_with(&format!("{}.", name.series))
+            && release.ends_with(&name.flavour.debian(arch)),
         "booted {kernel}, wanted {series}"
     );
     let version = log
@@ -492,6 +495,16 @@ fn x86_64_debian_6_12_enforces_setid_rules() {
 #[test]
 fn arm64_debian_6_12_enforces_setid_rules() {
     enforcing_vm(Arch::Aarch64, "6.12");
+}
+
+#[test]
+fn arm64_debian_6_12_rt_enforces_setid_rules() {
+    enforcing_vm(Arch::Aarch64, "6.12-rt");
+}
+
+#[test]
+fn arm64_debian_6_12_16k_enforces_setid_rules() {
+    enforcing_vm(Arch::Aarch64, "6.12-16k");
 }
 
 #[test]
