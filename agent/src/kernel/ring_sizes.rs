@@ -35,6 +35,7 @@ fn check_sizes(rings: &[(&str, u32)], page_size: u64) -> Result<(), EnforcementU
 #[cfg(test)]
 mod tests {
     use super::*;
+    use edgearmor_probe_abi::{EVENTS_RING_BYTES, EXEC_EVENTS_RING_BYTES};
     use std::io;
     use std::path::{Path, PathBuf};
 
@@ -87,14 +88,17 @@ mod tests {
 
     #[test]
     fn a_ring_smaller_than_a_page_is_named_with_both_sizes() {
-        // 256 KiB pages (some PowerPC and Hexagon kernels): EVENTS (256 KiB) still fits,
-        // EXEC_EVENTS (64 KiB) does not.
-        let err = check_ring_buffers(&Pages(Ok(256 * 1024)))
-            .expect_err("64 KiB ring on 256 KiB pages")
+        // Pages as large as EVENTS (256 KiB: some PowerPC and Hexagon kernels): EVENTS
+        // still fits, the smaller EXEC_EVENTS does not.
+        assert!(EXEC_EVENTS_RING_BYTES < EVENTS_RING_BYTES);
+        let page = u64::from(EVENTS_RING_BYTES);
+        let err = check_ring_buffers(&Pages(Ok(page)))
+            .expect_err("a ring smaller than a page")
             .to_string();
         assert!(
-            err.contains("ring buffer EXEC_EVENTS is 65536 bytes")
-                && err.contains("pages are 262144 bytes"),
+            err.contains(&format!(
+                "ring buffer EXEC_EVENTS is {EXEC_EVENTS_RING_BYTES} bytes"
+            )) && err.contains(&format!("pages are {page} bytes")),
             "{err}"
         );
     }
