@@ -90,7 +90,7 @@ mod tests {
     fn a_ring_smaller_than_a_page_is_named_with_both_sizes() {
         // Pages as large as EVENTS (256 KiB: some PowerPC and Hexagon kernels): EVENTS
         // still fits, the smaller EXEC_EVENTS does not.
-        assert!(EXEC_EVENTS_RING_BYTES < EVENTS_RING_BYTES);
+        const { assert!(EXEC_EVENTS_RING_BYTES < EVENTS_RING_BYTES) };
         let page = u64::from(EVENTS_RING_BYTES);
         let err = check_ring_buffers(&Pages(Ok(page)))
             .expect_err("a ring smaller than a page")
