@@ -8,6 +8,8 @@ use std::path::Path;
 
 use crate::host::{HostKernel, KERNEL_BTF};
 use crate::kernel::readiness::{self, EnforcementUnavailable};
+use crate::kernel::ring_sizes::check_ring_buffers;
+use edgearmor_probe_abi::RING_BUFFERS;
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum CheckStatus {
@@ -191,28 +193,7 @@ pub fn check_live(host: &dyn HostKernel) -> Vec<CheckLine> {
             ));
             lines.push(line("active LSMs", CheckStatus::Ok, "bpf is active", ""));
             lines.push(lockdown_line(host));
-            lines.push(
-                match aya::sys::is_map_supported(aya::maps::MapType::RingBuf) {
-                    Ok(true) => line(
-                        "ring buffer",
-                        CheckStatus::Ok,
-                        "BPF_MAP_TYPE_RINGBUF supported",
-                        "",
-                    ),
-                    Ok(false) => line(
-                        "ring buffer",
-                        CheckStatus::Fail,
-                        "BPF_MAP_TYPE_RINGBUF unsupported",
-                        "a kernel of 5.8 or later",
-                    ),
-                    Err(e) => line(
-                        "ring buffer",
-                        CheckStatus::Fail,
-                        format!("cannot probe: {e}"),
-                        "run as root",
-                    ),
-                },
-            );
+            lines.push(ring_buffer_line(host));
             lines.push(
                 // Nothing pinned: `check` must not touch a running agent's state.
                 match crate::kernel::loader::load(host, &btf, [0, 0], Default::default(), None) {
@@ -263,6 +244,40 @@ fn lockdown_line(host: &dyn HostKernel) -> CheckLine {
             }
         }
         Err(_) => line("lockdown", CheckStatus::Ok, "no lockdown LSM", ""),
+    }
+}
+
+/// Whether this kernel has ring buffers, and can create the object's on its pages.
+fn ring_buffer_line(host: &dyn HostKernel) -> CheckLine {
+    match aya::sys::is_map_supported(aya::maps::MapType::RingBuf) {
+        Ok(true) => match check_ring_buffers(host) {
+            Ok(page_size) => line(
+                "ring buffer",
+                CheckStatus::Ok,
+                format!(
+                    "BPF_MAP_TYPE_RINGBUF supported; {} in whole {page_size}-byte pages",
+                    RING_BUFFERS
+                        .iter()
+                        .map(|(map, bytes)| format!("{map} {bytes} B"))
+                        .collect::<Vec<_>>()
+                        .join(", ")
+                ),
+                "",
+            ),
+            Err(e) => failure_line(&e),
+        },
+        Ok(false) => line(
+            "ring buffer",
+            CheckStatus::Fail,
+            "BPF_MAP_TYPE_RINGBUF unsupported",
+            "a kernel of 5.8 or later",
+        ),
+        Err(e) => line(
+            "ring buffer",
+            CheckStatus::Fail,
+            format!("cannot probe: {e}"),
+            "run as root",
+        ),
     }
 }
 

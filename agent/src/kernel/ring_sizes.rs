@@ -8,12 +8,13 @@ use edgearmor_probe_abi::{RING_BUFFERS, ring_buffer_fits};
 use crate::host::HostKernel;
 use crate::kernel::readiness::EnforcementUnavailable;
 
-/// Whether every ring buffer of the embedded object can be created on `host`.
-pub fn check_ring_buffers(host: &dyn HostKernel) -> Result<(), EnforcementUnavailable> {
+/// Whether every ring buffer of the embedded object can be created on `host`; returns the
+/// page size they were checked against.
+pub fn check_ring_buffers(host: &dyn HostKernel) -> Result<u64, EnforcementUnavailable> {
     let page_size = host
         .page_size()
         .map_err(|source| EnforcementUnavailable::PageSizeUnknown { source })?;
-    check_sizes(&RING_BUFFERS, page_size)
+    check_sizes(&RING_BUFFERS, page_size).map(|()| page_size)
 }
 
 /// The first of `rings` (name, bytes) the kernel could not create on `page_size`-byte pages.
@@ -82,7 +83,7 @@ mod tests {
     fn the_object_fits_4k_16k_and_64k_pages() {
         for page in [4096, 16 * 1024, 64 * 1024] {
             let checked = check_ring_buffers(&Pages(Ok(page)));
-            assert!(checked.is_ok(), "{page}: {checked:?}");
+            assert_eq!(checked.ok(), Some(page));
         }
     }
 

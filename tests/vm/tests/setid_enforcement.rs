@@ -10,8 +10,8 @@ use std::path::Path;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use edgearmor_vm::{
-    Arch, BootConfig, BootLog, Initramfs, KernelName, boot, cache_dir, fetch_busybox, fetch_kernel,
-    guest_binaries, workspace_root,
+    Arch, BootConfig, BootLog, Flavour, Initramfs, KernelName, boot, cache_dir, fetch_busybox,
+    fetch_kernel, guest_binaries, workspace_root,
 };
 use serde_json::{Map, Value};
 use sha2::{Digest, Sha256};
@@ -247,6 +247,17 @@ fn enforcing_vm(arch: Arch, series: &str) {
         log.first_with_prefix("EA-CHECK-EXIT "),
         Some("0"),
         "edgearmor check: {check:#?}"
+    );
+    // The agent checked its ring buffers against the kernel's own page size.
+    let page = match KernelName::parse(series).expect("kernel name").flavour {
+        Flavour::Pages16k => 16384,
+        Flavour::Standard | Flavour::Rt => 4096,
+    };
+    assert!(
+        check.iter().any(|l| l.starts_with("ok")
+            && l.contains("ring buffer")
+            && l.contains(&format!("in whole {page}-byte pages"))),
+        "{check:#?}"
     );
     // `warn` when an optional hook is refused (path_unlink before 6.6): the rest
     // attaches and enforces.
