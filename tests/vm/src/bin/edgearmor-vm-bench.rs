@@ -55,11 +55,11 @@ const TARGET_RSS_LOADED_BYTES: f64 = 16e6;
 const TARGET_BPF_MAP_BYTES: f64 = 2e6;
 
 const USAGE: &str =
-    "usage: edgearmor-vm-bench [--arch x86_64|arm64] [--kernel SERIES] [--execs N] [--ops N]
+    "usage: edgearmor-vm-bench [--arch x86_64|arm64] [--kernel NAME] [--execs N] [--ops N]
                           [--rounds N]                          [--rate N] [--seconds N] [--exec-rules N] [--file-rules N] [--smp N]
 
   --arch        guest architecture (default x86_64)
-  --kernel      Debian kernel series (default 6.12)
+  --kernel      Debian kernel: a series, or with -rt / -16k (default 6.12)
   --execs       measured fork+execve+wait calls per side, over all rounds (default 2000)
   --ops         measured calls of open, setgid and socket per side (default 20000)
   --rounds      ABBA rounds (default 4)
