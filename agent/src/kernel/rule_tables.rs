@@ -22,7 +22,8 @@ use edgearmor_policy::{
 use edgearmor_probe_abi::{
     ACTION_ALLOW, ACTION_AUDIT, ACTION_BLOCK, ANY_SOURCE, CLASS_CAPABILITY, CLASS_FILE,
     CLASS_NETWORK, CLASS_PROCESS, CLASS_SETID, GLOB_ANY_BYTE, GLOB_CAP, GLOB_LITERAL, GLOB_STAR,
-    GLOBS_PER_KEY, GlobList, GlobRule, ITEM_ICMP, ITEM_RAW, ITEM_TCP, ITEM_UDP, MATCH_ALLOW_LIST,
+    GLOBS_PER_KEY, GlobList, GlobRule, ITEM_ICMP, ITEM_INET_UNCLASSIFIED, ITEM_RAW, ITEM_SCTP,
+    ITEM_TCP, ITEM_UDP, MATCH_ALLOW_LIST,
     MATCH_DIRECTORY, MATCH_EXACT, MATCH_ITEM, MATCH_RECURSIVE, MAX_HASHED_PATH_BYTES,
     POLICY_DEFAULT_POSTURE, PREFIX_DIRECTORY, PREFIX_PATTERN, PREFIX_RECURSIVE, PrefixKey, RuleKey,
     RuleValue, SLOT_READ, SLOT_WRITE, Verdict, class_bit, item_capability, item_setid, path_hash,
@@ -201,6 +202,22 @@ fn file_value(m: &FileMatcher, v: Verdict) -> RuleValue {
     value
 }
 
+/// The socket classes a network rule holds (see `socket_items`). Every protocol name
+/// covers Internet sockets, so a Block or Audit rule also holds the sockets no name
+/// covers: an unknown protocol is denied where a rule covers its family. An Allow
+/// never does (what no rule allows gets the default posture).
+fn network_items(protocol: NetworkProtocol, action: u32) -> impl Iterator<Item = u64> {
+    let named = match protocol {
+        NetworkProtocol::Tcp => ITEM_TCP,
+        NetworkProtocol::Udp => ITEM_UDP,
+        NetworkProtocol::Icmp => ITEM_ICMP,
+        NetworkProtocol::Raw => ITEM_RAW,
+        NetworkProtocol::Sctp => ITEM_SCTP,
+    };
+    let unclassified = (action != ACTION_ALLOW).then_some(ITEM_INET_UNCLASSIFIED);
+    std::iter::once(named).chain(unclassified)
+}
+
 fn posture_action(p: DefaultPosture) -> u32 {
     match p {
         DefaultPosture::Audit => ACTION_AUDIT,
@@ -280,13 +297,9 @@ impl Builder<'_> {
             catalog,
             meta,
             |b, rule, v, src| {
-                let item = match rule.matcher {
-                    NetworkProtocol::Tcp => ITEM_TCP,
-                    NetworkProtocol::Udp => ITEM_UDP,
-                    NetworkProtocol::Icmp => ITEM_ICMP,
-                    NetworkProtocol::Raw => ITEM_RAW,
-                };
-                b.add((src, item, CLASS_NETWORK, MATCH_ITEM), read_only_value(v));
+                for item in network_items(rule.matcher, v.action) {
+                    b.add((src, item, CLASS_NETWORK, MATCH_ITEM), read_only_value(v));
+                }
             },
         );
         self.class(
