@@ -934,13 +934,13 @@ mod tests {
     #[test]
     fn internet_sockets_outside_the_table_are_unclassified_never_uncovered() {
         let unknown = [
-            (SOCK_STREAM, 17),        // UDP as a stream: refused by the kernel anyway
+            (SOCK_STREAM, 17), // UDP as a stream: refused by the kernel anyway
             (SOCK_DGRAM, IPPROTO_TCP),
-            (SOCK_DGRAM, 115),        // L2TP over IP
-            (6, 33),                  // DCCP
-            (4, 0),                   // SOCK_RDM
-            (SOCK_STREAM, 263),       // a protocol after this table
-            (SOCK_STREAM, u32::MAX),  // a negative protocol
+            (SOCK_DGRAM, 115),       // L2TP over IP
+            (6, 33),                 // DCCP
+            (4, 0),                  // SOCK_RDM
+            (SOCK_STREAM, 263),      // a protocol after this table
+            (SOCK_STREAM, u32::MAX), // a negative protocol
             (SOCK_SEQPACKET, IPPROTO_TCP),
         ];
         for family in [AF_INET, AF_INET6] {

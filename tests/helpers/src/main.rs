@@ -15,6 +15,9 @@
 //! - `read PATH`, `write PATH`, `unlink PATH`: open for reading / for writing
 //!   (creating it), remove;
 //! - `socket tcp|udp|raw|icmp`: create an IPv4 socket of that kind;
+//! - `socket FAMILY TYPE PROTOCOL`: `socket(2)` with exactly these arguments (FAMILY
+//!   `inet|inet6|packet|unix` or a number, TYPE `stream|dgram|raw|seqpacket` or a
+//!   number, PROTOCOL a number); the target printed is `FAMILY/TYPE/PROTOCOL`;
 //! - `loop-exec N STOPFILE PATH`: exec `PATH noop` until N attempts or until STOPFILE
 //!   exists, then print `EA-LOOP attempts= passed= denied= other= last_denied= first_passed=`
 //!   (attempt numbers, 0 = none) so a test can see that a policy switch happened at
@@ -35,6 +38,13 @@ fn usage() -> ! {
 fn main() {
     let all: Vec<String> = std::env::args().skip(1).collect();
     if let Some(op) = all.first() {
+        if let [_, family, ty, proto] = all.as_slice()
+            && op == "socket"
+        {
+            let (rc, errno) = socket_explicit(family, ty, proto);
+            println!("EA-OP op=socket target={family}/{ty}/{proto} rc={rc} errno={errno}");
+            return;
+        }
         let target = all.get(1).map(String::as_str).unwrap_or("");
         let report = |(rc, errno): (i64, i32)| {
             println!("EA-OP op={op} target={target} rc={rc} errno={errno}");
@@ -207,6 +217,33 @@ fn socket(kind: &str) -> (i64, i32) {
     };
     // SAFETY: plain syscall; the descriptor is closed right away.
     let fd = unsafe { libc::socket(libc::AF_INET, ty, proto) };
+    if fd < 0 {
+        return (-1, last_errno());
+    }
+    // SAFETY: closes the descriptor we own.
+    unsafe { libc::close(fd) };
+    (0, 0)
+}
+
+/// `socket(family, type, protocol)` from names or numbers; the descriptor is closed.
+fn socket_explicit(family: &str, ty: &str, proto: &str) -> (i64, i32) {
+    let family = match family {
+        "inet" => libc::AF_INET,
+        "inet6" => libc::AF_INET6,
+        "packet" => libc::AF_PACKET,
+        "unix" => libc::AF_UNIX,
+        n => n.parse().unwrap_or_else(|_| usage()),
+    };
+    let ty = match ty {
+        "stream" => libc::SOCK_STREAM,
+        "dgram" => libc::SOCK_DGRAM,
+        "raw" => libc::SOCK_RAW,
+        "seqpacket" => libc::SOCK_SEQPACKET,
+        n => n.parse().unwrap_or_else(|_| usage()),
+    };
+    let proto: i32 = proto.parse().unwrap_or_else(|_| usage());
+    // SAFETY: plain syscall; the descriptor is closed right away.
+    let fd = unsafe { libc::socket(family, ty, proto) };
     if fd < 0 {
         return (-1, last_errno());
     }

@@ -371,7 +371,10 @@ fn sockets_are_decided_by_what_they_are() {
         // A protocol the table does not know is held where a rule covers the family.
         assert_eq!(decide(sh, 6, 33), ACTION_BLOCK);
     }
-    assert_eq!(decide_socket(&set, sh, (AF_PACKET, SOCK_RAW, 3)), ACTION_NONE);
+    assert_eq!(
+        decide_socket(&set, sh, (AF_PACKET, SOCK_RAW, 3)),
+        ACTION_NONE
+    );
     assert_eq!(decide_socket(&set, sh, (1, SOCK_STREAM, 0)), ACTION_NONE);
 }
 
@@ -397,5 +400,8 @@ fn an_allowed_protocol_never_allows_unclassified_sockets() {
         decide_socket(&set, app, (AF_INET, SOCK_STREAM, IPPROTO_MPTCP)),
         ACTION_BLOCK
     );
-    assert_eq!(decide_socket(&set, "/bin/sh", (AF_INET, 6, 33)), ACTION_NONE);
+    assert_eq!(
+        decide_socket(&set, "/bin/sh", (AF_INET, 6, 33)),
+        ACTION_NONE
+    );
 }
