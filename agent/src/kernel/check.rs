@@ -281,6 +281,7 @@ fn failure_line(e: &EnforcementUnavailable) -> CheckLine {
             "a kernel with BPF trampolines for LSM programs (CONFIG_DYNAMIC_FTRACE_WITH_DIRECT_CALLS; arm64: Debian 6.12 works, 6.1 does not)",
         ),
         NotPermitted { .. } => ("attach", "run as root"),
+        RuleTables(_) => ("rule tables", "report this with the detail above"),
         Verifier { .. } | Failed { .. } => ("attach", "report this with the detail above"),
     };
     line(name, CheckStatus::Fail, e.to_string(), fix)

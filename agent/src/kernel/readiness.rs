@@ -47,6 +47,9 @@ pub enum EnforcementUnavailable {
     NotPermitted { step: String },
     #[error("the kernel's verifier rejected {program}:\n{log_tail}")]
     Verifier { program: String, log_tail: String },
+    /// The rule tables could not be written (map, key and errno in the error).
+    #[error("writing the rule tables failed: {0}")]
+    RuleTables(#[source] crate::kernel::policy_maps::ApplyError),
     /// Anything else, with the errno when there is one.
     #[error("{step} failed{}: {detail}", errno_note(*errno))]
     Failed {
@@ -54,6 +57,28 @@ pub enum EnforcementUnavailable {
         errno: Option<i32>,
         detail: String,
     },
+}
+
+impl EnforcementUnavailable {
+    /// Whether this kernel cannot run BPF-LSM at all (no BTF, BPF-LSM not built in
+    /// or not active, no trampolines): the only failures `enforcement = "auto"`
+    /// answers with monitor-only mode. Everything else (not root, a verifier
+    /// refusal, a map or rule-table write failing after the kernel said yes) is a
+    /// broken load that must not pass for a kernel limitation.
+    pub fn kernel_lacks_bpf_lsm(&self) -> bool {
+        match self {
+            Self::NoBtf { .. }
+            | Self::BadBtf(_)
+            | Self::BpfLsmNotBuiltIn
+            | Self::LsmListUnreadable { .. }
+            | Self::BpfLsmInactive { .. }
+            | Self::NoTrampoline { .. } => true,
+            Self::NotPermitted { .. }
+            | Self::Verifier { .. }
+            | Self::RuleTables(_)
+            | Self::Failed { .. } => false,
+        }
+    }
 }
 
 /// ` (No such file or directory, errno 2)`, or nothing without an errno.

@@ -9,9 +9,10 @@ use edgearmor_vm::scenarios::{Alert, about, alerts, field, outcomes};
 use crate::Run;
 
 const EACCES: i64 = 13;
-/// SCTP without its module (the guest loads none): `inet_create` finds no protocol.
+/// SCTP streams without the module (the guest loads none): `inet_create` knows the
+/// type but not the protocol.
 const EPROTONOSUPPORT: i64 = 93;
-/// DCCP without its module: no protocol registered for `SOCK_DCCP` at all.
+/// SCTP seqpackets and DCCP without their modules: no protocol registered for the type.
 const ESOCKTNOSUPPORT: i64 = 94;
 
 const PROBE: &str = "/usr/local/bin/setid-probe";
@@ -159,7 +160,7 @@ pub fn check(run: &Run) {
         }
         for (base, absent) in [
             ("base-sctp", EPROTONOSUPPORT),
-            ("base-sctp-seq", EPROTONOSUPPORT),
+            ("base-sctp-seq", ESOCKTNOSUPPORT),
             ("base-dccp", ESOCKTNOSUPPORT),
         ] {
             let got = outcome(&format!("{base}-{family}"));
