@@ -3,6 +3,9 @@
 # (/usr/bin/net-PROTO), so the helper itself shows what stays permitted. Every
 # protocol is tried over IPv4 and IPv6 with explicit (family, type, protocol).
 net=/etc/edgearmor/failclosed/network
+pins=/sys/fs/bpf/edgearmor
+# Nothing an earlier part pinned decides the baseline below.
+/usr/local/bin/edgearmor unload --config /etc/edgearmor/failclosed/agent.toml > /dev/null 2>&1
 for who in udp sctp icmp raw; do cp $probe /usr/bin/net-$who; done
 # Ping sockets for root (the default range excludes every group).
 echo "0 0" > /proc/sys/net/ipv4/ping_group_range
@@ -55,3 +58,26 @@ scenario allow-unix $probe socket unix stream 0
 scenario allow-udp-by-sctp /usr/bin/net-sctp socket inet dgram 136
 wait_count "$alerts" '"Operation":"Network"' 18
 stop_agent
+/usr/local/bin/edgearmor unload --config /etc/edgearmor/failclosed/agent.toml > /dev/null 2>&1
+scenario unloaded-tcp-4 $probe socket inet stream 0
+
+# Rule tables that cannot be written stop the agent, even under enforcement = "auto"
+# (it used to fall back to monitor-only). The kernel refuses the write for real: the
+# pin directory holds a RULES map with room for one entry, as a build with a smaller
+# table would have left it, and the agent adopts pinned maps by name.
+mkdir -p $pins
+scenario pin-small-rules $probe pin-rules-map $pins/RULES 1
+/usr/local/bin/edgearmor run --config /etc/edgearmor/failclosed/agent.toml \
+    --policies $net/policies --cluster vmtest --host-name gw-vm --enforcement auto \
+    > /tmp/tables.out 2> /tmp/tables.err &
+tables=$!
+tries=0
+while kill -0 $tables 2>/dev/null && [ $tries -lt 900 ] && ! grep -q "edgearmor: ready" /tmp/tables.err; do
+    sleep 0.1; tries=$((tries + 1))
+done
+if kill -0 $tables 2>/dev/null; then echo "EA-TABLES still running"; kill -TERM $tables; fi
+wait $tables
+echo "EA-TABLES-EXIT $?"
+while read -r line; do echo "EA-TABLES-ERR $line"; done < /tmp/tables.err
+/usr/local/bin/edgearmor unload --config /etc/edgearmor/failclosed/agent.toml > /dev/null 2>&1
+scenario after-tables-tcp-4 $probe socket inet stream 0
