@@ -28,6 +28,7 @@ use edgearmor_probe_abi::{
     PREFIX_PATTERN, PREFIX_RECURSIVE, PrefixKey, RuleKey, RuleValue, SLOT_READ, SLOT_WRITE,
     Verdict, class_bit, item_capability, item_setid, path_hash,
 };
+use edgearmor_probe_abi::{GLOBS_CAPACITY, PREFIXES_CAPACITY, RULES_CAPACITY, names};
 use edgearmor_wire::{PolicyMeta, SetIdSyscall};
 
 use crate::control::policy_table::PolicyCatalog;
@@ -181,7 +182,31 @@ impl KernelRuleSet {
     pub fn sizes(&self) -> (usize, usize, usize) {
         (self.rules.len(), self.prefixes.len(), self.globs.len())
     }
+
+    /// Each table this set needs more of than [`SET_LIMITS`] allows, with the limit.
+    pub fn over_limits(&self) -> Vec<String> {
+        let (rules, prefixes, globs) = self.sizes();
+        SET_LIMITS
+            .iter()
+            .zip([rules, prefixes, globs])
+            .filter(|((_, limit), needed)| *needed > *limit as usize)
+            .map(|((map, limit), needed)| {
+                format!(
+                    "the policies need {needed} {map} entries; a policy set may use at most {limit}, half the table, since a reload writes the next set beside the one in force"
+                )
+            })
+            .collect()
+    }
 }
+
+/// The most entries of each table one policy set may need (`policy check` refuses
+/// more): half the table's capacity, so any two accepted sets fit side by side for
+/// the moment of a reload's switch.
+pub const SET_LIMITS: [(&str, u32); 3] = [
+    (names::RULES, RULES_CAPACITY / 2),
+    (names::PREFIXES, PREFIXES_CAPACITY / 2),
+    (names::GLOBS, GLOBS_CAPACITY / 2),
+];
 
 /// A verdict for processes, sockets, capabilities and setid calls (one slot).
 fn read_only_value(v: Verdict) -> RuleValue {

@@ -12,9 +12,9 @@ echo "0 0" > /proc/sys/net/ipv4/ping_group_range
 
 # net_try NAME PROG FAMILY TYPE PROTOCOL, for inet and inet6 (NAME-4 / NAME-6).
 net_try() {
-    name=$1; prog=$2; shift 2
-    scenario "$name-4" $prog socket inet "$@"
-    scenario "$name-6" $prog socket inet6 "$@"
+    net_name=$1; net_prog=$2; shift 2
+    scenario "$net_name-4" $net_prog socket inet "$@"
+    scenario "$net_name-6" $net_prog socket inet6 "$@"
 }
 
 # What the kernel does without an agent: the baseline each denial is compared with.
