@@ -1,6 +1,9 @@
 //! The rule tables of loaded probes: a whole policy set written under a new
 //! generation, switched in with one write to the one-entry `ACTIVE` array, then the
 //! old generation's entries removed, so no hook ever sees neither set or a mix.
+//!
+//! The maps are reached through [`Table`] and [`Slot`], so tests make a write fail the
+//! way the kernel does (an errno on the n-th insert) without root.
 
 use std::fmt;
 
@@ -316,7 +319,14 @@ mod tests {
     fn tables(
         fail_at: Option<(usize, i32)>,
     ) -> (PolicyMaps, Rules, Rc<RefCell<Option<ActivePolicy>>>) {
-        let rules: Rules = Rc::default();
+        tables_holding(fail_at, Rc::default(), false)
+    }
+
+    fn tables_holding(
+        fail_at: Option<(usize, i32)>,
+        rules: Rules,
+        adopting: bool,
+    ) -> (PolicyMaps, Rules, Rc<RefCell<Option<ActivePolicy>>>) {
         let active = Rc::new(RefCell::new(None));
         let maps = PolicyMaps::over(
             Box::new(FakeTable {
@@ -335,7 +345,7 @@ mod tests {
                 fail_at: None,
             }),
             Box::new(FakeActive(active.clone())),
-            false,
+            adopting,
         );
         (maps, rules, active)
     }
@@ -402,6 +412,24 @@ mod tests {
         assert!(text.contains(&format!("needs {}", half + 1)), "{text}");
         assert_eq!(rules.borrow().len(), half as usize, "nothing written");
         maps.apply(set_of(half)).expect("the same size again fits");
+    }
+
+    #[test]
+    fn adopted_tables_count_what_an_earlier_agent_left() {
+        let earlier: Rules = Rc::default();
+        for (k, v) in set_of(u64::from(RULES_CAPACITY) - 1).rule_entries(7) {
+            earlier.borrow_mut().insert(k, v);
+        }
+        let (mut maps, rules, _) = tables_holding(None, earlier, true);
+        let err = maps
+            .apply(set_of(2))
+            .expect_err("no room beside the earlier set");
+        let held = format!("holds {} until the switch", RULES_CAPACITY - 1);
+        assert!(err.to_string().contains(&held), "{err}");
+        assert_eq!(rules.borrow().len(), RULES_CAPACITY as usize - 1);
+        maps.apply(set_of(1)).expect("one entry fits");
+        // After the switch the earlier agent's generation is gone.
+        assert_eq!(rules.borrow().len(), 1);
     }
 
     #[test]
