@@ -433,14 +433,11 @@ mod tests {
     }
 
     #[test]
-    fn only_a_kernel_without_bpf_lsm_is_a_reason_for_monitor_only_mode() {
+    fn only_bpf_lsm_unavailable_here_is_a_reason_for_monitor_only_mode() {
         let (mut maps, _, _) = tables(Some((1, libc::ENOMEM)));
         let write = maps.apply(set_of(1)).expect_err("fails");
         let broken = [
             EnforcementUnavailable::RuleTables(write),
-            EnforcementUnavailable::NotPermitted {
-                step: "load".into(),
-            },
             EnforcementUnavailable::Verifier {
                 program: "check_socket".into(),
                 log_tail: String::new(),
@@ -462,6 +459,9 @@ mod tests {
             EnforcementUnavailable::NoTrampoline {
                 program: "p".into(),
                 hook: "h".into(),
+            },
+            EnforcementUnavailable::NotPermitted {
+                step: "load check_socket".into(),
             },
         ];
         for failure in &lacking {

@@ -60,11 +60,12 @@ pub enum EnforcementUnavailable {
 }
 
 impl EnforcementUnavailable {
-    /// Whether this kernel cannot run BPF-LSM at all (no BTF, BPF-LSM not built in
-    /// or not active, no trampolines): the only failures `enforcement = "auto"`
-    /// answers with monitor-only mode. Everything else (not root, a verifier
-    /// refusal, a map or rule-table write failing after the kernel said yes) is a
-    /// broken load that must not pass for a kernel limitation.
+    /// Whether BPF-LSM cannot run here at all: the kernel lacks it (no BTF, BPF-LSM
+    /// not built in or not active, no trampolines) or refuses it to this process
+    /// (no CAP_BPF / CAP_MAC_ADMIN, lockdown, e.g. in a container). These are the
+    /// only failures `enforcement = "auto"` answers with monitor-only mode. The rest
+    /// (a verifier refusal, a map, pin or rule-table failure after the kernel said
+    /// yes) is a broken load that must not pass for a kernel limitation.
     pub fn kernel_lacks_bpf_lsm(&self) -> bool {
         match self {
             Self::NoBtf { .. }
@@ -72,11 +73,9 @@ impl EnforcementUnavailable {
             | Self::BpfLsmNotBuiltIn
             | Self::LsmListUnreadable { .. }
             | Self::BpfLsmInactive { .. }
-            | Self::NoTrampoline { .. } => true,
-            Self::NotPermitted { .. }
-            | Self::Verifier { .. }
-            | Self::RuleTables(_)
-            | Self::Failed { .. } => false,
+            | Self::NoTrampoline { .. }
+            | Self::NotPermitted { .. } => true,
+            Self::Verifier { .. } | Self::RuleTables(_) | Self::Failed { .. } => false,
         }
     }
 }

@@ -167,7 +167,7 @@ fn start_kernel<'h>(
         }
         Err(e) => {
             return Err(StartError::kernel(format!(
-                "loading the enforcing probes failed: {e}; this is not a kernel without BPF-LSM, so enforcement = \"auto\" does not fall back to monitor-only mode"
+                "loading the enforcing probes failed: {e}; BPF-LSM itself works here, so enforcement = \"auto\" does not fall back to monitor-only mode"
             )));
         }
     };
@@ -204,9 +204,9 @@ fn start_kernel<'h>(
 }
 
 /// Whether a failed enforcing load becomes monitor-only mode: only under `auto`, and
-/// only when the kernel cannot run BPF-LSM. A load that breaks after the kernel said
-/// it can (rule tables, maps, the verifier, permissions) is fatal: running unenforced
-/// because of it would pass a broken load off as a kernel limitation.
+/// only when BPF-LSM cannot run here (see `kernel_lacks_bpf_lsm`). A load that breaks
+/// after the kernel said it can (rule tables, maps, pins, the verifier) is fatal:
+/// running unenforced because of it would pass a broken load off as a limitation.
 fn falls_back(enforcement: Enforcement, failure: &EnforcementUnavailable) -> bool {
     enforcement == Enforcement::Auto && failure.kernel_lacks_bpf_lsm()
 }

@@ -227,4 +227,57 @@ pub fn check(run: &Run) {
         denials().len(),
         "{k}: one Network alert per denial"
     );
+    assert_eq!(
+        outcome("unloaded-tcp-4"),
+        (0, 0),
+        "{k}: after unload nothing is enforced"
+    );
+    unwritable_tables_are_fatal(run);
+}
+
+/// The agent adopting a pinned RULES map with room for one entry: the kernel refuses
+/// the second write (E2BIG), and the agent stops with exit status 2 naming the map,
+/// the entry and the errno instead of running monitor-only under `auto`.
+fn unwritable_tables_are_fatal(run: &Run) {
+    const E2BIG: i64 = 7;
+    let k = run.kernel();
+    let out = outcomes(&run.log);
+    assert_eq!(
+        out.get("pin-small-rules"),
+        Some(&(0, 0)),
+        "{k}: planting the small RULES map"
+    );
+    let err: Vec<&str> = run.log.lines_with_prefix("EA-TABLES-ERR ").collect();
+    let all = err.join("\n");
+    assert!(
+        run.log
+            .lines_with_prefix("EA-TABLES still running")
+            .next()
+            .is_none(),
+        "{k}: the agent kept running on tables it could not write:\n{all}"
+    );
+    let exit: Vec<&str> = run.log.lines_with_prefix("EA-TABLES-EXIT ").collect();
+    assert_eq!(exit, ["2"], "{k}: exit status\n{all}");
+    let fatal = err
+        .iter()
+        .find(|l| l.starts_with("edgearmor: loading the enforcing probes failed: "))
+        .unwrap_or_else(|| panic!("{k}: no load failure reported:\n{all}"));
+    for want in [
+        "writing the rule tables failed: map RULES: writing RuleKey {",
+        &format!("Argument list too long (errno {E2BIG})"),
+        "does not fall back to monitor-only mode",
+    ] {
+        assert!(fatal.contains(want), "{k}: {want:?} in {fatal}");
+    }
+    assert!(
+        !err.iter()
+            .any(|l| l.contains("edgearmor: ready") || l.contains("falling back")),
+        "{k}: a broken load passed for a kernel without BPF-LSM:\n{all}"
+    );
+    // The failed agent attached nothing that outlives it (its maps' pins are unloaded).
+    assert_eq!(
+        out.get("after-tables-tcp-4"),
+        Some(&(0, 0)),
+        "{k}: tcp after the failed load"
+    );
 }
