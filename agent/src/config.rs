@@ -71,7 +71,8 @@ impl Default for FleetConfig {
 #[derive(Clone, Copy, Debug, Default, Deserialize, PartialEq, Eq)]
 #[serde(rename_all = "lowercase")]
 pub enum Enforcement {
-    /// Enforce where possible; elsewhere run monitor-only and say why.
+    /// Enforce where possible; where BPF-LSM cannot run (kernel, privileges) run
+    /// monitor-only and say why. A broken load (rule tables, maps, verifier) is fatal.
     #[default]
     Auto,
     /// Refuse to start where the kernel cannot enforce.

@@ -53,6 +53,78 @@ fn the_shipped_policy_set_is_clean() {
     assert!(ok, "shipped policies must pass: {stdout}");
 }
 
+// ------------------------------------------------------------------ kernel limits
+
+/// A fresh directory for one test's policy files.
+fn policy_dir(name: &str) -> std::path::PathBuf {
+    let dir = std::env::temp_dir().join(format!("ea-policy-check-{name}-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    std::fs::create_dir_all(&dir).expect("temp dir");
+    dir
+}
+
+fn host_policy(name: &str, host: &str, body: &str) -> String {
+    format!(
+        "apiVersion: security.kubearmor.com/v1\nkind: KubeArmorHostPolicy\nmetadata:\n  name: {name}\nspec:\n  nodeSelector:\n    matchLabels:\n      kubearmor.io/hostname: \"{host}\"\n{body}  action: Block\n"
+    )
+}
+
+#[test]
+fn a_network_rule_the_kernel_cannot_match_is_refused() {
+    let dir = policy_dir("long-source");
+    let long = format!("/{}", "s".repeat(300));
+    let body = format!(
+        "  network:\n    matchProtocols:\n      - protocol: tcp\n        fromSource:\n          - path: {long}\n"
+    );
+    std::fs::write(
+        dir.join("p.yaml"),
+        host_policy("long-source", "gw-7", &body),
+    )
+    .expect("write");
+    let (ok, stdout) = check(&[&dir]);
+    assert!(!ok, "{stdout}");
+    assert!(
+        stdout.contains("policy long-source: fromSource")
+            && stdout.contains("longer than 255 bytes")
+            && stdout.contains("the kernel cannot enforce this rule"),
+        "{stdout}"
+    );
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+#[test]
+fn a_set_larger_than_half_a_table_is_refused_with_the_limit() {
+    let limit = edgearmor_probe_abi::RULES_CAPACITY as usize / 2;
+    let dir = policy_dir("many");
+    let paths = |n: usize| -> String {
+        let mut body = String::from("  file:\n    matchPaths:\n");
+        for i in 0..n {
+            body.push_str(&format!("      - path: /opt/f{i}\n"));
+        }
+        body
+    };
+    std::fs::write(dir.join("p.yaml"), host_policy("many", "*", &paths(limit))).expect("write");
+    let (ok, stdout) = check(&[&dir]);
+    assert!(ok, "exactly the limit fits: {stdout}");
+    // One more entry, from a policy for one host only: that host's set is over.
+    let extra = host_policy(
+        "one-more",
+        "gw-7",
+        &paths(1).replace("/opt/f0", "/opt/extra"),
+    );
+    std::fs::write(dir.join("q.yaml"), extra).expect("write");
+    let (ok, stdout) = check(&[&dir]);
+    assert!(!ok, "{stdout}");
+    assert_eq!(
+        stdout.trim(),
+        format!(
+            "host gw-7: the policies need {} RULES entries; a policy set may use at most {limit}, half the table, since a reload writes the next set beside the one in force",
+            limit + 1
+        )
+    );
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
 // ------------------------------------------------------------------ hostile input
 
 #[path = "../../policy/tests/hostile/mod.rs"]

@@ -263,7 +263,7 @@ pub enum PolicyError {
         reason: &'static str,
     },
     #[error(
-        "unknown protocol {found:?} (expected tcp, udp, icmp or raw, or the same in upper case)"
+        "unknown protocol {found:?} (expected tcp, udp, icmp, raw or sctp, or the same in upper case)"
     )]
     UnknownProtocol { found: String },
     #[error("unknown capability {found:?} ({})", capability_hint(suggestion))]

@@ -136,14 +136,16 @@ pub enum NetworkProtocol {
     Udp,
     Icmp,
     Raw,
+    Sctp,
 }
 
 impl NetworkProtocol {
-    pub const ALL: [NetworkProtocol; 4] = [
+    pub const ALL: [NetworkProtocol; 5] = [
         NetworkProtocol::Tcp,
         NetworkProtocol::Udp,
         NetworkProtocol::Icmp,
         NetworkProtocol::Raw,
+        NetworkProtocol::Sctp,
     ];
 
     pub fn as_str(self) -> &'static str {
@@ -152,6 +154,7 @@ impl NetworkProtocol {
             NetworkProtocol::Udp => "udp",
             NetworkProtocol::Icmp => "icmp",
             NetworkProtocol::Raw => "raw",
+            NetworkProtocol::Sctp => "sctp",
         }
     }
 
@@ -314,7 +317,11 @@ mod tests {
             Some(NetworkProtocol::Tcp)
         );
         assert_eq!(NetworkProtocol::from_yaml("Tcp"), None);
-        assert_eq!(NetworkProtocol::from_yaml("sctp"), None);
+        assert_eq!(
+            NetworkProtocol::from_yaml("SCTP"),
+            Some(NetworkProtocol::Sctp)
+        );
+        assert_eq!(NetworkProtocol::from_yaml("icmpv6"), None);
     }
 
     #[test]

@@ -45,7 +45,7 @@ const EXPECTED: &[(&str, &str)] = &[
     ),
     (
         "bad-protocol.yaml",
-        "tests/malformed/bad-protocol.yaml:12: spec.network.matchProtocols[0].protocol: unknown protocol \"sctp\" (expected tcp, udp, icmp or raw, or the same in upper case)",
+        "tests/malformed/bad-protocol.yaml:12: spec.network.matchProtocols[0].protocol: unknown protocol \"dccp\" (expected tcp, udp, icmp, raw or sctp, or the same in upper case)",
     ),
     (
         "bad-capability.yaml",

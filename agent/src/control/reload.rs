@@ -37,7 +37,8 @@ impl Enforced<'_> {
             .state
             .build(self.host)
             .map_err(|e| format!("reload failed, the previous policy set stays enforced: {e}"))?;
-        maps.apply(set).map_err(|e| format!("reload failed: {e}"))?;
+        maps.apply(set)
+            .map_err(|e| format!("reload failed, the previous policy set stays enforced: {e}"))?;
         let table = self.state.catalog.snapshot();
         let hash = table.hash;
         self.updates.publish(table);

@@ -35,7 +35,10 @@ pub fn socket_resource(family: u32, sock_type: u32, protocol: u32) -> String {
         1 => "SOCK_STREAM".to_owned(),
         2 => "SOCK_DGRAM".to_owned(),
         3 => "SOCK_RAW".to_owned(),
+        4 => "SOCK_RDM".to_owned(),
         5 => "SOCK_SEQPACKET".to_owned(),
+        6 => "SOCK_DCCP".to_owned(),
+        10 => "SOCK_PACKET".to_owned(),
         t => format!("{t}"),
     };
     let mut kind = base;
@@ -256,6 +259,15 @@ mod tests {
         assert_eq!(
             socket_resource(2, 3 | 0o2000000, 1),
             "domain=AF_INET type=SOCK_RAW|SOCK_CLOEXEC protocol=1"
+        );
+        // The protocol as the caller gave it: an MPTCP socket says 262, not TCP.
+        assert_eq!(
+            socket_resource(10, 1, 262),
+            "domain=AF_INET6 type=SOCK_STREAM protocol=262"
+        );
+        assert_eq!(
+            socket_resource(17, 10, 768),
+            "domain=AF_PACKET type=SOCK_PACKET protocol=768"
         );
         let raw = raw_event(CLASS_CAPABILITY, [13, 0, 0, 0]);
         let d = Decision::try_from(bytes_of(&raw).as_slice()).expect("valid");

@@ -300,6 +300,7 @@ fn failure_line(e: &EnforcementUnavailable) -> CheckLine {
             "ring buffer",
             "probes built with ring buffers of whole pages for this kernel",
         ),
+        RuleTables(_) => ("rule tables", "report this with the detail above"),
         Verifier { .. } | Failed { .. } => ("attach", "report this with the detail above"),
     };
     line(name, CheckStatus::Fail, e.to_string(), fix)

@@ -233,11 +233,7 @@ pub fn load(
     let mut policy = PolicyMaps::take(&mut ebpf, adopting)?;
     policy
         .apply(rules)
-        .map_err(|e| EnforcementUnavailable::Failed {
-            step: "writing the rule tables".into(),
-            errno: None,
-            detail: e.to_string(),
-        })?;
+        .map_err(EnforcementUnavailable::RuleTables)?;
 
     let (links, degraded) = attach_all(&mut ebpf, &aya_btf)?;
     let links = match pin_dir {

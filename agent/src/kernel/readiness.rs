@@ -59,6 +59,9 @@ pub enum EnforcementUnavailable {
     },
     #[error("cannot read the kernel's page size: {source}")]
     PageSizeUnknown { source: io::Error },
+    /// The rule tables could not be written (map, key and errno in the error).
+    #[error("writing the rule tables failed: {0}")]
+    RuleTables(#[source] crate::kernel::policy_maps::ApplyError),
     /// Anything else, with the errno when there is one.
     #[error("{step} failed{}: {detail}", errno_note(*errno))]
     Failed {
@@ -66,6 +69,31 @@ pub enum EnforcementUnavailable {
         errno: Option<i32>,
         detail: String,
     },
+}
+
+impl EnforcementUnavailable {
+    /// Whether BPF-LSM cannot run here at all: the kernel lacks it (no BTF, BPF-LSM
+    /// not built in or not active, no trampolines) or refuses it to this process
+    /// (no CAP_BPF / CAP_MAC_ADMIN, lockdown, e.g. in a container). These are the
+    /// only failures `enforcement = "auto"` answers with monitor-only mode. The rest
+    /// (a verifier refusal, a map, pin or rule-table failure after the kernel said
+    /// yes) is a broken load that must not pass for a kernel limitation.
+    pub fn kernel_lacks_bpf_lsm(&self) -> bool {
+        match self {
+            Self::NoBtf { .. }
+            | Self::BadBtf(_)
+            | Self::BpfLsmNotBuiltIn
+            | Self::LsmListUnreadable { .. }
+            | Self::BpfLsmInactive { .. }
+            | Self::NoTrampoline { .. }
+            | Self::NotPermitted { .. } => true,
+            Self::Verifier { .. }
+            | Self::RuleTables(_)
+            | Self::RingBufferSize { .. }
+            | Self::PageSizeUnknown { .. }
+            | Self::Failed { .. } => false,
+        }
+    }
 }
 
 /// ` (No such file or directory, errno 2)`, or nothing without an errno.

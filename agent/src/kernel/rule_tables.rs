@@ -22,11 +22,13 @@ use edgearmor_policy::{
 use edgearmor_probe_abi::{
     ACTION_ALLOW, ACTION_AUDIT, ACTION_BLOCK, ANY_SOURCE, CLASS_CAPABILITY, CLASS_FILE,
     CLASS_NETWORK, CLASS_PROCESS, CLASS_SETID, GLOB_ANY_BYTE, GLOB_CAP, GLOB_LITERAL, GLOB_STAR,
-    GLOBS_PER_KEY, GlobList, GlobRule, ITEM_ICMP, ITEM_RAW, ITEM_TCP, ITEM_UDP, MATCH_ALLOW_LIST,
-    MATCH_DIRECTORY, MATCH_EXACT, MATCH_ITEM, MATCH_RECURSIVE, MAX_HASHED_PATH_BYTES,
-    POLICY_DEFAULT_POSTURE, PREFIX_DIRECTORY, PREFIX_PATTERN, PREFIX_RECURSIVE, PrefixKey, RuleKey,
-    RuleValue, SLOT_READ, SLOT_WRITE, Verdict, class_bit, item_capability, item_setid, path_hash,
+    GLOBS_PER_KEY, GlobList, GlobRule, ITEM_ICMP, ITEM_INET_UNCLASSIFIED, ITEM_RAW, ITEM_SCTP,
+    ITEM_TCP, ITEM_UDP, MATCH_ALLOW_LIST, MATCH_DIRECTORY, MATCH_EXACT, MATCH_ITEM,
+    MATCH_RECURSIVE, MAX_HASHED_PATH_BYTES, POLICY_DEFAULT_POSTURE, PREFIX_DIRECTORY,
+    PREFIX_PATTERN, PREFIX_RECURSIVE, PrefixKey, RuleKey, RuleValue, SLOT_READ, SLOT_WRITE,
+    Verdict, class_bit, item_capability, item_setid, path_hash,
 };
+use edgearmor_probe_abi::{GLOBS_CAPACITY, PREFIXES_CAPACITY, RULES_CAPACITY, names};
 use edgearmor_wire::{PolicyMeta, SetIdSyscall};
 
 use crate::control::policy_table::PolicyCatalog;
@@ -180,7 +182,31 @@ impl KernelRuleSet {
     pub fn sizes(&self) -> (usize, usize, usize) {
         (self.rules.len(), self.prefixes.len(), self.globs.len())
     }
+
+    /// Each table this set needs more of than [`SET_LIMITS`] allows, with the limit.
+    pub fn over_limits(&self) -> Vec<String> {
+        let (rules, prefixes, globs) = self.sizes();
+        SET_LIMITS
+            .iter()
+            .zip([rules, prefixes, globs])
+            .filter(|((_, limit), needed)| *needed > *limit as usize)
+            .map(|((map, limit), needed)| {
+                format!(
+                    "the policies need {needed} {map} entries; a policy set may use at most {limit}, half the table, since a reload writes the next set beside the one in force"
+                )
+            })
+            .collect()
+    }
 }
+
+/// The most entries of each table one policy set may need (`policy check` refuses
+/// more): half the table's capacity, so any two accepted sets fit side by side for
+/// the moment of a reload's switch.
+pub const SET_LIMITS: [(&str, u32); 3] = [
+    (names::RULES, RULES_CAPACITY / 2),
+    (names::PREFIXES, PREFIXES_CAPACITY / 2),
+    (names::GLOBS, GLOBS_CAPACITY / 2),
+];
 
 /// A verdict for processes, sockets, capabilities and setid calls (one slot).
 fn read_only_value(v: Verdict) -> RuleValue {
@@ -199,6 +225,22 @@ fn file_value(m: &FileMatcher, v: Verdict) -> RuleValue {
         (true, _) => value.slots[SLOT_WRITE] = v,
     }
     value
+}
+
+/// The socket classes a network rule holds (see `socket_items`). Every protocol name
+/// covers Internet sockets, so a Block or Audit rule also holds the sockets no name
+/// covers: an unknown protocol is denied where a rule covers its family. An Allow
+/// never does (what no rule allows gets the default posture).
+fn network_items(protocol: NetworkProtocol, action: u32) -> impl Iterator<Item = u64> {
+    let named = match protocol {
+        NetworkProtocol::Tcp => ITEM_TCP,
+        NetworkProtocol::Udp => ITEM_UDP,
+        NetworkProtocol::Icmp => ITEM_ICMP,
+        NetworkProtocol::Raw => ITEM_RAW,
+        NetworkProtocol::Sctp => ITEM_SCTP,
+    };
+    let unclassified = (action != ACTION_ALLOW).then_some(ITEM_INET_UNCLASSIFIED);
+    std::iter::once(named).chain(unclassified)
 }
 
 fn posture_action(p: DefaultPosture) -> u32 {
@@ -280,13 +322,9 @@ impl Builder<'_> {
             catalog,
             meta,
             |b, rule, v, src| {
-                let item = match rule.matcher {
-                    NetworkProtocol::Tcp => ITEM_TCP,
-                    NetworkProtocol::Udp => ITEM_UDP,
-                    NetworkProtocol::Icmp => ITEM_ICMP,
-                    NetworkProtocol::Raw => ITEM_RAW,
-                };
-                b.add((src, item, CLASS_NETWORK, MATCH_ITEM), read_only_value(v));
+                for item in network_items(rule.matcher, v.action) {
+                    b.add((src, item, CLASS_NETWORK, MATCH_ITEM), read_only_value(v));
+                }
             },
         );
         self.class(

@@ -490,11 +490,17 @@ pub struct ActivePolicy {
 
 // ------------------------------------------------------------------ items
 
-/// `MATCH_ITEM` targets of the network class.
+/// `MATCH_ITEM` targets of the network class: KubeArmor's protocol names.
 pub const ITEM_TCP: u64 = 1;
 pub const ITEM_UDP: u64 = 2;
 pub const ITEM_ICMP: u64 = 3;
 pub const ITEM_RAW: u64 = 4;
+pub const ITEM_SCTP: u64 = 5;
+/// An `AF_INET`/`AF_INET6` socket no protocol name covers (DCCP, L2TP/IP, a
+/// protocol added after this table): every Block or Audit network rule also holds
+/// it, so what the table does not know is denied where a rule covers the family
+/// (fail closed), and an allow-list never allows it.
+pub const ITEM_INET_UNCLASSIFIED: u64 = 6;
 
 pub const AF_INET: u32 = 2;
 pub const AF_INET6: u32 = 10;
@@ -502,27 +508,51 @@ pub const AF_PACKET: u32 = 17;
 pub const SOCK_STREAM: u32 = 1;
 pub const SOCK_DGRAM: u32 = 2;
 pub const SOCK_RAW: u32 = 3;
+pub const SOCK_SEQPACKET: u32 = 5;
+/// The kernel's `SOCK_TYPE_MASK`: the type without `SOCK_NONBLOCK` / `SOCK_CLOEXEC`.
+pub const SOCK_TYPE_MASK: u32 = 0xf;
+
+pub const IPPROTO_ICMP: u32 = 1;
+pub const IPPROTO_TCP: u32 = 6;
+pub const IPPROTO_UDP: u32 = 17;
+pub const IPPROTO_ICMPV6: u32 = 58;
+pub const IPPROTO_SCTP: u32 = 132;
+pub const IPPROTO_UDPLITE: u32 = 136;
+/// SMC-R over a TCP handshake, falling back to plain TCP (`AF_INET`, Linux 6.11+).
+pub const IPPROTO_SMC: u32 = 256;
+/// Multipath TCP: ordinary TCP on the wire.
+pub const IPPROTO_MPTCP: u32 = 262;
 
 /// The protocol names a `socket(family, type, protocol)` call is covered by: at
 /// most two (an ICMP raw socket is both `icmp` and `raw`); 0 = none.
+///
+/// Decided by what the kernel creates for the call (`inet_create`'s table):
+/// protocol 0 is the type's default (TCP for streams, UDP for datagrams, SCTP for
+/// seqpackets); MPTCP and SMC are `tcp`, UDP-Lite is `udp`, ICMP/ICMPv6 datagram
+/// ("ping") sockets are `icmp`, every `SOCK_RAW` and every `AF_PACKET` socket
+/// (any type; `(AF_INET, SOCK_PACKET)` reaches the hook as `AF_PACKET`) is `raw`.
+/// Any other Internet socket is [`ITEM_INET_UNCLASSIFIED`]; other families are not
+/// network rules' business (`AF_UNIX`, `AF_NETLINK`, ...).
 #[inline(always)]
 pub fn socket_items(family: u32, sock_type: u32, protocol: u32) -> [u64; 2] {
-    let sock_type = sock_type & 0xf; // without SOCK_NONBLOCK / SOCK_CLOEXEC
+    let sock_type = sock_type & SOCK_TYPE_MASK;
     if family == AF_PACKET {
         return [ITEM_RAW, 0];
     }
     if family != AF_INET && family != AF_INET6 {
         return [0, 0];
     }
-    let icmp = protocol == 1 || protocol == 58;
-    match sock_type {
-        SOCK_STREAM if protocol == 0 || protocol == 6 => [ITEM_TCP, 0],
-        SOCK_DGRAM if protocol == 0 || protocol == 17 => [ITEM_UDP, 0],
-        SOCK_DGRAM if icmp => [ITEM_ICMP, 0],
-        SOCK_RAW if icmp => [ITEM_RAW, ITEM_ICMP],
-        SOCK_RAW => [ITEM_RAW, 0],
-        _ => [0, 0],
-    }
+    let icmp = protocol == IPPROTO_ICMP || protocol == IPPROTO_ICMPV6;
+    let item = match (sock_type, protocol) {
+        (SOCK_RAW, _) if icmp => return [ITEM_RAW, ITEM_ICMP],
+        (SOCK_RAW, _) => ITEM_RAW,
+        (SOCK_STREAM, 0 | IPPROTO_TCP | IPPROTO_MPTCP | IPPROTO_SMC) => ITEM_TCP,
+        (SOCK_STREAM | SOCK_SEQPACKET, IPPROTO_SCTP) | (SOCK_SEQPACKET, 0) => ITEM_SCTP,
+        (SOCK_DGRAM, 0 | IPPROTO_UDP | IPPROTO_UDPLITE) => ITEM_UDP,
+        (SOCK_DGRAM, _) if icmp => ITEM_ICMP,
+        _ => ITEM_INET_UNCLASSIFIED,
+    };
+    [item, 0]
 }
 
 /// `MATCH_ITEM` target of a capability rule (targets are never 0).
@@ -886,9 +916,69 @@ mod tests {
             [ITEM_UDP, 0]
         );
         assert_eq!(socket_items(AF_INET, SOCK_DGRAM, 1), [ITEM_ICMP, 0]);
+        assert_eq!(socket_items(AF_INET6, SOCK_DGRAM, 58), [ITEM_ICMP, 0]);
         assert_eq!(socket_items(AF_INET, SOCK_RAW, 1), [ITEM_RAW, ITEM_ICMP]);
+        assert_eq!(socket_items(AF_INET6, SOCK_RAW, 58), [ITEM_RAW, ITEM_ICMP]);
         assert_eq!(socket_items(AF_INET, SOCK_RAW, 255), [ITEM_RAW, 0]);
-        assert_eq!(socket_items(AF_PACKET, SOCK_RAW, 0), [ITEM_RAW, 0]);
+        assert_eq!(socket_items(AF_INET, SOCK_RAW, 0), [ITEM_RAW, 0]);
         assert_eq!(socket_items(1, SOCK_STREAM, 0), [0, 0]);
+        assert_eq!(socket_items(16, SOCK_RAW, 0), [0, 0]);
+    }
+
+    #[test]
+    fn tcp_and_udp_variants_are_tcp_and_udp() {
+        for family in [AF_INET, AF_INET6] {
+            for protocol in [0, IPPROTO_TCP, IPPROTO_MPTCP, IPPROTO_SMC] {
+                assert_eq!(
+                    socket_items(family, SOCK_STREAM, protocol),
+                    [ITEM_TCP, 0],
+                    "{family} stream {protocol}"
+                );
+            }
+            for protocol in [0, IPPROTO_UDP, IPPROTO_UDPLITE] {
+                assert_eq!(
+                    socket_items(family, SOCK_DGRAM | 0o2000000, protocol),
+                    [ITEM_UDP, 0],
+                    "{family} dgram {protocol}"
+                );
+            }
+        }
+    }
+
+    #[test]
+    fn sctp_is_sctp_in_both_styles_and_the_seqpacket_default() {
+        assert_eq!(socket_items(AF_INET, SOCK_STREAM, 132), [ITEM_SCTP, 0]);
+        assert_eq!(socket_items(AF_INET6, SOCK_SEQPACKET, 132), [ITEM_SCTP, 0]);
+        assert_eq!(socket_items(AF_INET, SOCK_SEQPACKET, 0), [ITEM_SCTP, 0]);
+    }
+
+    #[test]
+    fn packet_sockets_are_raw_whatever_their_type() {
+        for sock_type in [SOCK_RAW, SOCK_DGRAM, 10] {
+            assert_eq!(socket_items(AF_PACKET, sock_type, 0x0300), [ITEM_RAW, 0]);
+        }
+    }
+
+    #[test]
+    fn internet_sockets_outside_the_table_are_unclassified_never_uncovered() {
+        let unknown = [
+            (SOCK_STREAM, 17), // UDP as a stream: refused by the kernel anyway
+            (SOCK_DGRAM, IPPROTO_TCP),
+            (SOCK_DGRAM, 115),       // L2TP over IP
+            (6, 33),                 // DCCP
+            (4, 0),                  // SOCK_RDM
+            (SOCK_STREAM, 263),      // a protocol after this table
+            (SOCK_STREAM, u32::MAX), // a negative protocol
+            (SOCK_SEQPACKET, IPPROTO_TCP),
+        ];
+        for family in [AF_INET, AF_INET6] {
+            for (sock_type, protocol) in unknown {
+                assert_eq!(
+                    socket_items(family, sock_type, protocol),
+                    [ITEM_INET_UNCLASSIFIED, 0],
+                    "{family} {sock_type} {protocol}"
+                );
+            }
+        }
     }
 }

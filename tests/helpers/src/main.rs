@@ -15,6 +15,13 @@
 //! - `read PATH`, `write PATH`, `unlink PATH`: open for reading / for writing
 //!   (creating it), remove;
 //! - `socket tcp|udp|raw|icmp`: create an IPv4 socket of that kind;
+//! - `socket FAMILY TYPE PROTOCOL`: `socket(2)` with exactly these arguments (FAMILY
+//!   `inet|inet6|packet|unix` or a number, TYPE `stream|dgram|raw|seqpacket` or a
+//!   number, PROTOCOL a number); the target printed is `FAMILY/TYPE/PROTOCOL`;
+//! - `pin-rules-map PATH MAX_ENTRIES`: creates a hash map shaped like the probes'
+//!   `RULES` (its key and value sizes from the ABI crate) holding at most MAX_ENTRIES
+//!   entries and pins it at PATH, as a build with a smaller table would have left it;
+//!   prints `EA-OP op=pin-rules-map target=PATH rc= errno=`;
 //! - `loop-exec N STOPFILE PATH`: exec `PATH noop` until N attempts or until STOPFILE
 //!   exists, then print `EA-LOOP attempts= passed= denied= other= last_denied= first_passed=`
 //!   (attempt numbers, 0 = none) so a test can see that a policy switch happened at
@@ -35,6 +42,13 @@ fn usage() -> ! {
 fn main() {
     let all: Vec<String> = std::env::args().skip(1).collect();
     if let Some(op) = all.first() {
+        if let [_, family, ty, proto] = all.as_slice()
+            && op == "socket"
+        {
+            let (rc, errno) = socket_explicit(family, ty, proto);
+            println!("EA-OP op=socket target={family}/{ty}/{proto} rc={rc} errno={errno}");
+            return;
+        }
         let target = all.get(1).map(String::as_str).unwrap_or("");
         let report = |(rc, errno): (i64, i32)| {
             println!("EA-OP op={op} target={target} rc={rc} errno={errno}");
@@ -47,6 +61,13 @@ fn main() {
             "unlink" => return report(unlink(target)),
             "socket" => return report(socket(target)),
             "loop-exec" => return loop_exec(&all[1..]),
+            "pin-rules-map" => {
+                let max: u32 = all
+                    .get(2)
+                    .and_then(|n| n.parse().ok())
+                    .unwrap_or_else(|| usage());
+                return report(pin_rules_map(target, max));
+            }
             _ => {}
         }
     }
@@ -213,6 +234,75 @@ fn socket(kind: &str) -> (i64, i32) {
     // SAFETY: closes the descriptor we own.
     unsafe { libc::close(fd) };
     (0, 0)
+}
+
+/// `socket(family, type, protocol)` from names or numbers; the descriptor is closed.
+fn socket_explicit(family: &str, ty: &str, proto: &str) -> (i64, i32) {
+    let family = match family {
+        "inet" => libc::AF_INET,
+        "inet6" => libc::AF_INET6,
+        "packet" => libc::AF_PACKET,
+        "unix" => libc::AF_UNIX,
+        n => n.parse().unwrap_or_else(|_| usage()),
+    };
+    let ty = match ty {
+        "stream" => libc::SOCK_STREAM,
+        "dgram" => libc::SOCK_DGRAM,
+        "raw" => libc::SOCK_RAW,
+        "seqpacket" => libc::SOCK_SEQPACKET,
+        n => n.parse().unwrap_or_else(|_| usage()),
+    };
+    let proto: i32 = proto.parse().unwrap_or_else(|_| usage());
+    // SAFETY: plain syscall; the descriptor is closed right away.
+    let fd = unsafe { libc::socket(family, ty, proto) };
+    if fd < 0 {
+        return (-1, last_errno());
+    }
+    // SAFETY: closes the descriptor we own.
+    unsafe { libc::close(fd) };
+    (0, 0)
+}
+
+/// `bpf(BPF_MAP_CREATE)` of a `RULES`-shaped hash map, then `bpf(BPF_OBJ_PIN)` at
+/// `path`. Attributes are written into a zeroed `union bpf_attr` by offset.
+fn pin_rules_map(path: &str, max_entries: u32) -> (i64, i32) {
+    const BPF_MAP_CREATE: libc::c_long = 0;
+    const BPF_OBJ_PIN: libc::c_long = 6;
+    const BPF_MAP_TYPE_HASH: u32 = 1;
+    const BPF_F_NO_PREALLOC: u32 = 1;
+    let bpf = |cmd: libc::c_long, attr: &mut [u8; 128]| {
+        // SAFETY: `attr` is a zero-filled buffer at least as large as the part of
+        // `union bpf_attr` these commands read; the kernel checks the rest is zero.
+        unsafe { libc::syscall(libc::SYS_bpf, cmd, attr.as_mut_ptr(), attr.len()) }
+    };
+    let mut create = [0u8; 128];
+    let key = std::mem::size_of::<edgearmor_probe_abi::RuleKey>() as u32;
+    let value = std::mem::size_of::<edgearmor_probe_abi::RuleValue>() as u32;
+    for (offset, field) in [
+        (0, BPF_MAP_TYPE_HASH),
+        (4, key),
+        (8, value),
+        (12, max_entries),
+        (16, BPF_F_NO_PREALLOC),
+    ] {
+        create[offset..offset + 4].copy_from_slice(&field.to_ne_bytes());
+    }
+    create[28..33].copy_from_slice(b"RULES");
+    let fd = bpf(BPF_MAP_CREATE, &mut create);
+    if fd < 0 {
+        return (-1, last_errno());
+    }
+    let Ok(c_path) = std::ffi::CString::new(path) else {
+        usage()
+    };
+    let mut pin = [0u8; 128];
+    pin[0..8].copy_from_slice(&(c_path.as_ptr() as u64).to_ne_bytes());
+    pin[8..12].copy_from_slice(&(fd as u32).to_ne_bytes());
+    let rc = bpf(BPF_OBJ_PIN, &mut pin);
+    let result = if rc < 0 { (-1, last_errno()) } else { (0, 0) };
+    // SAFETY: closes the descriptor we own; the pin keeps the map.
+    unsafe { libc::close(fd as i32) };
+    result
 }
 
 fn loop_exec(args: &[String]) {

@@ -18,7 +18,7 @@ use crate::kernel::btf::KernelBtf;
 use crate::kernel::loader::{self, AttachedProbes};
 use crate::kernel::pins;
 use crate::kernel::policy_maps::PolicyMaps;
-use crate::kernel::readiness;
+use crate::kernel::readiness::{self, EnforcementUnavailable};
 use crate::kernel::rule_tables::KernelRuleSet;
 use crate::sinks::outputs::{AgentQueue, Outputs, batch_policy};
 
@@ -159,10 +159,17 @@ fn start_kernel<'h>(
         .and_then(|btf| loader::load(host, &btf, key, kernel_set, pin_dir.as_deref()));
     let probes = match enforcing {
         Ok(probes) => probes,
-        Err(e) if config.enforcement == Enforcement::Required => {
+        Err(e) if falls_back(config.enforcement, &e) => {
+            return start_monitor(host, state, e.to_string());
+        }
+        Err(e) if e.kernel_lacks_bpf_lsm() => {
             return Err(StartError::kernel(format!("cannot enforce here: {e}")));
         }
-        Err(e) => return start_monitor(host, state, e.to_string()),
+        Err(e) => {
+            return Err(StartError::kernel(format!(
+                "loading the enforcing probes failed: {e}; BPF-LSM itself works here, so enforcement = \"auto\" does not fall back to monitor-only mode"
+            )));
+        }
     };
     for missing in &probes.degraded {
         log::warn!("degraded: {missing}");
@@ -194,6 +201,14 @@ fn start_kernel<'h>(
             probes.seeded_processes
         ),
     })
+}
+
+/// Whether a failed enforcing load becomes monitor-only mode: only under `auto`, and
+/// only when BPF-LSM cannot run here (see `kernel_lacks_bpf_lsm`). A load that breaks
+/// after the kernel said it can (rule tables, maps, pins, the verifier) is fatal:
+/// running unenforced because of it would pass a broken load off as a limitation.
+fn falls_back(enforcement: Enforcement, failure: &EnforcementUnavailable) -> bool {
+    enforcement == Enforcement::Auto && failure.kernel_lacks_bpf_lsm()
 }
 
 /// Monitor-only mode: what the kernel can still do without BPF-LSM.
@@ -261,4 +276,25 @@ fn pin_dir(config: &AgentConfig, host: &dyn HostKernel) -> Option<PathBuf> {
         return None;
     }
     Some(config.pin_dir.clone())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn auto_falls_back_only_for_a_kernel_without_bpf_lsm() {
+        let inactive = EnforcementUnavailable::BpfLsmInactive {
+            active: "capability".into(),
+        };
+        let broken = EnforcementUnavailable::Failed {
+            step: "opening map RULES".into(),
+            errno: Some(libc::ENOMEM),
+            detail: "create".into(),
+        };
+        assert!(falls_back(Enforcement::Auto, &inactive));
+        assert!(!falls_back(Enforcement::Required, &inactive));
+        assert!(!falls_back(Enforcement::Auto, &broken));
+        assert!(!falls_back(Enforcement::Required, &broken));
+    }
 }

@@ -3,7 +3,9 @@
 use super::*;
 use edgearmor_policy::{DefaultPostures, compile, parse_policy_text};
 use edgearmor_probe_abi::{
-    ACTION_NONE, LSM_SETID_ID, PREFIX_DIRECTORY, SETID_KIND_GID, SipState, setid_bit,
+    ACTION_NONE, AF_INET, AF_INET6, AF_PACKET, IPPROTO_MPTCP, IPPROTO_SCTP, IPPROTO_UDPLITE,
+    LSM_SETID_ID, PREFIX_DIRECTORY, SETID_KIND_GID, SOCK_DGRAM, SOCK_RAW, SOCK_SEQPACKET,
+    SOCK_STREAM, SipState, setid_bit, socket_items,
 };
 use std::path::Path;
 
@@ -77,6 +79,18 @@ fn decide(set: &KernelRuleSet, class: u32, source: u64, path: &str, slot: usize)
             }
         }
     }
+    settle(set, class, source, slot, sourced, anyone)
+}
+
+/// The probes' `settle`: the source's rules, then anyone's, then the allow-list posture.
+fn settle(
+    set: &KernelRuleSet,
+    class: u32,
+    source: u64,
+    slot: usize,
+    sourced: RuleValue,
+    anyone: RuleValue,
+) -> Verdict {
     if sourced.slots[slot].action != ACTION_NONE {
         return sourced.slots[slot];
     }
@@ -88,6 +102,25 @@ fn decide(set: &KernelRuleSet, class: u32, source: u64, path: &str, slot: usize)
         .or_else(|| lookup(set, ANY_SOURCE, 0, class, MATCH_ALLOW_LIST))
         .map(|v| v.slots[slot])
         .unwrap_or(Verdict::NONE)
+}
+
+/// What the probes decide for `socket(family, type, protocol)` by `source`.
+fn decide_socket(set: &KernelRuleSet, source: &str, socket: (u32, u32, u32)) -> u32 {
+    let mut sourced = RuleValue::NONE;
+    let mut anyone = RuleValue::NONE;
+    let source = hash(source);
+    for item in socket_items(socket.0, socket.1, socket.2) {
+        if item == 0 {
+            continue;
+        }
+        if let Some(v) = lookup(set, source, item, CLASS_NETWORK, MATCH_ITEM) {
+            sourced.merge(&v);
+        }
+        if let Some(v) = lookup(set, ANY_SOURCE, item, CLASS_NETWORK, MATCH_ITEM) {
+            anyone.merge(&v);
+        }
+    }
+    settle(set, CLASS_NETWORK, source, SLOT_READ, sourced, anyone).action
 }
 
 fn hash(p: &str) -> u64 {
@@ -304,5 +337,71 @@ fn symlinked_rule_paths_become_the_kernel_path() {
             MATCH_EXACT
         )
         .is_some()
+    );
+}
+
+#[test]
+fn sockets_are_decided_by_what_they_are() {
+    let (set, _) = build(
+        &format!(
+            "{HEADER}  network:
+    matchProtocols:
+      - protocol: tcp
+      - protocol: udp
+        fromSource:
+          - path: /usr/bin/curl
+  action: Block
+"
+        ),
+        DefaultPosture::Audit,
+    );
+    let (sh, curl) = ("/bin/sh", "/usr/bin/curl");
+    for family in [AF_INET, AF_INET6] {
+        let decide = |source: &str, sock_type: u32, protocol: u32| {
+            decide_socket(&set, source, (family, sock_type, protocol))
+        };
+        // MPTCP is TCP, UDP-Lite is UDP.
+        assert_eq!(decide(sh, SOCK_STREAM, IPPROTO_MPTCP), ACTION_BLOCK);
+        assert_eq!(decide(curl, SOCK_DGRAM, IPPROTO_UDPLITE), ACTION_BLOCK);
+        assert_eq!(decide(curl, SOCK_DGRAM, 0), ACTION_BLOCK);
+        // What the rules do not name, or a process they do not cover, passes.
+        assert_eq!(decide(sh, SOCK_DGRAM, IPPROTO_UDPLITE), ACTION_NONE);
+        assert_eq!(decide(sh, SOCK_SEQPACKET, IPPROTO_SCTP), ACTION_NONE);
+        assert_eq!(decide(sh, SOCK_RAW, 255), ACTION_NONE);
+        // A protocol the table does not know is held where a rule covers the family.
+        assert_eq!(decide(sh, 6, 33), ACTION_BLOCK);
+    }
+    assert_eq!(
+        decide_socket(&set, sh, (AF_PACKET, SOCK_RAW, 3)),
+        ACTION_NONE
+    );
+    assert_eq!(decide_socket(&set, sh, (1, SOCK_STREAM, 0)), ACTION_NONE);
+}
+
+#[test]
+fn an_allowed_protocol_never_allows_unclassified_sockets() {
+    let (set, _) = build(
+        &format!(
+            "{HEADER}  network:
+    matchProtocols:
+      - protocol: sctp
+        fromSource:
+          - path: /usr/bin/app
+  action: Allow
+"
+        ),
+        DefaultPosture::Block,
+    );
+    let app = "/usr/bin/app";
+    let sctp = (AF_INET6, SOCK_STREAM, IPPROTO_SCTP);
+    assert_eq!(decide_socket(&set, app, sctp), ACTION_ALLOW);
+    assert_eq!(decide_socket(&set, app, (AF_INET, 6, 33)), ACTION_BLOCK);
+    assert_eq!(
+        decide_socket(&set, app, (AF_INET, SOCK_STREAM, IPPROTO_MPTCP)),
+        ACTION_BLOCK
+    );
+    assert_eq!(
+        decide_socket(&set, "/bin/sh", (AF_INET, 6, 33)),
+        ACTION_NONE
     );
 }
