@@ -13,7 +13,7 @@
 use std::fmt::Write as _;
 
 use edgearmor_wire::{
-    Action, AgentId, Alert, AlertThreshold, Data, Event, EventBody, Loss, LossSource, Operation,
+    Action, AgentId, Alert, AlertThreshold, Data, Event, EventBody, Loss, LossSource, LsmHook, Operation,
     PolicyMeta, PolicyRef, PolicyTable, Source,
 };
 
@@ -413,7 +413,7 @@ fn expand_alert(
     );
     set(&mut out.operation, operation_name(alert.operation));
     set(&mut out.resource, &alert.resource);
-    match alert.data {
+    match &alert.data {
         Data::SetId { syscall, id } => {
             let _ = write!(out.data, "syscall={} userid={id}", syscall.kubearmor_name());
         }
@@ -421,6 +421,13 @@ fn expand_alert(
             let _ = write!(out.data, "lsm={}", hook.kubearmor_name());
         }
         Data::Execve => out.data.push_str("syscall=SYS_EXECVE"),
+        Data::MultiCall { binary } => {
+            let _ = write!(
+                out.data,
+                "lsm={} binary={binary}",
+                LsmHook::BprmCheckSecurity.kubearmor_name()
+            );
+        }
     }
     set(&mut out.enforcer, ENFORCER);
     set(&mut out.action, action_name(alert.action));

@@ -130,7 +130,7 @@ pub enum Operation {
 }
 
 /// KubeArmor's `Data`, as the fields it is printed from. Append-only.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize, MaxSize)]
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize, MaxSize)]
 pub enum Data {
     /// `syscall=SYS_SETGID userid=0`.
     SetId { syscall: SetIdSyscall, id: u32 },
@@ -138,6 +138,9 @@ pub enum Data {
     Lsm(LsmHook),
     /// `syscall=SYS_EXECVE`.
     Execve,
+    /// `lsm=SECURITY_BPRM_CHECK binary=/bin/busybox`: an exec of a multi-call binary,
+    /// decided by the applet it was invoked as (the alert's `Resource`).
+    MultiCall { binary: Path },
 }
 
 /// Append-only.

@@ -60,6 +60,9 @@ pub struct Decision {
     pub parent_exe: String,
     /// The file or executable acted on (exec and file decisions).
     pub target: String,
+    /// For an exec of a multi-call binary: the name it was invoked as (as given to
+    /// execve, made absolute by [`absolute_invoked`]); else empty.
+    pub invoked: String,
 }
 
 #[derive(Debug, PartialEq, Eq, thiserror::Error)]
@@ -148,8 +151,34 @@ impl TryFrom<&[u8]> for Decision {
             exe: path_string(&raw.exe),
             parent_exe: path_string(&raw.parent_exe),
             target: path_string(&raw.target),
+            invoked: path_string(&raw.invoked),
         })
     }
+}
+
+/// `name` (an exec's invoked name) as an absolute path without `.`, `..` or empty
+/// components; a relative name is taken from `cwd`, and stays as given without one.
+/// Only for the report: the kernel decides by the last component, which this keeps.
+pub fn absolute_invoked(name: &str, cwd: Option<&std::path::Path>) -> String {
+    let joined = if name.starts_with('/') {
+        name.to_owned()
+    } else {
+        match cwd {
+            Some(dir) => format!("{}/{name}", dir.to_string_lossy()),
+            None => return name.to_owned(),
+        }
+    };
+    let mut parts: Vec<&str> = Vec::new();
+    for part in joined.split('/') {
+        match part {
+            "" | "." => {}
+            ".." => {
+                parts.pop();
+            }
+            p => parts.push(p),
+        }
+    }
+    format!("/{}", parts.join("/"))
 }
 
 /// An exec reported in monitor-only mode.

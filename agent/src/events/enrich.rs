@@ -51,6 +51,14 @@ pub fn socket_resource(family: u32, sock_type: u32, protocol: u32) -> String {
 /// Operation, resource, `Data` and the result a denial reports, by subject.
 fn what_was_decided(d: &Decision) -> (Operation, edgearmor_wire::Path, Data, Outcome) {
     match &d.subject {
+        Subject::Exec if !d.invoked.is_empty() => (
+            Operation::Process,
+            bounded(&d.invoked),
+            Data::MultiCall {
+                binary: bounded(&d.target),
+            },
+            Outcome::PermissionDenied,
+        ),
         Subject::Exec => (
             Operation::Process,
             bounded(&d.target),
@@ -118,7 +126,7 @@ pub fn decision_event(d: &Decision, boottime_to_unix_ns: i128) -> Event {
     };
     let (process, parent_process, source) = match d.subject {
         Subject::Exec => (
-            bounded(&d.target),
+            resource.clone(),
             bounded(&d.exe),
             if d.exe == d.parent_exe {
                 Source::ParentProcess

@@ -218,6 +218,14 @@ pub const MATCH_ITEM: u32 = 4;
 /// `target` 0: the class (for this source) is in allow-list mode; the value holds
 /// the default posture per slot.
 pub const MATCH_ALLOW_LIST: u32 = 5;
+/// The hash of an applet name (the last component of the name execve was given,
+/// e.g. `wget`): process rules on a link to a multi-call binary. They apply only
+/// when the executable run is marked with [`MATCH_MULTI_CALL`].
+pub const MATCH_APPLET: u32 = 6;
+/// The hash of a multi-call binary's path (e.g. `/bin/busybox`), source
+/// [`ANY_SOURCE`]: an exec of this file is also matched by its [`MATCH_APPLET`]
+/// name. Present only while some applet rule exists; the value is unused.
+pub const MATCH_MULTI_CALL: u32 = 7;
 
 /// Key of the `RULES` map.
 #[repr(C)]
@@ -570,6 +578,9 @@ pub struct DecisionEvent {
     pub parent_exe: ExePath,
     /// The file or executable acted on (process and file classes).
     pub target: ExePath,
+    /// For an exec of a multi-call binary (`MATCH_MULTI_CALL`): the name execve was
+    /// given (`bprm->filename`, as given: it may be relative); else empty.
+    pub invoked: ExePath,
 }
 
 impl DecisionEvent {
@@ -595,7 +606,7 @@ impl ExecEvent {
 }
 
 const _: () = assert!(core::mem::size_of::<ExePath>() == 8 + PATH_CAP);
-const _: () = assert!(core::mem::size_of::<DecisionEvent>() == 56 + 3 * (8 + PATH_CAP));
+const _: () = assert!(core::mem::size_of::<DecisionEvent>() == 56 + 4 * (8 + PATH_CAP));
 const _: () = assert!(core::mem::size_of::<RuleKey>() == 32);
 const _: () = assert!(core::mem::size_of::<RuleValue>() == 16);
 const _: () = assert!(core::mem::size_of::<PrefixKey>() == 16);

@@ -27,7 +27,9 @@ pub(crate) const SLOT_CHECK_UNLINK: u32 = 3;
 pub(crate) const SLOT_CHECK_SOCKET: u32 = 4;
 pub(crate) const SLOT_CHECK_CAPABLE: u32 = 5;
 pub(crate) const SLOT_CHECK_SETID: u32 = 6;
-const SLOTS: u32 = 7;
+/// The name an exec of a multi-call binary was invoked by (`exec::merge_applet`).
+pub(crate) const SLOT_CHECK_APPLET: u32 = 7;
+const SLOTS: u32 = 8;
 
 #[unsafe(no_mangle)]
 static KERNEL_OFFSETS: KernelOffsets = KernelOffsets::ZERO;
