@@ -235,6 +235,7 @@ pub(crate) mod tests {
             exe: ExePath::from_bytes(b"/usr/sbin/sshd").expect("fits"),
             parent_exe: ExePath::from_bytes(b"/bin/busybox").expect("fits"),
             target: ExePath::EMPTY,
+            invoked: ExePath::EMPTY,
         }
     }
 

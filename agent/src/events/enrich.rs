@@ -239,6 +239,42 @@ mod tests {
     }
 
     #[test]
+    fn multi_call_exec_names_the_invoked_applet_and_carries_the_binary() {
+        let mut raw = raw_event(CLASS_PROCESS, [0; 4]);
+        raw.exe = ExePath::from_bytes(b"/bin/busybox").expect("fits");
+        raw.target = ExePath::from_bytes(b"/bin/busybox").expect("fits");
+        raw.invoked = ExePath::from_bytes(b"./wget").expect("fits");
+        let mut d = Decision::try_from(bytes_of(&raw).as_slice()).expect("valid");
+        d.invoked = crate::events::decode::absolute_invoked(
+            &d.invoked,
+            Some(std::path::Path::new("/usr/bin")),
+        );
+        let EventBody::Alert(a) = decision_event(&d, 0).body else {
+            panic!("an alert")
+        };
+        assert_eq!(a.process.as_str(), "/usr/bin/wget");
+        assert_eq!(a.resource.as_str(), "/usr/bin/wget");
+        assert_eq!(
+            a.data,
+            Data::MultiCall {
+                binary: bounded("/bin/busybox")
+            }
+        );
+    }
+
+    #[test]
+    fn invoked_names_are_made_absolute_for_the_report() {
+        use crate::events::decode::absolute_invoked;
+        let cwd = Some(std::path::Path::new("/usr/bin"));
+        assert_eq!(absolute_invoked("/usr/bin/wget", None), "/usr/bin/wget");
+        assert_eq!(absolute_invoked("/usr//bin/../bin/./wget", None), "/usr/bin/wget");
+        assert_eq!(absolute_invoked("./wget", cwd), "/usr/bin/wget");
+        assert_eq!(absolute_invoked("../bin/wget", cwd), "/usr/bin/wget");
+        // The process is gone: the name as given, never a guessed directory.
+        assert_eq!(absolute_invoked("./wget", None), "./wget");
+    }
+
+    #[test]
     fn exec_decision_names_the_new_executable_and_its_caller() {
         let mut raw = raw_event(CLASS_PROCESS, [0; 4]);
         raw.exe = ExePath::from_bytes(b"/usr/bin/bash").expect("fits");
