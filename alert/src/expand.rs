@@ -13,7 +13,7 @@
 use std::fmt::Write as _;
 
 use edgearmor_wire::{
-    Action, AgentId, Alert, AlertThreshold, Data, Event, EventBody, Loss, LossSource, LsmHook, Operation,
+    Action, AgentId, Alert, AlertThreshold, Data, Event, EventBody, Loss, LossSource, Operation,
     PolicyMeta, PolicyRef, PolicyTable, Source,
 };
 
@@ -421,12 +421,15 @@ fn expand_alert(
             let _ = write!(out.data, "lsm={}", hook.kubearmor_name());
         }
         Data::Execve => out.data.push_str("syscall=SYS_EXECVE"),
-        Data::MultiCall { binary } => {
-            let _ = write!(
-                out.data,
-                "lsm={} binary={binary}",
-                LsmHook::BprmCheckSecurity.kubearmor_name()
-            );
+        Data::MultiCall {
+            hook,
+            binary,
+            killed,
+        } => {
+            let _ = write!(out.data, "lsm={} binary={binary}", hook.kubearmor_name());
+            if *killed {
+                out.data.push_str(" signal=SIGKILL");
+            }
         }
     }
     set(&mut out.enforcer, ENFORCER);

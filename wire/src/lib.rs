@@ -139,8 +139,14 @@ pub enum Data {
     /// `syscall=SYS_EXECVE`.
     Execve,
     /// `lsm=SECURITY_BPRM_CHECK binary=/bin/busybox`: an exec of a multi-call binary,
-    /// decided by the applet it was invoked as (the alert's `Resource`).
-    MultiCall { binary: Path },
+    /// decided by the applet it runs (the alert's `Resource`): at `hook`, by the
+    /// invoked name (`BprmCheckSecurity`) or by the arguments
+    /// (`BprmCommittedCreds`, where a Block kills the process: `signal=SIGKILL`).
+    MultiCall {
+        hook: LsmHook,
+        binary: Path,
+        killed: bool,
+    },
 }
 
 /// Append-only.
@@ -154,6 +160,7 @@ pub enum LsmHook {
     TaskFixSetuid,
     TaskFixSetgid,
     PathUnlink,
+    BprmCommittedCreds,
 }
 
 impl LsmHook {
@@ -168,6 +175,7 @@ impl LsmHook {
             LsmHook::TaskFixSetuid => "SECURITY_TASK_FIX_SETUID",
             LsmHook::TaskFixSetgid => "SECURITY_TASK_FIX_SETGID",
             LsmHook::PathUnlink => "SECURITY_PATH_UNLINK",
+            LsmHook::BprmCommittedCreds => "SECURITY_BPRM_COMMITTED_CREDS",
         }
     }
 }

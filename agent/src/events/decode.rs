@@ -4,8 +4,8 @@
 use edgearmor_probe_abi::{
     ACCESS_READ, ACCESS_UNLINK, ACCESS_WRITE, ACTION_AUDIT, ACTION_BLOCK, CLASS_CAPABILITY,
     CLASS_FILE, CLASS_NETWORK, CLASS_PROCESS, CLASS_SETID, DecisionEvent, EXE_FLAG_TOO_LONG,
-    ExePath, ExecEvent, MAX_HASHED_PATH_BYTES, POLICY_DEFAULT_POSTURE, VERDICT_AUDITED,
-    VERDICT_DENIED,
+    EXEC_BY_ARGUMENTS, ExePath, ExecEvent, MAX_HASHED_PATH_BYTES, POLICY_DEFAULT_POSTURE,
+    VERDICT_AUDITED, VERDICT_DENIED,
 };
 use edgearmor_wire::{SetIdSyscall, SetidFlavour, SetidKind};
 
@@ -61,8 +61,11 @@ pub struct Decision {
     /// The file or executable acted on (exec and file decisions).
     pub target: String,
     /// For an exec of a multi-call binary: the name it was invoked as (as given to
-    /// execve, made absolute by [`absolute_invoked`]); else empty.
+    /// execve, made absolute by [`absolute_invoked`]), or with `by_arguments` the
+    /// argument that named the applet; else empty.
     pub invoked: String,
+    /// Decided after commit by the arguments (`EXEC_BY_ARGUMENTS`).
+    pub by_arguments: bool,
 }
 
 #[derive(Debug, PartialEq, Eq, thiserror::Error)]
@@ -152,6 +155,7 @@ impl TryFrom<&[u8]> for Decision {
             parent_exe: path_string(&raw.parent_exe),
             target: path_string(&raw.target),
             invoked: path_string(&raw.invoked),
+            by_arguments: raw.class == CLASS_PROCESS && raw.detail[0] == EXEC_BY_ARGUMENTS,
         })
     }
 }

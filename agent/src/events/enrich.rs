@@ -55,7 +55,13 @@ fn what_was_decided(d: &Decision) -> (Operation, edgearmor_wire::Path, Data, Out
             Operation::Process,
             bounded(&d.invoked),
             Data::MultiCall {
+                hook: if d.by_arguments {
+                    LsmHook::BprmCommittedCreds
+                } else {
+                    LsmHook::BprmCheckSecurity
+                },
                 binary: bounded(&d.target),
+                killed: d.by_arguments && d.denied,
             },
             Outcome::PermissionDenied,
         ),
@@ -257,7 +263,9 @@ mod tests {
         assert_eq!(
             a.data,
             Data::MultiCall {
-                binary: bounded("/bin/busybox")
+                hook: LsmHook::BprmCheckSecurity,
+                binary: bounded("/bin/busybox"),
+                killed: false,
             }
         );
     }
@@ -267,7 +275,10 @@ mod tests {
         use crate::events::decode::absolute_invoked;
         let cwd = Some(std::path::Path::new("/usr/bin"));
         assert_eq!(absolute_invoked("/usr/bin/wget", None), "/usr/bin/wget");
-        assert_eq!(absolute_invoked("/usr//bin/../bin/./wget", None), "/usr/bin/wget");
+        assert_eq!(
+            absolute_invoked("/usr//bin/../bin/./wget", None),
+            "/usr/bin/wget"
+        );
         assert_eq!(absolute_invoked("./wget", cwd), "/usr/bin/wget");
         assert_eq!(absolute_invoked("../bin/wget", cwd), "/usr/bin/wget");
         // The process is gone: the name as given, never a guessed directory.

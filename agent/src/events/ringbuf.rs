@@ -84,7 +84,7 @@ impl<'h> RingbufReader<'h> {
         while let Some(item) = ring.next() {
             match Decision::try_from(&*item) {
                 Ok(mut decision) => {
-                    if !decision.invoked.is_empty() {
+                    if !decision.invoked.is_empty() && !decision.by_arguments {
                         let cwd = self.host.process_cwd(decision.tid);
                         decision.invoked = absolute_invoked(&decision.invoked, cwd.as_deref());
                     }

@@ -5,26 +5,21 @@
 //! matches the last component of the name execve was given, on executables marked
 //! as multi-call); a path that does not exist yet becomes both an exact rule and an
 //! applet rule, so a link created later is covered; anything else is resolved as
-//! before (`/usr/bin/python3 -> python3.11` is a rule on python3.11).
+//! before (`/usr/bin/python3 -> python3.11` is a rule on python3.11). The probes
+//! also follow the arguments (`busybox wget`); see the probes' `applet` module.
 
 use std::collections::BTreeSet;
 
-/// The one home of the programs recognised as multi-call, by file name: the name
-/// itself or with a `.suffix` (Yocto's `busybox.nosuid` / `busybox.suid`).
-pub const MULTI_CALL_PROGRAMS: &[&str] = &["busybox", "toybox"];
+pub use edgearmor_probe_abi::MULTI_CALL_PROGRAMS;
 
 /// Where the multi-call binaries of a host are looked for (besides the targets of
 /// rule paths): each program of [`MULTI_CALL_PROGRAMS`] in each directory.
 const SEARCHED_DIRS: &[&str] = &["/bin", "/sbin", "/usr/bin", "/usr/sbin"];
 
-/// Whether the file name `name` is a multi-call program.
+/// Whether the file name `name` is a multi-call program's (by prefix, as busybox
+/// tests its own name: Yocto's `busybox.nosuid` / `busybox.suid` count).
 pub fn is_multi_call_name(name: &str) -> bool {
-    MULTI_CALL_PROGRAMS.iter().any(|p| {
-        name == *p
-            || name
-                .strip_prefix(p)
-                .is_some_and(|rest| rest.starts_with('.'))
-    })
+    MULTI_CALL_PROGRAMS.iter().any(|p| name.starts_with(p))
 }
 
 /// The last component of a path.
@@ -87,17 +82,17 @@ mod tests {
             "/bin/busybox" => Some("/bin/busybox.nosuid".into()),
             "/usr/bin/wget" | "/bin/sh" | "/bin/cat" => Some("/bin/busybox.nosuid".into()),
             "/usr/bin/python3" => Some("/usr/bin/python3.11".into()),
-            "/usr/bin/python3.11" | "/usr/bin/busybox-report" => Some(path.into()),
+            "/usr/bin/python3.11" | "/usr/bin/bbox" => Some(path.into()),
             _ => None,
         }
     }
 
     #[test]
-    fn multi_call_names_include_suffixed_builds_only() {
+    fn multi_call_names_are_prefixes_as_busybox_reads_them() {
         assert!(is_multi_call_name("busybox"));
         assert!(is_multi_call_name("busybox.nosuid"));
         assert!(is_multi_call_name("toybox"));
-        assert!(!is_multi_call_name("busybox-report"));
+        assert!(!is_multi_call_name("bbox"));
         assert!(!is_multi_call_name("wget"));
         assert!(!is_multi_call_name(""));
     }
@@ -120,10 +115,7 @@ mod tests {
             c("/usr/bin/python3"),
             ExecPath::Plain("/usr/bin/python3.11".into())
         );
-        assert_eq!(
-            c("/usr/bin/busybox-report"),
-            ExecPath::Plain("/usr/bin/busybox-report".into())
-        );
+        assert_eq!(c("/usr/bin/bbox"), ExecPath::Plain("/usr/bin/bbox".into()));
         assert_eq!(c("/usr/bin/nc"), ExecPath::Missing);
     }
 

@@ -81,8 +81,9 @@ pub struct AgentState {
 /// Program names in the BPF object and the kernel hook each one attaches to.
 pub mod programs {
     /// `(program, hook)` for BPF-LSM programs.
-    pub const LSM: [(&str, &str); 8] = [
+    pub const LSM: [(&str, &str); 9] = [
         ("record_exec", "bprm_committed_creds"),
+        ("check_exec_args", "bprm_committed_creds"),
         ("deny_setuid", "task_fix_setuid"),
         ("deny_setgid", "task_fix_setgid"),
         ("check_exec", "bprm_check_security"),
@@ -126,6 +127,10 @@ pub struct KernelOffsets {
     pub cred_gid: u32,
     pub cred_egid: u32,
     pub cred_fsgid: u32,
+    /// `linux_binprm.p`: where the argument strings start (the new stack).
+    pub binprm_p: u32,
+    /// `linux_binprm.argc`.
+    pub binprm_argc: u32,
     pub _pad: u32,
 }
 
@@ -144,6 +149,8 @@ impl KernelOffsets {
         cred_gid: 0,
         cred_egid: 0,
         cred_fsgid: 0,
+        binprm_p: 0,
+        binprm_argc: 0,
         _pad: 0,
     };
 }
@@ -226,6 +233,18 @@ pub const MATCH_APPLET: u32 = 6;
 /// [`ANY_SOURCE`]: an exec of this file is also matched by its [`MATCH_APPLET`]
 /// name. Present only while some applet rule exists; the value is unused.
 pub const MATCH_MULTI_CALL: u32 = 7;
+
+/// Multi-call programs, by file name prefix (as busybox itself tests its name):
+/// run through a link, they run the applet the link is named after; run as
+/// themselves, the one the next argument names (`busybox wget`).
+pub const MULTI_CALL_PROGRAMS: [&str; 2] = ["busybox", "toybox"];
+/// Arguments followed through a multi-call program run as itself
+/// (`busybox busybox wget`); a longer chain is denied under applet rules.
+pub const MULTI_CALL_DISPATCH_DEPTH: u32 = 4;
+/// `DecisionEvent::detail[0]` of an exec decided after commit by the applet its
+/// arguments name (the process is killed under Block): `invoked` holds that
+/// argument as given, not a path.
+pub const EXEC_BY_ARGUMENTS: u32 = 1;
 
 /// Key of the `RULES` map.
 #[repr(C)]
@@ -613,7 +632,7 @@ const _: () = assert!(core::mem::size_of::<PrefixKey>() == 16);
 const _: () = assert!(core::mem::size_of::<GlobRule>() == 2 * GLOB_CAP + 8 + 16);
 const _: () = assert!(core::mem::size_of::<GlobRule>().is_multiple_of(8));
 const _: () = assert!(core::mem::size_of::<GlobList>() == 8 + GLOBS_PER_KEY * (2 * GLOB_CAP + 24));
-const _: () = assert!(core::mem::size_of::<KernelOffsets>() == 56);
+const _: () = assert!(core::mem::size_of::<KernelOffsets>() == 64);
 const _: () = assert!(core::mem::size_of::<ExecEvent>() == 24 + 8 + PATH_CAP);
 
 // ------------------------------------------------------------------ path hashing

@@ -385,18 +385,28 @@ fn a_missing_path_is_exact_and_applet_so_a_later_link_is_covered() {
 #[test]
 fn other_links_resolve_to_their_target_and_mark_nothing() {
     let set = build_on_busybox("    matchPaths:\n      - path: /usr/bin/python3\n");
-    assert_eq!(kinds(&set), vec![(hash("/usr/bin/python3.11"), MATCH_EXACT)]);
+    assert_eq!(
+        kinds(&set),
+        vec![(hash("/usr/bin/python3.11"), MATCH_EXACT)]
+    );
 }
 
 #[test]
 fn naming_busybox_itself_or_as_a_source_is_warned_about() {
     let set = build_on_busybox("    matchPaths:\n      - path: /bin/busybox\n");
-    assert_eq!(kinds(&set), vec![(hash("/bin/busybox.nosuid"), MATCH_EXACT)]);
+    assert_eq!(
+        kinds(&set),
+        vec![(hash("/bin/busybox.nosuid"), MATCH_EXACT)]
+    );
     assert_eq!(set.warnings.len(), 1, "{:?}", set.warnings);
     assert!(set.warnings[0].reason.contains("multi-call binary"));
     let set = build_on_busybox(
         "    matchPaths:\n      - path: /usr/bin/python3.11\n        fromSource:\n          - path: /bin/sh\n",
     );
     assert_eq!(set.warnings.len(), 1, "{:?}", set.warnings);
-    assert!(set.warnings[0].reason.contains("every process running /bin/busybox.nosuid"));
+    assert!(
+        set.warnings[0]
+            .reason
+            .contains("every process running /bin/busybox.nosuid")
+    );
 }
