@@ -591,6 +591,28 @@ mod tests {
     }
 
     #[test]
+    fn multi_call_data_names_the_binary_and_a_kill() {
+        let mut event = exec_alert(PolicyRef::Id(0));
+        let EventBody::Alert(alert) = &mut event.body else {
+            unreachable!()
+        };
+        alert.resource = s("wget");
+        alert.data = Data::MultiCall {
+            hook: LsmHook::BprmCommittedCreds,
+            binary: s("/bin/busybox"),
+            killed: true,
+        };
+        let json = expand_event(&agent(), &event, None).to_json();
+        assert!(
+            json.contains(concat!(
+                r#""Data":"lsm=SECURITY_BPRM_COMMITTED_CREDS binary=/bin/busybox signal=SIGKILL","#,
+                r#""EventData":{"Binary":"/bin/busybox","Lsm":"SECURITY_BPRM_COMMITTED_CREDS","Signal":"SIGKILL"}"#
+            )),
+            "{json}"
+        );
+    }
+
+    #[test]
     fn policy_ids_resolve_to_name_severity_tags_and_message() {
         let policies = PolicyLookup::from_policies(
             9,
