@@ -238,6 +238,24 @@ pub const MATCH_MULTI_CALL: u32 = 7;
 /// run through a link, they run the applet the link is named after; run as
 /// themselves, the one the next argument names (`busybox wget`).
 pub const MULTI_CALL_PROGRAMS: [&str; 2] = ["busybox", "toybox"];
+/// [`MULTI_CALL_PROGRAMS`] for the probes: each name's bytes as a little-endian
+/// word, and its length (at most 8).
+pub const MULTI_CALL_WORDS: [(u64, u32); 2] = [
+    name_word(MULTI_CALL_PROGRAMS[0]),
+    name_word(MULTI_CALL_PROGRAMS[1]),
+];
+
+const fn name_word(name: &str) -> (u64, u32) {
+    let bytes = name.as_bytes();
+    assert!(bytes.len() <= 8);
+    let mut word = 0u64;
+    let mut i = 0;
+    while i < bytes.len() {
+        word |= (bytes[i] as u64) << (8 * i);
+        i += 1;
+    }
+    (word, bytes.len() as u32)
+}
 /// Arguments followed through a multi-call program run as itself
 /// (`busybox busybox wget`); a longer chain is denied under applet rules.
 pub const MULTI_CALL_DISPATCH_DEPTH: u32 = 4;
@@ -781,6 +799,14 @@ mod user {
 
 #[cfg(test)]
 mod tests {
+    #[test]
+    fn multi_call_words_hold_the_names() {
+        for ((word, len), name) in MULTI_CALL_WORDS.iter().zip(MULTI_CALL_PROGRAMS) {
+            assert_eq!(*len as usize, name.len());
+            assert_eq!(&word.to_le_bytes()[..name.len()], name.as_bytes());
+        }
+    }
+
     use super::*;
 
     #[test]

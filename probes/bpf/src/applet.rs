@@ -30,7 +30,7 @@ use aya_ebpf::{
 };
 use edgearmor_probe_abi::{
     ACTION_BLOCK, ANY_SOURCE, CLASS_PROCESS, EXE_FLAG_TOO_LONG, EXEC_BY_ARGUMENTS, ExePath,
-    MATCH_APPLET, MATCH_MULTI_CALL, MULTI_CALL_DISPATCH_DEPTH, MULTI_CALL_PROGRAMS, PATH_CAP,
+    MATCH_APPLET, MATCH_MULTI_CALL, MULTI_CALL_DISPATCH_DEPTH, MULTI_CALL_WORDS, PATH_CAP,
     POLICY_DEFAULT_POSTURE, RuleValue, SLOT_READ, SipState, Verdict,
 };
 
@@ -144,7 +144,7 @@ fn invoked_applet(bprm: *const u8) -> Option<u64> {
         bpf_probe_read_kernel_str_bytes(name, dst).map(|b| b.len())
     };
     fit(buf, read)?;
-    component_hash(SLOT_CHECK_APPLET, buf.len, false).map(|(hash, _)| hash)
+    Some(component(SLOT_CHECK_APPLET, buf.len, false).0)
 }
 
 /// Records the string length read into `buf`; `None` when it may not be whole
@@ -240,23 +240,13 @@ pub fn check_exec_args(ctx: LsmContext) -> i32 {
     }
     settle_path(SLOT_ARGS_APPLET);
     let verdict = walk.verdicts[SLOT_READ];
-    let off = offsets();
-    // SAFETY: as in `check_exec`: a typed load of `bprm->file`, then `&file->f_path`.
-    let f_path = unsafe {
-        let file: *const u8 =
-            core::ptr::read(bprm.add(off.binprm_file as usize) as *const *const u8);
-        if file.is_null() {
-            core::ptr::null()
-        } else {
-            file.add(off.file_f_path as usize) as *const path
-        }
-    };
-    let exe_slot = if !f_path.is_null() && resolve(f_path, SLOT_ARGS_EXE).is_some() {
-        SLOT_ARGS_EXE
-    } else {
-        u32::MAX
-    };
     if enforce(&verdict, EACCES, |outcome| {
+        // Only for the report: the executable's path.
+        let exe_slot = if resolve_exe(bprm) {
+            SLOT_ARGS_EXE
+        } else {
+            u32::MAX
+        };
         report_paths(
             CLASS_PROCESS,
             outcome,
@@ -272,6 +262,21 @@ pub fn check_exec_args(ctx: LsmContext) -> i32 {
         unsafe { bpf_send_signal(SIGKILL) };
     }
     0
+}
+
+/// Resolves the executable of `bprm` into `SLOT_ARGS_EXE`.
+#[inline(always)]
+fn resolve_exe(bprm: *const u8) -> bool {
+    let off = offsets();
+    // SAFETY: as in `check_exec`: a typed load of `bprm->file`, then `&file->f_path`.
+    let file: *const u8 =
+        unsafe { core::ptr::read(bprm.add(off.binprm_file as usize) as *const *const u8) };
+    if file.is_null() {
+        return false;
+    }
+    // SAFETY: `&file->f_path`, offset from BTF.
+    let f_path = unsafe { file.add(off.file_f_path as usize) } as *const path;
+    resolve(f_path, SLOT_ARGS_EXE).is_some()
 }
 
 /// What the arguments of an exec of a multi-call binary make it run.
@@ -312,10 +317,8 @@ fn argument_applet(bprm: *const u8) -> Dispatch {
         if fit(buf, read).is_none() {
             return Dispatch::Unreadable;
         }
-        let Some((hash, start)) = component_hash(SLOT_ARGS_APPLET, buf.len, step == 0) else {
-            return Dispatch::Unreadable;
-        };
-        if !is_multi_call(buf, start) {
+        let (hash, multi_call) = component(SLOT_ARGS_APPLET, buf.len, step == 0);
+        if !multi_call {
             return Dispatch::Applet(hash);
         }
         at += u64::from(buf.len) + 1;
@@ -324,40 +327,30 @@ fn argument_applet(bprm: *const u8) -> Dispatch {
     Dispatch::Unreadable
 }
 
-/// Whether the name from byte `start` of `buf` begins with a multi-call program's.
-#[inline(always)]
-fn is_multi_call(buf: &ExePath, start: u32) -> bool {
-    let mut found = false;
-    for program in MULTI_CALL_PROGRAMS {
-        let name = program.as_bytes();
-        let mut same = buf.len >= start + name.len() as u32;
-        for (i, b) in name.iter().enumerate() {
-            same &= buf.byte_at((start as usize + i) & (PATH_CAP - 1)) == *b;
-        }
-        found |= same;
-    }
-    found
-}
-
-/// Context of `component_step`.
+/// One pass over a string (`bpf_loop` context, on the caller's stack: nothing
+/// shared with another run on this CPU): the keyed hash of its last component,
+/// where that starts, and which multi-call names it does not begin with.
 #[repr(C)]
-struct ComponentLoop {
+struct Component {
+    hash: SipState,
+    /// The `PATH_SCRATCH` slot holding the string.
     slot: u32,
+    start: u32,
+    /// Bit `i`: the component differs from `MULTI_CALL_WORDS[i]` in its first bytes.
+    mismatch: u32,
     /// Skip a `-` first byte (a login shell's `argv[0]`).
     strip_dash: u32,
 }
 
-/// The keyed hash of the last component of the `len`-byte string in `slot`, and
-/// where that component starts.
+/// The last component of the `len`-byte string in `slot`: its keyed hash, and
+/// whether it is a multi-call program's name (by prefix).
 #[inline(always)]
-fn component_hash(slot: u32, len: u32, strip_dash: bool) -> Option<(u64, u32)> {
-    let walk = WALKS.get_ptr_mut(slot)?;
-    // SAFETY: per-CPU map value of this slot.
-    let walk = unsafe { &mut *walk };
-    walk.hash = SipState::new(&hash_key());
-    walk.last_slash = 0;
-    let mut ctx = ComponentLoop {
+fn component(slot: u32, len: u32, strip_dash: bool) -> (u64, bool) {
+    let mut c = Component {
+        hash: SipState::new(&hash_key()),
         slot,
+        start: 0,
+        mismatch: 0,
         strip_dash: u32::from(strip_dash),
     };
     // SAFETY: `component_step` is a static callback; the context outlives the call.
@@ -365,31 +358,43 @@ fn component_hash(slot: u32, len: u32, strip_dash: bool) -> Option<(u64, u32)> {
         bpf_loop(
             len & (PATH_CAP as u32 - 1),
             component_step as *mut c_void,
-            &mut ctx as *mut ComponentLoop as *mut c_void,
+            &mut c as *mut Component as *mut c_void,
             0,
         );
     }
-    let start = walk.last_slash.min(len);
-    Some((walk.hash.finish_len(u64::from(len - start)), start))
+    let rest = len - c.start.min(len);
+    let mut multi_call = false;
+    let mut bit = 1;
+    for (_, name_len) in MULTI_CALL_WORDS {
+        multi_call |= c.mismatch & bit == 0 && rest >= name_len;
+        bit <<= 1;
+    }
+    (c.hash.finish_len(u64::from(rest)), multi_call)
 }
 
-/// One byte: a `/` starts the hash of the next component over.
+/// One byte: a `/` starts the next component over.
 extern "C" fn component_step(index: u64, ctx: *mut c_void) -> i64 {
-    // SAFETY: `ctx` is the `ComponentLoop` on the caller's stack.
-    let ctx = unsafe { &*(ctx as *const ComponentLoop) };
-    let (Some(buf), Some(walk)) = (PATH_SCRATCH.get_ptr(ctx.slot), WALKS.get_ptr_mut(ctx.slot))
-    else {
+    // SAFETY: `ctx` is the `Component` on the caller's stack.
+    let c = unsafe { &mut *(ctx as *mut Component) };
+    let Some(buf) = PATH_SCRATCH.get_ptr(c.slot) else {
         return 1;
     };
-    // SAFETY: per-CPU map values of this slot.
-    let (buf, walk) = unsafe { (&*buf, &mut *walk) };
-    let byte = buf.byte_at(index as usize & (PATH_CAP - 1));
-    if byte == b'/' || (index == 0 && ctx.strip_dash != 0 && byte == b'-') {
-        walk.hash = SipState::new(&hash_key());
-        walk.last_slash = index as u32 + 1;
-    } else {
-        walk.hash
-            .push_at(byte, index.saturating_sub(u64::from(walk.last_slash)));
+    // SAFETY: per-CPU map value of the caller's slot.
+    let byte = unsafe { &*buf }.byte_at(index as usize & (PATH_CAP - 1));
+    if byte == b'/' || (index == 0 && c.strip_dash != 0 && byte == b'-') {
+        c.hash = SipState::new(&hash_key());
+        c.start = index as u32 + 1;
+        c.mismatch = 0;
+        return 0;
+    }
+    let pos = index.saturating_sub(u64::from(c.start));
+    c.hash.push_at(byte, pos);
+    let mut bit = 1;
+    for (word, name_len) in MULTI_CALL_WORDS {
+        if pos < u64::from(name_len) && byte != (word >> ((pos & 7) * 8)) as u8 {
+            c.mismatch |= bit;
+        }
+        bit <<= 1;
     }
     0
 }
