@@ -14,7 +14,7 @@ use crate::control::setid_rules::SetidRuleSet;
 pub const USAGE: &str = "\
 usage: edgearmor run [OPTIONS] [--deny-setgid PATH]... [--deny-setuid PATH]...
        edgearmor send-test-alerts [OPTIONS] [--count N] [--interval-ms MS]
-       edgearmor policy check FILE_OR_DIR...
+       edgearmor policy check [--host] FILE_OR_DIR...
        edgearmor unload [--config FILE]
        edgearmor keygen --out PREFIX
        edgearmor bundle create --key KEY --version N [--scope fleet|node] [--targets A,B]
@@ -30,7 +30,9 @@ usage: edgearmor run [OPTIONS] [--deny-setgid PATH]... [--deny-setuid PATH]...
                     and attaches the probes for real; with --kernel-config, checks a
                     kernel .config instead. Exit 0: it can; 2: it cannot
   policy check      validate KubeArmorHostPolicy YAML offline: one line per problem
-                    (file:line: yaml.path: message), exit status 1 if there is any
+                    (file:line: yaml.path: message), exit status 1 if there is any;
+                    with --host, also what run would warn about on this host (rules
+                    naming a multi-call binary such as busybox, rules it would skip)
   version           agent version and the SHA-256 of the embedded BPF object
   unload            detach the pinned programs and remove the pinned maps (stop the agent
                     first); `run` pins them so enforcement survives agent restarts
@@ -69,7 +71,11 @@ options (override agent.toml; see README for every key):
 #[derive(Debug, PartialEq)]
 pub enum Command {
     Run,
-    PolicyCheck(Vec<PathBuf>),
+    /// `policy check [--host] FILE_OR_DIR...`.
+    PolicyCheck {
+        paths: Vec<PathBuf>,
+        host: bool,
+    },
     /// `keygen --out PREFIX`: PREFIX.key and PREFIX.pub.
     Keygen(PathBuf),
     /// Detach everything pinned and remove the pins.
@@ -167,16 +173,18 @@ fn parse_policy_check(parser: &mut lexopt::Parser) -> Result<Command, String> {
         _ => return Err("expected `policy check FILE_OR_DIR...`".into()),
     }
     let mut paths = Vec::new();
+    let mut host = false;
     while let Some(arg) = parser.next().map_err(text)? {
         match arg {
             Value(v) => paths.push(PathBuf::from(v)),
+            Long("host") => host = true,
             other => return Err(other.unexpected().to_string()),
         }
     }
     if paths.is_empty() {
         return Err("policy check: give at least one file or directory".into());
     }
-    Ok(Command::PolicyCheck(paths))
+    Ok(Command::PolicyCheck { paths, host })
 }
 
 /// The options of `run`, `send-test-alerts` and `unload`: the configuration file,

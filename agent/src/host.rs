@@ -25,6 +25,10 @@ pub trait HostKernel {
     fn process_executable(&self, tgid: u32) -> Option<PathBuf>;
     /// `path` with symlinks resolved, if it exists.
     fn real_path(&self, path: &Path) -> Option<PathBuf>;
+    /// The working directory of thread `tid`, if it still exists.
+    fn process_cwd(&self, _tid: u32) -> Option<PathBuf> {
+        None
+    }
     /// The wall clock (`CLOCK_REALTIME`) in nanoseconds since the Unix epoch: what the
     /// kernel's clock says now. It steps when the clock is set (NTP, an operator, a
     /// gateway without a real-time clock booting in 1970), so it stamps events and
@@ -272,6 +276,10 @@ impl HostKernel for LiveKernel {
 
     fn real_path(&self, path: &Path) -> Option<PathBuf> {
         std::fs::canonicalize(path).ok()
+    }
+
+    fn process_cwd(&self, tid: u32) -> Option<PathBuf> {
+        std::fs::read_link(format!("/proc/{tid}/cwd")).ok()
     }
 
     fn is_bpffs(&self, path: &Path) -> bool {

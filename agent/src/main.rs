@@ -34,7 +34,7 @@ fn main() -> ExitCode {
         }
         Command::Version => commands::version(),
         Command::Run => run::run(invocation.config, invocation.rules),
-        Command::PolicyCheck(paths) => policy::policy_check(&paths),
+        Command::PolicyCheck { paths, host } => policy::policy_check(&paths, host),
         Command::Keygen(prefix) => bundle::keygen(&prefix),
         Command::Unload => unload::unload(&invocation.config.pin_dir),
         Command::BundleCreate {

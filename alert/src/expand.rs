@@ -413,7 +413,7 @@ fn expand_alert(
     );
     set(&mut out.operation, operation_name(alert.operation));
     set(&mut out.resource, &alert.resource);
-    match alert.data {
+    match &alert.data {
         Data::SetId { syscall, id } => {
             let _ = write!(out.data, "syscall={} userid={id}", syscall.kubearmor_name());
         }
@@ -421,6 +421,16 @@ fn expand_alert(
             let _ = write!(out.data, "lsm={}", hook.kubearmor_name());
         }
         Data::Execve => out.data.push_str("syscall=SYS_EXECVE"),
+        Data::MultiCall {
+            hook,
+            binary,
+            killed,
+        } => {
+            let _ = write!(out.data, "lsm={} binary={binary}", hook.kubearmor_name());
+            if *killed {
+                out.data.push_str(" signal=SIGKILL");
+            }
+        }
     }
     set(&mut out.enforcer, ENFORCER);
     set(&mut out.action, action_name(alert.action));
@@ -578,6 +588,28 @@ mod tests {
                 cwd: Default::default(),
             }),
         }
+    }
+
+    #[test]
+    fn multi_call_data_names_the_binary_and_a_kill() {
+        let mut event = exec_alert(PolicyRef::Id(0));
+        let EventBody::Alert(alert) = &mut event.body else {
+            unreachable!()
+        };
+        alert.resource = s("wget");
+        alert.data = Data::MultiCall {
+            hook: LsmHook::BprmCommittedCreds,
+            binary: s("/bin/busybox"),
+            killed: true,
+        };
+        let json = expand_event(&agent(), &event, None).to_json();
+        assert!(
+            json.contains(concat!(
+                r#""Data":"lsm=SECURITY_BPRM_COMMITTED_CREDS binary=/bin/busybox signal=SIGKILL","#,
+                r#""EventData":{"Binary":"/bin/busybox","Lsm":"SECURITY_BPRM_COMMITTED_CREDS","Signal":"SIGKILL"}"#
+            )),
+            "{json}"
+        );
     }
 
     #[test]

@@ -130,7 +130,7 @@ pub enum Operation {
 }
 
 /// KubeArmor's `Data`, as the fields it is printed from. Append-only.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize, MaxSize)]
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize, MaxSize)]
 pub enum Data {
     /// `syscall=SYS_SETGID userid=0`.
     SetId { syscall: SetIdSyscall, id: u32 },
@@ -138,6 +138,15 @@ pub enum Data {
     Lsm(LsmHook),
     /// `syscall=SYS_EXECVE`.
     Execve,
+    /// `lsm=SECURITY_BPRM_CHECK binary=/bin/busybox`: an exec of a multi-call binary,
+    /// decided by the applet it runs (the alert's `Resource`): at `hook`, by the
+    /// invoked name (`BprmCheckSecurity`) or by the arguments
+    /// (`BprmCommittedCreds`, where a Block kills the process: `signal=SIGKILL`).
+    MultiCall {
+        hook: LsmHook,
+        binary: Path,
+        killed: bool,
+    },
 }
 
 /// Append-only.
@@ -151,6 +160,7 @@ pub enum LsmHook {
     TaskFixSetuid,
     TaskFixSetgid,
     PathUnlink,
+    BprmCommittedCreds,
 }
 
 impl LsmHook {
@@ -165,6 +175,7 @@ impl LsmHook {
             LsmHook::TaskFixSetuid => "SECURITY_TASK_FIX_SETUID",
             LsmHook::TaskFixSetgid => "SECURITY_TASK_FIX_SETGID",
             LsmHook::PathUnlink => "SECURITY_PATH_UNLINK",
+            LsmHook::BprmCommittedCreds => "SECURITY_BPRM_COMMITTED_CREDS",
         }
     }
 }

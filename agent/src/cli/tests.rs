@@ -90,6 +90,25 @@ fn mistakes_name_the_flag() {
         );
     }
     assert!(parse_err(&["policy", "check"]).contains("at least one file"));
+    assert!(parse_err(&["policy", "check", "--host"]).contains("at least one file"));
+}
+
+#[test]
+fn policy_check_takes_host() {
+    assert_eq!(
+        parse_ok(&["policy", "check", "--host", "p.yaml"]).command,
+        Command::PolicyCheck {
+            paths: vec![PathBuf::from("p.yaml")],
+            host: true
+        }
+    );
+    assert_eq!(
+        parse_ok(&["policy", "check", "p.yaml"]).command,
+        Command::PolicyCheck {
+            paths: vec![PathBuf::from("p.yaml")],
+            host: false
+        }
+    );
 }
 
 #[test]

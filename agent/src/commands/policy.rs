@@ -1,15 +1,20 @@
-//! `edgearmor policy check FILE_OR_DIR...`: validates KubeArmorHostPolicy files
-//! offline, one line per problem, exit status 1 if there is any.
+//! `edgearmor policy check [--host] FILE_OR_DIR...`: validates KubeArmorHostPolicy
+//! files offline, one line per problem, exit status 1 if there is any.
 //!
 //! Beyond the files themselves, the valid policies are turned into the kernel tables
 //! for every host they select, as `run` would: a rule the kernel cannot hold, and a
 //! set larger than a table can hold during a reload, are problems too, each naming
 //! the limit. What `check` accepts, the kernel enforces whole.
+//!
+//! With `--host`, also translates the policies for this host (its node name, its
+//! files: symlinks, multi-call binaries) as `run` would, and prints what `run` would
+//! warn about.
 
 use std::collections::BTreeSet;
 use std::path::PathBuf;
 use std::process::ExitCode;
 
+use edgearmor_policy::loader::load_policy_directory;
 use edgearmor_policy::{
     DefaultPosture, DefaultPostures, HostPolicy, HostSelector, compile, load_policy_files,
     policy_files_in,
@@ -17,9 +22,11 @@ use edgearmor_policy::{
 
 use crate::control::policy_table::PolicyCatalog;
 use crate::control::setid_rules::SetidRuleSet;
+use crate::host::{HostKernel, LiveKernel};
+use crate::kernel::loader::HostPaths;
 use crate::kernel::rule_tables::KernelRuleSet;
 
-pub fn policy_check(paths: &[PathBuf]) -> ExitCode {
+pub fn policy_check(paths: &[PathBuf], on_host: bool) -> ExitCode {
     let mut problems: Vec<String> = edgearmor_policy::check_policy_paths(paths)
         .iter()
         .map(ToString::to_string)
@@ -27,6 +34,11 @@ pub fn policy_check(paths: &[PathBuf]) -> ExitCode {
     problems.extend(kernel_problems(paths));
     for p in &problems {
         println!("{p}");
+    }
+    if on_host {
+        for line in host_warnings(&LiveKernel, paths) {
+            println!("{line}");
+        }
     }
     if problems.is_empty() {
         eprintln!("edgearmor: policies OK");
@@ -83,5 +95,121 @@ fn set_problems(label: &str, policies: &[HostPolicy], problems: &mut BTreeSet<St
     }
     for over in set.over_limits() {
         problems.insert(format!("{label}: {over}"));
+    }
+}
+
+/// What `run` would log about the valid policies among `paths` on `host`: rules it
+/// skips, and rules that apply but maybe not as meant (multi-call binaries).
+pub fn host_warnings(host: &dyn HostKernel, paths: &[PathBuf]) -> Vec<String> {
+    let node = host.node_name();
+    let mut policies = Vec::new();
+    for path in paths {
+        let load = if path.is_dir() {
+            match load_policy_directory(path, &node) {
+                Ok(load) => load,
+                // Already reported as a problem by the offline check.
+                Err(_) => continue,
+            }
+        } else {
+            load_policy_files(std::slice::from_ref(path), &node)
+        };
+        policies.extend(load.policies);
+    }
+    let compiled = compile(&policies, DefaultPostures::uniform(DefaultPosture::Audit));
+    let set = KernelRuleSet::build(
+        &SetidRuleSet::default(),
+        &compiled,
+        &mut PolicyCatalog::default(),
+        [0; 2],
+        &HostPaths(host),
+    );
+    set.skipped
+        .iter()
+        .map(|s| format!("not enforceable, skipped: {s}"))
+        .chain(set.warnings.iter().map(|w| format!("warning: {w}")))
+        .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::io;
+    use std::path::Path;
+
+    /// A Yocto busybox host: `/bin/sh` and `/usr/bin/wget` link to busybox.
+    struct BusyboxHost;
+
+    impl HostKernel for BusyboxHost {
+        fn read(&self, _path: &Path) -> io::Result<Vec<u8>> {
+            Err(io::ErrorKind::NotFound.into())
+        }
+        fn mount_securityfs(&self) -> io::Result<()> {
+            Err(io::ErrorKind::Unsupported.into())
+        }
+        fn release(&self) -> String {
+            "test".into()
+        }
+        fn node_name(&self) -> String {
+            "gw-1".into()
+        }
+        fn process_executables(&self) -> Vec<(u32, PathBuf)> {
+            Vec::new()
+        }
+        fn process_executable(&self, _tgid: u32) -> Option<PathBuf> {
+            None
+        }
+        fn real_path(&self, path: &Path) -> Option<PathBuf> {
+            match path.to_str()? {
+                "/bin/busybox" | "/bin/sh" | "/usr/bin/wget" => Some("/bin/busybox".into()),
+                _ => None,
+            }
+        }
+        fn random_key(&self) -> io::Result<[u64; 2]> {
+            Ok([1, 2])
+        }
+        fn is_bpffs(&self, _path: &Path) -> bool {
+            false
+        }
+    }
+
+    #[test]
+    fn host_check_warns_about_rules_naming_busybox() {
+        let dir =
+            std::env::temp_dir().join(format!("edgearmor-policy-host-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).expect("dir");
+        let policy = dir.join("p.yaml");
+        std::fs::write(
+            &policy,
+            "apiVersion: security.kubearmor.com/v1
+kind: KubeArmorHostPolicy
+metadata:
+  name: hsp-bb
+spec:
+  nodeSelector:
+    matchLabels:
+      kubearmor.io/hostname: \"*\"
+  process:
+    matchPaths:
+      - path: /bin/busybox
+      - path: /usr/bin/wget
+        fromSource:
+          - path: /bin/sh
+  action: Block
+",
+        )
+        .expect("written");
+        let lines = host_warnings(&BusyboxHost, std::slice::from_ref(&policy));
+        let _ = std::fs::remove_dir_all(&dir);
+        assert_eq!(lines.len(), 2, "{lines:?}");
+        assert!(
+            lines[0].starts_with(
+                "warning: policy hsp-bb: /bin/busybox: /bin/busybox is a multi-call binary"
+            ),
+            "{lines:?}"
+        );
+        assert!(
+            lines[1].starts_with("warning: policy hsp-bb: fromSource /bin/sh: /bin/sh runs the multi-call binary /bin/busybox"),
+            "{lines:?}"
+        );
     }
 }

@@ -62,7 +62,7 @@ impl PolicyState {
             }
             None => (edgearmor_policy::compile(&[], self.postures), 0),
         };
-        let resolver = |path: &str| loader::kernel_path(host, path);
+        let resolver = loader::HostPaths(host);
         let set = KernelRuleSet::build(
             &self.setid,
             &compiled,
@@ -72,6 +72,9 @@ impl PolicyState {
         );
         for skipped in &set.skipped {
             log::error!("not enforceable, skipped: {skipped}");
+        }
+        for warning in &set.warnings {
+            log::warn!("{warning}");
         }
         let (rules, prefixes, globs) = set.sizes();
         let mut names = compiled

@@ -4,8 +4,8 @@
 use edgearmor_probe_abi::{
     ACCESS_READ, ACCESS_UNLINK, ACCESS_WRITE, ACTION_AUDIT, ACTION_BLOCK, CLASS_CAPABILITY,
     CLASS_FILE, CLASS_NETWORK, CLASS_PROCESS, CLASS_SETID, DecisionEvent, EXE_FLAG_TOO_LONG,
-    ExePath, ExecEvent, MAX_HASHED_PATH_BYTES, POLICY_DEFAULT_POSTURE, VERDICT_AUDITED,
-    VERDICT_DENIED,
+    EXEC_BY_ARGUMENTS, ExePath, ExecEvent, MAX_HASHED_PATH_BYTES, POLICY_DEFAULT_POSTURE,
+    VERDICT_AUDITED, VERDICT_DENIED,
 };
 use edgearmor_wire::{SetIdSyscall, SetidFlavour, SetidKind};
 
@@ -60,6 +60,12 @@ pub struct Decision {
     pub parent_exe: String,
     /// The file or executable acted on (exec and file decisions).
     pub target: String,
+    /// For an exec of a multi-call binary: the name it was invoked as (as given to
+    /// execve, made absolute by [`absolute_invoked`]), or with `by_arguments` the
+    /// argument that named the applet; else empty.
+    pub invoked: String,
+    /// Decided after commit by the arguments (`EXEC_BY_ARGUMENTS`).
+    pub by_arguments: bool,
 }
 
 #[derive(Debug, PartialEq, Eq, thiserror::Error)]
@@ -148,8 +154,35 @@ impl TryFrom<&[u8]> for Decision {
             exe: path_string(&raw.exe),
             parent_exe: path_string(&raw.parent_exe),
             target: path_string(&raw.target),
+            invoked: path_string(&raw.invoked),
+            by_arguments: raw.class == CLASS_PROCESS && raw.detail[0] == EXEC_BY_ARGUMENTS,
         })
     }
+}
+
+/// `name` (an exec's invoked name) as an absolute path without `.`, `..` or empty
+/// components; a relative name is taken from `cwd`, and stays as given without one.
+/// Only for the report: the kernel decides by the last component, which this keeps.
+pub fn absolute_invoked(name: &str, cwd: Option<&std::path::Path>) -> String {
+    let joined = if name.starts_with('/') {
+        name.to_owned()
+    } else {
+        match cwd {
+            Some(dir) => format!("{}/{name}", dir.to_string_lossy()),
+            None => return name.to_owned(),
+        }
+    };
+    let mut parts: Vec<&str> = Vec::new();
+    for part in joined.split('/') {
+        match part {
+            "" | "." => {}
+            ".." => {
+                parts.pop();
+            }
+            p => parts.push(p),
+        }
+    }
+    format!("/{}", parts.join("/"))
 }
 
 /// An exec reported in monitor-only mode.
@@ -206,6 +239,7 @@ pub(crate) mod tests {
             exe: ExePath::from_bytes(b"/usr/sbin/sshd").expect("fits"),
             parent_exe: ExePath::from_bytes(b"/bin/busybox").expect("fits"),
             target: ExePath::EMPTY,
+            invoked: ExePath::EMPTY,
         }
     }
 

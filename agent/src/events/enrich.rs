@@ -54,6 +54,20 @@ pub fn socket_resource(family: u32, sock_type: u32, protocol: u32) -> String {
 /// Operation, resource, `Data` and the result a denial reports, by subject.
 fn what_was_decided(d: &Decision) -> (Operation, edgearmor_wire::Path, Data, Outcome) {
     match &d.subject {
+        Subject::Exec if !d.invoked.is_empty() => (
+            Operation::Process,
+            bounded(&d.invoked),
+            Data::MultiCall {
+                hook: if d.by_arguments {
+                    LsmHook::BprmCommittedCreds
+                } else {
+                    LsmHook::BprmCheckSecurity
+                },
+                binary: bounded(&d.target),
+                killed: d.by_arguments && d.denied,
+            },
+            Outcome::PermissionDenied,
+        ),
         Subject::Exec => (
             Operation::Process,
             bounded(&d.target),
@@ -121,7 +135,7 @@ pub fn decision_event(d: &Decision, boottime_to_unix_ns: i128) -> Event {
     };
     let (process, parent_process, source) = match d.subject {
         Subject::Exec => (
-            bounded(&d.target),
+            resource.clone(),
             bounded(&d.exe),
             if d.exe == d.parent_exe {
                 Source::ParentProcess
@@ -231,6 +245,47 @@ mod tests {
                 id: 0
             }
         );
+    }
+
+    #[test]
+    fn multi_call_exec_names_the_invoked_applet_and_carries_the_binary() {
+        let mut raw = raw_event(CLASS_PROCESS, [0; 4]);
+        raw.exe = ExePath::from_bytes(b"/bin/busybox").expect("fits");
+        raw.target = ExePath::from_bytes(b"/bin/busybox").expect("fits");
+        raw.invoked = ExePath::from_bytes(b"./wget").expect("fits");
+        let mut d = Decision::try_from(bytes_of(&raw).as_slice()).expect("valid");
+        d.invoked = crate::events::decode::absolute_invoked(
+            &d.invoked,
+            Some(std::path::Path::new("/usr/bin")),
+        );
+        let EventBody::Alert(a) = decision_event(&d, 0).body else {
+            panic!("an alert")
+        };
+        assert_eq!(a.process.as_str(), "/usr/bin/wget");
+        assert_eq!(a.resource.as_str(), "/usr/bin/wget");
+        assert_eq!(
+            a.data,
+            Data::MultiCall {
+                hook: LsmHook::BprmCheckSecurity,
+                binary: bounded("/bin/busybox"),
+                killed: false,
+            }
+        );
+    }
+
+    #[test]
+    fn invoked_names_are_made_absolute_for_the_report() {
+        use crate::events::decode::absolute_invoked;
+        let cwd = Some(std::path::Path::new("/usr/bin"));
+        assert_eq!(absolute_invoked("/usr/bin/wget", None), "/usr/bin/wget");
+        assert_eq!(
+            absolute_invoked("/usr//bin/../bin/./wget", None),
+            "/usr/bin/wget"
+        );
+        assert_eq!(absolute_invoked("./wget", cwd), "/usr/bin/wget");
+        assert_eq!(absolute_invoked("../bin/wget", cwd), "/usr/bin/wget");
+        // The process is gone: the name as given, never a guessed directory.
+        assert_eq!(absolute_invoked("./wget", None), "./wget");
     }
 
     #[test]

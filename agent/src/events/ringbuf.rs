@@ -11,7 +11,7 @@ use aya::maps::{MapData, RingBuf};
 use std::collections::HashMap;
 use std::path::Path;
 
-use crate::events::decode::{Decision, ExecReport};
+use crate::events::decode::{Decision, ExecReport, absolute_invoked};
 use crate::events::enrich::{decision_event, monitored_exec_event};
 use crate::events::pipeline::{EventQueue, LossLedger};
 use crate::events::wall_time::BootToWall;
@@ -53,6 +53,9 @@ impl<'h> KernelTime<'h> {
 /// Reads the enforcing probes' decisions. It owns only the ring buffer and the drop
 /// counter: the programs stay attached whatever happens to the reader.
 pub struct RingbufReader<'h> {
+    /// Working directories of processes that exec'd a multi-call binary by a
+    /// relative name.
+    host: &'h dyn HostKernel,
     events: Async<RingBuf<MapData>>,
     drops: DropCounter,
     time: KernelTime<'h>,
@@ -63,6 +66,7 @@ pub struct RingbufReader<'h> {
 impl<'h> RingbufReader<'h> {
     pub fn new(events: KernelEvents, host: &'h dyn HostKernel) -> io::Result<Self> {
         Ok(Self {
+            host,
             events: Async::new(events.ring)?,
             drops: events.drops,
             time: KernelTime::new(host),
@@ -79,7 +83,11 @@ impl<'h> RingbufReader<'h> {
         let ring = unsafe { self.events.get_mut() };
         while let Some(item) = ring.next() {
             match Decision::try_from(&*item) {
-                Ok(decision) => {
+                Ok(mut decision) => {
+                    if !decision.invoked.is_empty() && !decision.by_arguments {
+                        let cwd = self.host.process_cwd(decision.tid);
+                        decision.invoked = absolute_invoked(&decision.invoked, cwd.as_deref());
+                    }
                     let offset = self.time.offset_at(decision.boot_ns);
                     queue.offer(decision_event(&decision, offset));
                     queued += 1;

@@ -310,6 +310,8 @@ impl KernelBtf {
             cred_gid: self.member_offset("cred", "gid")?,
             cred_egid: self.member_offset("cred", "egid")?,
             cred_fsgid: self.member_offset("cred", "fsgid")?,
+            binprm_p: self.member_offset("linux_binprm", "p")?,
+            binprm_argc: self.member_offset("linux_binprm", "argc")?,
             _pad: 0,
         })
     }

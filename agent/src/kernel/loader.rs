@@ -173,6 +173,21 @@ pub fn kernel_path(host: &dyn HostKernel, executable: &str) -> String {
     }
 }
 
+/// Rule paths as this host resolves them (the seam's `real_path`).
+pub struct HostPaths<'h>(pub &'h dyn HostKernel);
+
+impl crate::kernel::rule_tables::PathResolver for HostPaths<'_> {
+    fn real_path(&self, path: &str) -> Option<String> {
+        self.0
+            .real_path(Path::new(path))
+            .map(|real| real.to_string_lossy().into_owned())
+    }
+
+    fn multi_call_binaries(&self) -> std::collections::BTreeSet<String> {
+        crate::kernel::multi_call::installed(&|p| self.real_path(p))
+    }
+}
+
 /// Creates the object's maps with this kernel's offsets and the path-hash key;
 /// returns it with the BTF programs attach by. With `pin_dir`, the persistent maps
 /// are the ones pinned there (created and pinned when absent).

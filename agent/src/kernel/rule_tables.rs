@@ -12,7 +12,7 @@
 //! has no `fromSource`, else only for the named sources (KubeArmor's semantics); in
 //! allow-list mode what no rule covers gets the class's default posture.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 use std::fmt;
 
 use edgearmor_policy::{
@@ -23,10 +23,10 @@ use edgearmor_probe_abi::{
     ACTION_ALLOW, ACTION_AUDIT, ACTION_BLOCK, ANY_SOURCE, CLASS_CAPABILITY, CLASS_FILE,
     CLASS_NETWORK, CLASS_PROCESS, CLASS_SETID, GLOB_ANY_BYTE, GLOB_CAP, GLOB_LITERAL, GLOB_STAR,
     GLOBS_PER_KEY, GlobList, GlobRule, ITEM_ICMP, ITEM_INET_UNCLASSIFIED, ITEM_RAW, ITEM_SCTP,
-    ITEM_TCP, ITEM_UDP, MATCH_ALLOW_LIST, MATCH_DIRECTORY, MATCH_EXACT, MATCH_ITEM,
-    MATCH_RECURSIVE, MAX_HASHED_PATH_BYTES, POLICY_DEFAULT_POSTURE, PREFIX_DIRECTORY,
-    PREFIX_PATTERN, PREFIX_RECURSIVE, PrefixKey, RuleKey, RuleValue, SLOT_READ, SLOT_WRITE,
-    Verdict, class_bit, item_capability, item_setid, path_hash,
+    ITEM_TCP, ITEM_UDP, MATCH_ALLOW_LIST, MATCH_APPLET, MATCH_DIRECTORY, MATCH_EXACT, MATCH_ITEM,
+    MATCH_MULTI_CALL, MATCH_RECURSIVE, MAX_HASHED_PATH_BYTES, POLICY_DEFAULT_POSTURE,
+    PREFIX_DIRECTORY, PREFIX_PATTERN, PREFIX_RECURSIVE, PrefixKey, RuleKey, RuleValue, SLOT_READ,
+    SLOT_WRITE, Verdict, class_bit, item_capability, item_setid, path_hash,
 };
 use edgearmor_probe_abi::{GLOBS_CAPACITY, PREFIXES_CAPACITY, RULES_CAPACITY, names};
 use edgearmor_wire::{PolicyMeta, SetIdSyscall};
@@ -34,6 +34,7 @@ use edgearmor_wire::{PolicyMeta, SetIdSyscall};
 use crate::control::policy_table::PolicyCatalog;
 use crate::control::setid_rules::SetidRuleSet;
 use crate::events::enrich::bounded;
+use crate::kernel::multi_call::{self, ExecPath};
 
 /// `RuleKey` without the generation: (source, target, class, kind).
 pub type RuleSlot = (u64, u64, u32, u32);
@@ -64,22 +65,36 @@ pub struct KernelRuleSet {
     /// Classes with any entry (`ActivePolicy::class_mask`).
     pub class_mask: u32,
     pub skipped: Vec<SkippedRule>,
+    /// Rules that apply, but maybe not as their author meant (multi-call binaries).
+    pub warnings: Vec<SkippedRule>,
 }
 
 /// How rule paths become kernel paths (the host seam's `real_path`, or identity).
 pub trait PathResolver {
+    /// The path with symlinks resolved; `None` when it does not exist.
+    fn real_path(&self, path: &str) -> Option<String>;
     /// The path as the kernel reports it, symlinks resolved where it exists.
-    fn kernel_path(&self, path: &str) -> String;
+    fn kernel_path(&self, path: &str) -> String {
+        self.real_path(path).unwrap_or_else(|| path.to_owned())
+    }
+    /// The host's multi-call binaries (resolved), see [`multi_call::installed`].
+    fn multi_call_binaries(&self) -> BTreeSet<String> {
+        BTreeSet::new()
+    }
 }
 
+/// A function from rule path to kernel path (every path exists; no multi-call
+/// binaries besides rule targets).
 impl<F: Fn(&str) -> String> PathResolver for F {
-    fn kernel_path(&self, path: &str) -> String {
-        self(path)
+    fn real_path(&self, path: &str) -> Option<String> {
+        Some(self(path))
     }
 }
 
 struct Builder<'a> {
     set: KernelRuleSet,
+    /// Multi-call binaries that rule paths link to.
+    multi_call: BTreeSet<String>,
     key: [u64; 2],
     resolver: &'a dyn PathResolver,
     policies: &'a CompiledPolicySet,
@@ -97,6 +112,7 @@ impl KernelRuleSet {
     ) -> KernelRuleSet {
         let mut b = Builder {
             set: KernelRuleSet::default(),
+            multi_call: BTreeSet::new(),
             key,
             resolver,
             policies,
@@ -115,6 +131,7 @@ impl KernelRuleSet {
         b.path_classes(catalog, &meta);
         b.item_classes(catalog, &meta);
         b.policy_setid(catalog, &meta);
+        b.mark_multi_call();
         b.set
     }
 
@@ -421,10 +438,28 @@ impl Builder<'_> {
     }
 
     fn source_hash(&mut self, executable: Option<&str>, policy: &str) -> Option<u64> {
-        match executable {
-            None => Some(ANY_SOURCE),
-            Some(exe) => self.kernel_hash(exe, policy, &format!("fromSource {exe}")),
+        let Some(exe) = executable else {
+            return Some(ANY_SOURCE);
+        };
+        let real = self.resolver.real_path(exe);
+        if let ExecPath::Applet { binary: b, .. } | ExecPath::MultiCall(b) =
+            multi_call::classify(exe, real)
+        {
+            self.warn(
+                policy,
+                &format!("fromSource {exe}"),
+                format!("{exe} runs the multi-call binary {b}: the rule applies to every process running {b}, whichever applet"),
+            );
         }
+        self.kernel_hash(exe, policy, &format!("fromSource {exe}"))
+    }
+
+    fn warn(&mut self, policy: &str, rule: &str, reason: String) {
+        self.set.warnings.push(SkippedRule {
+            policy: policy.to_owned(),
+            rule: rule.to_owned(),
+            reason,
+        });
     }
 
     fn policy_name(&self, id: PolicyId) -> String {
@@ -492,6 +527,9 @@ impl Builder<'_> {
     ) {
         let policy = self.policy_name(rule.policy_id);
         match matcher {
+            PathMatcher::Exact(path) if class == CLASS_PROCESS => {
+                self.process_path(path, value, source, &policy);
+            }
             PathMatcher::Exact(path) => {
                 if let Some(h) = self.kernel_hash(path, &policy, path) {
                     self.add((source, h, class, MATCH_EXACT), value);
@@ -561,6 +599,7 @@ impl Builder<'_> {
     }
 }
 
+mod applets;
 #[cfg(test)]
 mod shipped_policies;
 #[cfg(test)]

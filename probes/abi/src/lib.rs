@@ -109,8 +109,9 @@ pub struct AgentState {
 /// Program names in the BPF object and the kernel hook each one attaches to.
 pub mod programs {
     /// `(program, hook)` for BPF-LSM programs.
-    pub const LSM: [(&str, &str); 8] = [
+    pub const LSM: [(&str, &str); 9] = [
         ("record_exec", "bprm_committed_creds"),
+        ("check_exec_args", "bprm_committed_creds"),
         ("deny_setuid", "task_fix_setuid"),
         ("deny_setgid", "task_fix_setgid"),
         ("check_exec", "bprm_check_security"),
@@ -154,6 +155,10 @@ pub struct KernelOffsets {
     pub cred_gid: u32,
     pub cred_egid: u32,
     pub cred_fsgid: u32,
+    /// `linux_binprm.p`: where the argument strings start (the new stack).
+    pub binprm_p: u32,
+    /// `linux_binprm.argc`.
+    pub binprm_argc: u32,
     pub _pad: u32,
 }
 
@@ -172,6 +177,8 @@ impl KernelOffsets {
         cred_gid: 0,
         cred_egid: 0,
         cred_fsgid: 0,
+        binprm_p: 0,
+        binprm_argc: 0,
         _pad: 0,
     };
 }
@@ -246,6 +253,44 @@ pub const MATCH_ITEM: u32 = 4;
 /// `target` 0: the class (for this source) is in allow-list mode; the value holds
 /// the default posture per slot.
 pub const MATCH_ALLOW_LIST: u32 = 5;
+/// The hash of an applet name (the last component of the name execve was given,
+/// e.g. `wget`): process rules on a link to a multi-call binary. They apply only
+/// when the executable run is marked with [`MATCH_MULTI_CALL`].
+pub const MATCH_APPLET: u32 = 6;
+/// The hash of a multi-call binary's path (e.g. `/bin/busybox`), source
+/// [`ANY_SOURCE`]: an exec of this file is also matched by its [`MATCH_APPLET`]
+/// name. Present only while some applet rule exists; the value is unused.
+pub const MATCH_MULTI_CALL: u32 = 7;
+
+/// Multi-call programs, by file name prefix (as busybox itself tests its name):
+/// run through a link, they run the applet the link is named after; run as
+/// themselves, the one the next argument names (`busybox wget`).
+pub const MULTI_CALL_PROGRAMS: [&str; 2] = ["busybox", "toybox"];
+/// [`MULTI_CALL_PROGRAMS`] for the probes: each name's bytes as a little-endian
+/// word, and its length (at most 8).
+pub const MULTI_CALL_WORDS: [(u64, u32); 2] = [
+    name_word(MULTI_CALL_PROGRAMS[0]),
+    name_word(MULTI_CALL_PROGRAMS[1]),
+];
+
+const fn name_word(name: &str) -> (u64, u32) {
+    let bytes = name.as_bytes();
+    assert!(bytes.len() <= 8);
+    let mut word = 0u64;
+    let mut i = 0;
+    while i < bytes.len() {
+        word |= (bytes[i] as u64) << (8 * i);
+        i += 1;
+    }
+    (word, bytes.len() as u32)
+}
+/// Arguments followed through a multi-call program run as itself
+/// (`busybox busybox wget`); a longer chain is denied under applet rules.
+pub const MULTI_CALL_DISPATCH_DEPTH: u32 = 4;
+/// `DecisionEvent::detail[0]` of an exec decided after commit by the applet its
+/// arguments name (the process is killed under Block): `invoked` holds that
+/// argument as given, not a path.
+pub const EXEC_BY_ARGUMENTS: u32 = 1;
 
 /// Key of the `RULES` map.
 #[repr(C)]
@@ -628,6 +673,9 @@ pub struct DecisionEvent {
     pub parent_exe: ExePath,
     /// The file or executable acted on (process and file classes).
     pub target: ExePath,
+    /// For an exec of a multi-call binary (`MATCH_MULTI_CALL`): the name execve was
+    /// given (`bprm->filename`, as given: it may be relative); else empty.
+    pub invoked: ExePath,
 }
 
 impl DecisionEvent {
@@ -653,14 +701,14 @@ impl ExecEvent {
 }
 
 const _: () = assert!(core::mem::size_of::<ExePath>() == 8 + PATH_CAP);
-const _: () = assert!(core::mem::size_of::<DecisionEvent>() == 56 + 3 * (8 + PATH_CAP));
+const _: () = assert!(core::mem::size_of::<DecisionEvent>() == 56 + 4 * (8 + PATH_CAP));
 const _: () = assert!(core::mem::size_of::<RuleKey>() == 32);
 const _: () = assert!(core::mem::size_of::<RuleValue>() == 16);
 const _: () = assert!(core::mem::size_of::<PrefixKey>() == 16);
 const _: () = assert!(core::mem::size_of::<GlobRule>() == 2 * GLOB_CAP + 8 + 16);
 const _: () = assert!(core::mem::size_of::<GlobRule>().is_multiple_of(8));
 const _: () = assert!(core::mem::size_of::<GlobList>() == 8 + GLOBS_PER_KEY * (2 * GLOB_CAP + 24));
-const _: () = assert!(core::mem::size_of::<KernelOffsets>() == 56);
+const _: () = assert!(core::mem::size_of::<KernelOffsets>() == 64);
 const _: () = assert!(core::mem::size_of::<ExecEvent>() == 24 + 8 + PATH_CAP);
 
 // ------------------------------------------------------------------ path hashing
@@ -809,6 +857,14 @@ mod user {
 
 #[cfg(test)]
 mod tests {
+    #[test]
+    fn multi_call_words_hold_the_names() {
+        for ((word, len), name) in MULTI_CALL_WORDS.iter().zip(MULTI_CALL_PROGRAMS) {
+            assert_eq!(*len as usize, name.len());
+            assert_eq!(&word.to_le_bytes()[..name.len()], name.as_bytes());
+        }
+    }
+
     use super::*;
 
     #[test]

@@ -1,15 +1,17 @@
 //! Process execution (`bprm_check_security`): the executable about to run is
-//! matched as a path of class `CLASS_PROCESS`.
+//! matched as a path of class `CLASS_PROCESS`; an exec of a multi-call binary also
+//! by the applet it runs ([`crate::applet`]).
 
 use aya_ebpf::{bindings::path, macros::lsm, programs::LsmContext};
-use edgearmor_probe_abi::{CLASS_PROCESS, SLOT_READ};
+use edgearmor_probe_abi::{ACTION_BLOCK, CLASS_PROCESS, SLOT_READ};
 
 use crate::{
+    applet::{deny_unreadable, hand_over, merge_applet},
     identity::current_identity,
-    maps::{SLOT_CHECK_EXEC, active_generation, offsets},
+    maps::{SLOT_CHECK_APPLET, SLOT_CHECK_EXEC, active_generation, offsets},
     matchers::{EACCES, enforce, match_path, settle_path},
     path::resolve,
-    report::report,
+    report::report_paths,
 };
 
 /// `bprm_check_security(struct linux_binprm *bprm)`: `fromSource` is the process
@@ -41,16 +43,30 @@ pub fn check_exec(ctx: LsmContext) -> i32 {
     let Some(walk) = match_path(CLASS_PROCESS, generation, source, SLOT_CHECK_EXEC, len) else {
         return 0;
     };
+    let own_rules = (walk.sourced, walk.anyone);
+    let invoked = merge_applet(bprm, walk, generation, source);
     settle_path(SLOT_CHECK_EXEC);
+    if invoked.marked
+        && walk.verdicts[SLOT_READ].action != ACTION_BLOCK
+        && !hand_over(bprm, invoked.applet, generation, source, own_rules)
+    {
+        deny_unreadable(walk);
+        settle_path(SLOT_CHECK_EXEC);
+    }
     let verdict = walk.verdicts[SLOT_READ];
+    let invoked_slot = if invoked.marked {
+        SLOT_CHECK_APPLET
+    } else {
+        u32::MAX
+    };
     enforce(&verdict, EACCES, |outcome| {
-        report(
+        report_paths(
             CLASS_PROCESS,
             outcome,
             &verdict,
             source,
             [0; 4],
-            SLOT_CHECK_EXEC,
+            [SLOT_CHECK_EXEC, invoked_slot],
         )
     })
 }

@@ -6,6 +6,8 @@
 //! rebuilding a path.
 //!
 //! - [`identity`]: `record_exec`, `inherit_identity`, and monitor-only `watch_exec`.
+//! - [`applet`]: exec rules on the applets of multi-call binaries (busybox), by the
+//!   invoked name in `check_exec` and by the arguments in `check_exec_args`.
 //! - [`exec`] (`check_exec`, `bprm_check_security`), [`file`] (`check_open`,
 //!   `file_open`; `check_unlink`, `path_unlink`): resolve the target path once, walk
 //!   it byte by byte ([`path`]: one keyed hash pass yields the path's and every
@@ -25,6 +27,7 @@
 #![no_std]
 #![no_main]
 
+mod applet;
 mod capable;
 mod exec;
 mod file;

@@ -28,7 +28,12 @@ pub(crate) const SLOT_CHECK_UNLINK: u32 = 3;
 pub(crate) const SLOT_CHECK_SOCKET: u32 = 4;
 pub(crate) const SLOT_CHECK_CAPABLE: u32 = 5;
 pub(crate) const SLOT_CHECK_SETID: u32 = 6;
-const SLOTS: u32 = 7;
+/// Multi-call binaries (`applet`): the name an exec was invoked by; the argument
+/// naming the applet, and the executable, after commit.
+pub(crate) const SLOT_CHECK_APPLET: u32 = 7;
+pub(crate) const SLOT_ARGS_APPLET: u32 = 8;
+pub(crate) const SLOT_ARGS_EXE: u32 = 9;
+const SLOTS: u32 = 10;
 
 #[unsafe(no_mangle)]
 static KERNEL_OFFSETS: KernelOffsets = KernelOffsets::ZERO;

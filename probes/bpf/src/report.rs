@@ -25,6 +25,27 @@ pub(crate) fn report(
     detail: [u32; 4],
     target_slot: u32,
 ) {
+    report_paths(
+        class,
+        outcome,
+        verdict,
+        source,
+        detail,
+        [target_slot, u32::MAX],
+    );
+}
+
+/// [`report`] with the target's and the invoked name's path buffers (`u32::MAX`:
+/// none).
+#[inline(always)]
+pub(crate) fn report_paths(
+    class: u32,
+    outcome: u32,
+    verdict: &Verdict,
+    source: u64,
+    detail: [u32; 4],
+    [target_slot, invoked_slot]: [u32; 2],
+) {
     let Some(mut entry) = EVENTS.reserve::<DecisionEvent>(0) else {
         count_drop();
         return;
@@ -61,6 +82,10 @@ pub(crate) fn report(
         match scratch(target_slot) {
             Some(src) if target_slot != u32::MAX => copy_path(&mut (*ev).target, src),
             _ => clear_path(&mut (*ev).target),
+        }
+        match scratch(invoked_slot) {
+            Some(src) if invoked_slot != u32::MAX => copy_path(&mut (*ev).invoked, src),
+            _ => clear_path(&mut (*ev).invoked),
         }
     }
     entry.submit(0);

@@ -55,7 +55,11 @@ fn main() {
         };
         match op.as_str() {
             "noop" => return,
-            "exec" => return report(exec_noop(target)),
+            "exec" => return report(exec_noop(target, target)),
+            // exec-as PATH ARGV0: as exec, with another argv[0] (`exec -a`).
+            "exec-as" => {
+                return report(exec_noop(target, all.get(2).map_or(target, String::as_str)));
+            }
             "read" => return report(open_file(target, false)),
             "write" => return report(open_file(target, true)),
             "unlink" => return report(unlink(target)),
@@ -163,10 +167,12 @@ fn last_errno() -> i32 {
     std::io::Error::last_os_error().raw_os_error().unwrap_or(0)
 }
 
-/// Forks and execs `path noop`; `(0, 0)` when it ran, `(-1, errno)` when the exec
-/// was refused (the child reports the errno as its exit status).
-fn exec_noop(path: &str) -> (i64, i32) {
-    let Ok(c_path) = std::ffi::CString::new(path) else {
+/// Forks and execs `path` as `argv0 noop`; `(status, 0)` when it ran, `(-1, errno)`
+/// when the exec was refused (the child reports the errno as its exit status),
+/// `(-signal, 0)` when it was killed.
+fn exec_noop(path: &str, argv0: &str) -> (i64, i32) {
+    let (Ok(c_path), Ok(c_argv0)) = (std::ffi::CString::new(path), std::ffi::CString::new(argv0))
+    else {
         return (-1, libc::EINVAL);
     };
     let noop = c"noop";
@@ -174,7 +180,7 @@ fn exec_noop(path: &str) -> (i64, i32) {
     match unsafe { libc::fork() } {
         -1 => (-1, last_errno()),
         0 => {
-            let argv = [c_path.as_ptr(), noop.as_ptr(), std::ptr::null()];
+            let argv = [c_argv0.as_ptr(), noop.as_ptr(), std::ptr::null()];
             // SAFETY: argv is a NULL-terminated array of valid C strings.
             unsafe {
                 libc::execv(c_path.as_ptr(), argv.as_ptr());
@@ -185,6 +191,10 @@ fn exec_noop(path: &str) -> (i64, i32) {
             let mut status = 0;
             // SAFETY: waits for the child we just created.
             unsafe { libc::waitpid(child, &mut status, 0) };
+            if libc::WIFSIGNALED(status) {
+                // Killed (a multi-call applet stopped after its exec): -signal.
+                return (-i64::from(libc::WTERMSIG(status)), 0);
+            }
             let code = libc::WEXITSTATUS(status);
             if code >= 100 {
                 (-1, code - 100)
@@ -335,7 +345,7 @@ fn loop_exec(args: &[String]) {
         {
             let _ = std::fs::rename(staged, file);
         }
-        match exec_noop(path) {
+        match exec_noop(path, path) {
             (0, 0) => {
                 passed += 1;
                 if first_passed == 0 {
