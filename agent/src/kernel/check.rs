@@ -215,7 +215,7 @@ pub fn check_live(host: &dyn HostKernel) -> Vec<CheckLine> {
             );
             lines.push(
                 // Nothing pinned: `check` must not touch a running agent's state.
-                match crate::kernel::loader::load(host, &btf, [0, 0], Default::default(), None) {
+                match crate::kernel::loader::load(&btf, [0, 0], Default::default(), None) {
                     Ok(probes) if !probes.degraded.is_empty() => line(
                         "attach",
                         CheckStatus::Warn,

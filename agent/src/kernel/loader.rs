@@ -1,15 +1,17 @@
 //! Loads the embedded BPF object into the kernel: kernel offsets and the path-hash key
-//! as globals, the rule tables filled before anything attaches, then the programs,
-//! then the identity of processes that were already running. The rule tables are
+//! as globals, the rule tables filled before anything attaches, then the identity
+//! programs, then the identity of the tasks that were already running (a task
+//! iterator), then the enforcing programs. The rule tables are
 //! [`super::policy_maps`]'s, the pins [`super::pins`]'.
 
+use std::io::Read;
 use std::path::Path;
 
-use aya::maps::{Array, HashMap, MapData, PerCpuArray, RingBuf};
+use aya::maps::{Array, MapData, PerCpuArray, RingBuf};
 use aya::programs::links::FdLink;
-use aya::programs::{BtfTracePoint, Lsm, ProgramError};
+use aya::programs::{BtfTracePoint, Iter, Lsm, ProgramError};
 use aya::{Btf, Ebpf, EbpfError, EbpfLoader};
-use edgearmor_probe_abi::{AgentState, ExePath, names, path_hash, programs};
+use edgearmor_probe_abi::{AgentState, names, programs};
 use sha2::{Digest, Sha256};
 
 use crate::host::HostKernel;
@@ -53,7 +55,8 @@ pub struct LoadedProbes {
     pub attached: AttachedProbes,
     pub events: KernelEvents,
     pub policy: PolicyMaps,
-    pub seeded_processes: usize,
+    /// Tasks that were running before the probes and got their identity at load.
+    pub identified_tasks: usize,
     /// Optional hooks this kernel refused, each with what that costs.
     pub degraded: Vec<String>,
     /// State pinned by an earlier agent was taken over.
@@ -192,7 +195,10 @@ fn open_object(
         })
         .unwrap_or_default();
     let mut loader = EbpfLoader::new();
+    // `TASK_IDENTITY` (task storage) has no typed wrapper in aya; it is only created,
+    // pinned and adopted, never read from user space.
     loader
+        .allow_unsupported_maps()
         .override_global(names::KERNEL_OFFSETS, &offsets, true)
         .override_global(names::PATH_HASH_KEY, &key, true);
     for (name, path) in &pins {
@@ -218,7 +224,6 @@ fn open_object(
 /// are replaced atomically, and its links are replaced only after the new programs
 /// are attached, so there is no moment without enforcement.
 pub fn load(
-    host: &dyn HostKernel,
     btf: &KernelBtf,
     key: [u64; 2],
     rules: KernelRuleSet,
@@ -237,7 +242,17 @@ pub fn load(
             detail: e.to_string(),
         })?;
 
-    let (links, degraded) = attach_all(&mut ebpf, &aya_btf)?;
+    // Identities before enforcement: a hook never decides on a task the iterator has
+    // not reached yet.
+    let mut degraded = Vec::new();
+    let mut links = attach_lsm(&mut ebpf, &aya_btf, &programs::IDENTITY, &mut degraded)?;
+    let identified_tasks = identify_running(&mut ebpf, &aya_btf)?;
+    links.extend(attach_lsm(
+        &mut ebpf,
+        &aya_btf,
+        &programs::LSM,
+        &mut degraded,
+    )?);
     let links = match pin_dir {
         Some(dir) => {
             pin_links(dir, links)?;
@@ -246,7 +261,6 @@ pub fn load(
         None => links.into_iter().map(|(_, link)| link).collect(),
     };
 
-    let seeded_processes = seed_identities(&mut ebpf, host, &key)?;
     let events = enforcing_events(&mut ebpf, key, pin_dir.is_some(), adopting)?;
     Ok(LoadedProbes {
         attached: AttachedProbes {
@@ -255,7 +269,7 @@ pub fn load(
         },
         events,
         policy,
-        seeded_processes,
+        identified_tasks,
         degraded,
         adopted: adopting,
     })
@@ -264,21 +278,16 @@ pub fn load(
 /// Each attached program's name and link.
 type NamedLinks = Vec<(&'static str, FdLink)>;
 
-/// Attaches every program: the tracepoints, then the LSM hooks. An optional hook this
-/// kernel refuses is left out and described in the second list.
-fn attach_all(
+/// Attaches the LSM programs of `list`, in order. An optional hook this kernel
+/// refuses is left out and described in `degraded`.
+fn attach_lsm(
     ebpf: &mut Ebpf,
     aya_btf: &Btf,
-) -> Result<(NamedLinks, Vec<String>), EnforcementUnavailable> {
+    list: &[(&'static str, &'static str)],
+    degraded: &mut Vec<String>,
+) -> Result<NamedLinks, EnforcementUnavailable> {
     let mut links = Vec::new();
-    for (program, tracepoint) in programs::BTF_TRACEPOINTS {
-        links.push((
-            program,
-            attach_btf_tracepoint(ebpf, aya_btf, program, tracepoint)?,
-        ));
-    }
-    let mut degraded = Vec::new();
-    for (program, hook) in programs::LSM {
+    for &(program, hook) in list {
         let prog: &mut Lsm = program_of(ebpf, program, hook)?;
         if let Err(e) = prog.load(hook, aya_btf) {
             let failure = program_failure(program, hook, e);
@@ -299,7 +308,37 @@ fn attach_all(
             .map_err(|e| program_failure(program, hook, e))?;
         links.push((program, FdLink::from(link)));
     }
-    Ok((links, degraded))
+    Ok(links)
+}
+
+/// Runs the task iterator that gives every task without an identity (one that
+/// started before the probes) its executable's; returns how many it identified.
+/// Called once `inherit_identity` is attached: a task the iterator does not visit
+/// was created after that, and inherited an identity. Harmless when adopting (tasks
+/// that have one keep it).
+fn identify_running(ebpf: &mut Ebpf, aya_btf: &Btf) -> Result<usize, EnforcementUnavailable> {
+    let (program, iterator) = programs::IDENTIFY_RUNNING;
+    let prog: &mut Iter = program_of(ebpf, program, iterator)?;
+    prog.load(iterator, aya_btf)
+        .map_err(|e| program_failure(program, iterator, e))?;
+    let id = prog
+        .attach()
+        .map_err(|e| program_failure(program, iterator, e))?;
+    let link = prog
+        .take_link(id)
+        .map_err(|e| program_failure(program, iterator, e))?;
+    let failed = |detail: String| EnforcementUnavailable::Failed {
+        step: format!("running the {program} task iterator"),
+        errno: None,
+        detail,
+    };
+    let mut output = link.into_file().map_err(|e| failed(e.to_string()))?;
+    // One byte per task identified.
+    let mut identified = Vec::new();
+    output
+        .read_to_end(&mut identified)
+        .map_err(|e| failed(e.to_string()))?;
+    Ok(identified.len())
 }
 
 /// The decision ring buffer and its drop counter; with pins, the counter starts from
@@ -418,49 +457,6 @@ pub fn load_monitor(
         },
         events,
     })
-}
-
-/// Gives processes that started before the probes their identity. Runs after attach
-/// and never overwrites (`BPF_NOEXIST`): an exec seen by the kernel is fresher than
-/// what /proc said a moment ago.
-fn seed_identities(
-    ebpf: &mut Ebpf,
-    host: &dyn HostKernel,
-    key: &[u64; 2],
-) -> Result<usize, EnforcementUnavailable> {
-    const BPF_NOEXIST: u64 = 1;
-    let mut seeded = 0;
-    let running = host.process_executables();
-    {
-        let map = ebpf
-            .map_mut(names::EXE_PATHS)
-            .ok_or_else(|| map_failure(names::EXE_PATHS, "missing"))?;
-        let mut paths: HashMap<_, u64, ExePath> =
-            HashMap::try_from(map).map_err(|e| map_failure(names::EXE_PATHS, e))?;
-        for (_, exe) in &running {
-            let bytes = exe.as_os_str().as_encoded_bytes();
-            if let Some(path) = ExePath::from_bytes(bytes) {
-                let _ = paths.insert(path_hash(key, bytes), path, 0);
-            }
-        }
-    }
-    let map = ebpf
-        .map_mut(names::PROC_IDENTITY)
-        .ok_or_else(|| map_failure(names::PROC_IDENTITY, "missing"))?;
-    let mut identity: HashMap<_, u32, u64> =
-        HashMap::try_from(map).map_err(|e| map_failure(names::PROC_IDENTITY, e))?;
-    for (tgid, exe) in &running {
-        let bytes = exe.as_os_str().as_encoded_bytes();
-        let hash = if bytes.len() < edgearmor_probe_abi::PATH_CAP {
-            path_hash(key, bytes)
-        } else {
-            0
-        };
-        if identity.insert(tgid, hash, BPF_NOEXIST).is_ok() {
-            seeded += 1;
-        }
-    }
-    Ok(seeded)
 }
 
 #[cfg(test)]

@@ -35,6 +35,7 @@ mod path;
 mod report;
 mod setid;
 mod socket;
+mod task_storage;
 
 #[cfg(not(test))]
 #[panic_handler]

@@ -156,7 +156,7 @@ fn start_kernel<'h>(
     pin_dir: Option<PathBuf>,
 ) -> Result<KernelStart<'h>, StartError> {
     let enforcing = readiness::check_kernel(host)
-        .and_then(|btf| loader::load(host, &btf, key, kernel_set, pin_dir.as_deref()));
+        .and_then(|btf| loader::load(&btf, key, kernel_set, pin_dir.as_deref()));
     let probes = match enforcing {
         Ok(probes) => probes,
         Err(e) if config.enforcement == Enforcement::Required => {
@@ -188,10 +188,10 @@ fn start_kernel<'h>(
         maps: Some(probes.policy),
         enforcement: Ok(()),
         ready: format!(
-            "enforcing on kernel {} (probes sha256 {}, {} running processes identified{notes}",
+            "enforcing on kernel {} (probes sha256 {}, {} running tasks identified{notes}",
             host.release(),
             loader::probes_sha256(),
-            probes.seeded_processes
+            probes.identified_tasks
         ),
     })
 }
