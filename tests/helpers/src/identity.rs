@@ -217,37 +217,51 @@ pub fn serve(args: &[String]) {
     }
 }
 
-/// `spawn-until GO PATH`: forks a child every 10 ms until GO exists. Each child
-/// waits for GO, reads PATH and prints `EA-SPAWNED pid=.. forked_ns=.. rc=.. errno=..`
-/// (forked_ns: CLOCK_BOOTTIME when it was forked); then `EA-SPAWNER children=N`.
+/// `spawn-until GO PATH...`: forks a child every 10 ms (at most 200) until GO exists.
+/// Each child blocks on a pipe until the spawner sees GO, then reads each PATH and
+/// prints `EA-SPAWNED pid=.. forked_ns=.. PATH=RC/ERRNO...` (forked_ns:
+/// CLOCK_BOOTTIME when it was forked); then `EA-SPAWNER children=N`.
 pub fn spawn_until(args: &[String]) {
-    let (Some(go), Some(path)) = (args.first(), args.get(1)) else {
-        usage()
-    };
+    let Some(go) = args.first() else { usage() };
+    let paths: Vec<(String, CString)> = args[1..].iter().map(|p| (p.clone(), c_path(p))).collect();
     let go = Path::new(go);
-    let path = c_path(path);
+    let mut fds = [0; 2];
+    // SAFETY: creates a pipe into `fds`.
+    if unsafe { libc::pipe(fds.as_mut_ptr()) } != 0 {
+        eprintln!("setid-probe: pipe: {}", std::io::Error::last_os_error());
+        std::process::exit(3);
+    }
     let deadline = Instant::now() + Duration::from_secs(300);
     println!("EA-SPAWNER-START pid={}", getpid());
     let _ = std::io::stdout().flush();
     let mut children = Vec::new();
     while !go.exists() && Instant::now() < deadline {
-        let forked_ns = boot_ns();
-        let pid = fork_run(|| {
-            while !go.exists() && Instant::now() < deadline {
-                std::thread::sleep(Duration::from_millis(20));
+        if children.len() < 200 {
+            let forked_ns = boot_ns();
+            let pid = fork_run(|| {
+                let mut byte = 0u8;
+                // SAFETY: closes the child's write end, then blocks until the
+                // spawner closes its own (EOF).
+                unsafe {
+                    libc::close(fds[1]);
+                    libc::read(fds[0], &mut byte as *mut u8 as *mut libc::c_void, 1);
+                }
+                let mut line = format!("EA-SPAWNED pid={} forked_ns={forked_ns}", getpid());
+                for (name, path) in &paths {
+                    let (rc, errno) = open_close(path);
+                    line.push_str(&format!(" {name}={rc}/{errno}"));
+                }
+                println!("{line}");
+                let _ = std::io::stdout().flush();
+            });
+            if pid > 0 {
+                children.push(pid);
             }
-            let (rc, errno) = open_close(&path);
-            println!(
-                "EA-SPAWNED pid={} forked_ns={forked_ns} rc={rc} errno={errno}",
-                getpid()
-            );
-            let _ = std::io::stdout().flush();
-        });
-        if pid > 0 {
-            children.push(pid);
         }
         std::thread::sleep(Duration::from_millis(10));
     }
+    // SAFETY: closes the write end: every child's read returns.
+    unsafe { libc::close(fds[1]) };
     for pid in &children {
         reap(*pid);
     }

@@ -29,7 +29,7 @@ id_cmd() {
 # forking children until the agent is ready.
 /usr/bin/ea-protected serve /tmp/identity-cmd > /tmp/identity-p.out 2>&1 &
 p=$!
-/usr/bin/ea-protected spawn-until /tmp/identity-go /etc/ea-secret > /tmp/identity-spawn.out 2>&1 &
+/usr/bin/ea-protected spawn-until /tmp/identity-go /etc/ea-secret /etc/ea-key > /tmp/identity-spawn.out 2>&1 &
 spawner=$!
 id_wait /tmp/identity-p.out EA-SERVE
 id_wait /tmp/identity-spawn.out EA-SPAWNER-START
