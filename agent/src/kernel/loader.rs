@@ -246,6 +246,11 @@ pub fn load(
     // not reached yet.
     let mut degraded = Vec::new();
     let mut links = attach_lsm(&mut ebpf, &aya_btf, &programs::IDENTITY, &mut degraded)?;
+    let (program, tracepoint) = programs::IDENTITY_CATCH_UP;
+    links.push((
+        program,
+        attach_btf_tracepoint(&mut ebpf, &aya_btf, program, tracepoint)?,
+    ));
     let identified_tasks = identify_running(&mut ebpf, &aya_btf)?;
     links.extend(attach_lsm(
         &mut ebpf,
@@ -312,33 +317,42 @@ fn attach_lsm(
 }
 
 /// Runs the task iterator that gives every task without an identity (one that
-/// started before the probes) its executable's; returns how many it identified.
-/// Called once `inherit_identity` is attached: a task the iterator does not visit
-/// was created after that, and inherited an identity. Harmless when adopting (tasks
-/// that have one keep it).
+/// started before the probes) its executable's, twice (why twice, and why no fork
+/// escapes: the `identity` probes' overview); returns how many tasks it identified.
+/// Harmless when adopting: tasks that have an identity keep it.
 fn identify_running(ebpf: &mut Ebpf, aya_btf: &Btf) -> Result<usize, EnforcementUnavailable> {
     let (program, iterator) = programs::IDENTIFY_RUNNING;
     let prog: &mut Iter = program_of(ebpf, program, iterator)?;
     prog.load(iterator, aya_btf)
-        .map_err(|e| program_failure(program, iterator, e))?;
-    let id = prog
-        .attach()
-        .map_err(|e| program_failure(program, iterator, e))?;
-    let link = prog
-        .take_link(id)
         .map_err(|e| program_failure(program, iterator, e))?;
     let failed = |detail: String| EnforcementUnavailable::Failed {
         step: format!("running the {program} task iterator"),
         errno: None,
         detail,
     };
-    let mut output = link.into_file().map_err(|e| failed(e.to_string()))?;
-    // One byte per task identified.
-    let mut identified = Vec::new();
-    output
-        .read_to_end(&mut identified)
-        .map_err(|e| failed(e.to_string()))?;
-    Ok(identified.len())
+    let mut identified = 0;
+    for _pass in 0..2 {
+        let id = prog
+            .attach()
+            .map_err(|e| program_failure(program, iterator, e))?;
+        let link = prog
+            .take_link(id)
+            .map_err(|e| program_failure(program, iterator, e))?;
+        let mut output = Vec::new();
+        link.into_file()
+            .map_err(|e| failed(e.to_string()))?
+            .read_to_end(&mut output)
+            .map_err(|e| failed(e.to_string()))?;
+        let not_stored = output.iter().filter(|b| **b == programs::NOT_STORED).count();
+        if not_stored > 0 {
+            // Those tasks would act as "unknown" and escape their fromSource rules.
+            return Err(failed(format!(
+                "the kernel could not store the identity of {not_stored} running tasks"
+            )));
+        }
+        identified += output.len();
+    }
+    Ok(identified)
 }
 
 /// The decision ring buffer and its drop counter; with pins, the counter starts from

@@ -88,9 +88,17 @@ pub mod programs {
         ("record_exec", "bprm_committed_creds"),
         ("inherit_identity", "task_alloc"),
     ];
+    /// `(program, tracepoint)`: inheritance for the forks that passed `task_alloc`
+    /// just before `inherit_identity` was attached.
+    pub const IDENTITY_CATCH_UP: (&str, &str) = ("inherit_in_flight", "sched_process_fork");
     /// `(program, iterator)`: a task iterator giving every task that has no identity
-    /// yet (it started before the probes) the identity of its executable.
+    /// yet (it started before the probes) the identity of its executable; run twice,
+    /// after the programs above are attached.
     pub const IDENTIFY_RUNNING: (&str, &str) = ("identify_running", "task");
+    /// What `identify_running` writes per task it identified, and per task whose
+    /// identity the kernel could not store.
+    pub const IDENTIFIED: u8 = b'+';
+    pub const NOT_STORED: u8 = b'!';
     /// `(program, hook)` for the enforcing BPF-LSM programs.
     pub const LSM: [(&str, &str); 7] = [
         ("deny_setuid", "task_fix_setuid"),

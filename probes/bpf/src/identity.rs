@@ -9,11 +9,20 @@
 //!   task starts with the identity of the task creating it. A creator that has none
 //!   yet (it ran before the probes) is identified from its executable on the spot,
 //!   so no task created after this hook attached goes without one.
-//! - `identify_running` (a task iterator the agent runs once this hook is attached):
-//!   gives every task still without an identity (started before the probes) the one
-//!   of its executable. Together with `inherit_identity` no fork can escape: a task
-//!   either existed when the iterator started (and is visited, its PID never changes)
-//!   or was created after the hook attached.
+//! - `inherit_in_flight` (`sched_process_fork`, when a new task is complete but has
+//!   not run yet): a task whose `task_alloc` ran just before `inherit_identity` was
+//!   attached gets its creator's identity here.
+//! - `identify_running` (a task iterator the agent runs twice once both are
+//!   attached): gives every task still without an identity (started before the
+//!   probes) the one of its executable.
+//!
+//! Why no fork escapes: a task created after `inherit_identity` attached inherits. One
+//! whose `task_alloc` came before either reaches `sched_process_fork` after
+//! `inherit_in_flight` attached (and inherits there, if its creator has an identity
+//! by then), or was complete, so visible by PID, before the iterator started, and is
+//! visited. A creator without an identity at that point had not been visited yet;
+//! the new task is then visited by the first pass unless PIDs wrapped past the
+//! iterator, and by the second in any case (it was visible before the first ended).
 //! - `watch_exec` (`sched_process_exec`): monitor-only mode's exec reports.
 //!
 //! The hot hooks then resolve "which executable is this" (`fromSource`) with one
@@ -30,7 +39,10 @@ use aya_ebpf::{
     macros::{btf_tracepoint, lsm},
     programs::{BtfTracePointContext, LsmContext},
 };
-use edgearmor_probe_abi::{ExecEvent, KernelOffsets, PATH_CAP};
+use edgearmor_probe_abi::{
+    ExecEvent, KernelOffsets, PATH_CAP,
+    programs::{IDENTIFIED, NOT_STORED},
+};
 
 use crate::{
     maps::{
@@ -181,10 +193,28 @@ pub fn inherit_identity(ctx: LsmContext) -> i32 {
     0
 }
 
+/// `sched_process_fork(struct task_struct *parent, struct task_struct *child)`: the
+/// child of a fork that passed `task_alloc` before `inherit_identity` was attached
+/// has no identity; it gets its creator's (one lookup for every other fork).
+#[btf_tracepoint(function = "sched_process_fork")]
+pub fn inherit_in_flight(ctx: BtfTracePointContext) -> i32 {
+    let child: *mut task_struct = ctx.arg(1);
+    // SAFETY: BTF-typed task pointers (the tracepoint's argument, the current task).
+    unsafe {
+        if TASK_IDENTITY.get(child).is_some() {
+            return 0;
+        }
+        if let Some(hash) = TASK_IDENTITY.get(current_task()) {
+            let _ = TASK_IDENTITY.get_or_insert(child, hash);
+        }
+    }
+    0
+}
+
 /// `iter/task` (`struct bpf_iter__task { struct bpf_iter_meta *meta; struct
-/// task_struct *task; }`): each task without an identity gets its executable's; one
-/// byte is written to the iterator's output per task identified here, so the agent
-/// can say how many there were.
+/// task_struct *task; }`): each task without an identity gets its executable's. One
+/// byte per such task goes to the iterator's output, so the agent can say how many
+/// there were and fail when one could not be stored.
 #[unsafe(no_mangle)]
 #[unsafe(link_section = "iter/task")]
 pub fn identify_running(ctx: *mut c_void) -> i32 {
@@ -203,14 +233,15 @@ pub fn identify_running(ctx: *mut c_void) -> i32 {
     };
     // SAFETY: as above. An exec or fork racing with the iterator has already stored
     // the fresher identity; `get_or_insert` keeps it.
-    if unsafe { TASK_IDENTITY.get_or_insert(task, hash) }.is_some() {
-        let one = 1u8;
-        // SAFETY: `meta->seq` is the iterator's `struct seq_file *` (the first member
-        // of `struct bpf_iter_meta`); one byte of stack is written to it.
-        unsafe {
-            let seq = *(meta as *const *mut aya_ebpf::bindings::seq_file);
-            bpf_seq_write(seq, &one as *const u8 as *const c_void, 1);
-        }
+    let out = match unsafe { TASK_IDENTITY.get_or_insert(task, hash) } {
+        Some(_) => IDENTIFIED,
+        None => NOT_STORED,
+    };
+    // SAFETY: `meta->seq` is the iterator's `struct seq_file *` (the first member of
+    // `struct bpf_iter_meta`); one byte of stack is written to it.
+    unsafe {
+        let seq = *(meta as *const *mut aya_ebpf::bindings::seq_file);
+        bpf_seq_write(seq, &out as *const u8 as *const c_void, 1);
     }
     0
 }

@@ -217,8 +217,9 @@ pub fn serve(args: &[String]) {
     }
 }
 
-/// `spawn-until GO PATH...`: forks a child every 10 ms (at most 200) until GO exists.
-/// Each child blocks on a pipe until the spawner sees GO, then reads each PATH and
+/// `spawn-until GO PATH...`: forks a child every 10 ms (at most 100) until GO exists.
+/// Each child blocks on a pipe; once GO exists the spawner wakes them one at a time,
+/// each reads each PATH and
 /// prints `EA-SPAWNED pid=.. forked_ns=.. PATH=RC/ERRNO...` (forked_ns:
 /// CLOCK_BOOTTIME when it was forked); then `EA-SPAWNER children=N`.
 pub fn spawn_until(args: &[String]) {
@@ -236,12 +237,12 @@ pub fn spawn_until(args: &[String]) {
     let _ = std::io::stdout().flush();
     let mut children = Vec::new();
     while !go.exists() && Instant::now() < deadline {
-        if children.len() < 200 {
+        if children.len() < 100 {
             let forked_ns = boot_ns();
             let pid = fork_run(|| {
                 let mut byte = 0u8;
                 // SAFETY: closes the child's write end, then blocks until the
-                // spawner closes its own (EOF).
+                // spawner writes this child's byte.
                 unsafe {
                     libc::close(fds[1]);
                     libc::read(fds[0], &mut byte as *mut u8 as *mut libc::c_void, 1);
@@ -260,10 +261,16 @@ pub fn spawn_until(args: &[String]) {
         }
         std::thread::sleep(Duration::from_millis(10));
     }
-    // SAFETY: closes the write end: every child's read returns.
-    unsafe { libc::close(fds[1]) };
-    for pid in &children {
-        reap(*pid);
+    // One child at a time (one byte wakes one reader), so their reads do not race
+    // each other: this part is about identities, not about concurrent opens.
+    for _ in &children {
+        // SAFETY: writes one byte from the stack to the pipe, then reaps the child
+        // that took it.
+        unsafe {
+            libc::write(fds[1], b"g".as_ptr() as *const libc::c_void, 1);
+            let mut status = 0;
+            libc::waitpid(-1, &mut status, 0);
+        }
     }
     println!("EA-SPAWNER children={}", children.len());
 }
