@@ -20,15 +20,24 @@ const KEY_POLICY: &str = "hsp-identity-key-only-from-protected";
 const DENIED: (i64, i64) = (-1, 13);
 const ALLOWED: (i64, i64) = (0, 0);
 
-/// `key=value` fields of the first line starting with `prefix`.
-fn fields<'a>(run: &'a Run, prefix: &str) -> HashMap<&'a str, &'a str> {
-    let line = run
-        .log
-        .first_with_prefix(prefix)
-        .unwrap_or_else(|| panic!("{}: no {prefix} line", run.kernel()));
+/// The text after `prefix` on the first console line starting with it.
+fn first<'a>(run: &'a Run, prefix: &str) -> &'a str {
+    run.log
+        .lines
+        .iter()
+        .find_map(|l| l.trim_start().strip_prefix(prefix))
+        .unwrap_or_else(|| panic!("{}: no {prefix} line", run.kernel()))
+}
+
+fn split_fields(line: &str) -> HashMap<&str, &str> {
     line.split_whitespace()
         .filter_map(|f| f.split_once('='))
         .collect()
+}
+
+/// `key=value` fields of the first line starting with `prefix`.
+fn fields<'a>(run: &'a Run, prefix: &str) -> HashMap<&'a str, &'a str> {
+    split_fields(first(run, prefix))
 }
 
 fn num(run: &Run, f: &HashMap<&str, &str>, key: &str) -> i64 {
@@ -122,15 +131,17 @@ pub fn check(run: &Run) {
 /// identified as P.
 fn check_spawned(run: &Run) {
     let k = run.kernel();
-    let start = num(run, &fields_now(run, "identity-agent-start"), "ns");
-    let ready = num(run, &fields_now(run, "identity-agent-ready"), "ns");
+    let now = |label: &str| -> i64 {
+        let text = first(run, &format!("EA-NOW {label} "));
+        text.trim()
+            .parse()
+            .unwrap_or_else(|_| panic!("{k}: EA-NOW {label} {text}"))
+    };
+    let (start, ready) = (now("identity-agent-start"), now("identity-agent-ready"));
     let mut during = 0;
     let mut seen = 0;
     for line in run.log.lines_with_prefix("EA-SPAWNED ") {
-        let f: HashMap<&str, &str> = line
-            .split_whitespace()
-            .filter_map(|f| f.split_once('='))
-            .collect();
+        let f = split_fields(line);
         seen += 1;
         assert_eq!(f.get(SECRET), Some(&"-1/13"), "{k}: spawned child: {line}");
         assert_eq!(f.get(KEY), Some(&"0/0"), "{k}: spawned child: {line}");
@@ -143,14 +154,6 @@ fn check_spawned(run: &Run) {
     assert_eq!(seen, children, "{k}: every spawned child reported");
     assert!(during > 0, "{k}: no child was forked while the agent started");
     eprintln!("{k}: {children} children of P's executable, {during} forked while the agent started");
-}
-
-fn fields_now<'a>(run: &'a Run, label: &str) -> HashMap<&'a str, &'a str> {
-    let line = run
-        .log
-        .first_with_prefix(&format!("EA-NOW {label} "))
-        .unwrap_or_else(|| panic!("{}: no EA-NOW {label}", run.kernel()));
-    HashMap::from([("ns", line.trim())])
 }
 
 /// A process that got P's PID after P exited is not P.
