@@ -343,16 +343,27 @@ fn identify_running(ebpf: &mut Ebpf, aya_btf: &Btf) -> Result<usize, Enforcement
             .map_err(|e| failed(e.to_string()))?
             .read_to_end(&mut output)
             .map_err(|e| failed(e.to_string()))?;
-        let not_stored = output.iter().filter(|b| **b == programs::NOT_STORED).count();
-        if not_stored > 0 {
+        identified += identified_by(&output).map_err(|not_stored| {
             // Those tasks would act as "unknown" and escape their fromSource rules.
-            return Err(failed(format!(
+            failed(format!(
                 "the kernel could not store the identity of {not_stored} running tasks"
-            )));
-        }
-        identified += output.len();
+            ))
+        })?;
     }
     Ok(identified)
+}
+
+/// The tasks one iterator pass identified, from its output (one byte per task); Err:
+/// how many it could not store an identity for.
+fn identified_by(output: &[u8]) -> Result<usize, usize> {
+    let not_stored = output
+        .iter()
+        .filter(|b| **b != programs::IDENTIFIED)
+        .count();
+    if not_stored > 0 {
+        return Err(not_stored);
+    }
+    Ok(output.len())
 }
 
 /// The decision ring buffer and its drop counter; with pins, the counter starts from
@@ -483,5 +494,18 @@ mod tests {
             "helper call is not allowed in probe"
         );
         assert_eq!(super::verifier_reason("just one line"), "just one line");
+    }
+
+    #[test]
+    fn an_identity_the_kernel_could_not_store_fails_the_load() {
+        use edgearmor_probe_abi::programs::{IDENTIFIED, NOT_STORED};
+        assert_eq!(super::identified_by(&[]), Ok(0));
+        assert_eq!(super::identified_by(&[IDENTIFIED; 3]), Ok(3));
+        assert_eq!(
+            super::identified_by(&[IDENTIFIED, NOT_STORED, IDENTIFIED]),
+            Err(1)
+        );
+        // Anything else is not a task identified either.
+        assert_eq!(super::identified_by(&[IDENTIFIED, 0]), Err(1));
     }
 }

@@ -1,11 +1,14 @@
 //! edgearmor's BPF-LSM programs.
 //!
 //! Process identity is captured once per exec (sleepable `bprm_committed_creds`, where
-//! `bpf_d_path` may run), hashed, and inherited across fork, so the hot hooks resolve
-//! "which executable is this" (`fromSource`) with one hash-map lookup instead of
-//! rebuilding a path.
+//! `bpf_d_path` may run), hashed, kept in the task's own task-local storage and
+//! inherited by every new task, so the hot hooks resolve "which executable is this"
+//! (`fromSource`) with one lookup instead of rebuilding a path.
 //!
-//! - [`identity`]: `record_exec`, `inherit_identity`, and monitor-only `watch_exec`.
+//! - [`identity`]: `record_exec`, `inherit_identity` (`task_alloc`),
+//!   `inherit_in_flight` (`sched_process_fork`), the `identify_running` task iterator
+//!   for tasks older than the probes, and monitor-only `watch_exec`;
+//!   [`task_storage`]: the task-storage map type.
 //! - [`exec`] (`check_exec`, `bprm_check_security`), [`file`] (`check_open`,
 //!   `file_open`; `check_unlink`, `path_unlink`): resolve the target path once, walk
 //!   it byte by byte ([`path`]: one keyed hash pass yields the path's and every

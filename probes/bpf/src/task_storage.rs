@@ -8,8 +8,8 @@ use core::ptr;
 
 use aya_ebpf::{
     bindings::{
-        BPF_F_NO_PREALLOC, BPF_LOCAL_STORAGE_GET_F_CREATE,
-        bpf_map_type::BPF_MAP_TYPE_TASK_STORAGE, task_struct,
+        BPF_F_NO_PREALLOC, BPF_LOCAL_STORAGE_GET_F_CREATE, bpf_map_type::BPF_MAP_TYPE_TASK_STORAGE,
+        task_struct,
     },
     cty::c_void,
     helpers::generated::bpf_task_storage_get,

@@ -86,7 +86,11 @@ extern "C" fn flood_child(path: *mut libc::c_void) -> libc::c_int {
         let fd = libc::open(path as *const libc::c_char, libc::O_RDONLY);
         if fd < 0 {
             let e = *libc::__errno_location();
-            libc::_exit(if e == libc::EACCES || e == libc::EPERM { 1 } else { 2 });
+            libc::_exit(if e == libc::EACCES || e == libc::EPERM {
+                1
+            } else {
+                2
+            });
         }
         libc::close(fd);
         libc::_exit(0)
@@ -97,8 +101,10 @@ extern "C" fn flood_child(path: *mut libc::c_void) -> libc::c_int {
 /// Each is a `clone(CLONE_VM | CLONE_VFORK)`: a new process through the kernel's
 /// whole fork path without copying an address space, so 50,000 stay cheap.
 pub fn flood(args: &[String]) {
-    let (Some(n), Some(path)) = (args.first().and_then(|n| n.parse::<u32>().ok()), args.get(1))
-    else {
+    let (Some(n), Some(path)) = (
+        args.first().and_then(|n| n.parse::<u32>().ok()),
+        args.get(1),
+    ) else {
         usage()
     };
     let path = c_path(path);

@@ -58,3 +58,4 @@ stop_agent
 for f in p spawn reuse; do
     while read -r line; do echo "$line"; done < /tmp/identity-$f.out
 done
+$probe now identity-done

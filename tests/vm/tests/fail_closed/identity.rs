@@ -97,16 +97,44 @@ pub fn check(run: &Run) {
     for key in ["denied", "other", "failed"] {
         assert_eq!(num(run, &flood, key), 0, "{k}: {flood:?}");
     }
-    eprintln!("{k}: 50,000-fork flood took {} ms", num(run, &flood, "elapsed_ms"));
+    eprintln!(
+        "{k}: 50,000-fork flood took {} ms",
+        num(run, &flood, "elapsed_ms")
+    );
     // P's fork after the flood inherits; an exec replaces the identity.
     let (child, outcome) = op(run, "after-flood-fork");
-    assert!(child != p && outcome == DENIED, "{k}: P's child {child}: {outcome:?}");
+    assert!(
+        child != p && outcome == DENIED,
+        "{k}: P's child {child}: {outcome:?}"
+    );
     let (exec, outcome) = op(run, "after-flood-exec");
-    assert!(exec != p && outcome == ALLOWED, "{k}: P's exec {exec}: {outcome:?}");
-    assert_blocked_by(run, &alerts_of(&all, p, SECRET), SECRET_POLICY, P, "P's secret");
-    assert_blocked_by(run, &alerts_of(&all, child, SECRET), SECRET_POLICY, P, "P's child");
-    assert!(alerts_of(&all, p, KEY).iter().all(|a| field(a, "ProcessName") != P));
-    assert!(alerts_of(&all, exec, SECRET).is_empty(), "{k}: exec'd child alerted");
+    assert!(
+        exec != p && outcome == ALLOWED,
+        "{k}: P's exec {exec}: {outcome:?}"
+    );
+    assert_blocked_by(
+        run,
+        &alerts_of(&all, p, SECRET),
+        SECRET_POLICY,
+        P,
+        "P's secret",
+    );
+    assert_blocked_by(
+        run,
+        &alerts_of(&all, child, SECRET),
+        SECRET_POLICY,
+        P,
+        "P's child",
+    );
+    assert!(
+        alerts_of(&all, p, KEY)
+            .iter()
+            .all(|a| field(a, "ProcessName") != P)
+    );
+    assert!(
+        alerts_of(&all, exec, SECRET).is_empty(),
+        "{k}: exec'd child alerted"
+    );
 
     check_spawned(run);
     check_reuse(run, &all, p);
@@ -138,6 +166,11 @@ fn check_spawned(run: &Run) {
             .unwrap_or_else(|_| panic!("{k}: EA-NOW {label} {text}"))
     };
     let (start, ready) = (now("identity-agent-start"), now("identity-agent-ready"));
+    eprintln!(
+        "{k}: identity part ran {} ms (the agent's start {} ms)",
+        (now("identity-done") - start) / 1_000_000,
+        (ready - start) / 1_000_000
+    );
     let mut during = 0;
     let mut seen = 0;
     for line in run.log.lines_with_prefix("EA-SPAWNED ") {
@@ -152,8 +185,13 @@ fn check_spawned(run: &Run) {
     }
     let children = num(run, &fields(run, "EA-SPAWNER "), "children");
     assert_eq!(seen, children, "{k}: every spawned child reported");
-    assert!(during > 0, "{k}: no child was forked while the agent started");
-    eprintln!("{k}: {children} children of P's executable, {during} forked while the agent started");
+    assert!(
+        during > 0,
+        "{k}: no child was forked while the agent started"
+    );
+    eprintln!(
+        "{k}: {children} children of P's executable, {during} forked while the agent started"
+    );
 }
 
 /// A process that got P's PID after P exited is not P.
@@ -161,9 +199,21 @@ fn check_reuse(run: &Run, all: &[Alert], p: i64) {
     let k = run.kernel();
     let reused = fields(run, "EA-REUSED ");
     assert_eq!(num(run, &reused, "want"), p, "{k}: {reused:?}");
-    assert_eq!(num(run, &reused, "got"), p, "{k}: the PID was not reused: {reused:?}");
-    assert_eq!(op(run, "reuse-key"), (p, DENIED), "{k}: reused PID reads the key");
-    assert_eq!(op(run, "reuse-secret"), (p, ALLOWED), "{k}: reused PID reads the secret");
+    assert_eq!(
+        num(run, &reused, "got"),
+        p,
+        "{k}: the PID was not reused: {reused:?}"
+    );
+    assert_eq!(
+        op(run, "reuse-key"),
+        (p, DENIED),
+        "{k}: reused PID reads the key"
+    );
+    assert_eq!(
+        op(run, "reuse-secret"),
+        (p, ALLOWED),
+        "{k}: reused PID reads the secret"
+    );
     let key: Vec<&Alert> = alerts_of(all, p, KEY);
     assert_blocked_by(run, &key, KEY_POLICY, HELPER, "the reused PID's key");
 }
