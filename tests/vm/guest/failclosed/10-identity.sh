@@ -1,7 +1,8 @@
 # identity: fromSource identities are task-local storage. A 50,000-fork flood does not
 # change the decisions for the protected program (P), a process that reuses P's PID
-# does not get P's identity, and processes started before the agent (and their
-# children forked while it starts) are identified. Host side: fail_closed/identity.rs.
+# does not get P's identity, processes started before the agent (and their children
+# forked while it starts) are identified, and an agent that adopts the pinned state
+# keeps every identity. Host side: fail_closed/identity.rs.
 id_dir=/etc/edgearmor/failclosed/identity
 cp $probe /usr/bin/ea-protected
 echo secret > /etc/ea-secret
@@ -47,6 +48,11 @@ id_cmd after-flood-key read /etc/ea-key
 id_cmd after-flood-fork fork-read /etc/ea-secret
 id_cmd after-flood-thread thread-read /etc/ea-secret
 id_cmd after-flood-exec exec-read /etc/ea-secret
+# A new agent adopts the pinned identities: P is still P.
+stop_agent
+start_agent identity-b $id_dir/policies
+id_cmd adopted-secret read /etc/ea-secret
+id_cmd adopted-key read /etc/ea-key
 echo quit > /tmp/identity-cmd
 wait $p
 

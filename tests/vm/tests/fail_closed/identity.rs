@@ -76,7 +76,9 @@ fn assert_blocked_by(run: &Run, found: &[&Alert], policy: &str, process: &str, w
 
 pub fn check(run: &Run) {
     let k = run.kernel();
-    let all = alerts(&run.log, "EA-ALERT-identity ");
+    // The first agent's alerts, then those of the one that adopted its pins.
+    let mut all = alerts(&run.log, "EA-ALERT-identity ");
+    all.extend(alerts(&run.log, "EA-ALERT-identity-b "));
     let p = num(run, &fields(run, "EA-SERVE "), "pid");
 
     // P, started before the agent, is identified: both decisions are P's.
@@ -86,6 +88,8 @@ pub fn check(run: &Run) {
         ("after-flood-secret", DENIED),
         ("after-flood-key", ALLOWED),
         ("after-flood-thread", DENIED),
+        ("adopted-secret", DENIED),
+        ("adopted-key", ALLOWED),
     ] {
         assert_eq!(op(run, tag), (p, want), "{k}: P's {tag}");
     }
@@ -136,6 +140,11 @@ pub fn check(run: &Run) {
         "{k}: exec'd child alerted"
     );
 
+    let adopted = first(run, "EA-AGENT-identity-b ");
+    assert!(
+        adopted.contains("adopted the enforcement pinned"),
+        "{k}: the second agent did not adopt: {adopted}"
+    );
     check_spawned(run);
     check_reuse(run, &all, p);
 
