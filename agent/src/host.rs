@@ -19,8 +19,6 @@ pub trait HostKernel {
     fn release(&self) -> String;
     /// `uname -n`.
     fn node_name(&self) -> String;
-    /// `(tgid, resolved executable path)` of every process whose executable is readable.
-    fn process_executables(&self) -> Vec<(u32, PathBuf)>;
     /// The resolved executable of one process, if it still exists.
     fn process_executable(&self, tgid: u32) -> Option<PathBuf>;
     /// `path` with symlinks resolved, if it exists.
@@ -253,21 +251,6 @@ impl HostKernel for LiveKernel {
 
     fn node_name(&self) -> String {
         uname_field(|u| &u.nodename)
-    }
-
-    fn process_executables(&self) -> Vec<(u32, PathBuf)> {
-        let Ok(entries) = std::fs::read_dir("/proc") else {
-            return Vec::new();
-        };
-        entries
-            .filter_map(Result::ok)
-            .filter_map(|e| {
-                let tgid: u32 = e.file_name().to_str()?.parse().ok()?;
-                // Kernel threads have no executable; exited processes vanish: both skipped.
-                let exe = std::fs::read_link(e.path().join("exe")).ok()?;
-                Some((tgid, exe))
-            })
-            .collect()
     }
 
     fn process_executable(&self, tgid: u32) -> Option<PathBuf> {

@@ -140,9 +140,6 @@ mod tests {
         fn node_name(&self) -> String {
             self.0.into()
         }
-        fn process_executables(&self) -> Vec<(u32, PathBuf)> {
-            Vec::new()
-        }
         fn process_executable(&self, _tgid: u32) -> Option<PathBuf> {
             None
         }

@@ -312,6 +312,8 @@ impl KernelBtf {
             cred_fsgid: self.member_offset("cred", "fsgid")?,
             binprm_p: self.member_offset("linux_binprm", "p")?,
             binprm_argc: self.member_offset("linux_binprm", "argc")?,
+            task_mm: self.member_offset("task_struct", "mm")?,
+            mm_exe_file: self.member_offset("mm_struct", "exe_file")?,
             _pad: 0,
         })
     }
@@ -433,5 +435,6 @@ mod tests {
         assert_eq!(off.cred_euid, off.cred_uid + 16);
         assert_eq!(off.cred_fsgid, off.cred_uid + 28);
         assert!(off.task_tgid > 0 && off.task_real_parent > off.task_tgid);
+        assert!(off.task_mm > 0 && off.mm_exe_file > 0);
     }
 }

@@ -1,15 +1,17 @@
 //! Loads the embedded BPF object into the kernel: kernel offsets and the path-hash key
-//! as globals, the rule tables filled before anything attaches, then the programs,
-//! then the identity of processes that were already running. The rule tables are
+//! as globals, the rule tables filled before anything attaches, then the identity
+//! programs, then the identity of the tasks that were already running (a task
+//! iterator), then the enforcing programs. The rule tables are
 //! [`super::policy_maps`]'s, the pins [`super::pins`]'.
 
+use std::io::Read;
 use std::path::Path;
 
-use aya::maps::{Array, HashMap, MapData, PerCpuArray, RingBuf};
+use aya::maps::{Array, MapData, PerCpuArray, RingBuf};
 use aya::programs::links::FdLink;
-use aya::programs::{BtfTracePoint, Lsm, ProgramError};
+use aya::programs::{BtfTracePoint, Iter, Lsm, ProgramError};
 use aya::{Btf, Ebpf, EbpfError, EbpfLoader};
-use edgearmor_probe_abi::{AgentState, ExePath, names, path_hash, programs};
+use edgearmor_probe_abi::{AgentState, names, programs};
 use sha2::{Digest, Sha256};
 
 use crate::host::HostKernel;
@@ -54,7 +56,8 @@ pub struct LoadedProbes {
     pub attached: AttachedProbes,
     pub events: KernelEvents,
     pub policy: PolicyMaps,
-    pub seeded_processes: usize,
+    /// Tasks that were running before the probes and got their identity at load.
+    pub identified_tasks: usize,
     /// Optional hooks this kernel refused, each with what that costs.
     pub degraded: Vec<String>,
     /// State pinned by an earlier agent was taken over.
@@ -208,7 +211,10 @@ fn open_object(
         })
         .unwrap_or_default();
     let mut loader = EbpfLoader::new();
+    // `TASK_IDENTITY` (task storage) has no typed wrapper in aya; it is only created,
+    // pinned and adopted, never read from user space.
     loader
+        .allow_unsupported_maps()
         .override_global(names::KERNEL_OFFSETS, &offsets, true)
         .override_global(names::PATH_HASH_KEY, &key, true);
     for (name, path) in &pins {
@@ -250,7 +256,22 @@ pub fn load(
         .apply(rules)
         .map_err(EnforcementUnavailable::RuleTables)?;
 
-    let (links, degraded) = attach_all(&mut ebpf, &aya_btf)?;
+    // Identities before enforcement: a hook never decides on a task the iterator has
+    // not reached yet.
+    let mut degraded = Vec::new();
+    let mut links = attach_lsm(&mut ebpf, &aya_btf, &programs::IDENTITY, &mut degraded)?;
+    let (program, tracepoint) = programs::IDENTITY_CATCH_UP;
+    links.push((
+        program,
+        attach_btf_tracepoint(&mut ebpf, &aya_btf, program, tracepoint)?,
+    ));
+    let identified_tasks = identify_running(&mut ebpf, &aya_btf)?;
+    links.extend(attach_lsm(
+        &mut ebpf,
+        &aya_btf,
+        &programs::LSM,
+        &mut degraded,
+    )?);
     let links = match pin_dir {
         Some(dir) => {
             pin_links(dir, links)?;
@@ -259,7 +280,6 @@ pub fn load(
         None => links.into_iter().map(|(_, link)| link).collect(),
     };
 
-    let seeded_processes = seed_identities(&mut ebpf, host, &key)?;
     let events = enforcing_events(&mut ebpf, key, pin_dir.is_some(), adopting)?;
     Ok(LoadedProbes {
         attached: AttachedProbes {
@@ -268,7 +288,7 @@ pub fn load(
         },
         events,
         policy,
-        seeded_processes,
+        identified_tasks,
         degraded,
         adopted: adopting,
     })
@@ -277,21 +297,16 @@ pub fn load(
 /// Each attached program's name and link.
 type NamedLinks = Vec<(&'static str, FdLink)>;
 
-/// Attaches every program: the tracepoints, then the LSM hooks. An optional hook this
-/// kernel refuses is left out and described in the second list.
-fn attach_all(
+/// Attaches the LSM programs of `list`, in order. An optional hook this kernel
+/// refuses is left out and described in `degraded`.
+fn attach_lsm(
     ebpf: &mut Ebpf,
     aya_btf: &Btf,
-) -> Result<(NamedLinks, Vec<String>), EnforcementUnavailable> {
+    list: &[(&'static str, &'static str)],
+    degraded: &mut Vec<String>,
+) -> Result<NamedLinks, EnforcementUnavailable> {
     let mut links = Vec::new();
-    for (program, tracepoint) in programs::BTF_TRACEPOINTS {
-        links.push((
-            program,
-            attach_btf_tracepoint(ebpf, aya_btf, program, tracepoint)?,
-        ));
-    }
-    let mut degraded = Vec::new();
-    for (program, hook) in programs::LSM {
+    for &(program, hook) in list {
         let prog: &mut Lsm = program_of(ebpf, program, hook)?;
         if let Err(e) = prog.load(hook, aya_btf) {
             let failure = program_failure(program, hook, e);
@@ -312,7 +327,57 @@ fn attach_all(
             .map_err(|e| program_failure(program, hook, e))?;
         links.push((program, FdLink::from(link)));
     }
-    Ok((links, degraded))
+    Ok(links)
+}
+
+/// Runs the task iterator that gives every task without an identity (one that
+/// started before the probes) its executable's, twice (why twice, and why no fork
+/// escapes: the `identity` probes' overview); returns how many tasks it identified.
+/// Harmless when adopting: tasks that have an identity keep it.
+fn identify_running(ebpf: &mut Ebpf, aya_btf: &Btf) -> Result<usize, EnforcementUnavailable> {
+    let (program, iterator) = programs::IDENTIFY_RUNNING;
+    let prog: &mut Iter = program_of(ebpf, program, iterator)?;
+    prog.load(iterator, aya_btf)
+        .map_err(|e| program_failure(program, iterator, e))?;
+    let failed = |detail: String| EnforcementUnavailable::Failed {
+        step: format!("running the {program} task iterator"),
+        errno: None,
+        detail,
+    };
+    let mut identified = 0;
+    for _pass in 0..2 {
+        let id = prog
+            .attach()
+            .map_err(|e| program_failure(program, iterator, e))?;
+        let link = prog
+            .take_link(id)
+            .map_err(|e| program_failure(program, iterator, e))?;
+        let mut output = Vec::new();
+        link.into_file()
+            .map_err(|e| failed(e.to_string()))?
+            .read_to_end(&mut output)
+            .map_err(|e| failed(e.to_string()))?;
+        identified += identified_by(&output).map_err(|not_stored| {
+            // Those tasks would act as "unknown" and escape their fromSource rules.
+            failed(format!(
+                "the kernel could not store the identity of {not_stored} running tasks"
+            ))
+        })?;
+    }
+    Ok(identified)
+}
+
+/// The tasks one iterator pass identified, from its output (one byte per task); Err:
+/// how many it could not store an identity for.
+fn identified_by(output: &[u8]) -> Result<usize, usize> {
+    let not_stored = output
+        .iter()
+        .filter(|b| **b != programs::IDENTIFIED)
+        .count();
+    if not_stored > 0 {
+        return Err(not_stored);
+    }
+    Ok(output.len())
 }
 
 /// The decision ring buffer and its drop counter; with pins, the counter starts from
@@ -434,49 +499,6 @@ pub fn load_monitor(
     })
 }
 
-/// Gives processes that started before the probes their identity. Runs after attach
-/// and never overwrites (`BPF_NOEXIST`): an exec seen by the kernel is fresher than
-/// what /proc said a moment ago.
-fn seed_identities(
-    ebpf: &mut Ebpf,
-    host: &dyn HostKernel,
-    key: &[u64; 2],
-) -> Result<usize, EnforcementUnavailable> {
-    const BPF_NOEXIST: u64 = 1;
-    let mut seeded = 0;
-    let running = host.process_executables();
-    {
-        let map = ebpf
-            .map_mut(names::EXE_PATHS)
-            .ok_or_else(|| map_failure(names::EXE_PATHS, "missing"))?;
-        let mut paths: HashMap<_, u64, ExePath> =
-            HashMap::try_from(map).map_err(|e| map_failure(names::EXE_PATHS, e))?;
-        for (_, exe) in &running {
-            let bytes = exe.as_os_str().as_encoded_bytes();
-            if let Some(path) = ExePath::from_bytes(bytes) {
-                let _ = paths.insert(path_hash(key, bytes), path, 0);
-            }
-        }
-    }
-    let map = ebpf
-        .map_mut(names::PROC_IDENTITY)
-        .ok_or_else(|| map_failure(names::PROC_IDENTITY, "missing"))?;
-    let mut identity: HashMap<_, u32, u64> =
-        HashMap::try_from(map).map_err(|e| map_failure(names::PROC_IDENTITY, e))?;
-    for (tgid, exe) in &running {
-        let bytes = exe.as_os_str().as_encoded_bytes();
-        let hash = if bytes.len() < edgearmor_probe_abi::PATH_CAP {
-            path_hash(key, bytes)
-        } else {
-            0
-        };
-        if identity.insert(tgid, hash, BPF_NOEXIST).is_ok() {
-            seeded += 1;
-        }
-    }
-    Ok(seeded)
-}
-
 #[cfg(test)]
 mod tests {
     #[test]
@@ -487,5 +509,18 @@ mod tests {
             "helper call is not allowed in probe"
         );
         assert_eq!(super::verifier_reason("just one line"), "just one line");
+    }
+
+    #[test]
+    fn an_identity_the_kernel_could_not_store_fails_the_load() {
+        use edgearmor_probe_abi::programs::{IDENTIFIED, NOT_STORED};
+        assert_eq!(super::identified_by(&[]), Ok(0));
+        assert_eq!(super::identified_by(&[IDENTIFIED; 3]), Ok(3));
+        assert_eq!(
+            super::identified_by(&[IDENTIFIED, NOT_STORED, IDENTIFIED]),
+            Err(1)
+        );
+        // Anything else is not a task identified either.
+        assert_eq!(super::identified_by(&[IDENTIFIED, 0]), Err(1));
     }
 }

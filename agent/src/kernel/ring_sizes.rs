@@ -56,9 +56,6 @@ mod tests {
         fn node_name(&self) -> String {
             "node".into()
         }
-        fn process_executables(&self) -> Vec<(u32, PathBuf)> {
-            Vec::new()
-        }
         fn process_executable(&self, _tgid: u32) -> Option<PathBuf> {
             None
         }

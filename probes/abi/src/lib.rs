@@ -42,7 +42,8 @@ pub mod names {
     pub const PREFIXES: &str = "PREFIXES";
     pub const GLOBS: &str = "GLOBS";
     pub const ACTIVE: &str = "ACTIVE";
-    pub const PROC_IDENTITY: &str = "PROC_IDENTITY";
+    /// Task-local storage (`BPF_MAP_TYPE_TASK_STORAGE`): each task's identity.
+    pub const TASK_IDENTITY: &str = "TASK_IDENTITY";
     pub const EXE_PATHS: &str = "EXE_PATHS";
     pub const EVENTS: &str = "EVENTS";
     pub const EVENT_DROPS: &str = "EVENT_DROPS";
@@ -57,7 +58,7 @@ pub mod names {
         PREFIXES,
         GLOBS,
         ACTIVE,
-        PROC_IDENTITY,
+        TASK_IDENTITY,
         EXE_PATHS,
         EVENTS,
         EVENT_DROPS,
@@ -108,9 +109,26 @@ pub struct AgentState {
 
 /// Program names in the BPF object and the kernel hook each one attaches to.
 pub mod programs {
-    /// `(program, hook)` for BPF-LSM programs.
-    pub const LSM: [(&str, &str); 9] = [
+    /// `(program, hook)` for the BPF-LSM programs that keep process identities:
+    /// attached first, and the running tasks identified (`IDENTIFY_RUNNING`), before
+    /// any hook enforces.
+    pub const IDENTITY: [(&str, &str); 2] = [
         ("record_exec", "bprm_committed_creds"),
+        ("inherit_identity", "task_alloc"),
+    ];
+    /// `(program, tracepoint)`: inheritance for the forks that passed `task_alloc`
+    /// just before `inherit_identity` was attached.
+    pub const IDENTITY_CATCH_UP: (&str, &str) = ("inherit_in_flight", "sched_process_fork");
+    /// `(program, iterator)`: a task iterator giving every task that has no identity
+    /// yet (it started before the probes) the identity of its executable; run twice,
+    /// after the programs above are attached.
+    pub const IDENTIFY_RUNNING: (&str, &str) = ("identify_running", "task");
+    /// What `identify_running` writes per task it identified, and per task whose
+    /// identity the kernel could not store.
+    pub const IDENTIFIED: u8 = b'+';
+    pub const NOT_STORED: u8 = b'!';
+    /// `(program, hook)` for the enforcing BPF-LSM programs.
+    pub const LSM: [(&str, &str); 8] = [
         ("check_exec_args", "bprm_committed_creds"),
         ("deny_setuid", "task_fix_setuid"),
         ("deny_setgid", "task_fix_setgid"),
@@ -124,8 +142,6 @@ pub mod programs {
     /// Linux 6.3-ish `path_unlink` may not call `bpf_d_path`); when one is refused,
     /// the agent enforces without it and says what is missing.
     pub const OPTIONAL: [&str; 1] = ["check_unlink"];
-    /// `(program, tracepoint)` for BTF-typed tracepoints.
-    pub const BTF_TRACEPOINTS: [(&str, &str); 1] = [("inherit_identity", "sched_process_fork")];
     /// Monitor-only mode (no BPF-LSM): reports every exec; needs no trampoline.
     pub const MONITOR_EXEC: (&str, &str) = ("watch_exec", "sched_process_exec");
 }
@@ -159,6 +175,8 @@ pub struct KernelOffsets {
     pub binprm_p: u32,
     /// `linux_binprm.argc`.
     pub binprm_argc: u32,
+    pub task_mm: u32,
+    pub mm_exe_file: u32,
     pub _pad: u32,
 }
 
@@ -179,6 +197,8 @@ impl KernelOffsets {
         cred_fsgid: 0,
         binprm_p: 0,
         binprm_argc: 0,
+        task_mm: 0,
+        mm_exe_file: 0,
         _pad: 0,
     };
 }
@@ -708,7 +728,7 @@ const _: () = assert!(core::mem::size_of::<PrefixKey>() == 16);
 const _: () = assert!(core::mem::size_of::<GlobRule>() == 2 * GLOB_CAP + 8 + 16);
 const _: () = assert!(core::mem::size_of::<GlobRule>().is_multiple_of(8));
 const _: () = assert!(core::mem::size_of::<GlobList>() == 8 + GLOBS_PER_KEY * (2 * GLOB_CAP + 24));
-const _: () = assert!(core::mem::size_of::<KernelOffsets>() == 64);
+const _: () = assert!(core::mem::size_of::<KernelOffsets>() == 72);
 const _: () = assert!(core::mem::size_of::<ExecEvent>() == 24 + 8 + PATH_CAP);
 
 // ------------------------------------------------------------------ path hashing

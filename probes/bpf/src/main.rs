@@ -1,11 +1,14 @@
 //! edgearmor's BPF-LSM programs.
 //!
 //! Process identity is captured once per exec (sleepable `bprm_committed_creds`, where
-//! `bpf_d_path` may run), hashed, and inherited across fork, so the hot hooks resolve
-//! "which executable is this" (`fromSource`) with one hash-map lookup instead of
-//! rebuilding a path.
+//! `bpf_d_path` may run), hashed, kept in the task's own task-local storage and
+//! inherited by every new task, so the hot hooks resolve "which executable is this"
+//! (`fromSource`) with one lookup instead of rebuilding a path.
 //!
-//! - [`identity`]: `record_exec`, `inherit_identity`, and monitor-only `watch_exec`.
+//! - [`identity`]: `record_exec`, `inherit_identity` (`task_alloc`),
+//!   `inherit_in_flight` (`sched_process_fork`), the `identify_running` task iterator
+//!   for tasks older than the probes, and monitor-only `watch_exec`;
+//!   [`task_storage`]: the task-storage map type.
 //! - [`applet`]: exec rules on the applets of multi-call binaries (busybox), by the
 //!   invoked name in `check_exec` and by the arguments in `check_exec_args`.
 //! - [`exec`] (`check_exec`, `bprm_check_security`), [`file`] (`check_open`,
@@ -38,6 +41,7 @@ mod path;
 mod report;
 mod setid;
 mod socket;
+mod task_storage;
 
 #[cfg(not(test))]
 #[panic_handler]

@@ -2,13 +2,13 @@
 //!
 //! The names, types and sizes here are the contract with the agent (which creates,
 //! pins and fills them): policy tables (`RULES`, `PREFIXES`, `GLOBS`, `ACTIVE`),
-//! process identity (`PROC_IDENTITY`, `EXE_PATHS`), per-CPU scratch (`PATH_SCRATCH`,
+//! process identity (`TASK_IDENTITY`, task-local storage; `EXE_PATHS`), per-CPU scratch (`PATH_SCRATCH`,
 //! `WALKS`, `GLOB_QUEUES`, one slot per program), the ring buffers (`EVENTS`,
 //! `EXEC_EVENTS`) and the drop counter, plus the load-time globals
 //! (`KERNEL_OFFSETS`, `PATH_HASH_KEY`).
 
 use aya_ebpf::{
-    macros::map,
+    macros::{btf_map, map},
     maps::{Array, HashMap, LruHashMap, PerCpuArray, RingBuf},
 };
 use edgearmor_probe_abi::{
@@ -17,7 +17,7 @@ use edgearmor_probe_abi::{
     RuleValue, class_bit,
 };
 
-use crate::{matchers::GlobQueue, path::PathWalk};
+use crate::{matchers::GlobQueue, path::PathWalk, task_storage::TaskStorage};
 
 /// Per-CPU scratch slots, one per program (a sleepable program may be preempted by
 /// another on the same CPU): path buffers, walks and item decisions.
@@ -33,7 +33,9 @@ pub(crate) const SLOT_CHECK_SETID: u32 = 6;
 pub(crate) const SLOT_CHECK_APPLET: u32 = 7;
 pub(crate) const SLOT_ARGS_APPLET: u32 = 8;
 pub(crate) const SLOT_ARGS_EXE: u32 = 9;
-const SLOTS: u32 = 10;
+pub(crate) const SLOT_INHERIT: u32 = 10;
+pub(crate) const SLOT_IDENTIFY: u32 = 11;
+const SLOTS: u32 = 12;
 
 #[unsafe(no_mangle)]
 static KERNEL_OFFSETS: KernelOffsets = KernelOffsets::ZERO;
@@ -65,8 +67,11 @@ static ACTIVE: Array<ActivePolicy> = Array::with_max_entries(1, 0);
 #[map]
 static AGENT_STATE: Array<AgentState> = Array::with_max_entries(1, 0);
 
-#[map]
-pub(crate) static PROC_IDENTITY: LruHashMap<u32, u64> = LruHashMap::with_max_entries(8192, 0);
+/// Each task's identity (its executable's path hash; 0: unknown), in task-local
+/// storage: it lives exactly as long as the task, so nothing evicts it and no later
+/// task with the same PID can find it. A task without a value is "unknown" too.
+#[btf_map]
+pub(crate) static TASK_IDENTITY: TaskStorage<u64> = TaskStorage::new();
 
 #[map]
 pub(crate) static EXE_PATHS: LruHashMap<u64, ExePath> = LruHashMap::with_max_entries(1024, 0);

@@ -9,8 +9,8 @@ use edgearmor_probe_abi::{
 };
 
 use crate::{
-    identity::{current_tgid, parent_tgid},
-    maps::{EVENT_DROPS, EVENTS, EXE_PATHS, PROC_IDENTITY, offsets},
+    identity::{current_tgid, parent_identity, parent_tgid},
+    maps::{EVENT_DROPS, EVENTS, EXE_PATHS, offsets},
     path::scratch,
 };
 
@@ -76,9 +76,7 @@ pub(crate) fn report_paths(
         };
         (*ev).detail = detail;
         copy_interned(&mut (*ev).exe, source);
-        // SAFETY: map value pointer returned by the kernel for this key.
-        let parent_hash = PROC_IDENTITY.get(ppid).copied().unwrap_or(0);
-        copy_interned(&mut (*ev).parent_exe, parent_hash);
+        copy_interned(&mut (*ev).parent_exe, parent_identity(&off));
         match scratch(target_slot) {
             Some(src) if target_slot != u32::MAX => copy_path(&mut (*ev).target, src),
             _ => clear_path(&mut (*ev).target),

@@ -26,11 +26,15 @@
 //!   exists, then print `EA-LOOP attempts= passed= denied= other= last_denied= first_passed=`
 //!   (attempt numbers, 0 = none) so a test can see that a policy switch happened at
 //!   one instant.
+//! - `flood`, `serve`, `spawn-until`, `reuse-pid`, `idop`, `now`: the identity part of
+//!   the fail-closed guest (see `identity.rs`).
 //!
 //! The VM suite installs copies of this binary under the paths rules name
 //! (`/usr/sbin/sshd`, `/usr/bin/sshd-other`, ...), so it must be static.
 
 use std::time::{Duration, Instant};
+
+mod identity;
 
 fn usage() -> ! {
     eprintln!(
@@ -72,6 +76,12 @@ fn main() {
                     .unwrap_or_else(|| usage());
                 return report(pin_rules_map(target, max));
             }
+            "flood" => return identity::flood(&all[1..]),
+            "serve" => return identity::serve(&all[1..]),
+            "spawn-until" => return identity::spawn_until(&all[1..]),
+            "reuse-pid" => return identity::reuse_pid(&all[1..]),
+            "idop" => return identity::idop(&all[1..]),
+            "now" => return identity::now(&all[1..]),
             _ => {}
         }
     }

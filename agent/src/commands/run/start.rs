@@ -195,10 +195,10 @@ fn start_kernel<'h>(
         maps: Some(probes.policy),
         enforcement: Ok(()),
         ready: format!(
-            "enforcing on kernel {} (probes sha256 {}, {} running processes identified{notes}",
+            "enforcing on kernel {} (probes sha256 {}, {} running tasks identified{notes}",
             host.release(),
             loader::probes_sha256(),
-            probes.seeded_processes
+            probes.identified_tasks
         ),
     })
 }
