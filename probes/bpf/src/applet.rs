@@ -35,6 +35,7 @@ use edgearmor_probe_abi::{
 };
 
 use crate::{
+    identity::parent_identity,
     maps::{
         PATH_SCRATCH, RULES, SLOT_ARGS_APPLET, SLOT_ARGS_EXE, SLOT_CHECK_APPLET, WALKS, hash_key,
         lookup_both, offsets, rule_key,
@@ -57,6 +58,9 @@ pub(crate) struct PendingApplet {
     /// is not taken for the next one).
     bprm: u64,
     source: u64,
+    /// The parent's identity, for the report: `check_exec_args` is sleepable, where
+    /// `current->real_parent` is not a pointer task storage accepts.
+    parent: u64,
     /// Hash of the applet the invoked name named (decided already).
     invoked: u64,
     generation: u32,
@@ -178,6 +182,7 @@ pub(crate) fn hand_over(
     let pending = PendingApplet {
         bprm: bprm as u64,
         source,
+        parent: parent_identity(&offsets()),
         invoked,
         generation,
         _pad: 0,
@@ -251,7 +256,7 @@ pub fn check_exec_args(ctx: LsmContext) -> i32 {
             CLASS_PROCESS,
             outcome,
             &verdict,
-            pending.source,
+            [pending.source, pending.parent],
             [EXEC_BY_ARGUMENTS, 0, 0, 0],
             [exe_slot, SLOT_ARGS_APPLET],
         )

@@ -7,7 +7,7 @@ use edgearmor_probe_abi::{ACTION_BLOCK, CLASS_PROCESS, SLOT_READ};
 
 use crate::{
     applet::{deny_unreadable, hand_over, merge_applet},
-    identity::current_identity,
+    identity::{current_identity, parent_identity},
     maps::{SLOT_CHECK_APPLET, SLOT_CHECK_EXEC, active_generation, offsets},
     matchers::{EACCES, enforce, match_path, settle_path},
     path::resolve,
@@ -64,7 +64,7 @@ pub fn check_exec(ctx: LsmContext) -> i32 {
             CLASS_PROCESS,
             outcome,
             &verdict,
-            source,
+            [source, parent_identity(&offsets())],
             [0; 4],
             [SLOT_CHECK_EXEC, invoked_slot],
         )

@@ -29,20 +29,21 @@ pub(crate) fn report(
         class,
         outcome,
         verdict,
-        source,
+        [source, parent_identity(&offsets())],
         detail,
         [target_slot, u32::MAX],
     );
 }
 
-/// [`report`] with the target's and the invoked name's path buffers (`u32::MAX`:
-/// none).
+/// [`report`] with the acting and parent identities given (sleepable programs cannot
+/// look the parent up) and the target's and the invoked name's path buffers
+/// (`u32::MAX`: none).
 #[inline(always)]
 pub(crate) fn report_paths(
     class: u32,
     outcome: u32,
     verdict: &Verdict,
-    source: u64,
+    [source, parent]: [u64; 2],
     detail: [u32; 4],
     [target_slot, invoked_slot]: [u32; 2],
 ) {
@@ -76,7 +77,7 @@ pub(crate) fn report_paths(
         };
         (*ev).detail = detail;
         copy_interned(&mut (*ev).exe, source);
-        copy_interned(&mut (*ev).parent_exe, parent_identity(&off));
+        copy_interned(&mut (*ev).parent_exe, parent);
         match scratch(target_slot) {
             Some(src) if target_slot != u32::MAX => copy_path(&mut (*ev).target, src),
             _ => clear_path(&mut (*ev).target),
