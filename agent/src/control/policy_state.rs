@@ -73,6 +73,13 @@ impl PolicyState {
         for skipped in &set.skipped {
             log::error!("not enforceable, skipped: {skipped}");
         }
+        if !set.refused.is_empty() {
+            let all: Vec<String> = set.refused.iter().map(|r| r.to_string()).collect();
+            return Err(format!(
+                "policy set refused, the kernel could not enforce it whole: {}",
+                all.join("; ")
+            ));
+        }
         let (rules, prefixes, globs) = set.sizes();
         let mut names = compiled
             .policy_names

@@ -4,8 +4,9 @@
 use edgearmor_probe_abi::{
     ACCESS_READ, ACCESS_UNLINK, ACCESS_WRITE, ACTION_AUDIT, ACTION_BLOCK, CLASS_CAPABILITY,
     CLASS_FILE, CLASS_NETWORK, CLASS_PROCESS, CLASS_SETID, DecisionEvent, EXE_FLAG_TOO_LONG,
-    ExePath, ExecEvent, MAX_HASHED_PATH_BYTES, POLICY_DEFAULT_POSTURE, VERDICT_AUDITED,
-    VERDICT_DENIED,
+    EXE_FLAG_TRUNCATED, ExePath, ExecEvent, MAX_REPORTED_PATH_BYTES, POLICY_DEFAULT_POSTURE,
+    UNDECIDED_MATCH_STEPS, UNDECIDED_NO_SCRATCH, UNDECIDED_PATTERN_PREFIXES, UNDECIDED_UNRESOLVED,
+    VERDICT_AUDITED, VERDICT_DENIED,
 };
 use edgearmor_wire::{SetIdSyscall, SetidFlavour, SetidKind};
 
@@ -43,6 +44,47 @@ pub enum DecidedBy {
     DefaultPosture,
 }
 
+/// Why a path hook could not decide, and fell back to the class's undecidable
+/// verdict (fail closed under a Block rule or block posture).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Undecided {
+    /// `bpf_d_path` failed with this errno (`ENAMETOOLONG`: longer than `PATH_MAX`).
+    Unresolved { errno: u32 },
+    /// Every scratch slot of the CPU was held by preempted runs.
+    NoScratch,
+    /// A pattern needed more matching steps than the probes allow.
+    MatchSteps,
+    /// The path passed more prefixes with patterns than the probes keep.
+    PatternPrefixes,
+}
+
+impl Undecided {
+    /// From `detail[2]` (errno) and `detail[3]` (reason) of exec and file events.
+    fn from_detail(detail: [u32; 4]) -> Result<Option<Self>, EventDecodeError> {
+        Ok(Some(match detail[3] {
+            0 => return Ok(None),
+            UNDECIDED_UNRESOLVED => Self::Unresolved { errno: detail[2] },
+            UNDECIDED_NO_SCRATCH => Self::NoScratch,
+            UNDECIDED_MATCH_STEPS => Self::MatchSteps,
+            UNDECIDED_PATTERN_PREFIXES => Self::PatternPrefixes,
+            r => return Err(EventDecodeError::Undecided(r)),
+        }))
+    }
+
+    /// What an alert says in place of (or about) the path.
+    pub fn describe(&self) -> String {
+        match self {
+            Self::Unresolved { errno: 36 } => {
+                "path not resolved by the kernel (ENAMETOOLONG: longer than PATH_MAX)".to_owned()
+            }
+            Self::Unresolved { errno } => format!("path not resolved by the kernel (errno {errno})"),
+            Self::NoScratch => "not decided: every scratch slot of the CPU busy".to_owned(),
+            Self::MatchSteps => "not decided: pattern match over its step bound".to_owned(),
+            Self::PatternPrefixes => "not decided: too many pattern prefixes".to_owned(),
+        }
+    }
+}
+
 /// One enforcement decision the kernel reported.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Decision {
@@ -58,8 +100,11 @@ pub struct Decision {
     /// Resolved executable of the acting process; empty when unknown or too long.
     pub exe: String,
     pub parent_exe: String,
-    /// The file or executable acted on (exec and file decisions).
+    /// The file or executable acted on (exec and file decisions); a path longer than
+    /// events carry is its first bytes.
     pub target: String,
+    /// Set when the hook could not decide and failed closed (or audited).
+    pub undecided: Option<Undecided>,
 }
 
 #[derive(Debug, PartialEq, Eq, thiserror::Error)]
@@ -74,15 +119,28 @@ pub enum EventDecodeError {
     Kind(u32),
     #[error("setid decision with unknown LSM_SETID flags {0:#x}")]
     Flags(u32),
+    #[error("decision with unknown undecided reason {0}")]
+    Undecided(u32),
 }
+
+/// Ends a path reported by its first bytes only.
+pub const TRUNCATED_MARK: &str = "...";
 
 fn path_string(p: &ExePath) -> String {
     if p.flags & EXE_FLAG_TOO_LONG != 0 {
         return String::new();
     }
-    let len = (p.len as usize).min(MAX_HASHED_PATH_BYTES);
+    let len = (p.len as usize).min(MAX_REPORTED_PATH_BYTES);
     let bytes: Vec<u8> = (0..len).map(|i| p.byte_at(i)).collect();
-    String::from_utf8_lossy(&bytes).into_owned()
+    let mut s = String::from_utf8_lossy(&bytes).into_owned();
+    if p.flags & EXE_FLAG_TRUNCATED != 0 {
+        // The wire carries PATH_LEN bytes: keep room for the mark that says so.
+        while s.len() > MAX_REPORTED_PATH_BYTES - TRUNCATED_MARK.len() {
+            s.pop();
+        }
+        s.push_str(TRUNCATED_MARK);
+    }
+    s
 }
 
 fn setid_subject(detail: [u32; 4]) -> Result<Subject, EventDecodeError> {
@@ -108,6 +166,10 @@ impl TryFrom<&[u8]> for Decision {
         // SAFETY: the length is exactly one DecisionEvent, which is #[repr(C)] plain
         // integers (any bit pattern is valid); read_unaligned makes no alignment claim.
         let raw: DecisionEvent = unsafe { std::ptr::read_unaligned(bytes.as_ptr().cast()) };
+        let undecided = match raw.class {
+            CLASS_PROCESS | CLASS_FILE => Undecided::from_detail(raw.detail)?,
+            _ => None,
+        };
         let subject = match raw.class {
             CLASS_PROCESS => Subject::Exec,
             CLASS_FILE => Subject::File {
@@ -148,6 +210,7 @@ impl TryFrom<&[u8]> for Decision {
             exe: path_string(&raw.exe),
             parent_exe: path_string(&raw.parent_exe),
             target: path_string(&raw.target),
+            undecided,
         })
     }
 }

@@ -451,7 +451,7 @@ fn seed_identities(
         HashMap::try_from(map).map_err(|e| map_failure(names::PROC_IDENTITY, e))?;
     for (tgid, exe) in &running {
         let bytes = exe.as_os_str().as_encoded_bytes();
-        let hash = if bytes.len() < edgearmor_probe_abi::PATH_CAP {
+        let hash = if bytes.len() <= edgearmor_probe_abi::MAX_HASHED_PATH_BYTES {
             path_hash(key, bytes)
         } else {
             0

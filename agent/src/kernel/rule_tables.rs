@@ -23,7 +23,8 @@ use edgearmor_probe_abi::{
     ACTION_ALLOW, ACTION_AUDIT, ACTION_BLOCK, ANY_SOURCE, CLASS_CAPABILITY, CLASS_FILE,
     CLASS_NETWORK, CLASS_PROCESS, CLASS_SETID, GLOB_ANY_BYTE, GLOB_CAP, GLOB_LITERAL, GLOB_STAR,
     GLOBS_PER_KEY, GlobList, GlobRule, ITEM_ICMP, ITEM_RAW, ITEM_TCP, ITEM_UDP, MATCH_ALLOW_LIST,
-    MATCH_DIRECTORY, MATCH_EXACT, MATCH_ITEM, MATCH_RECURSIVE, MAX_HASHED_PATH_BYTES,
+    MATCH_DIRECTORY, MATCH_EXACT, MATCH_ITEM, MATCH_RECURSIVE, MATCH_UNDECIDABLE,
+    MAX_HASHED_PATH_BYTES,
     POLICY_DEFAULT_POSTURE, PREFIX_DIRECTORY, PREFIX_PATTERN, PREFIX_RECURSIVE, PrefixKey, RuleKey,
     RuleValue, SLOT_READ, SLOT_WRITE, Verdict, class_bit, item_capability, item_setid, path_hash,
 };
@@ -62,6 +63,11 @@ pub struct KernelRuleSet {
     /// Classes with any entry (`ActivePolicy::class_mask`).
     pub class_mask: u32,
     pub skipped: Vec<SkippedRule>,
+    /// Kernel limits the set exceeds (see `limits`): the whole set is refused.
+    pub refused: Vec<SkippedRule>,
+    /// (class, resolved directory) of every pattern rule -> (policy, pattern) of the
+    /// first rule there, for the pattern-prefix limit.
+    pub pattern_dirs: BTreeMap<(u32, String), (String, String)>,
 }
 
 /// How rule paths become kernel paths (the host seam's `real_path`, or identity).
@@ -113,6 +119,8 @@ impl KernelRuleSet {
         b.path_classes(catalog, &meta);
         b.item_classes(catalog, &meta);
         b.policy_setid(catalog, &meta);
+        b.undecidable_entries();
+        b.set.refused.extend(limits::exceeded(&b.set));
         b.set
     }
 
@@ -333,6 +341,43 @@ impl Builder<'_> {
 }
 
 impl Builder<'_> {
+    /// `MATCH_UNDECIDABLE` per path class with rules: the strongest verdict any of
+    /// its rules or postures could give (Block when one blocks), which a hook that
+    /// cannot resolve or match a path applies (fail closed) and reports.
+    fn undecidable_entries(&mut self) {
+        for class in [CLASS_PROCESS, CLASS_FILE] {
+            if self.set.class_mask & class_bit(class) == 0 {
+                continue;
+            }
+            let mut strongest = Verdict::NONE;
+            let values = self
+                .set
+                .rules
+                .iter()
+                .filter(|((_, _, c, _), _)| *c == class)
+                .map(|(_, v)| *v)
+                .chain(
+                    self.set
+                        .globs
+                        .iter()
+                        .filter(|((_, _, c), _)| *c == class)
+                        .flat_map(|(_, rules)| rules.iter().map(|r| r.value)),
+                );
+            for value in values {
+                value.slots.iter().for_each(|v| strongest.merge(v));
+            }
+            if strongest.action == ACTION_ALLOW {
+                strongest.action = ACTION_AUDIT;
+            }
+            self.set.rules.insert(
+                (ANY_SOURCE, 0, class, MATCH_UNDECIDABLE),
+                RuleValue {
+                    slots: [strongest; 2],
+                },
+            );
+        }
+    }
+
     fn add(&mut self, slot: RuleSlot, value: RuleValue) {
         self.set
             .rules
@@ -363,14 +408,18 @@ impl Builder<'_> {
     }
 
     /// A directory (ending with `/`) resolved, still ending with `/`.
-    fn kernel_dir_hash(&mut self, dir: &str, policy: &str) -> Option<u64> {
+    fn real_dir(&self, dir: &str) -> String {
         let trimmed = dir.trim_end_matches('/');
-        let real = if trimmed.is_empty() {
+        if trimmed.is_empty() {
             String::from("/")
         } else {
             let r = self.resolver.kernel_path(trimmed);
             if r.ends_with('/') { r } else { format!("{r}/") }
-        };
+        }
+    }
+
+    fn kernel_dir_hash(&mut self, dir: &str, policy: &str) -> Option<u64> {
+        let real = self.real_dir(dir);
         if real.len() > MAX_HASHED_PATH_BYTES {
             self.set.skipped.push(SkippedRule {
                 policy: policy.to_owned(),
@@ -506,16 +555,21 @@ impl Builder<'_> {
                 } else if list.len() < GLOBS_PER_KEY {
                     list.push(g);
                 } else {
-                    self.set.skipped.push(SkippedRule {
-                        policy,
+                    self.set.refused.push(SkippedRule {
+                        policy: policy.clone(),
                         rule: glob.as_str().to_owned(),
                         reason: format!(
-                            "more than {GLOBS_PER_KEY} patterns under {} for one source",
+                            "more than GLOBS_PER_KEY = {GLOBS_PER_KEY} patterns under {} for one source",
                             form.directory
                         ),
                     });
                     return;
                 }
+                let dir = self.real_dir(&form.directory);
+                self.set
+                    .pattern_dirs
+                    .entry((class, dir))
+                    .or_insert_with(|| (policy, glob.as_str().to_owned()));
                 *self.set.prefixes.entry((h, class)).or_insert(0) |= PREFIX_PATTERN;
                 self.set.class_mask |= class_bit(class);
             }
@@ -523,6 +577,7 @@ impl Builder<'_> {
     }
 }
 
+mod limits;
 #[cfg(test)]
 mod shipped_policies;
 #[cfg(test)]

@@ -2,12 +2,14 @@
 //! matched as a path of class `CLASS_PROCESS`.
 
 use aya_ebpf::{bindings::path, macros::lsm, programs::LsmContext};
-use edgearmor_probe_abi::{CLASS_PROCESS, SLOT_READ};
+use edgearmor_probe_abi::{
+    CLASS_PROCESS, SLOT_READ, UNDECIDED_NO_SCRATCH, UNDECIDED_UNRESOLVED, Verdict,
+};
 
 use crate::{
     identity::current_identity,
-    maps::{SLOT_CHECK_EXEC, active_generation, offsets},
-    matchers::{EACCES, enforce, match_path, settle_path},
+    maps::{active_generation, offsets, with_slot},
+    matchers::{EACCES, decide_undecided, enforce, match_path, settle_path},
     path::resolve,
     report::report,
 };
@@ -33,24 +35,41 @@ pub fn check_exec(ctx: LsmContext) -> i32 {
     }
     // SAFETY: `&file->f_path`, offset from BTF.
     let f_path = unsafe { file.add(off.file_f_path as usize) } as *const path;
-    let Some(buf) = resolve(f_path, SLOT_CHECK_EXEC) else {
-        return 0;
-    };
-    let len = buf.len;
     let source = current_identity();
-    let Some(walk) = match_path(CLASS_PROCESS, generation, source, SLOT_CHECK_EXEC, len) else {
-        return 0;
-    };
-    settle_path(SLOT_CHECK_EXEC);
-    let verdict = walk.verdicts[SLOT_READ];
-    enforce(&verdict, EACCES, |outcome| {
-        report(
+    with_slot(|slot| decide_exec(f_path, generation, source, slot)).unwrap_or_else(|| {
+        let detail = [0, 0, 0, UNDECIDED_NO_SCRATCH];
+        decide_undecided(
             CLASS_PROCESS,
-            outcome,
-            &verdict,
+            generation,
             source,
-            [0; 4],
-            SLOT_CHECK_EXEC,
+            Verdict::NONE,
+            detail,
+            u32::MAX,
         )
+    })
+}
+
+/// Resolves and matches the executable in the claimed `slot`.
+#[inline(always)]
+fn decide_exec(f_path: *const path, generation: u32, source: u64, slot: u32) -> i32 {
+    let undecided = |settled, detail, target| {
+        decide_undecided(CLASS_PROCESS, generation, source, settled, detail, target)
+    };
+    let len = match resolve(f_path, slot) {
+        Ok(buf) => buf.len,
+        Err(errno) => {
+            return undecided(Verdict::NONE, [0, 0, errno, UNDECIDED_UNRESOLVED], u32::MAX);
+        }
+    };
+    let Some(walk) = match_path(CLASS_PROCESS, generation, source, slot, len) else {
+        return undecided(Verdict::NONE, [0, 0, 0, UNDECIDED_NO_SCRATCH], u32::MAX);
+    };
+    settle_path(slot);
+    let verdict = walk.verdicts[SLOT_READ];
+    if walk.undecided != 0 {
+        return undecided(verdict, [0, 0, 0, walk.undecided], slot);
+    }
+    enforce(&verdict, EACCES, |outcome| {
+        report(CLASS_PROCESS, outcome, &verdict, source, [0; 4], slot)
     })
 }

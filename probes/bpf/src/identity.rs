@@ -19,11 +19,13 @@ use aya_ebpf::{
     macros::{btf_tracepoint, lsm},
     programs::{BtfTracePointContext, LsmContext},
 };
-use edgearmor_probe_abi::{ExecEvent, KernelOffsets, PATH_CAP};
+use edgearmor_probe_abi::{
+    EXE_FLAG_TRUNCATED, ExePath, ExecEvent, KernelOffsets, MAX_REPORTED_PATH_BYTES, PATH_CAP,
+};
 
 use crate::{
-    maps::{EXE_PATHS, EXEC_EVENTS, PROC_IDENTITY, SLOT_RECORD_EXEC, offsets},
-    path::{resolve, scratch, walk_path},
+    maps::{EXE_PATHS, EXEC_EVENTS, PROC_IDENTITY, offsets, with_slot},
+    path::{PathBuf, resolve, scratch, walk_path},
     report::count_drop,
 };
 
@@ -60,22 +62,37 @@ fn try_record_exec(ctx: &LsmContext) -> Option<()> {
     }
     // SAFETY: `file + f_path` is `&file->f_path` (offset from BTF).
     let f_path = unsafe { file.add(off.file_f_path as usize) } as *const path;
-    let hash = match resolve(f_path, SLOT_RECORD_EXEC) {
-        Some(buf) => {
-            let len = buf.len;
-            let hash = walk_path(SLOT_RECORD_EXEC, 0, 0, 0, len)?
-                .hash
-                .finish_len(u64::from(len));
-            let buf = scratch(SLOT_RECORD_EXEC)?;
-            let _ = EXE_PATHS.insert(hash, buf, 0);
-            hash
-        }
-        // Too long or unresolvable: "unknown", so the identity of the previous
-        // executable does not linger; hash 0 names no rule.
-        None => 0,
-    };
+    // No slot, too long or unresolvable: "unknown", so the identity of the previous
+    // executable does not linger; hash 0 names no rule.
+    let hash = with_slot(|slot| exe_hash(f_path, slot)).unwrap_or(0);
     let _ = PROC_IDENTITY.insert(current_tgid(), hash, 0);
     Some(())
+}
+
+/// Resolves and hashes the executable in the claimed `slot`, and interns its path
+/// (longer than an `ExePath` holds: its first bytes, flagged truncated); 0 when it
+/// cannot be resolved.
+#[inline(always)]
+fn exe_hash(f_path: *const path, slot: u32) -> u64 {
+    let Ok(buf) = resolve(f_path, slot) else {
+        return 0;
+    };
+    let len = buf.len;
+    let Some(walk) = walk_path(slot, 0, 0, 0, len) else {
+        return 0;
+    };
+    let hash = walk.hash.finish_len(u64::from(len));
+    let Some(buf) = scratch(slot) else {
+        return 0;
+    };
+    if len as usize > MAX_REPORTED_PATH_BYTES {
+        buf.flags = EXE_FLAG_TRUNCATED;
+    }
+    // SAFETY: `PathBuf` starts with `ExePath`'s fields (len, flags, words) in the same
+    // #[repr(C)] layout and is larger, so its first bytes are a valid `ExePath`.
+    let exe = unsafe { &*(buf as *const PathBuf as *const ExePath) };
+    let _ = EXE_PATHS.insert(hash, exe, 0);
+    hash
 }
 
 #[btf_tracepoint(function = "sched_process_fork")]

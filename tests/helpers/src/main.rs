@@ -25,6 +25,8 @@
 
 use std::time::{Duration, Instant};
 
+mod loops;
+
 fn usage() -> ! {
     eprintln!(
         "usage: setid-probe [wait FILE] [fork] setuid|setgid|setreuid|setregid|setresuid|setresgid|setfsuid|setfsgid ID"
@@ -47,7 +49,11 @@ fn main() {
             "unlink" => return report(unlink(target)),
             "socket" => return report(socket(target)),
             "loop-exec" => return loop_exec(&all[1..]),
-            _ => {}
+            _ => {
+                if loops::run(op, &all[1..]).is_some() {
+                    return;
+                }
+            }
         }
     }
     let mut args = std::env::args().skip(1).peekable();
