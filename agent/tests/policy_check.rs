@@ -272,3 +272,42 @@ fn a_policy_source_with_the_bomb_enforces_the_good_policy_next_to_it() {
     );
     let _ = std::fs::remove_dir_all(&dir);
 }
+
+/// Two files that are each fine but together need more pattern prefixes on one path
+/// than the probes try: `policy check` refuses the set, naming the limit, its value,
+/// the rule, its policy and file.
+#[test]
+fn a_set_past_a_kernel_limit_is_refused_with_the_limit_named() {
+    let dir = std::env::temp_dir().join(format!("ea-policy-limits-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).expect("temp dir");
+    let policy = |name: &str, dirs: &[String]| {
+        let mut y = format!(
+            "apiVersion: security.kubearmor.com/v1\nkind: KubeArmorHostPolicy\nmetadata:\n  name: {name}\nspec:\n  nodeSelector:\n    matchLabels:\n      kubearmor.io/hostname: \"*\"\n  process:\n    matchPatterns:\n"
+        );
+        for d in dirs {
+            y.push_str(&format!("      - pattern: {d}*.bak\n"));
+        }
+        y.push_str("  action: Block\n");
+        y
+    };
+    let mut dirs = vec!["/".to_owned()];
+    for i in 1..=edgearmor_probe_abi::MAX_PATTERN_PREFIXES {
+        dirs.push(format!("{}d{i}/", dirs[i - 1]));
+    }
+    let (upper, lower) = dirs.split_at(4);
+    std::fs::write(dir.join("upper.yaml"), policy("upper", upper)).expect("written");
+    let (ok, _) = check(&[&dir]);
+    assert!(ok, "four prefixes are fine");
+    std::fs::write(dir.join("lower.yaml"), policy("lower", lower)).expect("written");
+    let (ok, stdout) = check(&[&dir]);
+    let _ = std::fs::remove_dir_all(&dir);
+    assert!(!ok, "nine nested pattern prefixes are refused: {stdout}");
+    let deepest = format!("{}*.bak", dirs[dirs.len() - 1]);
+    assert!(
+        stdout.contains("MAX_PATTERN_PREFIXES = 8")
+            && stdout.contains("policy lower")
+            && stdout.contains("lower.yaml")
+            && stdout.contains(&deepest),
+        "{stdout}"
+    );
+}

@@ -34,7 +34,10 @@ pub fn kernel_limit_problems(policies: &[HostPolicy], set: &CompiledPolicySet) -
             .metadata(id)
             .map(|m| m.policy_name.clone())
             .unwrap_or_default();
-        let file = files.get(policy.as_str()).map(|f| (*f).clone()).unwrap_or_default();
+        let file = files
+            .get(policy.as_str())
+            .map(|f| (*f).clone())
+            .unwrap_or_default();
         Origin { policy, file }
     };
     let mut tables = Tables::default();
@@ -65,7 +68,13 @@ fn path_rules<'a, M>(
         .collect()
 }
 
-fn limit(origin: &Origin, limit: &'static str, value: usize, rule: &str, what: String) -> Diagnostic {
+fn limit(
+    origin: &Origin,
+    limit: &'static str,
+    value: usize,
+    rule: &str,
+    what: String,
+) -> Diagnostic {
     Diagnostic::whole_file(
         origin.file.clone(),
         PolicyError::KernelLimit {
@@ -163,21 +172,30 @@ impl Tables {
     fn allow_lists(&mut self, set: &CompiledPolicySet) {
         let mut add = |source: String, class: &'static str, id: PolicyId| {
             if self.rules.insert((source, String::new(), class, 5)) {
-                self.growth.push(("RULES_PER_SET", id, format!("{class} allow list")));
+                self.growth
+                    .push(("RULES_PER_SET", id, format!("{class} allow list")));
             }
         };
         let allow = |a: crate::vocabulary::Action| a == crate::vocabulary::Action::Allow;
         for r in set.process.rules.iter().filter(|r| allow(r.action)) {
-            Self::sources(r).into_iter().for_each(|s| add(s, "process", r.policy_id));
+            Self::sources(r)
+                .into_iter()
+                .for_each(|s| add(s, "process", r.policy_id));
         }
         for r in set.file.rules.iter().filter(|r| allow(r.action)) {
-            Self::sources(r).into_iter().for_each(|s| add(s, "file", r.policy_id));
+            Self::sources(r)
+                .into_iter()
+                .for_each(|s| add(s, "file", r.policy_id));
         }
         for r in set.network.rules.iter().filter(|r| allow(r.action)) {
-            Self::sources(r).into_iter().for_each(|s| add(s, "network", r.policy_id));
+            Self::sources(r)
+                .into_iter()
+                .for_each(|s| add(s, "network", r.policy_id));
         }
         for r in set.capabilities.rules.iter().filter(|r| allow(r.action)) {
-            Self::sources(r).into_iter().for_each(|s| add(s, "capabilities", r.policy_id));
+            Self::sources(r)
+                .into_iter()
+                .for_each(|s| add(s, "capabilities", r.policy_id));
         }
         let firsts = [
             ("process", set.process.rules.first().map(|r| r.policy_id)),
@@ -200,13 +218,25 @@ impl Tables {
             }
         };
         for r in &set.network.rules {
-            add(Self::sources(r), format!("network {:?}", r.matcher), r.policy_id);
+            add(
+                Self::sources(r),
+                format!("network {:?}", r.matcher),
+                r.policy_id,
+            );
         }
         for r in &set.capabilities.rules {
-            add(Self::sources(r), format!("capability {:?}", r.matcher), r.policy_id);
+            add(
+                Self::sources(r),
+                format!("capability {:?}", r.matcher),
+                r.policy_id,
+            );
         }
         for r in &set.setid {
-            add(Self::sources(r), format!("syscall {:?}", r.matcher), r.policy_id);
+            add(
+                Self::sources(r),
+                format!("syscall {:?}", r.matcher),
+                r.policy_id,
+            );
         }
     }
 
@@ -244,11 +274,7 @@ impl Tables {
             if used <= cap {
                 continue;
             }
-            let past = self
-                .growth
-                .iter()
-                .filter(|(t, _, _)| *t == table)
-                .nth(cap);
+            let past = self.growth.iter().filter(|(t, _, _)| *t == table).nth(cap);
             if let Some((_, id, rule)) = past {
                 out.push(limit(
                     &origin(*id),
@@ -259,5 +285,156 @@ impl Tables {
                 ));
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::path::Path;
+
+    use super::*;
+    use crate::compile::{DefaultPostures, compile};
+    use crate::loader::parse_policy_text;
+
+    /// A Block policy `name` with `lines` under `file:` (each a YAML list item).
+    fn policy(name: &str, section: &str, items: &[String]) -> String {
+        let mut y = format!(
+            "apiVersion: security.kubearmor.com/v1\nkind: KubeArmorHostPolicy\nmetadata:\n  name: {name}\nspec:\n  nodeSelector:\n    matchLabels:\n      kubearmor.io/hostname: \"*\"\n  file:\n    {section}:\n"
+        );
+        for item in items {
+            y.push_str(&format!("      - {item}\n"));
+        }
+        y.push_str("  action: Block\n");
+        y
+    }
+
+    fn problems(files: &[(&str, String)]) -> Vec<Diagnostic> {
+        let mut policies = Vec::new();
+        for (file, text) in files {
+            match parse_policy_text(Path::new(file), text) {
+                Ok(p) => policies.extend(p),
+                Err(d) => panic!("{file} is valid: {d:?}"),
+            }
+        }
+        let set = compile(&policies, DefaultPostures::default());
+        kernel_limit_problems(&policies, &set)
+    }
+
+    fn patterns(dirs: impl Iterator<Item = String>) -> Vec<String> {
+        dirs.map(|d| format!("pattern: {d}*.bak")).collect()
+    }
+
+    /// The one problem, as (limit, value, policy, rule, file).
+    fn only(p: &[Diagnostic]) -> (&'static str, usize, String, String, String) {
+        assert_eq!(p.len(), 1, "{p:?}");
+        let PolicyError::KernelLimit {
+            limit,
+            value,
+            policy,
+            rule,
+            ..
+        } = &p[0].error
+        else {
+            panic!("{p:?}")
+        };
+        let file = p[0].file.display().to_string();
+        assert!(p[0].to_string().contains(limit), "{}", p[0]);
+        (limit, *value, policy.clone(), rule.clone(), file)
+    }
+
+    #[test]
+    fn nested_pattern_prefixes_up_to_the_limit_are_accepted() {
+        let mut dirs = vec!["/".to_owned()];
+        for i in 1..MAX_PATTERN_PREFIXES {
+            dirs.push(format!("{}d{i}/", dirs[i - 1]));
+        }
+        // Unrelated prefixes do not count against a path's chain.
+        let others = (0..20).map(|i| format!("/other{i}/"));
+        let items = patterns(dirs.into_iter().chain(others));
+        assert!(problems(&[("a.yaml", policy("p", "matchPatterns", &items))]).is_empty());
+    }
+
+    #[test]
+    fn more_nested_pattern_prefixes_than_the_probes_keep_are_refused() {
+        let mut dirs = vec!["/".to_owned()];
+        for i in 1..=MAX_PATTERN_PREFIXES {
+            dirs.push(format!("{}d{i}/", dirs[i - 1]));
+        }
+        let deepest = format!("{}*.bak", dirs[MAX_PATTERN_PREFIXES]);
+        let p = problems(&[(
+            "deep.yaml",
+            policy("deep", "matchPatterns", &patterns(dirs.into_iter())),
+        )]);
+        assert_eq!(
+            only(&p),
+            (
+                "MAX_PATTERN_PREFIXES",
+                MAX_PATTERN_PREFIXES,
+                "deep".to_owned(),
+                deepest,
+                "deep.yaml".to_owned()
+            )
+        );
+    }
+
+    #[test]
+    fn patterns_per_directory_count_across_policies() {
+        let items: Vec<String> = (0..GLOBS_PER_KEY)
+            .map(|i| format!("pattern: /etc/x{i}*"))
+            .collect();
+        let full = policy("full", "matchPatterns", &items);
+        assert!(problems(&[("full.yaml", full.clone())]).is_empty());
+        let more = policy("more", "matchPatterns", &["pattern: /etc/y*".to_owned()]);
+        let p = problems(&[("full.yaml", full), ("more.yaml", more)]);
+        assert_eq!(
+            only(&p),
+            (
+                "GLOBS_PER_KEY",
+                GLOBS_PER_KEY,
+                "more".to_owned(),
+                "/etc/y*".to_owned(),
+                "more.yaml".to_owned()
+            )
+        );
+    }
+
+    #[test]
+    fn rule_table_capacity_is_a_refusal_naming_the_rule_past_it() {
+        let items: Vec<String> = (0..RULES_PER_SET - 2)
+            .map(|i| format!("path: /etc/f{i}"))
+            .collect();
+        // One undecidable entry for the file class: RULES_PER_SET - 1 entries.
+        assert!(problems(&[("big.yaml", policy("big", "matchPaths", &items))]).is_empty());
+        let items: Vec<String> = (0..RULES_PER_SET)
+            .map(|i| format!("path: /etc/f{i}"))
+            .collect();
+        let p = problems(&[("big.yaml", policy("big", "matchPaths", &items))]);
+        let (limit, value, policy_name, _, file) = only(&p);
+        assert_eq!(
+            (limit, value, policy_name.as_str(), file.as_str()),
+            ("RULES_PER_SET", RULES_PER_SET, "big", "big.yaml")
+        );
+    }
+
+    #[test]
+    fn prefix_and_pattern_list_capacities_are_refusals() {
+        let dirs: Vec<String> = (0..=PREFIXES_PER_SET)
+            .map(|i| format!("dir: /srv/d{i}/"))
+            .collect();
+        let p = problems(&[("dirs.yaml", policy("dirs", "matchDirectories", &dirs))]);
+        assert_eq!(only(&p).0, "PREFIXES_PER_SET");
+        let lists = patterns((0..=GLOBS_PER_SET).map(|i| format!("/srv/p{i}/")));
+        let p = problems(&[("globs.yaml", policy("globs", "matchPatterns", &lists))]);
+        assert_eq!(only(&p).0, "GLOBS_PER_SET");
+        let lists = patterns((0..GLOBS_PER_SET).map(|i| format!("/srv/p{i}/")));
+        assert!(problems(&[("globs.yaml", policy("globs", "matchPatterns", &lists))]).is_empty());
+    }
+
+    #[test]
+    fn paths_up_to_path_max_are_within_what_the_kernel_matches() {
+        let long = format!("/{}", vec!["d".repeat(200); 20].join("/"));
+        assert!(long.len() > 4000 && long.len() <= edgearmor_probe_abi::MAX_HASHED_PATH_BYTES);
+        let items = [format!("path: {long}")];
+        assert!(problems(&[("long.yaml", policy("long", "matchPaths", &items))]).is_empty());
     }
 }

@@ -77,7 +77,9 @@ impl Undecided {
             Self::Unresolved { errno: 36 } => {
                 "path not resolved by the kernel (ENAMETOOLONG: longer than PATH_MAX)".to_owned()
             }
-            Self::Unresolved { errno } => format!("path not resolved by the kernel (errno {errno})"),
+            Self::Unresolved { errno } => {
+                format!("path not resolved by the kernel (errno {errno})")
+            }
             Self::NoScratch => "not decided: every scratch slot of the CPU busy".to_owned(),
             Self::MatchSteps => "not decided: pattern match over its step bound".to_owned(),
             Self::PatternPrefixes => "not decided: too many pattern prefixes".to_owned(),
@@ -391,5 +393,57 @@ pub(crate) mod tests {
         let d = Decision::try_from(bytes_of(&ev).as_slice()).expect("valid");
         assert!(d.exe.starts_with("/usr/sbin/sshd"));
         assert_eq!(d.parent_exe, "");
+    }
+}
+
+#[cfg(test)]
+mod undecided_tests {
+    use super::tests::{bytes_of, raw_event};
+    use super::*;
+    use edgearmor_probe_abi::PATH_WORDS;
+
+    #[test]
+    fn undecided_reasons_are_decoded_and_unknown_ones_refused() {
+        let d = |detail| Decision::try_from(bytes_of(&raw_event(CLASS_FILE, detail)).as_slice());
+        let unresolved = d([ACCESS_READ, 0, 36, UNDECIDED_UNRESOLVED]).expect("valid");
+        assert_eq!(
+            unresolved.undecided,
+            Some(Undecided::Unresolved { errno: 36 })
+        );
+        assert!(
+            unresolved
+                .undecided
+                .is_some_and(|u| u.describe().contains("ENAMETOOLONG"))
+        );
+        let busy = d([ACCESS_READ, 0, 0, UNDECIDED_NO_SCRATCH]).expect("valid");
+        assert_eq!(busy.undecided, Some(Undecided::NoScratch));
+        let edgearmor_wire::EventBody::Alert(alert) =
+            crate::events::enrich::decision_event(&unresolved, 0).body
+        else {
+            panic!("an alert")
+        };
+        assert!(
+            alert.resource.contains("path not resolved"),
+            "the alert says why: {}",
+            alert.resource
+        );
+        assert_eq!(d([ACCESS_READ, 0, 0, 0]).expect("valid").undecided, None);
+        assert_eq!(d([ACCESS_READ, 0, 0, 99]), Err(EventDecodeError::Undecided(99)));
+        // Other classes use detail[3] for nothing: not read as a reason.
+        let socket = raw_event(CLASS_NETWORK, [2, 1, 6, 99]);
+        let socket = Decision::try_from(bytes_of(&socket).as_slice()).expect("valid");
+        assert_eq!(socket.undecided, None);
+    }
+
+    #[test]
+    fn a_target_longer_than_events_carry_is_its_first_bytes_marked() {
+        let mut raw = raw_event(CLASS_FILE, [ACCESS_READ, 0, 0, 0]);
+        raw.target.len = 4000;
+        raw.target.flags = EXE_FLAG_TRUNCATED;
+        raw.target.words = [u64::from_le_bytes(*b"/aaaaaaa"); PATH_WORDS];
+        let d = Decision::try_from(bytes_of(&raw).as_slice()).expect("valid");
+        assert!(d.target.starts_with("/aaaaaaa/aaaaaaa"), "{}", d.target);
+        assert!(d.target.ends_with(TRUNCATED_MARK), "{}", d.target);
+        assert_eq!(d.target.len(), MAX_REPORTED_PATH_BYTES);
     }
 }

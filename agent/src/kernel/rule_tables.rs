@@ -24,9 +24,9 @@ use edgearmor_probe_abi::{
     CLASS_NETWORK, CLASS_PROCESS, CLASS_SETID, GLOB_ANY_BYTE, GLOB_CAP, GLOB_LITERAL, GLOB_STAR,
     GLOBS_PER_KEY, GlobList, GlobRule, ITEM_ICMP, ITEM_RAW, ITEM_TCP, ITEM_UDP, MATCH_ALLOW_LIST,
     MATCH_DIRECTORY, MATCH_EXACT, MATCH_ITEM, MATCH_RECURSIVE, MATCH_UNDECIDABLE,
-    MAX_HASHED_PATH_BYTES,
-    POLICY_DEFAULT_POSTURE, PREFIX_DIRECTORY, PREFIX_PATTERN, PREFIX_RECURSIVE, PrefixKey, RuleKey,
-    RuleValue, SLOT_READ, SLOT_WRITE, Verdict, class_bit, item_capability, item_setid, path_hash,
+    MAX_HASHED_PATH_BYTES, POLICY_DEFAULT_POSTURE, PREFIX_DIRECTORY, PREFIX_PATTERN,
+    PREFIX_RECURSIVE, PrefixKey, RuleKey, RuleValue, SLOT_READ, SLOT_WRITE, Verdict, class_bit,
+    item_capability, item_setid, path_hash,
 };
 use edgearmor_wire::{PolicyMeta, SetIdSyscall};
 

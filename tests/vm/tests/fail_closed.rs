@@ -113,7 +113,10 @@ fn fail_closed_vm(arch: Arch, series: &'static str) {
         timeouts.is_empty(),
         "{}: guest waits timed out: {timeouts:?}\n{}",
         run.kernel(),
-        run.log.lines_with_prefix("EA-STUCKERR ").collect::<Vec<_>>().join("\n")
+        run.log
+            .lines_with_prefix("EA-STUCKERR ")
+            .collect::<Vec<_>>()
+            .join("\n")
     );
     identity::check(&run);
     scratch::check(&run);

@@ -13,8 +13,9 @@ use std::time::Duration;
 
 use edgearmor_vm::{
     Arch, BootConfig, BootLog, Initramfs, boot, cache_dir, fetch_busybox, fetch_kernel,
-    guest_binaries, workspace_root,
+    guest_binaries,
     scenarios::{Alert, about, alerts, field, outcomes},
+    workspace_root,
 };
 
 const PHASES: [&str; 7] = ["exec", "usr-bin", "files", "raw", "cap", "allowlist", "hot"];
@@ -79,12 +80,7 @@ fn boot_policy_guest(arch: Arch, series: &str) -> BootLog {
 }
 
 /// Exactly one alert about `resource`, with these fields.
-fn assert_one(
-    alerts: &[Alert],
-    operation: &str,
-    resource: &str,
-    want: &[(&str, &str)],
-) {
+fn assert_one(alerts: &[Alert], operation: &str, resource: &str, want: &[(&str, &str)]) {
     let found = about(alerts, operation, resource);
     assert_eq!(
         found.len(),
@@ -380,7 +376,9 @@ fn policy_engine_vm(arch: Arch, series: &str) {
         .count() as u64;
     let audited = target
         .iter()
-        .filter(|a| field(a, "PolicyName") == "hsp-hot-target-audit" && field(a, "Action") == "Audit")
+        .filter(|a| {
+            field(a, "PolicyName") == "hsp-hot-target-audit" && field(a, "Action") == "Audit"
+        })
         .count() as u64;
     assert_eq!(
         blocked, f["denied"],

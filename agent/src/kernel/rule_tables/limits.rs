@@ -4,9 +4,7 @@
 //! literal paths are checked offline by `edgearmor_policy::kernel_limits`
 //! (`policy check`); symlink resolution can only merge directories here.
 
-use edgearmor_probe_abi::{
-    GLOBS_PER_SET, MAX_PATTERN_PREFIXES, PREFIXES_PER_SET, RULES_PER_SET,
-};
+use edgearmor_probe_abi::{GLOBS_PER_SET, MAX_PATTERN_PREFIXES, PREFIXES_PER_SET, RULES_PER_SET};
 
 use super::{KernelRuleSet, SkippedRule};
 

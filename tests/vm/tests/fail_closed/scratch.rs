@@ -11,7 +11,12 @@ use crate::Run;
 const EACCES: i64 = 13;
 
 /// `key=value` fields of the first line starting with `prefix` whose `key0` is `value0`.
-fn fields<'a>(run: &'a Run, prefix: &'a str, key0: &str, value0: &str) -> HashMap<&'a str, &'a str> {
+fn fields<'a>(
+    run: &'a Run,
+    prefix: &'a str,
+    key0: &str,
+    value0: &str,
+) -> HashMap<&'a str, &'a str> {
     run.log
         .lines_with_prefix(prefix)
         .map(|l| {
@@ -190,8 +195,5 @@ fn long_paths(run: &Run, ops: &HashMap<String, (i64, i64)>, all: &[Alert]) {
             && field(a, "Resource").contains("path not resolved")
             && field(a, "Resource").contains("ENAMETOOLONG")
     });
-    assert!(
-        reported.is_some(),
-        "{k}: the unresolvable path is reported"
-    );
+    assert!(reported.is_some(), "{k}: the unresolvable path is reported");
 }
