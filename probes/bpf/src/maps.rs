@@ -43,9 +43,11 @@ use edgearmor_probe_abi::{
     PREFIXES_CAPACITY, PrefixKey, RULES_CAPACITY, RuleKey, RuleValue, SCRATCH_SLOTS, class_bit,
 };
 
+use aya_ebpf::{cty::c_void, helpers::bpf_loop};
+
 use crate::{
     matchers::GlobQueue,
-    path::{PathBuf, PathWalk},
+    path::{LoopSlot, PathBuf, PathWalk},
 };
 
 const SLOTS: u32 = SCRATCH_SLOTS as u32;
@@ -59,37 +61,60 @@ pub(crate) struct SlotOwners {
 #[map]
 static SLOT_OWNERS: PerCpuArray<SlotOwners> = PerCpuArray::with_max_entries(1, 0);
 
+/// Tries to claim slot `index` for the run whose `LoopSlot` is `ctx`; stops the loop
+/// at the first slot won.
+extern "C" fn claim_step(index: u64, ctx: *mut c_void) -> i64 {
+    let Some(owners) = SLOT_OWNERS.get_ptr_mut(0) else {
+        return 1;
+    };
+    let i = index as usize & (SCRATCH_SLOTS - 1);
+    // SAFETY: `owners` is this CPU's map value, `i` is in bounds; the swap is atomic,
+    // so of any number of runs racing for slot `i` exactly one sees 0 -> 1 succeed.
+    let (_, won) = unsafe {
+        atomic_cxchg::<u64, { AtomicOrdering::SeqCst }, { AtomicOrdering::SeqCst }>(
+            &raw mut (*owners).owner[i],
+            0,
+            1,
+        )
+    };
+    if !won {
+        return 0;
+    }
+    // SAFETY: `ctx` is the `LoopSlot` on the stack of `with_slot`, which outlives the loop.
+    unsafe { (*(ctx as *mut LoopSlot)).slot = i as u32 };
+    1
+}
+
 /// Runs `f` with a scratch slot of this CPU claimed for this run alone (see the
 /// module comment), releasing it when `f` returns; `None` when every slot is held.
+/// The claim runs as a `bpf_loop` callback, so the verifier checks `f` once for
+/// "some slot" rather than once per slot number.
 #[inline(always)]
 pub(crate) fn with_slot<R>(f: impl FnOnce(u32) -> R) -> Option<R> {
     let owners = SLOT_OWNERS.get_ptr_mut(0)?;
-    let mut claimed = SCRATCH_SLOTS;
-    let mut i = 0;
-    while i < SCRATCH_SLOTS {
-        // SAFETY: `owners` is this CPU's map value, `i` is in bounds; the swap is
-        // atomic, so exactly one racing run sees 0 -> 1 succeed.
-        let (_, won) = unsafe {
-            atomic_cxchg::<u64, { AtomicOrdering::SeqCst }, { AtomicOrdering::SeqCst }>(
-                &raw mut (*owners).owner[i],
-                0,
-                1,
-            )
-        };
-        if won {
-            claimed = i;
-            break;
-        }
-        i += 1;
+    let mut ctx = LoopSlot {
+        slot: u32::MAX,
+        _pad: 0,
+    };
+    // SAFETY: `claim_step` is a static callback; the context outlives the call.
+    unsafe {
+        bpf_loop(
+            SLOTS,
+            claim_step as *mut c_void,
+            &mut ctx as *mut LoopSlot as *mut c_void,
+            0,
+        );
     }
-    if claimed >= SCRATCH_SLOTS {
+    let slot = ctx.slot;
+    if slot >= SLOTS {
         return None;
     }
-    let result = f(claimed as u32);
-    // SAFETY: as above; this run owns slot `claimed` and gives it back.
+    let result = f(slot);
+    // SAFETY: this CPU's map value; this run owns slot `slot` and gives it back
+    // (an atomic exchange, ordered after every use of the slot's buffers).
     unsafe {
         atomic_xchg::<u64, { AtomicOrdering::SeqCst }>(
-            &raw mut (*owners).owner[claimed & (SCRATCH_SLOTS - 1)],
+            &raw mut (*owners).owner[slot as usize & (SCRATCH_SLOTS - 1)],
             0,
         )
     };

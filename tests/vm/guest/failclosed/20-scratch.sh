@@ -59,9 +59,21 @@ spec:
   action: Block
 YAML
 
-# ---- 1. the race. The agent's rate limit keeps the alert file (and the console)
-# small: what it holds back is reported as a loss, so alerts + losses still add up.
-start_agent scratch-race $sd/race --max-alerts-per-sec 100
+# Without enforcement there is nothing to race: say why, quickly (the host fails).
+enforcing() {
+    grep -q "ready: enforcing" "$agent_err" && return 0
+    echo "EA-SCRATCH-NOT-ENFORCING $(grep 'edgearmor: ready' "$agent_err")"
+    while read -r line; do echo "EA-SCRATCH-AGENTERR $line"; done < "$agent_err"
+    stop_agent
+    return 1
+}
+
+scratch_part() {
+# ---- 1. the race. The agent's rate limit (500 a second, then a pause of a second)
+# keeps the alert file small while sampling alerts over the whole run: what it holds
+# back is reported as a loss, so alerts + losses still add up to the decisions.
+start_agent scratch-race $sd/race --max-alerts-per-sec 500 --throttle-sec 1
+enforcing || return
 scenario scratch-race-start true
 $probe loop-open 100000 $w/secret > $w/race-secret.out &
 r1=$!
@@ -95,6 +107,7 @@ echo "EA-SCRATCH-RACE expected=$expected lost=$(lost)" \
 
 # ---- 2. and 3.
 start_agent scratch $w/policies
+enforcing || return
 for f in /top.p5 /tmp/t.p5 $w/t.p5 $w/g/t.p5 $w/g/h/t.p5 $w/g/h/t.p6 /opt/scratch/t.p5; do
     scenario "scratch-pattern-read $f" $probe read "$f"
 done
@@ -110,4 +123,6 @@ done
 scenario scratch-beyond-path-max sh -c "cd $w && $probe deep-open 25"
 wait_count "$alerts" '"PolicyName":"scratch-' 11
 stop_agent
+}
+scratch_part
 echo "EA-SCRATCH-TIME seconds=$(( $(date +%s) - scratch_started ))"

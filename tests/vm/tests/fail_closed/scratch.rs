@@ -46,6 +46,17 @@ fn num(f: &HashMap<&str, &str>, key: &str) -> u64 {
 }
 
 pub fn check(run: &Run) {
+    let not_enforcing: Vec<&str> = run
+        .log
+        .lines_with_prefix("EA-SCRATCH-NOT-ENFORCING ")
+        .chain(run.log.lines_with_prefix("EA-SCRATCH-AGENTERR "))
+        .collect();
+    assert!(
+        not_enforcing.is_empty(),
+        "{}: the scratch part's agent did not enforce:\n{}",
+        run.kernel(),
+        not_enforcing.join("\n")
+    );
     race(run);
     let ops = outcomes(&run.log);
     let all = alerts(&run.log, "EA-ALERT-scratch ");
