@@ -428,7 +428,10 @@ mod undecided_tests {
             alert.resource
         );
         assert_eq!(d([ACCESS_READ, 0, 0, 0]).expect("valid").undecided, None);
-        assert_eq!(d([ACCESS_READ, 0, 0, 99]), Err(EventDecodeError::Undecided(99)));
+        assert_eq!(
+            d([ACCESS_READ, 0, 0, 99]),
+            Err(EventDecodeError::Undecided(99))
+        );
         // Other classes use detail[3] for nothing: not read as a reason.
         let socket = raw_event(CLASS_NETWORK, [2, 1, 6, 99]);
         let socket = Decision::try_from(bytes_of(&socket).as_slice()).expect("valid");
