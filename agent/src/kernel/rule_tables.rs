@@ -519,61 +519,71 @@ impl Builder<'_> {
                     *self.set.prefixes.entry((h, class)).or_insert(0) |= bit;
                 }
             }
-            PathMatcher::Pattern(glob) => {
-                let form = match glob.kernel_form() {
-                    Ok(form) => form,
-                    Err(reason) => {
-                        self.set.skipped.push(SkippedRule {
-                            policy,
-                            rule: glob.as_str().to_owned(),
-                            reason: reason.to_owned(),
-                        });
-                        return;
-                    }
-                };
-                let Some(h) = self.kernel_dir_hash(&form.directory, &policy) else {
-                    return;
-                };
-                let mut g = GlobRule::EMPTY;
-                for (i, token) in form.tokens.iter().take(GLOB_CAP).enumerate() {
-                    let (kind, byte) = match token {
-                        KernelGlobToken::Byte(b) => (GLOB_LITERAL, *b),
-                        KernelGlobToken::AnyByte => (GLOB_ANY_BYTE, 0),
-                        KernelGlobToken::Star => (GLOB_STAR, 0),
-                    };
-                    g.kinds[i] = kind;
-                    g.bytes[i] = byte;
-                }
-                g.len = form.tokens.len().min(GLOB_CAP) as u32;
-                g.value = value;
-                let list = self.set.globs.entry((source, h, class)).or_default();
-                if let Some(same) = list
-                    .iter_mut()
-                    .find(|r| r.bytes == g.bytes && r.kinds == g.kinds && r.len == g.len)
-                {
-                    same.value.merge(&value);
-                } else if list.len() < GLOBS_PER_KEY {
-                    list.push(g);
-                } else {
-                    self.set.refused.push(SkippedRule {
-                        policy: policy.clone(),
-                        rule: glob.as_str().to_owned(),
-                        reason: format!(
-                            "more than GLOBS_PER_KEY = {GLOBS_PER_KEY} patterns under {} for one source",
-                            form.directory
-                        ),
-                    });
-                    return;
-                }
-                let dir = self.real_dir(&form.directory);
-                self.set
-                    .pattern_dirs
-                    .entry((class, dir))
-                    .or_insert_with(|| (policy, glob.as_str().to_owned()));
-                *self.set.prefixes.entry((h, class)).or_insert(0) |= PREFIX_PATTERN;
-                self.set.class_mask |= class_bit(class);
-            }
+            PathMatcher::Pattern(glob) => self.pattern_rule(class, glob, value, source, policy),
         }
+    }
+
+    /// A `matchPatterns` rule: filed under its literal directory, for one source.
+    fn pattern_rule(
+        &mut self,
+        class: u32,
+        glob: &edgearmor_policy::Glob,
+        value: RuleValue,
+        source: u64,
+        policy: String,
+    ) {
+        let form = match glob.kernel_form() {
+            Ok(form) => form,
+            Err(reason) => {
+                self.set.skipped.push(SkippedRule {
+                    policy,
+                    rule: glob.as_str().to_owned(),
+                    reason: reason.to_owned(),
+                });
+                return;
+            }
+        };
+        let Some(h) = self.kernel_dir_hash(&form.directory, &policy) else {
+            return;
+        };
+        let mut g = GlobRule::EMPTY;
+        for (i, token) in form.tokens.iter().take(GLOB_CAP).enumerate() {
+            let (kind, byte) = match token {
+                KernelGlobToken::Byte(b) => (GLOB_LITERAL, *b),
+                KernelGlobToken::AnyByte => (GLOB_ANY_BYTE, 0),
+                KernelGlobToken::Star => (GLOB_STAR, 0),
+            };
+            g.kinds[i] = kind;
+            g.bytes[i] = byte;
+        }
+        g.len = form.tokens.len().min(GLOB_CAP) as u32;
+        g.value = value;
+        let list = self.set.globs.entry((source, h, class)).or_default();
+        if let Some(same) = list
+            .iter_mut()
+            .find(|r| r.bytes == g.bytes && r.kinds == g.kinds && r.len == g.len)
+        {
+            same.value.merge(&value);
+        } else if list.len() < GLOBS_PER_KEY {
+            list.push(g);
+        } else {
+            self.set.refused.push(SkippedRule {
+                policy: policy.clone(),
+                rule: glob.as_str().to_owned(),
+                reason: format!(
+                    "more than GLOBS_PER_KEY = {GLOBS_PER_KEY} patterns under {} for one source",
+                    form.directory
+                ),
+            });
+            return;
+        }
+        let dir = self.real_dir(&form.directory);
+        self.set
+            .pattern_dirs
+            .entry((class, dir))
+            .or_insert_with(|| (policy, glob.as_str().to_owned()));
+        *self.set.prefixes.entry((h, class)).or_insert(0) |= PREFIX_PATTERN;
+        self.set.class_mask |= class_bit(class);
     }
 }
 
