@@ -72,7 +72,11 @@ fn host_policy(name: &str, host: &str, body: &str) -> String {
 #[test]
 fn a_network_rule_the_kernel_cannot_match_is_refused() {
     let dir = policy_dir("long-source");
-    let long = format!("/{}", "s".repeat(300));
+    // Longer than any path the kernel hashes (MAX_HASHED_PATH_BYTES).
+    let long = format!(
+        "/{}",
+        "s".repeat(edgearmor_probe_abi::MAX_HASHED_PATH_BYTES)
+    );
     let body = format!(
         "  network:\n    matchProtocols:\n      - protocol: tcp\n        fromSource:\n          - path: {long}\n"
     );
@@ -84,9 +88,11 @@ fn a_network_rule_the_kernel_cannot_match_is_refused() {
     let (ok, stdout) = check(&[&dir]);
     assert!(!ok, "{stdout}");
     assert!(
-        stdout.contains("policy long-source: fromSource")
-            && stdout.contains("longer than 255 bytes")
-            && stdout.contains("the kernel cannot enforce this rule"),
+        stdout.contains("fromSource[0].path")
+            && stdout.contains(&format!(
+                "the kernel's limit is {}",
+                edgearmor_probe_abi::MAX_HASHED_PATH_BYTES
+            )),
         "{stdout}"
     );
     let _ = std::fs::remove_dir_all(&dir);
@@ -103,7 +109,12 @@ fn a_set_larger_than_half_a_table_is_refused_with_the_limit() {
         }
         body
     };
-    std::fs::write(dir.join("p.yaml"), host_policy("many", "*", &paths(limit))).expect("write");
+    // One entry of the set is the file class's undecidable entry (MATCH_UNDECIDABLE).
+    std::fs::write(
+        dir.join("p.yaml"),
+        host_policy("many", "*", &paths(limit - 1)),
+    )
+    .expect("write");
     let (ok, stdout) = check(&[&dir]);
     assert!(ok, "exactly the limit fits: {stdout}");
     // One more entry, from a policy for one host only: that host's set is over.
@@ -115,12 +126,12 @@ fn a_set_larger_than_half_a_table_is_refused_with_the_limit() {
     std::fs::write(dir.join("q.yaml"), extra).expect("write");
     let (ok, stdout) = check(&[&dir]);
     assert!(!ok, "{stdout}");
-    assert_eq!(
-        stdout.trim(),
-        format!(
-            "host gw-7: the policies need {} RULES entries; a policy set may use at most {limit}, half the table, since a reload writes the next set beside the one in force",
-            limit + 1
-        )
+    assert_eq!(stdout.trim().lines().count(), 1, "{stdout}");
+    assert!(
+        stdout.contains("p.yaml: policy many")
+            && stdout.contains(&format!("({} needed)", limit + 1))
+            && stdout.contains(&format!("RULES_PER_SET = {limit}")),
+        "{stdout}"
     );
     let _ = std::fs::remove_dir_all(&dir);
 }
@@ -343,4 +354,43 @@ fn a_policy_source_with_the_bomb_enforces_the_good_policy_next_to_it() {
         third.problems
     );
     let _ = std::fs::remove_dir_all(&dir);
+}
+
+/// Two files that are each fine but together need more pattern prefixes on one path
+/// than the probes try: `policy check` refuses the set, naming the limit, its value,
+/// the rule, its policy and file.
+#[test]
+fn a_set_past_a_kernel_limit_is_refused_with_the_limit_named() {
+    let dir = std::env::temp_dir().join(format!("ea-policy-limits-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).expect("temp dir");
+    let policy = |name: &str, dirs: &[String]| {
+        let mut y = format!(
+            "apiVersion: security.kubearmor.com/v1\nkind: KubeArmorHostPolicy\nmetadata:\n  name: {name}\nspec:\n  nodeSelector:\n    matchLabels:\n      kubearmor.io/hostname: \"*\"\n  process:\n    matchPatterns:\n"
+        );
+        for d in dirs {
+            y.push_str(&format!("      - pattern: {d}*.bak\n"));
+        }
+        y.push_str("  action: Block\n");
+        y
+    };
+    let mut dirs = vec!["/".to_owned()];
+    for i in 1..=edgearmor_probe_abi::MAX_PATTERN_PREFIXES {
+        dirs.push(format!("{}d{i}/", dirs[i - 1]));
+    }
+    let (upper, lower) = dirs.split_at(4);
+    std::fs::write(dir.join("upper.yaml"), policy("upper", upper)).expect("written");
+    let (ok, _) = check(&[&dir]);
+    assert!(ok, "four prefixes are fine");
+    std::fs::write(dir.join("lower.yaml"), policy("lower", lower)).expect("written");
+    let (ok, stdout) = check(&[&dir]);
+    let _ = std::fs::remove_dir_all(&dir);
+    assert!(!ok, "nine nested pattern prefixes are refused: {stdout}");
+    let deepest = format!("{}*.bak", dirs[dirs.len() - 1]);
+    assert!(
+        stdout.contains("MAX_PATTERN_PREFIXES = 8")
+            && stdout.contains("policy lower")
+            && stdout.contains("lower.yaml")
+            && stdout.contains(&deepest),
+        "{stdout}"
+    );
 }

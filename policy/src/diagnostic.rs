@@ -256,6 +256,18 @@ pub enum PolicyError {
     NulInPath { path: String },
     #[error(transparent)]
     InvalidPattern(GlobError),
+    /// The policy set needs more of a kernel table or matcher than it has: the kernel
+    /// could not enforce the set whole.
+    #[error(
+        "policy {policy}: {rule}: more {what} than the kernel's {limit} = {value}; the kernel could not enforce the policy set whole"
+    )]
+    KernelLimit {
+        limit: &'static str,
+        value: usize,
+        policy: String,
+        rule: String,
+        what: String,
+    },
     /// A valid pattern the kernel matcher cannot enforce, and why.
     #[error("pattern {pattern:?} cannot be enforced: {reason}")]
     PatternNotEnforceable {

@@ -49,6 +49,7 @@ pub mod compile;
 pub mod diagnostic;
 pub mod fuzzing;
 pub mod glob;
+pub mod kernel_limits;
 pub mod limits;
 pub mod loader;
 pub mod model;

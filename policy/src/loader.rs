@@ -283,7 +283,35 @@ pub fn check_policy_paths(paths: &[PathBuf]) -> Vec<Diagnostic> {
     // Host selection does not matter for validity; any name will do.
     let load = load_policy_files(&files, "");
     diagnostics.extend(load.diagnostics().cloned());
+    diagnostics.extend(set_limit_problems(&files));
     diagnostics
+}
+
+/// The kernel limits of the set each host would get: the policies for any host,
+/// plus those naming it.
+fn set_limit_problems(files: &[PathBuf]) -> Vec<Diagnostic> {
+    let any = load_policy_files(files, "");
+    let mut hosts: Vec<String> = any
+        .skipped
+        .iter()
+        .filter_map(|s| match &s.selector {
+            crate::model::HostSelector::Hostname(h) => Some(h.to_ascii_lowercase()),
+            crate::model::HostSelector::AnyHost => None,
+        })
+        .collect();
+    hosts.sort();
+    hosts.dedup();
+    let mut out: Vec<Diagnostic> = Vec::new();
+    for host in std::iter::once(String::new()).chain(hosts) {
+        let load = load_policy_files(files, &host);
+        let set = crate::compile(&load.policies, crate::DefaultPostures::default());
+        for d in crate::kernel_limits::kernel_limit_problems(&load.policies, &set) {
+            if !out.iter().any(|o| o.error == d.error) {
+                out.push(d);
+            }
+        }
+    }
+    out
 }
 
 /// Duplicate names among `policies`, or with `earlier` (name -> file, line).

@@ -9,9 +9,10 @@ use crate::glob::Glob;
 /// The longest path accepted: Linux's `PATH_MAX` (4096) less the terminating NUL,
 /// the longest path the kernel resolves at all.
 ///
-/// Not the probes' limit: they resolve and hash paths of at most
-/// [`MAX_HASHED_PATH_BYTES`], and the agent skips (with a note) a rule whose path is
-/// longer once resolved. Both limits come from `edgearmor-probe-abi`.
+/// Also the probes' limit ([`MAX_HASHED_PATH_BYTES`]): they resolve and hash every
+/// path the kernel resolves; a file whose path the kernel cannot resolve is decided
+/// by its class's undecidable verdict (denied under a Block rule or block posture).
+/// Both limits come from `edgearmor-probe-abi`.
 pub const MAX_PATH_BYTES: usize = edgearmor_probe_abi::MAX_KERNEL_PATH_BYTES;
 pub use edgearmor_probe_abi::MAX_HASHED_PATH_BYTES;
 

@@ -34,7 +34,7 @@ pub const MAX_POLICIES_PER_TABLE: usize = 16;
 /// Bytes of a path (executables, files). A wire bound (it only grows with a version
 /// bump), not the probes' limit, which it must cover.
 pub const PATH_LEN: usize = 256;
-const _: () = assert!(PATH_LEN >= edgearmor_probe_abi::MAX_HASHED_PATH_BYTES);
+const _: () = assert!(PATH_LEN > edgearmor_probe_abi::MAX_REPORTED_PATH_BYTES);
 
 pub type Path = String<PATH_LEN>;
 

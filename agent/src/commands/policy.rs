@@ -1,10 +1,10 @@
 //! `edgearmor policy check [--host] FILE_OR_DIR...`: validates KubeArmorHostPolicy
 //! files offline, one line per problem, exit status 1 if there is any.
 //!
-//! Beyond the files themselves, the valid policies are turned into the kernel tables
-//! for every host they select, as `run` would: a rule the kernel cannot hold, and a
-//! set larger than a table can hold during a reload, are problems too, each naming
-//! the limit. What `check` accepts, the kernel enforces whole.
+//! Beyond the files themselves (which include the kernel limits of each host's set,
+//! `edgearmor_policy::kernel_limits`), the valid policies are turned into the kernel
+//! tables for every host they select, as `run` would: a rule the table builder
+//! cannot hold is a problem too. What `check` accepts, the kernel enforces whole.
 //!
 //! With `--host`, also translates the policies for this host (its node name, its
 //! files: symlinks, multi-call binaries) as `run` would, and prints what `run` would
@@ -71,16 +71,16 @@ fn kernel_problems(paths: &[PathBuf]) -> BTreeSet<String> {
         })
         .collect();
     let mut problems = BTreeSet::new();
-    set_problems("every host", &any_host.policies, &mut problems);
+    set_problems(&any_host.policies, &mut problems);
     for host in hosts {
         let load = load_policy_files(&files, &host);
-        set_problems(&format!("host {host}"), &load.policies, &mut problems);
+        set_problems(&load.policies, &mut problems);
     }
     problems
 }
 
 /// The kernel tables of `policies` as `run` builds them; what they cannot hold.
-fn set_problems(label: &str, policies: &[HostPolicy], problems: &mut BTreeSet<String>) {
+fn set_problems(policies: &[HostPolicy], problems: &mut BTreeSet<String>) {
     let compiled = compile(policies, DefaultPostures::uniform(DefaultPosture::Audit));
     let identity = |p: &str| p.to_owned();
     let set = KernelRuleSet::build(
@@ -92,9 +92,6 @@ fn set_problems(label: &str, policies: &[HostPolicy], problems: &mut BTreeSet<St
     );
     for skipped in &set.skipped {
         problems.insert(format!("{skipped}: the kernel cannot enforce this rule"));
-    }
-    for over in set.over_limits() {
-        problems.insert(format!("{label}: {over}"));
     }
 }
 

@@ -25,6 +25,9 @@ pub struct LoadedPolicies {
     pub problems: Vec<String>,
     /// Policies for other hosts, one line each.
     pub skipped: Vec<String>,
+    /// Kernel limits the set exceeds (limit, value, rule, policy, file), one line
+    /// each: the set is refused whole.
+    pub over_limits: Vec<String>,
 }
 
 pub struct PolicySource {
@@ -122,8 +125,15 @@ impl PolicySource {
         }
         // Files that are good now but had no policy for this host still count.
         self.last_good = good;
+        let compiled = compile(&policies, self.postures);
+        let over_limits =
+            edgearmor_policy::kernel_limits::kernel_limit_problems(&policies, &compiled)
+                .iter()
+                .map(ToString::to_string)
+                .collect();
         Ok(LoadedPolicies {
-            compiled: compile(&policies, self.postures),
+            compiled,
+            over_limits,
             policy_count: policies.len(),
             problems,
             skipped,
@@ -193,5 +203,38 @@ spec:
             "a deleted file is gone"
         );
         let _ = std::fs::remove_dir_all(&dir);
+    }
+
+    #[test]
+    fn a_set_past_a_kernel_limit_is_reported_for_refusal_with_its_file() {
+        let dir = std::env::temp_dir().join(format!("edgearmor-lim-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        std::fs::create_dir_all(&dir).expect("temp dir");
+        let mut patterns = String::new();
+        for i in 0..=edgearmor_probe_abi::GLOBS_PER_KEY {
+            patterns.push_str(&format!("      - pattern: /usr/bin/p{i}*\n"));
+        }
+        let many = BLOCK_LS
+            .replace("name: block-ls", "name: many-patterns")
+            .replace(
+                "matchPaths:\n      - path: /usr/bin/ls\n",
+                &format!("matchPatterns:\n{patterns}"),
+            );
+        std::fs::write(dir.join("many.yaml"), many).expect("write");
+        let mut source = PolicySource::new(
+            vec![dir.clone()],
+            "gw".into(),
+            DefaultPostures::uniform(DefaultPosture::Audit),
+        );
+        let loaded = source.load().expect("loads");
+        let _ = std::fs::remove_dir_all(&dir);
+        assert_eq!(loaded.over_limits.len(), 1, "{:?}", loaded.over_limits);
+        let line = &loaded.over_limits[0];
+        assert!(
+            line.contains("GLOBS_PER_KEY = 8")
+                && line.contains("many.yaml")
+                && line.contains("many-patterns"),
+            "{line}"
+        );
     }
 }

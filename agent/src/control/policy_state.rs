@@ -24,6 +24,14 @@ pub struct PolicyState {
 /// Policy names shown in the summary line before `...`.
 const NAMES_SHOWN: usize = 12;
 
+/// The error of a set past a kernel limit: nothing of it is enforced.
+fn refusal(problems: &[String]) -> String {
+    format!(
+        "policy set refused, the kernel could not enforce it whole: {}",
+        problems.join("; ")
+    )
+}
+
 impl PolicyState {
     /// `bundle_dir`: where fleet bundles are unpacked, read like any policy directory.
     pub fn new(
@@ -58,6 +66,9 @@ impl PolicyState {
                 for skipped in &loaded.skipped {
                     log::info!("{skipped}");
                 }
+                if !loaded.over_limits.is_empty() {
+                    return Err(refusal(&loaded.over_limits));
+                }
                 (loaded.compiled, loaded.policy_count)
             }
             None => (edgearmor_policy::compile(&[], self.postures), 0),
@@ -75,6 +86,10 @@ impl PolicyState {
         }
         for warning in &set.warnings {
             log::warn!("{warning}");
+        }
+        if !set.refused.is_empty() {
+            let all: Vec<String> = set.refused.iter().map(|r| r.to_string()).collect();
+            return Err(refusal(&all));
         }
         let (rules, prefixes, globs) = set.sizes();
         let mut names = compiled

@@ -16,7 +16,7 @@
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 
-use edgearmor_probe_abi::{ExePath, MAX_HASHED_PATH_BYTES};
+use edgearmor_probe_abi::MAX_HASHED_PATH_BYTES;
 use edgearmor_wire::{MAX_MESSAGE_BYTES, MAX_POLICY_NAME_BYTES, MAX_TAGS_BYTES, SetidKind};
 use serde::Deserialize;
 
@@ -263,7 +263,7 @@ fn check_executable(origin: &str, executable: &str) -> Result<(), RuleError> {
             executable: executable.to_owned(),
         });
     }
-    if ExePath::from_bytes(executable.as_bytes()).is_none() {
+    if executable.len() > MAX_HASHED_PATH_BYTES {
         return Err(RuleError::TooLong {
             origin: origin.to_owned(),
             executable: executable.to_owned(),

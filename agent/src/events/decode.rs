@@ -4,8 +4,9 @@
 use edgearmor_probe_abi::{
     ACCESS_READ, ACCESS_UNLINK, ACCESS_WRITE, ACTION_AUDIT, ACTION_BLOCK, CLASS_CAPABILITY,
     CLASS_FILE, CLASS_NETWORK, CLASS_PROCESS, CLASS_SETID, DecisionEvent, EXE_FLAG_TOO_LONG,
-    EXEC_BY_ARGUMENTS, ExePath, ExecEvent, MAX_HASHED_PATH_BYTES, POLICY_DEFAULT_POSTURE,
-    VERDICT_AUDITED, VERDICT_DENIED,
+    EXE_FLAG_TRUNCATED, EXEC_BY_ARGUMENTS, ExePath, ExecEvent, MAX_REPORTED_PATH_BYTES,
+    POLICY_DEFAULT_POSTURE, UNDECIDED_MATCH_STEPS, UNDECIDED_NO_SCRATCH,
+    UNDECIDED_PATTERN_PREFIXES, UNDECIDED_UNRESOLVED, VERDICT_AUDITED, VERDICT_DENIED,
 };
 use edgearmor_wire::{SetIdSyscall, SetidFlavour, SetidKind};
 
@@ -43,6 +44,49 @@ pub enum DecidedBy {
     DefaultPosture,
 }
 
+/// Why a path hook could not decide, and fell back to the class's undecidable
+/// verdict (fail closed under a Block rule or block posture).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Undecided {
+    /// `bpf_d_path` failed with this errno (`ENAMETOOLONG`: longer than `PATH_MAX`).
+    Unresolved { errno: u32 },
+    /// Every scratch slot of the CPU was held by preempted runs.
+    NoScratch,
+    /// A pattern needed more matching steps than the probes allow.
+    MatchSteps,
+    /// The path passed more prefixes with patterns than the probes keep.
+    PatternPrefixes,
+}
+
+impl Undecided {
+    /// From `detail[2]` (errno) and `detail[3]` (reason) of exec and file events.
+    fn from_detail(detail: [u32; 4]) -> Result<Option<Self>, EventDecodeError> {
+        Ok(Some(match detail[3] {
+            0 => return Ok(None),
+            UNDECIDED_UNRESOLVED => Self::Unresolved { errno: detail[2] },
+            UNDECIDED_NO_SCRATCH => Self::NoScratch,
+            UNDECIDED_MATCH_STEPS => Self::MatchSteps,
+            UNDECIDED_PATTERN_PREFIXES => Self::PatternPrefixes,
+            r => return Err(EventDecodeError::Undecided(r)),
+        }))
+    }
+
+    /// What an alert says in place of (or about) the path.
+    pub fn describe(&self) -> String {
+        match self {
+            Self::Unresolved { errno: 36 } => {
+                "path not resolved by the kernel (ENAMETOOLONG: longer than PATH_MAX)".to_owned()
+            }
+            Self::Unresolved { errno } => {
+                format!("path not resolved by the kernel (errno {errno})")
+            }
+            Self::NoScratch => "not decided: every scratch slot of the CPU busy".to_owned(),
+            Self::MatchSteps => "not decided: pattern match over its step bound".to_owned(),
+            Self::PatternPrefixes => "not decided: too many pattern prefixes".to_owned(),
+        }
+    }
+}
+
 /// One enforcement decision the kernel reported.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Decision {
@@ -58,7 +102,8 @@ pub struct Decision {
     /// Resolved executable of the acting process; empty when unknown or too long.
     pub exe: String,
     pub parent_exe: String,
-    /// The file or executable acted on (exec and file decisions).
+    /// The file or executable acted on (exec and file decisions); a path longer than
+    /// events carry is its first bytes.
     pub target: String,
     /// For an exec of a multi-call binary: the name it was invoked as (as given to
     /// execve, made absolute by [`absolute_invoked`]), or with `by_arguments` the
@@ -66,6 +111,8 @@ pub struct Decision {
     pub invoked: String,
     /// Decided after commit by the arguments (`EXEC_BY_ARGUMENTS`).
     pub by_arguments: bool,
+    /// Set when the hook could not decide and failed closed (or audited).
+    pub undecided: Option<Undecided>,
 }
 
 #[derive(Debug, PartialEq, Eq, thiserror::Error)]
@@ -80,15 +127,28 @@ pub enum EventDecodeError {
     Kind(u32),
     #[error("setid decision with unknown LSM_SETID flags {0:#x}")]
     Flags(u32),
+    #[error("decision with unknown undecided reason {0}")]
+    Undecided(u32),
 }
+
+/// Ends a path reported by its first bytes only.
+pub const TRUNCATED_MARK: &str = "...";
 
 fn path_string(p: &ExePath) -> String {
     if p.flags & EXE_FLAG_TOO_LONG != 0 {
         return String::new();
     }
-    let len = (p.len as usize).min(MAX_HASHED_PATH_BYTES);
+    let len = (p.len as usize).min(MAX_REPORTED_PATH_BYTES);
     let bytes: Vec<u8> = (0..len).map(|i| p.byte_at(i)).collect();
-    String::from_utf8_lossy(&bytes).into_owned()
+    let mut s = String::from_utf8_lossy(&bytes).into_owned();
+    if p.flags & EXE_FLAG_TRUNCATED != 0 {
+        // The wire carries PATH_LEN bytes: keep room for the mark that says so.
+        while s.len() > MAX_REPORTED_PATH_BYTES - TRUNCATED_MARK.len() {
+            s.pop();
+        }
+        s.push_str(TRUNCATED_MARK);
+    }
+    s
 }
 
 fn setid_subject(detail: [u32; 4]) -> Result<Subject, EventDecodeError> {
@@ -114,6 +174,10 @@ impl TryFrom<&[u8]> for Decision {
         // SAFETY: the length is exactly one DecisionEvent, which is #[repr(C)] plain
         // integers (any bit pattern is valid); read_unaligned makes no alignment claim.
         let raw: DecisionEvent = unsafe { std::ptr::read_unaligned(bytes.as_ptr().cast()) };
+        let undecided = match raw.class {
+            CLASS_PROCESS | CLASS_FILE => Undecided::from_detail(raw.detail)?,
+            _ => None,
+        };
         let subject = match raw.class {
             CLASS_PROCESS => Subject::Exec,
             CLASS_FILE => Subject::File {
@@ -156,6 +220,7 @@ impl TryFrom<&[u8]> for Decision {
             target: path_string(&raw.target),
             invoked: path_string(&raw.invoked),
             by_arguments: raw.class == CLASS_PROCESS && raw.detail[0] == EXEC_BY_ARGUMENTS,
+            undecided,
         })
     }
 }
@@ -362,5 +427,60 @@ pub(crate) mod tests {
         let d = Decision::try_from(bytes_of(&ev).as_slice()).expect("valid");
         assert!(d.exe.starts_with("/usr/sbin/sshd"));
         assert_eq!(d.parent_exe, "");
+    }
+}
+
+#[cfg(test)]
+mod undecided_tests {
+    use super::tests::{bytes_of, raw_event};
+    use super::*;
+    use edgearmor_probe_abi::PATH_WORDS;
+
+    #[test]
+    fn undecided_reasons_are_decoded_and_unknown_ones_refused() {
+        let d = |detail| Decision::try_from(bytes_of(&raw_event(CLASS_FILE, detail)).as_slice());
+        let unresolved = d([ACCESS_READ, 0, 36, UNDECIDED_UNRESOLVED]).expect("valid");
+        assert_eq!(
+            unresolved.undecided,
+            Some(Undecided::Unresolved { errno: 36 })
+        );
+        assert!(
+            unresolved
+                .undecided
+                .is_some_and(|u| u.describe().contains("ENAMETOOLONG"))
+        );
+        let busy = d([ACCESS_READ, 0, 0, UNDECIDED_NO_SCRATCH]).expect("valid");
+        assert_eq!(busy.undecided, Some(Undecided::NoScratch));
+        let edgearmor_wire::EventBody::Alert(alert) =
+            crate::events::enrich::decision_event(&unresolved, 0).body
+        else {
+            panic!("an alert")
+        };
+        assert!(
+            alert.resource.contains("path not resolved"),
+            "the alert says why: {}",
+            alert.resource
+        );
+        assert_eq!(d([ACCESS_READ, 0, 0, 0]).expect("valid").undecided, None);
+        assert_eq!(
+            d([ACCESS_READ, 0, 0, 99]),
+            Err(EventDecodeError::Undecided(99))
+        );
+        // Other classes use detail[3] for nothing: not read as a reason.
+        let socket = raw_event(CLASS_NETWORK, [2, 1, 6, 99]);
+        let socket = Decision::try_from(bytes_of(&socket).as_slice()).expect("valid");
+        assert_eq!(socket.undecided, None);
+    }
+
+    #[test]
+    fn a_target_longer_than_events_carry_is_its_first_bytes_marked() {
+        let mut raw = raw_event(CLASS_FILE, [ACCESS_READ, 0, 0, 0]);
+        raw.target.len = 4000;
+        raw.target.flags = EXE_FLAG_TRUNCATED;
+        raw.target.words = [u64::from_le_bytes(*b"/aaaaaaa"); PATH_WORDS];
+        let d = Decision::try_from(bytes_of(&raw).as_slice()).expect("valid");
+        assert!(d.target.starts_with("/aaaaaaa/aaaaaaa"), "{}", d.target);
+        assert!(d.target.ends_with(TRUNCATED_MARK), "{}", d.target);
+        assert_eq!(d.target.len(), MAX_REPORTED_PATH_BYTES);
     }
 }

@@ -51,6 +51,15 @@ pub fn socket_resource(family: u32, sock_type: u32, protocol: u32) -> String {
     format!("domain={domain} type={kind} protocol={protocol}")
 }
 
+/// The target path; for a decision on a path the kernel could not resolve, what
+/// went wrong instead (the alert must say why it was denied).
+fn target_or_reason(d: &Decision) -> String {
+    match d.undecided {
+        Some(u) if d.target.is_empty() => format!("({})", u.describe()),
+        _ => d.target.clone(),
+    }
+}
+
 /// Operation, resource, `Data` and the result a denial reports, by subject.
 fn what_was_decided(d: &Decision) -> (Operation, edgearmor_wire::Path, Data, Outcome) {
     match &d.subject {
@@ -70,13 +79,13 @@ fn what_was_decided(d: &Decision) -> (Operation, edgearmor_wire::Path, Data, Out
         ),
         Subject::Exec => (
             Operation::Process,
-            bounded(&d.target),
+            bounded(&target_or_reason(d)),
             Data::Lsm(LsmHook::BprmCheckSecurity),
             Outcome::PermissionDenied,
         ),
         Subject::File { unlink, .. } => (
             Operation::File,
-            bounded(&d.target),
+            bounded(&target_or_reason(d)),
             Data::Lsm(if *unlink {
                 LsmHook::PathUnlink
             } else {

@@ -24,11 +24,10 @@ use edgearmor_probe_abi::{
     CLASS_NETWORK, CLASS_PROCESS, CLASS_SETID, GLOB_ANY_BYTE, GLOB_CAP, GLOB_LITERAL, GLOB_STAR,
     GLOBS_PER_KEY, GlobList, GlobRule, ITEM_ICMP, ITEM_INET_UNCLASSIFIED, ITEM_RAW, ITEM_SCTP,
     ITEM_TCP, ITEM_UDP, MATCH_ALLOW_LIST, MATCH_APPLET, MATCH_DIRECTORY, MATCH_EXACT, MATCH_ITEM,
-    MATCH_MULTI_CALL, MATCH_RECURSIVE, MAX_HASHED_PATH_BYTES, POLICY_DEFAULT_POSTURE,
-    PREFIX_DIRECTORY, PREFIX_PATTERN, PREFIX_RECURSIVE, PrefixKey, RuleKey, RuleValue, SLOT_READ,
-    SLOT_WRITE, Verdict, class_bit, item_capability, item_setid, path_hash,
+    MATCH_MULTI_CALL, MATCH_RECURSIVE, MATCH_UNDECIDABLE, MAX_HASHED_PATH_BYTES,
+    POLICY_DEFAULT_POSTURE, PREFIX_DIRECTORY, PREFIX_PATTERN, PREFIX_RECURSIVE, PrefixKey, RuleKey,
+    RuleValue, SLOT_READ, SLOT_WRITE, Verdict, class_bit, item_capability, item_setid, path_hash,
 };
-use edgearmor_probe_abi::{GLOBS_CAPACITY, PREFIXES_CAPACITY, RULES_CAPACITY, names};
 use edgearmor_wire::{PolicyMeta, SetIdSyscall};
 
 use crate::control::policy_table::PolicyCatalog;
@@ -67,6 +66,11 @@ pub struct KernelRuleSet {
     pub skipped: Vec<SkippedRule>,
     /// Rules that apply, but maybe not as their author meant (multi-call binaries).
     pub warnings: Vec<SkippedRule>,
+    /// Kernel limits the set exceeds (see `limits`): the whole set is refused.
+    pub refused: Vec<SkippedRule>,
+    /// (class, resolved directory) of every pattern rule -> (policy, pattern) of the
+    /// first rule there, for the pattern-prefix limit.
+    pub pattern_dirs: BTreeMap<(u32, String), (String, String)>,
 }
 
 /// How rule paths become kernel paths (the host seam's `real_path`, or identity).
@@ -132,6 +136,8 @@ impl KernelRuleSet {
         b.item_classes(catalog, &meta);
         b.policy_setid(catalog, &meta);
         b.mark_multi_call();
+        b.undecidable_entries();
+        b.set.refused.extend(limits::exceeded(&b.set));
         b.set
     }
 
@@ -199,31 +205,7 @@ impl KernelRuleSet {
     pub fn sizes(&self) -> (usize, usize, usize) {
         (self.rules.len(), self.prefixes.len(), self.globs.len())
     }
-
-    /// Each table this set needs more of than [`SET_LIMITS`] allows, with the limit.
-    pub fn over_limits(&self) -> Vec<String> {
-        let (rules, prefixes, globs) = self.sizes();
-        SET_LIMITS
-            .iter()
-            .zip([rules, prefixes, globs])
-            .filter(|((_, limit), needed)| *needed > *limit as usize)
-            .map(|((map, limit), needed)| {
-                format!(
-                    "the policies need {needed} {map} entries; a policy set may use at most {limit}, half the table, since a reload writes the next set beside the one in force"
-                )
-            })
-            .collect()
-    }
 }
-
-/// The most entries of each table one policy set may need (`policy check` refuses
-/// more): half the table's capacity, so any two accepted sets fit side by side for
-/// the moment of a reload's switch.
-pub const SET_LIMITS: [(&str, u32); 3] = [
-    (names::RULES, RULES_CAPACITY / 2),
-    (names::PREFIXES, PREFIXES_CAPACITY / 2),
-    (names::GLOBS, GLOBS_CAPACITY / 2),
-];
 
 /// A verdict for processes, sockets, capabilities and setid calls (one slot).
 fn read_only_value(v: Verdict) -> RuleValue {
@@ -388,6 +370,43 @@ impl Builder<'_> {
 }
 
 impl Builder<'_> {
+    /// `MATCH_UNDECIDABLE` per path class with rules: the strongest verdict any of
+    /// its rules or postures could give (Block when one blocks), which a hook that
+    /// cannot resolve or match a path applies (fail closed) and reports.
+    fn undecidable_entries(&mut self) {
+        for class in [CLASS_PROCESS, CLASS_FILE] {
+            if self.set.class_mask & class_bit(class) == 0 {
+                continue;
+            }
+            let mut strongest = Verdict::NONE;
+            let values = self
+                .set
+                .rules
+                .iter()
+                .filter(|((_, _, c, _), _)| *c == class)
+                .map(|(_, v)| *v)
+                .chain(
+                    self.set
+                        .globs
+                        .iter()
+                        .filter(|((_, _, c), _)| *c == class)
+                        .flat_map(|(_, rules)| rules.iter().map(|r| r.value)),
+                );
+            for value in values {
+                value.slots.iter().for_each(|v| strongest.merge(v));
+            }
+            if strongest.action == ACTION_ALLOW {
+                strongest.action = ACTION_AUDIT;
+            }
+            self.set.rules.insert(
+                (ANY_SOURCE, 0, class, MATCH_UNDECIDABLE),
+                RuleValue {
+                    slots: [strongest; 2],
+                },
+            );
+        }
+    }
+
     fn add(&mut self, slot: RuleSlot, value: RuleValue) {
         self.set
             .rules
@@ -418,14 +437,18 @@ impl Builder<'_> {
     }
 
     /// A directory (ending with `/`) resolved, still ending with `/`.
-    fn kernel_dir_hash(&mut self, dir: &str, policy: &str) -> Option<u64> {
+    fn real_dir(&self, dir: &str) -> String {
         let trimmed = dir.trim_end_matches('/');
-        let real = if trimmed.is_empty() {
+        if trimmed.is_empty() {
             String::from("/")
         } else {
             let r = self.resolver.kernel_path(trimmed);
             if r.ends_with('/') { r } else { format!("{r}/") }
-        };
+        }
+    }
+
+    fn kernel_dir_hash(&mut self, dir: &str, policy: &str) -> Option<u64> {
+        let real = self.real_dir(dir);
         if real.len() > MAX_HASHED_PATH_BYTES {
             self.set.skipped.push(SkippedRule {
                 policy: policy.to_owned(),
@@ -546,60 +569,76 @@ impl Builder<'_> {
                     *self.set.prefixes.entry((h, class)).or_insert(0) |= bit;
                 }
             }
-            PathMatcher::Pattern(glob) => {
-                let form = match glob.kernel_form() {
-                    Ok(form) => form,
-                    Err(reason) => {
-                        self.set.skipped.push(SkippedRule {
-                            policy,
-                            rule: glob.as_str().to_owned(),
-                            reason: reason.to_owned(),
-                        });
-                        return;
-                    }
-                };
-                let Some(h) = self.kernel_dir_hash(&form.directory, &policy) else {
-                    return;
-                };
-                let mut g = GlobRule::EMPTY;
-                for (i, token) in form.tokens.iter().take(GLOB_CAP).enumerate() {
-                    let (kind, byte) = match token {
-                        KernelGlobToken::Byte(b) => (GLOB_LITERAL, *b),
-                        KernelGlobToken::AnyByte => (GLOB_ANY_BYTE, 0),
-                        KernelGlobToken::Star => (GLOB_STAR, 0),
-                    };
-                    g.kinds[i] = kind;
-                    g.bytes[i] = byte;
-                }
-                g.len = form.tokens.len().min(GLOB_CAP) as u32;
-                g.value = value;
-                let list = self.set.globs.entry((source, h, class)).or_default();
-                if let Some(same) = list
-                    .iter_mut()
-                    .find(|r| r.bytes == g.bytes && r.kinds == g.kinds && r.len == g.len)
-                {
-                    same.value.merge(&value);
-                } else if list.len() < GLOBS_PER_KEY {
-                    list.push(g);
-                } else {
-                    self.set.skipped.push(SkippedRule {
-                        policy,
-                        rule: glob.as_str().to_owned(),
-                        reason: format!(
-                            "more than {GLOBS_PER_KEY} patterns under {} for one source",
-                            form.directory
-                        ),
-                    });
-                    return;
-                }
-                *self.set.prefixes.entry((h, class)).or_insert(0) |= PREFIX_PATTERN;
-                self.set.class_mask |= class_bit(class);
-            }
+            PathMatcher::Pattern(glob) => self.pattern_rule(class, glob, value, source, policy),
         }
+    }
+
+    /// A `matchPatterns` rule: filed under its literal directory, for one source.
+    fn pattern_rule(
+        &mut self,
+        class: u32,
+        glob: &edgearmor_policy::Glob,
+        value: RuleValue,
+        source: u64,
+        policy: String,
+    ) {
+        let form = match glob.kernel_form() {
+            Ok(form) => form,
+            Err(reason) => {
+                self.set.skipped.push(SkippedRule {
+                    policy,
+                    rule: glob.as_str().to_owned(),
+                    reason: reason.to_owned(),
+                });
+                return;
+            }
+        };
+        let Some(h) = self.kernel_dir_hash(&form.directory, &policy) else {
+            return;
+        };
+        let mut g = GlobRule::EMPTY;
+        for (i, token) in form.tokens.iter().take(GLOB_CAP).enumerate() {
+            let (kind, byte) = match token {
+                KernelGlobToken::Byte(b) => (GLOB_LITERAL, *b),
+                KernelGlobToken::AnyByte => (GLOB_ANY_BYTE, 0),
+                KernelGlobToken::Star => (GLOB_STAR, 0),
+            };
+            g.kinds[i] = kind;
+            g.bytes[i] = byte;
+        }
+        g.len = form.tokens.len().min(GLOB_CAP) as u32;
+        g.value = value;
+        let list = self.set.globs.entry((source, h, class)).or_default();
+        if let Some(same) = list
+            .iter_mut()
+            .find(|r| r.bytes == g.bytes && r.kinds == g.kinds && r.len == g.len)
+        {
+            same.value.merge(&value);
+        } else if list.len() < GLOBS_PER_KEY {
+            list.push(g);
+        } else {
+            self.set.refused.push(SkippedRule {
+                policy: policy.clone(),
+                rule: glob.as_str().to_owned(),
+                reason: format!(
+                    "more than GLOBS_PER_KEY = {GLOBS_PER_KEY} patterns under {} for one source",
+                    form.directory
+                ),
+            });
+            return;
+        }
+        let dir = self.real_dir(&form.directory);
+        self.set
+            .pattern_dirs
+            .entry((class, dir))
+            .or_insert_with(|| (policy, glob.as_str().to_owned()));
+        *self.set.prefixes.entry((h, class)).or_insert(0) |= PREFIX_PATTERN;
+        self.set.class_mask |= class_bit(class);
     }
 }
 
 mod applets;
+mod limits;
 #[cfg(test)]
 mod shipped_policies;
 #[cfg(test)]

@@ -30,11 +30,31 @@
 //! decision never mixes two policy sets.
 #![no_std]
 
-/// Capacity of a resolved path, NUL included. Longer paths are reported with
-/// [`EXE_FLAG_TOO_LONG`] and match no path rule.
+/// Capacity of a path as events and the interned executables (`EXE_PATHS`) carry it,
+/// NUL included. Not a matching limit: the probes resolve and match paths up to
+/// [`LINUX_PATH_MAX`] in their scratch buffers ([`SCRATCH_PATH_CAP`]); a longer one is
+/// reported by its first [`PATH_CAP`] - 1 bytes with [`EXE_FLAG_TRUNCATED`].
 pub const PATH_CAP: usize = 256;
 /// [`PATH_CAP`] in 64-bit words.
 pub const PATH_WORDS: usize = PATH_CAP / 8;
+
+/// Linux's `PATH_MAX`: the longest path, NUL included, the kernel resolves at all
+/// (`bpf_d_path` fails with `ENAMETOOLONG` beyond it).
+pub const LINUX_PATH_MAX: usize = 4096;
+/// The probes' path buffer: a power of two (indices are masked with it) that holds a
+/// resolved directory of up to [`LINUX_PATH_MAX`] bytes plus `/` and a file name of
+/// up to `NAME_MAX` (255) bytes (`path_unlink` composes the two).
+pub const SCRATCH_PATH_CAP: usize = 8192;
+/// Scratch slots per CPU: one is claimed (compare-and-swap) by every program run
+/// that resolves a path and released when it returns, so a run preempted on a CPU
+/// keeps its own buffers while others run there. More runs than this preempted at
+/// once on one CPU: the next one cannot decide and fails closed
+/// ([`UNDECIDED_NO_SCRATCH`]).
+pub const SCRATCH_SLOTS: usize = 16;
+/// Directory prefixes of one path whose pattern rules the probes try (they are
+/// nested: `/`, `/usr/`, `/usr/bin/`, ...). The agent refuses a policy set in which a
+/// path could pass more prefixes with patterns than this.
+pub const MAX_PATTERN_PREFIXES: usize = 8;
 
 /// Names of the maps and globals in the BPF object, as user space looks them up.
 pub mod names {
@@ -146,10 +166,15 @@ pub mod programs {
     pub const MONITOR_EXEC: (&str, &str) = ("watch_exec", "sched_process_exec");
 }
 
-/// Capacities of the rule maps. Each holds two generations during a switch.
+/// Capacities of the rule maps. Each holds two generations during a switch, so one
+/// policy set may use half of each ([`RULES_PER_SET`], ...); the agent refuses a set
+/// that needs more.
 pub const RULES_CAPACITY: u32 = 8192;
 pub const PREFIXES_CAPACITY: u32 = 4096;
 pub const GLOBS_CAPACITY: u32 = 512;
+pub const RULES_PER_SET: usize = RULES_CAPACITY as usize / 2;
+pub const PREFIXES_PER_SET: usize = PREFIXES_CAPACITY as usize / 2;
+pub const GLOBS_PER_SET: usize = GLOBS_CAPACITY as usize / 2;
 
 /// Byte offsets of the kernel struct members the probes read, taken from the running
 /// kernel's BTF at load time (aya-ebpf emits no CO-RE relocations, and one object must
@@ -218,6 +243,9 @@ pub struct ExePath {
 
 /// The path did not fit in [`PATH_CAP`]; `words` holds nothing useful.
 pub const EXE_FLAG_TOO_LONG: u32 = 1;
+/// The path is longer than [`PATH_CAP`] - 1 bytes: `words` holds its first
+/// [`PATH_CAP`] - 1 bytes, `len` the whole length.
+pub const EXE_FLAG_TRUNCATED: u32 = 2;
 
 impl ExePath {
     pub const EMPTY: Self = Self {
@@ -311,6 +339,11 @@ pub const MULTI_CALL_DISPATCH_DEPTH: u32 = 4;
 /// arguments name (the process is killed under Block): `invoked` holds that
 /// argument as given, not a path.
 pub const EXEC_BY_ARGUMENTS: u32 = 1;
+/// `target` 0, [`ANY_SOURCE`]: what a path hook does when it cannot decide (path not
+/// resolvable, no scratch slot, pattern match over its step bound): Block when the
+/// class has any Block rule or a block posture, else Audit; the verdict names the
+/// policy reported. Written for every path class with rules.
+pub const MATCH_UNDECIDABLE: u32 = 8;
 
 /// Key of the `RULES` map.
 #[repr(C)]
@@ -668,9 +701,20 @@ pub const ACCESS_UNLINK: u32 = 4;
 pub const VERDICT_DENIED: u32 = 1;
 pub const VERDICT_AUDITED: u32 = 2;
 
+/// `DecisionEvent::detail[3]` of exec and file events: why the hook could not decide
+/// (0: it did). With [`UNDECIDED_UNRESOLVED`], `detail[2]` is the errno
+/// `bpf_d_path` returned.
+pub const UNDECIDED_UNRESOLVED: u32 = 1;
+pub const UNDECIDED_NO_SCRATCH: u32 = 2;
+pub const UNDECIDED_MATCH_STEPS: u32 = 3;
+/// More prefixes with patterns than [`MAX_PATTERN_PREFIXES`] (the agent refuses such
+/// policy sets, so only a table written by something else gets here).
+pub const UNDECIDED_PATTERN_PREFIXES: u32 = 4;
+
 /// One enforcement decision, written to the `EVENTS` ring buffer.
 ///
-/// `detail` by class: process: unused; file: access bits; network: family, type,
+/// `detail` by class: process: `[_, _, errno, undecided]`; file: `[access bits, _,
+/// errno, undecided]` (see [`UNDECIDED_UNRESOLVED`]); network: family, type,
 /// protocol; capability: capability number; setid: kind, `LSM_SETID_*` flags,
 /// requested id.
 #[repr(C)]
@@ -835,18 +879,19 @@ pub fn path_hash(key: &[u64; 2], bytes: &[u8]) -> u64 {
 // use none of them). Added at the end of the file so that nothing the probes compile
 // moves: line numbers end up in the BPF object's BTF line info.
 
-/// The longest path, in bytes without the NUL, the probes resolve and hash
-/// ([`PATH_CAP`] less the NUL): a rule path longer than this, after symlink
-/// resolution, can never match, and an executable longer than this has no identity.
-pub const MAX_HASHED_PATH_BYTES: usize = PATH_CAP - 1;
-
-/// Linux's `PATH_MAX`: the longest path, NUL included, the kernel resolves at all.
-pub const LINUX_PATH_MAX: usize = 4096;
-/// [`LINUX_PATH_MAX`] less the NUL: no longer path can name a file. Between
-/// [`MAX_HASHED_PATH_BYTES`] and this, a path is a real path the probes cannot match.
+/// [`LINUX_PATH_MAX`] less the NUL: no longer path can name a file.
 pub const MAX_KERNEL_PATH_BYTES: usize = LINUX_PATH_MAX - 1;
+/// The longest path, in bytes without the NUL, the probes resolve and hash: every
+/// path the kernel resolves. A rule path longer than this, after symlink resolution,
+/// can never match (such a file is decided by [`MATCH_UNDECIDABLE`]).
+pub const MAX_HASHED_PATH_BYTES: usize = MAX_KERNEL_PATH_BYTES;
+/// The longest executable path an event or `EXE_PATHS` carries whole.
+pub const MAX_REPORTED_PATH_BYTES: usize = PATH_CAP - 1;
 
-const _: () = assert!(MAX_HASHED_PATH_BYTES < MAX_KERNEL_PATH_BYTES);
+const _: () = assert!(SCRATCH_PATH_CAP.is_power_of_two());
+const _: () = assert!(SCRATCH_PATH_CAP >= LINUX_PATH_MAX + 1 + 256);
+const _: () = assert!(MAX_PATTERN_PREFIXES.is_power_of_two());
+const _: () = assert!(SCRATCH_SLOTS.is_power_of_two());
 
 #[cfg(feature = "user")]
 mod user {

@@ -29,19 +29,17 @@ use aya_ebpf::{
     programs::LsmContext,
 };
 use edgearmor_probe_abi::{
-    ACTION_BLOCK, ANY_SOURCE, CLASS_PROCESS, EXE_FLAG_TOO_LONG, EXEC_BY_ARGUMENTS, ExePath,
-    MATCH_APPLET, MATCH_MULTI_CALL, MULTI_CALL_DISPATCH_DEPTH, MULTI_CALL_WORDS, PATH_CAP,
-    POLICY_DEFAULT_POSTURE, RuleValue, SLOT_READ, SipState, Verdict,
+    ACTION_BLOCK, ANY_SOURCE, CLASS_PROCESS, EXE_FLAG_TOO_LONG, EXEC_BY_ARGUMENTS, LINUX_PATH_MAX,
+    MATCH_APPLET, MATCH_MULTI_CALL, MULTI_CALL_DISPATCH_DEPTH, MULTI_CALL_WORDS,
+    POLICY_DEFAULT_POSTURE, RuleValue, SLOT_READ, SipState, UNDECIDED_NO_SCRATCH, VERDICT_DENIED,
+    Verdict,
 };
 
 use crate::{
     identity::parent_identity,
-    maps::{
-        PATH_SCRATCH, RULES, SLOT_ARGS_APPLET, SLOT_ARGS_EXE, SLOT_CHECK_APPLET, WALKS, hash_key,
-        lookup_both, offsets, rule_key,
-    },
+    maps::{PATH_SCRATCH, RULES, WALKS, hash_key, lookup_both, offsets, rule_key, with_slot},
     matchers::{EACCES, enforce, settle_path},
-    path::{PathWalk, resolve, scratch},
+    path::{PathBuf, PathWalk, resolve, scratch},
     report::report_paths,
 };
 
@@ -91,13 +89,15 @@ pub(crate) struct Invoked {
 }
 
 /// For `check_exec`: when the executable `walk` matched is marked, merges the rules
-/// on the applet of the invoked name into `walk`; the name is in `SLOT_CHECK_APPLET`.
+/// on the applet of the invoked name into `walk`; the name is left in the claimed
+/// scratch `slot`.
 #[inline(always)]
 pub(crate) fn merge_applet(
     bprm: *const u8,
     walk: &mut PathWalk,
     generation: u32,
     source: u64,
+    slot: u32,
 ) -> Invoked {
     let marker = rule_key(
         ANY_SOURCE,
@@ -113,7 +113,7 @@ pub(crate) fn merge_applet(
             applet: 0,
         };
     }
-    let applet = invoked_applet(bprm).unwrap_or(0);
+    let applet = invoked_applet(bprm, slot).unwrap_or(0);
     if applet == 0 {
         deny_unreadable(walk);
     } else {
@@ -133,30 +133,31 @@ pub(crate) fn merge_applet(
     }
 }
 
-/// Reads `bprm->filename` into `SLOT_CHECK_APPLET`; the hash of its last component.
+/// Reads `bprm->filename` into scratch `slot`; the hash of its last component.
 #[inline(always)]
-fn invoked_applet(bprm: *const u8) -> Option<u64> {
-    let buf = scratch(SLOT_CHECK_APPLET)?;
+fn invoked_applet(bprm: *const u8, slot: u32) -> Option<u64> {
+    let buf = scratch(slot)?;
     let off = offsets();
     // SAFETY: probe reads: the `bprm->filename` pointer (offset from BTF), then the
-    // string with the checked helper into the slot's PATH_CAP bytes of map memory.
+    // string with the checked helper into LINUX_PATH_MAX bytes of the slot's buffer.
     let read = unsafe {
         let name =
             bpf_probe_read_kernel(bprm.add(off.binprm_filename as usize) as *const *const u8)
                 .unwrap_or(core::ptr::null());
-        let dst = core::slice::from_raw_parts_mut(buf.words.as_mut_ptr() as *mut u8, PATH_CAP);
+        let dst =
+            core::slice::from_raw_parts_mut(buf.words.as_mut_ptr() as *mut u8, LINUX_PATH_MAX);
         bpf_probe_read_kernel_str_bytes(name, dst).map(|b| b.len())
     };
     fit(buf, read)?;
-    Some(component(SLOT_CHECK_APPLET, buf.len, false).0)
+    Some(component(slot, buf.len, false).0)
 }
 
 /// Records the string length read into `buf`; `None` when it may not be whole
-/// (PATH_CAP - 1 bytes may be a longer string cut short).
+/// (LINUX_PATH_MAX - 1 bytes may be a longer string cut short).
 #[inline(always)]
-fn fit(buf: &mut ExePath, read: Result<usize, i32>) -> Option<()> {
+fn fit(buf: &mut PathBuf, read: Result<usize, i32>) -> Option<()> {
     match read {
-        Ok(len) if len < PATH_CAP - 1 => {
+        Ok(len) if len < LINUX_PATH_MAX - 1 => {
             buf.len = len as u32;
             buf.flags = 0;
             Some(())
@@ -219,18 +220,46 @@ pub fn check_exec_args(ctx: LsmContext) -> i32 {
     if pending.bprm != bprm as u64 {
         return 0;
     }
-    let Some(walk) = WALKS.get_ptr_mut(SLOT_ARGS_APPLET) else {
-        return 0;
+    let denied = with_slot(|slot| decide_arguments(bprm, &pending, slot)).unwrap_or_else(|| {
+        // No free scratch slot: the applet cannot be told, so the exec is denied.
+        let verdict = Verdict {
+            action: ACTION_BLOCK,
+            policy_id: POLICY_DEFAULT_POSTURE,
+        };
+        report_paths(
+            CLASS_PROCESS,
+            VERDICT_DENIED,
+            &verdict,
+            [pending.source, pending.parent],
+            [EXEC_BY_ARGUMENTS, 0, 0, UNDECIDED_NO_SCRATCH],
+            [u32::MAX, u32::MAX],
+        );
+        true
+    });
+    if denied {
+        // SAFETY: a signal to the current task, which is past the point of no return
+        // of its exec and dies before running the new image.
+        unsafe { bpf_send_signal(SIGKILL) };
+    }
+    0
+}
+
+/// Decides (and reports) the applet the arguments of `bprm` name, in the claimed
+/// scratch `slot`; `true` when the exec is denied.
+#[inline(always)]
+fn decide_arguments(bprm: *const u8, pending: &PendingApplet, slot: u32) -> bool {
+    let Some(walk) = WALKS.get_ptr_mut(slot) else {
+        return true;
     };
-    // SAFETY: per-CPU map value of this program's slot.
+    // SAFETY: this CPU's map value of the slot this run claimed.
     let walk = unsafe { &mut *walk };
     walk.class = CLASS_PROCESS;
     walk.generation = pending.generation;
     walk.source = pending.source;
     walk.sourced = pending.sourced;
     walk.anyone = pending.anyone;
-    match argument_applet(bprm) {
-        Dispatch::Applet(applet) if applet == pending.invoked => return 0,
+    match argument_applet(bprm, slot) {
+        Dispatch::Applet(applet) if applet == pending.invoked => return false,
         Dispatch::Applet(applet) => lookup_both(
             pending.source,
             applet,
@@ -240,38 +269,40 @@ pub fn check_exec_args(ctx: LsmContext) -> i32 {
             &mut walk.sourced,
             &mut walk.anyone,
         ),
-        Dispatch::None => return 0,
+        Dispatch::None => return false,
         Dispatch::Unreadable => deny_unreadable(walk),
     }
-    settle_path(SLOT_ARGS_APPLET);
+    settle_path(slot);
     let verdict = walk.verdicts[SLOT_READ];
-    if enforce(&verdict, EACCES, |outcome| {
-        // Only for the report: the executable's path.
-        let exe_slot = if resolve_exe(bprm) {
-            SLOT_ARGS_EXE
-        } else {
-            u32::MAX
+    enforce(&verdict, EACCES, |outcome| {
+        // Only for the report: the executable's path, in a second slot if one is free.
+        let report = |exe_slot| {
+            report_paths(
+                CLASS_PROCESS,
+                outcome,
+                &verdict,
+                [pending.source, pending.parent],
+                [EXEC_BY_ARGUMENTS, 0, 0, 0],
+                [exe_slot, slot],
+            )
         };
-        report_paths(
-            CLASS_PROCESS,
-            outcome,
-            &verdict,
-            [pending.source, pending.parent],
-            [EXEC_BY_ARGUMENTS, 0, 0, 0],
-            [exe_slot, SLOT_ARGS_APPLET],
-        )
+        if with_slot(|exe_slot| {
+            report(if resolve_exe(bprm, exe_slot) {
+                exe_slot
+            } else {
+                u32::MAX
+            })
+        })
+        .is_none()
+        {
+            report(u32::MAX);
+        }
     }) != 0
-    {
-        // SAFETY: a signal to the current task, which is past the point of no return
-        // of its exec and dies before running the new image.
-        unsafe { bpf_send_signal(SIGKILL) };
-    }
-    0
 }
 
-/// Resolves the executable of `bprm` into `SLOT_ARGS_EXE`.
+/// Resolves the executable of `bprm` into scratch `slot`.
 #[inline(always)]
-fn resolve_exe(bprm: *const u8) -> bool {
+fn resolve_exe(bprm: *const u8, slot: u32) -> bool {
     let off = offsets();
     // SAFETY: as in `check_exec`: a typed load of `bprm->file`, then `&file->f_path`.
     let file: *const u8 =
@@ -281,7 +312,7 @@ fn resolve_exe(bprm: *const u8) -> bool {
     }
     // SAFETY: `&file->f_path`, offset from BTF.
     let f_path = unsafe { file.add(off.file_f_path as usize) } as *const path;
-    resolve(f_path, SLOT_ARGS_EXE).is_some()
+    resolve(f_path, slot).is_ok()
 }
 
 /// What the arguments of an exec of a multi-call binary make it run.
@@ -294,9 +325,9 @@ enum Dispatch {
 
 /// Follows the arguments as the binary does: the last component of `argv[0]`
 /// (without a leading `-`), and while that is a multi-call program's own name, the
-/// next argument. The argument decided on is left in `SLOT_ARGS_APPLET`.
+/// next argument. The argument decided on is left in scratch `slot`.
 #[inline(always)]
-fn argument_applet(bprm: *const u8) -> Dispatch {
+fn argument_applet(bprm: *const u8, slot: u32) -> Dispatch {
     let off = offsets();
     // SAFETY: probe reads of `bprm->p` and `bprm->argc` (offsets from BTF).
     let (mut at, argc) = unsafe {
@@ -305,7 +336,7 @@ fn argument_applet(bprm: *const u8) -> Dispatch {
             bpf_probe_read_kernel(bprm.add(off.binprm_argc as usize) as *const i32).unwrap_or(0),
         )
     };
-    let Some(buf) = scratch(SLOT_ARGS_APPLET) else {
+    let Some(buf) = scratch(slot) else {
         return Dispatch::Unreadable;
     };
     let mut step = 0;
@@ -314,15 +345,16 @@ fn argument_applet(bprm: *const u8) -> Dispatch {
             return Dispatch::None;
         }
         // SAFETY: a user string of the new image's stack (this task's memory now),
-        // read with the checked helper into the slot's PATH_CAP bytes of map memory.
+        // read with the checked helper into LINUX_PATH_MAX bytes of the slot's buffer.
         let read = unsafe {
-            let dst = core::slice::from_raw_parts_mut(buf.words.as_mut_ptr() as *mut u8, PATH_CAP);
+            let dst =
+                core::slice::from_raw_parts_mut(buf.words.as_mut_ptr() as *mut u8, LINUX_PATH_MAX);
             bpf_probe_read_user_str_bytes(at as *const u8, dst).map(|b| b.len())
         };
         if fit(buf, read).is_none() {
             return Dispatch::Unreadable;
         }
-        let (hash, multi_call) = component(SLOT_ARGS_APPLET, buf.len, step == 0);
+        let (hash, multi_call) = component(slot, buf.len, step == 0);
         if !multi_call {
             return Dispatch::Applet(hash);
         }
@@ -361,7 +393,7 @@ fn component(slot: u32, len: u32, strip_dash: bool) -> (u64, bool) {
     // SAFETY: `component_step` is a static callback; the context outlives the call.
     unsafe {
         bpf_loop(
-            len & (PATH_CAP as u32 - 1),
+            len & (LINUX_PATH_MAX as u32 - 1),
             component_step as *mut c_void,
             &mut c as *mut Component as *mut c_void,
             0,
@@ -385,7 +417,7 @@ extern "C" fn component_step(index: u64, ctx: *mut c_void) -> i64 {
         return 1;
     };
     // SAFETY: per-CPU map value of the caller's slot.
-    let byte = unsafe { &*buf }.byte_at(index as usize & (PATH_CAP - 1));
+    let byte = unsafe { &*buf }.byte_at(index as usize);
     if byte == b'/' || (index == 0 && c.strip_dash != 0 && byte == b'-') {
         c.hash = SipState::new(&hash_key());
         c.start = index as u32 + 1;

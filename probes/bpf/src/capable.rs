@@ -6,7 +6,7 @@ use edgearmor_probe_abi::{CLASS_CAPABILITY, item_capability};
 
 use crate::{
     identity::current_identity,
-    maps::{SLOT_CHECK_CAPABLE, active_generation},
+    maps::active_generation,
     matchers::{EPERM, decide_items, enforce},
     report::report,
 };
@@ -33,7 +33,6 @@ pub fn check_capable(ctx: LsmContext) -> i32 {
         generation,
         source,
         [item_capability(cap), 0],
-        SLOT_CHECK_CAPABLE,
     );
     enforce(&verdict, EPERM, |outcome| {
         if opts & CAP_OPT_NOAUDIT == 0 {

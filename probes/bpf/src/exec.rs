@@ -3,13 +3,15 @@
 //! by the applet it runs ([`crate::applet`]).
 
 use aya_ebpf::{bindings::path, macros::lsm, programs::LsmContext};
-use edgearmor_probe_abi::{ACTION_BLOCK, CLASS_PROCESS, SLOT_READ};
+use edgearmor_probe_abi::{
+    ACTION_BLOCK, CLASS_PROCESS, SLOT_READ, UNDECIDED_NO_SCRATCH, UNDECIDED_UNRESOLVED, Verdict,
+};
 
 use crate::{
     applet::{deny_unreadable, hand_over, merge_applet},
     identity::{current_identity, parent_identity},
-    maps::{SLOT_CHECK_APPLET, SLOT_CHECK_EXEC, active_generation, offsets},
-    matchers::{EACCES, enforce, match_path, settle_path},
+    maps::{active_generation, offsets, with_slot},
+    matchers::{EACCES, decide_undecided, enforce, match_path, settle_path},
     path::resolve,
     report::report_paths,
 };
@@ -35,38 +37,92 @@ pub fn check_exec(ctx: LsmContext) -> i32 {
     }
     // SAFETY: `&file->f_path`, offset from BTF.
     let f_path = unsafe { file.add(off.file_f_path as usize) } as *const path;
-    let Some(buf) = resolve(f_path, SLOT_CHECK_EXEC) else {
-        return 0;
-    };
-    let len = buf.len;
     let source = current_identity();
-    let Some(walk) = match_path(CLASS_PROCESS, generation, source, SLOT_CHECK_EXEC, len) else {
-        return 0;
+    with_slot(|slot| decide_exec(bprm, f_path, generation, source, slot)).unwrap_or_else(|| {
+        let detail = [0, 0, 0, UNDECIDED_NO_SCRATCH];
+        decide_undecided(
+            CLASS_PROCESS,
+            generation,
+            source,
+            Verdict::NONE,
+            detail,
+            u32::MAX,
+        )
+    })
+}
+
+/// Resolves and matches the executable in the claimed `slot`; the name it was
+/// invoked by goes to a second slot (for multi-call binaries).
+#[inline(always)]
+fn decide_exec(
+    bprm: *const u8,
+    f_path: *const path,
+    generation: u32,
+    source: u64,
+    slot: u32,
+) -> i32 {
+    let undecided = |settled, detail, target| {
+        decide_undecided(CLASS_PROCESS, generation, source, settled, detail, target)
+    };
+    let len = match resolve(f_path, slot) {
+        Ok(buf) => buf.len,
+        Err(errno) => {
+            return undecided(Verdict::NONE, [0, 0, errno, UNDECIDED_UNRESOLVED], u32::MAX);
+        }
+    };
+    let Some(walk) = match_path(CLASS_PROCESS, generation, source, slot, len) else {
+        return undecided(Verdict::NONE, [0, 0, 0, UNDECIDED_NO_SCRATCH], u32::MAX);
     };
     let own_rules = (walk.sourced, walk.anyone);
-    let invoked = merge_applet(bprm, walk, generation, source);
-    settle_path(SLOT_CHECK_EXEC);
+    with_slot(|name_slot| {
+        let (invoked_slot, verdict) = settle_exec(
+            bprm,
+            walk,
+            own_rules,
+            (generation, source),
+            [slot, name_slot],
+        );
+        if walk.undecided != 0 {
+            return undecided(verdict, [0, 0, 0, walk.undecided], slot);
+        }
+        enforce(&verdict, EACCES, |outcome| {
+            report_paths(
+                CLASS_PROCESS,
+                outcome,
+                &verdict,
+                [source, parent_identity(&offsets())],
+                [0; 4],
+                [slot, invoked_slot],
+            )
+        })
+    })
+    .unwrap_or_else(|| undecided(Verdict::NONE, [0, 0, 0, UNDECIDED_NO_SCRATCH], slot))
+}
+
+/// The verdict of the exec `walk` matched, with the rules on the applet it was
+/// invoked as when it is a marked multi-call binary (the name read into
+/// `name_slot`); and the slot holding the invoked name for the report (`u32::MAX`:
+/// none).
+#[inline(always)]
+fn settle_exec(
+    bprm: *const u8,
+    walk: &mut crate::path::PathWalk,
+    own_rules: (
+        edgearmor_probe_abi::RuleValue,
+        edgearmor_probe_abi::RuleValue,
+    ),
+    (generation, source): (u32, u64),
+    [slot, name_slot]: [u32; 2],
+) -> (u32, Verdict) {
+    let invoked = merge_applet(bprm, walk, generation, source, name_slot);
+    settle_path(slot);
     if invoked.marked
         && walk.verdicts[SLOT_READ].action != ACTION_BLOCK
         && !hand_over(bprm, invoked.applet, generation, source, own_rules)
     {
         deny_unreadable(walk);
-        settle_path(SLOT_CHECK_EXEC);
+        settle_path(slot);
     }
-    let verdict = walk.verdicts[SLOT_READ];
-    let invoked_slot = if invoked.marked {
-        SLOT_CHECK_APPLET
-    } else {
-        u32::MAX
-    };
-    enforce(&verdict, EACCES, |outcome| {
-        report_paths(
-            CLASS_PROCESS,
-            outcome,
-            &verdict,
-            [source, parent_identity(&offsets())],
-            [0; 4],
-            [SLOT_CHECK_EXEC, invoked_slot],
-        )
-    })
+    let invoked_slot = if invoked.marked { name_slot } else { u32::MAX };
+    (invoked_slot, walk.verdicts[SLOT_READ])
 }

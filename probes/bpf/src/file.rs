@@ -9,14 +9,15 @@ use aya_ebpf::{
     programs::LsmContext,
 };
 use edgearmor_probe_abi::{
-    ACCESS_READ, ACCESS_UNLINK, ACCESS_WRITE, CLASS_FILE, PATH_CAP, SLOT_READ, SLOT_WRITE, Verdict,
+    ACCESS_READ, ACCESS_UNLINK, ACCESS_WRITE, CLASS_FILE, LINUX_PATH_MAX, SLOT_READ, SLOT_WRITE,
+    UNDECIDED_NO_SCRATCH, UNDECIDED_UNRESOLVED, Verdict,
 };
 
 use crate::{
     identity::current_identity,
-    maps::{SLOT_CHECK_OPEN, SLOT_CHECK_UNLINK, active_generation, offsets},
-    matchers::{EACCES, enforce, match_path, settle_path, stronger},
-    path::resolve,
+    maps::{active_generation, offsets, with_slot},
+    matchers::{EACCES, decide_undecided, enforce, match_path, settle_path, stronger},
+    path::{SCRATCH_WORDS, resolve},
     report::report,
 };
 
@@ -53,11 +54,39 @@ pub fn check_open(ctx: LsmContext) -> i32 {
     }
     // SAFETY: `&file->f_path` of the hook's typed `struct file *`.
     let f_path = unsafe { file.add(off.file_f_path as usize) } as *const path;
-    let Some(buf) = resolve(f_path, SLOT_CHECK_OPEN) else {
-        return 0;
-    };
-    let len = buf.len;
-    decide_file(generation, access, SLOT_CHECK_OPEN, len)
+    let source = current_identity();
+    with_slot(|slot| match resolve(f_path, slot) {
+        Ok(buf) => {
+            let len = buf.len;
+            decide_file(generation, source, access, slot, len)
+        }
+        Err(errno) => {
+            let detail = [access, 0, errno, UNDECIDED_UNRESOLVED];
+            decide_undecided(
+                CLASS_FILE,
+                generation,
+                source,
+                Verdict::NONE,
+                detail,
+                u32::MAX,
+            )
+        }
+    })
+    .unwrap_or_else(|| no_slot(generation, source, access))
+}
+
+/// Every scratch slot of this CPU is held: undecidable.
+#[inline(always)]
+fn no_slot(generation: u32, source: u64, access: u32) -> i32 {
+    let detail = [access, 0, 0, UNDECIDED_NO_SCRATCH];
+    decide_undecided(
+        CLASS_FILE,
+        generation,
+        source,
+        Verdict::NONE,
+        detail,
+        u32::MAX,
+    )
 }
 
 /// `path_unlink(const struct path *dir, struct dentry *dentry)`: removing a file is
@@ -73,18 +102,43 @@ pub fn check_unlink(ctx: LsmContext) -> i32 {
     };
     let dir: *const path = ctx.arg(0);
     let dentry: *const u8 = ctx.arg(1);
-    let Some(buf) = resolve(dir, SLOT_CHECK_UNLINK) else {
-        return 0;
+    let source = current_identity();
+    let access = ACCESS_WRITE | ACCESS_UNLINK;
+    with_slot(|slot| decide_unlink(dir, dentry, generation, source, slot))
+        .unwrap_or_else(|| no_slot(generation, source, access))
+}
+
+/// Composes "/dir" + "/" + name in the claimed `slot` and decides it.
+#[inline(always)]
+fn decide_unlink(
+    dir: *const path,
+    dentry: *const u8,
+    generation: u32,
+    source: u64,
+    slot: u32,
+) -> i32 {
+    let access = ACCESS_WRITE | ACCESS_UNLINK;
+    let undecided = |errno| {
+        let detail = [access, 0, errno, UNDECIDED_UNRESOLVED];
+        decide_undecided(
+            CLASS_FILE,
+            generation,
+            source,
+            Verdict::NONE,
+            detail,
+            u32::MAX,
+        )
     };
-    let mut len = buf.len;
-    // "/dir" + "/" + name; the name read must stay inside the buffer, so only
-    // directories up to half the capacity long are supported (longer: no match).
-    if len >= (PATH_CAP / 2) as u32 {
-        return 0;
-    }
+    let buf = match resolve(dir, slot) {
+        Ok(buf) => buf,
+        Err(errno) => return undecided(errno),
+    };
+    // The directory is at most PATH_MAX - 1 bytes (bpf_d_path's bound), so "/" and
+    // a name of up to NAME_MAX bytes fit behind it in the buffer.
+    let mut len = buf.len & (LINUX_PATH_MAX as u32 - 1);
     if len > 1 {
-        let at = len as usize & (PATH_CAP / 2 - 1);
-        buf.words[at / 8] |= u64::from(b'/') << ((at % 8) * 8);
+        let at = len as usize;
+        buf.words[(at / 8) & (SCRATCH_WORDS - 1)] |= u64::from(b'/') << ((at % 8) * 8);
         len += 1;
     }
     let off = offsets();
@@ -92,34 +146,32 @@ pub fn check_unlink(ctx: LsmContext) -> i32 {
     let name =
         unsafe { bpf_probe_read_kernel(dentry.add(off.dentry_name as usize) as *const *const u8) }
             .unwrap_or(core::ptr::null());
-    let at = len as usize & (PATH_CAP / 2 - 1);
-    // SAFETY: `at < PATH_CAP / 2`, so `at .. at + PATH_CAP / 2` is inside the words.
+    let at = len as usize;
+    // SAFETY: `at <= PATH_MAX`, so `at .. at + NAME_BYTES` is inside the buffer
+    // (SCRATCH_PATH_CAP >= PATH_MAX + 1 + 256, asserted in the ABI).
     let dst = unsafe {
-        core::slice::from_raw_parts_mut((buf.words.as_mut_ptr() as *mut u8).add(at), PATH_CAP / 2)
+        core::slice::from_raw_parts_mut((buf.words.as_mut_ptr() as *mut u8).add(at), NAME_BYTES)
     };
     // SAFETY: checked kernel string read into map memory.
     let Ok(name) = (unsafe { bpf_probe_read_kernel_str_bytes(name, dst) }) else {
-        return 0;
+        return undecided(0);
     };
     let name_len = name.len() as u32;
-    if name_len == 0 || name_len >= (PATH_CAP / 2 - 1) as u32 {
-        return 0;
+    if name_len == 0 || name_len >= NAME_BYTES as u32 {
+        return undecided(0);
     }
     len += name_len;
     buf.len = len;
-    decide_file(
-        generation,
-        ACCESS_WRITE | ACCESS_UNLINK,
-        SLOT_CHECK_UNLINK,
-        len,
-    )
+    decide_file(generation, source, access, slot, len)
 }
 
+/// `NAME_MAX` (255) and the NUL.
+const NAME_BYTES: usize = 256;
+
 #[inline(always)]
-fn decide_file(generation: u32, access: u32, slot: u32, len: u32) -> i32 {
-    let source = current_identity();
+fn decide_file(generation: u32, source: u64, access: u32, slot: u32, len: u32) -> i32 {
     let Some(walk) = match_path(CLASS_FILE, generation, source, slot, len) else {
-        return 0;
+        return no_slot(generation, source, access);
     };
     settle_path(slot);
     let mut verdict = Verdict::NONE;
@@ -128,6 +180,10 @@ fn decide_file(generation: u32, access: u32, slot: u32, len: u32) -> i32 {
     }
     if access & ACCESS_WRITE != 0 {
         verdict = stronger(verdict, walk.verdicts[SLOT_WRITE]);
+    }
+    if walk.undecided != 0 {
+        let detail = [access, 0, 0, walk.undecided];
+        return decide_undecided(CLASS_FILE, generation, source, verdict, detail, slot);
     }
     enforce(&verdict, EACCES, |outcome| {
         report(

@@ -40,16 +40,13 @@ use aya_ebpf::{
     programs::{BtfTracePointContext, LsmContext},
 };
 use edgearmor_probe_abi::{
-    ExecEvent, KernelOffsets, PATH_CAP,
+    EXE_FLAG_TRUNCATED, ExePath, ExecEvent, KernelOffsets, MAX_REPORTED_PATH_BYTES, PATH_CAP,
     programs::{IDENTIFIED, NOT_STORED},
 };
 
 use crate::{
-    maps::{
-        EXE_PATHS, EXEC_EVENTS, SLOT_IDENTIFY, SLOT_INHERIT, SLOT_RECORD_EXEC, TASK_IDENTITY,
-        offsets,
-    },
-    path::{resolve, scratch, walk_path},
+    maps::{EXE_PATHS, EXEC_EVENTS, TASK_IDENTITY, offsets, with_slot},
+    path::{PathBuf, resolve, scratch, walk_path},
     report::count_drop,
 };
 
@@ -95,11 +92,12 @@ pub(crate) fn parent_identity(off: &KernelOffsets) -> u64 {
     unsafe { TASK_IDENTITY.get(parent) }.unwrap_or(0)
 }
 
-/// Hashes the resolved path of `f_path` (interning it in `EXE_PATHS`) using scratch
-/// `slot`; 0 ("unknown": names no rule) when it cannot be resolved or is too long.
+/// Resolves and hashes the executable in the claimed `slot`, and interns its path
+/// (longer than an `ExePath` holds: its first bytes, flagged truncated); 0 when it
+/// cannot be resolved.
 #[inline(always)]
 fn path_identity(f_path: *const path, slot: u32) -> u64 {
-    let Some(buf) = resolve(f_path, slot) else {
+    let Ok(buf) = resolve(f_path, slot) else {
         return 0;
     };
     let len = buf.len;
@@ -107,9 +105,16 @@ fn path_identity(f_path: *const path, slot: u32) -> u64 {
         return 0;
     };
     let hash = walk.hash.finish_len(u64::from(len));
-    if let Some(buf) = scratch(slot) {
-        let _ = EXE_PATHS.insert(hash, buf, 0);
+    let Some(buf) = scratch(slot) else {
+        return 0;
+    };
+    if len as usize > MAX_REPORTED_PATH_BYTES {
+        buf.flags = EXE_FLAG_TRUNCATED;
     }
+    // SAFETY: `PathBuf` starts with `ExePath`'s fields (len, flags, words) in the same
+    // #[repr(C)] layout and is larger, so its first bytes are a valid `ExePath`.
+    let exe = unsafe { &*(buf as *const PathBuf as *const ExePath) };
+    let _ = EXE_PATHS.insert(hash, exe, 0);
     hash
 }
 
@@ -156,7 +161,8 @@ fn try_record_exec(ctx: &LsmContext) -> Option<()> {
     } else {
         // SAFETY: `file + f_path` is `&file->f_path` (offset from BTF).
         let f_path = unsafe { file.add(off.file_f_path as usize) } as *const path;
-        path_identity(f_path, SLOT_RECORD_EXEC)
+        // No free scratch slot: "unknown" as for an unresolvable path.
+        with_slot(|slot| path_identity(f_path, slot)).unwrap_or(0)
     };
     // SAFETY: the BTF-typed current task. Should the kernel fail to allocate the
     // value, the task has none, which reads as "unknown" (0), never as the old one.
@@ -181,7 +187,12 @@ pub fn inherit_identity(ctx: LsmContext) -> i32 {
         Some(hash) => hash,
         None => {
             // A creator that ran before the probes: identify it now, once.
-            let Some(hash) = exe_identity(parent, SLOT_INHERIT) else {
+            // No free scratch slot: the creator's identity cannot be worked out, so
+            // the child could escape its fromSource rules; refuse the fork.
+            let Some(found) = with_slot(|slot| exe_identity(parent, slot)) else {
+                return ENOMEM;
+            };
+            let Some(hash) = found else {
                 return 0; // a kernel thread: its children are "unknown" until they exec
             };
             // SAFETY: as above. Unless an exec got there first.
@@ -232,7 +243,11 @@ pub fn identify_running(ctx: *mut c_void) -> i32 {
     if unsafe { TASK_IDENTITY.get(task) }.is_some() {
         return 0;
     }
-    let Some(hash) = exe_identity(task, SLOT_IDENTIFY) else {
+    let Some(found) = with_slot(|slot| exe_identity(task, slot)) else {
+        // No free scratch slot: reported as not stored, so the agent refuses to start.
+        return write_out(meta, NOT_STORED);
+    };
+    let Some(hash) = found else {
         return 0;
     };
     // SAFETY: as above. An exec or fork racing with the iterator has already stored
@@ -241,6 +256,12 @@ pub fn identify_running(ctx: *mut c_void) -> i32 {
         Some(_) => IDENTIFIED,
         None => NOT_STORED,
     };
+    write_out(meta, out)
+}
+
+/// Writes one result byte to the iterator's output.
+#[inline(always)]
+fn write_out(meta: *mut u8, out: u8) -> i32 {
     // SAFETY: `meta->seq` is the iterator's `struct seq_file *` (the first member of
     // `struct bpf_iter_meta`); one byte of stack is written to it.
     unsafe {

@@ -29,6 +29,10 @@
 //! the running kernel's BTF; nothing here depends on one kernel's layout.
 #![no_std]
 #![no_main]
+// `atomic_cxchg`: the target has no compare-and-swap atomics types, BPF (cpu v3) has
+// the instruction (scratch slots, `maps::with_slot`).
+#![allow(internal_features)]
+#![feature(core_intrinsics)]
 
 mod applet;
 mod capable;

@@ -3,39 +3,125 @@
 //! The names, types and sizes here are the contract with the agent (which creates,
 //! pins and fills them): policy tables (`RULES`, `PREFIXES`, `GLOBS`, `ACTIVE`),
 //! process identity (`TASK_IDENTITY`, task-local storage; `EXE_PATHS`), per-CPU scratch (`PATH_SCRATCH`,
-//! `WALKS`, `GLOB_QUEUES`, one slot per program), the ring buffers (`EVENTS`,
-//! `EXEC_EVENTS`) and the drop counter, plus the load-time globals
-//! (`KERNEL_OFFSETS`, `PATH_HASH_KEY`).
+//! `WALKS`, `GLOB_QUEUES`, claimed per run through `SLOT_OWNERS`: see [`with_slot`]),
+//! the ring buffers (`EVENTS`, `EXEC_EVENTS`) and the drop counter, plus the
+//! load-time globals (`KERNEL_OFFSETS`, `PATH_HASH_KEY`).
+//!
+//! ## Why two runs never share scratch state
+//!
+//! LSM programs run with migration disabled but may be preempted (`preempt=full`,
+//! PREEMPT_RT; sleepable ones may also sleep), so a second run, of the same program
+//! or another, can start on the same CPU while the first is half-way through its
+//! buffers. A fixed slot per program is therefore not exclusive. Instead every run
+//! that needs scratch memory claims a slot of its CPU's pool:
+//!
+//! - A slot `i` of CPU `c` is owned while `SLOT_OWNERS[c].owner[i] != 0`. A run
+//!   claims it with one compare-and-swap 0 -> 1 (`BPF_CMPXCHG`, atomic against
+//!   preemption and interrupts on that CPU), so of any number of runs racing for a
+//!   slot exactly one sees the swap succeed; the others try the next slot.
+//! - The run stays on CPU `c` until it returns (migration is disabled), so the
+//!   per-CPU values it indexes with `i` are CPU `c`'s all along, and nobody else
+//!   indexes them: only the claimer knows it owns `i`.
+//! - [`with_slot`] releases the slot (an atomic exchange back to 0) after its
+//!   closure returns, on every path out of it; BPF programs cannot unwind or be
+//!   aborted half-way, so no claimed slot leaks. The callbacks of `bpf_loop` get the
+//!   slot number through their context and run inside the claim.
+//! - Runs on other CPUs use other per-CPU copies and need no coordination.
+//!
+//! When every slot of the CPU is held (more than [`SCRATCH_SLOTS`] runs preempted
+//! inside the programs on one CPU), the run cannot decide and fails closed
+//! (`MATCH_UNDECIDABLE`, reported with `UNDECIDED_NO_SCRATCH`).
 
 use aya_ebpf::{
     macros::{btf_map, map},
     maps::{Array, HashMap, LruHashMap, PerCpuArray, RingBuf},
 };
+use core::intrinsics::{AtomicOrdering, atomic_cxchg, atomic_xchg};
+
 use edgearmor_probe_abi::{
     ANY_SOURCE, ActivePolicy, AgentState, EVENTS_RING_BYTES, EXEC_EVENTS_RING_BYTES, ExePath,
     GLOBS_CAPACITY, GlobList, KernelOffsets, PREFIXES_CAPACITY, PrefixKey, RULES_CAPACITY, RuleKey,
-    RuleValue, class_bit,
+    RuleValue, SCRATCH_SLOTS, class_bit,
 };
 
-use crate::{matchers::GlobQueue, path::PathWalk, task_storage::TaskStorage};
+use aya_ebpf::{cty::c_void, helpers::bpf_loop};
 
-/// Per-CPU scratch slots, one per program (a sleepable program may be preempted by
-/// another on the same CPU): path buffers, walks and item decisions.
-pub(crate) const SLOT_RECORD_EXEC: u32 = 0;
-pub(crate) const SLOT_CHECK_EXEC: u32 = 1;
-pub(crate) const SLOT_CHECK_OPEN: u32 = 2;
-pub(crate) const SLOT_CHECK_UNLINK: u32 = 3;
-pub(crate) const SLOT_CHECK_SOCKET: u32 = 4;
-pub(crate) const SLOT_CHECK_CAPABLE: u32 = 5;
-pub(crate) const SLOT_CHECK_SETID: u32 = 6;
-/// Multi-call binaries (`applet`): the name an exec was invoked by; the argument
-/// naming the applet, and the executable, after commit.
-pub(crate) const SLOT_CHECK_APPLET: u32 = 7;
-pub(crate) const SLOT_ARGS_APPLET: u32 = 8;
-pub(crate) const SLOT_ARGS_EXE: u32 = 9;
-pub(crate) const SLOT_INHERIT: u32 = 10;
-pub(crate) const SLOT_IDENTIFY: u32 = 11;
-const SLOTS: u32 = 12;
+use crate::{
+    matchers::GlobQueue,
+    path::{LoopSlot, PathBuf, PathWalk},
+    task_storage::TaskStorage,
+};
+
+const SLOTS: u32 = SCRATCH_SLOTS as u32;
+
+/// Who holds each scratch slot of this CPU (0: free).
+#[repr(C)]
+pub(crate) struct SlotOwners {
+    owner: [u64; SCRATCH_SLOTS],
+}
+
+#[map]
+static SLOT_OWNERS: PerCpuArray<SlotOwners> = PerCpuArray::with_max_entries(1, 0);
+
+/// Tries to claim slot `index` for the run whose `LoopSlot` is `ctx`; stops the loop
+/// at the first slot won.
+extern "C" fn claim_step(index: u64, ctx: *mut c_void) -> i64 {
+    let Some(owners) = SLOT_OWNERS.get_ptr_mut(0) else {
+        return 1;
+    };
+    let i = index as usize & (SCRATCH_SLOTS - 1);
+    // SAFETY: `owners` is this CPU's map value, `i` is in bounds; the swap is atomic,
+    // so of any number of runs racing for slot `i` exactly one sees 0 -> 1 succeed.
+    let (_, won) = unsafe {
+        atomic_cxchg::<u64, { AtomicOrdering::SeqCst }, { AtomicOrdering::SeqCst }>(
+            &raw mut (*owners).owner[i],
+            0,
+            1,
+        )
+    };
+    if !won {
+        return 0;
+    }
+    // SAFETY: `ctx` is the `LoopSlot` on the stack of `with_slot`, which outlives the loop.
+    unsafe { (*(ctx as *mut LoopSlot)).slot = i as u32 };
+    1
+}
+
+/// Runs `f` with a scratch slot of this CPU claimed for this run alone (see the
+/// module comment), releasing it when `f` returns; `None` when every slot is held.
+/// The claim runs as a `bpf_loop` callback, so the verifier checks `f` once for
+/// "some slot" rather than once per slot number.
+#[inline(always)]
+pub(crate) fn with_slot<R>(f: impl FnOnce(u32) -> R) -> Option<R> {
+    let owners = SLOT_OWNERS.get_ptr_mut(0)?;
+    let mut ctx = LoopSlot {
+        slot: u32::MAX,
+        _pad: 0,
+    };
+    // SAFETY: `claim_step` is a static callback; the context outlives the call.
+    unsafe {
+        bpf_loop(
+            SLOTS,
+            claim_step as *mut c_void,
+            &mut ctx as *mut LoopSlot as *mut c_void,
+            0,
+        );
+    }
+    let slot = ctx.slot;
+    if slot >= SLOTS {
+        return None;
+    }
+    let result = f(slot);
+    // SAFETY: this CPU's map value; this run owns slot `slot` and gives it back
+    // (an atomic exchange, ordered after every use of the slot's buffers).
+    unsafe {
+        atomic_xchg::<u64, { AtomicOrdering::SeqCst }>(
+            &raw mut (*owners).owner[slot as usize & (SCRATCH_SLOTS - 1)],
+            0,
+        )
+    };
+    Some(result)
+}
 
 #[unsafe(no_mangle)]
 static KERNEL_OFFSETS: KernelOffsets = KernelOffsets::ZERO;
@@ -78,7 +164,7 @@ pub(crate) static EXE_PATHS: LruHashMap<u64, ExePath> = LruHashMap::with_max_ent
 
 /// Path buffers: too large for the 512-byte BPF stack.
 #[map]
-pub(crate) static PATH_SCRATCH: PerCpuArray<ExePath> = PerCpuArray::with_max_entries(SLOTS, 0);
+pub(crate) static PATH_SCRATCH: PerCpuArray<PathBuf> = PerCpuArray::with_max_entries(SLOTS, 0);
 
 #[map]
 pub(crate) static EVENTS: RingBuf = RingBuf::with_byte_size(EVENTS_RING_BYTES, 0);
@@ -90,13 +176,13 @@ pub(crate) static EVENT_DROPS: PerCpuArray<u64> = PerCpuArray::with_max_entries(
 #[map]
 pub(crate) static EXEC_EVENTS: RingBuf = RingBuf::with_byte_size(EXEC_EVENTS_RING_BYTES, 0);
 
-/// Per program slot: the walk in progress.
+/// Per claimed slot: the walk in progress.
 #[map]
 pub(crate) static WALKS: PerCpuArray<PathWalk> = PerCpuArray::with_max_entries(SLOTS, 0);
 
-/// Per path-resolving program slot: the patterns to try, and the match in progress.
+/// Per claimed slot: the pattern being tried, and the match in progress.
 #[map]
-pub(crate) static GLOB_QUEUES: PerCpuArray<GlobQueue> = PerCpuArray::with_max_entries(4, 0);
+pub(crate) static GLOB_QUEUES: PerCpuArray<GlobQueue> = PerCpuArray::with_max_entries(SLOTS, 0);
 
 #[inline(always)]
 pub(crate) fn offsets() -> KernelOffsets {

@@ -1,25 +1,28 @@
 //! Which rules match, and which verdict wins.
 //!
 //! - Paths (`match_path`): after the walk, the exact path and the last directory are
-//!   looked up, and the patterns filed under the walk's pattern prefixes are queued
-//!   (`GlobQueue`) and tried one after the other by a single `bpf_loop`.
+//!   looked up; then one `bpf_loop` tries every pattern filed under the walk's
+//!   pattern prefixes (for the source and for anyone), loading one at a time into
+//!   the slot's `GlobQueue`.
 //! - Items (`decide_items`): one or two `MATCH_ITEM` lookups (socket, capability,
 //!   setid).
 //! - Settling (`settle`, `settle_path`): a rule naming the source beats rules for
 //!   anyone; then the allow-list default posture. `enforce` turns the verdict into
-//!   the hook's return value and reports it.
+//!   the hook's return value and reports it; `undecidable` is the verdict of a path
+//!   hook that cannot decide (`MATCH_UNDECIDABLE`).
 
 use aya_ebpf::{cty::c_void, helpers::bpf_loop};
 use edgearmor_probe_abi::{
     ACTION_AUDIT, ACTION_BLOCK, ACTION_NONE, ANY_SOURCE, GLOB_CAP, GLOB_STEP_CONTINUE,
     GLOB_STEP_MATCH, GLOBS_PER_KEY, GlobMatch, GlobRule, MATCH_ALLOW_LIST, MATCH_DIRECTORY,
-    MATCH_EXACT, MATCH_ITEM, PATH_CAP, PREFIX_DIRECTORY, RuleKey, RuleValue, SLOT_READ,
-    VERDICT_AUDITED, VERDICT_DENIED, Verdict,
+    MATCH_EXACT, MATCH_ITEM, MATCH_UNDECIDABLE, MAX_PATTERN_PREFIXES, PREFIX_DIRECTORY, RuleValue,
+    SCRATCH_PATH_CAP, SLOT_READ, UNDECIDED_MATCH_STEPS, VERDICT_AUDITED, VERDICT_DENIED, Verdict,
 };
 
 use crate::{
     maps::{GLOB_QUEUES, GLOBS, PATH_SCRATCH, RULES, WALKS, lookup_both, rule_key},
-    path::{LoopSlot, MAX_PATTERN_PREFIXES, PathWalk, walk_path},
+    path::{LoopSlot, PathWalk, walk_path},
+    report::report,
 };
 
 /// What a denial returns: `-EPERM` for privileges (capabilities, setid), `-EACCES`
@@ -27,48 +30,76 @@ use crate::{
 pub(crate) const EPERM: i32 = 1;
 pub(crate) const EACCES: i32 = 13;
 /// Upper bound of one pattern match, in steps (see `GlobMatch`); a pattern that
-/// needs more does not match.
-const GLOB_MAX_STEPS: u32 = 1024;
+/// needs more leaves the path undecided (`UNDECIDED_MATCH_STEPS`), never unmatched.
+const GLOB_MAX_STEPS: u32 = 4096;
 
-/// A pattern to try against the path, and whose verdicts a match adds to.
+/// Patterns that may apply to one path: per pattern prefix, for the source and for
+/// anyone. Candidate `c` is pattern `c % GLOBS_PER_KEY` of prefix
+/// `c / (2 * GLOBS_PER_KEY)`, for the source when `(c / GLOBS_PER_KEY)` is even.
+const MAX_GLOB_CANDIDATES: u32 = (MAX_PATTERN_PREFIXES * 2 * GLOBS_PER_KEY) as u32;
+
+/// The pattern being tried against the path, and how far the match got.
 #[repr(C)]
-#[derive(Clone, Copy)]
-struct GlobCandidate {
-    rule: GlobRule,
+pub(crate) struct GlobQueue {
+    /// The candidate number being tried (or to load next).
+    current: u32,
+    /// 1 while `rule` holds candidate `current`.
+    loaded: u32,
+    /// Steps spent on the current pattern.
+    steps: u32,
+    len: u32,
     /// Offset of the text (after the pattern's directory prefix) in the path.
     base: u32,
     /// 1: the rule names the source; 0: it is for anyone.
     sourced: u32,
-}
-
-/// Every pattern that may match one path, tried one after the other by a single
-/// `bpf_loop` (one call site, so the verifier checks the step once).
-#[repr(C)]
-pub(crate) struct GlobQueue {
-    count: u32,
-    current: u32,
-    /// Steps spent on the current pattern.
-    steps: u32,
-    len: u32,
     m: GlobMatch,
-    candidates: [GlobCandidate; MAX_GLOB_CANDIDATES],
+    rule: GlobRule,
 }
 
-/// Patterns tried per path: two prefixes, for the source and for anyone.
-const MAX_GLOB_CANDIDATES: usize = 4 * GLOBS_PER_KEY;
-
-impl GlobQueue {
-    /// Moves to the next candidate (or past the end).
-    #[inline(always)]
-    fn advance(&mut self) {
-        self.current += 1;
-        self.steps = 0;
-        let next = &self.candidates[self.current as usize & (MAX_GLOB_CANDIDATES - 1)];
-        self.m = GlobMatch::new(
-            self.len.saturating_sub(next.base),
-            next.rule.len.min(GLOB_CAP as u32),
-        );
+/// Loads candidate `queue.current` (or skips to the next key when there is none);
+/// returns 1 when every candidate has been tried.
+#[inline(always)]
+fn load_candidate(queue: &mut GlobQueue, walk: &PathWalk) -> i64 {
+    let c = queue.current;
+    let k = c / (2 * GLOBS_PER_KEY as u32);
+    if k >= walk.patterns || c >= MAX_GLOB_CANDIDATES {
+        return 1;
     }
+    let for_source = (c / GLOBS_PER_KEY as u32).is_multiple_of(2);
+    let i = (c % GLOBS_PER_KEY as u32) as usize;
+    let next_key = (c / GLOBS_PER_KEY as u32 + 1) * GLOBS_PER_KEY as u32;
+    if for_source && walk.source == 0 {
+        queue.current = next_key;
+        return 0;
+    }
+    let k = k as usize & (MAX_PATTERN_PREFIXES - 1);
+    let key_source = if for_source { walk.source } else { ANY_SOURCE };
+    let key = rule_key(
+        key_source,
+        walk.pattern_prefix[k],
+        walk.class,
+        MATCH_DIRECTORY,
+        walk.generation,
+    );
+    // SAFETY: map value pointer returned by the kernel for this key.
+    let Some(list) = (unsafe { GLOBS.get(key) }) else {
+        queue.current = next_key;
+        return 0;
+    };
+    if i as u32 >= list.count {
+        queue.current = next_key;
+        return 0;
+    }
+    copy_glob(&mut queue.rule, &list.rules[i & (GLOBS_PER_KEY - 1)]);
+    queue.base = walk.pattern_slash[k] + 1;
+    queue.sourced = u32::from(for_source);
+    queue.steps = 0;
+    queue.m = GlobMatch::new(
+        queue.len.saturating_sub(queue.base),
+        queue.rule.len.min(GLOB_CAP as u32),
+    );
+    queue.loaded = 1;
+    0
 }
 
 extern "C" fn glob_step(_index: u64, ctx: *mut c_void) -> i64 {
@@ -81,60 +112,35 @@ extern "C" fn glob_step(_index: u64, ctx: *mut c_void) -> i64 {
     ) else {
         return 1;
     };
-    // SAFETY: per-CPU map values of this program's slot.
+    // SAFETY: this CPU's map values of the slot the run claimed.
     let (buf, queue, walk) = unsafe { (&*buf, &mut *queue, &mut *walk) };
-    if queue.current >= queue.count || queue.current as usize >= MAX_GLOB_CANDIDATES {
-        return 1;
+    if queue.loaded == 0 {
+        return load_candidate(queue, walk);
     }
-    let candidate = &queue.candidates[queue.current as usize & (MAX_GLOB_CANDIDATES - 1)];
-    let base = candidate.base;
-    let c = buf.byte_at((base + queue.m.t) as usize & (PATH_CAP - 1));
-    let c_mark = buf.byte_at((base + queue.m.mark) as usize & (PATH_CAP - 1));
-    let GlobQueue {
-        m,
-        candidates,
-        current,
-        ..
-    } = queue;
-    let candidate = &candidates[*current as usize & (MAX_GLOB_CANDIDATES - 1)];
-    match m.step(&candidate.rule, c, c_mark) {
+    let base = queue.base;
+    let c = buf.byte_at((base + queue.m.t) as usize & (SCRATCH_PATH_CAP - 1));
+    let c_mark = buf.byte_at((base + queue.m.mark) as usize & (SCRATCH_PATH_CAP - 1));
+    let GlobQueue { m, rule, .. } = queue;
+    match m.step(rule, c, c_mark) {
         GLOB_STEP_CONTINUE => {
             queue.steps += 1;
-            if queue.steps >= GLOB_MAX_STEPS {
-                queue.advance();
+            if queue.steps < GLOB_MAX_STEPS {
+                return 0;
             }
+            walk.undecided = UNDECIDED_MATCH_STEPS;
         }
         GLOB_STEP_MATCH => {
-            if candidate.sourced != 0 {
-                walk.sourced.merge(&candidate.rule.value);
+            if queue.sourced != 0 {
+                walk.sourced.merge(&queue.rule.value);
             } else {
-                walk.anyone.merge(&candidate.rule.value);
+                walk.anyone.merge(&queue.rule.value);
             }
-            queue.advance();
         }
-        _ => queue.advance(),
+        _ => {}
     }
+    queue.current += 1;
+    queue.loaded = 0;
     0
-}
-
-/// Queues the patterns filed under `key` (text from byte `base`).
-#[inline(always)]
-fn queue_patterns(queue: &mut GlobQueue, key: &RuleKey, base: u32, sourced: u32) {
-    // SAFETY: map value pointer returned by the kernel for this key.
-    let Some(list) = (unsafe { GLOBS.get(key) }) else {
-        return;
-    };
-    let mut i = 0;
-    while i < GLOBS_PER_KEY {
-        if (i as u32) < list.count && (queue.count as usize) < MAX_GLOB_CANDIDATES {
-            let at = queue.count as usize & (MAX_GLOB_CANDIDATES - 1);
-            copy_glob(&mut queue.candidates[at].rule, &list.rules[i]);
-            queue.candidates[at].base = base;
-            queue.candidates[at].sourced = sourced;
-            queue.count += 1;
-        }
-        i += 1;
-    }
 }
 
 /// Copies a pattern word by word: a plain assignment becomes a byte loop the
@@ -153,20 +159,21 @@ fn copy_glob(dst: &mut GlobRule, src: &GlobRule) {
     }
 }
 
-/// Tries every queued pattern; matches merge into the walk's accumulators.
+/// Tries every pattern of the walk's pattern prefixes; matches merge into the walk's
+/// accumulators.
 #[inline(always)]
-fn try_patterns(queue: &mut GlobQueue, slot: u32, len: u32) {
-    if queue.count == 0 {
+fn try_patterns(queue: &mut GlobQueue, walk: &PathWalk, slot: u32, len: u32) {
+    if walk.patterns == 0 {
         return;
     }
     queue.len = len;
-    queue.current = u32::MAX;
-    queue.advance(); // to candidate 0
+    queue.current = 0;
+    queue.loaded = 0;
     let mut ctx = LoopSlot { slot, _pad: 0 };
     // SAFETY: `glob_step` is a static callback; the context outlives the call.
     unsafe {
         bpf_loop(
-            MAX_GLOB_CANDIDATES as u32 * GLOB_MAX_STEPS,
+            MAX_GLOB_CANDIDATES * (GLOB_MAX_STEPS + 1),
             glob_step as *mut c_void,
             &mut ctx as *mut LoopSlot as *mut c_void,
             0,
@@ -174,67 +181,36 @@ fn try_patterns(queue: &mut GlobQueue, slot: u32, len: u32) {
     }
 }
 
-/// Stages of `match_step`: exact path, directory, then patterns for (prefix 0 and 1)
-/// x (source, anyone).
-const MATCH_STAGES: u32 = 2 + 2 * MAX_PATTERN_PREFIXES as u32;
+/// Stages of `match_step`: exact path, then directory.
+const MATCH_STAGES: u32 = 2;
 
 /// One stage of matching a walked path (the stage is the loop index, unknown to the
 /// verifier, so it checks every stage once instead of once per path through them).
 extern "C" fn match_step(index: u64, ctx: *mut c_void) -> i64 {
     // SAFETY: `ctx` is the `LoopSlot` on the caller's stack that `match_path` passed.
     let slot = unsafe { (*(ctx as *const LoopSlot)).slot };
-    let (Some(walk), Some(queue)) = (WALKS.get_ptr_mut(slot), GLOB_QUEUES.get_ptr_mut(slot)) else {
+    let Some(walk) = WALKS.get_ptr_mut(slot) else {
         return 1;
     };
-    // SAFETY: per-CPU map values of this program's slot.
-    let (walk, queue) = unsafe { (&mut *walk, &mut *queue) };
+    // SAFETY: this CPU's map value of the slot the run claimed.
+    let walk = unsafe { &mut *walk };
     let (source, class, generation) = (walk.source, walk.class, walk.generation);
-    match index {
-        0 => {
-            queue.count = 0;
-            let exact = walk.exact;
-            lookup_both(
-                source,
-                exact,
-                class,
-                MATCH_EXACT,
-                generation,
-                &mut walk.sourced,
-                &mut walk.anyone,
-            );
-        }
-        1 => {
-            if walk.last_flags & PREFIX_DIRECTORY != 0 {
-                let prefix = walk.last_prefix;
-                lookup_both(
-                    source,
-                    prefix,
-                    class,
-                    MATCH_DIRECTORY,
-                    generation,
-                    &mut walk.sourced,
-                    &mut walk.anyone,
-                );
-            }
-        }
-        _ => {
-            let stage = (index - 2) as usize;
-            let k = (stage / 2) & (MAX_PATTERN_PREFIXES - 1);
-            let for_source = stage.is_multiple_of(2);
-            if (stage / 2) as u32 >= walk.patterns || (for_source && source == 0) {
-                return 0;
-            }
-            let prefix = walk.pattern_prefix[k];
-            let base = walk.pattern_slash[k] + 1;
-            let (key_source, sourced) = if for_source {
-                (source, 1)
-            } else {
-                (ANY_SOURCE, 0)
-            };
-            let key = rule_key(key_source, prefix, class, MATCH_DIRECTORY, generation);
-            queue_patterns(queue, &key, base, sourced);
-        }
-    }
+    let (target, kind) = if index == 0 {
+        (walk.exact, MATCH_EXACT)
+    } else if walk.last_flags & PREFIX_DIRECTORY != 0 {
+        (walk.last_prefix, MATCH_DIRECTORY)
+    } else {
+        return 0;
+    };
+    lookup_both(
+        source,
+        target,
+        class,
+        kind,
+        generation,
+        &mut walk.sourced,
+        &mut walk.anyone,
+    );
     0
 }
 
@@ -262,9 +238,22 @@ pub(crate) fn match_path(
         );
     }
     let queue = GLOB_QUEUES.get_ptr_mut(slot)?;
-    // SAFETY: per-CPU map value of this program's slot.
-    try_patterns(unsafe { &mut *queue }, slot, len);
+    // SAFETY: this CPU's map value of the slot the run claimed.
+    try_patterns(unsafe { &mut *queue }, walk, slot, len);
     Some(walk)
+}
+
+/// What a path hook of `class` does when it cannot decide: the agent's
+/// `MATCH_UNDECIDABLE` verdict (Block where a Block rule or a block posture could
+/// apply), or nothing when the class has no rule.
+#[inline(always)]
+pub(crate) fn undecidable(class: u32, generation: u32) -> Verdict {
+    let key = rule_key(ANY_SOURCE, 0, class, MATCH_UNDECIDABLE, generation);
+    // SAFETY: map value pointer returned by the kernel for this key.
+    match unsafe { RULES.get(key) } {
+        Some(v) => v.slots[SLOT_READ],
+        None => Verdict::NONE,
+    }
 }
 
 /// The verdict for one access slot: the source's rules first, then everyone's, then
@@ -308,7 +297,7 @@ extern "C" fn settle_step(index: u64, ctx: *mut c_void) -> i64 {
     let Some(walk) = WALKS.get_ptr_mut(slot) else {
         return 1;
     };
-    // SAFETY: per-CPU map value of this program's slot.
+    // SAFETY: this CPU's map value of the slot the run claimed.
     let walk = unsafe { &mut *walk };
     let i = index as usize & 1;
     walk.verdicts[i] = settle(
@@ -338,6 +327,24 @@ pub(crate) fn settle_path(slot: u32) {
     }
 }
 
+/// What a path hook returns when it could not decide (`detail[3]` says why): the
+/// stronger of what it did settle and the class's `MATCH_UNDECIDABLE` verdict,
+/// reported with the reason.
+#[inline(always)]
+pub(crate) fn decide_undecided(
+    class: u32,
+    generation: u32,
+    source: u64,
+    settled: Verdict,
+    detail: [u32; 4],
+    target_slot: u32,
+) -> i32 {
+    let verdict = stronger(settled, undecidable(class, generation));
+    enforce(&verdict, EACCES, |outcome| {
+        report(class, outcome, &verdict, source, detail, target_slot)
+    })
+}
+
 /// The stronger of two verdicts (Block > Audit > Allow).
 #[inline(always)]
 pub(crate) fn stronger(a: Verdict, b: Verdict) -> Verdict {
@@ -360,22 +367,12 @@ pub(crate) fn enforce(verdict: &Verdict, errno: i32, report: impl FnOnce(u32)) -
     }
 }
 
-/// The verdict of one item rule (`MATCH_ITEM`), or the default posture.
+/// The verdict of one item rule (`MATCH_ITEM`), or the default posture. Needs no
+/// scratch slot: the accumulators live on this run's stack.
 #[inline(always)]
-pub(crate) fn decide_items(
-    class: u32,
-    generation: u32,
-    source: u64,
-    items: [u64; 2],
-    slot: u32,
-) -> Verdict {
-    let Some(walk) = WALKS.get_ptr_mut(slot) else {
-        return Verdict::NONE;
-    };
-    // SAFETY: per-CPU map value of this program's slot.
-    let walk = unsafe { &mut *walk };
-    walk.sourced = RuleValue::NONE;
-    walk.anyone = RuleValue::NONE;
+pub(crate) fn decide_items(class: u32, generation: u32, source: u64, items: [u64; 2]) -> Verdict {
+    let mut sourced = RuleValue::NONE;
+    let mut anyone = RuleValue::NONE;
     if items[0] != 0 {
         lookup_both(
             source,
@@ -383,8 +380,8 @@ pub(crate) fn decide_items(
             class,
             MATCH_ITEM,
             generation,
-            &mut walk.sourced,
-            &mut walk.anyone,
+            &mut sourced,
+            &mut anyone,
         );
     }
     if items[1] != 0 {
@@ -394,16 +391,9 @@ pub(crate) fn decide_items(
             class,
             MATCH_ITEM,
             generation,
-            &mut walk.sourced,
-            &mut walk.anyone,
+            &mut sourced,
+            &mut anyone,
         );
     }
-    settle(
-        class,
-        generation,
-        source,
-        SLOT_READ,
-        &walk.sourced,
-        &walk.anyone,
-    )
+    settle(class, generation, source, SLOT_READ, &sourced, &anyone)
 }

@@ -1,16 +1,16 @@
-//! Target paths: resolving a `struct path` into a per-CPU scratch buffer
-//! (`bpf_d_path`), and walking it byte by byte.
+//! Target paths: resolving a `struct path` into the run's scratch buffer
+//! (`bpf_d_path`, up to `PATH_MAX`), and walking it byte by byte.
 //!
 //! One walk hashes the path with the keyed hash and, at every `/`, looks the prefix
 //! up in `PREFIXES`: recursive-directory rules are merged on the way, the last
-//! directory and the first [`MAX_PATTERN_PREFIXES`] pattern prefixes are kept for
-//! the matchers.
+//! directory and the [`MAX_PATTERN_PREFIXES`] pattern prefixes are kept for the
+//! matchers (the agent refuses a policy set in which a path could meet more).
 //!
 //! Loops run as `bpf_loop` callbacks whose state lives in per-CPU map memory, not on
 //! the stack: the verifier does not track map contents, so it checks each callback
 //! once instead of following every counter value through every iteration. (Callbacks
 //! must stay static, hence mangled; probes/build.sh renames them to path-independent
-//! symbols.)
+//! symbols.) All of it is indexed by the slot the run claimed (`maps::with_slot`).
 
 use aya_ebpf::{
     bindings::path,
@@ -18,45 +18,66 @@ use aya_ebpf::{
     helpers::{bpf_d_path, bpf_loop},
 };
 use edgearmor_probe_abi::{
-    EXE_FLAG_TOO_LONG, ExePath, MATCH_RECURSIVE, PATH_CAP, PREFIX_PATTERN, PREFIX_RECURSIVE,
-    PrefixKey, RuleValue, SipState, Verdict,
+    LINUX_PATH_MAX, MATCH_RECURSIVE, MAX_PATTERN_PREFIXES, PREFIX_PATTERN, PREFIX_RECURSIVE,
+    PrefixKey, RuleValue, SCRATCH_PATH_CAP, SipState, UNDECIDED_PATTERN_PREFIXES, Verdict,
 };
 
 use crate::maps::{PATH_SCRATCH, PREFIXES, WALKS, hash_key, lookup_both};
 
-/// Directory prefixes of one path whose pattern rules are tried.
-pub(crate) const MAX_PATTERN_PREFIXES: usize = 2;
+/// [`SCRATCH_PATH_CAP`] in 64-bit words.
+pub(crate) const SCRATCH_WORDS: usize = SCRATCH_PATH_CAP / 8;
+
+/// A resolved path of up to [`SCRATCH_PATH_CAP`] bytes. Its first fields are laid out
+/// as `ExePath`'s (len, flags, words), which `report` relies on.
+#[repr(C)]
+pub(crate) struct PathBuf {
+    /// Length in bytes without the NUL.
+    pub(crate) len: u32,
+    /// `EXE_FLAG_*` bits, set where the buffer is handed on as an `ExePath`.
+    pub(crate) flags: u32,
+    pub(crate) words: [u64; SCRATCH_WORDS],
+}
+
+impl PathBuf {
+    #[inline(always)]
+    pub(crate) fn byte_at(&self, i: usize) -> u8 {
+        (self.words[(i / 8) & (SCRATCH_WORDS - 1)] >> ((i % 8) * 8)) as u8
+    }
+}
 
 #[inline(always)]
-pub(crate) fn scratch(slot: u32) -> Option<&'static mut ExePath> {
+pub(crate) fn scratch(slot: u32) -> Option<&'static mut PathBuf> {
     let ptr = PATH_SCRATCH.get_ptr_mut(slot)?;
-    // SAFETY: per-CPU map value; each program uses its own slot, and a program does
-    // not run twice at once on one CPU.
+    // SAFETY: this CPU's map value of a slot the caller claimed (`with_slot`): no
+    // other run uses it until the claim ends.
     Some(unsafe { &mut *ptr })
 }
 
-/// Resolves `path` into the scratch slot with `bpf_d_path`; `None` when it cannot
-/// be resolved or does not fit.
+/// Resolves `path` into the slot's buffer with `bpf_d_path`; `Err(errno)` when the
+/// kernel cannot (`ENAMETOOLONG` beyond `PATH_MAX`, or no slot buffer: 0).
 #[inline(always)]
-pub(crate) fn resolve(p: *const path, slot: u32) -> Option<&'static mut ExePath> {
-    let buf = scratch(slot)?;
+pub(crate) fn resolve(p: *const path, slot: u32) -> Result<&'static mut PathBuf, u32> {
+    let buf = scratch(slot).ok_or(0u32)?;
     // SAFETY: `p` is a `struct path *` the verifier has typed from the hook's
-    // arguments; the buffer is PATH_CAP bytes of map memory.
+    // arguments; the buffer is SCRATCH_PATH_CAP >= LINUX_PATH_MAX bytes of map memory.
     let written = unsafe {
         bpf_d_path(
             p as *mut path,
             buf.words.as_mut_ptr() as *mut c_char,
-            PATH_CAP as u32,
+            LINUX_PATH_MAX as u32,
         )
     };
-    if written <= 0 || written > PATH_CAP as i64 {
+    if written < 0 {
         buf.len = 0;
-        buf.flags = EXE_FLAG_TOO_LONG;
-        return None;
+        return Err((-written) as u32);
+    }
+    if written == 0 || written > LINUX_PATH_MAX as i64 {
+        buf.len = 0;
+        return Err(0);
     }
     buf.len = (written - 1) as u32;
     buf.flags = 0;
-    Some(buf)
+    Ok(buf)
 }
 
 /// State of one walk over a resolved path.
@@ -74,12 +95,13 @@ pub(crate) struct PathWalk {
     pub(crate) last_prefix: u64,
     /// The whole path's hash.
     pub(crate) exact: u64,
-    /// Prefixes with pattern rules (the first [`MAX_PATTERN_PREFIXES`]), and where
-    /// their `/` is.
+    /// Prefixes with pattern rules, and where their `/` is.
     pub(crate) pattern_prefix: [u64; MAX_PATTERN_PREFIXES],
     pub(crate) pattern_slash: [u32; MAX_PATTERN_PREFIXES],
     pub(crate) patterns: u32,
-    pub(crate) _pad: u32,
+    /// Non-zero when the path could not be decided (`UNDECIDED_*`): more pattern
+    /// prefixes than the probes keep, or a pattern over its step bound.
+    pub(crate) undecided: u32,
     /// Recursive-directory verdicts met on the way: for the source, for anyone.
     pub(crate) sourced: RuleValue,
     pub(crate) anyone: RuleValue,
@@ -101,9 +123,9 @@ extern "C" fn walk_step(index: u64, ctx: *mut c_void) -> i64 {
     let (Some(buf), Some(walk)) = (PATH_SCRATCH.get_ptr(slot), WALKS.get_ptr_mut(slot)) else {
         return 1;
     };
-    // SAFETY: per-CPU map values of this program's slot.
+    // SAFETY: this CPU's map values of the slot the run claimed.
     let (buf, walk) = unsafe { (&*buf, &mut *walk) };
-    let byte = buf.byte_at(index as usize & (PATH_CAP - 1));
+    let byte = buf.byte_at(index as usize & (SCRATCH_PATH_CAP - 1));
     walk.hash.push_at(byte, index);
     if byte != b'/' || walk.class == 0 {
         return 0;
@@ -122,11 +144,16 @@ extern "C" fn walk_step(index: u64, ctx: *mut c_void) -> i64 {
         return 0;
     };
     walk.last_flags = flags;
-    if flags & PREFIX_PATTERN != 0 && (walk.patterns as usize) < MAX_PATTERN_PREFIXES {
-        let k = walk.patterns as usize & (MAX_PATTERN_PREFIXES - 1);
-        walk.pattern_prefix[k] = prefix;
-        walk.pattern_slash[k] = index as u32;
-        walk.patterns += 1;
+    if flags & PREFIX_PATTERN != 0 {
+        if (walk.patterns as usize) < MAX_PATTERN_PREFIXES {
+            let k = walk.patterns as usize & (MAX_PATTERN_PREFIXES - 1);
+            walk.pattern_prefix[k] = prefix;
+            walk.pattern_slash[k] = index as u32;
+            walk.patterns += 1;
+        } else {
+            // The agent refuses such policy sets; should one get here, say so.
+            walk.undecided = UNDECIDED_PATTERN_PREFIXES;
+        }
     }
     if flags & PREFIX_RECURSIVE != 0 {
         let (source, class, generation) = (walk.source, walk.class, walk.generation);
@@ -144,7 +171,7 @@ extern "C" fn walk_step(index: u64, ctx: *mut c_void) -> i64 {
 }
 
 /// Starts a walk of the path in `slot` (`len` bytes) and runs it; the result stays
-/// in `WALKS[slot]`. Returns the whole path's hash.
+/// in `WALKS[slot]`.
 #[inline(always)]
 pub(crate) fn walk_path(
     slot: u32,
@@ -154,7 +181,7 @@ pub(crate) fn walk_path(
     len: u32,
 ) -> Option<&'static mut PathWalk> {
     let walk = WALKS.get_ptr_mut(slot)?;
-    // SAFETY: per-CPU map value of this program's slot.
+    // SAFETY: this CPU's map value of the slot the run claimed.
     let walk = unsafe { &mut *walk };
     walk.hash = SipState::new(&hash_key());
     walk.source = source;
@@ -164,6 +191,7 @@ pub(crate) fn walk_path(
     walk.last_flags = 0;
     walk.last_prefix = 0;
     walk.patterns = 0;
+    walk.undecided = 0;
     walk.sourced = RuleValue::NONE;
     walk.anyone = RuleValue::NONE;
     let mut ctx = LoopSlot { slot, _pad: 0 };
@@ -171,7 +199,7 @@ pub(crate) fn walk_path(
     // that outlives the call.
     unsafe {
         bpf_loop(
-            len & (PATH_CAP as u32 - 1),
+            len & (SCRATCH_PATH_CAP as u32 - 1),
             walk_step as *mut c_void,
             &mut ctx as *mut LoopSlot as *mut c_void,
             0,

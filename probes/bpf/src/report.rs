@@ -3,19 +3,23 @@
 //! paths and the target path. A full ring buffer never weakens enforcement: the
 //! event is counted in `EVENT_DROPS`.
 
+use core::intrinsics::{AtomicOrdering, atomic_xadd};
+
 use aya_ebpf::helpers::{bpf_get_current_pid_tgid, bpf_get_current_uid_gid, bpf_ktime_get_boot_ns};
 use edgearmor_probe_abi::{
-    ACTION_AUDIT, ACTION_BLOCK, DecisionEvent, ExePath, PATH_WORDS, POLICY_DEFAULT_POSTURE, Verdict,
+    ACTION_AUDIT, ACTION_BLOCK, DecisionEvent, EXE_FLAG_TRUNCATED, ExePath,
+    MAX_REPORTED_PATH_BYTES, PATH_WORDS, POLICY_DEFAULT_POSTURE, Verdict,
 };
 
 use crate::{
     identity::{current_tgid, parent_identity, parent_tgid},
     maps::{EVENT_DROPS, EVENTS, EXE_PATHS, offsets},
-    path::scratch,
+    path::{PathBuf, scratch},
 };
 
-/// Writes one decision to `EVENTS`; `target_slot` names the path buffer holding the
-/// target (`u32::MAX`: none).
+/// Writes one decision to `EVENTS`; `target_slot` names the (claimed) slot whose
+/// path buffer holds the target (`u32::MAX`: none). A target longer than an event
+/// carries is reported by its first bytes, flagged `EXE_FLAG_TRUNCATED`.
 #[inline(always)]
 pub(crate) fn report(
     class: u32,
@@ -79,11 +83,11 @@ pub(crate) fn report_paths(
         copy_interned(&mut (*ev).exe, source);
         copy_interned(&mut (*ev).parent_exe, parent);
         match scratch(target_slot) {
-            Some(src) if target_slot != u32::MAX => copy_path(&mut (*ev).target, src),
+            Some(src) if target_slot != u32::MAX => copy_target(&mut (*ev).target, src),
             _ => clear_path(&mut (*ev).target),
         }
         match scratch(invoked_slot) {
-            Some(src) if invoked_slot != u32::MAX => copy_path(&mut (*ev).invoked, src),
+            Some(src) if invoked_slot != u32::MAX => copy_target(&mut (*ev).invoked, src),
             _ => clear_path(&mut (*ev).invoked),
         }
     }
@@ -112,6 +116,21 @@ fn copy_path(dst: &mut ExePath, src: &ExePath) {
 }
 
 #[inline(always)]
+fn copy_target(dst: &mut ExePath, src: &PathBuf) {
+    dst.len = src.len;
+    dst.flags = if src.len as usize > MAX_REPORTED_PATH_BYTES {
+        EXE_FLAG_TRUNCATED
+    } else {
+        0
+    };
+    let mut i = 0;
+    while i < PATH_WORDS {
+        dst.words[i] = src.words[i];
+        i += 1;
+    }
+}
+
+#[inline(always)]
 fn clear_path(dst: &mut ExePath) {
     dst.len = 0;
     dst.flags = 0;
@@ -125,7 +144,8 @@ fn clear_path(dst: &mut ExePath) {
 #[inline(always)]
 pub(crate) fn count_drop() {
     if let Some(counter) = EVENT_DROPS.get_ptr_mut(0) {
-        // SAFETY: per-CPU slot; this program cannot be preempted by itself on this CPU.
-        unsafe { *counter += 1 };
+        // SAFETY: this CPU's counter; an atomic add, since a preempted run on the same
+        // CPU may be adding too.
+        unsafe { atomic_xadd::<u64, u64, { AtomicOrdering::SeqCst }>(counter, 1) };
     }
 }

@@ -10,7 +10,7 @@ use edgearmor_probe_abi::{
 
 use crate::{
     identity::current_identity,
-    maps::{SLOT_CHECK_SETID, active_generation, offsets},
+    maps::{active_generation, offsets},
     matchers::{EPERM, decide_items, enforce},
     report::report,
 };
@@ -41,13 +41,7 @@ fn check_setid(ctx: &LsmContext, kind: u32) -> i32 {
         return 0;
     };
     let source = current_identity();
-    let verdict = decide_items(
-        CLASS_SETID,
-        generation,
-        source,
-        [item_setid(bit), 0],
-        SLOT_CHECK_SETID,
-    );
+    let verdict = decide_items(CLASS_SETID, generation, source, [item_setid(bit), 0]);
     if verdict.action == ACTION_NONE {
         return 0;
     }

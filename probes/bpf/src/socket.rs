@@ -6,7 +6,7 @@ use edgearmor_probe_abi::{CLASS_NETWORK, socket_items};
 
 use crate::{
     identity::current_identity,
-    maps::{SLOT_CHECK_SOCKET, active_generation},
+    maps::active_generation,
     matchers::{EACCES, decide_items, enforce},
     report::report,
 };
@@ -34,7 +34,6 @@ pub fn check_socket(ctx: LsmContext) -> i32 {
         generation,
         source,
         socket_items(family, sock_type, protocol),
-        SLOT_CHECK_SOCKET,
     );
     enforce(&verdict, EACCES, |outcome| {
         report(

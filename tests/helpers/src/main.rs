@@ -35,6 +35,7 @@
 use std::time::{Duration, Instant};
 
 mod identity;
+mod loops;
 
 fn usage() -> ! {
     eprintln!(
@@ -82,7 +83,11 @@ fn main() {
             "reuse-pid" => return identity::reuse_pid(&all[1..]),
             "idop" => return identity::idop(&all[1..]),
             "now" => return identity::now(&all[1..]),
-            _ => {}
+            _ => {
+                if loops::run(op, &all[1..]).is_some() {
+                    return;
+                }
+            }
         }
     }
     let mut args = std::env::args().skip(1).peekable();

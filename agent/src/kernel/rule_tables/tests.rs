@@ -4,8 +4,8 @@ use super::*;
 use edgearmor_policy::{DefaultPostures, compile, parse_policy_text};
 use edgearmor_probe_abi::{
     ACTION_NONE, AF_INET, AF_INET6, AF_PACKET, IPPROTO_MPTCP, IPPROTO_SCTP, IPPROTO_UDPLITE,
-    LSM_SETID_ID, PREFIX_DIRECTORY, SETID_KIND_GID, SOCK_DGRAM, SOCK_RAW, SOCK_SEQPACKET,
-    SOCK_STREAM, SipState, setid_bit, socket_items,
+    LSM_SETID_ID, MAX_PATTERN_PREFIXES, PREFIX_DIRECTORY, SETID_KIND_GID, SOCK_DGRAM, SOCK_RAW,
+    SOCK_SEQPACKET, SOCK_STREAM, SipState, setid_bit, socket_items,
 };
 use std::path::Path;
 
@@ -58,7 +58,7 @@ fn decide(set: &KernelRuleSet, class: u32, source: u64, path: &str, slot: usize)
             let prefix = state.finish();
             let flags = set.prefixes.get(&(prefix, class)).copied().unwrap_or(0);
             last = (prefix, flags, i);
-            if flags & PREFIX_PATTERN != 0 && patterns.len() < 2 {
+            if flags & PREFIX_PATTERN != 0 && patterns.len() < MAX_PATTERN_PREFIXES {
                 patterns.push((prefix, i));
             }
             if flags & PREFIX_RECURSIVE != 0 {
@@ -289,8 +289,8 @@ fn items_and_setid_rules_merge_block_over_audit() {
 }
 
 #[test]
-fn unholdable_rules_are_skipped_with_a_reason() {
-    let long = format!("/{}", "a".repeat(300));
+fn paths_up_to_path_max_are_hashed_and_too_many_patterns_refuse_the_set() {
+    let long = format!("/{}", vec!["a".repeat(200); 20].join("/"));
     let mut patterns = String::new();
     for i in 0..=GLOBS_PER_KEY {
         patterns.push_str(&format!("      - pattern: /usr/bin/p{i}*\n"));
@@ -306,10 +306,122 @@ fn unholdable_rules_are_skipped_with_a_reason() {
         ),
         DefaultPosture::Audit,
     );
-    assert_eq!(set.skipped.len(), 2, "{:?}", set.skipped);
-    assert!(set.skipped[0].reason.contains("longer than"));
-    assert!(set.skipped[1].reason.contains("more than 8 patterns"));
-    assert_eq!(set.globs.values().next().map(Vec::len), Some(GLOBS_PER_KEY));
+    assert!(set.skipped.is_empty(), "{:?}", set.skipped);
+    let exact = lookup(&set, ANY_SOURCE, hash(&long), CLASS_PROCESS, MATCH_EXACT);
+    assert_eq!(exact.map(|v| v.slots[SLOT_READ].action), Some(ACTION_BLOCK));
+    assert_eq!(set.refused.len(), 1, "{:?}", set.refused);
+    assert!(
+        set.refused[0].reason.contains("GLOBS_PER_KEY = 8"),
+        "{}",
+        set.refused[0]
+    );
+    assert_eq!(set.refused[0].rule, format!("/usr/bin/p{GLOBS_PER_KEY}*"));
+}
+
+#[test]
+fn patterns_under_many_prefixes_all_apply() {
+    let (set, _) = build(
+        &format!(
+            "{HEADER}  process:
+    matchPatterns:
+      - pattern: /*.bak
+      - pattern: /usr/*.bak
+      - pattern: /usr/bin/*.bak
+      - pattern: /usr/bin/x/*.bak
+      - pattern: /usr/bin/x/apt*
+      - pattern: /usr/bin/x/y/*.bak
+  action: Block
+"
+        ),
+        DefaultPosture::Audit,
+    );
+    assert!(set.refused.is_empty(), "{:?}", set.refused);
+    let d = |p| decide(&set, CLASS_PROCESS, 0, p, SLOT_READ).action;
+    assert_eq!(d("/usr/bin/x/apt-get"), ACTION_BLOCK);
+    assert_eq!(d("/usr/bin/x/y/z.bak"), ACTION_BLOCK);
+    assert_eq!(d("/usr/bin/x/other"), ACTION_NONE);
+    assert_eq!(d("/opt/z.bak/w"), ACTION_NONE);
+}
+
+#[test]
+fn more_nested_pattern_prefixes_than_the_probes_keep_refuse_the_set() {
+    let mut patterns = String::new();
+    let mut dir = String::from("/");
+    for i in 0..=MAX_PATTERN_PREFIXES {
+        patterns.push_str(&format!("      - pattern: {dir}*.bak\n"));
+        dir.push_str(&format!("d{i}/"));
+    }
+    let (set, _) = build(
+        &format!("{HEADER}  file:\n    matchPatterns:\n{patterns}  action: Block\n"),
+        DefaultPosture::Audit,
+    );
+    assert_eq!(set.refused.len(), 1, "{:?}", set.refused);
+    assert!(set.refused[0].reason.contains("MAX_PATTERN_PREFIXES = 8"));
+    assert_eq!(set.refused[0].policy, "p");
+}
+
+#[test]
+fn directories_merged_by_symlinks_count_their_patterns_together() {
+    let mut patterns = String::new();
+    for i in 0..GLOBS_PER_KEY {
+        patterns.push_str(&format!("      - pattern: /usr/bin/p{i}*\n"));
+    }
+    patterns.push_str("      - pattern: /bin/q*\n");
+    let yaml = format!("{HEADER}  process:\n    matchPatterns:\n{patterns}  action: Block\n");
+    let policies = parse_policy_text(Path::new("t.yaml"), &yaml).expect("valid");
+    let compiled = compile(&policies, DefaultPostures::uniform(DefaultPosture::Audit));
+    let merged_usr = |p: &str| match p.strip_prefix("/bin") {
+        Some(rest) => format!("/usr/bin{rest}"),
+        None => p.to_owned(),
+    };
+    let set = KernelRuleSet::build(
+        &SetidRuleSet::default(),
+        &compiled,
+        &mut PolicyCatalog::default(),
+        KEY,
+        &merged_usr,
+    );
+    assert_eq!(set.refused.len(), 1, "{:?}", set.refused);
+    assert_eq!(set.refused[0].rule, "/bin/q*");
+}
+
+#[test]
+fn undecidable_paths_get_the_strongest_verdict_of_their_class() {
+    let (set, catalog) = build(
+        &format!(
+            "{HEADER}  file:
+    matchPaths:
+      - path: /etc/shadow
+  process:
+    matchPaths:
+      - path: /usr/bin/x
+    action: Audit
+  action: Block
+"
+        ),
+        DefaultPosture::Audit,
+    );
+    let undecidable = |class| lookup(&set, ANY_SOURCE, 0, class, MATCH_UNDECIDABLE);
+    let file = undecidable(CLASS_FILE).expect("file class has one");
+    assert_eq!(file.slots[SLOT_READ].action, ACTION_BLOCK);
+    assert_eq!(file.slots[SLOT_WRITE].action, ACTION_BLOCK);
+    assert!(!catalog.is_empty());
+    let process = undecidable(CLASS_PROCESS).expect("process class has one");
+    assert_eq!(process.slots[SLOT_READ].action, ACTION_AUDIT);
+    assert!(undecidable(CLASS_NETWORK).is_none());
+    // An allow list with a block posture blocks what cannot be decided.
+    let (set, _) = build(
+        &format!("{HEADER}  file:\n    matchPaths:\n      - path: /etc/hosts\n  action: Allow\n"),
+        DefaultPosture::Block,
+    );
+    let file = lookup(&set, ANY_SOURCE, 0, CLASS_FILE, MATCH_UNDECIDABLE).expect("entry");
+    assert_eq!(
+        file.slots[SLOT_READ],
+        Verdict {
+            action: ACTION_BLOCK,
+            policy_id: POLICY_DEFAULT_POSTURE
+        }
+    );
 }
 
 #[test]
@@ -445,7 +557,8 @@ fn build_on_busybox(process_rules: &str) -> KernelRuleSet {
 fn kinds(set: &KernelRuleSet) -> Vec<(u64, u32)> {
     set.rules
         .keys()
-        .filter(|k| k.2 == CLASS_PROCESS)
+        // The undecidable entry every path class with rules has is tested on its own.
+        .filter(|k| k.2 == CLASS_PROCESS && k.3 != MATCH_UNDECIDABLE)
         .map(|&(_, target, _, kind)| (target, kind))
         .collect()
 }
