@@ -22,11 +22,11 @@ use edgearmor_policy::{
 use edgearmor_probe_abi::{
     ACTION_ALLOW, ACTION_AUDIT, ACTION_BLOCK, ANY_SOURCE, CLASS_CAPABILITY, CLASS_FILE,
     CLASS_NETWORK, CLASS_PROCESS, CLASS_SETID, GLOB_ANY_BYTE, GLOB_CAP, GLOB_LITERAL, GLOB_STAR,
-    GLOBS_PER_KEY, GlobList, GlobRule, ITEM_ICMP, ITEM_INET_UNCLASSIFIED, ITEM_RAW, ITEM_SCTP,
-    ITEM_TCP, ITEM_UDP, MATCH_ALLOW_LIST, MATCH_APPLET, MATCH_DIRECTORY, MATCH_EXACT, MATCH_ITEM,
+    GLOBS_PER_KEY, GlobRule, ITEM_ICMP, ITEM_INET_UNCLASSIFIED, ITEM_RAW, ITEM_SCTP, ITEM_TCP,
+    ITEM_UDP, MATCH_ALLOW_LIST, MATCH_APPLET, MATCH_DIRECTORY, MATCH_EXACT, MATCH_ITEM,
     MATCH_MULTI_CALL, MATCH_RECURSIVE, MATCH_UNDECIDABLE, MAX_HASHED_PATH_BYTES,
-    POLICY_DEFAULT_POSTURE, PREFIX_DIRECTORY, PREFIX_PATTERN, PREFIX_RECURSIVE, PrefixKey, RuleKey,
-    RuleValue, SLOT_READ, SLOT_WRITE, Verdict, class_bit, item_capability, item_setid, path_hash,
+    POLICY_DEFAULT_POSTURE, PREFIX_DIRECTORY, PREFIX_PATTERN, PREFIX_RECURSIVE, RuleValue,
+    SLOT_READ, SLOT_WRITE, Verdict, class_bit, item_capability, item_setid, path_hash,
 };
 use edgearmor_wire::{PolicyMeta, SetIdSyscall};
 
@@ -139,66 +139,6 @@ impl KernelRuleSet {
         b.undecidable_entries();
         b.set.refused.extend(limits::exceeded(&b.set));
         b.set
-    }
-
-    /// Entries for `RULES` under `generation`.
-    pub fn rule_entries(&self, generation: u32) -> impl Iterator<Item = (RuleKey, RuleValue)> + '_ {
-        self.rules
-            .iter()
-            .map(move |(&(source, target, class, kind), v)| {
-                (
-                    RuleKey {
-                        source,
-                        target,
-                        class,
-                        kind,
-                        generation,
-                        _pad: 0,
-                    },
-                    *v,
-                )
-            })
-    }
-
-    /// Entries for `PREFIXES` under `generation`.
-    pub fn prefix_entries(&self, generation: u32) -> impl Iterator<Item = (PrefixKey, u32)> + '_ {
-        self.prefixes.iter().map(move |(&(prefix, class), flags)| {
-            (
-                PrefixKey {
-                    prefix,
-                    class,
-                    generation,
-                },
-                *flags,
-            )
-        })
-    }
-
-    /// Entries for `GLOBS` under `generation`.
-    pub fn glob_entries(&self, generation: u32) -> impl Iterator<Item = (RuleKey, GlobList)> + '_ {
-        self.globs
-            .iter()
-            .map(move |(&(source, prefix, class), rules)| {
-                let mut list = GlobList {
-                    count: rules.len().min(GLOBS_PER_KEY) as u32,
-                    _pad: 0,
-                    rules: [GlobRule::EMPTY; GLOBS_PER_KEY],
-                };
-                for (slot, rule) in list.rules.iter_mut().zip(rules) {
-                    *slot = *rule;
-                }
-                (
-                    RuleKey {
-                        source,
-                        target: prefix,
-                        class,
-                        kind: MATCH_DIRECTORY,
-                        generation,
-                        _pad: 0,
-                    },
-                    list,
-                )
-            })
     }
 
     /// Kernel map entries this set needs: (rules, prefixes, globs).
@@ -638,6 +578,7 @@ impl Builder<'_> {
 }
 
 mod applets;
+mod entries;
 mod limits;
 #[cfg(test)]
 mod shipped_policies;

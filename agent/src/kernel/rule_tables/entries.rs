@@ -1,0 +1,69 @@
+//! A built set as the kernel maps' entries, under one policy generation.
+
+use edgearmor_probe_abi::{
+    GLOBS_PER_KEY, GlobList, GlobRule, MATCH_DIRECTORY, PrefixKey, RuleKey, RuleValue,
+};
+
+use super::KernelRuleSet;
+
+impl KernelRuleSet {
+    /// Entries for `RULES` under `generation`.
+    pub fn rule_entries(&self, generation: u32) -> impl Iterator<Item = (RuleKey, RuleValue)> + '_ {
+        self.rules
+            .iter()
+            .map(move |(&(source, target, class, kind), v)| {
+                (
+                    RuleKey {
+                        source,
+                        target,
+                        class,
+                        kind,
+                        generation,
+                        _pad: 0,
+                    },
+                    *v,
+                )
+            })
+    }
+
+    /// Entries for `PREFIXES` under `generation`.
+    pub fn prefix_entries(&self, generation: u32) -> impl Iterator<Item = (PrefixKey, u32)> + '_ {
+        self.prefixes.iter().map(move |(&(prefix, class), flags)| {
+            (
+                PrefixKey {
+                    prefix,
+                    class,
+                    generation,
+                },
+                *flags,
+            )
+        })
+    }
+
+    /// Entries for `GLOBS` under `generation`.
+    pub fn glob_entries(&self, generation: u32) -> impl Iterator<Item = (RuleKey, GlobList)> + '_ {
+        self.globs
+            .iter()
+            .map(move |(&(source, prefix, class), rules)| {
+                let mut list = GlobList {
+                    count: rules.len().min(GLOBS_PER_KEY) as u32,
+                    _pad: 0,
+                    rules: [GlobRule::EMPTY; GLOBS_PER_KEY],
+                };
+                for (slot, rule) in list.rules.iter_mut().zip(rules) {
+                    *slot = *rule;
+                }
+                (
+                    RuleKey {
+                        source,
+                        target: prefix,
+                        class,
+                        kind: MATCH_DIRECTORY,
+                        generation,
+                        _pad: 0,
+                    },
+                    list,
+                )
+            })
+    }
+}
