@@ -80,6 +80,10 @@ stop_agent() {
 
 for part in /etc/edgearmor/failclosed/[0-9]*.sh; do
     [ -f "$part" ] || continue
+    # Each part starts from no enforcement: agents pin what they enforce, and an
+    # earlier part's pins (and its unread events) must not leak into the next one.
+    /usr/local/bin/edgearmor unload --config /etc/edgearmor/failclosed/agent.toml 2>&1 |
+        while read -r line; do echo "EA-UNLOAD $line"; done
     echo "EA-PART $(basename "$part")"
     . "$part"
 done

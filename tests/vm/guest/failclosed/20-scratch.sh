@@ -103,6 +103,11 @@ scratch_part() {
         "audit_alerts_by_reader=$(count scratch-audit-b "\"PID\":$(pid_of $w/race-aud-b.out),")" \
         "readonly_alerts=$(count scratch-readonly-a '"PID"')" \
         "alerts=$(grep -c '"Type":"MatchedHostPolicy"' "$alerts")"
+    # Any alert not made by the process the policy is about, shown whole.
+    { grep '"PolicyName":"scratch-block-secret"' "$alerts" | grep -v "\"PID\":$(pid_of $w/race-secret.out),"
+      grep '"PolicyName":"scratch-audit-b"' "$alerts" | grep -v "\"PID\":$(pid_of $w/race-aud-b.out),"
+      grep '"PolicyName":"scratch-readonly-a"' "$alerts"
+    } | head -5 | while read -r line; do echo "EA-SCRATCH-ODD $line"; done
     : > "$alerts"
 
     # ---- 2. and 3.
