@@ -228,8 +228,9 @@ impl SequenceTracker {
             self.streams
                 .insert(key.clone(), Stream::new(batch.first_seq, tick));
             verdicts.push(Verdict::New);
+            // A one-event batch at u64::MAX has no rest: saturate rather than overflow.
             let rest = BatchSeqs {
-                first_seq: batch.first_seq + 1,
+                first_seq: batch.first_seq.saturating_add(1),
                 count: batch.count - 1,
                 ..batch
             };
@@ -253,7 +254,9 @@ impl SequenceTracker {
             return;
         };
         stream.last_used = tick;
-        for seq in (batch.first_seq..).take(batch.count) {
+        // Not `(first_seq..).take(count)`: a range from steps past its last item, which
+        // overflows when that item is u64::MAX (the caller allows a batch ending there).
+        for seq in (0..batch.count as u64).map(|i| batch.first_seq + i) {
             let verdict = if seq > stream.highest {
                 if config.gap_reports && seq > stream.highest + 1 {
                     if stream.pending.len() >= MAX_PENDING_GAPS
@@ -391,6 +394,22 @@ mod tests {
 
     fn ranges(gaps: &[Gap]) -> Vec<(u64, u64)> {
         gaps.iter().map(|g| (g.first_seq, g.last_seq)).collect()
+    }
+
+    #[test]
+    fn batches_ending_at_the_last_sequence_number_are_admitted() {
+        let mut t = tracker(true, 8);
+        let k = key("a");
+        assert_eq!(
+            admit(&mut t, &k, u64::MAX - 2, 3, 0).0,
+            vec![Verdict::New; 3]
+        );
+        assert_eq!(
+            admit(&mut t, &k, u64::MAX, 1, 0).0,
+            vec![Verdict::Duplicate]
+        );
+        let k = key("b");
+        assert_eq!(admit(&mut t, &k, u64::MAX, 1, 0).0, vec![Verdict::New]);
     }
 
     #[test]
