@@ -330,9 +330,15 @@ fn attach_lsm(
     Ok(links)
 }
 
+/// Passes of the identity iterator before a task it could not store an identity for
+/// fails the start: a store fails while another task-storage call on the same CPU is
+/// preempted inside the kernel's helper (seen on PREEMPT_RT), which passes.
+const IDENTIFY_PASSES_MAX: usize = 8;
+
 /// Runs the task iterator that gives every task without an identity (one that
 /// started before the probes) its executable's, twice (why twice, and why no fork
-/// escapes: the `identity` probes' overview); returns how many tasks it identified.
+/// escapes: the `identity` probes' overview), and again while a pass could not store
+/// one, up to [`IDENTIFY_PASSES_MAX`]; returns how many tasks it identified.
 /// Harmless when adopting: tasks that have an identity keep it.
 fn identify_running(ebpf: &mut Ebpf, aya_btf: &Btf) -> Result<usize, EnforcementUnavailable> {
     let (program, iterator) = programs::IDENTIFY_RUNNING;
@@ -345,7 +351,7 @@ fn identify_running(ebpf: &mut Ebpf, aya_btf: &Btf) -> Result<usize, Enforcement
         detail,
     };
     let mut identified = 0;
-    for _pass in 0..2 {
+    for pass in 1..=IDENTIFY_PASSES_MAX {
         let id = prog
             .attach()
             .map_err(|e| program_failure(program, iterator, e))?;
@@ -357,12 +363,23 @@ fn identify_running(ebpf: &mut Ebpf, aya_btf: &Btf) -> Result<usize, Enforcement
             .map_err(|e| failed(e.to_string()))?
             .read_to_end(&mut output)
             .map_err(|e| failed(e.to_string()))?;
-        identified += identified_by(&output).map_err(|not_stored| {
+        match identified_by(&output) {
+            Ok(n) if pass >= 2 => return Ok(identified + n),
+            Ok(n) => identified += n,
             // Those tasks would act as "unknown" and escape their fromSource rules.
-            failed(format!(
-                "the kernel could not store the identity of {not_stored} running tasks"
-            ))
-        })?;
+            Err(not_stored) if pass == IDENTIFY_PASSES_MAX => {
+                return Err(failed(format!(
+                    "the kernel could not store the identity of {not_stored} running tasks in {pass} passes"
+                )));
+            }
+            // Tried again by the next pass, which only visits tasks without one.
+            Err(_) => {
+                identified += output
+                    .iter()
+                    .filter(|b| **b == programs::IDENTIFIED)
+                    .count()
+            }
+        }
     }
     Ok(identified)
 }
