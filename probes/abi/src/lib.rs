@@ -71,6 +71,8 @@ pub mod names {
     pub const KERNEL_OFFSETS: &str = "KERNEL_OFFSETS";
     pub const PATH_HASH_KEY: &str = "PATH_HASH_KEY";
     pub const AGENT_STATE: &str = "AGENT_STATE";
+    /// Canonical names of protected inodes ([`super::AliasKey`]).
+    pub const FILE_ALIASES: &str = "FILE_ALIASES";
     /// Maps pinned in bpffs so that enforcement, identities, rules and unread events
     /// outlive the agent process, and the next agent adopts them.
     pub const PERSISTENT: [&str; 9] = [
@@ -694,6 +696,87 @@ pub const LSM_SETID_FS: u32 = 8;
 pub const ACCESS_READ: u32 = 1;
 pub const ACCESS_WRITE: u32 = 2;
 pub const ACCESS_UNLINK: u32 = 4;
+
+/// `DecisionEvent::detail[1]` of file events: the hook that decided, as KubeArmor
+/// names it in `Data` (`lsm=SECURITY_PATH_RENAME`). The agent maps these to the wire's
+/// `LsmHook`; the table is [`FILE_HOOKS`].
+pub const FILE_HOOK_OPEN: u32 = 0;
+pub const FILE_HOOK_UNLINK: u32 = 1;
+pub const FILE_HOOK_RMDIR: u32 = 2;
+pub const FILE_HOOK_MKDIR: u32 = 3;
+/// `path_mknod`: also every `open(O_CREAT)` of a name that does not exist yet.
+pub const FILE_HOOK_MKNOD: u32 = 4;
+pub const FILE_HOOK_SYMLINK: u32 = 5;
+/// `path_link`: the existing file and the new name.
+pub const FILE_HOOK_LINK: u32 = 6;
+/// `path_rename`: the source and the target name.
+pub const FILE_HOOK_RENAME: u32 = 7;
+pub const FILE_HOOK_TRUNCATE: u32 = 8;
+/// `file_truncate` (`ftruncate` on kernels that have the hook; before, `ftruncate`
+/// goes through `path_truncate`).
+pub const FILE_HOOK_FILE_TRUNCATE: u32 = 9;
+pub const FILE_HOOK_CHMOD: u32 = 10;
+pub const FILE_HOOK_CHOWN: u32 = 11;
+/// `file_permission`: a read or write through a descriptor (one opened before the
+/// policy, or before a reload tightened it).
+pub const FILE_HOOK_PERMISSION: u32 = 12;
+/// `mmap_file`: a shared writable mapping.
+pub const FILE_HOOK_MMAP: u32 = 13;
+/// Every file hook id and KubeArmor's name for it.
+pub const FILE_HOOKS: [(u32, &str); 14] = [
+    (FILE_HOOK_OPEN, "SECURITY_FILE_OPEN"),
+    (FILE_HOOK_UNLINK, "SECURITY_PATH_UNLINK"),
+    (FILE_HOOK_RMDIR, "SECURITY_PATH_RMDIR"),
+    (FILE_HOOK_MKDIR, "SECURITY_PATH_MKDIR"),
+    (FILE_HOOK_MKNOD, "SECURITY_PATH_MKNOD"),
+    (FILE_HOOK_SYMLINK, "SECURITY_PATH_SYMLINK"),
+    (FILE_HOOK_LINK, "SECURITY_PATH_LINK"),
+    (FILE_HOOK_RENAME, "SECURITY_PATH_RENAME"),
+    (FILE_HOOK_TRUNCATE, "SECURITY_PATH_TRUNCATE"),
+    (FILE_HOOK_FILE_TRUNCATE, "SECURITY_FILE_TRUNCATE"),
+    (FILE_HOOK_CHMOD, "SECURITY_PATH_CHMOD"),
+    (FILE_HOOK_CHOWN, "SECURITY_PATH_CHOWN"),
+    (FILE_HOOK_PERMISSION, "SECURITY_FILE_PERMISSION"),
+    (FILE_HOOK_MMAP, "SECURITY_MMAP_FILE"),
+];
+
+// ------------------------------------------------------------------ file aliases
+
+/// Canonical names of protected inodes: a protected file or directory reached by
+/// another name (a hard link, a bind mount, a renamed ancestor, another mount
+/// namespace or root) is decided as if it were reached by its protected name. The
+/// agent writes one entry per inode that a file rule names (and per other-linked
+/// file under a protected directory) for each generation; the path walk looks up the
+/// target and each ancestor directory.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash)]
+pub struct AliasKey {
+    /// `inode->i_ino`.
+    pub ino: u64,
+    /// `inode->i_sb->s_dev`, the kernel's encoding (`major << 20 | minor`: what
+    /// `/proc/self/mountinfo` prints as `major:minor`).
+    pub dev: u32,
+    pub generation: u32,
+}
+
+/// Capacity of a canonical name, NUL included; a directory's ends with `/`. The
+/// agent refuses a policy set whose protected paths are longer.
+pub const ALIAS_PATH_CAP: usize = 256;
+
+/// The canonical name of an [`AliasKey`]'s inode.
+#[repr(C)]
+#[derive(Clone, Copy)]
+pub struct AliasValue {
+    /// Bytes of `path` in use (no NUL).
+    pub len: u32,
+    pub _pad: u32,
+    pub path: [u8; ALIAS_PATH_CAP],
+}
+
+/// Capacity of `FILE_ALIASES`; like the rule maps it holds two generations during a
+/// switch, so one policy set may use half ([`ALIASES_PER_SET`]).
+pub const ALIASES_CAPACITY: u32 = 4096;
+pub const ALIASES_PER_SET: usize = ALIASES_CAPACITY as usize / 2;
 
 // ------------------------------------------------------------------ events
 
