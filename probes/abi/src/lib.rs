@@ -75,10 +75,11 @@ pub mod names {
     pub const FILE_ALIASES: &str = "FILE_ALIASES";
     /// Maps pinned in bpffs so that enforcement, identities, rules and unread events
     /// outlive the agent process, and the next agent adopts them.
-    pub const PERSISTENT: [&str; 9] = [
+    pub const PERSISTENT: [&str; 10] = [
         RULES,
         PREFIXES,
         GLOBS,
+        FILE_ALIASES,
         ACTIVE,
         TASK_IDENTITY,
         EXE_PATHS,

@@ -39,9 +39,9 @@ use aya_ebpf::{
 use core::intrinsics::{AtomicOrdering, atomic_cxchg, atomic_xchg};
 
 use edgearmor_probe_abi::{
-    ANY_SOURCE, ActivePolicy, AgentState, EVENTS_RING_BYTES, EXEC_EVENTS_RING_BYTES, ExePath,
-    GLOBS_CAPACITY, GlobList, KernelOffsets, PREFIXES_CAPACITY, PrefixKey, RULES_CAPACITY, RuleKey,
-    RuleValue, SCRATCH_SLOTS, class_bit,
+    ALIASES_CAPACITY, ANY_SOURCE, ActivePolicy, AgentState, AliasKey, AliasValue,
+    EVENTS_RING_BYTES, EXEC_EVENTS_RING_BYTES, ExePath, GLOBS_CAPACITY, GlobList, KernelOffsets,
+    PREFIXES_CAPACITY, PrefixKey, RULES_CAPACITY, RuleKey, RuleValue, SCRATCH_SLOTS, class_bit,
 };
 
 use aya_ebpf::{cty::c_void, helpers::bpf_loop};
@@ -144,6 +144,12 @@ pub(crate) static PREFIXES: HashMap<PrefixKey, u32> =
 #[map]
 pub(crate) static GLOBS: HashMap<RuleKey, GlobList> =
     HashMap::with_max_entries(GLOBS_CAPACITY, BPF_F_NO_PREALLOC);
+
+/// Canonical names of protected inodes, per generation (written by the agent; the
+/// path walk looks each inode it passes up here).
+#[map]
+pub(crate) static FILE_ALIASES: HashMap<AliasKey, AliasValue> =
+    HashMap::with_max_entries(ALIASES_CAPACITY, BPF_F_NO_PREALLOC);
 
 #[map]
 static ACTIVE: Array<ActivePolicy> = Array::with_max_entries(1, 0);
