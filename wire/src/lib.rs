@@ -16,6 +16,11 @@
 // Inline, fixed-capacity variants are the point of a no_std heapless format: no boxing.
 #![allow(clippy::large_enum_variant)]
 
+use edgearmor_probe_abi::{
+    FILE_HOOK_CHMOD, FILE_HOOK_CHOWN, FILE_HOOK_FILE_TRUNCATE, FILE_HOOK_LINK, FILE_HOOK_MKDIR,
+    FILE_HOOK_MKNOD, FILE_HOOK_MMAP, FILE_HOOK_OPEN, FILE_HOOK_PERMISSION, FILE_HOOK_RENAME,
+    FILE_HOOK_RMDIR, FILE_HOOK_SYMLINK, FILE_HOOK_TRUNCATE, FILE_HOOK_UNLINK, FILE_HOOKS,
+};
 use heapless::{String, Vec};
 use postcard::experimental::max_size::MaxSize;
 use serde::{Deserialize, Serialize};
@@ -161,21 +166,61 @@ pub enum LsmHook {
     TaskFixSetgid,
     PathUnlink,
     BprmCommittedCreds,
+    PathRmdir,
+    PathMkdir,
+    PathMknod,
+    PathSymlink,
+    PathLink,
+    PathRename,
+    PathTruncate,
+    FileTruncate,
+    PathChmod,
+    PathChown,
+    MmapFile,
 }
 
 impl LsmHook {
-    /// KubeArmor's name, e.g. `SECURITY_BPRM_CHECK`.
+    /// The file hooks by the probes' `FILE_HOOK_*` id (`DecisionEvent::detail[1]`).
+    pub const FILE_HOOKS: [(u32, LsmHook); FILE_HOOKS.len()] = [
+        (FILE_HOOK_OPEN, LsmHook::FileOpen),
+        (FILE_HOOK_UNLINK, LsmHook::PathUnlink),
+        (FILE_HOOK_RMDIR, LsmHook::PathRmdir),
+        (FILE_HOOK_MKDIR, LsmHook::PathMkdir),
+        (FILE_HOOK_MKNOD, LsmHook::PathMknod),
+        (FILE_HOOK_SYMLINK, LsmHook::PathSymlink),
+        (FILE_HOOK_LINK, LsmHook::PathLink),
+        (FILE_HOOK_RENAME, LsmHook::PathRename),
+        (FILE_HOOK_TRUNCATE, LsmHook::PathTruncate),
+        (FILE_HOOK_FILE_TRUNCATE, LsmHook::FileTruncate),
+        (FILE_HOOK_CHMOD, LsmHook::PathChmod),
+        (FILE_HOOK_CHOWN, LsmHook::PathChown),
+        (FILE_HOOK_PERMISSION, LsmHook::FilePermission),
+        (FILE_HOOK_MMAP, LsmHook::MmapFile),
+    ];
+
+    /// The file hook a probe's `FILE_HOOK_*` id names.
+    pub fn from_file_hook(id: u32) -> Option<Self> {
+        Self::FILE_HOOKS
+            .iter()
+            .find(|(hook_id, _)| *hook_id == id)
+            .map(|(_, hook)| *hook)
+    }
+
+    /// KubeArmor's name, e.g. `SECURITY_BPRM_CHECK`; a file hook's is the ABI's
+    /// (`FILE_HOOKS`), which names every file hook once.
     pub fn kubearmor_name(self) -> &'static str {
         match self {
             LsmHook::BprmCheckSecurity => "SECURITY_BPRM_CHECK",
-            LsmHook::FileOpen => "SECURITY_FILE_OPEN",
-            LsmHook::FilePermission => "SECURITY_FILE_PERMISSION",
             LsmHook::SocketCreate => "SECURITY_SOCKET_CREATE",
             LsmHook::Capable => "SECURITY_CAPABLE",
             LsmHook::TaskFixSetuid => "SECURITY_TASK_FIX_SETUID",
             LsmHook::TaskFixSetgid => "SECURITY_TASK_FIX_SETGID",
-            LsmHook::PathUnlink => "SECURITY_PATH_UNLINK",
             LsmHook::BprmCommittedCreds => "SECURITY_BPRM_COMMITTED_CREDS",
+            file => Self::FILE_HOOKS
+                .iter()
+                .find(|(_, hook)| *hook == file)
+                .and_then(|(id, _)| FILE_HOOKS.iter().find(|(abi_id, _)| abi_id == id))
+                .map_or("SECURITY_FILE_OPEN", |(_, name)| name),
         }
     }
 }
@@ -325,6 +370,25 @@ mod tests {
 
     fn s<const N: usize>(v: &str) -> String<N> {
         String::try_from(v).expect("fits")
+    }
+
+    #[test]
+    fn every_file_hook_has_its_abi_name_and_id() {
+        assert_eq!(LsmHook::FILE_HOOKS.len(), FILE_HOOKS.len());
+        for (id, name) in FILE_HOOKS {
+            let hook = LsmHook::from_file_hook(id).expect("every ABI file hook is a wire hook");
+            assert_eq!(hook.kubearmor_name(), name, "hook {id}");
+        }
+        assert_eq!(
+            LsmHook::from_file_hook(FILE_HOOK_RENAME).map(LsmHook::kubearmor_name),
+            Some("SECURITY_PATH_RENAME")
+        );
+        assert_eq!(LsmHook::from_file_hook(FILE_HOOKS.len() as u32), None);
+        assert_eq!(LsmHook::PathUnlink.kubearmor_name(), "SECURITY_PATH_UNLINK");
+        assert_eq!(
+            LsmHook::FilePermission.kubearmor_name(),
+            "SECURITY_FILE_PERMISSION"
+        );
     }
 
     pub(crate) fn sample_batch() -> Message {

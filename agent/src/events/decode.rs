@@ -2,24 +2,25 @@
 //! bytes; nothing here trusts their length or their discriminants.
 
 use edgearmor_probe_abi::{
-    ACCESS_READ, ACCESS_UNLINK, ACCESS_WRITE, ACTION_AUDIT, ACTION_BLOCK, CLASS_CAPABILITY,
+    ACCESS_READ, ACCESS_WRITE, ACTION_AUDIT, ACTION_BLOCK, CLASS_CAPABILITY,
     CLASS_FILE, CLASS_NETWORK, CLASS_PROCESS, CLASS_SETID, DecisionEvent, EXE_FLAG_TOO_LONG,
     EXE_FLAG_TRUNCATED, EXEC_BY_ARGUMENTS, ExePath, ExecEvent, MAX_REPORTED_PATH_BYTES,
     POLICY_DEFAULT_POSTURE, UNDECIDED_MATCH_STEPS, UNDECIDED_NO_SCRATCH,
     UNDECIDED_PATTERN_PREFIXES, UNDECIDED_UNRESOLVED, VERDICT_AUDITED, VERDICT_DENIED,
 };
-use edgearmor_wire::{SetIdSyscall, SetidFlavour, SetidKind};
+use edgearmor_wire::{LsmHook, SetIdSyscall, SetidFlavour, SetidKind};
 
 /// What was acted on, by class.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum Subject {
     /// An exec of `target` (the executable about to run).
     Exec,
-    /// An open (read and/or write) or an unlink of `target`.
+    /// A file operation on `target` (an open, a rename, a read through a
+    /// descriptor, ...): what it needed, and the hook that decided.
     File {
         read: bool,
         write: bool,
-        unlink: bool,
+        hook: LsmHook,
     },
     Socket {
         family: u32,
@@ -129,6 +130,8 @@ pub enum EventDecodeError {
     Flags(u32),
     #[error("decision with unknown undecided reason {0}")]
     Undecided(u32),
+    #[error("file decision with unknown hook {0}")]
+    FileHook(u32),
 }
 
 /// Ends a path reported by its first bytes only.
@@ -183,7 +186,8 @@ impl TryFrom<&[u8]> for Decision {
             CLASS_FILE => Subject::File {
                 read: raw.detail[0] & ACCESS_READ != 0,
                 write: raw.detail[0] & ACCESS_WRITE != 0,
-                unlink: raw.detail[0] & ACCESS_UNLINK != 0,
+                hook: LsmHook::from_file_hook(raw.detail[1])
+                    .ok_or(EventDecodeError::FileHook(raw.detail[1]))?,
             },
             CLASS_NETWORK => Subject::Socket {
                 family: raw.detail[0],
@@ -351,12 +355,32 @@ pub(crate) mod tests {
             Subject::File {
                 read: true,
                 write: true,
-                unlink: false
+                hook: LsmHook::FileOpen
             }
         );
         assert_eq!(d.target, "/etc/passwd");
         assert!(!d.denied);
         assert_eq!(d.decided_by, DecidedBy::DefaultPosture);
+    }
+
+    #[test]
+    fn file_decisions_name_the_hook_that_decided() {
+        use edgearmor_probe_abi::{ACCESS_UNLINK, FILE_HOOKS};
+        for (id, name) in FILE_HOOKS {
+            let raw = raw_event(CLASS_FILE, [ACCESS_WRITE | ACCESS_UNLINK, id, 0, 0]);
+            let d = Decision::try_from(bytes_of(&raw).as_slice()).expect("valid");
+            let Subject::File { read, write, hook } = d.subject else {
+                panic!("a file decision")
+            };
+            assert!(!read && write, "{name}");
+            assert_eq!(hook.kubearmor_name(), name);
+        }
+        let unknown = FILE_HOOKS.len() as u32;
+        let raw = raw_event(CLASS_FILE, [ACCESS_READ, unknown, 0, 0]);
+        assert_eq!(
+            Decision::try_from(bytes_of(&raw).as_slice()),
+            Err(EventDecodeError::FileHook(unknown))
+        );
     }
 
     #[test]

@@ -83,14 +83,10 @@ fn what_was_decided(d: &Decision) -> (Operation, edgearmor_wire::Path, Data, Out
             Data::Lsm(LsmHook::BprmCheckSecurity),
             Outcome::PermissionDenied,
         ),
-        Subject::File { unlink, .. } => (
+        Subject::File { hook, .. } => (
             Operation::File,
             bounded(&target_or_reason(d)),
-            Data::Lsm(if *unlink {
-                LsmHook::PathUnlink
-            } else {
-                LsmHook::FileOpen
-            }),
+            Data::Lsm(*hook),
             Outcome::PermissionDenied,
         ),
         Subject::Socket {
@@ -316,6 +312,51 @@ mod tests {
             (a.action, a.result),
             (Action::Block, Outcome::PermissionDenied)
         );
+    }
+
+    #[test]
+    fn file_alerts_carry_the_hook_and_the_protected_path() {
+        use edgearmor_probe_abi::{
+            ACCESS_WRITE, CLASS_FILE, FILE_HOOK_PERMISSION, FILE_HOOK_RENAME, FILE_HOOKS,
+            UNDECIDED_UNRESOLVED,
+        };
+        for (id, name) in FILE_HOOKS {
+            let mut raw = raw_event(CLASS_FILE, [ACCESS_WRITE, id, 0, 0]);
+            raw.target = ExePath::from_bytes(b"/etc/shadow").expect("fits");
+            let d = Decision::try_from(bytes_of(&raw).as_slice()).expect("valid");
+            let EventBody::Alert(a) = decision_event(&d, 0).body else {
+                panic!("an alert")
+            };
+            assert_eq!(a.operation, Operation::File, "{name}");
+            assert_eq!(a.resource.as_str(), "/etc/shadow", "{name}");
+            let Data::Lsm(hook) = a.data else {
+                panic!("{name}: lsm data")
+            };
+            assert_eq!(hook.kubearmor_name(), name);
+            assert_eq!(
+                (a.action, a.result),
+                (Action::Block, Outcome::PermissionDenied)
+            );
+        }
+        let d = Decision::try_from(
+            bytes_of(&raw_event(CLASS_FILE, [ACCESS_WRITE, FILE_HOOK_RENAME, 0, 0])).as_slice(),
+        )
+        .expect("valid");
+        let EventBody::Alert(a) = decision_event(&d, 0).body else {
+            panic!("an alert")
+        };
+        assert_eq!(a.data, Data::Lsm(LsmHook::PathRename));
+        // Undecided: the reason stands where the path would.
+        let raw = raw_event(
+            CLASS_FILE,
+            [ACCESS_WRITE, FILE_HOOK_PERMISSION, 36, UNDECIDED_UNRESOLVED],
+        );
+        let d = Decision::try_from(bytes_of(&raw).as_slice()).expect("valid");
+        let EventBody::Alert(a) = decision_event(&d, 0).body else {
+            panic!("an alert")
+        };
+        assert_eq!(a.data, Data::Lsm(LsmHook::FilePermission));
+        assert!(a.resource.contains("ENAMETOOLONG"), "{}", a.resource);
     }
 
     #[test]

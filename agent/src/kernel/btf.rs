@@ -314,7 +314,9 @@ impl KernelBtf {
             binprm_argc: self.member_offset("linux_binprm", "argc")?,
             task_mm: self.member_offset("task_struct", "mm")?,
             mm_exe_file: self.member_offset("mm_struct", "exe_file")?,
-            _pad: 0,
+            file_f_inode: self.member_offset("file", "f_inode")?,
+            dentry_d_inode: self.member_offset("dentry", "d_inode")?,
+            inode_i_mode: self.member_offset("inode", "i_mode")?,
         })
     }
 }

@@ -197,21 +197,17 @@ pub fn check_live(host: &dyn HostKernel) -> Vec<CheckLine> {
             lines.push(
                 // Nothing pinned: `check` must not touch a running agent's state.
                 match crate::kernel::loader::load(host, &btf, [0, 0], Default::default(), None) {
-                    Ok(probes) if !probes.degraded.is_empty() => line(
-                        "attach",
-                        CheckStatus::Warn,
-                        format!(
-                            "probes load and attach, except: {}",
-                            probes.degraded.join("; ")
-                        ),
-                        "a kernel that lets path_unlink call bpf_d_path (6.6 or later)",
-                    ),
                     Ok(probes) => {
+                        let facts = probes
+                            .covered_elsewhere
+                            .iter()
+                            .map(|fact| format!("; {fact}"))
+                            .collect::<String>();
                         drop(probes); // detaches
                         line(
                             "attach",
                             CheckStatus::Ok,
-                            "probes load, attach and detach",
+                            format!("probes load, attach and detach{facts}"),
                             "",
                         )
                     }

@@ -58,8 +58,9 @@ pub struct LoadedProbes {
     pub policy: PolicyMaps,
     /// Tasks that were running before the probes and got their identity at load.
     pub identified_tasks: usize,
-    /// Optional hooks this kernel refused, each with what that costs.
-    pub degraded: Vec<String>,
+    /// Hooks this kernel does not have, each with what checks their operation
+    /// instead (`programs::WHERE_HOOKED`): facts about the kernel, nothing missing.
+    pub covered_elsewhere: Vec<String>,
     /// State pinned by an earlier agent was taken over.
     pub adopted: bool,
 }
@@ -140,22 +141,6 @@ fn program_failure(program: &str, hook: &str, e: ProgramError) -> EnforcementUna
             classify_attach_failure(program, hook, e.io_error.raw_os_error(), e.to_string())
         }
         other => classify_attach_failure(program, hook, None, other.to_string()),
-    }
-}
-
-/// The verifier's own words for a refusal: the line just before its statistics
-/// (e.g. "helper call is not allowed in probe"), else the first line.
-fn verifier_reason(log: &str) -> String {
-    let lines: Vec<&str> = log.lines().collect();
-    let stats = lines
-        .iter()
-        .position(|l| l.starts_with("verification time") || l.starts_with("processed "));
-    match stats {
-        Some(i) if i > 0 => lines[i - 1].trim().to_owned(),
-        _ => lines
-            .first()
-            .map(|l| l.trim().to_owned())
-            .unwrap_or_default(),
     }
 }
 
@@ -258,8 +243,14 @@ pub fn load(
 
     // Identities before enforcement: a hook never decides on a task the iterator has
     // not reached yet.
-    let mut degraded = Vec::new();
-    let mut links = attach_lsm(&mut ebpf, &aya_btf, &programs::IDENTITY, &mut degraded)?;
+    let mut covered_elsewhere = Vec::new();
+    let mut links = attach_lsm(
+        &mut ebpf,
+        &aya_btf,
+        btf,
+        &programs::IDENTITY,
+        &mut covered_elsewhere,
+    )?;
     let (program, tracepoint) = programs::IDENTITY_CATCH_UP;
     links.push((
         program,
@@ -269,8 +260,9 @@ pub fn load(
     links.extend(attach_lsm(
         &mut ebpf,
         &aya_btf,
+        btf,
         &programs::LSM,
-        &mut degraded,
+        &mut covered_elsewhere,
     )?);
     let links = match pin_dir {
         Some(dir) => {
@@ -289,7 +281,7 @@ pub fn load(
         events,
         policy,
         identified_tasks,
-        degraded,
+        covered_elsewhere,
         adopted: adopting,
     })
 }
@@ -297,28 +289,26 @@ pub fn load(
 /// Each attached program's name and link.
 type NamedLinks = Vec<(&'static str, FdLink)>;
 
-/// Attaches the LSM programs of `list`, in order. An optional hook this kernel
-/// refuses is left out and described in `degraded`.
+/// Attaches the LSM programs of `list`, in order. A program of
+/// `programs::WHERE_HOOKED` whose hook this kernel lacks (no `bpf_lsm_<hook>` in its
+/// BTF) is left out, and what checks its operation instead goes to
+/// `covered_elsewhere`; every other refusal fails the load.
 fn attach_lsm(
     ebpf: &mut Ebpf,
     aya_btf: &Btf,
+    btf: &KernelBtf,
     list: &[(&'static str, &'static str)],
-    degraded: &mut Vec<String>,
+    covered_elsewhere: &mut Vec<String>,
 ) -> Result<NamedLinks, EnforcementUnavailable> {
     let mut links = Vec::new();
     for &(program, hook) in list {
-        let prog: &mut Lsm = program_of(ebpf, program, hook)?;
-        if let Err(e) = prog.load(hook, aya_btf) {
-            let failure = program_failure(program, hook, e);
-            if !programs::OPTIONAL.contains(&program) {
-                return Err(failure);
-            }
-            degraded.push(format!(
-                "{hook}: this kernel refuses {program} ({}); unlinks are not checked, file rules still apply at open",
-                verifier_reason(&failure.to_string())
-            ));
+        if let Some(covered) = absent_hook(btf, program, hook) {
+            covered_elsewhere.push(covered);
             continue;
         }
+        let prog: &mut Lsm = program_of(ebpf, program, hook)?;
+        prog.load(hook, aya_btf)
+            .map_err(|e| program_failure(program, hook, e))?;
         let id = prog
             .attach()
             .map_err(|e| program_failure(program, hook, e))?;
@@ -328,6 +318,18 @@ fn attach_lsm(
         links.push((program, FdLink::from(link)));
     }
     Ok(links)
+}
+
+/// For a program attached only where the kernel has its hook, and a kernel without
+/// it: what checks the operation instead.
+fn absent_hook(btf: &KernelBtf, program: &str, hook: &str) -> Option<String> {
+    let (_, covered) = programs::WHERE_HOOKED
+        .iter()
+        .find(|(name, _)| *name == program)?;
+    if btf.has_func(&format!("bpf_lsm_{hook}")) {
+        return None;
+    }
+    Some(format!("{hook}: not in this kernel; {covered}"))
 }
 
 /// Passes of the identity iterator before a task it could not store an identity for
@@ -518,16 +520,6 @@ pub fn load_monitor(
 
 #[cfg(test)]
 mod tests {
-    #[test]
-    fn verifier_reason_is_the_line_before_the_statistics() {
-        let log = "the kernel's verifier rejected check_unlink:\nInvalid argument (os error 22)\n35: (85) call bpf_d_path#147\nhelper call is not allowed in probe\nverification time 2054 usec\nprocessed 34 insns";
-        assert_eq!(
-            super::verifier_reason(log),
-            "helper call is not allowed in probe"
-        );
-        assert_eq!(super::verifier_reason("just one line"), "just one line");
-    }
-
     #[test]
     fn an_identity_the_kernel_could_not_store_fails_the_load() {
         use edgearmor_probe_abi::programs::{IDENTIFIED, NOT_STORED};

@@ -151,20 +151,36 @@ pub mod programs {
     pub const IDENTIFIED: u8 = b'+';
     pub const NOT_STORED: u8 = b'!';
     /// `(program, hook)` for the enforcing BPF-LSM programs.
-    pub const LSM: [(&str, &str); 8] = [
+    pub const LSM: [(&str, &str); 20] = [
         ("check_exec_args", "bprm_committed_creds"),
         ("deny_setuid", "task_fix_setuid"),
         ("deny_setgid", "task_fix_setgid"),
         ("check_exec", "bprm_check_security"),
         ("check_open", "file_open"),
         ("check_unlink", "path_unlink"),
+        ("check_rmdir", "path_rmdir"),
+        ("check_mkdir", "path_mkdir"),
+        ("check_mknod", "path_mknod"),
+        ("check_symlink", "path_symlink"),
+        ("check_link", "path_link"),
+        ("check_rename", "path_rename"),
+        ("check_truncate", "path_truncate"),
+        ("check_file_truncate", "file_truncate"),
+        ("check_chmod", "path_chmod"),
+        ("check_chown", "path_chown"),
+        ("check_permission", "file_permission"),
+        ("check_mmap", "mmap_file"),
         ("check_socket", "socket_create"),
         ("check_capable", "capable"),
     ];
-    /// Programs whose hook may not allow what they need on every kernel (before
-    /// Linux 6.3-ish `path_unlink` may not call `bpf_d_path`); when one is refused,
-    /// the agent enforces without it and says what is missing.
-    pub const OPTIONAL: [&str; 1] = ["check_unlink"];
+    /// `(program, what covers its operation where the kernel lacks its hook)`:
+    /// programs attached only where the kernel has the hook (`bpf_lsm_<hook>` in its
+    /// BTF). `file_truncate` came in Linux 6.2; before, `ftruncate` calls
+    /// `path_truncate` (`check_truncate`), so nothing goes unchecked.
+    pub const WHERE_HOOKED: [(&str, &str); 1] = [(
+        "check_file_truncate",
+        "ftruncate is checked by path_truncate (check_truncate)",
+    )];
     /// Monitor-only mode (no BPF-LSM): reports every exec; needs no trampoline.
     pub const MONITOR_EXEC: (&str, &str) = ("watch_exec", "sched_process_exec");
 }
@@ -205,7 +221,11 @@ pub struct KernelOffsets {
     pub binprm_argc: u32,
     pub task_mm: u32,
     pub mm_exe_file: u32,
-    pub _pad: u32,
+    /// `file.f_inode`, `dentry.d_inode`, `inode.i_mode`: whether a target is a
+    /// regular file or a directory.
+    pub file_f_inode: u32,
+    pub dentry_d_inode: u32,
+    pub inode_i_mode: u32,
 }
 
 impl KernelOffsets {
@@ -227,7 +247,9 @@ impl KernelOffsets {
         binprm_argc: 0,
         task_mm: 0,
         mm_exe_file: 0,
-        _pad: 0,
+        file_f_inode: 0,
+        dentry_d_inode: 0,
+        inode_i_mode: 0,
     };
 }
 
@@ -856,7 +878,7 @@ const _: () = assert!(core::mem::size_of::<PrefixKey>() == 16);
 const _: () = assert!(core::mem::size_of::<GlobRule>() == 2 * GLOB_CAP + 8 + 16);
 const _: () = assert!(core::mem::size_of::<GlobRule>().is_multiple_of(8));
 const _: () = assert!(core::mem::size_of::<GlobList>() == 8 + GLOBS_PER_KEY * (2 * GLOB_CAP + 24));
-const _: () = assert!(core::mem::size_of::<KernelOffsets>() == 72);
+const _: () = assert!(core::mem::size_of::<KernelOffsets>() == 80);
 const _: () = assert!(core::mem::size_of::<ExecEvent>() == 24 + 8 + PATH_CAP);
 
 // ------------------------------------------------------------------ path hashing

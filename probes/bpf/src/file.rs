@@ -1,6 +1,13 @@
-//! File access: `file_open` (read and write decided separately, `readOnly`) and
-//! `path_unlink` (removing a file is a write to it), both matched as paths of
-//! class `CLASS_FILE`.
+//! File access, matched as paths of class `CLASS_FILE`: `file_open` here (read and
+//! write decided separately, `readOnly`), the directory-entry hooks in
+//! [`crate::file_names`], the hooks on an open file or a whole path in
+//! [`crate::file_descriptors`].
+//!
+//! Every hook names one or more [`Target`]s (a hook that composes decisions, such as
+//! `path_rename`, names several) and hands them to [`decide_targets`], which decides
+//! them in order, stops at the first Block, and reports exactly one event: the
+//! strongest verdict (Block > Audit, the first on a tie), with the path that drew it
+//! and `detail[1]` = the hook's `FILE_HOOK_*`.
 
 use aya_ebpf::{
     bindings::path,
@@ -9,137 +16,234 @@ use aya_ebpf::{
     programs::LsmContext,
 };
 use edgearmor_probe_abi::{
-    ACCESS_READ, ACCESS_UNLINK, ACCESS_WRITE, CLASS_FILE, LINUX_PATH_MAX, SLOT_READ, SLOT_WRITE,
-    UNDECIDED_NO_SCRATCH, UNDECIDED_UNRESOLVED, Verdict,
+    ACCESS_READ, ACCESS_WRITE, ACTION_AUDIT, ACTION_BLOCK, CLASS_FILE, FILE_HOOK_OPEN,
+    LINUX_PATH_MAX, SLOT_READ, SLOT_WRITE, UNDECIDED_NO_SCRATCH, UNDECIDED_UNRESOLVED, Verdict,
 };
 
 use crate::{
     identity::current_identity,
     maps::{active_generation, offsets, with_slot},
-    matchers::{EACCES, decide_undecided, enforce, match_path, settle_path, stronger},
-    path::{SCRATCH_WORDS, resolve},
+    matchers::{EACCES, enforce, match_path, settle_path, stronger, undecidable},
+    path::{PathBuf, SCRATCH_WORDS, resolve},
     report::report,
 };
 
 const FMODE_READ: u32 = 1;
 const FMODE_WRITE: u32 = 2;
+/// `S_IFMT` and the types the hooks tell apart.
+const S_IFMT: u16 = 0o170_000;
+pub(crate) const S_IFREG: u16 = 0o100_000;
+const S_IFDIR: u16 = 0o040_000;
 
-/// `file_open(struct file *file)`: reads and writes are decided separately
-/// (`readOnly`); an open for both gets the stronger verdict.
-#[lsm(hook = "file_open")]
-pub fn check_open(ctx: LsmContext) -> i32 {
-    let previous: i32 = ctx.arg(1);
-    if previous != 0 {
-        return previous;
-    }
-    let Some(generation) = active_generation(CLASS_FILE) else {
-        return 0;
-    };
-    let off = offsets();
-    let file: *const u8 = ctx.arg(0);
-    // SAFETY: probe read of `file->f_mode`, offset from BTF.
-    let mode = unsafe { bpf_probe_read_kernel(file.add(off.file_f_mode as usize) as *const u32) }
-        .unwrap_or(0);
-    let access = (if mode & FMODE_READ != 0 {
-        ACCESS_READ
-    } else {
-        0
-    }) | (if mode & FMODE_WRITE != 0 {
-        ACCESS_WRITE
-    } else {
-        0
-    });
-    if access == 0 {
-        return 0;
-    }
-    // SAFETY: `&file->f_path` of the hook's typed `struct file *`.
-    let f_path = unsafe { file.add(off.file_f_path as usize) } as *const path;
-    let source = current_identity();
-    with_slot(|slot| match resolve(f_path, slot) {
-        Ok(buf) => {
-            let len = buf.len;
-            decide_file(generation, source, access, slot, len)
+/// What a file hook decides about: the whole path `dir` (`dentry` null), or the
+/// entry `dentry` of the directory `dir` ("dir/name", also for a name that does not
+/// exist yet); with `as_dir`, that path followed by `/`, so a directory is also
+/// decided as the directory itself (as `matchDirectories` names it).
+#[derive(Clone, Copy)]
+pub(crate) struct Target {
+    pub(crate) dir: *const path,
+    pub(crate) dentry: *const u8,
+    pub(crate) as_dir: bool,
+    /// `ACCESS_*` bits this operation needs on the target.
+    pub(crate) access: u32,
+}
+
+impl Target {
+    #[inline(always)]
+    pub(crate) fn path(p: *const path, access: u32) -> Self {
+        Self {
+            dir: p,
+            dentry: core::ptr::null(),
+            as_dir: false,
+            access,
         }
-        Err(errno) => {
-            let detail = [access, 0, errno, UNDECIDED_UNRESOLVED];
-            decide_undecided(
-                CLASS_FILE,
-                generation,
-                source,
-                Verdict::NONE,
-                detail,
-                u32::MAX,
-            )
-        }
-    })
-    .unwrap_or_else(|| no_slot(generation, source, access))
-}
-
-/// Every scratch slot of this CPU is held: undecidable.
-#[inline(always)]
-fn no_slot(generation: u32, source: u64, access: u32) -> i32 {
-    let detail = [access, 0, 0, UNDECIDED_NO_SCRATCH];
-    decide_undecided(
-        CLASS_FILE,
-        generation,
-        source,
-        Verdict::NONE,
-        detail,
-        u32::MAX,
-    )
-}
-
-/// `path_unlink(const struct path *dir, struct dentry *dentry)`: removing a file is
-/// a write to it.
-#[lsm(hook = "path_unlink")]
-pub fn check_unlink(ctx: LsmContext) -> i32 {
-    let previous: i32 = ctx.arg(2);
-    if previous != 0 {
-        return previous;
     }
-    let Some(generation) = active_generation(CLASS_FILE) else {
-        return 0;
-    };
-    let dir: *const path = ctx.arg(0);
-    let dentry: *const u8 = ctx.arg(1);
-    let source = current_identity();
-    let access = ACCESS_WRITE | ACCESS_UNLINK;
-    with_slot(|slot| decide_unlink(dir, dentry, generation, source, slot))
-        .unwrap_or_else(|| no_slot(generation, source, access))
+
+    #[inline(always)]
+    pub(crate) fn entry(dir: *const path, dentry: *const u8, access: u32) -> Self {
+        Self {
+            dir,
+            dentry,
+            as_dir: false,
+            access,
+        }
+    }
+
+    /// The same entry as the directory itself ("dir/name/").
+    #[inline(always)]
+    pub(crate) fn as_directory(self) -> Self {
+        Self {
+            as_dir: true,
+            ..self
+        }
+    }
 }
 
-/// Composes "/dir" + "/" + name in the claimed `slot` and decides it.
+/// One target's outcome, before anything is enforced or reported.
+#[derive(Clone, Copy)]
+struct Decision {
+    verdict: Verdict,
+    access: u32,
+    /// errno of a failed resolution (`UNDECIDED_UNRESOLVED`), else 0.
+    errno: u32,
+    /// `UNDECIDED_*`, or 0 when the path was decided.
+    undecided: u32,
+    /// The slot's buffer holds this target's path.
+    resolved: bool,
+}
+
+/// Decides `targets` (`None`s are skipped) in order, stopping at the first Block,
+/// and reports the strongest verdict once, with the path that drew it. With
+/// `block_only`, only a Block acts and reports (`file_permission`: the open already
+/// reported an Audit).
 #[inline(always)]
-fn decide_unlink(
-    dir: *const path,
-    dentry: *const u8,
+pub(crate) fn decide_targets<const N: usize>(
+    hook: u32,
     generation: u32,
-    source: u64,
-    slot: u32,
+    targets: [Option<Target>; N],
+    block_only: bool,
 ) -> i32 {
-    let access = ACCESS_WRITE | ACCESS_UNLINK;
-    let undecided = |errno| {
-        let detail = [access, 0, errno, UNDECIDED_UNRESOLVED];
-        decide_undecided(
-            CLASS_FILE,
-            generation,
-            source,
-            Verdict::NONE,
-            detail,
-            u32::MAX,
-        )
+    let source = current_identity();
+    let first_access = match targets[0] {
+        Some(t) => t.access,
+        None => 0,
     };
-    let buf = match resolve(dir, slot) {
-        Ok(buf) => buf,
-        Err(errno) => return undecided(errno),
+    with_slot(|slot| {
+        let mut best = Decision {
+            verdict: Verdict::NONE,
+            access: first_access,
+            errno: 0,
+            undecided: 0,
+            resolved: false,
+        };
+        let (mut best_at, mut last_at) = (N, N);
+        let mut i = 0;
+        while i < N {
+            if let Some(t) = targets[i] {
+                let d = decide(t, generation, source, slot);
+                last_at = i;
+                if d.verdict.action > best.verdict.action {
+                    best = d;
+                    best_at = i;
+                }
+                if best.verdict.action == ACTION_BLOCK {
+                    break;
+                }
+            }
+            i += 1;
+        }
+        if block_only && best.verdict.action != ACTION_BLOCK {
+            return 0;
+        }
+        // A later target's path replaced the reported one's: resolve it again (only
+        // when an Audit is reported, every Block stopped the loop above).
+        if best.verdict.action >= ACTION_AUDIT
+            && best.resolved
+            && best_at != last_at
+            && let Some(Some(t)) = targets.get(best_at)
+        {
+            best.resolved = resolve_target(t, slot).is_ok();
+        }
+        conclude(&best, hook, source, slot)
+    })
+    .unwrap_or_else(|| {
+        // Every scratch slot of this CPU is held: undecidable.
+        let d = Decision {
+            verdict: undecidable(CLASS_FILE, generation),
+            access: first_access,
+            errno: 0,
+            undecided: UNDECIDED_NO_SCRATCH,
+            resolved: false,
+        };
+        if block_only && d.verdict.action != ACTION_BLOCK {
+            return 0;
+        }
+        conclude(&d, hook, source, u32::MAX)
+    })
+}
+
+/// Enforces and reports one decision.
+#[inline(always)]
+fn conclude(d: &Decision, hook: u32, source: u64, slot: u32) -> i32 {
+    let target_slot = if d.resolved { slot } else { u32::MAX };
+    let detail = [d.access, hook, d.errno, d.undecided];
+    enforce(&d.verdict, EACCES, |outcome| {
+        report(CLASS_FILE, outcome, &d.verdict, source, detail, target_slot)
+    })
+}
+
+/// Resolves and matches one target in `slot`.
+#[inline(always)]
+fn decide(t: Target, generation: u32, source: u64, slot: u32) -> Decision {
+    let mut d = Decision {
+        verdict: Verdict::NONE,
+        access: t.access,
+        errno: 0,
+        undecided: 0,
+        resolved: false,
     };
+    let len = match resolve_target(&t, slot) {
+        Ok(len) => len,
+        Err(errno) => {
+            d.verdict = undecidable(CLASS_FILE, generation);
+            d.errno = errno;
+            d.undecided = UNDECIDED_UNRESOLVED;
+            return d;
+        }
+    };
+    d.resolved = true;
+    let Some(walk) = match_path(CLASS_FILE, generation, source, slot, len) else {
+        d.verdict = undecidable(CLASS_FILE, generation);
+        d.undecided = UNDECIDED_NO_SCRATCH;
+        return d;
+    };
+    settle_path(slot);
+    if t.access & ACCESS_READ != 0 {
+        d.verdict = walk.verdicts[SLOT_READ];
+    }
+    if t.access & ACCESS_WRITE != 0 {
+        d.verdict = stronger(d.verdict, walk.verdicts[SLOT_WRITE]);
+    }
+    if walk.undecided != 0 {
+        d.verdict = stronger(d.verdict, undecidable(CLASS_FILE, generation));
+        d.undecided = walk.undecided;
+    }
+    d
+}
+
+/// Builds the target's path in the slot's buffer; its length, or the errno.
+#[inline(always)]
+fn resolve_target(t: &Target, slot: u32) -> Result<u32, u32> {
+    let buf = resolve(t.dir, slot)?;
+    if t.dentry.is_null() {
+        return Ok(buf.len);
+    }
+    let len = append_name(buf, t.dentry)?;
+    if t.as_dir {
+        return Ok(append_byte(buf, len, b'/'));
+    }
+    Ok(len)
+}
+
+/// Writes `byte` at `len` (the buffer holds at most PATH_MAX + NAME_MAX + 1 bytes
+/// before it, inside SCRATCH_PATH_CAP); the new length.
+#[inline(always)]
+fn append_byte(buf: &mut PathBuf, len: u32, byte: u8) -> u32 {
+    let at = len as usize;
+    let word = &mut buf.words[(at / 8) & (SCRATCH_WORDS - 1)];
+    *word = (*word & !(0xff << ((at % 8) * 8))) | (u64::from(byte) << ((at % 8) * 8));
+    buf.len = len + 1;
+    len + 1
+}
+
+/// Appends "/" and `dentry`'s name to the directory in `buf`; the new length.
+#[inline(always)]
+fn append_name(buf: &mut PathBuf, dentry: *const u8) -> Result<u32, u32> {
     // The directory is at most PATH_MAX - 1 bytes (bpf_d_path's bound), so "/" and
     // a name of up to NAME_MAX bytes fit behind it in the buffer.
     let mut len = buf.len & (LINUX_PATH_MAX as u32 - 1);
     if len > 1 {
-        let at = len as usize;
-        buf.words[(at / 8) & (SCRATCH_WORDS - 1)] |= u64::from(b'/') << ((at % 8) * 8);
-        len += 1;
+        len = append_byte(buf, len, b'/');
     }
     let off = offsets();
     // SAFETY: probe read of `dentry->d_name.name`, offset from BTF.
@@ -154,45 +258,93 @@ fn decide_unlink(
     };
     // SAFETY: checked kernel string read into map memory.
     let Ok(name) = (unsafe { bpf_probe_read_kernel_str_bytes(name, dst) }) else {
-        return undecided(0);
+        return Err(0);
     };
     let name_len = name.len() as u32;
     if name_len == 0 || name_len >= NAME_BYTES as u32 {
-        return undecided(0);
+        return Err(0);
     }
     len += name_len;
     buf.len = len;
-    decide_file(generation, source, access, slot, len)
+    Ok(len)
 }
 
 /// `NAME_MAX` (255) and the NUL.
 const NAME_BYTES: usize = 256;
 
+/// `S_IFMT` bits of `inode` (0 when unreadable or null).
 #[inline(always)]
-fn decide_file(generation: u32, source: u64, access: u32, slot: u32, len: u32) -> i32 {
-    let Some(walk) = match_path(CLASS_FILE, generation, source, slot, len) else {
-        return no_slot(generation, source, access);
+pub(crate) fn inode_type(inode: *const u8) -> u16 {
+    if inode.is_null() {
+        return 0;
+    }
+    let off = offsets();
+    // SAFETY: probe read of `inode->i_mode`, offset from BTF.
+    unsafe { bpf_probe_read_kernel(inode.add(off.inode_i_mode as usize) as *const u16) }
+        .unwrap_or(0)
+        & S_IFMT
+}
+
+/// Whether `dentry` is a directory (false for a negative dentry).
+#[inline(always)]
+pub(crate) fn is_directory(dentry: *const u8) -> bool {
+    let off = offsets();
+    // SAFETY: probe read of `dentry->d_inode`, offset from BTF.
+    let inode = unsafe {
+        bpf_probe_read_kernel(dentry.add(off.dentry_d_inode as usize) as *const *const u8)
+    }
+    .unwrap_or(core::ptr::null());
+    inode_type(inode) == S_IFDIR
+}
+
+/// `file->f_inode`'s `S_IFMT` bits.
+#[inline(always)]
+pub(crate) fn file_type(file: *const u8) -> u16 {
+    let off = offsets();
+    // SAFETY: probe read of `file->f_inode`, offset from BTF.
+    let inode =
+        unsafe { bpf_probe_read_kernel(file.add(off.file_f_inode as usize) as *const *const u8) }
+            .unwrap_or(core::ptr::null());
+    inode_type(inode)
+}
+
+/// `&file->f_path`.
+#[inline(always)]
+pub(crate) fn file_path(file: *const u8) -> *const path {
+    // SAFETY: pointer arithmetic inside the hook's typed `struct file *` (offset from
+    // BTF); nothing is read here.
+    unsafe { file.add(offsets().file_f_path as usize) as *const path }
+}
+
+/// `file_open(struct file *file)`: reads and writes are decided separately
+/// (`readOnly`); an open for both gets the stronger verdict.
+#[lsm(hook = "file_open")]
+pub fn check_open(ctx: LsmContext) -> i32 {
+    let previous: i32 = ctx.arg(1);
+    if previous != 0 {
+        return previous;
+    }
+    let Some(generation) = active_generation(CLASS_FILE) else {
+        return 0;
     };
-    settle_path(slot);
-    let mut verdict = Verdict::NONE;
-    if access & ACCESS_READ != 0 {
-        verdict = walk.verdicts[SLOT_READ];
+    let file: *const u8 = ctx.arg(0);
+    // SAFETY: probe read of `file->f_mode`, offset from BTF.
+    let mode = unsafe {
+        bpf_probe_read_kernel(file.add(offsets().file_f_mode as usize) as *const u32)
     }
-    if access & ACCESS_WRITE != 0 {
-        verdict = stronger(verdict, walk.verdicts[SLOT_WRITE]);
+    .unwrap_or(0);
+    let access = (if mode & FMODE_READ != 0 {
+        ACCESS_READ
+    } else {
+        0
+    }) | (if mode & FMODE_WRITE != 0 {
+        ACCESS_WRITE
+    } else {
+        0
+    });
+    if access == 0 {
+        return 0;
     }
-    if walk.undecided != 0 {
-        let detail = [access, 0, 0, walk.undecided];
-        return decide_undecided(CLASS_FILE, generation, source, verdict, detail, slot);
-    }
-    enforce(&verdict, EACCES, |outcome| {
-        report(
-            CLASS_FILE,
-            outcome,
-            &verdict,
-            source,
-            [access, 0, 0, 0],
-            slot,
-        )
-    })
+    let target = Target::path(file_path(file), access);
+    decide_targets(FILE_HOOK_OPEN, generation, [Some(target)], false)
 }

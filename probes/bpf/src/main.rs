@@ -12,7 +12,9 @@
 //! - [`applet`]: exec rules on the applets of multi-call binaries (busybox), by the
 //!   invoked name in `check_exec` and by the arguments in `check_exec_args`.
 //! - [`exec`] (`check_exec`, `bprm_check_security`), [`file`] (`check_open`,
-//!   `file_open`; `check_unlink`, `path_unlink`): resolve the target path once, walk
+//!   `file_open`), [`file_names`] (unlink, rmdir, mkdir, mknod, symlink, link,
+//!   rename) and [`file_descriptors`] (truncate, chmod, chown, `file_truncate`,
+//!   `file_permission`, `mmap_file`): resolve each target path once, walk
 //!   it byte by byte ([`path`]: one keyed hash pass yields the path's and every
 //!   directory prefix's hash) and look the hashes up in `RULES` ([`matchers`]; see the
 //!   ABI crate for the layout).
@@ -38,6 +40,8 @@ mod applet;
 mod capable;
 mod exec;
 mod file;
+mod file_descriptors;
+mod file_names;
 mod identity;
 mod maps;
 mod matchers;

@@ -171,13 +171,13 @@ fn start_kernel<'h>(
             )));
         }
     };
-    for missing in &probes.degraded {
-        log::warn!("degraded: {missing}");
+    for fact in &probes.covered_elsewhere {
+        log::info!("{fact}");
     }
-    let mut notes = if probes.degraded.is_empty() {
+    let mut notes = if probes.covered_elsewhere.is_empty() {
         String::new()
     } else {
-        format!(", degraded: {}", probes.degraded.join("; "))
+        format!(", {}", probes.covered_elsewhere.join("; "))
     };
     match (&pin_dir, probes.adopted) {
         (Some(dir), true) => notes.push_str(&format!(

@@ -1,0 +1,142 @@
+//! Hooks on a whole path (truncate, chmod, chown: each changes the file) and on an
+//! open file: `file_truncate`, `file_permission` (every read and write through a
+//! descriptor, so one opened before the policy, or before a reload tightened it, is
+//! still checked when used) and `mmap_file` (a shared writable mapping writes the
+//! file without another `write`).
+
+use aya_ebpf::{bindings::path, macros::lsm, programs::LsmContext};
+use edgearmor_probe_abi::{
+    ACCESS_READ, ACCESS_WRITE, ACTION_BLOCK, CLASS_FILE, FILE_HOOK_CHMOD, FILE_HOOK_CHOWN,
+    FILE_HOOK_FILE_TRUNCATE, FILE_HOOK_MMAP, FILE_HOOK_PERMISSION, FILE_HOOK_TRUNCATE,
+};
+
+use crate::{
+    file::{S_IFREG, Target, decide_targets, file_path, file_type},
+    maps::active_generation,
+    matchers::undecidable,
+};
+
+/// The kernel's `MAY_WRITE`, `MAY_READ`, `MAY_APPEND` (`file_permission`'s mask).
+const MAY_WRITE: u32 = 2;
+const MAY_READ: u32 = 4;
+const MAY_APPEND: u32 = 8;
+/// `mmap` flags and protection bits.
+const MAP_TYPE: u64 = 0x0f;
+const MAP_SHARED: u64 = 0x01;
+const MAP_SHARED_VALIDATE: u64 = 0x03;
+const PROT_WRITE: u64 = 0x2;
+
+/// A `(const struct path *path, ...)` hook that writes the file.
+#[inline(always)]
+fn decide_path(ctx: &LsmContext, ret_arg: usize, hook: u32) -> i32 {
+    let previous: i32 = ctx.arg(ret_arg);
+    if previous != 0 {
+        return previous;
+    }
+    let Some(generation) = active_generation(CLASS_FILE) else {
+        return 0;
+    };
+    let p: *const path = ctx.arg(0);
+    decide_targets(
+        hook,
+        generation,
+        [Some(Target::path(p, ACCESS_WRITE))],
+        false,
+    )
+}
+
+/// `path_truncate(const struct path *path)`: `truncate(2)`, `open(O_TRUNC)`, and
+/// `ftruncate(2)` on kernels without `file_truncate`.
+#[lsm(hook = "path_truncate")]
+pub fn check_truncate(ctx: LsmContext) -> i32 {
+    decide_path(&ctx, 1, FILE_HOOK_TRUNCATE)
+}
+
+/// `path_chmod(const struct path *path, umode_t mode)`.
+#[lsm(hook = "path_chmod")]
+pub fn check_chmod(ctx: LsmContext) -> i32 {
+    decide_path(&ctx, 2, FILE_HOOK_CHMOD)
+}
+
+/// `path_chown(const struct path *path, kuid_t uid, kgid_t gid)`.
+#[lsm(hook = "path_chown")]
+pub fn check_chown(ctx: LsmContext) -> i32 {
+    decide_path(&ctx, 3, FILE_HOOK_CHOWN)
+}
+
+/// `file_truncate(struct file *file)`: `ftruncate(2)` (Linux 6.2+; attached only
+/// where the kernel has the hook).
+#[lsm(hook = "file_truncate")]
+pub fn check_file_truncate(ctx: LsmContext) -> i32 {
+    let previous: i32 = ctx.arg(1);
+    if previous != 0 {
+        return previous;
+    }
+    let Some(generation) = active_generation(CLASS_FILE) else {
+        return 0;
+    };
+    let file: *const u8 = ctx.arg(0);
+    let target = Target::path(file_path(file), ACCESS_WRITE);
+    decide_targets(FILE_HOOK_FILE_TRUNCATE, generation, [Some(target)], false)
+}
+
+/// `file_permission(struct file *file, int mask)`: runs on every read and write, so
+/// the exits come cheapest first (the class, the access, a Block being possible at
+/// all, the file type). Only a Block acts and reports: an Audit was reported when
+/// the file was opened, not once per read.
+#[lsm(hook = "file_permission")]
+pub fn check_permission(ctx: LsmContext) -> i32 {
+    let previous: i32 = ctx.arg(2);
+    if previous != 0 {
+        return previous;
+    }
+    let Some(generation) = active_generation(CLASS_FILE) else {
+        return 0;
+    };
+    let mask: u32 = ctx.arg(1);
+    let access = (if mask & MAY_READ != 0 {
+        ACCESS_READ
+    } else {
+        0
+    }) | (if mask & (MAY_WRITE | MAY_APPEND) != 0 {
+        ACCESS_WRITE
+    } else {
+        0
+    });
+    if access == 0 {
+        return 0;
+    }
+    // The undecidable verdict is the strongest any file rule or posture gives: no
+    // Block there, no Block for this read or write either.
+    if undecidable(CLASS_FILE, generation).action != ACTION_BLOCK {
+        return 0;
+    }
+    let file: *const u8 = ctx.arg(0);
+    if file_type(file) != S_IFREG {
+        return 0;
+    }
+    let target = Target::path(file_path(file), access);
+    decide_targets(FILE_HOOK_PERMISSION, generation, [Some(target)], true)
+}
+
+/// `mmap_file(struct file *file, unsigned long reqprot, unsigned long prot,
+/// unsigned long flags)`: a shared writable mapping of a regular file is a write.
+#[lsm(hook = "mmap_file")]
+pub fn check_mmap(ctx: LsmContext) -> i32 {
+    let previous: i32 = ctx.arg(4);
+    if previous != 0 {
+        return previous;
+    }
+    let Some(generation) = active_generation(CLASS_FILE) else {
+        return 0;
+    };
+    let file: *const u8 = ctx.arg(0);
+    let prot: u64 = ctx.arg(2);
+    let flags: u64 = ctx.arg(3);
+    let shared = matches!(flags & MAP_TYPE, MAP_SHARED | MAP_SHARED_VALIDATE);
+    if file.is_null() || !shared || prot & PROT_WRITE == 0 || file_type(file) != S_IFREG {
+        return 0;
+    }
+    let target = Target::path(file_path(file), ACCESS_WRITE);
+    decide_targets(FILE_HOOK_MMAP, generation, [Some(target)], false)
+}
