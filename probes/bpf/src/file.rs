@@ -9,12 +9,7 @@
 //! strongest verdict (Block > Audit, the first on a tie), with the path that drew it
 //! and `detail[1]` = the hook's `FILE_HOOK_*`.
 
-use aya_ebpf::{
-    bindings::path,
-    helpers::{bpf_probe_read_kernel, bpf_probe_read_kernel_str_bytes},
-    macros::lsm,
-    programs::LsmContext,
-};
+use aya_ebpf::{bindings::path, helpers::bpf_probe_read_kernel, macros::lsm, programs::LsmContext};
 use edgearmor_probe_abi::{
     ACCESS_READ, ACCESS_WRITE, ACTION_AUDIT, ACTION_BLOCK, CLASS_FILE, FILE_HOOK_OPEN,
     LINUX_PATH_MAX, SLOT_READ, SLOT_WRITE, UNDECIDED_NO_SCRATCH, UNDECIDED_UNRESOLVED, Verdict,
@@ -24,23 +19,26 @@ use crate::{
     identity::current_identity,
     maps::{active_generation, offsets, with_slot},
     matchers::{EACCES, enforce, match_path, settle_path, stronger, undecidable},
-    path::{PathBuf, SCRATCH_WORDS, resolve},
+    dentry_path::{resolve_dentry, resolve_file, resolve_path},
+    path::{PathBuf, SCRATCH_WORDS},
     report::report,
 };
 
 const FMODE_READ: u32 = 1;
 const FMODE_WRITE: u32 = 2;
 /// `S_IFMT` and the types the hooks tell apart.
-const S_IFMT: u16 = 0o170_000;
+pub(crate) const S_IFMT: u16 = 0o170_000;
 pub(crate) const S_IFREG: u16 = 0o100_000;
 const S_IFDIR: u16 = 0o040_000;
 
-/// What a file hook decides about: the whole path `dir` (`dentry` null), or the
-/// entry `dentry` of the directory `dir` ("dir/name", also for a name that does not
-/// exist yet); with `as_dir`, that path followed by `/`, so a directory is also
-/// decided as the directory itself (as `matchDirectories` names it).
+/// What a file hook decides about: an open file (`file`), the whole path `dir`
+/// (`dentry` null), or the entry `dentry` of the directory `dir` ("dir/name", also
+/// for a name that does not exist yet); with `as_dir`, that path followed by `/`,
+/// so a directory is also decided as the directory itself (as `matchDirectories`
+/// names it).
 #[derive(Clone, Copy)]
 pub(crate) struct Target {
+    pub(crate) file: *const u8,
     pub(crate) dir: *const path,
     pub(crate) dentry: *const u8,
     pub(crate) as_dir: bool,
@@ -50,8 +48,20 @@ pub(crate) struct Target {
 
 impl Target {
     #[inline(always)]
+    pub(crate) fn file(file: *const u8, access: u32) -> Self {
+        Self {
+            file,
+            dir: core::ptr::null(),
+            dentry: core::ptr::null(),
+            as_dir: false,
+            access,
+        }
+    }
+
+    #[inline(always)]
     pub(crate) fn path(p: *const path, access: u32) -> Self {
         Self {
+            file: core::ptr::null(),
             dir: p,
             dentry: core::ptr::null(),
             as_dir: false,
@@ -62,12 +72,23 @@ impl Target {
     #[inline(always)]
     pub(crate) fn entry(dir: *const path, dentry: *const u8, access: u32) -> Self {
         Self {
+            file: core::ptr::null(),
             dir,
             dentry,
             as_dir: false,
             access,
         }
     }
+
+    /// No target: [`decide_targets`] skips it. (Not an `Option`: the kernel refuses
+    /// the BTF rustc gives `Option<Target>`, a union member at a non-zero offset.)
+    pub(crate) const NONE: Self = Self {
+        file: core::ptr::null(),
+        dir: core::ptr::null(),
+        dentry: core::ptr::null(),
+        as_dir: false,
+        access: 0,
+    };
 
     /// The same entry as the directory itself ("dir/name/").
     #[inline(always)]
@@ -92,22 +113,19 @@ struct Decision {
     resolved: bool,
 }
 
-/// Decides `targets` (`None`s are skipped) in order, stopping at the first Block,
-/// and reports the strongest verdict once, with the path that drew it. With
-/// `block_only`, only a Block acts and reports (`file_permission`: the open already
-/// reported an Audit).
+/// Decides `targets` ([`Target::NONE`]s are skipped) in order, stopping at the
+/// first Block, and reports the strongest verdict once, with the path that drew it.
+/// With `block_only`, only a Block acts and reports (`file_permission`: the open
+/// already reported an Audit).
 #[inline(always)]
 pub(crate) fn decide_targets<const N: usize>(
     hook: u32,
     generation: u32,
-    targets: [Option<Target>; N],
+    targets: [Target; N],
     block_only: bool,
 ) -> i32 {
     let source = current_identity();
-    let first_access = match targets[0] {
-        Some(t) => t.access,
-        None => 0,
-    };
+    let first_access = targets[0].access;
     with_slot(|slot| {
         let mut best = Decision {
             verdict: Verdict::NONE,
@@ -119,8 +137,8 @@ pub(crate) fn decide_targets<const N: usize>(
         let (mut best_at, mut last_at) = (N, N);
         let mut i = 0;
         while i < N {
-            if let Some(t) = targets[i] {
-                let d = decide(t, generation, source, slot);
+            if targets[i].access != 0 {
+                let d = decide(targets[i], generation, source, slot);
                 last_at = i;
                 if d.verdict.action > best.verdict.action {
                     best = d;
@@ -137,12 +155,14 @@ pub(crate) fn decide_targets<const N: usize>(
         }
         // A later target's path replaced the reported one's: resolve it again (only
         // when an Audit is reported, every Block stopped the loop above).
-        if best.verdict.action >= ACTION_AUDIT
-            && best.resolved
-            && best_at != last_at
-            && let Some(Some(t)) = targets.get(best_at)
-        {
-            best.resolved = resolve_target(t, slot).is_ok();
+        if best.verdict.action >= ACTION_AUDIT && best.resolved && best_at != last_at {
+            let mut i = 0;
+            while i < N {
+                if i == best_at {
+                    best.resolved = resolve_target(&targets[i], generation, slot).is_ok();
+                }
+                i += 1;
+            }
         }
         conclude(&best, hook, source, slot)
     })
@@ -182,7 +202,7 @@ fn decide(t: Target, generation: u32, source: u64, slot: u32) -> Decision {
         undecided: 0,
         resolved: false,
     };
-    let len = match resolve_target(&t, slot) {
+    let len = match resolve_target(&t, generation, slot) {
         Ok(len) => len,
         Err(errno) => {
             d.verdict = undecidable(CLASS_FILE, generation);
@@ -211,22 +231,37 @@ fn decide(t: Target, generation: u32, source: u64, slot: u32) -> Decision {
     d
 }
 
-/// Builds the target's path in the slot's buffer; its length, or the errno.
+/// Builds the target's path in the slot's buffer (the dentry walk: the same on
+/// every kernel, and a protected inode reached by another name gets its protected
+/// name); its length, or the errno.
 #[inline(always)]
-fn resolve_target(t: &Target, slot: u32) -> Result<u32, u32> {
-    let buf = resolve(t.dir, slot)?;
-    if t.dentry.is_null() {
-        return Ok(buf.len);
-    }
-    let len = append_name(buf, t.dentry)?;
-    if t.as_dir {
+fn resolve_target(t: &Target, generation: u32, slot: u32) -> Result<u32, u32> {
+    let buf = if !t.file.is_null() {
+        resolve_file(t.file, generation, slot)?
+    } else if t.dentry.is_null() {
+        resolve_path(t.dir, generation, slot)?
+    } else {
+        // SAFETY: probe read of `dir->mnt`, offset from BTF.
+        let mnt = unsafe {
+            bpf_probe_read_kernel(
+                (t.dir as *const u8).add(offsets().path_mnt as usize) as *const *const u8,
+            )
+        }
+        .map_err(|_| EFAULT)?;
+        // The entry's `d_parent` is `dir`: this is "dir/name", for a name being
+        // created too (a negative dentry).
+        resolve_dentry(mnt, t.dentry, generation, slot)?
+    };
+    let len = buf.len & (LINUX_PATH_MAX as u32 - 1);
+    // A protected directory reached by another name already ends with its `/`.
+    if t.as_dir && (len == 0 || buf.byte_at(len as usize - 1) != b'/') {
         return Ok(append_byte(buf, len, b'/'));
     }
     Ok(len)
 }
 
-/// Writes `byte` at `len` (the buffer holds at most PATH_MAX + NAME_MAX + 1 bytes
-/// before it, inside SCRATCH_PATH_CAP); the new length.
+/// Writes `byte` at `len` (a resolved path is under PATH_MAX bytes, inside
+/// SCRATCH_PATH_CAP); the new length.
 #[inline(always)]
 fn append_byte(buf: &mut PathBuf, len: u32, byte: u8) -> u32 {
     let at = len as usize;
@@ -236,41 +271,8 @@ fn append_byte(buf: &mut PathBuf, len: u32, byte: u8) -> u32 {
     len + 1
 }
 
-/// Appends "/" and `dentry`'s name to the directory in `buf`; the new length.
-#[inline(always)]
-fn append_name(buf: &mut PathBuf, dentry: *const u8) -> Result<u32, u32> {
-    // The directory is at most PATH_MAX - 1 bytes (bpf_d_path's bound), so "/" and
-    // a name of up to NAME_MAX bytes fit behind it in the buffer.
-    let mut len = buf.len & (LINUX_PATH_MAX as u32 - 1);
-    if len > 1 {
-        len = append_byte(buf, len, b'/');
-    }
-    let off = offsets();
-    // SAFETY: probe read of `dentry->d_name.name`, offset from BTF.
-    let name =
-        unsafe { bpf_probe_read_kernel(dentry.add(off.dentry_name as usize) as *const *const u8) }
-            .unwrap_or(core::ptr::null());
-    let at = len as usize;
-    // SAFETY: `at <= PATH_MAX`, so `at .. at + NAME_BYTES` is inside the buffer
-    // (SCRATCH_PATH_CAP >= PATH_MAX + 1 + 256, asserted in the ABI).
-    let dst = unsafe {
-        core::slice::from_raw_parts_mut((buf.words.as_mut_ptr() as *mut u8).add(at), NAME_BYTES)
-    };
-    // SAFETY: checked kernel string read into map memory.
-    let Ok(name) = (unsafe { bpf_probe_read_kernel_str_bytes(name, dst) }) else {
-        return Err(0);
-    };
-    let name_len = name.len() as u32;
-    if name_len == 0 || name_len >= NAME_BYTES as u32 {
-        return Err(0);
-    }
-    len += name_len;
-    buf.len = len;
-    Ok(len)
-}
-
-/// `NAME_MAX` (255) and the NUL.
-const NAME_BYTES: usize = 256;
+/// `EFAULT`: a kernel pointer the hook was given could not be read.
+const EFAULT: u32 = 14;
 
 /// `S_IFMT` bits of `inode` (0 when unreadable or null).
 #[inline(always)]
@@ -280,40 +282,43 @@ pub(crate) fn inode_type(inode: *const u8) -> u16 {
     }
     let off = offsets();
     // SAFETY: probe read of `inode->i_mode`, offset from BTF.
-    unsafe { bpf_probe_read_kernel(inode.add(off.inode_i_mode as usize) as *const u16) }
+    unsafe { bpf_probe_read_kernel(inode.add(off.inode_mode as usize) as *const u16) }
         .unwrap_or(0)
         & S_IFMT
+}
+
+/// `S_IFMT` bits of `dentry`'s inode (0 for a negative dentry).
+#[inline(always)]
+fn dentry_type(dentry: *const u8) -> u16 {
+    if dentry.is_null() {
+        return 0;
+    }
+    // SAFETY: probe read of `dentry->d_inode`, offset from BTF.
+    let inode = unsafe {
+        bpf_probe_read_kernel(dentry.add(offsets().dentry_inode as usize) as *const *const u8)
+    }
+    .unwrap_or(core::ptr::null());
+    inode_type(inode)
 }
 
 /// Whether `dentry` is a directory (false for a negative dentry).
 #[inline(always)]
 pub(crate) fn is_directory(dentry: *const u8) -> bool {
-    let off = offsets();
-    // SAFETY: probe read of `dentry->d_inode`, offset from BTF.
-    let inode = unsafe {
-        bpf_probe_read_kernel(dentry.add(off.dentry_d_inode as usize) as *const *const u8)
-    }
-    .unwrap_or(core::ptr::null());
-    inode_type(inode) == S_IFDIR
+    dentry_type(dentry) == S_IFDIR
 }
 
-/// `file->f_inode`'s `S_IFMT` bits.
+/// The `S_IFMT` bits of the file (`f_path.dentry`'s inode).
 #[inline(always)]
 pub(crate) fn file_type(file: *const u8) -> u16 {
     let off = offsets();
-    // SAFETY: probe read of `file->f_inode`, offset from BTF.
-    let inode =
-        unsafe { bpf_probe_read_kernel(file.add(off.file_f_inode as usize) as *const *const u8) }
-            .unwrap_or(core::ptr::null());
-    inode_type(inode)
-}
-
-/// `&file->f_path`.
-#[inline(always)]
-pub(crate) fn file_path(file: *const u8) -> *const path {
-    // SAFETY: pointer arithmetic inside the hook's typed `struct file *` (offset from
-    // BTF); nothing is read here.
-    unsafe { file.add(offsets().file_f_path as usize) as *const path }
+    // SAFETY: probe read of `file->f_path.dentry`, offsets from BTF.
+    let dentry = unsafe {
+        bpf_probe_read_kernel(
+            file.add((off.file_f_path + off.path_dentry) as usize) as *const *const u8
+        )
+    }
+    .unwrap_or(core::ptr::null());
+    dentry_type(dentry)
 }
 
 /// `file_open(struct file *file)`: reads and writes are decided separately
@@ -345,6 +350,6 @@ pub fn check_open(ctx: LsmContext) -> i32 {
     if access == 0 {
         return 0;
     }
-    let target = Target::path(file_path(file), access);
-    decide_targets(FILE_HOOK_OPEN, generation, [Some(target)], false)
+    let target = Target::file(file, access);
+    decide_targets(FILE_HOOK_OPEN, generation, [target], false)
 }

@@ -11,7 +11,7 @@ use edgearmor_probe_abi::{
 };
 
 use crate::{
-    file::{S_IFREG, Target, decide_targets, file_path, file_type},
+    file::{S_IFREG, Target, decide_targets, file_type},
     maps::active_generation,
     matchers::undecidable,
 };
@@ -40,7 +40,7 @@ fn decide_path(ctx: &LsmContext, ret_arg: usize, hook: u32) -> i32 {
     decide_targets(
         hook,
         generation,
-        [Some(Target::path(p, ACCESS_WRITE))],
+        [Target::path(p, ACCESS_WRITE)],
         false,
     )
 }
@@ -76,8 +76,8 @@ pub fn check_file_truncate(ctx: LsmContext) -> i32 {
         return 0;
     };
     let file: *const u8 = ctx.arg(0);
-    let target = Target::path(file_path(file), ACCESS_WRITE);
-    decide_targets(FILE_HOOK_FILE_TRUNCATE, generation, [Some(target)], false)
+    let target = Target::file(file, ACCESS_WRITE);
+    decide_targets(FILE_HOOK_FILE_TRUNCATE, generation, [target], false)
 }
 
 /// `file_permission(struct file *file, int mask)`: runs on every read and write, so
@@ -115,8 +115,8 @@ pub fn check_permission(ctx: LsmContext) -> i32 {
     if file_type(file) != S_IFREG {
         return 0;
     }
-    let target = Target::path(file_path(file), access);
-    decide_targets(FILE_HOOK_PERMISSION, generation, [Some(target)], true)
+    let target = Target::file(file, access);
+    decide_targets(FILE_HOOK_PERMISSION, generation, [target], true)
 }
 
 /// `mmap_file(struct file *file, unsigned long reqprot, unsigned long prot,
@@ -137,6 +137,6 @@ pub fn check_mmap(ctx: LsmContext) -> i32 {
     if file.is_null() || !shared || prot & PROT_WRITE == 0 || file_type(file) != S_IFREG {
         return 0;
     }
-    let target = Target::path(file_path(file), ACCESS_WRITE);
-    decide_targets(FILE_HOOK_MMAP, generation, [Some(target)], false)
+    let target = Target::file(file, ACCESS_WRITE);
+    decide_targets(FILE_HOOK_MMAP, generation, [target], false)
 }

@@ -13,14 +13,34 @@ use edgearmor_probe_abi::{
 };
 
 use crate::{
-    file::{Target, decide_targets, is_directory},
+    file::{S_IFMT, S_IFREG, Target, decide_targets, is_directory},
     maps::active_generation,
 };
 
+/// How a directory-entry hook decides.
+#[derive(Clone, Copy)]
+struct EntryHook {
+    /// Argument index of the previous LSM's return value.
+    ret_arg: usize,
+    hook: u32,
+    access: u32,
+    /// Also decide the entry as a directory ("dir/name/").
+    as_dir: bool,
+    /// Only a Block acts and reports.
+    block_only: bool,
+}
+
 /// A `(const struct path *dir, struct dentry *dentry, ...)` hook that writes the
-/// entry; `ret_arg` is the index of the previous LSM's return value.
+/// entry.
 #[inline(always)]
-fn decide_entry(ctx: &LsmContext, ret_arg: usize, hook: u32, access: u32, as_dir: bool) -> i32 {
+fn decide_entry(ctx: &LsmContext, h: EntryHook) -> i32 {
+    let EntryHook {
+        ret_arg,
+        hook,
+        access,
+        as_dir,
+        block_only,
+    } = h;
     let previous: i32 = ctx.arg(ret_arg);
     if previous != 0 {
         return previous;
@@ -32,11 +52,22 @@ fn decide_entry(ctx: &LsmContext, ret_arg: usize, hook: u32, access: u32, as_dir
     let dentry: *const u8 = ctx.arg(1);
     let entry = Target::entry(dir, dentry, access);
     let itself = if as_dir {
-        Some(entry.as_directory())
+        entry.as_directory()
     } else {
-        None
+        Target::NONE
     };
-    decide_targets(hook, generation, [Some(entry), itself], false)
+    decide_targets(hook, generation, [entry, itself], block_only)
+}
+
+/// An entry hook that needs `access`, decided as the entry only.
+const fn entry_hook(ret_arg: usize, hook: u32, access: u32) -> EntryHook {
+    EntryHook {
+        ret_arg,
+        hook,
+        access,
+        as_dir: false,
+        block_only: false,
+    }
 }
 
 /// `path_unlink(const struct path *dir, struct dentry *dentry)`: removing a file is
@@ -45,10 +76,7 @@ fn decide_entry(ctx: &LsmContext, ret_arg: usize, hook: u32, access: u32, as_dir
 pub fn check_unlink(ctx: LsmContext) -> i32 {
     decide_entry(
         &ctx,
-        2,
-        FILE_HOOK_UNLINK,
-        ACCESS_WRITE | ACCESS_UNLINK,
-        false,
+        entry_hook(2, FILE_HOOK_UNLINK, ACCESS_WRITE | ACCESS_UNLINK),
     )
 }
 
@@ -56,22 +84,36 @@ pub fn check_unlink(ctx: LsmContext) -> i32 {
 /// directory and as the directory itself.
 #[lsm(hook = "path_rmdir")]
 pub fn check_rmdir(ctx: LsmContext) -> i32 {
-    decide_entry(&ctx, 2, FILE_HOOK_RMDIR, ACCESS_WRITE | ACCESS_UNLINK, true)
+    decide_entry(
+        &ctx,
+        EntryHook {
+            as_dir: true,
+            ..entry_hook(2, FILE_HOOK_RMDIR, ACCESS_WRITE | ACCESS_UNLINK)
+        },
+    )
 }
 
 /// `path_mkdir(const struct path *dir, struct dentry *dentry, umode_t mode)`.
 #[lsm(hook = "path_mkdir")]
 pub fn check_mkdir(ctx: LsmContext) -> i32 {
-    decide_entry(&ctx, 3, FILE_HOOK_MKDIR, ACCESS_WRITE, false)
+    decide_entry(&ctx, entry_hook(3, FILE_HOOK_MKDIR, ACCESS_WRITE))
 }
 
 /// `path_mknod(const struct path *dir, struct dentry *dentry, umode_t mode,
 /// unsigned int dev)`: device nodes, FIFOs, sockets, and every `open(O_CREAT)` of a
 /// new name (`may_o_create` calls it before the file exists), so a refused create
-/// leaves nothing behind.
+/// leaves nothing behind. For a regular file only a Block acts: an audited create
+/// is reported once, by the `file_open` that follows it.
 #[lsm(hook = "path_mknod")]
 pub fn check_mknod(ctx: LsmContext) -> i32 {
-    decide_entry(&ctx, 4, FILE_HOOK_MKNOD, ACCESS_WRITE, false)
+    let mode: u32 = ctx.arg(2);
+    decide_entry(
+        &ctx,
+        EntryHook {
+            block_only: mode as u16 & S_IFMT == S_IFREG,
+            ..entry_hook(4, FILE_HOOK_MKNOD, ACCESS_WRITE)
+        },
+    )
 }
 
 /// `path_symlink(const struct path *dir, struct dentry *dentry, const char
@@ -79,7 +121,7 @@ pub fn check_mknod(ctx: LsmContext) -> i32 {
 /// which `file_open` decides by the target's own path.)
 #[lsm(hook = "path_symlink")]
 pub fn check_symlink(ctx: LsmContext) -> i32 {
-    decide_entry(&ctx, 3, FILE_HOOK_SYMLINK, ACCESS_WRITE, false)
+    decide_entry(&ctx, entry_hook(3, FILE_HOOK_SYMLINK, ACCESS_WRITE))
 }
 
 /// `path_link(struct dentry *old_dentry, const struct path *new_dir, struct dentry
@@ -99,7 +141,7 @@ pub fn check_link(ctx: LsmContext) -> i32 {
     let new_dentry: *const u8 = ctx.arg(2);
     let existing = Target::entry(new_dir, old_dentry, ACCESS_READ | ACCESS_WRITE);
     let name = Target::entry(new_dir, new_dentry, ACCESS_WRITE);
-    decide_targets(FILE_HOOK_LINK, generation, [Some(existing), Some(name)], false)
+    decide_targets(FILE_HOOK_LINK, generation, [existing, name], false)
 }
 
 /// `path_rename(const struct path *old_dir, struct dentry *old_dentry, const struct
@@ -124,19 +166,19 @@ pub fn check_rename(ctx: LsmContext) -> i32 {
     // A directory moved to the target name becomes that directory.
     let moves_directory = is_directory(old_dentry);
     let source_dir = if moves_directory {
-        Some(source.as_directory())
+        source.as_directory()
     } else {
-        None
+        Target::NONE
     };
     let target_dir = if moves_directory || is_directory(new_dentry) {
-        Some(target.as_directory())
+        target.as_directory()
     } else {
-        None
+        Target::NONE
     };
     decide_targets(
         FILE_HOOK_RENAME,
         generation,
-        [Some(source), source_dir, Some(target), target_dir],
+        [source, source_dir, target, target_dir],
         false,
     )
 }

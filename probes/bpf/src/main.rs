@@ -38,6 +38,7 @@
 
 mod applet;
 mod capable;
+mod dentry_path;
 mod exec;
 mod file;
 mod file_descriptors;
