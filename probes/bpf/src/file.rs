@@ -16,10 +16,10 @@ use edgearmor_probe_abi::{
 };
 
 use crate::{
+    dentry_path::{resolve_dentry, resolve_file, resolve_path},
     identity::current_identity,
     maps::{active_generation, offsets, with_slot},
     matchers::{EACCES, enforce, match_path, settle_path, stronger, undecidable},
-    dentry_path::{resolve_dentry, resolve_file, resolve_path},
     path::{PathBuf, SCRATCH_WORDS},
     report::report,
 };
@@ -126,46 +126,51 @@ pub(crate) fn decide_targets<const N: usize>(
 ) -> i32 {
     let source = current_identity();
     let first_access = targets[0].access;
-    with_slot(|slot| {
-        let mut best = Decision {
-            verdict: Verdict::NONE,
-            access: first_access,
-            errno: 0,
-            undecided: 0,
-            resolved: false,
-        };
-        let (mut best_at, mut last_at) = (N, N);
-        let mut i = 0;
-        while i < N {
-            if targets[i].access != 0 {
-                let d = decide(targets[i], generation, source, slot);
-                last_at = i;
-                if d.verdict.action > best.verdict.action {
-                    best = d;
-                    best_at = i;
-                }
-                if best.verdict.action == ACTION_BLOCK {
-                    break;
-                }
-            }
-            i += 1;
-        }
-        if block_only && best.verdict.action != ACTION_BLOCK {
-            return 0;
-        }
-        // A later target's path replaced the reported one's: resolve it again (only
-        // when an Audit is reported, every Block stopped the loop above).
-        if best.verdict.action >= ACTION_AUDIT && best.resolved && best_at != last_at {
+    // Inlined: as a function of its own, this closure's frame adds to the hook's
+    // and the walk callbacks' in the verifier's 512-byte combined stack bound.
+    with_slot(
+        #[inline(always)]
+        |slot| {
+            let mut best = Decision {
+                verdict: Verdict::NONE,
+                access: first_access,
+                errno: 0,
+                undecided: 0,
+                resolved: false,
+            };
+            let (mut best_at, mut last_at) = (N, N);
             let mut i = 0;
             while i < N {
-                if i == best_at {
-                    best.resolved = resolve_target(&targets[i], generation, slot).is_ok();
+                if targets[i].access != 0 {
+                    let d = decide(targets[i], generation, source, slot);
+                    last_at = i;
+                    if d.verdict.action > best.verdict.action {
+                        best = d;
+                        best_at = i;
+                    }
+                    if best.verdict.action == ACTION_BLOCK {
+                        break;
+                    }
                 }
                 i += 1;
             }
-        }
-        conclude(&best, hook, source, slot)
-    })
+            if block_only && best.verdict.action != ACTION_BLOCK {
+                return 0;
+            }
+            // A later target's path replaced the reported one's: resolve it again (only
+            // when an Audit is reported, every Block stopped the loop above).
+            if best.verdict.action >= ACTION_AUDIT && best.resolved && best_at != last_at {
+                let mut i = 0;
+                while i < N {
+                    if i == best_at {
+                        best.resolved = resolve_target(&targets[i], generation, slot).is_ok();
+                    }
+                    i += 1;
+                }
+            }
+            conclude(&best, hook, source, slot)
+        },
+    )
     .unwrap_or_else(|| {
         // Every scratch slot of this CPU is held: undecidable.
         let d = Decision {
@@ -244,7 +249,7 @@ fn resolve_target(t: &Target, generation: u32, slot: u32) -> Result<u32, u32> {
         // SAFETY: probe read of `dir->mnt`, offset from BTF.
         let mnt = unsafe {
             bpf_probe_read_kernel(
-                (t.dir as *const u8).add(offsets().path_mnt as usize) as *const *const u8,
+                (t.dir as *const u8).add(offsets().path_mnt as usize) as *const *const u8
             )
         }
         .map_err(|_| EFAULT)?;
@@ -282,8 +287,7 @@ pub(crate) fn inode_type(inode: *const u8) -> u16 {
     }
     let off = offsets();
     // SAFETY: probe read of `inode->i_mode`, offset from BTF.
-    unsafe { bpf_probe_read_kernel(inode.add(off.inode_mode as usize) as *const u16) }
-        .unwrap_or(0)
+    unsafe { bpf_probe_read_kernel(inode.add(off.inode_mode as usize) as *const u16) }.unwrap_or(0)
         & S_IFMT
 }
 
@@ -334,10 +338,9 @@ pub fn check_open(ctx: LsmContext) -> i32 {
     };
     let file: *const u8 = ctx.arg(0);
     // SAFETY: probe read of `file->f_mode`, offset from BTF.
-    let mode = unsafe {
-        bpf_probe_read_kernel(file.add(offsets().file_f_mode as usize) as *const u32)
-    }
-    .unwrap_or(0);
+    let mode =
+        unsafe { bpf_probe_read_kernel(file.add(offsets().file_f_mode as usize) as *const u32) }
+            .unwrap_or(0);
     let access = (if mode & FMODE_READ != 0 {
         ACCESS_READ
     } else {

@@ -37,12 +37,7 @@ fn decide_path(ctx: &LsmContext, ret_arg: usize, hook: u32) -> i32 {
         return 0;
     };
     let p: *const path = ctx.arg(0);
-    decide_targets(
-        hook,
-        generation,
-        [Target::path(p, ACCESS_WRITE)],
-        false,
-    )
+    decide_targets(hook, generation, [Target::path(p, ACCESS_WRITE)], false)
 }
 
 /// `path_truncate(const struct path *path)`: `truncate(2)`, `open(O_TRUNC)`, and
@@ -94,15 +89,12 @@ pub fn check_permission(ctx: LsmContext) -> i32 {
         return 0;
     };
     let mask: u32 = ctx.arg(1);
-    let access = (if mask & MAY_READ != 0 {
-        ACCESS_READ
-    } else {
-        0
-    }) | (if mask & (MAY_WRITE | MAY_APPEND) != 0 {
-        ACCESS_WRITE
-    } else {
-        0
-    });
+    let access = (if mask & MAY_READ != 0 { ACCESS_READ } else { 0 })
+        | (if mask & (MAY_WRITE | MAY_APPEND) != 0 {
+            ACCESS_WRITE
+        } else {
+            0
+        });
     if access == 0 {
         return 0;
     }
