@@ -5,7 +5,8 @@
 //!
 //! Parts: `identity` (fork floods and PID reuse against fromSource), `scratch`
 //! (preemption races, long paths, many pattern prefixes), `network` (protocols
-//! outside tcp/udp/icmp/raw), `busybox` (multi-call binaries through their links).
+//! outside tcp/udp/icmp/raw), `busybox` (multi-call binaries through their links),
+//! `walker` (the file hooks' dentry walk: mounts, chroot, aliases).
 
 use std::path::Path;
 use std::time::Duration;
@@ -23,6 +24,8 @@ mod identity;
 mod network;
 #[path = "fail_closed/scratch.rs"]
 mod scratch;
+#[path = "fail_closed/walker.rs"]
+mod walker;
 
 /// One boot's results, handed to every part.
 pub struct Run {
@@ -122,6 +125,7 @@ fn fail_closed_vm(arch: Arch, series: &'static str) {
     scratch::check(&run);
     network::check(&run);
     busybox::check(&run);
+    walker::check(&run);
 }
 
 #[test]

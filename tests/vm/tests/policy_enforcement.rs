@@ -120,7 +120,8 @@ fn policy_engine_vm(arch: Arch, series: &str) {
             agent_err("EA-AGENTERR-A ")
         )
     });
-    // No hook is optional: every kernel of the matrix checks unlinks.
+    // The file hooks resolve paths by their own dentry walk (6.1 refuses bpf_d_path
+    // in path_* hooks): unlinks are checked on every kernel, nothing is degraded.
     assert!(
         !ready.contains("degraded"),
         "{} {series}: ready line: {ready}",
