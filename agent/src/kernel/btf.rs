@@ -335,12 +335,12 @@ impl KernelBtf {
 }
 
 #[cfg(test)]
-mod tests {
+pub(crate) mod tests {
     use super::*;
 
     /// Builds a BTF blob: `struct outer { int a; union { int x; int hidden; }; int b; }`
     /// plus `int bpf_lsm_demo(void)`.
-    fn synthetic_btf() -> Vec<u8> {
+    pub(crate) fn synthetic_btf() -> Vec<u8> {
         let strings = b"\0int\0outer\0a\0hidden\0b\0x\0bpf_lsm_demo\0".to_vec();
         let off = |s: &str| {
             let needle = format!("\0{s}\0");

@@ -521,6 +521,20 @@ pub fn load_monitor(
 #[cfg(test)]
 mod tests {
     #[test]
+    fn a_hook_the_kernel_lacks_is_covered_elsewhere_only_where_the_abi_says_so() {
+        use crate::kernel::btf::{KernelBtf, tests::synthetic_btf};
+        let btf = KernelBtf::parse(&synthetic_btf()).expect("parses");
+        // The kernel has the hook (`bpf_lsm_demo`): attached.
+        assert_eq!(super::absent_hook(&btf, "check_file_truncate", "demo"), None);
+        // It does not: left out, and what checks ftruncate instead is said.
+        let covered = super::absent_hook(&btf, "check_file_truncate", "file_truncate")
+            .expect("file_truncate is attached only where the kernel has it");
+        assert!(covered.contains("path_truncate"), "{covered}");
+        // Every other program is attached or the load fails: never skipped.
+        assert_eq!(super::absent_hook(&btf, "check_open", "file_open"), None);
+    }
+
+    #[test]
     fn an_identity_the_kernel_could_not_store_fails_the_load() {
         use edgearmor_probe_abi::programs::{IDENTIFIED, NOT_STORED};
         assert_eq!(super::identified_by(&[]), Ok(0));

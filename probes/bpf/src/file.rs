@@ -258,8 +258,17 @@ fn resolve_target(t: &Target, generation: u32, slot: u32) -> Result<u32, u32> {
         resolve_dentry(mnt, t.dentry, generation, slot)?
     };
     let len = buf.len & (LINUX_PATH_MAX as u32 - 1);
+    if !t.as_dir {
+        return Ok(len);
+    }
+    // The index of the last byte, masked where the verifier sees it: read back
+    // volatile, so the compiler cannot drop the mask (6.1's verifier does not carry
+    // `len != 0` into `len - 1`).
+    // SAFETY: a read of the slot's own map value.
+    let last = unsafe { core::ptr::read_volatile(&buf.len) }.wrapping_sub(1)
+        & (LINUX_PATH_MAX as u32 - 1);
     // A protected directory reached by another name already ends with its `/`.
-    if t.as_dir && (len == 0 || buf.byte_at(len as usize - 1) != b'/') {
+    if len == 0 || buf.byte_at(last as usize) != b'/' {
         return Ok(append_byte(buf, len, b'/'));
     }
     Ok(len)
