@@ -113,13 +113,14 @@ pub(crate) fn with_slot<R>(f: impl FnOnce(u32) -> R) -> Option<R> {
         return None;
     }
     let result = f(slot);
-    // SAFETY: this CPU's map value; this run owns slot `slot` and gives it back
+    // Read back volatile and masked: the compiler knows `slot < SLOTS` and would drop
+    // the mask, and after `f` the verifier (6.1) may no longer know it.
+    // SAFETY: a read of `ctx`, alive on this stack.
+    let owned = unsafe { core::ptr::read_volatile(&ctx.slot) } as usize & (SCRATCH_SLOTS - 1);
+    // SAFETY: this CPU's map value; this run owns slot `owned` and gives it back
     // (an atomic exchange, ordered after every use of the slot's buffers).
     unsafe {
-        atomic_xchg::<u64, { AtomicOrdering::SeqCst }>(
-            &raw mut (*owners).owner[slot as usize & (SCRATCH_SLOTS - 1)],
-            0,
-        )
+        atomic_xchg::<u64, { AtomicOrdering::SeqCst }>(&raw mut (*owners).owner[owned], 0)
     };
     Some(result)
 }
