@@ -18,8 +18,9 @@
 
 use edgearmor_probe_abi::{
     FILE_HOOK_CHMOD, FILE_HOOK_CHOWN, FILE_HOOK_FILE_TRUNCATE, FILE_HOOK_LINK, FILE_HOOK_MKDIR,
-    FILE_HOOK_MKNOD, FILE_HOOK_MMAP, FILE_HOOK_OPEN, FILE_HOOK_PERMISSION, FILE_HOOK_RENAME,
-    FILE_HOOK_RMDIR, FILE_HOOK_SYMLINK, FILE_HOOK_TRUNCATE, FILE_HOOK_UNLINK, FILE_HOOKS,
+    FILE_HOOK_MKNOD, FILE_HOOK_MMAP, FILE_HOOK_MPROTECT, FILE_HOOK_OPEN, FILE_HOOK_PERMISSION,
+    FILE_HOOK_RENAME, FILE_HOOK_RMDIR, FILE_HOOK_SYMLINK, FILE_HOOK_TRUNCATE, FILE_HOOK_UNLINK,
+    FILE_HOOKS,
 };
 use heapless::{String, Vec};
 use postcard::experimental::max_size::MaxSize;
@@ -177,6 +178,7 @@ pub enum LsmHook {
     PathChmod,
     PathChown,
     MmapFile,
+    FileMprotect,
 }
 
 impl LsmHook {
@@ -196,6 +198,7 @@ impl LsmHook {
         (FILE_HOOK_CHOWN, LsmHook::PathChown),
         (FILE_HOOK_PERMISSION, LsmHook::FilePermission),
         (FILE_HOOK_MMAP, LsmHook::MmapFile),
+        (FILE_HOOK_MPROTECT, LsmHook::FileMprotect),
     ];
 
     /// The file hook a probe's `FILE_HOOK_*` id names.

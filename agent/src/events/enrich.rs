@@ -339,7 +339,11 @@ mod tests {
             );
         }
         let d = Decision::try_from(
-            bytes_of(&raw_event(CLASS_FILE, [ACCESS_WRITE, FILE_HOOK_RENAME, 0, 0])).as_slice(),
+            bytes_of(&raw_event(
+                CLASS_FILE,
+                [ACCESS_WRITE, FILE_HOOK_RENAME, 0, 0],
+            ))
+            .as_slice(),
         )
         .expect("valid");
         let EventBody::Alert(a) = decision_event(&d, 0).body else {

@@ -330,6 +330,8 @@ impl KernelBtf {
             path_dentry: self.member_offset("path", "dentry")?,
             task_fs: self.member_offset("task_struct", "fs")?,
             fs_root: self.member_offset("fs_struct", "root")?,
+            vma_file: self.member_offset("vm_area_struct", "vm_file")?,
+            vma_flags: self.member_offset("vm_area_struct", "vm_flags")?,
         })
     }
 }

@@ -525,7 +525,10 @@ mod tests {
         use crate::kernel::btf::{KernelBtf, tests::synthetic_btf};
         let btf = KernelBtf::parse(&synthetic_btf()).expect("parses");
         // The kernel has the hook (`bpf_lsm_demo`): attached.
-        assert_eq!(super::absent_hook(&btf, "check_file_truncate", "demo"), None);
+        assert_eq!(
+            super::absent_hook(&btf, "check_file_truncate", "demo"),
+            None
+        );
         // It does not: left out, and what checks ftruncate instead is said.
         let covered = super::absent_hook(&btf, "check_file_truncate", "file_truncate")
             .expect("file_truncate is attached only where the kernel has it");

@@ -151,7 +151,7 @@ pub mod programs {
     pub const IDENTIFIED: u8 = b'+';
     pub const NOT_STORED: u8 = b'!';
     /// `(program, hook)` for the enforcing BPF-LSM programs.
-    pub const LSM: [(&str, &str); 20] = [
+    pub const LSM: [(&str, &str); 21] = [
         ("check_exec_args", "bprm_committed_creds"),
         ("deny_setuid", "task_fix_setuid"),
         ("deny_setgid", "task_fix_setgid"),
@@ -170,6 +170,7 @@ pub mod programs {
         ("check_chown", "path_chown"),
         ("check_permission", "file_permission"),
         ("check_mmap", "mmap_file"),
+        ("check_mprotect", "file_mprotect"),
         ("check_socket", "socket_create"),
         ("check_capable", "capable"),
     ];
@@ -240,6 +241,9 @@ pub struct KernelOffsets {
     pub task_fs: u32,
     /// `fs_struct.root`, the task's root directory (a `struct path`).
     pub fs_root: u32,
+    /// `vm_area_struct.vm_file` and `vm_flags` (`file_mprotect`).
+    pub vma_file: u32,
+    pub vma_flags: u32,
 }
 
 impl KernelOffsets {
@@ -276,6 +280,8 @@ impl KernelOffsets {
         path_dentry: 0,
         task_fs: 0,
         fs_root: 0,
+        vma_file: 0,
+        vma_flags: 0,
     };
 }
 
@@ -775,8 +781,10 @@ pub const FILE_HOOK_CHOWN: u32 = 11;
 pub const FILE_HOOK_PERMISSION: u32 = 12;
 /// `mmap_file`: a shared writable mapping.
 pub const FILE_HOOK_MMAP: u32 = 13;
+/// `file_mprotect`: a shared file mapping made writable.
+pub const FILE_HOOK_MPROTECT: u32 = 14;
 /// Every file hook id and KubeArmor's name for it.
-pub const FILE_HOOKS: [(u32, &str); 14] = [
+pub const FILE_HOOKS: [(u32, &str); 15] = [
     (FILE_HOOK_OPEN, "SECURITY_FILE_OPEN"),
     (FILE_HOOK_UNLINK, "SECURITY_PATH_UNLINK"),
     (FILE_HOOK_RMDIR, "SECURITY_PATH_RMDIR"),
@@ -791,6 +799,7 @@ pub const FILE_HOOKS: [(u32, &str); 14] = [
     (FILE_HOOK_CHOWN, "SECURITY_PATH_CHOWN"),
     (FILE_HOOK_PERMISSION, "SECURITY_FILE_PERMISSION"),
     (FILE_HOOK_MMAP, "SECURITY_MMAP_FILE"),
+    (FILE_HOOK_MPROTECT, "SECURITY_FILE_MPROTECT"),
 ];
 
 // ------------------------------------------------------------------ file aliases
@@ -908,7 +917,7 @@ const _: () = assert!(core::mem::size_of::<PrefixKey>() == 16);
 const _: () = assert!(core::mem::size_of::<GlobRule>() == 2 * GLOB_CAP + 8 + 16);
 const _: () = assert!(core::mem::size_of::<GlobRule>().is_multiple_of(8));
 const _: () = assert!(core::mem::size_of::<GlobList>() == 8 + GLOBS_PER_KEY * (2 * GLOB_CAP + 24));
-const _: () = assert!(core::mem::size_of::<KernelOffsets>() == 128);
+const _: () = assert!(core::mem::size_of::<KernelOffsets>() == 136);
 const _: () = assert!(core::mem::size_of::<ExecEvent>() == 24 + 8 + PATH_CAP);
 
 // ------------------------------------------------------------------ path hashing

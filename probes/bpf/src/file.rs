@@ -265,8 +265,8 @@ fn resolve_target(t: &Target, generation: u32, slot: u32) -> Result<u32, u32> {
     // volatile, so the compiler cannot drop the mask (6.1's verifier does not carry
     // `len != 0` into `len - 1`).
     // SAFETY: a read of the slot's own map value.
-    let last = unsafe { core::ptr::read_volatile(&buf.len) }.wrapping_sub(1)
-        & (LINUX_PATH_MAX as u32 - 1);
+    let last =
+        unsafe { core::ptr::read_volatile(&buf.len) }.wrapping_sub(1) & (LINUX_PATH_MAX as u32 - 1);
     // A protected directory reached by another name already ends with its `/`.
     if len == 0 || buf.byte_at(last as usize) != b'/' {
         return Ok(append_byte(buf, len, b'/'));

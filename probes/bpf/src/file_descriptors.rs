@@ -1,18 +1,20 @@
 //! Hooks on a whole path (truncate, chmod, chown: each changes the file) and on an
 //! open file: `file_truncate`, `file_permission` (every read and write through a
 //! descriptor, so one opened before the policy, or before a reload tightened it, is
-//! still checked when used) and `mmap_file` (a shared writable mapping writes the
-//! file without another `write`).
+//! still checked when used), `mmap_file` (a shared writable mapping writes the
+//! file without another `write`) and `file_mprotect` (a shared mapping made
+//! writable afterwards, e.g. of a descriptor opened read-write before the policy).
 
-use aya_ebpf::{bindings::path, macros::lsm, programs::LsmContext};
+use aya_ebpf::{bindings::path, helpers::bpf_probe_read_kernel, macros::lsm, programs::LsmContext};
 use edgearmor_probe_abi::{
     ACCESS_READ, ACCESS_WRITE, ACTION_BLOCK, CLASS_FILE, FILE_HOOK_CHMOD, FILE_HOOK_CHOWN,
-    FILE_HOOK_FILE_TRUNCATE, FILE_HOOK_MMAP, FILE_HOOK_PERMISSION, FILE_HOOK_TRUNCATE,
+    FILE_HOOK_FILE_TRUNCATE, FILE_HOOK_MMAP, FILE_HOOK_MPROTECT, FILE_HOOK_PERMISSION,
+    FILE_HOOK_TRUNCATE,
 };
 
 use crate::{
     file::{S_IFREG, Target, decide_targets, file_type},
-    maps::active_generation,
+    maps::{active_generation, offsets},
     matchers::undecidable,
 };
 
@@ -25,6 +27,8 @@ const MAP_TYPE: u64 = 0x0f;
 const MAP_SHARED: u64 = 0x01;
 const MAP_SHARED_VALIDATE: u64 = 0x03;
 const PROT_WRITE: u64 = 0x2;
+/// `vm_area_struct.vm_flags`: a shared mapping (writes reach the file).
+const VM_SHARED: u64 = 0x8;
 
 /// A `(const struct path *path, ...)` hook that writes the file.
 #[inline(always)]
@@ -131,4 +135,38 @@ pub fn check_mmap(ctx: LsmContext) -> i32 {
     }
     let target = Target::file(file, ACCESS_WRITE);
     decide_targets(FILE_HOOK_MMAP, generation, [target], false)
+}
+
+/// `file_mprotect(struct vm_area_struct *vma, unsigned long reqprot, unsigned long
+/// prot)`: making a shared mapping of a regular file writable is a write, as mapping
+/// it writable is.
+#[lsm(hook = "file_mprotect")]
+pub fn check_mprotect(ctx: LsmContext) -> i32 {
+    let previous: i32 = ctx.arg(3);
+    if previous != 0 {
+        return previous;
+    }
+    let Some(generation) = active_generation(CLASS_FILE) else {
+        return 0;
+    };
+    let prot: u64 = ctx.arg(2);
+    if prot & PROT_WRITE == 0 {
+        return 0;
+    }
+    let vma: *const u8 = ctx.arg(0);
+    let off = offsets();
+    // SAFETY: probe reads of `vma->vm_flags` and `vma->vm_file`, offsets from BTF.
+    let flags = unsafe { bpf_probe_read_kernel(vma.add(off.vma_flags as usize) as *const u64) }
+        .unwrap_or(0);
+    if flags & VM_SHARED == 0 {
+        return 0;
+    }
+    // SAFETY: as above.
+    let file = unsafe { bpf_probe_read_kernel(vma.add(off.vma_file as usize) as *const *const u8) }
+        .unwrap_or(core::ptr::null());
+    if file.is_null() || file_type(file) != S_IFREG {
+        return 0;
+    }
+    let target = Target::file(file, ACCESS_WRITE);
+    decide_targets(FILE_HOOK_MPROTECT, generation, [target], false)
 }

@@ -119,9 +119,7 @@ pub(crate) fn with_slot<R>(f: impl FnOnce(u32) -> R) -> Option<R> {
     let owned = unsafe { core::ptr::read_volatile(&ctx.slot) } as usize & (SCRATCH_SLOTS - 1);
     // SAFETY: this CPU's map value; this run owns slot `owned` and gives it back
     // (an atomic exchange, ordered after every use of the slot's buffers).
-    unsafe {
-        atomic_xchg::<u64, { AtomicOrdering::SeqCst }>(&raw mut (*owners).owner[owned], 0)
-    };
+    unsafe { atomic_xchg::<u64, { AtomicOrdering::SeqCst }>(&raw mut (*owners).owner[owned], 0) };
     Some(result)
 }
 

@@ -30,6 +30,7 @@
 //!   the fail-closed guest (see `identity.rs`).
 //! - `alias-add PIN_DIR PATH CANONICAL`: a `FILE_ALIASES` entry for PATH's inode (see
 //!   `alias.rs`).
+//! - `mprotect-write FD`: a shared read-only mapping made writable (see `mprotect.rs`).
 //!
 //! The VM suite installs copies of this binary under the paths rules name
 //! (`/usr/sbin/sshd`, `/usr/bin/sshd-other`, ...), so it must be static.
@@ -39,6 +40,7 @@ use std::time::{Duration, Instant};
 mod alias;
 mod identity;
 mod loops;
+mod mprotect;
 
 fn usage() -> ! {
     eprintln!(
@@ -88,7 +90,7 @@ fn main() {
             "now" => return identity::now(&all[1..]),
             "alias-add" => return alias::run(&all[1..]),
             _ => {
-                if loops::run(op, &all[1..]).is_some() {
+                if loops::run(op, &all[1..]).is_some() || mprotect::run(op, &all[1..]).is_some() {
                     return;
                 }
             }
