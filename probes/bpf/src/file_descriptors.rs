@@ -1,9 +1,9 @@
 //! Hooks on a whole path (truncate, chmod, chown: each changes the file) and on an
 //! open file: `file_truncate`, `file_permission` (every read and write through a
 //! descriptor, so one opened before the policy, or before a reload tightened it, is
-//! still checked when used), `mmap_file` (a shared writable mapping writes the
-//! file without another `write`) and `file_mprotect` (a shared mapping made
-//! writable afterwards, e.g. of a descriptor opened read-write before the policy).
+//! still checked when used), `mmap_file` (a mapping reads the file without
+//! `read`, a shared writable one writes it without `write`) and `file_mprotect`
+//! (a mapping made readable or writable afterwards).
 
 use aya_ebpf::{bindings::path, helpers::bpf_probe_read_kernel, macros::lsm, programs::LsmContext};
 use edgearmor_probe_abi::{
@@ -26,7 +26,9 @@ const MAY_APPEND: u32 = 8;
 const MAP_TYPE: u64 = 0x0f;
 const MAP_SHARED: u64 = 0x01;
 const MAP_SHARED_VALIDATE: u64 = 0x03;
+const PROT_READ: u64 = 0x1;
 const PROT_WRITE: u64 = 0x2;
+const PROT_EXEC: u64 = 0x4;
 /// `vm_area_struct.vm_flags`: a shared mapping (writes reach the file).
 const VM_SHARED: u64 = 0x8;
 
@@ -115,8 +117,41 @@ pub fn check_permission(ctx: LsmContext) -> i32 {
     decide_targets(FILE_HOOK_PERMISSION, generation, [target], true)
 }
 
+/// What a mapping with `prot` does to its file: reads it (readable or executable),
+/// and writes it when it is shared and writable.
+#[inline(always)]
+fn mapping_access(prot: u64, shared: bool) -> u32 {
+    (if prot & (PROT_READ | PROT_EXEC) != 0 {
+        ACCESS_READ
+    } else {
+        0
+    }) | (if shared && prot & PROT_WRITE != 0 {
+        ACCESS_WRITE
+    } else {
+        0
+    })
+}
+
+/// A mapping of `file` with `access`: decided like a read or write through a
+/// descriptor (only a Block acts; the open reported an Audit), after the same cheap
+/// exits as `file_permission` (ld.so maps and protects every library of every exec).
+#[inline(always)]
+fn decide_mapping(hook: u32, generation: u32, file: *const u8, access: u32) -> i32 {
+    if access == 0 || file.is_null() {
+        return 0;
+    }
+    if undecidable(CLASS_FILE, generation).action != ACTION_BLOCK {
+        return 0;
+    }
+    if file_type(file) != S_IFREG {
+        return 0;
+    }
+    decide_targets(hook, generation, [Target::file(file, access)], true)
+}
+
 /// `mmap_file(struct file *file, unsigned long reqprot, unsigned long prot,
-/// unsigned long flags)`: a shared writable mapping of a regular file is a write.
+/// unsigned long flags)`: a mapping reads its file without `read` (a descriptor
+/// opened before the policy), a shared writable one writes it without `write`.
 #[lsm(hook = "mmap_file")]
 pub fn check_mmap(ctx: LsmContext) -> i32 {
     let previous: i32 = ctx.arg(4);
@@ -130,16 +165,16 @@ pub fn check_mmap(ctx: LsmContext) -> i32 {
     let prot: u64 = ctx.arg(2);
     let flags: u64 = ctx.arg(3);
     let shared = matches!(flags & MAP_TYPE, MAP_SHARED | MAP_SHARED_VALIDATE);
-    if file.is_null() || !shared || prot & PROT_WRITE == 0 || file_type(file) != S_IFREG {
-        return 0;
-    }
-    let target = Target::file(file, ACCESS_WRITE);
-    decide_targets(FILE_HOOK_MMAP, generation, [target], false)
+    decide_mapping(
+        FILE_HOOK_MMAP,
+        generation,
+        file,
+        mapping_access(prot, shared),
+    )
 }
 
 /// `file_mprotect(struct vm_area_struct *vma, unsigned long reqprot, unsigned long
-/// prot)`: making a shared mapping of a regular file writable is a write, as mapping
-/// it writable is.
+/// prot)`: a mapping made readable, or (shared) writable, after `mmap` decided it.
 #[lsm(hook = "file_mprotect")]
 pub fn check_mprotect(ctx: LsmContext) -> i32 {
     let previous: i32 = ctx.arg(3);
@@ -150,23 +185,17 @@ pub fn check_mprotect(ctx: LsmContext) -> i32 {
         return 0;
     };
     let prot: u64 = ctx.arg(2);
-    if prot & PROT_WRITE == 0 {
-        return 0;
-    }
     let vma: *const u8 = ctx.arg(0);
     let off = offsets();
     // SAFETY: probe reads of `vma->vm_flags` and `vma->vm_file`, offsets from BTF.
     let flags = unsafe { bpf_probe_read_kernel(vma.add(off.vma_flags as usize) as *const u64) }
         .unwrap_or(0);
-    if flags & VM_SHARED == 0 {
+    let access = mapping_access(prot, flags & VM_SHARED != 0);
+    if access == 0 {
         return 0;
     }
     // SAFETY: as above.
     let file = unsafe { bpf_probe_read_kernel(vma.add(off.vma_file as usize) as *const *const u8) }
         .unwrap_or(core::ptr::null());
-    if file.is_null() || file_type(file) != S_IFREG {
-        return 0;
-    }
-    let target = Target::file(file, ACCESS_WRITE);
-    decide_targets(FILE_HOOK_MPROTECT, generation, [target], false)
+    decide_mapping(FILE_HOOK_MPROTECT, generation, file, access)
 }
