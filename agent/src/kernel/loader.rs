@@ -374,12 +374,15 @@ fn identify_running(ebpf: &mut Ebpf, aya_btf: &Btf) -> Result<usize, Enforcement
                     "the kernel could not store the identity of {not_stored} running tasks in {pass} passes"
                 )));
             }
-            // Tried again by the next pass, which only visits tasks without one.
+            // Tried again by the next pass, which only visits tasks without one,
+            // after yielding the CPU: the task preempted inside its task-storage call
+            // (which holds that CPU's storage lock) gets to finish it.
             Err(_) => {
                 identified += output
                     .iter()
                     .filter(|b| **b == programs::IDENTIFIED)
-                    .count()
+                    .count();
+                std::thread::yield_now();
             }
         }
     }
