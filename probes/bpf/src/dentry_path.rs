@@ -335,6 +335,19 @@ pub(crate) fn resolve_path(
     resolve_dentry(mnt as *const u8, dentry as *const u8, generation, slot)
 }
 
+/// [`resolve_dentry`] of `dentry` under `dir`'s mount: "dir/name" for the
+/// `(const struct path *dir, struct dentry *dentry)` hooks.
+#[inline(always)]
+pub(crate) fn resolve_child(
+    dir: *const path,
+    dentry: *const u8,
+    generation: u32,
+    slot: u32,
+) -> Result<&'static mut PathBuf, u32> {
+    let mnt: u64 = read(dir as u64, offsets().path_mnt)?;
+    resolve_dentry(mnt as *const u8, dentry, generation, slot)
+}
+
 /// [`resolve_dentry`] of a file's `f_path`.
 #[inline(always)]
 pub(crate) fn resolve_file(

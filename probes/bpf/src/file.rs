@@ -9,7 +9,7 @@ use edgearmor_probe_abi::{
 };
 
 use crate::{
-    dentry_path::{resolve_dentry, resolve_file},
+    dentry_path::{resolve_child, resolve_file},
     identity::current_identity,
     maps::{active_generation, offsets, with_slot},
     matchers::{EACCES, decide_undecided, enforce, match_path, settle_path, stronger},
@@ -112,14 +112,7 @@ fn decide_unlink(
     slot: u32,
 ) -> i32 {
     let access = ACCESS_WRITE | ACCESS_UNLINK;
-    // SAFETY: probe read of `dir->mnt`, offset from BTF.
-    let mnt = unsafe {
-        bpf_probe_read_kernel(
-            (dir as *const u8).add(offsets().path_mnt as usize) as *const *const u8
-        )
-    }
-    .unwrap_or(core::ptr::null());
-    match resolve_dentry(mnt, dentry, generation, slot) {
+    match resolve_child(dir, dentry, generation, slot) {
         Ok(buf) => {
             let len = buf.len;
             decide_file(generation, source, access, slot, len)
