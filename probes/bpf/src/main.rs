@@ -14,7 +14,9 @@
 //! - [`exec`] (`check_exec`, `bprm_check_security`), [`file`] (`check_open`,
 //!   `file_open`), [`file_names`] (unlink, rmdir, mkdir, mknod, symlink, link,
 //!   rename) and [`file_descriptors`] (truncate, chmod, chown, `file_truncate`,
-//!   `file_permission`, `mmap_file`): resolve each target path once, walk
+//!   `file_permission`, `mmap_file`, `file_mprotect`): resolve each target path once
+//!   (exec: `bpf_d_path`; files: [`dentry_path`], a bounded dentry walk that also
+//!   maps protected inodes reached by other names to their protected names), walk
 //!   it byte by byte ([`path`]: one keyed hash pass yields the path's and every
 //!   directory prefix's hash) and look the hashes up in `RULES` ([`matchers`]; see the
 //!   ABI crate for the layout).

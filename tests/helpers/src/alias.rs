@@ -5,6 +5,10 @@
 //! aliases (hard links, bind mounts, chroots) independently of how the agent finds
 //! the inodes. Prints `EA-OP op=alias-add target=PATH rc= errno=` and, on success,
 //! `EA-ALIAS path= ino= dev= generation=`.
+//!
+//! `prog-stats`: for every loaded BPF program, `EA-PROG name= verified_insns=` (the
+//! instructions the verifier processed to accept it: how close a program is to the
+//! verifier's limits on this kernel).
 
 use std::ffi::CString;
 use std::os::unix::fs::MetadataExt;
@@ -108,5 +112,50 @@ pub fn run(args: &[String]) {
             println!("EA-OP op=alias-add target={path} rc=0 errno=0");
         }
         Err(e) => println!("EA-OP op=alias-add target={path} rc=-1 errno={e}"),
+    }
+}
+
+const BPF_PROG_GET_NEXT_ID: libc::c_long = 11;
+const BPF_PROG_GET_FD_BY_ID: libc::c_long = 13;
+const BPF_OBJ_GET_INFO_BY_FD: libc::c_long = 15;
+/// `struct bpf_prog_info`: where `name` and `verified_insns` are, and its size.
+const INFO_NAME: usize = 64;
+const INFO_VERIFIED_INSNS: usize = 216;
+const INFO_SIZE: usize = 232;
+
+pub fn prog_stats() {
+    let mut id = 0u32;
+    loop {
+        let mut next = [0u8; 128];
+        next[0..4].copy_from_slice(&id.to_ne_bytes());
+        if bpf(BPF_PROG_GET_NEXT_ID, &mut next) < 0 {
+            break;
+        }
+        id = u32::from_ne_bytes([next[4], next[5], next[6], next[7]]);
+        let mut by_id = [0u8; 128];
+        by_id[0..4].copy_from_slice(&id.to_ne_bytes());
+        let fd = bpf(BPF_PROG_GET_FD_BY_ID, &mut by_id);
+        if fd < 0 {
+            continue;
+        }
+        let mut info = [0u8; INFO_SIZE];
+        let mut get = [0u8; 128];
+        get[0..4].copy_from_slice(&(fd as u32).to_ne_bytes());
+        get[4..8].copy_from_slice(&(INFO_SIZE as u32).to_ne_bytes());
+        get[8..16].copy_from_slice(&(info.as_mut_ptr() as u64).to_ne_bytes());
+        let rc = bpf(BPF_OBJ_GET_INFO_BY_FD, &mut get);
+        // SAFETY: closes a descriptor we own.
+        unsafe { libc::close(fd as i32) };
+        if rc < 0 {
+            continue;
+        }
+        let name = &info[INFO_NAME..INFO_NAME + 16];
+        let end = name.iter().position(|b| *b == 0).unwrap_or(name.len());
+        let v = &info[INFO_VERIFIED_INSNS..INFO_VERIFIED_INSNS + 4];
+        println!(
+            "EA-PROG name={} verified_insns={}",
+            String::from_utf8_lossy(&name[..end]),
+            u32::from_ne_bytes([v[0], v[1], v[2], v[3]])
+        );
     }
 }

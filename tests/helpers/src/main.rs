@@ -28,8 +28,8 @@
 //!   one instant.
 //! - `flood`, `serve`, `spawn-until`, `reuse-pid`, `idop`, `now`: the identity part of
 //!   the fail-closed guest (see `identity.rs`).
-//! - `alias-add PIN_DIR PATH CANONICAL`: a `FILE_ALIASES` entry for PATH's inode (see
-//!   `alias.rs`).
+//! - `alias-add PIN_DIR PATH CANONICAL`: a `FILE_ALIASES` entry for PATH's inode;
+//!   `prog-stats`: each loaded program's verifier instruction count (see `alias.rs`).
 //! - `mprotect-write FD`: a shared read-only mapping made writable (see `mprotect.rs`).
 //!
 //! The VM suite installs copies of this binary under the paths rules name
@@ -89,6 +89,7 @@ fn main() {
             "idop" => return identity::idop(&all[1..]),
             "now" => return identity::now(&all[1..]),
             "alias-add" => return alias::run(&all[1..]),
+            "prog-stats" => return alias::prog_stats(),
             _ => {
                 if loops::run(op, &all[1..]).is_some() || mprotect::run(op, &all[1..]).is_some() {
                     return;

@@ -27,6 +27,7 @@ cp $probe $ww/jail/probe
 
 walker_part() {
     start_agent walker $wd
+    $probe prog-stats
     scenario walker-plain-blocked $probe read $ww/plain/secret
     scenario walker-plain-permitted $probe read $ww/plain/other
     scenario walker-mount-blocked $probe read /mnt/wx/inner/secret

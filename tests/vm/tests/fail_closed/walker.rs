@@ -57,6 +57,11 @@ pub fn check(run: &Run) {
         "{k}: the blocked unlink must leave its file, the audited one remove its"
     );
 
+    // What the verifier processed per program (kernels before 5.16 say 0).
+    for line in run.log.lines_with_prefix("EA-PROG ") {
+        eprintln!("{k}: {line}");
+    }
+
     let all = alerts(&run.log, "EA-ALERT-walker ");
     let open = "lsm=SECURITY_FILE_OPEN";
     let unlink = "lsm=SECURITY_PATH_UNLINK";
