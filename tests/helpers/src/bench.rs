@@ -5,10 +5,11 @@
 //! - `ea-bench ops PHASE ROUND EXECS OPS [FILE]`: times, one call at a time, `EXECS` rounds
 //!   of fork + execve(`ea-bench noop`) + waitpid, and `OPS` rounds each of
 //!   open + read + close of FILE (default `/tmp/bench/small`, created if missing),
-//!   `setgid(getgid())` and `socket(AF_INET, SOCK_DGRAM)` + close; after a tenth as
-//!   many unmeasured warm-up rounds, prints per operation
-//!   `EA-BENCH phase=PHASE round=ROUND op=exec|open|setgid|socket median_ns= p90_ns= min_ns=
-//!   mean_ns= n=`.
+//!   `setgid(getgid())`, `socket(AF_INET, SOCK_DGRAM)` + close, and in FILE's directory
+//!   a 64-byte `pwrite` on an open descriptor, a rename, a chmod and a mkdir + rmdir;
+//!   after a tenth as many unmeasured warm-up rounds, prints per operation
+//!   `EA-BENCH phase=PHASE round=ROUND op=exec|open|setgid|socket|write|rename|chmod|mkdir
+//!   median_ns= p90_ns= min_ns= mean_ns= n=`.
 //!   Times come from `Instant`, which is `clock_gettime(CLOCK_MONOTONIC)` on Linux.
 //!   `setgid` to the current gid is not a no-op for the kernel: `__sys_setgid` has no
 //!   early return, so it always runs the `capable` (as root) and `task_fix_setgid` LSM
@@ -22,6 +23,8 @@
 //!   `kernel.bpf_stats_enabled` is on), then `EA-BPF-TOTAL label=LABEL maps= map_memlock=
 //!   progs= prog_memlock=`, all from `/proc/PID/fdinfo`. A map or program held through
 //!   several descriptors is counted once.
+//! - `ea-bench attached LABEL`: `EA-ATTACHED label= programs= names=`, edgearmor's
+//!   programs loaded in the kernel (by name, over every program id).
 //! - `ea-bench stream PID RATE SECONDS FILE`: opens, reads and closes FILE `RATE` times
 //!   a second for `SECONDS` seconds (each open due at `start + i / RATE`; a late one
 //!   is not skipped), sampling PID's VmRSS every 100 ms, and prints
@@ -65,6 +68,7 @@ fn main() -> ExitCode {
             Ok(())
         }),
         ["bpf", label, pid] => parse_pid(pid).and_then(|pid| bpf_objects(label, pid)),
+        ["attached", label] => attached(label),
         ["stream", pid, rate, seconds, file] => {
             match (parse_pid(pid), rate.parse::<u32>(), seconds.parse::<u32>()) {
                 (Ok(pid), Ok(rate), Ok(seconds)) if rate > 0 => stream(pid, rate, seconds, file),
@@ -72,7 +76,7 @@ fn main() -> ExitCode {
             }
         }
         _ => Err(
-            "usage: ea-bench noop | ops PHASE ROUND EXECS OPS [FILE] | proc LABEL PID | bpf LABEL PID | stream PID RATE SECONDS FILE"
+            "usage: ea-bench noop | ops PHASE ROUND EXECS OPS [FILE] | proc LABEL PID | bpf LABEL PID | attached LABEL | stream PID RATE SECONDS FILE"
                 .to_owned(),
         ),
     };
@@ -162,6 +166,128 @@ fn run_ops(label: &str, execs: usize, ops: usize, file: &str) -> Result<(), Stri
         unsafe { libc::close(fd) };
         Ok(())
     })?;
+    run_path_ops(label, ops, file)
+}
+
+/// The file hooks besides `file_open`: a write through an open descriptor
+/// (`file_permission`), a rename (`path_rename`), a chmod (`path_chmod`) and a mkdir +
+/// rmdir pair (`path_mkdir`, `path_rmdir`), all in FILE's directory.
+fn run_path_ops(label: &str, ops: usize, file: &str) -> Result<(), String> {
+    let dir = std::path::Path::new(file)
+        .parent()
+        .ok_or_else(|| format!("{file} has no directory"))?;
+    let c = |name: &str| {
+        CString::new(dir.join(name).as_os_str().as_encoded_bytes())
+            .map_err(|_| format!("{name}: NUL in the path"))
+    };
+    let (written, renamed_a, renamed_b, made) = (c("written")?, c("ra")?, c("rb")?, c("made")?);
+    let flags = libc::O_RDWR | libc::O_CREAT | libc::O_CLOEXEC;
+    // SAFETY: a valid C path; the descriptor is closed at the end of this function.
+    let fd = unsafe { libc::open(written.as_ptr(), flags, 0o644) };
+    if fd < 0 {
+        return Err(last_os_error("open for write"));
+    }
+    let block = [b'w'; 64];
+    let result = time_op(label, "write", ops, || {
+        // SAFETY: writes block.len() bytes from a buffer we own to our descriptor.
+        let n = unsafe { libc::pwrite(fd, block.as_ptr().cast(), block.len(), 0) };
+        if n < 0 {
+            Err(last_os_error("pwrite"))
+        } else {
+            Ok(())
+        }
+    });
+    // SAFETY: closes the descriptor opened above.
+    unsafe { libc::close(fd) };
+    result?;
+    std::fs::write(dir.join("ra"), b"renamed back and forth\n")
+        .map_err(|e| format!("{}: {e}", dir.join("ra").display()))?;
+    let mut flip = false;
+    time_op(label, "rename", ops, || {
+        let (from, to) = if flip {
+            (&renamed_b, &renamed_a)
+        } else {
+            (&renamed_a, &renamed_b)
+        };
+        flip = !flip;
+        // SAFETY: two valid C paths.
+        if unsafe { libc::rename(from.as_ptr(), to.as_ptr()) } == 0 {
+            Ok(())
+        } else {
+            Err(last_os_error("rename"))
+        }
+    })?;
+    let mut mode = 0o644;
+    time_op(label, "chmod", ops, || {
+        mode ^= 0o040;
+        // SAFETY: a valid C path and a mode.
+        if unsafe { libc::chmod(written.as_ptr(), mode) } == 0 {
+            Ok(())
+        } else {
+            Err(last_os_error("chmod"))
+        }
+    })?;
+    time_op(label, "mkdir", ops, || {
+        // SAFETY: a valid C path and a mode; removed right away.
+        if unsafe { libc::mkdir(made.as_ptr(), 0o755) } != 0 {
+            return Err(last_os_error("mkdir"));
+        }
+        // SAFETY: the directory just made.
+        if unsafe { libc::rmdir(made.as_ptr()) } != 0 {
+            return Err(last_os_error("rmdir"));
+        }
+        Ok(())
+    })
+}
+
+/// `EA-ATTACHED label= programs= names=`: how many of edgearmor's programs are loaded
+/// anywhere in the kernel (walking every program id), so a baseline phase can prove
+/// it runs without them.
+fn attached(label: &str) -> Result<(), String> {
+    const BPF_PROG_GET_NEXT_ID: libc::c_long = 11;
+    let ours: Vec<&str> = edgearmor_probe_abi::programs::LSM
+        .iter()
+        .chain(edgearmor_probe_abi::programs::IDENTITY.iter())
+        .map(|(program, _)| *program)
+        .collect();
+    let mut found = Vec::new();
+    let mut id = 0u32;
+    loop {
+        // `union bpf_attr` for *_GET_NEXT_ID: u32 start_id, u32 next_id.
+        let mut attr = [0u64; 16];
+        attr[0] = u64::from(id);
+        // SAFETY: attr is a buffer larger than the attribute; the kernel writes next_id
+        // into it.
+        let rc = unsafe {
+            libc::syscall(
+                libc::SYS_bpf,
+                BPF_PROG_GET_NEXT_ID,
+                attr.as_mut_ptr(),
+                std::mem::size_of_val(&attr),
+            )
+        };
+        if rc < 0 {
+            let e = std::io::Error::last_os_error();
+            if e.raw_os_error() == Some(libc::ENOENT) {
+                break;
+            }
+            return Err(format!("BPF_PROG_GET_NEXT_ID after {id}: {e}"));
+        }
+        id = (attr[0] >> 32) as u32;
+        let name = bpf_object_name(true, u64::from(id));
+        // The kernel keeps 15 bytes of a program's name.
+        if ours
+            .iter()
+            .any(|p| p.as_bytes()[..p.len().min(15)] == *name.as_bytes())
+        {
+            found.push(name);
+        }
+    }
+    println!(
+        "EA-ATTACHED label={label} programs={} names={}",
+        found.len(),
+        found.join(",")
+    );
     Ok(())
 }
 

@@ -113,6 +113,9 @@ stop_agent() {
     wait $agent
     echo "EA-AGENT-EXIT instance=$instance status=$?"
     agent=""
+    # Enforcement is pinned and outlives the agent: remove it, or the next baseline
+    # phase would measure the programs it is meant to run without.
+    step /usr/local/bin/edgearmor unload
 }
 
 for item in $SEQUENCE; do
@@ -121,9 +124,11 @@ for item in $SEQUENCE; do
     echo "EA-PHASE $item"
     if [ "$kind" = A ]; then
         [ -n "$agent" ] || start_agent
+        step $bench attached "agent-$round"
         step $bench ops agent "$round" "$PHASE_EXECS" "$PHASE_OPS" /tmp/bench/small
     else
         [ -z "$agent" ] || stop_agent
+        step $bench attached "baseline-$round"
         step $bench ops baseline "$round" "$PHASE_EXECS" "$PHASE_OPS" /tmp/bench/small
     fi
 done

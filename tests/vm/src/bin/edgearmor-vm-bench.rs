@@ -8,10 +8,14 @@
 //! Boots a Debian kernel under QEMU (software emulation) with `tests/vm/guest/bench-init.sh`
 //! as `/init`, the static agent, and the static `ea-bench` helper (`tests/helpers/src/bench.rs`).
 //! In the same guest it measures, one call at a time, fork + execve + wait of a small
-//! static binary, open + read + close of a small file, `setgid(getgid())` and
-//! `socket(AF_INET, SOCK_DGRAM)` + close:
+//! static binary, open + read + close of a small file, `setgid(getgid())`,
+//! `socket(AF_INET, SOCK_DGRAM)` + close, and the other file hooks: a `pwrite` on an
+//! open descriptor (`file_permission`), a rename, a chmod and a mkdir + rmdir:
 //!
-//! - `baseline` phases: without the agent;
+//! - `baseline` phases: without the agent, and checked to be (the pinned programs
+//!   outlive an agent, so each agent run ends with `edgearmor unload`, and before
+//!   every phase the guest counts edgearmor's programs loaded in the kernel: none in a
+//!   baseline phase, all in an agent phase, or the run is refused);
 //! - `agent` phases: with the agent enforcing the shipped policies (`policies/*.yaml`)
 //!   plus generated rules that never match: `--exec-rules` (500) process `matchPaths`,
 //!   `--file-rules` (50) file `matchPaths`, and one `Audit` rule for the stream's file;
@@ -43,7 +47,9 @@ use edgearmor_vm::{
     guest_binaries, workspace_root,
 };
 
-const OPS: [&str; 4] = ["exec", "open", "setgid", "socket"];
+const OPS: [&str; 8] = [
+    "exec", "open", "setgid", "socket", "write", "rename", "chmod", "mkdir",
+];
 /// Calls of the batch run with `kernel.bpf_stats_enabled` on (per-program time per call).
 const STATS_EXECS: u32 = 200;
 const STATS_OPS: u32 = 2000;
@@ -401,6 +407,8 @@ struct Report {
     alerts: Option<BTreeMap<String, String>>,
     /// Exit status of every agent run.
     agent_exits: Vec<String>,
+    /// label (`baseline-R`, `agent-R`) -> edgearmor programs loaded in the kernel.
+    attached: BTreeMap<String, u64>,
     errors: Vec<String>,
     bpf_stats: bool,
     done: bool,
@@ -454,6 +462,11 @@ impl Report {
                     r.totals.insert(label(&f), f);
                 }
                 "EA-BPF-STATS" => r.bpf_stats = true,
+                "EA-ATTACHED" => {
+                    let f = fields(rest);
+                    let programs = num(&f, "programs").map_or(u64::MAX, |n| n as u64);
+                    r.attached.insert(label(&f), programs);
+                }
                 "EA-ALERTS" => r.alerts = Some(fields(rest)),
                 "EA-AGENT-EXIT" => r
                     .agent_exits
@@ -487,6 +500,23 @@ impl Report {
                     if self.field(phase, op, round, "median_ns").is_none() {
                         p.push(format!("no {op} figure in {phase} round {round}"));
                     }
+                }
+            }
+        }
+        // Each baseline phase ran with none of our programs loaded, each agent phase
+        // with them: otherwise the comparison is not the one it claims to be.
+        for round in 1..=o.rounds {
+            for (phase, want_none) in [("baseline", true), ("agent", false)] {
+                let label = format!("{phase}-{round}");
+                match self.attached.get(&label) {
+                    None => p.push(format!("no program count before {label}")),
+                    Some(&0) if !want_none => {
+                        p.push(format!("{label} ran with no edgearmor program loaded"))
+                    }
+                    Some(&n) if want_none && n != 0 => p.push(format!(
+                        "{label} ran with {n} edgearmor programs still loaded"
+                    )),
+                    Some(_) => {}
                 }
             }
         }
