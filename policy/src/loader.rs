@@ -207,7 +207,9 @@ pub fn policy_files_in(dir: &Path) -> io::Result<Vec<PathBuf>> {
 
 /// Loads policy files for `node`: a file with any problem is rejected whole, the
 /// others load; policies whose node selector does not select `node` are skipped.
-pub fn load_policy_files(files: &[PathBuf], node: &NodeIdentity) -> PolicyLoad {
+/// A `&str` stands for the host of that name without labels.
+pub fn load_policy_files(files: &[PathBuf], node: impl Into<NodeIdentity>) -> PolicyLoad {
+    let node = node.into();
     let mut load = PolicyLoad::default();
     // Names are unique across the set, whichever host a policy selects
     // (Kubernetes object names are cluster-wide).
@@ -235,7 +237,7 @@ pub fn load_policy_files(files: &[PathBuf], node: &NodeIdentity) -> PolicyLoad {
                 policy.name.clone(),
                 (policy.source_file.clone(), policy.name_position.line),
             );
-            if policy.host_selector.selects(node) {
+            if policy.host_selector.selects(&node) {
                 load.policies.push(policy);
             } else {
                 load.skipped.push(SkippedPolicy {
@@ -253,7 +255,7 @@ pub fn load_policy_files(files: &[PathBuf], node: &NodeIdentity) -> PolicyLoad {
 
 /// Loads a directory's policy files (see [`load_policy_files`]). Fails only when
 /// the directory itself cannot be listed.
-pub fn load_policy_directory(dir: &Path, node: &NodeIdentity) -> io::Result<PolicyLoad> {
+pub fn load_policy_directory(dir: &Path, node: impl Into<NodeIdentity>) -> io::Result<PolicyLoad> {
     Ok(load_policy_files(&policy_files_in(dir)?, node))
 }
 
@@ -279,7 +281,7 @@ pub fn check_policy_paths(paths: &[PathBuf]) -> Vec<Diagnostic> {
         }
     }
     // Host selection does not matter for validity; any node will do.
-    let load = load_policy_files(&files, &NodeIdentity::with_any_labels(""));
+    let load = load_policy_files(&files, NodeIdentity::with_any_labels(""));
     diagnostics.extend(load.diagnostics().cloned());
     diagnostics.extend(set_limit_problems(&files));
     diagnostics
@@ -291,7 +293,7 @@ pub fn check_policy_paths(paths: &[PathBuf]) -> Vec<Diagnostic> {
 fn set_limit_problems(files: &[PathBuf]) -> Vec<Diagnostic> {
     let mut out: Vec<Diagnostic> = Vec::new();
     for host in std::iter::once(String::new()).chain(named_hosts(files)) {
-        let load = load_policy_files(files, &NodeIdentity::with_any_labels(host));
+        let load = load_policy_files(files, NodeIdentity::with_any_labels(host));
         let set = crate::compile(&load.policies, crate::DefaultPostures::default());
         for d in crate::kernel_limits::kernel_limit_problems(&load.policies, &set) {
             if !out.iter().any(|o| o.error == d.error) {
@@ -305,7 +307,7 @@ fn set_limit_problems(files: &[PathBuf]) -> Vec<Diagnostic> {
 /// The host names (lower case, sorted, once each) the valid policies of `files`
 /// require: with the policies for every host, the sets `check` bounds.
 pub fn named_hosts(files: &[PathBuf]) -> Vec<String> {
-    let any = load_policy_files(files, &NodeIdentity::with_any_labels(""));
+    let any = load_policy_files(files, NodeIdentity::with_any_labels(""));
     let mut hosts: Vec<String> = any
         .skipped
         .iter()

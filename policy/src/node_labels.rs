@@ -22,6 +22,9 @@ pub const MAX_LABEL_NAME_BYTES: usize = 63;
 /// Of a label key's prefix (a DNS subdomain).
 pub const MAX_LABEL_PREFIX_BYTES: usize = 253;
 
+/// Labels a gateway may configure: they all go into its birth message.
+pub const MAX_NODE_LABELS: usize = 32;
+
 /// Label key -> value, ordered so the birth message lists them the same way each time.
 pub type NodeLabels = BTreeMap<String, String>;
 
@@ -156,6 +159,18 @@ impl NodeIdentity {
             None => true,
             Some(labels) => labels.get(key).is_some_and(|v| v == value),
         }
+    }
+}
+
+impl From<&str> for NodeIdentity {
+    fn from(hostname: &str) -> Self {
+        Self::named(hostname)
+    }
+}
+
+impl From<&NodeIdentity> for NodeIdentity {
+    fn from(node: &NodeIdentity) -> Self {
+        node.clone()
     }
 }
 
