@@ -5,6 +5,7 @@ use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use edgearmor_bundle::limits::MAX_BUNDLE_BYTES;
+use edgearmor_mqtt::status::MAX_LABELS_LEN;
 use edgearmor_mqtt::{AgentTopics, ClientCertificate, TlsFiles, VersionChoice};
 use edgearmor_policy::node_labels::{
     MAX_NODE_LABELS, check_label_key, check_label_value, is_hostname_label,
@@ -292,7 +293,7 @@ pub enum ConfigError {
     },
     /// A `[labels]` entry that is not a Kubernetes label, or is one of the host-name
     /// labels (which always hold the host name).
-    #[error("config {origin}labels.{key:?}: {reason}")]
+    #[error("config {origin}{}: {reason}", label_key(key))]
     Label {
         origin: String,
         key: String,
@@ -302,6 +303,15 @@ pub enum ConfigError {
     /// level; the error names the value and where it came from.
     #[error("config: {0}")]
     TopicLevel(#[from] edgearmor_mqtt::topic::TopicLevelError),
+}
+
+/// `labels` for the whole table (`key` empty), else `labels."key"`.
+fn label_key(key: &str) -> String {
+    if key.is_empty() {
+        "labels".into()
+    } else {
+        format!("labels.{key:?}")
+    }
 }
 
 impl AgentConfig {
@@ -367,6 +377,14 @@ impl AgentConfig {
             let reason = format!(
                 "{} labels, more than {MAX_NODE_LABELS} (MAX_NODE_LABELS)",
                 self.labels.len()
+            );
+            return Err(bad("", reason));
+        }
+        let total: usize = self.labels.iter().map(|(k, v)| k.len() + v.len()).sum();
+        if total > MAX_LABELS_LEN {
+            let reason = format!(
+                "keys and values are {total} bytes together, more than {MAX_LABELS_LEN} \
+                 (MAX_LABELS_LEN: the birth message carries them)"
             );
             return Err(bad("", reason));
         }
