@@ -305,8 +305,7 @@ fn a_directory_with_the_bomb_still_loads_its_good_policy() {
     let dir = hostile::scratch("dir");
     let (bomb, _) = hostile::write_alias_bomb(&dir);
     let good = hostile::write_good_policy(&dir);
-    let load = load_policy_directory(&dir, &edgearmor_policy::NodeIdentity::named("gw-1"))
-        .expect("directory listed");
+    let load = load_policy_directory(&dir, "gw-1").expect("directory listed");
     let names: Vec<&str> = load.policies.iter().map(|p| p.name.as_str()).collect();
     assert_eq!(names, ["good-block-ls"]);
     assert_eq!(load.rejected.len(), 1);

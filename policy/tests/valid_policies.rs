@@ -5,8 +5,8 @@ use std::path::{Path, PathBuf};
 
 use edgearmor_policy::{
     Action, CompiledPolicySet, DefaultPosture, DefaultPostures, FileMatcher, HostPolicy,
-    HostSelector, NetworkProtocol, NodeIdentity, PathMatcher, PolicyError, SetIdSyscall,
-    check_policy_paths, compile, load_policy_directory, parse_policy_text, read_policy_file,
+    HostSelector, NetworkProtocol, PathMatcher, PolicyError, SetIdSyscall, check_policy_paths,
+    compile, load_policy_directory, parse_policy_text, read_policy_file,
 };
 
 fn valid(file: &str) -> Vec<HostPolicy> {
@@ -222,11 +222,7 @@ fn allow_rules_put_their_class_in_allow_list_mode() {
 
 #[test]
 fn a_directory_loads_for_one_host_and_rejects_bad_files_whole() {
-    let load = load_policy_directory(
-        Path::new("tests/mixed-directory"),
-        &NodeIdentity::named("gw-1"),
-    )
-    .expect("listable");
+    let load = load_policy_directory(Path::new("tests/mixed-directory"), "gw-1").expect("listable");
     let loaded: Vec<&str> = load.policies.iter().map(|p| p.name.as_str()).collect();
     // 20-broken.yml's valid first document is not loaded: the file is rejected whole.
     assert_eq!(loaded, ["block-ls", "only-on-gw-1"]);
@@ -251,24 +247,14 @@ fn a_directory_loads_for_one_host_and_rejects_bad_files_whole() {
     assert_eq!(load.rejected.len(), 2);
 
     // The same directory for another host.
-    let load = load_policy_directory(
-        Path::new("tests/mixed-directory"),
-        &NodeIdentity::named("gw-2"),
-    )
-    .expect("listable");
+    let load = load_policy_directory(Path::new("tests/mixed-directory"), "gw-2").expect("listable");
     let loaded: Vec<&str> = load.policies.iter().map(|p| p.name.as_str()).collect();
     assert_eq!(loaded, ["block-ls", "only-on-gw-2"]);
 }
 
 #[test]
 fn a_missing_directory_is_an_error() {
-    assert!(
-        load_policy_directory(
-            Path::new("tests/no-such-directory"),
-            &NodeIdentity::named("gw-1")
-        )
-        .is_err()
-    );
+    assert!(load_policy_directory(Path::new("tests/no-such-directory"), "gw-1").is_err());
 }
 
 #[test]
@@ -334,8 +320,7 @@ fn the_shipped_policies_check_cleanly() {
 
 #[test]
 fn the_shipped_policies_compile_to_what_the_issue_asks_for() {
-    let load = load_policy_directory(&shipped_policies_dir(), &NodeIdentity::named("any-gateway"))
-        .expect("listable");
+    let load = load_policy_directory(&shipped_policies_dir(), "any-gateway").expect("listable");
     assert!(load.rejected.is_empty() && load.skipped.is_empty());
     let set = compile(
         &load.policies,
