@@ -207,3 +207,48 @@ fn a_label_targeted_bundle_applies_where_the_labels_match_and_is_refused_elsewhe
         other.stderr().contains("rejected: targets")
     });
 }
+
+#[test]
+fn bundle_create_refuses_a_label_target_no_node_can_have() {
+    let dir = scratch("fleet-labels-create");
+    let run = |args: &[&str]| {
+        let out = Command::new(env!("CARGO_BIN_EXE_edgearmor"))
+            .args(args)
+            .current_dir(&dir)
+            .output()
+            .expect("edgearmor runs");
+        (
+            out.status.success(),
+            String::from_utf8_lossy(&out.stderr).into_owned(),
+        )
+    };
+    let (ok, stderr) = run(&["keygen", "--out", "fleet"]);
+    assert!(ok, "{stderr}");
+    let file = policy("plant-7-audit", "      site: plant-7\n");
+    std::fs::write(dir.join(&file.name), &file.contents).expect("policy");
+    let create = |targets: &str| {
+        run(&[
+            "bundle",
+            "create",
+            "--key",
+            "fleet.key",
+            "--version",
+            "1",
+            "--targets",
+            targets,
+            "--out",
+            "b.bundle",
+            &file.name,
+        ])
+    };
+    let (ok, stderr) = create("site=plant 7");
+    assert!(!ok);
+    assert!(
+        stderr.contains("target \"site=plant 7\": label \"site\": value \"plant 7\""),
+        "{stderr}"
+    );
+    assert!(!dir.join("b.bundle").exists());
+    let (ok, stderr) = create("site=plant-7,role=edge");
+    assert!(ok, "{stderr}");
+    assert!(dir.join("b.bundle").exists());
+}

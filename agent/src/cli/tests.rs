@@ -147,6 +147,14 @@ fn policy_check_takes_a_node_and_its_labels() {
         err.contains("--label \"site\": expected key=value"),
         "{err}"
     );
+    let err = parse_err(&[
+        "policy",
+        "check",
+        "--label",
+        "kubernetes.io/hostname=gw",
+        "p.yaml",
+    ]);
+    assert!(err.contains("use --host=NAME"), "{err}");
     let err = parse_err(&["policy", "check", "--label", "site=a b", "p.yaml"]);
     assert!(err.contains("\"site\"") && err.contains("\"a b\""), "{err}");
 }
