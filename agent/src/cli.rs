@@ -32,7 +32,8 @@ usage: edgearmor run [OPTIONS] [--deny-setgid PATH]... [--deny-setuid PATH]...
                     kernel .config instead. Exit 0: it can; 2: it cannot
   policy check      validate KubeArmorHostPolicy YAML offline: one line per problem
                     (file:line: yaml.path: message), exit status 1 if there is any;
-                    with --host, also what run would warn about on this host (rules
+                    with --host, also what run would warn about on this host (its
+                    node and labels from /etc/edgearmor/agent.toml if present; rules
                     naming a multi-call binary such as busybox, rules it would skip);
                     with --host=NAME, --label or --config (its node and [labels]),
                     which policies select that node (host name: NAME, else the

@@ -12,7 +12,7 @@
 //! which policies select that node (its host name and labels) and which not.
 
 use std::collections::BTreeSet;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 
 use edgearmor_policy::loader::{load_policy_directory, named_hosts};
@@ -22,7 +22,7 @@ use edgearmor_policy::{
 };
 
 use crate::cli::NodeQuery;
-use crate::config::AgentConfig;
+use crate::config::{AgentConfig, DEFAULT_CONFIG_PATH};
 use crate::control::policy_table::PolicyCatalog;
 use crate::control::setid_rules::SetidRuleSet;
 use crate::host::{HostKernel, LiveKernel};
@@ -58,7 +58,19 @@ pub fn policy_check(paths: &[PathBuf], on_host: bool, node: Option<&NodeQuery>) 
         None => None,
     };
     if on_host {
-        let identity = identity.unwrap_or_else(|| NodeIdentity::named(LiveKernel.node_name()));
+        // As `run` would be: the default agent.toml's node and labels, if there is one.
+        let identity = match identity {
+            Some(identity) => Ok(identity),
+            None => this_node(&LiveKernel),
+        };
+        let identity = match identity {
+            Ok(identity) => identity,
+            Err(e) => {
+                println!("{e}");
+                problems.push(e);
+                NodeIdentity::named(LiveKernel.node_name())
+            }
+        };
         for line in host_warnings(&LiveKernel, &identity, paths) {
             println!("{line}");
         }
@@ -90,6 +102,18 @@ pub fn resolve_node(query: &NodeQuery, host: &dyn HostKernel) -> Result<NodeIden
         labels.insert(key.clone(), value.clone());
     }
     Ok(NodeIdentity::new(hostname, labels))
+}
+
+/// This machine as `run` with the default configuration sees it (a missing default
+/// `agent.toml` is all defaults: `uname -n`, no labels).
+fn this_node(host: &dyn HostKernel) -> Result<NodeIdentity, String> {
+    let config =
+        AgentConfig::load(Path::new(DEFAULT_CONFIG_PATH), false).map_err(|e| e.to_string())?;
+    let hostname = match config.node.is_empty() {
+        true => host.node_name(),
+        false => config.node.clone(),
+    };
+    Ok(config.node_identity(&hostname))
 }
 
 /// Which valid policies select `node`, one line each, then those skipped.
