@@ -14,7 +14,8 @@ use crate::control::setid_rules::SetidRuleSet;
 pub const USAGE: &str = "\
 usage: edgearmor run [OPTIONS] [--deny-setgid PATH]... [--deny-setuid PATH]...
        edgearmor send-test-alerts [OPTIONS] [--count N] [--interval-ms MS]
-       edgearmor policy check [--host] FILE_OR_DIR...
+       edgearmor policy check [--host[=NAME]] [--label KEY=VALUE]... [--config FILE]
+                              FILE_OR_DIR...
        edgearmor unload [--config FILE]
        edgearmor keygen --out PREFIX
        edgearmor bundle create --key KEY --version N [--scope fleet|node] [--targets A,B]
@@ -31,14 +32,19 @@ usage: edgearmor run [OPTIONS] [--deny-setgid PATH]... [--deny-setuid PATH]...
                     kernel .config instead. Exit 0: it can; 2: it cannot
   policy check      validate KubeArmorHostPolicy YAML offline: one line per problem
                     (file:line: yaml.path: message), exit status 1 if there is any;
-                    with --host, also what run would warn about on this host (rules
-                    naming a multi-call binary such as busybox, rules it would skip)
+                    with --host, also what run would warn about on this host (its
+                    node and labels from /etc/edgearmor/agent.toml if present; rules
+                    naming a multi-call binary such as busybox, rules it would skip);
+                    with --host=NAME, --label or --config (its node and [labels]),
+                    which policies select that node (host name: NAME, else the
+                    config's node, else uname -n; --label adds to the config's labels)
   version           agent version and the SHA-256 of the embedded BPF object
   unload            detach the pinned programs and remove the pinned maps (stop the agent
                     first); `run` pins them so enforcement survives agent restarts
   keygen            an Ed25519 key pair for signing policy bundles (PREFIX.key, PREFIX.pub)
   bundle create     sign policy files into a bundle (each must pass policy check);
-                    targets: node names, cluster/node, `*` or a prefix like `gw-*`;
+                    targets: node names, cluster/node, `*` or a prefix like `gw-*`,
+                    or node labels `key=value[,key=value]` (all must match);
                     scope (signed): fleet (default) for <cluster>/policy, node for
                     <cluster>/<node>/policy (needs --targets naming the nodes)
   bundle verify     check a bundle's signature and list what it holds
@@ -71,10 +77,13 @@ options (override agent.toml; see README for every key):
 #[derive(Debug, PartialEq)]
 pub enum Command {
     Run,
-    /// `policy check [--host] FILE_OR_DIR...`.
+    /// `policy check [--host[=NAME]] [--label K=V]... [--config FILE] FILE_OR_DIR...`.
     PolicyCheck {
         paths: Vec<PathBuf>,
+        /// `--host` alone: this machine's files too (what `run` would warn about).
         host: bool,
+        /// Set by `--host=NAME`, `--label` or `--config`: which policies select it.
+        node: Option<NodeQuery>,
     },
     /// `keygen --out PREFIX`: PREFIX.key and PREFIX.pub.
     Keygen(PathBuf),
@@ -124,6 +133,13 @@ fn text(e: lexopt::Error) -> String {
     e.to_string()
 }
 
+/// An option's value as UTF-8, or why not.
+fn string(value: OsString) -> Result<String, String> {
+    value
+        .into_string()
+        .map_err(|v| format!("{v:?} is not UTF-8"))
+}
+
 /// Parses `args` (without the program name), reading the configuration file and
 /// rule files the command needs.
 pub fn parse<I>(args: I) -> Result<Invocation, String>
@@ -166,6 +182,17 @@ fn parse_check(parser: &mut lexopt::Parser) -> Result<Command, String> {
     Ok(Command::KernelCheck(config))
 }
 
+/// The node `policy check` reports the selection for.
+#[derive(Debug, Default, PartialEq)]
+pub struct NodeQuery {
+    /// `--host=NAME`.
+    pub host_name: Option<String>,
+    /// `--label KEY=VALUE`, checked, in order given.
+    pub labels: Vec<(String, String)>,
+    /// `--config FILE`: its `node` and `[labels]`.
+    pub config: Option<PathBuf>,
+}
+
 /// `policy check FILE_OR_DIR...`.
 fn parse_policy_check(parser: &mut lexopt::Parser) -> Result<Command, String> {
     match parser.next().map_err(text)? {
@@ -174,17 +201,35 @@ fn parse_policy_check(parser: &mut lexopt::Parser) -> Result<Command, String> {
     }
     let mut paths = Vec::new();
     let mut host = false;
+    let mut query = NodeQuery::default();
     while let Some(arg) = parser.next().map_err(text)? {
         match arg {
             Value(v) => paths.push(PathBuf::from(v)),
-            Long("host") => host = true,
+            // `--host=NAME` names a node; `--host` alone is this machine.
+            Long("host") => match parser.optional_value() {
+                Some(name) => query.host_name = Some(string(name)?),
+                None => host = true,
+            },
+            Long("label") => {
+                let value = string(parser.value().map_err(text)?)?;
+                let pair = edgearmor_policy::node_labels::parse_label_assignment(&value)
+                    .map_err(|e| format!("--label {e}"))?;
+                if edgearmor_policy::node_labels::is_hostname_label(&pair.0) {
+                    return Err(format!(
+                        "--label {value}: this label is always the host name: use --host=NAME"
+                    ));
+                }
+                query.labels.push(pair);
+            }
+            Long("config") => query.config = Some(PathBuf::from(parser.value().map_err(text)?)),
             other => return Err(other.unexpected().to_string()),
         }
     }
     if paths.is_empty() {
         return Err("policy check: give at least one file or directory".into());
     }
-    Ok(Command::PolicyCheck { paths, host })
+    let node = (query != NodeQuery::default()).then_some(query);
+    Ok(Command::PolicyCheck { paths, host, node })
 }
 
 /// The options of `run`, `send-test-alerts` and `unload`: the configuration file,

@@ -5,8 +5,12 @@ use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use edgearmor_bundle::limits::MAX_BUNDLE_BYTES;
+use edgearmor_mqtt::status::MAX_LABELS_LEN;
 use edgearmor_mqtt::{AgentTopics, ClientCertificate, TlsFiles, VersionChoice};
-use edgearmor_policy::DefaultPostures;
+use edgearmor_policy::node_labels::{
+    MAX_NODE_LABELS, check_label_key, check_label_value, is_hostname_label,
+};
+use edgearmor_policy::{DefaultPostures, NodeLabels};
 use serde::Deserialize;
 
 use crate::limits::{CappedReadError, MAX_CONFIG_FILE_BYTES, read_text_capped};
@@ -20,6 +24,10 @@ pub struct AgentConfig {
     pub cluster: String,
     /// `HostName` in alerts and the third topic level; empty = `uname -n`.
     pub node: String,
+    /// This gateway's node labels (`[labels]`, `key = "value"` in Kubernetes label
+    /// syntax): what policies' `nodeSelector.matchLabels` and bundle targets select
+    /// by, besides the host name. Reported in the birth message.
+    pub labels: NodeLabels,
     /// Rule files (TOML, `[[setid]]` tables).
     pub rules: Vec<PathBuf>,
     /// KubeArmorHostPolicy files or directories of them.
@@ -142,6 +150,7 @@ impl Default for AgentConfig {
         Self {
             cluster: "default".into(),
             node: String::new(),
+            labels: NodeLabels::new(),
             rules: Vec::new(),
             policies: Vec::new(),
             policy_poll_ms: 1000,
@@ -282,10 +291,27 @@ pub enum ConfigError {
         value: String,
         reason: String,
     },
+    /// A `[labels]` entry that is not a Kubernetes label, or is one of the host-name
+    /// labels (which always hold the host name).
+    #[error("config {origin}{}: {reason}", label_key(key))]
+    Label {
+        origin: String,
+        key: String,
+        reason: String,
+    },
     /// A cluster or node name (or a level of the topic prefix) that cannot be a topic
     /// level; the error names the value and where it came from.
     #[error("config: {0}")]
     TopicLevel(#[from] edgearmor_mqtt::topic::TopicLevelError),
+}
+
+/// `labels` for the whole table (`key` empty), else `labels."key"`.
+fn label_key(key: &str) -> String {
+    if key.is_empty() {
+        "labels".into()
+    } else {
+        format!("labels.{key:?}")
+    }
 }
 
 impl AgentConfig {
@@ -317,6 +343,7 @@ impl AgentConfig {
         })?;
         // Checked here too so the error names the file the value came from.
         config.validate_topic_levels(&format!("{}: ", path.display()))?;
+        config.validate_labels(&format!("{}: ", path.display()))?;
         config.validate()?;
         Ok(config)
     }
@@ -338,6 +365,46 @@ impl AgentConfig {
         })
     }
 
+    /// `[labels]`: Kubernetes label keys and values, at most [`MAX_NODE_LABELS`], not
+    /// the host-name labels; `origin` prefixes the key in errors.
+    fn validate_labels(&self, origin: &str) -> Result<(), ConfigError> {
+        let bad = |key: &str, reason: String| ConfigError::Label {
+            origin: origin.to_owned(),
+            key: key.to_owned(),
+            reason,
+        };
+        if self.labels.len() > MAX_NODE_LABELS {
+            let reason = format!(
+                "{} labels, more than {MAX_NODE_LABELS} (MAX_NODE_LABELS)",
+                self.labels.len()
+            );
+            return Err(bad("", reason));
+        }
+        let total: usize = self.labels.iter().map(|(k, v)| k.len() + v.len()).sum();
+        if total > MAX_LABELS_LEN {
+            let reason = format!(
+                "keys and values are {total} bytes together, more than {MAX_LABELS_LEN} \
+                 (MAX_LABELS_LEN: the birth message carries them)"
+            );
+            return Err(bad("", reason));
+        }
+        for (key, value) in &self.labels {
+            if is_hostname_label(key) {
+                let reason = "this label is always the host name: set `node` instead".into();
+                return Err(bad(key, reason));
+            }
+            check_label_key(key).map_err(|e| bad(key, format!("not a label key: {e}")))?;
+            check_label_value(value)
+                .map_err(|e| bad(key, format!("value {value:?} is not a label value: {e}")))?;
+        }
+        Ok(())
+    }
+
+    /// The node policies and bundles are matched against.
+    pub fn node_identity(&self, hostname: &str) -> edgearmor_policy::NodeIdentity {
+        edgearmor_policy::NodeIdentity::new(hostname, self.labels.clone())
+    }
+
     /// Checks what types alone cannot.
     pub fn validate(&self) -> Result<(), ConfigError> {
         let invalid = |key, value: String, reason: &str| {
@@ -348,6 +415,7 @@ impl AgentConfig {
             })
         };
         self.validate_topic_levels("")?;
+        self.validate_labels("")?;
         if !(1..=edgearmor_wire::MAX_BATCH_EVENTS).contains(&self.pipeline.batch_max_events) {
             return invalid(
                 "pipeline.batch_max_events",

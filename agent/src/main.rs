@@ -34,7 +34,9 @@ fn main() -> ExitCode {
         }
         Command::Version => commands::version(),
         Command::Run => run::run(invocation.config, invocation.rules),
-        Command::PolicyCheck { paths, host } => policy::policy_check(&paths, host),
+        Command::PolicyCheck { paths, host, node } => {
+            policy::policy_check(&paths, host, node.as_ref())
+        }
         Command::Keygen(prefix) => bundle::keygen(&prefix),
         Command::Unload => unload::unload(&invocation.config.pin_dir),
         Command::BundleCreate {

@@ -14,6 +14,8 @@ pub struct AgentStatus {
     pub enforcement: Result<(), String>,
     pub policy_set: u64,
     pub unix_secs: u64,
+    /// `[labels]` of `agent.toml`, so fleet tooling can target by them.
+    pub labels: edgearmor_policy::NodeLabels,
 }
 
 impl AgentStatus {
@@ -31,6 +33,7 @@ impl AgentStatus {
             enforcement_detail: detail.to_owned(),
             policy_set: Some(self.policy_set),
             time: Some(self.unix_secs),
+            labels: self.labels.clone(),
         }
     }
 
@@ -60,6 +63,7 @@ mod tests {
             enforcement: Err("no \"trampoline\"".into()),
             policy_set: 0x1234,
             unix_secs: 1795932048,
+            labels: Default::default(),
         };
         assert_eq!(
             s.birth_json(),
@@ -73,5 +77,19 @@ mod tests {
             s.will_json(),
             r#"{"state":"offline","boot_id":"abababababababababababababababab","agent_version":"0.1.0"}"#
         );
+        let labelled = AgentStatus {
+            labels: [("site", "plant-7"), ("role", "edge")]
+                .map(|(k, v)| (k.to_owned(), v.to_owned()))
+                .into(),
+            ..s
+        };
+        assert!(
+            labelled
+                .birth_json()
+                .ends_with(r#""time":1795932048,"labels":{"role":"edge","site":"plant-7"}}"#),
+            "{}",
+            labelled.birth_json()
+        );
+        assert!(!labelled.will_json().contains("labels"));
     }
 }

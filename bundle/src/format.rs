@@ -157,22 +157,41 @@ impl VerifiedBundle {
         &self.sha256_hex
     }
 
+    /// Whether the bundle is for node `node` of cluster `cluster`, label targets
+    /// never matching (a node without labels): [`Self::targets_node_with`].
+    pub fn targets_node(&self, cluster: &str, node: &str) -> bool {
+        self.targets_node_with(cluster, node, &|_| false)
+    }
+
     /// Whether the bundle is for node `node` of cluster `cluster`. A bundle with no
     /// targets is for every node. Otherwise one target must match:
     ///
     /// - `*` matches every node;
+    /// - a target with `=` names node labels (`site=plant-7,role=edge`): whether
+    ///   it matches is `label_target`'s to say (the agent knows its labels and the
+    ///   label syntax). Agents from before label targets compare such a target with
+    ///   their node name, which never holds `=` in practice: they refuse the bundle
+    ///   as not for them, so the format needs no new version;
     /// - a target without `/` is compared with `node`, one with `/` with
     ///   `cluster/node`;
     /// - a target ending in `*` matches when what it is compared with starts with the
     ///   part before the `*` (`gw-*`, `site-a/*`, `site-a/gw-*`); a `*` anywhere else
     ///   is an ordinary character;
     /// - any other target must be equal.
-    pub fn targets_node(&self, cluster: &str, node: &str) -> bool {
+    pub fn targets_node_with(
+        &self,
+        cluster: &str,
+        node: &str,
+        label_target: &dyn Fn(&str) -> bool,
+    ) -> bool {
         if self.targets.is_empty() {
             return true;
         }
         let qualified = format!("{cluster}/{node}");
         self.targets.iter().any(|target| {
+            if target.contains('=') {
+                return label_target(target);
+            }
             let subject = if target.contains('/') {
                 qualified.as_str()
             } else {
@@ -832,5 +851,11 @@ mod tests {
         let inner = bundle_with_targets(&["g*-1"]);
         assert!(!inner.targets_node("x", "gw-1"));
         assert!(inner.targets_node("x", "g*-1"));
+        // Label targets are the caller's to decide, and only they.
+        let labelled = bundle_with_targets(&["site=plant-7", "gw-9"]);
+        assert!(!labelled.targets_node("x", "site=plant-7"));
+        assert!(labelled.targets_node_with("x", "gw-1", &|t| t == "site=plant-7"));
+        assert!(!labelled.targets_node_with("x", "gw-1", &|_| false));
+        assert!(labelled.targets_node_with("x", "gw-9", &|_| false));
     }
 }

@@ -10,7 +10,8 @@
 //! {"state":"offline","boot_id":"<32 hex>","agent_version":"0.1.0"}
 //! ```
 //!
-//! Unknown fields are ignored (the agent may add some); missing required fields,
+//! With node labels (`"labels":{"site":"plant-7"}`, last) each becomes a `label.KEY=VALUE`
+//! word of `Data`. Unknown fields are ignored (the agent may add some); missing required fields,
 //! unknown states and malformed values are errors, which the decoder counts and skips.
 
 use std::fmt::Write as _;
@@ -65,6 +66,10 @@ pub fn to_alert(
     }
     if let Some(policy_set) = status.policy_set_hex() {
         let _ = write!(out.data, " policy_set={policy_set}");
+    }
+    // One word per node label, so tooling filtering on `Data` finds `label.site=plant-7`.
+    for (key, value) in &status.labels {
+        let _ = write!(out.data, " label.{key}={value}");
     }
     let boot = &boot_id[..8];
     let _ = write!(
@@ -138,6 +143,21 @@ mod tests {
                 r#""Enforcement":"available","Kernel":"6.12.117+deb12-arm64","Policy_set":"00000000000000ff","State":"online"},"#,
                 r#""NodeID":"gw1"}"#
             )
+        );
+    }
+
+    #[test]
+    fn node_labels_become_data_words() {
+        let labelled = BIRTH.replace(
+            r#""time":1795932048}"#,
+            r#""time":1795932048,"labels":{"site":"plant-7","node.example/role":"edge"}}"#,
+        );
+        let json = line(&labelled, false);
+        assert!(
+            json.contains(
+                "policy_set=00000000000000ff label.node.example/role=edge label.site=plant-7\""
+            ),
+            "{json}"
         );
     }
 

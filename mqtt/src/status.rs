@@ -4,15 +4,19 @@
 //!
 //! ```json
 //! {"state":"online","agent_version":"0.1.0","boot_id":"<32 hex>","kernel":"6.12.117+deb12-arm64",
-//!  "enforcement":"available","enforcement_detail":"","policy_set":"<16 hex>","time":1795932048}
+//!  "enforcement":"available","enforcement_detail":"","policy_set":"<16 hex>","time":1795932048,
+//!  "labels":{"role":"edge","site":"plant-7"}}
 //! {"state":"offline","boot_id":"<32 hex>","agent_version":"0.1.0"}
 //! ```
 //!
 //! [`StatusMessage`] is both sides of it: the agent serializes it ([`StatusMessage::to_json`],
 //! keys in the order above, strings escaped as Go's `encoding/json` does, like the
 //! alerts), the decoder reads it ([`StatusMessage::from_json`]). Reading ignores unknown
-//! fields (the agent may add some); missing required fields, unknown states and
+//! fields (the agent may add some); `labels` (the node labels of `agent.toml`, which
+//! policies and bundles select by) is sent only when the gateway has some; missing required fields, unknown states and
 //! malformed values are [`StatusError`]s.
+
+use std::collections::BTreeMap;
 
 use serde::ser::SerializeStruct;
 use serde::{Deserialize, Serialize, Serializer};
@@ -21,6 +25,9 @@ use serde::{Deserialize, Serialize, Serializer};
 pub const MAX_STATUS_LEN: usize = 4096;
 /// Bound of every free-text field (versions, kernel release, enforcement detail).
 pub const MAX_FIELD_LEN: usize = 512;
+/// Bound of the node labels, keys and values summed: with the three free-text
+/// fields at their bound the birth message stays under [`MAX_STATUS_LEN`].
+pub const MAX_LABELS_LEN: usize = 1024;
 
 #[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
 pub enum StatusError {
@@ -98,6 +105,8 @@ pub struct StatusMessage {
     pub policy_set: Option<u64>,
     /// Unix seconds, from the agent's clock.
     pub time: Option<u64>,
+    /// The node's labels (key -> value); empty when it has none or did not say.
+    pub labels: BTreeMap<String, String>,
 }
 
 impl StatusMessage {
@@ -112,6 +121,7 @@ impl StatusMessage {
             enforcement_detail: String::new(),
             policy_set: None,
             time: None,
+            labels: BTreeMap::new(),
         }
     }
 
@@ -157,7 +167,7 @@ impl Serialize for StatusMessage {
     fn serialize<S: Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
         let boot_id = self.boot_id_hex();
         let policy_set = self.policy_set_hex();
-        let mut s = serializer.serialize_struct("StatusMessage", 8)?;
+        let mut s = serializer.serialize_struct("StatusMessage", 9)?;
         s.serialize_field("state", self.state.as_str())?;
         match self.state {
             AgentState::Online => {
@@ -189,6 +199,11 @@ impl Serialize for StatusMessage {
         if let Some(t) = self.time {
             s.serialize_field("time", &t)?;
         }
+        // Last and only when there are some: a birth without labels is byte for byte
+        // what agents sent before labels existed.
+        if !self.labels.is_empty() {
+            s.serialize_field("labels", &self.labels)?;
+        }
         s.end()
     }
 }
@@ -209,6 +224,8 @@ struct RawStatus {
     policy_set: String,
     #[serde(default)]
     time: Option<u64>,
+    #[serde(default)]
+    labels: BTreeMap<String, String>,
 }
 
 impl TryFrom<RawStatus> for StatusMessage {
@@ -264,6 +281,7 @@ impl TryFrom<RawStatus> for StatusMessage {
                 reason: "longer than 512 bytes",
             });
         }
+        check_labels(&raw.labels)?;
         Ok(Self {
             state,
             agent_version: raw.agent_version,
@@ -273,8 +291,32 @@ impl TryFrom<RawStatus> for StatusMessage {
             enforcement_detail: raw.enforcement_detail,
             policy_set,
             time: raw.time,
+            labels: raw.labels,
         })
     }
+}
+
+/// Labels within [`MAX_LABELS_LEN`], without whitespace, control characters, `=` or
+/// `,` (tooling prints them as `key=value,...`; Kubernetes labels have none of them).
+pub fn check_labels(labels: &BTreeMap<String, String>) -> Result<(), StatusError> {
+    let total: usize = labels.iter().map(|(k, v)| k.len() + v.len()).sum();
+    if total > MAX_LABELS_LEN {
+        return Err(StatusError::BadField {
+            field: "labels",
+            reason: "keys and values longer than 1024 bytes (MAX_LABELS_LEN) together",
+        });
+    }
+    let bad = |t: &String| {
+        t.chars()
+            .any(|c| c.is_whitespace() || c.is_control() || c == '=' || c == ',')
+    };
+    if labels.iter().any(|(k, v)| k.is_empty() || bad(k) || bad(v)) {
+        return Err(StatusError::BadField {
+            field: "labels",
+            reason: "an empty key, or whitespace, control characters, '=' or ','",
+        });
+    }
+    Ok(())
 }
 
 /// Exactly `2 * N` lowercase hex digits.
@@ -343,7 +385,49 @@ mod tests {
             enforcement_detail: "no \"trampoline\"".into(),
             policy_set: Some(0x1234),
             time: Some(1795932048),
+            labels: BTreeMap::new(),
         }
+    }
+
+    #[test]
+    fn labels_go_last_and_are_checked_when_read() {
+        let mut s = birth();
+        s.labels = BTreeMap::from([
+            ("site".to_owned(), "plant-7".to_owned()),
+            ("node.example/role".to_owned(), "edge".to_owned()),
+        ]);
+        let json = s.to_json();
+        assert!(
+            json.ends_with(
+                r#""time":1795932048,"labels":{"node.example/role":"edge","site":"plant-7"}}"#
+            ),
+            "{json}"
+        );
+        assert_eq!(StatusMessage::from_json(json.as_bytes()), Ok(s.clone()));
+        for bad in ["a b", "a=b", "a,b", ""] {
+            let mut hostile = s.clone();
+            hostile.labels.insert(bad.to_owned(), "x".to_owned());
+            let err = StatusMessage::from_json(hostile.to_json().as_bytes());
+            assert!(
+                matches!(
+                    err,
+                    Err(StatusError::BadField {
+                        field: "labels",
+                        ..
+                    })
+                ),
+                "{bad:?}: {err:?}"
+            );
+        }
+        let mut big = s;
+        big.labels = (0..20)
+            .map(|i| (format!("k{i:02}{}", "x".repeat(40)), "v".repeat(12)))
+            .collect();
+        let err = StatusMessage::from_json(big.to_json().as_bytes());
+        assert!(
+            matches!(&err, Err(StatusError::BadField { reason, .. }) if reason.contains("MAX_LABELS_LEN")),
+            "{err:?}"
+        );
     }
 
     #[test]

@@ -113,6 +113,8 @@ pub enum UnsupportedConstruct {
     SyscallSourceDirectory,
     /// An explicit YAML tag (`!!str`, `!custom`), as the parser resolved it.
     YamlTag { tag: String },
+    /// `nodeSelector.matchExpressions`: not in KubeArmor's host policy CRD.
+    NodeMatchExpressions,
 }
 
 impl fmt::Display for UnsupportedConstruct {
@@ -138,6 +140,10 @@ impl fmt::Display for UnsupportedConstruct {
             }
             UnsupportedConstruct::SyscallSourceDirectory => {
                 "fromSource \"dir\" is not supported: name each executable with \"path\""
+            }
+            UnsupportedConstruct::NodeMatchExpressions => {
+                "nodeSelector.matchExpressions is not part of KubeArmor's KubeArmorHostPolicy \
+                 (its nodeSelector has matchLabels only): select nodes with matchLabels"
             }
             UnsupportedConstruct::YamlTag { .. } => "",
         })
@@ -308,19 +314,26 @@ pub enum PolicyError {
 
     // --- node selection
     #[error(
-        "matchLabels must contain \"kubearmor.io/hostname\" (\"*\" for every host, or a host name)"
+        "matchLabels is empty: give \"kubearmor.io/hostname\" (\"*\" for every host, or a \
+         host name) or the labels of the nodes to select"
     )]
     MissingHostnameLabel,
-    #[error(
-        "node label {label:?} is not supported: edgearmor selects hosts by \
-         \"kubearmor.io/hostname\" (or \"kubernetes.io/hostname\") only"
-    )]
-    UnsupportedNodeLabel { label: String },
+    /// A `matchLabels` key or value that is not Kubernetes label syntax.
+    #[error("node label {part} {found:?}: {reason}")]
+    InvalidNodeLabel {
+        part: &'static str,
+        found: String,
+        reason: String,
+    },
     #[error("{found:?} is neither \"*\" nor a host name")]
     InvalidHostname { found: String },
     /// Both host-name labels name a host, and not the same one.
     #[error("host name {second:?} contradicts {first:?}: the policy could select no host")]
     ConflictingHostnames { first: String, second: String },
+
+    // --- accepted and ignored (warnings)
+    #[error("metadata.namespace {namespace:?} is ignored: a KubeArmorHostPolicy is cluster-scoped")]
+    IgnoredNamespace { namespace: String },
 
     // --- across documents and files
     #[error("policy {name:?} is already defined at {}:{first_line}", first_file.display())]

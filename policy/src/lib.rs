@@ -53,6 +53,7 @@ pub mod kernel_limits;
 pub mod limits;
 pub mod loader;
 pub mod model;
+pub mod node_labels;
 pub mod path_rules;
 pub mod schema;
 pub mod vocabulary;
@@ -72,6 +73,7 @@ pub use model::{
     FileMatcher, HostPolicy, HostSelector, MetadataOverrides, PathMatcher, PolicyRule,
     PolicySection,
 };
+pub use node_labels::{NodeIdentity, NodeLabels};
 pub use vocabulary::{
     Action, Capability, DefaultPosture, NetworkProtocol, SetIdSyscall, SetidFlavour, SetidKind,
     Severity,

@@ -16,6 +16,7 @@ use crate::diagnostic::{Diagnostic, PolicyError};
 use crate::limits::MAX_DIAGNOSTICS_PER_FILE;
 pub use crate::limits::MAX_POLICY_FILE_BYTES;
 use crate::model::{HostPolicy, HostSelector};
+use crate::node_labels::NodeIdentity;
 use crate::schema::parse_policy_document;
 use crate::yaml_tree::{NodeValue, YamlTreeError, parse_documents};
 
@@ -44,23 +45,20 @@ pub struct SkippedPolicy {
     pub file: PathBuf,
     pub line: usize,
     pub selector: HostSelector,
-    /// The host name the load was for.
-    pub this_host: String,
+    /// The node the load was for.
+    pub this_node: NodeIdentity,
 }
 
 impl fmt::Display for SkippedPolicy {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        let selected = match &self.selector {
-            HostSelector::AnyHost => "every host",
-            HostSelector::Hostname(name) => name.as_str(),
-        };
         write!(
             f,
-            "{}:{}: policy {:?} selects host {selected:?}, not {:?}: skipped",
+            "{}:{}: policy {:?} selects {}, not {}: skipped",
             self.file.display(),
             self.line,
             self.name,
-            self.this_host
+            self.selector,
+            self.this_node
         )
     }
 }
@@ -207,9 +205,11 @@ pub fn policy_files_in(dir: &Path) -> io::Result<Vec<PathBuf>> {
     Ok(files)
 }
 
-/// Loads policy files for the host `hostname`: a file with any problem is rejected
-/// whole, the others load; policies for other hosts are skipped.
-pub fn load_policy_files(files: &[PathBuf], hostname: &str) -> PolicyLoad {
+/// Loads policy files for `node`: a file with any problem is rejected whole, the
+/// others load; policies whose node selector does not select `node` are skipped.
+/// A `&str` stands for the host of that name without labels.
+pub fn load_policy_files(files: &[PathBuf], node: impl Into<NodeIdentity>) -> PolicyLoad {
+    let node = node.into();
     let mut load = PolicyLoad::default();
     // Names are unique across the set, whichever host a policy selects
     // (Kubernetes object names are cluster-wide).
@@ -237,7 +237,7 @@ pub fn load_policy_files(files: &[PathBuf], hostname: &str) -> PolicyLoad {
                 policy.name.clone(),
                 (policy.source_file.clone(), policy.name_position.line),
             );
-            if policy.host_selector.selects(hostname) {
+            if policy.host_selector.selects(&node) {
                 load.policies.push(policy);
             } else {
                 load.skipped.push(SkippedPolicy {
@@ -245,7 +245,7 @@ pub fn load_policy_files(files: &[PathBuf], hostname: &str) -> PolicyLoad {
                     file: policy.source_file,
                     line: policy.position.line,
                     selector: policy.host_selector,
-                    this_host: hostname.to_string(),
+                    this_node: node.clone(),
                 });
             }
         }
@@ -255,8 +255,8 @@ pub fn load_policy_files(files: &[PathBuf], hostname: &str) -> PolicyLoad {
 
 /// Loads a directory's policy files (see [`load_policy_files`]). Fails only when
 /// the directory itself cannot be listed.
-pub fn load_policy_directory(dir: &Path, hostname: &str) -> io::Result<PolicyLoad> {
-    Ok(load_policy_files(&policy_files_in(dir)?, hostname))
+pub fn load_policy_directory(dir: &Path, node: impl Into<NodeIdentity>) -> io::Result<PolicyLoad> {
+    Ok(load_policy_files(&policy_files_in(dir)?, node))
 }
 
 /// `edgearmor policy check PATH...`: every problem in the given files and
@@ -280,30 +280,20 @@ pub fn check_policy_paths(paths: &[PathBuf]) -> Vec<Diagnostic> {
             files.push(path.clone());
         }
     }
-    // Host selection does not matter for validity; any name will do.
-    let load = load_policy_files(&files, "");
+    // Host selection does not matter for validity; any node will do.
+    let load = load_policy_files(&files, NodeIdentity::with_any_labels(""));
     diagnostics.extend(load.diagnostics().cloned());
     diagnostics.extend(set_limit_problems(&files));
     diagnostics
 }
 
 /// The kernel limits of the set each host would get: the policies for any host,
-/// plus those naming it.
+/// plus those naming it, plus (whatever labels a node turns out to have) every
+/// policy selecting by other labels: a bound on what any node can be given.
 fn set_limit_problems(files: &[PathBuf]) -> Vec<Diagnostic> {
-    let any = load_policy_files(files, "");
-    let mut hosts: Vec<String> = any
-        .skipped
-        .iter()
-        .filter_map(|s| match &s.selector {
-            crate::model::HostSelector::Hostname(h) => Some(h.to_ascii_lowercase()),
-            crate::model::HostSelector::AnyHost => None,
-        })
-        .collect();
-    hosts.sort();
-    hosts.dedup();
     let mut out: Vec<Diagnostic> = Vec::new();
-    for host in std::iter::once(String::new()).chain(hosts) {
-        let load = load_policy_files(files, &host);
+    for host in std::iter::once(String::new()).chain(named_hosts(files)) {
+        let load = load_policy_files(files, NodeIdentity::with_any_labels(host));
         let set = crate::compile(&load.policies, crate::DefaultPostures::default());
         for d in crate::kernel_limits::kernel_limit_problems(&load.policies, &set) {
             if !out.iter().any(|o| o.error == d.error) {
@@ -312,6 +302,20 @@ fn set_limit_problems(files: &[PathBuf]) -> Vec<Diagnostic> {
         }
     }
     out
+}
+
+/// The host names (lower case, sorted, once each) the valid policies of `files`
+/// require: with the policies for every host, the sets `check` bounds.
+pub fn named_hosts(files: &[PathBuf]) -> Vec<String> {
+    let any = load_policy_files(files, NodeIdentity::with_any_labels(""));
+    let mut hosts: Vec<String> = any
+        .skipped
+        .iter()
+        .filter_map(|s| s.selector.required_hostname())
+        .collect();
+    hosts.sort();
+    hosts.dedup();
+    hosts
 }
 
 /// Duplicate names among `policies`, or with `earlier` (name -> file, line).

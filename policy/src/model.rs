@@ -2,9 +2,14 @@
 //! severity/tags/message/action overrides and its source location. Resolving
 //! "innermost wins" and flattening into per-class tables is [`crate::compile()`]'s job.
 
+use std::fmt;
 use std::path::PathBuf;
 
+use crate::diagnostic::Diagnostic;
 use crate::glob::Glob;
+use crate::node_labels::{
+    HOSTNAME_LABEL, NodeIdentity, NodeLabels, is_hostname_label, labels_select,
+};
 use crate::vocabulary::{Action, Capability, NetworkProtocol, SetIdSyscall, Severity};
 use crate::yaml_tree::Position;
 
@@ -83,20 +88,52 @@ pub struct PolicySection<M> {
     pub rules: Vec<PolicyRule<M>>,
 }
 
-/// `spec.nodeSelector.matchLabels."kubearmor.io/hostname"`.
-#[derive(Clone, Debug, PartialEq, Eq, Hash)]
-pub enum HostSelector {
-    /// `"*"`
-    AnyHost,
-    /// An exact host name, compared ASCII-case-insensitively (host names are).
-    Hostname(String),
+/// `spec.nodeSelector.matchLabels`: the labels a node must all have (see
+/// [`crate::node_labels`]; the host-name labels compare with the host name, `"*"`
+/// there is every host).
+#[derive(Clone, Debug, Default, PartialEq, Eq, Hash)]
+pub struct HostSelector {
+    pub match_labels: NodeLabels,
 }
 
 impl HostSelector {
-    pub fn selects(&self, hostname: &str) -> bool {
-        match self {
-            HostSelector::AnyHost => true,
-            HostSelector::Hostname(name) => name.eq_ignore_ascii_case(hostname),
+    /// Every host (`kubearmor.io/hostname: "*"`).
+    pub fn any_host() -> Self {
+        Self::default()
+    }
+
+    /// The host named `name`.
+    pub fn hostname(name: &str) -> Self {
+        Self {
+            match_labels: NodeLabels::from([(HOSTNAME_LABEL.to_owned(), name.to_owned())]),
+        }
+    }
+
+    pub fn selects(&self, node: &NodeIdentity) -> bool {
+        labels_select(&self.match_labels, node)
+    }
+
+    /// The host name the selector requires, if any (lower case).
+    pub fn required_hostname(&self) -> Option<String> {
+        self.match_labels
+            .iter()
+            .find(|(k, v)| is_hostname_label(k) && v.as_str() != "*")
+            .map(|(_, v)| v.to_ascii_lowercase())
+    }
+}
+
+impl fmt::Display for HostSelector {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let required: Vec<String> = self
+            .match_labels
+            .iter()
+            .filter(|(k, v)| !(is_hostname_label(k) && v.as_str() == "*"))
+            .map(|(k, v)| format!("{k}={v}"))
+            .collect();
+        if required.is_empty() {
+            write!(f, "every host")
+        } else {
+            write!(f, "nodes with {}", required.join(","))
         }
     }
 }
@@ -120,6 +157,9 @@ pub struct HostPolicy {
     pub capabilities: Option<PolicySection<Capability>>,
     /// `syscalls.matchSyscalls`, one rule per setid syscall.
     pub syscalls: Option<PolicySection<SetIdSyscall>>,
+    /// What is accepted but ignored (`metadata.namespace`): `policy check` prints
+    /// these, `run` logs them.
+    pub warnings: Vec<Diagnostic>,
 }
 
 impl HostPolicy {
@@ -162,8 +202,14 @@ mod tests {
 
     #[test]
     fn host_selection() {
-        assert!(HostSelector::AnyHost.selects("gw-1"));
-        assert!(HostSelector::Hostname("GW-1".into()).selects("gw-1"));
-        assert!(!HostSelector::Hostname("gw-2".into()).selects("gw-1"));
+        let gw1 = NodeIdentity::named("gw-1");
+        assert!(HostSelector::any_host().selects(&gw1));
+        assert!(HostSelector::hostname("GW-1").selects(&gw1));
+        assert!(!HostSelector::hostname("gw-2").selects(&gw1));
+        assert_eq!(HostSelector::any_host().to_string(), "every host");
+        assert_eq!(
+            HostSelector::hostname("gw-2").to_string(),
+            "nodes with kubearmor.io/hostname=gw-2"
+        );
     }
 }

@@ -68,8 +68,12 @@ const EXPECTED: &[(&str, &str)] = &[
         "tests/malformed/bad-glob.yaml:12: spec.process.matchPatterns[0].pattern: pattern \"/usr/bin/[apt\" has a \"[\" without its \"]\"",
     ),
     (
-        "unsupported-node-label.yaml",
-        "tests/malformed/unsupported-node-label.yaml:9: spec.nodeSelector.matchLabels[\"kubernetes.io/arch\"]: node label \"kubernetes.io/arch\" is not supported: edgearmor selects hosts by \"kubearmor.io/hostname\" (or \"kubernetes.io/hostname\") only",
+        "bad-node-label.yaml",
+        "tests/malformed/bad-node-label.yaml:9: spec.nodeSelector.matchLabels.site: node label value \"plant 7\": must be letters, digits, '-', '_' and '.', starting and ending with a letter or digit",
+    ),
+    (
+        "node-match-expressions.yaml",
+        "tests/malformed/node-match-expressions.yaml:10: spec.nodeSelector.matchExpressions: nodeSelector.matchExpressions is not part of KubeArmor's KubeArmorHostPolicy (its nodeSelector has matchLabels only): select nodes with matchLabels",
     ),
     (
         "duplicate-key.yaml",

@@ -141,7 +141,7 @@ fn several_documents_per_file() {
     let names: Vec<&str> = policies.iter().map(|p| p.name.as_str()).collect();
     assert_eq!(names, ["first", "second", "third"]);
     assert_eq!(policies[0].position.line, 3);
-    assert_eq!(policies[1].host_selector, HostSelector::AnyHost);
+    assert_eq!(policies[1].host_selector, HostSelector::any_host());
 
     let set = compile(&policies, audit_everywhere());
     // "tcp,UDP": one rule per protocol, KubeArmor's upper case accepted.
@@ -230,10 +230,10 @@ fn a_directory_loads_for_one_host_and_rejects_bad_files_whole() {
     assert_eq!(load.skipped.len(), 1);
     let skipped = &load.skipped[0];
     assert_eq!(skipped.name, "only-on-gw-2");
-    assert_eq!(skipped.selector, HostSelector::Hostname("gw-2".into()));
+    assert_eq!(skipped.selector, HostSelector::hostname("gw-2"));
     assert_eq!(
         skipped.to_string(),
-        "tests/mixed-directory/30-other-host.yaml:1: policy \"only-on-gw-2\" selects host \"gw-2\", not \"gw-1\": skipped"
+        "tests/mixed-directory/30-other-host.yaml:1: policy \"only-on-gw-2\" selects nodes with kubearmor.io/hostname=gw-2, not host \"gw-1\" (no labels): skipped"
     );
 
     let rejected: Vec<String> = load.diagnostics().map(ToString::to_string).collect();

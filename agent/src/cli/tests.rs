@@ -99,16 +99,64 @@ fn policy_check_takes_host() {
         parse_ok(&["policy", "check", "--host", "p.yaml"]).command,
         Command::PolicyCheck {
             paths: vec![PathBuf::from("p.yaml")],
-            host: true
+            host: true,
+            node: None,
         }
     );
     assert_eq!(
         parse_ok(&["policy", "check", "p.yaml"]).command,
         Command::PolicyCheck {
             paths: vec![PathBuf::from("p.yaml")],
-            host: false
+            host: false,
+            node: None,
         }
     );
+}
+
+#[test]
+fn policy_check_takes_a_node_and_its_labels() {
+    let args = [
+        "policy",
+        "check",
+        "--host=gw-7",
+        "--label",
+        "site=plant-7",
+        "--label",
+        "role=edge",
+        "--config",
+        "a.toml",
+        "p.yaml",
+    ];
+    assert_eq!(
+        parse_ok(&args).command,
+        Command::PolicyCheck {
+            paths: vec![PathBuf::from("p.yaml")],
+            host: false,
+            node: Some(crate::cli::NodeQuery {
+                host_name: Some("gw-7".into()),
+                labels: vec![
+                    ("site".into(), "plant-7".into()),
+                    ("role".into(), "edge".into())
+                ],
+                config: Some("a.toml".into()),
+            }),
+        }
+    );
+    let err = parse_err(&["policy", "check", "--label", "site", "p.yaml"]);
+    assert!(
+        err.contains("--label \"site\": expected key=value"),
+        "{err}"
+    );
+    let err = parse_err(&[
+        "policy",
+        "check",
+        "--label",
+        "kubernetes.io/hostname=gw",
+        "p.yaml",
+    ]);
+    assert!(err.contains("use --host=NAME"), "{err}");
+    let err = parse_err(&["policy", "check", "--label", "site=a b", "p.yaml"]);
+    assert!(err.contains("\"site\"") && err.contains("\"a b\""), "{err}");
 }
 
 #[test]

@@ -64,6 +64,12 @@ pub fn create(
         Ok(k) => k,
         Err(e) => return fail(e),
     };
+    // A label target with bad syntax would name no node: refuse it here, named.
+    for target in targets {
+        if let Some(Err(e)) = edgearmor_policy::node_labels::parse_label_target(target) {
+            return fail(e);
+        }
+    }
     let diagnostics = edgearmor_policy::check_policy_paths(policies);
     if !diagnostics.is_empty() {
         for d in &diagnostics {

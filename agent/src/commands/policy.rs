@@ -8,35 +8,70 @@
 //!
 //! With `--host`, also translates the policies for this host (its node name, its
 //! files: symlinks, multi-call binaries) as `run` would, and prints what `run` would
-//! warn about.
+//! warn about. With `--host=NAME`, `--label K=V` or `--config agent.toml`, prints
+//! which policies select that node (its host name and labels) and which not.
 
 use std::collections::BTreeSet;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 
-use edgearmor_policy::loader::load_policy_directory;
+use edgearmor_policy::loader::{load_policy_directory, named_hosts};
 use edgearmor_policy::{
-    DefaultPosture, DefaultPostures, HostPolicy, HostSelector, compile, load_policy_files,
+    DefaultPosture, DefaultPostures, HostPolicy, NodeIdentity, compile, load_policy_files,
     policy_files_in,
 };
 
+use crate::cli::NodeQuery;
+use crate::config::{AgentConfig, DEFAULT_CONFIG_PATH};
 use crate::control::policy_table::PolicyCatalog;
 use crate::control::setid_rules::SetidRuleSet;
 use crate::host::{HostKernel, LiveKernel};
 use crate::kernel::loader::HostPaths;
 use crate::kernel::rule_tables::KernelRuleSet;
 
-pub fn policy_check(paths: &[PathBuf], on_host: bool) -> ExitCode {
+pub fn policy_check(paths: &[PathBuf], on_host: bool, node: Option<&NodeQuery>) -> ExitCode {
     let mut problems: Vec<String> = edgearmor_policy::check_policy_paths(paths)
         .iter()
         .map(ToString::to_string)
         .collect();
-    problems.extend(kernel_problems(paths));
+    let files = policy_files(paths);
+    let (kernel, warnings) = kernel_problems(&files);
+    problems.extend(kernel);
     for p in &problems {
         println!("{p}");
     }
+    for w in &warnings {
+        println!("{w}");
+    }
+    let identity = match node.map(|query| resolve_node(query, &LiveKernel)) {
+        Some(Ok(identity)) => {
+            for line in node_selection(&identity, &files) {
+                println!("{line}");
+            }
+            Some(identity)
+        }
+        Some(Err(e)) => {
+            println!("{e}");
+            problems.push(e);
+            None
+        }
+        None => None,
+    };
     if on_host {
-        for line in host_warnings(&LiveKernel, paths) {
+        // As `run` would be: the default agent.toml's node and labels, if there is one.
+        let identity = match identity {
+            Some(identity) => Ok(identity),
+            None => this_node(&LiveKernel),
+        };
+        let identity = match identity {
+            Ok(identity) => identity,
+            Err(e) => {
+                println!("{e}");
+                problems.push(e);
+                NodeIdentity::named(LiveKernel.node_name())
+            }
+        };
+        for line in host_warnings(&LiveKernel, &identity, paths) {
             println!("{line}");
         }
     }
@@ -49,34 +84,85 @@ pub fn policy_check(paths: &[PathBuf], on_host: bool) -> ExitCode {
     }
 }
 
-/// What the kernel could not hold of the valid policies, for every host they select
-/// (every-host policies count for each named host too). Paths are taken as written:
-/// offline, no symlink of this machine says what the gateway resolves.
-fn kernel_problems(paths: &[PathBuf]) -> BTreeSet<String> {
+/// The node a [`NodeQuery`] stands for: host name from `--host=NAME`, else the
+/// config's `node`, else `host`'s `uname -n`; labels the config's `[labels]` with
+/// `--label` over them.
+pub fn resolve_node(query: &NodeQuery, host: &dyn HostKernel) -> Result<NodeIdentity, String> {
+    let config = match &query.config {
+        Some(path) => AgentConfig::load(path, true).map_err(|e| e.to_string())?,
+        None => AgentConfig::default(),
+    };
+    let hostname = match (&query.host_name, config.node.is_empty()) {
+        (Some(name), _) => name.clone(),
+        (None, false) => config.node.clone(),
+        (None, true) => host.node_name(),
+    };
+    let mut labels = config.labels;
+    for (key, value) in &query.labels {
+        labels.insert(key.clone(), value.clone());
+    }
+    Ok(NodeIdentity::new(hostname, labels))
+}
+
+/// This machine as `run` with the default configuration sees it (a missing default
+/// `agent.toml` is all defaults: `uname -n`, no labels).
+fn this_node(host: &dyn HostKernel) -> Result<NodeIdentity, String> {
+    let config =
+        AgentConfig::load(Path::new(DEFAULT_CONFIG_PATH), false).map_err(|e| e.to_string())?;
+    let hostname = match config.node.is_empty() {
+        true => host.node_name(),
+        false => config.node.clone(),
+    };
+    Ok(config.node_identity(&hostname))
+}
+
+/// Which valid policies select `node`, one line each, then those skipped.
+pub fn node_selection(node: &NodeIdentity, files: &[PathBuf]) -> Vec<String> {
+    let load = load_policy_files(files, node);
+    let mut lines: Vec<String> = load
+        .policies
+        .iter()
+        .map(|p| {
+            format!(
+                "{}:{}: policy {:?} selects {node}",
+                p.source_file.display(),
+                p.position.line,
+                p.name
+            )
+        })
+        .collect();
+    lines.extend(load.skipped.iter().map(ToString::to_string));
+    lines
+}
+
+/// The policy files among `paths` (a directory stands for its policy files).
+fn policy_files(paths: &[PathBuf]) -> Vec<PathBuf> {
     // Unlistable directories are already reported by the file check.
-    let files: Vec<PathBuf> = paths
+    paths
         .iter()
         .flat_map(|p| match p.is_dir() {
             true => policy_files_in(p).unwrap_or_default(),
             false => vec![p.clone()],
         })
-        .collect();
-    let any_host = load_policy_files(&files, "");
-    let hosts: BTreeSet<String> = any_host
-        .skipped
-        .iter()
-        .filter_map(|s| match &s.selector {
-            HostSelector::Hostname(h) => Some(h.clone()),
-            HostSelector::AnyHost => None,
-        })
-        .collect();
+        .collect()
+}
+
+/// What the kernel could not hold of the valid policies, for every set a node can
+/// get (every-host policies with those naming one host, whatever its labels: the
+/// label-selected policies count for every host), and the policies' warnings.
+/// Paths are taken as written: offline, no symlink of this machine says what the
+/// gateway resolves.
+fn kernel_problems(files: &[PathBuf]) -> (BTreeSet<String>, BTreeSet<String>) {
     let mut problems = BTreeSet::new();
-    set_problems(&any_host.policies, &mut problems);
-    for host in hosts {
-        let load = load_policy_files(&files, &host);
+    let mut warnings = BTreeSet::new();
+    for host in std::iter::once(String::new()).chain(named_hosts(files)) {
+        let load = load_policy_files(files, NodeIdentity::with_any_labels(host));
         set_problems(&load.policies, &mut problems);
+        for policy in &load.policies {
+            warnings.extend(policy.warnings.iter().map(|w| format!("warning: {w}")));
+        }
     }
-    problems
+    (problems, warnings)
 }
 
 /// The kernel tables of `policies` as `run` builds them; what they cannot hold.
@@ -97,18 +183,17 @@ fn set_problems(policies: &[HostPolicy], problems: &mut BTreeSet<String>) {
 
 /// What `run` would log about the valid policies among `paths` on `host`: rules it
 /// skips, and rules that apply but maybe not as meant (multi-call binaries).
-pub fn host_warnings(host: &dyn HostKernel, paths: &[PathBuf]) -> Vec<String> {
-    let node = host.node_name();
+pub fn host_warnings(host: &dyn HostKernel, node: &NodeIdentity, paths: &[PathBuf]) -> Vec<String> {
     let mut policies = Vec::new();
     for path in paths {
         let load = if path.is_dir() {
-            match load_policy_directory(path, &node) {
+            match load_policy_directory(path, node) {
                 Ok(load) => load,
                 // Already reported as a problem by the offline check.
                 Err(_) => continue,
             }
         } else {
-            load_policy_files(std::slice::from_ref(path), &node)
+            load_policy_files(std::slice::from_ref(path), node)
         };
         policies.extend(load.policies);
     }
@@ -192,7 +277,8 @@ spec:
 ",
         )
         .expect("written");
-        let lines = host_warnings(&BusyboxHost, std::slice::from_ref(&policy));
+        let node = NodeIdentity::named(BusyboxHost.node_name());
+        let lines = host_warnings(&BusyboxHost, &node, std::slice::from_ref(&policy));
         let _ = std::fs::remove_dir_all(&dir);
         assert_eq!(lines.len(), 2, "{lines:?}");
         assert!(

@@ -69,6 +69,7 @@ impl Session {
             enforcement,
             policy_set: policies.hash,
             unix_secs: unix_micros() / 1_000_000,
+            labels: config.labels.clone(),
         };
         let ledger = outputs::ledger();
         let outputs = Outputs::build(config, &agent, &policies, &status, &ledger)

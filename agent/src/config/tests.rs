@@ -215,3 +215,51 @@ fn missing_default_file_is_defaults_but_missing_explicit_file_is_an_error() {
     );
     assert!(AgentConfig::load(nowhere, true).is_err());
 }
+
+#[test]
+fn labels_are_kubernetes_labels_named_with_the_file() {
+    let c = AgentConfig::parse(
+        Path::new("a.toml"),
+        "node = \"gw-7\"\n[labels]\nsite = \"plant-7\"\nmodel = \"rpi5\"\n\"node.example/role\" = \"edge\"\n",
+    )
+    .expect("valid");
+    assert_eq!(c.labels.len(), 3);
+    assert_eq!(c.labels["site"], "plant-7");
+    let identity = c.node_identity("gw-7");
+    assert!(identity.has_label("kubernetes.io/hostname", "gw-7"));
+    assert!(identity.has_label("node.example/role", "edge"));
+    // Inline table form too.
+    let inline = AgentConfig::parse(Path::new("a.toml"), "labels = { site = \"plant-7\" }\n");
+    assert_eq!(inline.expect("valid").labels["site"], "plant-7");
+
+    let err = |text: &str| {
+        AgentConfig::parse(Path::new("/etc/edgearmor/agent.toml"), text)
+            .expect_err("refused")
+            .to_string()
+    };
+    let e = err("[labels]\nsite = \"plant 7\"\n");
+    assert!(
+        e.starts_with("config /etc/edgearmor/agent.toml: labels.\"site\": value \"plant 7\" is not a label value"),
+        "{e}"
+    );
+    let e = err("[labels]\n\"-site\" = \"a\"\n");
+    assert!(e.contains("labels.\"-site\": not a label key"), "{e}");
+    let e = err("[labels]\n\"kubernetes.io/hostname\" = \"gw\"\n");
+    assert!(
+        e.contains("always the host name: set `node` instead"),
+        "{e}"
+    );
+    let e = err("[labels]\nsite = 7\n");
+    assert!(e.contains("agent.toml") && e.contains("string"), "{e}");
+    let many: String = (0..33).map(|i| format!("k{i} = \"v\"\n")).collect();
+    let e = err(&format!("[labels]\n{many}"));
+    assert!(
+        e.contains("labels: 33 labels, more than 32 (MAX_NODE_LABELS)"),
+        "{e}"
+    );
+    let long: String = (0..20)
+        .map(|i| format!("k{i:02}{} = \"{}\"\n", "x".repeat(50), "v".repeat(10)))
+        .collect();
+    let e = err(&format!("[labels]\n{long}"));
+    assert!(e.contains("MAX_LABELS_LEN"), "{e}");
+}

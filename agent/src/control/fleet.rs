@@ -42,6 +42,8 @@ use edgearmor_bundle::{
     AppliedState, BundleError, Scope, VerifiedBundle, VerifyingKey, check_rollback, fault,
     parse_public_key, previous_copy_path, unpack, verify,
 };
+use edgearmor_policy::node_labels::{labels_select, parse_label_target};
+use edgearmor_policy::{NodeIdentity, NodeLabels};
 
 /// What happened to one offered bundle.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -70,6 +72,45 @@ impl BundleReport {
             &self.reason,
             unix_secs,
         )
+    }
+}
+
+impl FleetPolicy {
+    /// Whether `bundle` names this node: by name, or by labels it has all of (a
+    /// label target with bad syntax names no node).
+    fn targeted(&self, bundle: &VerifiedBundle) -> bool {
+        let labels = |target: &str| match parse_label_target(target) {
+            Some(Ok(labels)) => labels_select(&labels, &self.node),
+            Some(Err(_)) | None => false,
+        };
+        bundle.targets_node_with(&self.cluster, &self.node.hostname, &labels)
+    }
+
+    /// Why `bundle` is not for this node: its targets, this node, and what is wrong
+    /// with any label target.
+    fn not_targeted(&self, bundle: &VerifiedBundle) -> String {
+        let labels: Vec<String> = self
+            .node
+            .labels()
+            .map(|(k, v)| format!("{k}={v}"))
+            .collect();
+        let mut reason = format!(
+            "targets {:?} do not include {}/{} (labels: {})",
+            bundle.targets(),
+            self.cluster,
+            self.node.hostname,
+            if labels.is_empty() {
+                "none".to_owned()
+            } else {
+                labels.join(",")
+            }
+        );
+        for target in bundle.targets() {
+            if let Some(Err(e)) = parse_label_target(target) {
+                reason.push_str(&format!("; {e}"));
+            }
+        }
+        reason
     }
 }
 
@@ -163,7 +204,8 @@ const LEGACY_SCOPE_FILE: &str = "applied.scope";
 pub struct FleetPolicy {
     settings: FleetSettings,
     cluster: String,
-    node: String,
+    /// The host name and labels bundle targets are matched against.
+    node: NodeIdentity,
     applied: Option<AppliedState>,
     /// The bundle in force, to put back if applying a newer one fails midway; its
     /// signed scope says whether a node-specific bundle is in force.
@@ -189,7 +231,7 @@ impl FleetPolicy {
         let mut fleet = Self {
             settings,
             cluster: cluster.to_owned(),
-            node: node.to_owned(),
+            node: NodeIdentity::named(node),
             applied: None,
             in_force: None,
             blocked: None,
@@ -203,6 +245,12 @@ impl FleetPolicy {
             }
         }
         Ok(fleet)
+    }
+
+    /// This node's labels (`[labels]` of `agent.toml`), for label targets.
+    pub fn with_labels(mut self, labels: NodeLabels) -> Self {
+        self.node = NodeIdentity::new(self.node.hostname.clone(), labels);
+        self
     }
 
     fn state_path(&self) -> PathBuf {
@@ -270,17 +318,8 @@ impl FleetPolicy {
         if bundle.scope() != scope {
             return Err(reject(version, &sha, scope_mismatch(&bundle, scope)));
         }
-        if !bundle.targets_node(&self.cluster, &self.node) {
-            return Err(reject(
-                version,
-                &sha,
-                format!(
-                    "targets {:?} do not include {}/{}",
-                    bundle.targets(),
-                    self.cluster,
-                    self.node
-                ),
-            ));
+        if !self.targeted(&bundle) {
+            return Err(reject(version, &sha, self.not_targeted(&bundle)));
         }
         check_rollback(self.applied.as_ref(), version)
             .map_err(|e| reject(version, &sha, e.to_string()))?;

@@ -12,7 +12,7 @@ use std::path::PathBuf;
 use std::time::SystemTime;
 
 use edgearmor_policy::{
-    CompiledPolicySet, DefaultPostures, HostPolicy, compile, load_policy_directory,
+    CompiledPolicySet, DefaultPostures, HostPolicy, NodeIdentity, compile, load_policy_directory,
     load_policy_files, policy_files_in,
 };
 
@@ -25,6 +25,8 @@ pub struct LoadedPolicies {
     pub problems: Vec<String>,
     /// Policies for other hosts, one line each.
     pub skipped: Vec<String>,
+    /// What the loaded policies say that is ignored (`metadata.namespace`).
+    pub warnings: Vec<String>,
     /// Kernel limits the set exceeds (limit, value, rule, policy, file), one line
     /// each: the set is refused whole.
     pub over_limits: Vec<String>,
@@ -32,7 +34,8 @@ pub struct LoadedPolicies {
 
 pub struct PolicySource {
     paths: Vec<PathBuf>,
-    hostname: String,
+    /// The host name and configured labels node selectors are matched against.
+    node: NodeIdentity,
     postures: DefaultPostures,
     /// Per file, its policies from its last good read.
     last_good: BTreeMap<PathBuf, Vec<HostPolicy>>,
@@ -40,10 +43,10 @@ pub struct PolicySource {
 }
 
 impl PolicySource {
-    pub fn new(paths: Vec<PathBuf>, hostname: String, postures: DefaultPostures) -> Self {
+    pub fn new(paths: Vec<PathBuf>, node: NodeIdentity, postures: DefaultPostures) -> Self {
         let mut source = Self {
             paths,
-            hostname,
+            node,
             postures,
             last_good: BTreeMap::new(),
             fingerprint: Vec::new(),
@@ -89,13 +92,14 @@ impl PolicySource {
         let mut policies = Vec::new();
         let mut problems = Vec::new();
         let mut skipped = Vec::new();
+        let mut warnings = Vec::new();
         let mut good = BTreeMap::new();
         for path in &self.paths {
             let load = if path.is_dir() {
-                load_policy_directory(path, &self.hostname)
+                load_policy_directory(path, &self.node)
                     .map_err(|e| format!("policies {}: {e}", path.display()))?
             } else {
-                load_policy_files(std::slice::from_ref(path), &self.hostname)
+                load_policy_files(std::slice::from_ref(path), &self.node)
             };
             problems.extend(load.diagnostics().map(|d| d.to_string()));
             for rejected in &load.rejected {
@@ -117,6 +121,7 @@ impl PolicySource {
             }
             skipped.extend(load.skipped.iter().map(|s| s.to_string()));
             for policy in load.policies {
+                warnings.extend(policy.warnings.iter().map(|w| format!("warning: {w}")));
                 good.entry(policy.source_file.clone())
                     .or_insert_with(Vec::new)
                     .push(policy.clone());
@@ -137,6 +142,7 @@ impl PolicySource {
             policy_count: policies.len(),
             problems,
             skipped,
+            warnings,
         })
     }
 

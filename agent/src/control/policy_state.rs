@@ -44,7 +44,8 @@ impl PolicyState {
         let postures = config.posture;
         let mut paths = config.policies.clone();
         paths.extend(bundle_dir);
-        let source = (!paths.is_empty()).then(|| PolicySource::new(paths, hostname, postures));
+        let node = config.node_identity(&hostname);
+        let source = (!paths.is_empty()).then(|| PolicySource::new(paths, node, postures));
         Self {
             source,
             setid,
@@ -65,6 +66,9 @@ impl PolicyState {
                 }
                 for skipped in &loaded.skipped {
                     log::info!("{skipped}");
+                }
+                for warning in &loaded.warnings {
+                    log::warn!("{warning}");
                 }
                 if !loaded.over_limits.is_empty() {
                     return Err(refusal(&loaded.over_limits));

@@ -30,6 +30,7 @@ use crate::model::{
     FileMatcher, HostPolicy, HostSelector, MetadataOverrides, PathMatcher, PolicyRule,
     PolicySection,
 };
+use crate::node_labels::{check_label_key, check_label_value, is_hostname_label};
 use crate::vocabulary::{Action, Capability, NetworkProtocol, SetIdSyscall};
 use crate::yaml_tree::{Node, Position};
 
@@ -38,17 +39,16 @@ use yaml_reader::{SchemaChecker, YamlPath};
 
 pub const API_VERSION: &str = "security.kubearmor.com/v1";
 pub const KIND: &str = "KubeArmorHostPolicy";
-/// The node label that selects hosts; `"*"` selects every host.
-pub const HOSTNAME_LABEL: &str = "kubearmor.io/hostname";
-/// Kubernetes' own host-name label, which KubeArmor's examples also use.
-pub const KUBERNETES_HOSTNAME_LABEL: &str = "kubernetes.io/hostname";
+pub use crate::node_labels::{HOSTNAME_LABEL, KUBERNETES_HOSTNAME_LABEL};
 /// Bounds of what alerts carry (the wire format's `PolicyMeta` fields).
 pub use edgearmor_wire::{MAX_MESSAGE_BYTES, MAX_POLICY_NAME_BYTES};
 /// Of the tags joined with commas, as KubeArmor's `Tags` field shows them.
 pub const MAX_JOINED_TAGS_BYTES: usize = edgearmor_wire::MAX_TAGS_BYTES;
 
 const DOCUMENT_KEYS: &[&str] = &["apiVersion", "kind", "metadata", "spec"];
-const METADATA_KEYS: &[&str] = &["name", "labels", "annotations"];
+/// `namespace` is accepted and ignored, as KubeArmor does: host policies are
+/// cluster-scoped objects.
+const METADATA_KEYS: &[&str] = &["name", "namespace", "labels", "annotations"];
 const SPEC_KEYS: &[&str] = &[
     "nodeSelector",
     "process",
@@ -62,7 +62,9 @@ const SPEC_KEYS: &[&str] = &[
     "message",
     "action",
 ];
-const NODE_SELECTOR_KEYS: &[&str] = &["matchLabels"];
+/// `matchExpressions` is known only to refuse it precisely: KubeArmor's host policy
+/// CRD (`NodeSelectorType`) has `matchLabels` alone.
+const NODE_SELECTOR_KEYS: &[&str] = &["matchLabels", "matchExpressions"];
 
 /// Checks one document. Returns the policy only when the document has no problem.
 pub(crate) fn parse_policy_document(
@@ -72,10 +74,15 @@ pub(crate) fn parse_policy_document(
     let mut checker = SchemaChecker {
         file,
         diagnostics: Vec::new(),
+        warnings: Vec::new(),
     };
     let policy = checker.document(document);
     let diagnostics = checker.diagnostics;
     if diagnostics.is_empty() {
+        let policy = policy.map(|policy| HostPolicy {
+            warnings: checker.warnings,
+            ..policy
+        });
         (policy, diagnostics)
     } else {
         (None, diagnostics)
@@ -134,11 +141,23 @@ impl SchemaChecker<'_> {
             network: sections.network,
             capabilities: sections.capabilities,
             syscalls: sections.syscalls,
+            warnings: Vec::new(),
         })
     }
 
     fn metadata(&mut self, node: &Node, path: &YamlPath) -> Option<(String, Position)> {
         let fields = self.mapping(node, path, METADATA_KEYS)?;
+        if let Some(namespace) = fields.get("namespace") {
+            let namespace_path = path.key("namespace");
+            if let Some(value) = self.string(namespace, &namespace_path) {
+                self.warnings.push(Diagnostic::at(
+                    self.file,
+                    namespace.position,
+                    namespace_path.0,
+                    PolicyError::IgnoredNamespace { namespace: value },
+                ));
+            }
+        }
         for key in ["labels", "annotations"] {
             if let Some(map) = fields.get(key) {
                 // Accepted for kubectl compatibility, unused; still well-formed strings.
@@ -281,66 +300,33 @@ impl SchemaChecker<'_> {
 
     fn node_selector(&mut self, node: &Node, path: &YamlPath) -> Option<HostSelector> {
         let fields = self.mapping(node, path, NODE_SELECTOR_KEYS)?;
+        if let Some(expressions) = fields.get("matchExpressions") {
+            self.report(
+                expressions.position,
+                &path.key("matchExpressions"),
+                PolicyError::Unsupported(UnsupportedConstruct::NodeMatchExpressions),
+            );
+        }
         let labels_path = path.key("matchLabels");
         let labels_node = self.required(&fields, "matchLabels", path)?;
         let entries = self.entries(labels_node, &labels_path)?;
-        let mut selectors: Vec<(HostSelector, &Node, YamlPath)> = Vec::new();
-        let mut valid = true;
+        let mut selector = HostSelector::default();
+        let mut valid = fields.get("matchExpressions").is_none();
+        let mut hostname: Option<String> = None;
         for entry in entries {
             let label_path = labels_path.key(entry.key);
-            if entry.key != HOSTNAME_LABEL && entry.key != KUBERNETES_HOSTNAME_LABEL {
-                self.report(
-                    entry.key_position,
-                    &label_path,
-                    PolicyError::UnsupportedNodeLabel {
-                        label: entry.key.to_string(),
-                    },
-                );
-                valid = false;
-                continue;
-            }
             let Some(value) = self.string(entry.value, &label_path) else {
                 valid = false;
                 continue;
             };
-            if value == "*" {
-                selectors.push((HostSelector::AnyHost, entry.value, label_path));
-            } else if is_host_name(&value) {
-                selectors.push((HostSelector::Hostname(value), entry.value, label_path));
-            } else {
-                self.report(
-                    entry.value.position,
-                    &label_path,
-                    PolicyError::InvalidHostname { found: value },
-                );
-                valid = false;
-            }
-        }
-        if !valid {
-            return None;
-        }
-        // Labels combine with AND, like any Kubernetes label selector; "*" is neutral.
-        let mut chosen = HostSelector::AnyHost;
-        for (selector, value_node, label_path) in selectors.iter() {
-            match (&chosen, selector) {
-                (_, HostSelector::AnyHost) => {}
-                (HostSelector::AnyHost, specific) => chosen = specific.clone(),
-                (HostSelector::Hostname(first), HostSelector::Hostname(second)) => {
-                    if !first.eq_ignore_ascii_case(second) {
-                        self.report(
-                            value_node.position,
-                            label_path,
-                            PolicyError::ConflictingHostnames {
-                                first: first.clone(),
-                                second: second.clone(),
-                            },
-                        );
-                        return None;
-                    }
+            match self.node_label(&entry, value, &label_path, &mut hostname) {
+                Some(value) => {
+                    selector.match_labels.insert(entry.key.to_owned(), value);
                 }
+                None => valid = false,
             }
         }
-        if selectors.is_empty() {
+        if valid && selector.match_labels.is_empty() {
             self.report(
                 labels_node.position,
                 &labels_path,
@@ -348,7 +334,63 @@ impl SchemaChecker<'_> {
             );
             return None;
         }
-        Some(chosen)
+        // `"*"` is neutral: every host has it.
+        selector
+            .match_labels
+            .retain(|key, value| !(is_hostname_label(key) && value == "*"));
+        valid.then_some(selector)
+    }
+
+    /// One `matchLabels` entry checked: Kubernetes label syntax, or for the host-name
+    /// labels `"*"` or a host name, the same one when both are given (labels combine
+    /// with AND; `"*"` is neutral).
+    fn node_label(
+        &mut self,
+        entry: &yaml_reader::Entry<'_>,
+        value: String,
+        label_path: &YamlPath,
+        hostname: &mut Option<String>,
+    ) -> Option<String> {
+        if !is_hostname_label(entry.key) {
+            let problem = check_label_key(entry.key)
+                .map_err(|reason| (entry.key_position, "key", entry.key.to_owned(), reason))
+                .and_then(|()| {
+                    check_label_value(&value)
+                        .map_err(|reason| (entry.value.position, "value", value.clone(), reason))
+                });
+            if let Err((position, part, found, reason)) = problem {
+                let error = PolicyError::InvalidNodeLabel {
+                    part,
+                    found,
+                    reason,
+                };
+                self.report(position, label_path, error);
+                return None;
+            }
+            return Some(value);
+        }
+        if value == "*" {
+            return Some(value);
+        }
+        if !is_host_name(&value) {
+            let error = PolicyError::InvalidHostname { found: value };
+            self.report(entry.value.position, label_path, error);
+            return None;
+        }
+        match hostname {
+            Some(first) if !first.eq_ignore_ascii_case(&value) => {
+                let error = PolicyError::ConflictingHostnames {
+                    first: first.clone(),
+                    second: value,
+                };
+                self.report(entry.value.position, label_path, error);
+                None
+            }
+            _ => {
+                *hostname = Some(value.clone());
+                Some(value)
+            }
+        }
     }
 }
 

@@ -56,6 +56,8 @@ pub(super) struct Entry<'n> {
 pub(super) struct SchemaChecker<'f> {
     pub(super) file: &'f Path,
     pub(super) diagnostics: Vec<Diagnostic>,
+    /// What is accepted but ignored; they do not make the document invalid.
+    pub(super) warnings: Vec<Diagnostic>,
 }
 
 impl SchemaChecker<'_> {

@@ -139,6 +139,7 @@ fn fleet_policy(config: &AgentConfig, node: &str) -> Result<Option<FleetPolicy>,
         config.fleet.state_dir.clone(),
     )
     .and_then(|s| FleetPolicy::new(s, &config.cluster, node))
+    .map(|fleet| fleet.with_labels(config.labels.clone()))
     .map_err(|e| StartError::input(e.to_string()))?;
     // `new` leaves the bundle directory in place (empty when nothing is applied): it is
     // a policy source, so the first bundle is noticed like any new policy file.

@@ -309,3 +309,60 @@ fn a_policy_file_that_is_not_utf8_is_refused_by_name() {
     assert_eq!(r.reason, "policy latin1.yaml: the file is not valid UTF-8");
     let _ = std::fs::remove_dir_all(&dir);
 }
+
+#[test]
+fn label_targets_apply_only_where_every_label_matches() {
+    let key = SigningKey::from_seed(&[7; 32]);
+    let labels = |pairs: &[(&str, &str)]| -> NodeLabels {
+        pairs
+            .iter()
+            .map(|(k, v)| ((*k).to_owned(), (*v).to_owned()))
+            .collect()
+    };
+    let dir = temp("labels");
+    let fleet =
+        open_fleet(&dir, &key).with_labels(labels(&[("site", "plant-7"), ("role", "edge")]));
+    for targets in [
+        &["site=plant-7"][..],
+        &["site=plant-7,role=edge"],
+        &["gw-9", "role=edge"],
+        &["kubernetes.io/hostname=gw-1,site=plant-7"],
+    ] {
+        let offered = bundle(&key, 2, targets, POLICY);
+        let staged = fleet.offer(Scope::Fleet, &offered);
+        assert!(
+            matches!(staged, Ok(Some(_))),
+            "{targets:?}: {:?}",
+            staged.err()
+        );
+    }
+    for targets in [
+        &["site=plant-8"][..],
+        &["site=plant-7,role=core"],
+        &["model=rpi5"],
+        &["kubearmor.io/hostname=gw-2,site=plant-7"],
+    ] {
+        let offered = bundle(&key, 2, targets, POLICY);
+        let r = fleet
+            .offer(Scope::Fleet, &offered)
+            .err()
+            .expect("not for this node");
+        assert!(!r.applied);
+        assert!(
+            r.reason
+                .contains("do not include site/gw-1 (labels: role=edge,site=plant-7)"),
+            "{targets:?}: {}",
+            r.reason
+        );
+    }
+    // Bad syntax names no node, and the report says why.
+    let bad = bundle(&key, 2, &["site=plant 7"], POLICY);
+    let r = fleet.offer(Scope::Fleet, &bad).err().expect("refused");
+    assert!(r.reason.contains("target \"site=plant 7\""), "{}", r.reason);
+    // A node without labels is never named by label.
+    let bare = open_fleet(&dir, &key);
+    let offered = bundle(&key, 2, &["site=plant-7"], POLICY);
+    let r = bare.offer(Scope::Fleet, &offered).err().expect("refused");
+    assert!(r.reason.contains("(labels: none)"), "{}", r.reason);
+    let _ = std::fs::remove_dir_all(&dir);
+}
