@@ -26,6 +26,10 @@
 //!   exists, then print `EA-LOOP attempts= passed= denied= other= last_denied= first_passed=`
 //!   (attempt numbers, 0 = none) so a test can see that a policy switch happened at
 //!   one instant.
+//! - `link`, `rename`, `exchange`, `truncate`, `chmod`, `chown`, `mknod`, `mkdir`,
+//!   `rmdir`, `symlink`, `create`, `create-excl`, `append`, `read-fd`, `write-fd`,
+//!   `ftruncate`, `mmap-write`, `mmap-private`, `fstate`: the `files` part of the
+//!   fail-closed guest (see `files.rs`).
 //! - `flood`, `serve`, `spawn-until`, `reuse-pid`, `idop`, `now`: the identity part of
 //!   the fail-closed guest (see `identity.rs`).
 //!
@@ -34,6 +38,7 @@
 
 use std::time::{Duration, Instant};
 
+mod files;
 mod identity;
 mod loops;
 
@@ -84,7 +89,7 @@ fn main() {
             "idop" => return identity::idop(&all[1..]),
             "now" => return identity::now(&all[1..]),
             _ => {
-                if loops::run(op, &all[1..]).is_some() {
+                if loops::run(op, &all[1..]).is_some() || files::run(op, &all[1..]).is_some() {
                     return;
                 }
             }

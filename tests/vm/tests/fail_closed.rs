@@ -5,7 +5,9 @@
 //!
 //! Parts: `identity` (fork floods and PID reuse against fromSource), `scratch`
 //! (preemption races, long paths, many pattern prefixes), `network` (protocols
-//! outside tcp/udp/icmp/raw), `busybox` (multi-call binaries through their links).
+//! outside tcp/udp/icmp/raw), `busybox` (multi-call binaries through their links),
+//! `files` (every way into a protected file: other names, metadata, new names,
+//! descriptors opened before the agent).
 
 use std::path::Path;
 use std::time::Duration;
@@ -17,6 +19,8 @@ use edgearmor_vm::{
 
 #[path = "fail_closed/busybox.rs"]
 mod busybox;
+#[path = "fail_closed/files.rs"]
+mod files;
 #[path = "fail_closed/identity.rs"]
 mod identity;
 #[path = "fail_closed/network.rs"]
@@ -122,6 +126,7 @@ fn fail_closed_vm(arch: Arch, series: &'static str) {
     scratch::check(&run);
     network::check(&run);
     busybox::check(&run);
+    files::check(&run);
 }
 
 #[test]
