@@ -10,7 +10,7 @@
 //!   `append PATH` (`O_WRONLY|O_APPEND|O_CREAT`, then writes a line);
 //! - on an inherited descriptor (opened by the shell before the agent started):
 //!   `read-fd FD` (`pread` at 0), `write-fd FD` (`pwrite` at 0), `ftruncate FD LEN`,
-//!   `mmap-write FD` (`MAP_SHARED`, `PROT_WRITE`, one byte stored and `msync`ed),
+//!   `mmap-write FD` (`MAP_SHARED`, `PROT_WRITE`, `M` stored at 0 and `msync`ed),
 //!   `mmap-private FD` (`MAP_PRIVATE`, `PROT_WRITE`: never reaches the file);
 //! - `fstate [-s] PATH...`: one line per path (directories recursively, sorted,
 //!   symlinks not followed) with inode, device, mode, owner, link count, size, mtime
@@ -25,8 +25,11 @@ use std::path::Path;
 
 /// `renameat2` flag (`linux/fs.h`).
 const RENAME_EXCHANGE: libc::c_uint = 1 << 1;
-/// What `write-fd`, `append` and `mmap-write` store: visible in any content hash.
+/// What `write-fd` and `append` store: visible in any content hash.
 const MARK: &[u8] = b"EA-WRITTEN\n";
+/// What `mmap-write` stores at offset 0 (not MARK's first byte: after a `write-fd`
+/// that got through, the same byte would change nothing).
+const MMAP_MARK: u8 = b'M';
 
 fn errno() -> i32 {
     std::io::Error::last_os_error().raw_os_error().unwrap_or(0)
@@ -140,7 +143,7 @@ fn open_close(path: &CString, flags: libc::c_int, write: bool) -> (i64, i32) {
     out
 }
 
-/// Maps the first page of `fd` writable with `kind`, stores MARK's first byte at
+/// Maps the first page of `fd` writable with `kind`, stores MMAP_MARK at
 /// offset 0 and syncs it; the mapping is removed before returning.
 fn mmap_store(fd: libc::c_int, kind: libc::c_int) -> (i64, i32) {
     let len = 4096;
@@ -160,7 +163,7 @@ fn mmap_store(fd: libc::c_int, kind: libc::c_int) -> (i64, i32) {
     }
     // SAFETY: `map` is a writable mapping of `len` bytes; the files mapped here are
     // not empty, so offset 0 is backed.
-    unsafe { map.cast::<u8>().write_volatile(MARK[0]) };
+    unsafe { map.cast::<u8>().write_volatile(MMAP_MARK) };
     // SAFETY: syncs and removes the mapping made above.
     let synced = unsafe { libc::msync(map, len, libc::MS_SYNC) };
     let out = result(synced.into());
@@ -324,7 +327,7 @@ mod tests {
         assert_eq!(go("mmap-private", &[&fd]), (0, 0));
         assert_eq!(std::fs::read(&path).expect("f"), b"0123456789");
         assert_eq!(go("mmap-write", &[&fd]), (0, 0));
-        assert_eq!(std::fs::read(&path).expect("f"), b"E123456789");
+        assert_eq!(std::fs::read(&path).expect("f"), b"M123456789");
         assert_eq!(go("write-fd", &[&fd]), (0, 0));
         assert!(std::fs::read(&path).expect("f").starts_with(MARK));
         assert_eq!(go("ftruncate", &[&fd, "3"]), (0, 0));

@@ -21,6 +21,8 @@ echo "log line" > /var/log/app-fl/app.log
 ln /etc/shadow /tmp/fl/shadow-pre
 ln /etc/ro/f /tmp/fl/ro-pre
 exec 7<>/etc/shadow 8<>/etc/ro/f 9<>/etc/hostname
+# Truncations are to 1 byte: to the size a file already has would change nothing
+# even when allowed.
 # Where ftruncate lands: file_truncate where the kernel has the hook, else path_truncate.
 if grep -q ' bpf_lsm_file_truncate$' /proc/kallsyms; then
     echo "EA-FL-FTRUNCATE-HOOK file"
@@ -55,6 +57,7 @@ fl() {
     fi
 }
 
+echo "EA-FL-UPTIME start $(cut -d" " -f1 /proc/uptime)"
 start_agent files "$fl_dir/policies"
 # An attacker's bind mount, made while the policy is in force.
 mount --bind /etc/ro /mnt/ro
@@ -84,8 +87,8 @@ fl fl-sh-fd-write $probe write-fd 7
 fl fl-sh-fd-mmap $probe mmap-write 7
 fl fl-sh-chmod $probe chmod /etc/shadow 666
 fl fl-sh-chown $probe chown /etc/shadow 1000 1000
-fl fl-sh-fd-ftruncate $probe ftruncate 7 0
-fl fl-sh-truncate $probe truncate /etc/shadow 0
+fl fl-sh-fd-ftruncate $probe ftruncate 7 1
+fl fl-sh-truncate $probe truncate /etc/shadow 1
 fl fl-sh-exchange $probe exchange /tmp/fl/swap /etc/shadow
 fl fl-sh-replace $probe rename /tmp/fl/new /etc/shadow
 fl fl-sh-mv-away $probe rename /etc/shadow /tmp/fl/y
@@ -108,8 +111,8 @@ fl fl-ro-link-in $probe link /tmp/fl/outside /etc/ro/linked
 fl fl-ro-rename-in $probe rename /tmp/fl/outside2 /etc/ro/renamed
 fl fl-ro-chmod $probe chmod /etc/ro/f 777
 fl fl-ro-chown $probe chown /etc/ro/f 1000 1000
-fl fl-ro-fd-ftruncate $probe ftruncate 8 0
-fl fl-ro-truncate $probe truncate /etc/ro/f 0
+fl fl-ro-fd-ftruncate $probe ftruncate 8 1
+fl fl-ro-truncate $probe truncate /etc/ro/f 1
 fl fl-ro-exchange $probe exchange /tmp/fl/swap2 /etc/ro/f
 fl fl-ro-rmdir $probe rmdir /etc/ro/empty
 fl fl-ro-unlink $probe unlink /etc/ro/f
@@ -121,12 +124,13 @@ fl fl-hn-link $probe link /etc/hostname /tmp/fl/h
 fl fl-hn-link-append $probe append /tmp/fl/h
 fl fl-hn-fd-write $probe write-fd 9
 fl fl-hn-fd-mmap $probe mmap-write 9
-fl fl-hn-fd-ftruncate $probe ftruncate 9 0
+fl fl-hn-fd-ftruncate $probe ftruncate 9 1
 # Last: a denial main has always reported; once its alert is out, every earlier
 # attempt's alert is too (one ring buffer, read in order).
 fl fl-hn-write $probe write /etc/hostname
 wait_for "$alerts" "\"PID\":$fl_pid,"
 stop_agent
+echo "EA-FL-UPTIME end $(cut -d" " -f1 /proc/uptime)"
 umount /mnt/ro
 exec 7>&- 8>&- 9>&-
 sha256sum $fl_protected 2>&1 | while read -r line; do echo "EA-FL-HASH-AFTER $line"; done

@@ -219,6 +219,17 @@ pub fn check(run: &Run) {
         Some("file") => FILE_HOOK_FILE_TRUNCATE,
         _ => FILE_HOOK_TRUNCATE,
     };
+    let uptime = |at: &str| {
+        run.log
+            .lines_with_prefix("EA-FL-UPTIME ")
+            .find_map(|l| l.strip_prefix(at)?.trim().parse::<f64>().ok())
+    };
+    if let (Some(start), Some(end)) = (uptime("start"), uptime("end")) {
+        eprintln!(
+            "{k}: files part: {:.1} s from agent start to stop",
+            end - start
+        );
+    }
     let mut failures = Vec::new();
     let mut attempt_pids = HashSet::new();
     eprintln!("{k}: files part (attempt | rc errno | alerts | protected state)");
