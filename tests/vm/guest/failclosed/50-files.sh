@@ -131,6 +131,9 @@ fl fl-hn-write $probe write /etc/hostname
 wait_for "$alerts" "\"PID\":$fl_pid,"
 stop_agent
 echo "EA-FL-UPTIME end $(cut -d" " -f1 /proc/uptime)"
+# The pins outlive the agent (fail closed): unloaded, the files can be read and removed.
+/usr/local/bin/edgearmor unload --config /etc/edgearmor/failclosed/agent.toml 2>&1 |
+    while read -r line; do echo "EA-UNLOAD $line"; done
 umount /mnt/ro
 exec 7>&- 8>&- 9>&-
 sha256sum $fl_protected 2>&1 | while read -r line; do echo "EA-FL-HASH-AFTER $line"; done
