@@ -28,6 +28,8 @@ use crate::Run;
 const SHADOW: &str = "hsp-files-block-shadow";
 const RO_DIR: &str = "hsp-files-readonly-dir";
 const HOSTNAME: &str = "hsp-files-readonly-hostname";
+/// Every attempt is the helper's process.
+const PROBE: &str = "/usr/local/bin/setid-probe";
 
 /// What an attempt must do.
 #[derive(Clone, Copy)]
@@ -154,8 +156,9 @@ fn table() -> Vec<(&'static str, Expect)> {
         ("fl-ro-rename-out", ro_f(FILE_HOOK_RENAME)),
         (
             "fl-ro-rename-subdir",
-            denied(FILE_HOOK_RENAME, RO_DIR, &["/etc/ro/sub", "/etc/ro/sub/"]),
+            denied(FILE_HOOK_RENAME, RO_DIR, &["/etc/ro/sub"]),
         ),
+        // "/etc/ro" is not under the rule's "/etc/ro/"; the directory itself is.
         (
             "fl-ro-rename-dir",
             denied(FILE_HOOK_RENAME, RO_DIR, &["/etc/ro/"]),
@@ -197,6 +200,7 @@ fn alert_faults(a: &Alert, hook: &str, policy: &str, resources: &[&str]) -> Vec<
     for (key, ok) in [
         ("PolicyName", field(a, "PolicyName") == policy),
         ("Operation", field(a, "Operation") == "File"),
+        ("ProcessName", field(a, "ProcessName") == PROBE),
         ("Resource", resources.contains(&field(a, "Resource"))),
         ("Data", data_ok),
         ("Action", field(a, "Action") == "Block"),
