@@ -62,17 +62,19 @@ fn attempt(op: &str, args: &[String]) -> Option<Option<(i64, i32)>> {
     let arg = |i: usize| args.get(i).and_then(|s| cstr(s));
     let num = |i: usize, radix: u32| args.get(i).and_then(|s| i64::from_str_radix(s, radix).ok());
     let fd = || args.first().and_then(|s| s.parse::<libc::c_int>().ok());
-    // SAFETY (every call below): the paths are NUL-terminated strings that live for
-    // the call; descriptors are the caller's, passed as numbers.
+    // Paths are NUL-terminated strings that live for the call; descriptors are the
+    // caller's (inherited), passed as numbers: nothing else is dereferenced.
     Some(match op {
-        "link" => arg(0)
-            .zip(arg(1))
-            .map(|(a, b)| result(unsafe { libc::link(a.as_ptr(), b.as_ptr()) }.into())),
-        "rename" => arg(0)
-            .zip(arg(1))
-            .map(|(a, b)| result(unsafe { libc::rename(a.as_ptr(), b.as_ptr()) }.into())),
+        "link" => arg(0).zip(arg(1)).map(|(a, b)| {
+            // SAFETY: two live C strings.
+            result(unsafe { libc::link(a.as_ptr(), b.as_ptr()) }.into())
+        }),
+        "rename" => arg(0).zip(arg(1)).map(|(a, b)| {
+            // SAFETY: two live C strings.
+            result(unsafe { libc::rename(a.as_ptr(), b.as_ptr()) }.into())
+        }),
         "exchange" => arg(0).zip(arg(1)).map(|(a, b)| {
-            // SAFETY: renameat2(AT_FDCWD, a, AT_FDCWD, b, flags) on live C strings.
+            // SAFETY: renameat2(AT_FDCWD, a, AT_FDCWD, b, flags) on two live C strings.
             let rc = unsafe {
                 libc::syscall(
                     libc::SYS_renameat2,
@@ -85,22 +87,34 @@ fn attempt(op: &str, args: &[String]) -> Option<Option<(i64, i32)>> {
             };
             result(rc)
         }),
-        "truncate" => arg(0)
-            .zip(num(1, 10))
-            .map(|(p, len)| result(unsafe { libc::truncate(p.as_ptr(), len) }.into())),
+        "truncate" => arg(0).zip(num(1, 10)).map(|(p, len)| {
+            // SAFETY: a live C string.
+            result(unsafe { libc::truncate(p.as_ptr(), len) }.into())
+        }),
         "chmod" => arg(0).zip(num(1, 8)).map(|(p, mode)| {
+            // SAFETY: a live C string.
             result(unsafe { libc::chmod(p.as_ptr(), mode as libc::mode_t) }.into())
         }),
         "chown" => arg(0).zip(num(1, 10)).zip(num(2, 10)).map(|((p, u), g)| {
+            // SAFETY: a live C string.
             result(unsafe { libc::chown(p.as_ptr(), u as libc::uid_t, g as libc::gid_t) }.into())
         }),
-        "mknod" => arg(0)
-            .map(|p| result(unsafe { libc::mknod(p.as_ptr(), libc::S_IFIFO | 0o600, 0) }.into())),
-        "mkdir" => arg(0).map(|p| result(unsafe { libc::mkdir(p.as_ptr(), 0o755) }.into())),
-        "rmdir" => arg(0).map(|p| result(unsafe { libc::rmdir(p.as_ptr()) }.into())),
-        "symlink" => arg(0)
-            .zip(arg(1))
-            .map(|(t, p)| result(unsafe { libc::symlink(t.as_ptr(), p.as_ptr()) }.into())),
+        "mknod" => arg(0).map(|p| {
+            // SAFETY: a live C string.
+            result(unsafe { libc::mknod(p.as_ptr(), libc::S_IFIFO | 0o600, 0) }.into())
+        }),
+        "mkdir" => arg(0).map(|p| {
+            // SAFETY: a live C string.
+            result(unsafe { libc::mkdir(p.as_ptr(), 0o755) }.into())
+        }),
+        "rmdir" => arg(0).map(|p| {
+            // SAFETY: a live C string.
+            result(unsafe { libc::rmdir(p.as_ptr()) }.into())
+        }),
+        "symlink" => arg(0).zip(arg(1)).map(|(t, p)| {
+            // SAFETY: two live C strings.
+            result(unsafe { libc::symlink(t.as_ptr(), p.as_ptr()) }.into())
+        }),
         "create" => arg(0).map(|p| open_close(&p, libc::O_WRONLY | libc::O_CREAT, false)),
         "create-excl" => {
             arg(0).map(|p| open_close(&p, libc::O_WRONLY | libc::O_CREAT | libc::O_EXCL, false))
@@ -117,9 +131,10 @@ fn attempt(op: &str, args: &[String]) -> Option<Option<(i64, i32)>> {
             // SAFETY: writes MARK's bytes, which live for the call.
             result(unsafe { libc::pwrite(fd, MARK.as_ptr().cast(), MARK.len(), 0) } as i64)
         }),
-        "ftruncate" => fd()
-            .zip(num(1, 10))
-            .map(|(fd, len)| result(unsafe { libc::ftruncate(fd, len) }.into())),
+        "ftruncate" => fd().zip(num(1, 10)).map(|(fd, len)| {
+            // SAFETY: plain syscall on a descriptor number.
+            result(unsafe { libc::ftruncate(fd, len) }.into())
+        }),
         "mmap-write" => fd().map(|fd| mmap_store(fd, libc::MAP_SHARED)),
         "mmap-private" => fd().map(|fd| mmap_store(fd, libc::MAP_PRIVATE)),
         _ => return None,
