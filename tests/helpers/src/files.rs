@@ -11,7 +11,8 @@
 //! - on an inherited descriptor (opened by the shell before the agent started):
 //!   `read-fd FD` (`pread` at 0), `write-fd FD` (`pwrite` at 0), `ftruncate FD LEN`,
 //!   `mmap-write FD` (`MAP_SHARED`, `PROT_WRITE`, `M` stored at 0 and `msync`ed),
-//!   `mmap-private FD` (`MAP_PRIVATE`, `PROT_WRITE`: never reaches the file);
+//!   `mmap-private FD` (`MAP_PRIVATE`, `PROT_WRITE`: never reaches the file),
+//!   `mmap-read FD` (`MAP_PRIVATE`, `PROT_READ`, the first byte loaded);
 //! - `fstate [-s] PATH...`: one line per path (directories recursively, sorted,
 //!   symlinks not followed) with inode, device, mode, owner, link count, size, mtime
 //!   and ctime in nanoseconds, and a hash of a regular file's content unless the path
@@ -137,6 +138,7 @@ fn attempt(op: &str, args: &[String]) -> Option<Option<(i64, i32)>> {
         }),
         "mmap-write" => fd().map(|fd| mmap_store(fd, libc::MAP_SHARED)),
         "mmap-private" => fd().map(|fd| mmap_store(fd, libc::MAP_PRIVATE)),
+        "mmap-read" => fd().map(mmap_load),
         _ => return None,
     })
 }
@@ -185,6 +187,32 @@ fn mmap_store(fd: libc::c_int, kind: libc::c_int) -> (i64, i32) {
     // SAFETY: unmaps the mapping made above.
     unsafe { libc::munmap(map, len) };
     out
+}
+
+/// Maps the first page of `fd` read-only and private, loads its first byte (a read
+/// of the file that no `read(2)` makes); the mapping is removed before returning.
+fn mmap_load(fd: libc::c_int) -> (i64, i32) {
+    let len = 4096;
+    // SAFETY: a fresh mapping chosen by the kernel; checked for MAP_FAILED.
+    let map = unsafe {
+        libc::mmap(
+            std::ptr::null_mut(),
+            len,
+            libc::PROT_READ,
+            libc::MAP_PRIVATE,
+            fd,
+            0,
+        )
+    };
+    if map == libc::MAP_FAILED {
+        return (-1, errno());
+    }
+    // SAFETY: `map` is a readable mapping of `len` bytes of a non-empty file.
+    let first = unsafe { map.cast::<u8>().read_volatile() };
+    std::hint::black_box(first);
+    // SAFETY: unmaps the mapping made above.
+    unsafe { libc::munmap(map, len) };
+    (0, 0)
 }
 
 fn fstate(args: &[String]) {
@@ -340,6 +368,7 @@ mod tests {
         let fd = std::os::fd::AsRawFd::as_raw_fd(&file).to_string();
         assert_eq!(go("read-fd", &[&fd]), (0, 0));
         assert_eq!(go("mmap-private", &[&fd]), (0, 0));
+        assert_eq!(go("mmap-read", &[&fd]), (0, 0));
         assert_eq!(std::fs::read(&path).expect("f"), b"0123456789");
         assert_eq!(go("mmap-write", &[&fd]), (0, 0));
         assert_eq!(std::fs::read(&path).expect("f"), b"M123456789");

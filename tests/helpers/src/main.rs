@@ -28,7 +28,7 @@
 //!   one instant.
 //! - `link`, `rename`, `exchange`, `truncate`, `chmod`, `chown`, `mknod`, `mkdir`,
 //!   `rmdir`, `symlink`, `create`, `create-excl`, `append`, `read-fd`, `write-fd`,
-//!   `ftruncate`, `mmap-write`, `mmap-private`, `fstate`: the `files` part of the
+//!   `ftruncate`, `mmap-write`, `mmap-private`, `mmap-read`, `fstate`: the `files` part of the
 //!   fail-closed guest (see `files.rs`).
 //! - `flood`, `serve`, `spawn-until`, `reuse-pid`, `idop`, `now`: the identity part of
 //!   the fail-closed guest (see `identity.rs`).

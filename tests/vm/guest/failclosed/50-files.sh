@@ -71,6 +71,7 @@ fl fl-ok-read-ro-bind $probe read /mnt/ro/f
 fl fl-ok-read-ro-fd $probe read-fd 8
 fl fl-ok-read-hostname-fd $probe read-fd 9
 fl fl-ok-mmap-private-hostname $probe mmap-private 9
+fl fl-ok-mmap-read-ro $probe mmap-read 8
 fl fl-ok-write-elsewhere $probe write /tmp/fl/elsewhere
 fl fl-ok-pkg-stage $probe append /opt/pkg-fl/conf.new
 fl fl-ok-pkg-rename $probe rename /opt/pkg-fl/conf.new /opt/pkg-fl/conf
@@ -85,6 +86,7 @@ fl fl-sh-pre-link-write $probe write /tmp/fl/shadow-pre
 fl fl-sh-fd-read $probe read-fd 7
 fl fl-sh-fd-write $probe write-fd 7
 fl fl-sh-fd-mmap $probe mmap-write 7
+fl fl-sh-fd-mmap-read $probe mmap-read 7
 fl fl-sh-chmod $probe chmod /etc/shadow 666
 fl fl-sh-chown $probe chown /etc/shadow 1000 1000
 fl fl-sh-fd-ftruncate $probe ftruncate 7 1

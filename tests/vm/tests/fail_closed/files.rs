@@ -5,7 +5,7 @@
 //! bind mount, rename away or over), by metadata (truncate, chmod, chown), by a new
 //! name in the protected directory (mkdir, mknod, symlink, link, rename, `O_CREAT`,
 //! `O_EXCL`), by renaming the directory, and through descriptors opened before the
-//! agent started (read, write, ftruncate, shared writable mmap).
+//! agent started (read, write, ftruncate, shared writable mmap, a mapping read).
 //!
 //! For each denied attempt: the exact errno, the protected files' state (content
 //! where readable, inode, mode, owner, links, size, mtime, ctime) the same after it
@@ -74,6 +74,7 @@ fn table() -> Vec<(&'static str, Expect)> {
         ("fl-ok-read-ro-fd", Runs),
         ("fl-ok-read-hostname-fd", Runs),
         ("fl-ok-mmap-private-hostname", Runs),
+        ("fl-ok-mmap-read-ro", Runs),
         ("fl-ok-write-elsewhere", Runs),
         ("fl-ok-pkg-stage", Runs),
         ("fl-ok-pkg-rename", Runs),
@@ -87,6 +88,8 @@ fn table() -> Vec<(&'static str, Expect)> {
         ("fl-sh-fd-read", shadow(FILE_HOOK_PERMISSION)),
         ("fl-sh-fd-write", shadow(FILE_HOOK_PERMISSION)),
         ("fl-sh-fd-mmap", shadow(FILE_HOOK_MMAP)),
+        // A mapping reads the file without read(2).
+        ("fl-sh-fd-mmap-read", shadow(FILE_HOOK_MMAP)),
         ("fl-sh-chmod", shadow(FILE_HOOK_CHMOD)),
         ("fl-sh-chown", shadow(FILE_HOOK_CHOWN)),
         ("fl-sh-fd-ftruncate", shadow(FTRUNCATE)),
