@@ -26,6 +26,10 @@
 //!   exists, then print `EA-LOOP attempts= passed= denied= other= last_denied= first_passed=`
 //!   (attempt numbers, 0 = none) so a test can see that a policy switch happened at
 //!   one instant.
+//! - `link`, `rename`, `exchange`, `truncate`, `chmod`, `chown`, `mknod`, `mkdir`,
+//!   `rmdir`, `symlink`, `create`, `create-excl`, `append`, `read-fd`, `write-fd`,
+//!   `ftruncate`, `mmap-write`, `mmap-private`, `mmap-read`, `fstate`: the `files` part of the
+//!   fail-closed guest (see `files.rs`).
 //! - `flood`, `serve`, `spawn-until`, `reuse-pid`, `idop`, `now`: the identity part of
 //!   the fail-closed guest (see `identity.rs`).
 //! - `alias-add PIN_DIR PATH CANONICAL`: a `FILE_ALIASES` entry for PATH's inode;
@@ -38,6 +42,7 @@
 use std::time::{Duration, Instant};
 
 mod alias;
+mod files;
 mod identity;
 mod loops;
 mod mprotect;
@@ -91,7 +96,10 @@ fn main() {
             "alias-add" => return alias::run(&all[1..]),
             "prog-stats" => return alias::prog_stats(),
             _ => {
-                if loops::run(op, &all[1..]).is_some() || mprotect::run(op, &all[1..]).is_some() {
+                if loops::run(op, &all[1..]).is_some()
+                    || files::run(op, &all[1..]).is_some()
+                    || mprotect::run(op, &all[1..]).is_some()
+                {
                     return;
                 }
             }

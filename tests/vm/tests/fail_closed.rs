@@ -6,7 +6,9 @@
 //! Parts: `identity` (fork floods and PID reuse against fromSource), `scratch`
 //! (preemption races, long paths, many pattern prefixes), `network` (protocols
 //! outside tcp/udp/icmp/raw), `busybox` (multi-call binaries through their links),
-//! `walker` (the file hooks' dentry walk: mounts, chroot, aliases).
+//! `walker` (the file hooks' dentry walk: mounts, chroot, aliases), `files` (every way
+//! into a protected file: other names, metadata, new names, descriptors opened before
+//! the agent).
 
 use std::path::Path;
 use std::time::Duration;
@@ -18,6 +20,8 @@ use edgearmor_vm::{
 
 #[path = "fail_closed/busybox.rs"]
 mod busybox;
+#[path = "fail_closed/files.rs"]
+mod files;
 #[path = "fail_closed/identity.rs"]
 mod identity;
 #[path = "fail_closed/network.rs"]
@@ -126,6 +130,7 @@ fn fail_closed_vm(arch: Arch, series: &'static str) {
     network::check(&run);
     busybox::check(&run);
     walker::check(&run);
+    files::check(&run);
 }
 
 #[test]
