@@ -997,6 +997,10 @@ mod user {
     // SAFETY: see above.
     unsafe impl aya::Pod for super::ActivePolicy {}
     // SAFETY: see above.
+    unsafe impl aya::Pod for super::AliasKey {}
+    // SAFETY: see above.
+    unsafe impl aya::Pod for super::AliasValue {}
+    // SAFETY: see above.
     unsafe impl aya::Pod for super::AgentState {}
     // SAFETY: see above.
     unsafe impl aya::Pod for super::DecisionEvent {}
