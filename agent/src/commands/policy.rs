@@ -35,16 +35,18 @@ pub fn policy_check(paths: &[PathBuf], on_host: bool) -> ExitCode {
     for p in &problems {
         println!("{p}");
     }
+    let mut refused_here = 0;
     if on_host {
         for line in host_warnings(&LiveKernel, paths) {
+            refused_here += usize::from(line.starts_with(REFUSED_HERE));
             println!("{line}");
         }
     }
-    if problems.is_empty() {
+    if problems.is_empty() && refused_here == 0 {
         eprintln!("edgearmor: policies OK");
         ExitCode::SUCCESS
     } else {
-        eprintln!("edgearmor: {} problem(s)", problems.len());
+        eprintln!("edgearmor: {} problem(s)", problems.len() + refused_here);
         ExitCode::from(1)
     }
 }
@@ -95,8 +97,13 @@ fn set_problems(policies: &[HostPolicy], problems: &mut BTreeSet<String>) {
     }
 }
 
-/// What `run` would log about the valid policies among `paths` on `host`: rules it
-/// skips, and rules that apply but maybe not as meant (multi-call binaries).
+/// How a `--host` line starts when `run` would refuse the set here (a problem).
+const REFUSED_HERE: &str = "refused on this host: ";
+
+/// What `run` would log about the valid policies among `paths` on `host`: limits the
+/// set exceeds here (symlinks resolved), rules it skips, rules that apply but maybe
+/// not as meant (multi-call binaries, files it cannot follow to other names), and
+/// the alias table it would write (the last line).
 pub fn host_warnings(host: &dyn HostKernel, paths: &[PathBuf]) -> Vec<String> {
     let node = host.node_name();
     let mut policies = Vec::new();
@@ -120,10 +127,16 @@ pub fn host_warnings(host: &dyn HostKernel, paths: &[PathBuf]) -> Vec<String> {
         [0; 2],
         &HostPaths(host),
     );
-    set.skipped
+    set.refused
         .iter()
-        .map(|s| format!("not enforceable, skipped: {s}"))
+        .map(|r| format!("{REFUSED_HERE}{r}"))
+        .chain(
+            set.skipped
+                .iter()
+                .map(|s| format!("not enforceable, skipped: {s}")),
+        )
         .chain(set.warnings.iter().map(|w| format!("warning: {w}")))
+        .chain([format!("aliases: {}", set.aliases.report())])
         .collect()
 }
 
@@ -194,7 +207,11 @@ spec:
         .expect("written");
         let lines = host_warnings(&BusyboxHost, std::slice::from_ref(&policy));
         let _ = std::fs::remove_dir_all(&dir);
-        assert_eq!(lines.len(), 2, "{lines:?}");
+        assert_eq!(lines.len(), 3, "{lines:?}");
+        assert!(
+            lines[2].starts_with("aliases: 0 protected inode(s) with an alias entry"),
+            "{lines:?}"
+        );
         assert!(
             lines[0].starts_with(
                 "warning: policy hsp-bb: /bin/busybox: /bin/busybox is a multi-call binary"

@@ -34,6 +34,8 @@ pub struct AliasTable {
     pub subdirectories: usize,
     /// Protected files with other hard links -> their link count.
     pub linked: BTreeMap<String, u64>,
+    /// Protected directories the search for other-linked files did not finish.
+    pub unsearched: Vec<String>,
 }
 
 /// Protected files listed by name in a report; the rest are counted.
@@ -62,6 +64,12 @@ impl AliasTable {
             if self.linked.len() > LINKED_SHOWN {
                 text.push_str(&format!(" (+{} more)", self.linked.len() - LINKED_SHOWN));
             }
+        }
+        if !self.unsearched.is_empty() {
+            text.push_str(&format!(
+                ", not fully searched for hard links (scan budget): {}",
+                self.unsearched.join(" ")
+            ));
         }
         text
     }
@@ -111,8 +119,8 @@ impl Builder<'_> {
             }
         }
         named.retain(|_, p| alias_name_too_long(&p.name).is_none());
-        let Some(host) = self.resolver.host() else {
-            return; // offline (`policy check` without --host): no inodes to find
+        let Some(host) = self.resolver.host().filter(|_| !named.is_empty()) else {
+            return; // offline (`policy check` without --host), or nothing to find
         };
         let mut order: Vec<&Protected> = named.values().collect();
         order.sort_by_key(|p| (Reverse(p.strength), p.name.as_str()));
@@ -295,6 +303,7 @@ impl<'h> Scan<'h> {
                 }
             }
             if !complete {
+                self.table.unsearched.push(p.name.clone());
                 let reason = format!(
                     "not fully searched for hard links: the scan budget (ALIAS_SCAN_ENTRIES = {ALIAS_SCAN_ENTRIES} directory entries per policy set) ran out in {dir}; a file not searched that has another hard link is decided by the name that reaches it"
                 );

@@ -480,6 +480,10 @@ fn a_search_past_the_budget_names_the_directory_not_fully_searched() {
     let set = build_on(Some(&host), &[policy("p", "Audit", rules)]);
     let notes = notes(&set);
     assert!(notes.iter().any(|n| n.starts_with("policy p: /var/: not fully searched for hard links: the scan budget (ALIAS_SCAN_ENTRIES = 100000 directory entries per policy set) ran out in /var/big/")), "{notes:?}");
+    assert_eq!(set.aliases.unsearched, ["/var/"]);
+    let report = set.aliases.report();
+    let tail = ", not fully searched for hard links (scan budget): /var/";
+    assert!(report.ends_with(tail), "{report}");
     // The budget is per set: /etc/ro/ (searched first, fewer levels) was searched whole.
     assert!(
         set.aliases.names.values().any(|n| n == "/etc/ro/sub/c"),
