@@ -9,7 +9,8 @@ use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::path::PathBuf;
 
 use edgearmor_probe_abi::{
-    GLOBS_PER_KEY, GLOBS_PER_SET, MAX_PATTERN_PREFIXES, PREFIXES_PER_SET, RULES_PER_SET,
+    ALIAS_PATH_CAP, ALIASES_PER_SET, GLOBS_PER_KEY, GLOBS_PER_SET, MAX_PATTERN_PREFIXES,
+    PREFIXES_PER_SET, RULES_PER_SET,
 };
 
 use crate::compile::{CompiledPolicySet, CompiledRule, PolicyId, RuleClass};
@@ -49,11 +50,52 @@ pub fn kernel_limit_problems(policies: &[HostPolicy], set: &CompiledPolicySet) -
             tables.path_rule(class, sources, id, matcher, &origin, &mut out);
         }
     }
+    aliases(set, &origin, &mut out);
     tables.allow_lists(set);
     tables.items(set);
     tables.pattern_chains(&origin, &mut out);
     tables.capacities(&origin, &mut out);
     out
+}
+
+/// The alias table (`FILE_ALIASES`): every fixed path of a file rule names its file
+/// there, in at most `ALIAS_PATH_CAP - 1` bytes, and a set names at most
+/// `ALIASES_PER_SET` files (counted by path: on the host, paths that are one file or
+/// do not exist take fewer entries).
+fn aliases(
+    set: &CompiledPolicySet,
+    origin: &dyn Fn(PolicyId) -> Origin,
+    out: &mut Vec<Diagnostic>,
+) {
+    let mut named = BTreeSet::new();
+    for rule in &set.file.rules {
+        let path = match &rule.matcher.target {
+            PathMatcher::Exact(path) => path,
+            PathMatcher::Directory { dir, .. } => dir,
+            PathMatcher::Pattern(_) => continue,
+        };
+        if path.len() > ALIAS_PATH_CAP - 1 {
+            out.push(limit(
+                &origin(rule.policy_id),
+                "ALIAS_PATH_CAP - 1",
+                ALIAS_PATH_CAP - 1,
+                path,
+                format!(
+                    "bytes in the protected name ({}; the kernel's alias table holds it to follow the file to other names)",
+                    path.len()
+                ),
+            ));
+        }
+        if named.insert(path.as_str()) && named.len() == ALIASES_PER_SET + 1 {
+            out.push(limit(
+                &origin(rule.policy_id),
+                "ALIASES_PER_SET",
+                ALIASES_PER_SET,
+                path,
+                "protected files and directories (fixed paths of file rules)".to_owned(),
+            ));
+        }
+    }
 }
 
 /// (sources, policy, path matcher) of each rule of a path class.
@@ -308,6 +350,12 @@ mod tests {
         y
     }
 
+    /// `policy(..)` with its rules in the process section (whose paths take no alias
+    /// entries, so the other tables' limits are reached first).
+    fn in_process(yaml: String) -> String {
+        yaml.replace("  file:\n", "  process:\n")
+    }
+
     fn problems(files: &[(&str, String)]) -> Vec<Diagnostic> {
         let mut policies = Vec::new();
         for (file, text) in files {
@@ -403,12 +451,13 @@ mod tests {
         let items: Vec<String> = (0..RULES_PER_SET - 2)
             .map(|i| format!("path: /etc/f{i}"))
             .collect();
-        // One undecidable entry for the file class: RULES_PER_SET - 1 entries.
-        assert!(problems(&[("big.yaml", policy("big", "matchPaths", &items))]).is_empty());
+        // One undecidable entry for the class: RULES_PER_SET - 1 entries.
+        let big = in_process(policy("big", "matchPaths", &items));
+        assert!(problems(&[("big.yaml", big)]).is_empty());
         let items: Vec<String> = (0..RULES_PER_SET)
             .map(|i| format!("path: /etc/f{i}"))
             .collect();
-        let p = problems(&[("big.yaml", policy("big", "matchPaths", &items))]);
+        let p = problems(&[("big.yaml", in_process(policy("big", "matchPaths", &items)))]);
         let (limit, value, policy_name, _, file) = only(&p);
         assert_eq!(
             (limit, value, policy_name.as_str(), file.as_str()),
@@ -421,7 +470,10 @@ mod tests {
         let dirs: Vec<String> = (0..=PREFIXES_PER_SET)
             .map(|i| format!("dir: /srv/d{i}/"))
             .collect();
-        let p = problems(&[("dirs.yaml", policy("dirs", "matchDirectories", &dirs))]);
+        let p = problems(&[(
+            "dirs.yaml",
+            in_process(policy("dirs", "matchDirectories", &dirs)),
+        )]);
         assert_eq!(only(&p).0, "PREFIXES_PER_SET");
         let lists = patterns((0..=GLOBS_PER_SET).map(|i| format!("/srv/p{i}/")));
         let p = problems(&[("globs.yaml", policy("globs", "matchPatterns", &lists))]);
@@ -435,6 +487,55 @@ mod tests {
         let long = format!("/{}", vec!["d".repeat(200); 20].join("/"));
         assert!(long.len() > 4000 && long.len() <= edgearmor_probe_abi::MAX_HASHED_PATH_BYTES);
         let items = [format!("path: {long}")];
-        assert!(problems(&[("long.yaml", policy("long", "matchPaths", &items))]).is_empty());
+        let process = in_process(policy("long", "matchPaths", &items));
+        assert!(problems(&[("long.yaml", process)]).is_empty());
+    }
+
+    #[test]
+    fn a_protected_file_name_past_the_alias_cap_is_refused() {
+        let fits = format!("path: /{}", "d".repeat(ALIAS_PATH_CAP - 2));
+        assert!(problems(&[("a.yaml", policy("a", "matchPaths", &[fits]))]).is_empty());
+        let dir = format!("/{}/", "d".repeat(ALIAS_PATH_CAP - 2));
+        let items = [format!("dir: {dir}")];
+        let p = problems(&[("a.yaml", policy("a", "matchDirectories", &items))]);
+        assert_eq!(
+            only(&p),
+            (
+                "ALIAS_PATH_CAP - 1",
+                255,
+                "a".to_owned(),
+                dir.clone(),
+                "a.yaml".to_owned()
+            )
+        );
+        assert!(
+            p[0].to_string()
+                .contains("bytes in the protected name (256;"),
+            "{}",
+            p[0]
+        );
+    }
+
+    #[test]
+    fn more_protected_files_than_the_alias_table_holds_are_refused() {
+        let items: Vec<String> = (0..ALIASES_PER_SET)
+            .map(|i| format!("path: /etc/f{i}"))
+            .collect();
+        assert!(problems(&[("a.yaml", policy("a", "matchPaths", &items))]).is_empty());
+        let more = policy("more", "matchDirectories", &["dir: /srv/".to_owned()]);
+        let p = problems(&[
+            ("a.yaml", policy("a", "matchPaths", &items)),
+            ("more.yaml", more),
+        ]);
+        assert_eq!(
+            only(&p),
+            (
+                "ALIASES_PER_SET",
+                ALIASES_PER_SET,
+                "more".to_owned(),
+                "/srv/".to_owned(),
+                "more.yaml".to_owned()
+            )
+        );
     }
 }
