@@ -142,15 +142,14 @@ impl HostKernel for FakeHost {
             let name = p[prefix.len()..].into();
             all.push(DirEntry { name, kind, links });
         }
-        if let Some((generated, n)) = &self.generated {
-            if generated.trim_end_matches('/') == dir.trim_end_matches('/') {
-                let files = (0..*n).map(|i| DirEntry {
-                    name: format!("f{i}").into(),
-                    kind: InodeKind::Regular,
-                    links: 2,
-                });
-                all.extend(files);
-            }
+        if let Some((generated, n)) = &self.generated
+            && generated.trim_end_matches('/') == dir.trim_end_matches('/')
+        {
+            all.extend((0..*n).map(|i| DirEntry {
+                name: format!("f{i}").into(),
+                kind: InodeKind::Regular,
+                links: 2,
+            }));
         }
         let complete = all.len() <= max;
         all.truncate(max);
