@@ -118,7 +118,8 @@ impl Builder<'_> {
                 self.set.refused.push(note(p, reason));
             }
         }
-        named.retain(|_, p| alias_name_too_long(&p.name).is_none());
+        // The root's name is where every walk ends anyway: it needs no entry.
+        named.retain(|name, _| alias_name_too_long(name).is_none() && name != "/");
         let Some(host) = self.resolver.host().filter(|_| !named.is_empty()) else {
             return; // offline (`policy check` without --host), or nothing to find
         };
