@@ -314,7 +314,22 @@ impl KernelBtf {
             binprm_argc: self.member_offset("linux_binprm", "argc")?,
             task_mm: self.member_offset("task_struct", "mm")?,
             mm_exe_file: self.member_offset("mm_struct", "exe_file")?,
-            _pad: 0,
+            dentry_parent: self.member_offset("dentry", "d_parent")?,
+            dentry_name_len: self.member_offset("dentry", "d_name")?
+                + self.member_offset("qstr", "len")?,
+            dentry_inode: self.member_offset("dentry", "d_inode")?,
+            inode_ino: self.member_offset("inode", "i_ino")?,
+            inode_sb: self.member_offset("inode", "i_sb")?,
+            inode_mode: self.member_offset("inode", "i_mode")?,
+            sb_dev: self.member_offset("super_block", "s_dev")?,
+            mount_mnt: self.member_offset("mount", "mnt")?,
+            mount_parent: self.member_offset("mount", "mnt_parent")?,
+            mount_mountpoint: self.member_offset("mount", "mnt_mountpoint")?,
+            vfsmount_root: self.member_offset("vfsmount", "mnt_root")?,
+            path_mnt: self.member_offset("path", "mnt")?,
+            path_dentry: self.member_offset("path", "dentry")?,
+            task_fs: self.member_offset("task_struct", "fs")?,
+            fs_root: self.member_offset("fs_struct", "root")?,
         })
     }
 }
@@ -436,5 +451,84 @@ mod tests {
         assert_eq!(off.cred_fsgid, off.cred_uid + 28);
         assert!(off.task_tgid > 0 && off.task_real_parent > off.task_tgid);
         assert!(off.task_mm > 0 && off.mm_exe_file > 0);
+        // qstr: { union { struct { u32 hash; u32 len; }; u64 hash_len; }; name }.
+        assert_eq!(off.dentry_name, off.dentry_name_len + 4);
+        assert!(off.dentry_parent > 0 && off.dentry_inode > 0);
+        // struct path { struct vfsmount *mnt; struct dentry *dentry; }.
+        assert_eq!((off.path_mnt, off.path_dentry), (0, 8));
+        // vfsmount starts with mnt_root; struct mount has its hash node, parent and
+        // mountpoint before the embedded vfsmount.
+        assert_eq!(off.vfsmount_root, 0);
+        assert!(off.mount_parent < off.mount_mnt && off.mount_mountpoint < off.mount_mnt);
+        assert!(off.inode_ino > 0 && off.inode_sb > 0 && off.task_fs > 0 && off.fs_root > 0);
+    }
+
+    /// `struct qstr` as the kernel declares it: the length sits in an anonymous struct
+    /// inside an anonymous union, two levels down.
+    #[test]
+    fn finds_members_two_anonymous_levels_down() {
+        let strings = b"\0int\0long\0qstr\0hash\0len\0hash_len\0name\0".to_vec();
+        let off = |s: &str| {
+            let needle = format!("\0{s}\0");
+            strings
+                .windows(needle.len())
+                .position(|w| w == needle.as_bytes())
+                .map(|p| p as u32 + 1)
+                .expect("string present")
+        };
+        let mut types = Vec::new();
+        let mut push = |words: &[u32]| {
+            words
+                .iter()
+                .for_each(|w| types.extend_from_slice(&w.to_le_bytes()))
+        };
+        // 1: int, 2: long
+        push(&[off("int"), KIND_INT << 24, 4, 32]);
+        push(&[off("long"), KIND_INT << 24, 8, 64]);
+        // 3: struct { int hash; int len; }
+        push(&[
+            0,
+            (KIND_STRUCT << 24) | 2,
+            8,
+            off("hash"),
+            1,
+            0,
+            off("len"),
+            1,
+            32,
+        ]);
+        // 4: union { <3>; long hash_len; }
+        push(&[0, (KIND_UNION << 24) | 2, 8, 0, 3, 0, off("hash_len"), 2, 0]);
+        // 5: struct qstr { <4>; long name at 64 bits; }
+        push(&[
+            off("qstr"),
+            (KIND_STRUCT << 24) | 2,
+            16,
+            0,
+            4,
+            0,
+            off("name"),
+            2,
+            64,
+        ]);
+        let mut blob = Vec::new();
+        blob.extend_from_slice(&BTF_MAGIC.to_le_bytes());
+        blob.extend_from_slice(&[1, 0]);
+        for w in [
+            24u32,
+            0,
+            types.len() as u32,
+            types.len() as u32,
+            strings.len() as u32,
+        ] {
+            blob.extend_from_slice(&w.to_le_bytes());
+        }
+        blob.extend_from_slice(&types);
+        blob.extend_from_slice(&strings);
+        let btf = KernelBtf::parse(&blob).expect("parses");
+        assert_eq!(btf.member_offset("qstr", "hash"), Ok(0));
+        assert_eq!(btf.member_offset("qstr", "len"), Ok(4));
+        assert_eq!(btf.member_offset("qstr", "hash_len"), Ok(0));
+        assert_eq!(btf.member_offset("qstr", "name"), Ok(8));
     }
 }

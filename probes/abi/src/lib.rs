@@ -205,7 +205,25 @@ pub struct KernelOffsets {
     pub binprm_argc: u32,
     pub task_mm: u32,
     pub mm_exe_file: u32,
-    pub _pad: u32,
+    // The dentry walk (`probes/bpf/src/dentry_path.rs`) and the file hooks.
+    pub dentry_parent: u32,
+    /// `dentry.d_name.len`.
+    pub dentry_name_len: u32,
+    pub dentry_inode: u32,
+    pub inode_ino: u32,
+    pub inode_sb: u32,
+    pub inode_mode: u32,
+    pub sb_dev: u32,
+    /// `struct mount` (fs/mount.h) embeds the `struct vfsmount` at `mount.mnt`.
+    pub mount_mnt: u32,
+    pub mount_parent: u32,
+    pub mount_mountpoint: u32,
+    pub vfsmount_root: u32,
+    pub path_mnt: u32,
+    pub path_dentry: u32,
+    pub task_fs: u32,
+    /// `fs_struct.root`, the task's root directory (a `struct path`).
+    pub fs_root: u32,
 }
 
 impl KernelOffsets {
@@ -227,7 +245,21 @@ impl KernelOffsets {
         binprm_argc: 0,
         task_mm: 0,
         mm_exe_file: 0,
-        _pad: 0,
+        dentry_parent: 0,
+        dentry_name_len: 0,
+        dentry_inode: 0,
+        inode_ino: 0,
+        inode_sb: 0,
+        inode_mode: 0,
+        sb_dev: 0,
+        mount_mnt: 0,
+        mount_parent: 0,
+        mount_mountpoint: 0,
+        vfsmount_root: 0,
+        path_mnt: 0,
+        path_dentry: 0,
+        task_fs: 0,
+        fs_root: 0,
     };
 }
 
@@ -249,6 +281,10 @@ pub const EXE_FLAG_TOO_LONG: u32 = 1;
 /// The path is longer than [`PATH_CAP`] - 1 bytes: `words` holds its first
 /// [`PATH_CAP`] - 1 bytes, `len` the whole length.
 pub const EXE_FLAG_TRUNCATED: u32 = 2;
+/// A file event's target was reached by another name (a hard link, a bind mount, a
+/// renamed ancestor, another root or mount namespace): the path walk met a protected
+/// inode (`FILE_ALIASES`) and the target is its canonical name.
+pub const EXE_FLAG_ALIASED: u32 = 4;
 
 impl ExePath {
     pub const EMPTY: Self = Self {
@@ -856,7 +892,7 @@ const _: () = assert!(core::mem::size_of::<PrefixKey>() == 16);
 const _: () = assert!(core::mem::size_of::<GlobRule>() == 2 * GLOB_CAP + 8 + 16);
 const _: () = assert!(core::mem::size_of::<GlobRule>().is_multiple_of(8));
 const _: () = assert!(core::mem::size_of::<GlobList>() == 8 + GLOBS_PER_KEY * (2 * GLOB_CAP + 24));
-const _: () = assert!(core::mem::size_of::<KernelOffsets>() == 72);
+const _: () = assert!(core::mem::size_of::<KernelOffsets>() == 128);
 const _: () = assert!(core::mem::size_of::<ExecEvent>() == 24 + 8 + PATH_CAP);
 
 // ------------------------------------------------------------------ path hashing

@@ -2,22 +2,17 @@
 //! `path_unlink` (removing a file is a write to it), both matched as paths of
 //! class `CLASS_FILE`.
 
-use aya_ebpf::{
-    bindings::path,
-    helpers::{bpf_probe_read_kernel, bpf_probe_read_kernel_str_bytes},
-    macros::lsm,
-    programs::LsmContext,
-};
+use aya_ebpf::{bindings::path, helpers::bpf_probe_read_kernel, macros::lsm, programs::LsmContext};
 use edgearmor_probe_abi::{
-    ACCESS_READ, ACCESS_UNLINK, ACCESS_WRITE, CLASS_FILE, LINUX_PATH_MAX, SLOT_READ, SLOT_WRITE,
+    ACCESS_READ, ACCESS_UNLINK, ACCESS_WRITE, CLASS_FILE, SLOT_READ, SLOT_WRITE,
     UNDECIDED_NO_SCRATCH, UNDECIDED_UNRESOLVED, Verdict,
 };
 
 use crate::{
+    dentry_path::{resolve_dentry, resolve_file},
     identity::current_identity,
     maps::{active_generation, offsets, with_slot},
     matchers::{EACCES, decide_undecided, enforce, match_path, settle_path, stronger},
-    path::{SCRATCH_WORDS, resolve},
     report::report,
 };
 
@@ -52,10 +47,8 @@ pub fn check_open(ctx: LsmContext) -> i32 {
     if access == 0 {
         return 0;
     }
-    // SAFETY: `&file->f_path` of the hook's typed `struct file *`.
-    let f_path = unsafe { file.add(off.file_f_path as usize) } as *const path;
     let source = current_identity();
-    with_slot(|slot| match resolve(f_path, slot) {
+    with_slot(|slot| match resolve_file(file, generation, slot) {
         Ok(buf) => {
             let len = buf.len;
             decide_file(generation, source, access, slot, len)
@@ -108,7 +101,8 @@ pub fn check_unlink(ctx: LsmContext) -> i32 {
         .unwrap_or_else(|| no_slot(generation, source, access))
 }
 
-/// Composes "/dir" + "/" + name in the claimed `slot` and decides it.
+/// Resolves "dir/name" (the dentry's parent is the directory) in the claimed `slot`
+/// and decides it.
 #[inline(always)]
 fn decide_unlink(
     dir: *const path,
@@ -118,55 +112,31 @@ fn decide_unlink(
     slot: u32,
 ) -> i32 {
     let access = ACCESS_WRITE | ACCESS_UNLINK;
-    let undecided = |errno| {
-        let detail = [access, 0, errno, UNDECIDED_UNRESOLVED];
-        decide_undecided(
-            CLASS_FILE,
-            generation,
-            source,
-            Verdict::NONE,
-            detail,
-            u32::MAX,
+    // SAFETY: probe read of `dir->mnt`, offset from BTF.
+    let mnt = unsafe {
+        bpf_probe_read_kernel(
+            (dir as *const u8).add(offsets().path_mnt as usize) as *const *const u8
         )
-    };
-    let buf = match resolve(dir, slot) {
-        Ok(buf) => buf,
-        Err(errno) => return undecided(errno),
-    };
-    // The directory is at most PATH_MAX - 1 bytes (bpf_d_path's bound), so "/" and
-    // a name of up to NAME_MAX bytes fit behind it in the buffer.
-    let mut len = buf.len & (LINUX_PATH_MAX as u32 - 1);
-    if len > 1 {
-        let at = len as usize;
-        buf.words[(at / 8) & (SCRATCH_WORDS - 1)] |= u64::from(b'/') << ((at % 8) * 8);
-        len += 1;
     }
-    let off = offsets();
-    // SAFETY: probe read of `dentry->d_name.name`, offset from BTF.
-    let name =
-        unsafe { bpf_probe_read_kernel(dentry.add(off.dentry_name as usize) as *const *const u8) }
-            .unwrap_or(core::ptr::null());
-    let at = len as usize;
-    // SAFETY: `at <= PATH_MAX`, so `at .. at + NAME_BYTES` is inside the buffer
-    // (SCRATCH_PATH_CAP >= PATH_MAX + 1 + 256, asserted in the ABI).
-    let dst = unsafe {
-        core::slice::from_raw_parts_mut((buf.words.as_mut_ptr() as *mut u8).add(at), NAME_BYTES)
-    };
-    // SAFETY: checked kernel string read into map memory.
-    let Ok(name) = (unsafe { bpf_probe_read_kernel_str_bytes(name, dst) }) else {
-        return undecided(0);
-    };
-    let name_len = name.len() as u32;
-    if name_len == 0 || name_len >= NAME_BYTES as u32 {
-        return undecided(0);
+    .unwrap_or(core::ptr::null());
+    match resolve_dentry(mnt, dentry, generation, slot) {
+        Ok(buf) => {
+            let len = buf.len;
+            decide_file(generation, source, access, slot, len)
+        }
+        Err(errno) => {
+            let detail = [access, 0, errno, UNDECIDED_UNRESOLVED];
+            decide_undecided(
+                CLASS_FILE,
+                generation,
+                source,
+                Verdict::NONE,
+                detail,
+                u32::MAX,
+            )
+        }
     }
-    len += name_len;
-    buf.len = len;
-    decide_file(generation, source, access, slot, len)
 }
-
-/// `NAME_MAX` (255) and the NUL.
-const NAME_BYTES: usize = 256;
 
 #[inline(always)]
 fn decide_file(generation: u32, source: u64, access: u32, slot: u32, len: u32) -> i32 {

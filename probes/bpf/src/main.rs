@@ -36,6 +36,7 @@
 
 mod applet;
 mod capable;
+mod dentry_path;
 mod exec;
 mod file;
 mod identity;

@@ -3,7 +3,7 @@
 //! The names, types and sizes here are the contract with the agent (which creates,
 //! pins and fills them): policy tables (`RULES`, `PREFIXES`, `GLOBS`, `ACTIVE`),
 //! process identity (`TASK_IDENTITY`, task-local storage; `EXE_PATHS`), per-CPU scratch (`PATH_SCRATCH`,
-//! `WALKS`, `GLOB_QUEUES`, claimed per run through `SLOT_OWNERS`: see [`with_slot`]),
+//! `WALKS`, `DENTRY_WALKS`, `GLOB_QUEUES`, claimed per run through `SLOT_OWNERS`: see [`with_slot`]),
 //! the ring buffers (`EVENTS`, `EXEC_EVENTS`) and the drop counter, plus the
 //! load-time globals (`KERNEL_OFFSETS`, `PATH_HASH_KEY`).
 //!
@@ -47,6 +47,7 @@ use edgearmor_probe_abi::{
 use aya_ebpf::{cty::c_void, helpers::bpf_loop};
 
 use crate::{
+    dentry_path::DentryWalk,
     matchers::GlobQueue,
     path::{LoopSlot, PathBuf, PathWalk},
     task_storage::TaskStorage,
@@ -187,6 +188,10 @@ pub(crate) static EXEC_EVENTS: RingBuf = RingBuf::with_byte_size(EXEC_EVENTS_RIN
 pub(crate) static WALKS: PerCpuArray<PathWalk> = PerCpuArray::with_max_entries(SLOTS, 0);
 
 /// Per claimed slot: the pattern being tried, and the match in progress.
+/// Per claimed slot: the dentry walk in progress.
+#[map]
+pub(crate) static DENTRY_WALKS: PerCpuArray<DentryWalk> = PerCpuArray::with_max_entries(SLOTS, 0);
+
 #[map]
 pub(crate) static GLOB_QUEUES: PerCpuArray<GlobQueue> = PerCpuArray::with_max_entries(SLOTS, 0);
 

@@ -36,6 +36,10 @@ pub(crate) struct PathBuf {
     /// `EXE_FLAG_*` bits, set where the buffer is handed on as an `ExePath`.
     pub(crate) flags: u32,
     pub(crate) words: [u64; SCRATCH_WORDS],
+    /// Never part of a path: room for the dentry walk's copies of up to `NAME_MAX`
+    /// bytes at any masked index of `words`, which the verifier bounds by the
+    /// largest index plus the largest size.
+    pub(crate) _slack: [u64; 32],
 }
 
 impl PathBuf {

@@ -7,7 +7,7 @@ use core::intrinsics::{AtomicOrdering, atomic_xadd};
 
 use aya_ebpf::helpers::{bpf_get_current_pid_tgid, bpf_get_current_uid_gid, bpf_ktime_get_boot_ns};
 use edgearmor_probe_abi::{
-    ACTION_AUDIT, ACTION_BLOCK, DecisionEvent, EXE_FLAG_TRUNCATED, ExePath,
+    ACTION_AUDIT, ACTION_BLOCK, DecisionEvent, EXE_FLAG_ALIASED, EXE_FLAG_TRUNCATED, ExePath,
     MAX_REPORTED_PATH_BYTES, PATH_WORDS, POLICY_DEFAULT_POSTURE, Verdict,
 };
 
@@ -118,11 +118,12 @@ fn copy_path(dst: &mut ExePath, src: &ExePath) {
 #[inline(always)]
 fn copy_target(dst: &mut ExePath, src: &PathBuf) {
     dst.len = src.len;
-    dst.flags = if src.len as usize > MAX_REPORTED_PATH_BYTES {
-        EXE_FLAG_TRUNCATED
-    } else {
-        0
-    };
+    dst.flags = (src.flags & EXE_FLAG_ALIASED)
+        | if src.len as usize > MAX_REPORTED_PATH_BYTES {
+            EXE_FLAG_TRUNCATED
+        } else {
+            0
+        };
     let mut i = 0;
     while i < PATH_WORDS {
         dst.words[i] = src.words[i];
