@@ -5,7 +5,8 @@
 //!
 //! Parts: `identity` (fork floods and PID reuse against fromSource), `scratch`
 //! (preemption races, long paths, many pattern prefixes), `network` (protocols
-//! outside tcp/udp/icmp/raw), `busybox` (multi-call binaries through their links).
+//! outside tcp/udp/icmp/raw), `busybox` (multi-call binaries through their links),
+//! `aliases` (protected files by names made before the agent started).
 
 use std::path::Path;
 use std::time::Duration;
@@ -15,6 +16,8 @@ use edgearmor_vm::{
     guest_binaries, workspace_root,
 };
 
+#[path = "fail_closed/aliases.rs"]
+mod aliases;
 #[path = "fail_closed/busybox.rs"]
 mod busybox;
 #[path = "fail_closed/identity.rs"]
@@ -122,6 +125,7 @@ fn fail_closed_vm(arch: Arch, series: &'static str) {
     scratch::check(&run);
     network::check(&run);
     busybox::check(&run);
+    aliases::check(&run);
 }
 
 #[test]
