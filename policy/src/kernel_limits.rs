@@ -9,8 +9,8 @@ use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::path::PathBuf;
 
 use edgearmor_probe_abi::{
-    ALIAS_PATH_CAP, ALIASES_PER_SET, GLOBS_PER_KEY, GLOBS_PER_SET, MAX_PATTERN_PREFIXES,
-    PREFIXES_PER_SET, RULES_PER_SET,
+    ALIAS_PATH_CAP, GLOBS_PER_KEY, GLOBS_PER_SET, MAX_PATTERN_PREFIXES, PREFIXES_PER_SET,
+    RULES_PER_SET,
 };
 
 use crate::compile::{CompiledPolicySet, CompiledRule, PolicyId, RuleClass};
@@ -59,15 +59,13 @@ pub fn kernel_limit_problems(policies: &[HostPolicy], set: &CompiledPolicySet) -
 }
 
 /// The alias table (`FILE_ALIASES`): every fixed path of a file rule names its file
-/// there, in at most `ALIAS_PATH_CAP - 1` bytes, and a set names at most
-/// `ALIASES_PER_SET` files (counted by path: on the host, paths that are one file or
-/// do not exist take fewer entries).
+/// there, in at most `ALIAS_PATH_CAP - 1` bytes. (It has room for one entry per
+/// `RULES` entry, so its size is no limit of its own.)
 fn aliases(
     set: &CompiledPolicySet,
     origin: &dyn Fn(PolicyId) -> Origin,
     out: &mut Vec<Diagnostic>,
 ) {
-    let mut named = BTreeSet::new();
     for rule in &set.file.rules {
         let path = match &rule.matcher.target {
             PathMatcher::Exact(path) => path,
@@ -84,15 +82,6 @@ fn aliases(
                     "bytes in the protected name ({}; the kernel's alias table holds it to follow the file to other names)",
                     path.len()
                 ),
-            ));
-        }
-        if named.insert(path.as_str()) && named.len() == ALIASES_PER_SET + 1 {
-            out.push(limit(
-                &origin(rule.policy_id),
-                "ALIASES_PER_SET",
-                ALIASES_PER_SET,
-                path,
-                "protected files and directories (fixed paths of file rules)".to_owned(),
             ));
         }
     }
@@ -351,7 +340,7 @@ mod tests {
     }
 
     /// `policy(..)` with its rules in the process section (whose paths take no alias
-    /// entries, so the other tables' limits are reached first).
+    /// entries: they may be as long as the kernel matches).
     fn in_process(yaml: String) -> String {
         yaml.replace("  file:\n", "  process:\n")
     }
@@ -451,13 +440,12 @@ mod tests {
         let items: Vec<String> = (0..RULES_PER_SET - 2)
             .map(|i| format!("path: /etc/f{i}"))
             .collect();
-        // One undecidable entry for the class: RULES_PER_SET - 1 entries.
-        let big = in_process(policy("big", "matchPaths", &items));
-        assert!(problems(&[("big.yaml", big)]).is_empty());
+        // One undecidable entry for the file class: RULES_PER_SET - 1 entries.
+        assert!(problems(&[("big.yaml", policy("big", "matchPaths", &items))]).is_empty());
         let items: Vec<String> = (0..RULES_PER_SET)
             .map(|i| format!("path: /etc/f{i}"))
             .collect();
-        let p = problems(&[("big.yaml", in_process(policy("big", "matchPaths", &items)))]);
+        let p = problems(&[("big.yaml", policy("big", "matchPaths", &items))]);
         let (limit, value, policy_name, _, file) = only(&p);
         assert_eq!(
             (limit, value, policy_name.as_str(), file.as_str()),
@@ -470,10 +458,7 @@ mod tests {
         let dirs: Vec<String> = (0..=PREFIXES_PER_SET)
             .map(|i| format!("dir: /srv/d{i}/"))
             .collect();
-        let p = problems(&[(
-            "dirs.yaml",
-            in_process(policy("dirs", "matchDirectories", &dirs)),
-        )]);
+        let p = problems(&[("dirs.yaml", policy("dirs", "matchDirectories", &dirs))]);
         assert_eq!(only(&p).0, "PREFIXES_PER_SET");
         let lists = patterns((0..=GLOBS_PER_SET).map(|i| format!("/srv/p{i}/")));
         let p = problems(&[("globs.yaml", policy("globs", "matchPatterns", &lists))]);
@@ -513,29 +498,6 @@ mod tests {
                 .contains("bytes in the protected name (256;"),
             "{}",
             p[0]
-        );
-    }
-
-    #[test]
-    fn more_protected_files_than_the_alias_table_holds_are_refused() {
-        let items: Vec<String> = (0..ALIASES_PER_SET)
-            .map(|i| format!("path: /etc/f{i}"))
-            .collect();
-        assert!(problems(&[("a.yaml", policy("a", "matchPaths", &items))]).is_empty());
-        let more = policy("more", "matchDirectories", &["dir: /srv/".to_owned()]);
-        let p = problems(&[
-            ("a.yaml", policy("a", "matchPaths", &items)),
-            ("more.yaml", more),
-        ]);
-        assert_eq!(
-            only(&p),
-            (
-                "ALIASES_PER_SET",
-                ALIASES_PER_SET,
-                "more".to_owned(),
-                "/srv/".to_owned(),
-                "more.yaml".to_owned()
-            )
         );
     }
 }

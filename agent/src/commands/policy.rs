@@ -223,4 +223,39 @@ spec:
             "{lines:?}"
         );
     }
+
+    /// `--host` on this machine, through the real seam: a hard-linked protected file
+    /// and a missing one, as `run` would report them.
+    #[test]
+    fn host_check_reports_the_alias_table_and_missing_paths() {
+        let dir =
+            std::env::temp_dir().join(format!("edgearmor-policy-alias-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        std::fs::create_dir_all(&dir).expect("dir");
+        let dir = std::fs::canonicalize(&dir).expect("real dir");
+        let secret = dir.join("secret");
+        std::fs::write(&secret, b"x").expect("written");
+        std::fs::hard_link(&secret, dir.join("link")).expect("linked");
+        let policy = dir.join("p.yaml");
+        let (secret, missing) = (secret.display(), dir.join("missing"));
+        let missing = missing.display();
+        std::fs::write(
+            &policy,
+            format!("apiVersion: security.kubearmor.com/v1\nkind: KubeArmorHostPolicy\nmetadata:\n  name: hsp-f\nspec:\n  nodeSelector:\n    matchLabels:\n      kubearmor.io/hostname: \"*\"\n  file:\n    matchPaths:\n      - path: {secret}\n      - path: {missing}\n  action: Block\n"),
+        )
+        .expect("written");
+        let lines = host_warnings(&LiveKernel, std::slice::from_ref(&policy));
+        let _ = std::fs::remove_dir_all(&dir);
+        assert_eq!(
+            lines,
+            [
+                format!(
+                    "warning: policy hsp-f: {missing}: {missing} does not exist now: no alias entry, the rule matches it by this name only"
+                ),
+                format!(
+                    "aliases: 1 protected inode(s) with an alias entry (1 entries with subdirectories and other-linked files), 1 protected file(s) with other hard links: {secret} (2 links)"
+                ),
+            ]
+        );
+    }
 }

@@ -811,9 +811,13 @@ pub struct AliasValue {
 }
 
 /// Capacity of `FILE_ALIASES`; like the rule maps it holds two generations during a
-/// switch, so one policy set may use half ([`ALIASES_PER_SET`]).
-pub const ALIASES_CAPACITY: u32 = 4096;
+/// switch, so one policy set may use half ([`ALIASES_PER_SET`]). As many as `RULES`:
+/// each fixed path of a file rule takes a `RULES` entry, so every set within
+/// [`RULES_PER_SET`] has an alias entry for each (the rest of the room is for files
+/// found under protected directories). Entries are allocated when written.
+pub const ALIASES_CAPACITY: u32 = RULES_CAPACITY;
 pub const ALIASES_PER_SET: usize = ALIASES_CAPACITY as usize / 2;
+const _: () = assert!(ALIASES_PER_SET >= RULES_PER_SET);
 
 // ------------------------------------------------------------------ events
 

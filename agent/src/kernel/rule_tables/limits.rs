@@ -5,8 +5,7 @@
 //! (`policy check`); symlink resolution can only merge directories here.
 
 use edgearmor_probe_abi::{
-    ALIAS_PATH_CAP, ALIASES_PER_SET, GLOBS_PER_SET, MAX_PATTERN_PREFIXES, PREFIXES_PER_SET,
-    RULES_PER_SET,
+    ALIAS_PATH_CAP, GLOBS_PER_SET, MAX_PATTERN_PREFIXES, PREFIXES_PER_SET, RULES_PER_SET,
 };
 
 use super::{KernelRuleSet, SkippedRule};
@@ -43,13 +42,6 @@ pub(super) fn exceeded(set: &KernelRuleSet) -> Vec<SkippedRule> {
                 reason: format!("more than {what} = {limit} entries"),
             });
         }
-    }
-    if set.aliases.protected > ALIASES_PER_SET {
-        out.push(SkippedRule {
-            policy: "(the whole set)".to_owned(),
-            rule: format!("{} protected inodes", set.aliases.protected),
-            reason: format!("more than ALIASES_PER_SET = {ALIASES_PER_SET} alias entries"),
-        });
     }
     out
 }

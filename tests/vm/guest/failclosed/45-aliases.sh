@@ -28,6 +28,9 @@ scenario al-free-write $probe write /tmp/alias/free
 # Every Block above reported (5), before the agent stops.
 wait_count "$alerts" '"PolicyName":"hsp-aliases"' 5
 stop_agent
+# Enforcement outlives the agent (pinned): unload it to read what is on disk.
+/usr/local/bin/edgearmor unload --config /etc/edgearmor/failclosed/agent.toml 2>&1 |
+    while read -r line; do echo "EA-UNLOAD $line"; done
 echo "EA-ALIAS-CONTENT secret=$(cat /etc/alias-secret) g=$(cat /etc/alias-ro/sub/g) h=$(cat /etc/alias-ro/sub/h)"
 umount /mnt/alias-ro
 rm -rf /tmp/alias /etc/alias-secret /etc/alias-ro /mnt/alias-ro

@@ -43,7 +43,10 @@ pub fn check(run: &Run) {
         "2 protected inode(s) with an alias entry (4 entries with subdirectories and other-linked files)",
         "2 protected file(s) with other hard links: /etc/alias-ro/sub/g (2 links), /etc/alias-secret (2 links)",
     ] {
-        assert!(ready.contains(said), "{k}: the start message says {said:?}: {ready}");
+        assert!(
+            ready.contains(said),
+            "{k}: the start message says {said:?}: {ready}"
+        );
     }
 
     let all = alerts(&run.log, "EA-ALERT-aliases ");
@@ -54,7 +57,19 @@ pub fn check(run: &Run) {
         assert_eq!(field(a, "Result"), "Permission denied", "{k}: {a:?}");
     }
     // Reached by any name, the alert names the protected path.
-    assert_eq!(about(&all, "File", "/etc/alias-secret").len(), 3, "{k}: {all:?}");
-    assert_eq!(about(&all, "File", "/etc/alias-ro/sub/g").len(), 1, "{k}: {all:?}");
-    assert_eq!(about(&all, "File", "/etc/alias-ro/sub/h").len(), 1, "{k}: {all:?}");
+    assert_eq!(
+        about(&all, "File", "/etc/alias-secret").len(),
+        3,
+        "{k}: {all:?}"
+    );
+    assert_eq!(
+        about(&all, "File", "/etc/alias-ro/sub/g").len(),
+        1,
+        "{k}: {all:?}"
+    );
+    assert_eq!(
+        about(&all, "File", "/etc/alias-ro/sub/h").len(),
+        1,
+        "{k}: {all:?}"
+    );
 }

@@ -411,26 +411,6 @@ fn a_name_past_the_alias_cap_refuses_the_set_online_and_offline() {
 }
 
 #[test]
-fn more_protected_inodes_than_aliases_per_set_refuse_the_set() {
-    let mut host = FakeHost::default();
-    let count = edgearmor_probe_abi::ALIASES_PER_SET + 1;
-    let mut rules = String::from("    matchPaths:\n");
-    for i in 0..count {
-        host.file(&format!("/etc/f{i}"), 100 + i as u64, 1);
-        rules.push_str(&format!("      - path: /etc/f{i}\n"));
-    }
-    let set = build_on(Some(&host), &[policy("many", "Block", &rules)]);
-    let refused: Vec<String> = set.refused.iter().map(ToString::to_string).collect();
-    assert_eq!(
-        refused,
-        [format!(
-            "policy (the whole set): {count} protected inodes: more than ALIASES_PER_SET = {} alias entries",
-            count - 1
-        )]
-    );
-}
-
-#[test]
 fn linked_files_past_the_table_are_counted_and_reported() {
     let mut host = FakeHost::default();
     host.dir("/var/lib", 20);
