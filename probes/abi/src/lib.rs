@@ -41,9 +41,9 @@ pub const PATH_WORDS: usize = PATH_CAP / 8;
 /// Linux's `PATH_MAX`: the longest path, NUL included, the kernel resolves at all
 /// (`bpf_d_path` fails with `ENAMETOOLONG` beyond it).
 pub const LINUX_PATH_MAX: usize = 4096;
-/// The probes' path buffer: a power of two (indices are masked with it) that holds a
-/// resolved directory of up to [`LINUX_PATH_MAX`] bytes plus `/` and a file name of
-/// up to `NAME_MAX` (255) bytes (`path_unlink` composes the two).
+/// The probes' path buffer: a power of two (indices are masked with it) of two
+/// [`LINUX_PATH_MAX`] halves: the file hooks' dentry walk builds a path backwards in
+/// the upper half and moves it to the start (the ranges never overlap).
 pub const SCRATCH_PATH_CAP: usize = 8192;
 /// Scratch slots per CPU: one is claimed (compare-and-swap) by every program run
 /// that resolves a path and released when it returns, so a run preempted on a CPU
@@ -826,8 +826,10 @@ pub const VERDICT_DENIED: u32 = 1;
 pub const VERDICT_AUDITED: u32 = 2;
 
 /// `DecisionEvent::detail[3]` of exec and file events: why the hook could not decide
-/// (0: it did). With [`UNDECIDED_UNRESOLVED`], `detail[2]` is the errno
-/// `bpf_d_path` returned.
+/// (0: it did). With [`UNDECIDED_UNRESOLVED`], `detail[2]` is the errno the path
+/// resolution failed with (`bpf_d_path` for exec; the file hooks' dentry walk:
+/// `ENAMETOOLONG`, `EFAULT` for an unreadable kernel structure, `ELOOP` for more
+/// steps than its bound).
 pub const UNDECIDED_UNRESOLVED: u32 = 1;
 pub const UNDECIDED_NO_SCRATCH: u32 = 2;
 pub const UNDECIDED_MATCH_STEPS: u32 = 3;
@@ -1013,7 +1015,7 @@ pub const MAX_HASHED_PATH_BYTES: usize = MAX_KERNEL_PATH_BYTES;
 pub const MAX_REPORTED_PATH_BYTES: usize = PATH_CAP - 1;
 
 const _: () = assert!(SCRATCH_PATH_CAP.is_power_of_two());
-const _: () = assert!(SCRATCH_PATH_CAP >= LINUX_PATH_MAX + 1 + 256);
+const _: () = assert!(SCRATCH_PATH_CAP >= 2 * LINUX_PATH_MAX);
 const _: () = assert!(MAX_PATTERN_PREFIXES.is_power_of_two());
 const _: () = assert!(SCRATCH_SLOTS.is_power_of_two());
 

@@ -183,7 +183,7 @@ pub(crate) fn hand_over(
     let pending = PendingApplet {
         bprm: bprm as u64,
         source,
-        parent: parent_identity(&offsets()),
+        parent: parent_identity(offsets()),
         invoked,
         generation,
         _pad: 0,

@@ -90,7 +90,7 @@ fn decide_exec(
                 CLASS_PROCESS,
                 outcome,
                 &verdict,
-                [source, parent_identity(&offsets())],
+                [source, parent_identity(offsets())],
                 [0; 4],
                 [slot, invoked_slot],
             )

@@ -289,7 +289,7 @@ pub fn watch_exec(ctx: BtfTracePointContext) -> i32 {
     unsafe {
         (*ev).boot_ns = bpf_ktime_get_boot_ns();
         (*ev).tgid = current_tgid();
-        (*ev).ppid = parent_tgid(&off);
+        (*ev).ppid = parent_tgid(off);
         (*ev).uid = bpf_get_current_uid_gid() as u32;
         (*ev)._pad = 0;
         (*ev).filename.flags = 0;

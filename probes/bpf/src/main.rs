@@ -12,7 +12,9 @@
 //! - [`applet`]: exec rules on the applets of multi-call binaries (busybox), by the
 //!   invoked name in `check_exec` and by the arguments in `check_exec_args`.
 //! - [`exec`] (`check_exec`, `bprm_check_security`), [`file`] (`check_open`,
-//!   `file_open`; `check_unlink`, `path_unlink`): resolve the target path once, walk
+//!   `file_open`; `check_unlink`, `path_unlink`): resolve the target path once
+//!   (exec: `bpf_d_path`; files: [`dentry_path`], a bounded dentry walk that also
+//!   maps protected inodes reached by other names to their protected names), walk
 //!   it byte by byte ([`path`]: one keyed hash pass yields the path's and every
 //!   directory prefix's hash) and look the hashes up in `RULES` ([`matchers`]; see the
 //!   ABI crate for the layout).

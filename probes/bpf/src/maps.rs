@@ -195,11 +195,15 @@ pub(crate) static DENTRY_WALKS: PerCpuArray<DentryWalk> = PerCpuArray::with_max_
 #[map]
 pub(crate) static GLOB_QUEUES: PerCpuArray<GlobQueue> = PerCpuArray::with_max_entries(SLOTS, 0);
 
+/// The kernel's struct offsets (`KERNEL_OFFSETS`), each read where it is used.
 #[inline(always)]
-pub(crate) fn offsets() -> KernelOffsets {
-    // SAFETY: a plain read of a global; volatile so the compiler does not fold the
-    // build-time zero in, the agent writes the real values before loading.
-    unsafe { core::ptr::read_volatile(&KERNEL_OFFSETS) }
+pub(crate) fn offsets() -> &'static KernelOffsets {
+    let global: *const KernelOffsets = &raw const KERNEL_OFFSETS;
+    // SAFETY: a volatile read of a local, so the compiler cannot see which global the
+    // pointer names and fold in its build-time zeros (the agent writes the real
+    // values before loading); the fields are then plain loads from the frozen
+    // read-only map, not a copy of the whole struct per use.
+    unsafe { &*core::ptr::read_volatile(&global) }
 }
 
 #[inline(always)]

@@ -33,7 +33,7 @@ pub(crate) fn report(
         class,
         outcome,
         verdict,
-        [source, parent_identity(&offsets())],
+        [source, parent_identity(offsets())],
         detail,
         [target_slot, u32::MAX],
     );
@@ -56,7 +56,7 @@ pub(crate) fn report_paths(
         return;
     };
     let off = offsets();
-    let ppid = parent_tgid(&off);
+    let ppid = parent_tgid(off);
     let posture = if verdict.policy_id == POLICY_DEFAULT_POSTURE {
         verdict.action
     } else {

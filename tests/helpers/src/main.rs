@@ -28,12 +28,15 @@
 //!   one instant.
 //! - `flood`, `serve`, `spawn-until`, `reuse-pid`, `idop`, `now`: the identity part of
 //!   the fail-closed guest (see `identity.rs`).
+//! - `alias-add PIN_DIR PATH CANONICAL`: a `FILE_ALIASES` entry for PATH's inode (see
+//!   `alias.rs`).
 //!
 //! The VM suite installs copies of this binary under the paths rules name
 //! (`/usr/sbin/sshd`, `/usr/bin/sshd-other`, ...), so it must be static.
 
 use std::time::{Duration, Instant};
 
+mod alias;
 mod identity;
 mod loops;
 
@@ -83,6 +86,7 @@ fn main() {
             "reuse-pid" => return identity::reuse_pid(&all[1..]),
             "idop" => return identity::idop(&all[1..]),
             "now" => return identity::now(&all[1..]),
+            "alias-add" => return alias::run(&all[1..]),
             _ => {
                 if loops::run(op, &all[1..]).is_some() {
                     return;

@@ -6,7 +6,8 @@
 //! Parts: `identity` (fork floods and PID reuse against fromSource), `scratch`
 //! (preemption races, long paths, many pattern prefixes), `network` (protocols
 //! outside tcp/udp/icmp/raw), `busybox` (multi-call binaries through their links),
-//! `aliases` (protected files by names made before the agent started).
+//! `aliases` (protected files by names made before the agent started), `walker`
+//! (the file hooks' dentry walk: mounts, chroot, aliases).
 
 use std::path::Path;
 use std::time::Duration;
@@ -26,6 +27,8 @@ mod identity;
 mod network;
 #[path = "fail_closed/scratch.rs"]
 mod scratch;
+#[path = "fail_closed/walker.rs"]
+mod walker;
 
 /// One boot's results, handed to every part.
 pub struct Run {
@@ -126,6 +129,7 @@ fn fail_closed_vm(arch: Arch, series: &'static str) {
     network::check(&run);
     busybox::check(&run);
     aliases::check(&run);
+    walker::check(&run);
 }
 
 #[test]

@@ -120,12 +120,10 @@ fn policy_engine_vm(arch: Arch, series: &str) {
             agent_err("EA-AGENTERR-A ")
         )
     });
-    // Kernels before 6.6 do not let path_unlink resolve paths: the agent must say so
-    // (and then no unlink alert can exist); later kernels must check unlinks.
-    let unlink_checked = !ready.contains("degraded: path_unlink");
-    assert_eq!(
-        unlink_checked,
-        series != "6.1",
+    // The file hooks resolve paths by their own dentry walk (6.1 refuses bpf_d_path
+    // in path_* hooks): unlinks are checked on every kernel, nothing is degraded.
+    assert!(
+        !ready.contains("degraded"),
         "{} {series}: ready line: {ready}",
         arch.name()
     );
@@ -282,21 +280,17 @@ fn policy_engine_vm(arch: Arch, series: &str) {
         "File",
         file("hsp-audit-app-logs", "2", "Audit", "Passed", open),
     );
-    if unlink_checked {
-        check(
-            "/var/log/app/old.log",
-            "File",
-            file(
-                "hsp-audit-app-logs",
-                "2",
-                "Audit",
-                "Passed",
-                "lsm=SECURITY_PATH_UNLINK",
-            ),
-        );
-    } else {
-        assert_none(&a, "File", "/var/log/app/old.log");
-    }
+    check(
+        "/var/log/app/old.log",
+        "File",
+        file(
+            "hsp-audit-app-logs",
+            "2",
+            "Audit",
+            "Passed",
+            "lsm=SECURITY_PATH_UNLINK",
+        ),
+    );
 
     let raw = "domain=AF_INET type=SOCK_RAW protocol=1";
     check(
