@@ -1,14 +1,14 @@
 //! Inodes as the kernel's hooks see them: `inode->i_ino` and `inode->i_sb->s_dev`.
-//! `stat` does not always say (overlayfs and btrfs report another `st_dev` than the
-//! superblock's, overlayfs may report another `st_ino`), so the number comes from the
-//! kernel's own account of an open descriptor (`/proc/self/fdinfo/FD`: `ino:` and
-//! `mnt_id:`) and the device from the mount table (`/proc/self/mountinfo`), which
-//! prints each mount's `s_dev` as `major:minor`.
+//! `stat`'s `st_dev` is not the superblock's on overlayfs and btrfs, so the device
+//! comes from the mount the path was reached through: `statx`'s `stx_mnt_id`, mapped
+//! through the mount table (`/proc/self/mountinfo` prints each mount's `s_dev` as
+//! `major:minor`). The number is `stx_ino` (`i_ino`; the tests hold both to what the
+//! kernel says of an open descriptor in `/proc/self/fdinfo`).
 
 use std::collections::BTreeMap;
 use std::ffi::OsString;
 use std::io;
-use std::os::unix::fs::{MetadataExt, OpenOptionsExt};
+use std::os::unix::fs::MetadataExt;
 use std::path::Path;
 
 /// The mount table of the agent's mount namespace.
@@ -80,8 +80,10 @@ pub fn mount_devices(mountinfo: &str) -> io::Result<BTreeMap<u64, u32>> {
     Ok(out)
 }
 
-/// `ino:` and `mnt_id:` of an fdinfo file's text.
-pub fn fdinfo_inode(fdinfo: &str) -> io::Result<(u64, u64)> {
+/// `ino:` and `mnt_id:` of an fdinfo file's text (the kernel's own account of an
+/// open file, which the tests hold `statx`'s numbers to).
+#[cfg(test)]
+fn fdinfo_inode(fdinfo: &str) -> io::Result<(u64, u64)> {
     let field = |name: &str| {
         fdinfo
             .lines()
@@ -91,26 +93,74 @@ pub fn fdinfo_inode(fdinfo: &str) -> io::Result<(u64, u64)> {
     Ok((field("ino:")?, field("mnt_id:")?))
 }
 
-/// [`super::HostKernel::kernel_inode`] on this machine: `path` opened `O_PATH` (no
-/// access to the file needed, nothing of it read), symlinks followed if `follow`.
+/// The fields of the kernel's `struct statx` (uapi, 256 bytes) the agent reads.
+#[repr(C)]
+struct Statx {
+    mask: u32,
+    _blksize: u32,
+    _attributes: u64,
+    nlink: u32,
+    _uid: u32,
+    _gid: u32,
+    mode: u16,
+    _spare0: u16,
+    ino: u64,
+    _size_to_mtime: [u64; 11],
+    _rdev_and_dev: [u32; 4],
+    mnt_id: u64,
+    _spare: [u64; 13],
+}
+
+const _: () = assert!(std::mem::size_of::<Statx>() == 256);
+const _: () = assert!(std::mem::offset_of!(Statx, ino) == 32);
+const _: () = assert!(std::mem::offset_of!(Statx, mnt_id) == 144);
+
+/// [`super::HostKernel::kernel_inode`] on this machine, by `statx`: the inode's
+/// `i_ino` and the mount it was reached through, without opening it. (An open, even
+/// `O_PATH`, passes the `file_open` hook, which a pinned policy already enforces
+/// against this agent too; `/proc/self/fdinfo` would say the same numbers.)
 pub fn live_kernel_inode(path: &Path, follow: bool) -> io::Result<KernelInode> {
-    use std::os::fd::AsRawFd;
-    let mut flags = libc::O_PATH | libc::O_CLOEXEC;
+    use std::os::unix::ffi::OsStrExt;
+    let c_path = std::ffi::CString::new(path.as_os_str().as_bytes())
+        .map_err(|_| io::Error::from(io::ErrorKind::InvalidInput))?;
+    let mut flags = libc::AT_STATX_SYNC_AS_STAT | libc::AT_NO_AUTOMOUNT;
     if !follow {
-        flags |= libc::O_NOFOLLOW;
+        flags |= libc::AT_SYMLINK_NOFOLLOW;
     }
-    let file = std::fs::OpenOptions::new()
-        .read(true)
-        .custom_flags(flags)
-        .open(path)?;
-    let meta = file.metadata()?;
-    let fdinfo = std::fs::read_to_string(format!("/proc/self/fdinfo/{}", file.as_raw_fd()))?;
-    let (ino, mnt_id) = fdinfo_inode(&fdinfo)?;
+    let wanted = libc::STATX_TYPE | libc::STATX_MODE | libc::STATX_NLINK | libc::STATX_INO;
+    // SAFETY: Statx is plain integers; all-zero is a valid value for statx to fill.
+    let mut stx: Statx = unsafe { std::mem::zeroed() };
+    // SAFETY: a NUL-terminated path and a writable 256-byte statx buffer we own.
+    let rc = unsafe {
+        libc::syscall(
+            libc::SYS_statx,
+            libc::AT_FDCWD,
+            c_path.as_ptr(),
+            flags,
+            wanted | libc::STATX_MNT_ID,
+            &mut stx as *mut Statx,
+        )
+    };
+    if rc != 0 {
+        return Err(io::Error::last_os_error());
+    }
+    if stx.mask & (wanted | libc::STATX_MNT_ID) != wanted | libc::STATX_MNT_ID {
+        return Err(io::Error::other(format!(
+            "statx did not report the inode and mount id (mask {:#x})",
+            stx.mask
+        )));
+    }
+    let kind = match u32::from(stx.mode) & libc::S_IFMT {
+        libc::S_IFDIR => InodeKind::Directory,
+        libc::S_IFREG => InodeKind::Regular,
+        libc::S_IFLNK => InodeKind::Symlink,
+        _ => InodeKind::Other,
+    };
     Ok(KernelInode {
-        ino,
-        mnt_id,
-        kind: InodeKind::of(meta.file_type()),
-        links: meta.nlink(),
+        ino: stx.ino,
+        mnt_id: stx.mnt_id,
+        kind,
+        links: u64::from(stx.nlink),
     })
 }
 
@@ -170,10 +220,13 @@ mod tests {
         dir
     }
 
-    /// The real seam on this machine: fdinfo's number is the file's, the device is
-    /// the one `stat` reports for a plain filesystem, hard links share both.
+    /// The real seam on this machine: statx's numbers are the ones the kernel gives
+    /// for an open descriptor (fdinfo), the device is the one `stat` reports for a
+    /// plain filesystem, hard links share both.
     #[test]
-    fn live_inodes_match_stat_and_hard_links_share_them() {
+    fn live_inodes_match_fdinfo_and_stat_and_hard_links_share_them() {
+        use std::os::fd::AsRawFd;
+        use std::os::unix::fs::OpenOptionsExt;
         let dir = tempdir("live");
         let file = dir.join("f");
         std::fs::write(&file, b"x").expect("written");
@@ -181,11 +234,25 @@ mod tests {
         std::os::unix::fs::symlink(&file, dir.join("sym")).expect("symlinked");
         let meta = std::fs::metadata(&file).expect("stat");
         let inode = live_kernel_inode(&file, true).expect("identified");
+        let opened = std::fs::OpenOptions::new()
+            .read(true)
+            .custom_flags(libc::O_PATH)
+            .open(&file)
+            .expect("O_PATH");
+        let fdinfo = std::fs::read_to_string(format!("/proc/self/fdinfo/{}", opened.as_raw_fd()))
+            .expect("fdinfo");
+        assert_eq!(
+            fdinfo_inode(&fdinfo).ok(),
+            Some((inode.ino, inode.mnt_id)),
+            "{fdinfo}"
+        );
         let mounts = std::fs::read_to_string(MOUNTINFO).expect("mountinfo");
         let dev = mount_devices(&mounts).expect("parses")[&inode.mnt_id];
         let by_link = live_kernel_inode(&dir.join("link"), true).expect("identified");
         let followed = live_kernel_inode(&dir.join("sym"), true).expect("identified");
         let not_followed = live_kernel_inode(&dir.join("sym"), false).expect("identified");
+        let dir_inode = live_kernel_inode(&dir, false).expect("identified");
+        let missing = live_kernel_inode(&dir.join("missing"), true).map(|_| ());
         let (entries, complete) = live_dir_entries(&dir, 10).expect("listed");
         let (first, partial) = live_dir_entries(&dir, 1).expect("listed");
         let _ = std::fs::remove_dir_all(&dir);
@@ -212,6 +279,8 @@ mod tests {
         assert_eq!(followed.ino, inode.ino);
         assert_eq!(not_followed.kind, InodeKind::Symlink);
         assert_ne!(not_followed.ino, inode.ino);
+        assert_eq!(dir_inode.kind, InodeKind::Directory);
+        assert_eq!(missing.map_err(|e| e.kind()), Err(io::ErrorKind::NotFound));
         let mut seen: Vec<(String, InodeKind, u64)> = entries
             .iter()
             .map(|e| (e.name.to_string_lossy().into_owned(), e.kind, e.links))

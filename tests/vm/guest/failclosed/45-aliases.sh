@@ -28,6 +28,14 @@ scenario al-free-write $probe write /tmp/alias/free
 # Every Block above reported (5), before the agent stops.
 wait_count "$alerts" '"PolicyName":"hsp-aliases"' 5
 stop_agent
+# The entries are pinned with the rules: they hold with no agent running, and the
+# next agent adopts them (its own generation replaces them).
+scenario al-link-no-agent $probe read /tmp/alias/secret-link
+start_agent aliases-b "$al_dir/policies"
+scenario al-link-adopted $probe read /tmp/alias/secret-link
+# The attempt made with no agent is handed over in the pinned ring buffer.
+wait_count "$alerts" '"PolicyName":"hsp-aliases"' 2
+stop_agent
 # Enforcement outlives the agent (pinned): unload it to read what is on disk.
 /usr/local/bin/edgearmor unload --config /etc/edgearmor/failclosed/agent.toml 2>&1 |
     while read -r line; do echo "EA-UNLOAD $line"; done

@@ -23,6 +23,8 @@ pub fn check(run: &Run) {
         "al-secret-link-write",
         "al-g-link-write",
         "al-bind-write",
+        "al-link-no-agent",
+        "al-link-adopted",
     ] {
         assert_eq!(op(name), DENIED, "{k}: {name} must be denied");
     }
@@ -71,5 +73,28 @@ pub fn check(run: &Run) {
         about(&all, "File", "/etc/alias-ro/sub/h").len(),
         1,
         "{k}: {all:?}"
+    );
+
+    // The agent that adopted the pinned entries reports both attempts through the link.
+    let adopted = alerts(&run.log, "EA-ALERT-aliases-b ");
+    assert_eq!(
+        adopted.len(),
+        2,
+        "{k}: {adopted:?}\n{}",
+        run.agent_err("aliases-b")
+    );
+    assert_eq!(
+        about(&adopted, "File", "/etc/alias-secret").len(),
+        2,
+        "{k}: {adopted:?}"
+    );
+    let ready_b = run
+        .log
+        .lines_with_prefix("EA-AGENT-aliases-b ")
+        .collect::<Vec<_>>()
+        .join("\n");
+    assert!(
+        ready_b.contains("adopted the enforcement pinned in"),
+        "{k}: {ready_b}"
     );
 }
