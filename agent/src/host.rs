@@ -7,6 +7,9 @@ use std::ffi::CStr;
 use std::io;
 use std::path::{Path, PathBuf};
 
+mod inodes;
+pub use inodes::{DirEntry, InodeKind, KernelInode, MOUNTINFO, mount_devices};
+
 pub const KERNEL_BTF: &str = "/sys/kernel/btf/vmlinux";
 pub const ACTIVE_LSMS: &str = "/sys/kernel/security/lsm";
 pub const SECURITYFS: &str = "/sys/kernel/security";
@@ -26,6 +29,15 @@ pub trait HostKernel {
     /// The working directory of thread `tid`, if it still exists.
     fn process_cwd(&self, _tid: u32) -> Option<PathBuf> {
         None
+    }
+    /// The inode `path` names as the kernel's hooks see it (symlinks followed if
+    /// `follow`). A host that cannot tell (a test double) says `Unsupported`.
+    fn kernel_inode(&self, _path: &Path, _follow: bool) -> io::Result<KernelInode> {
+        Err(io::ErrorKind::Unsupported.into())
+    }
+    /// At most `max` entries of directory `dir`, and whether that was all of them.
+    fn dir_entries(&self, _dir: &Path, _max: usize) -> io::Result<(Vec<DirEntry>, bool)> {
+        Err(io::ErrorKind::Unsupported.into())
     }
     /// The wall clock (`CLOCK_REALTIME`) in nanoseconds since the Unix epoch: what the
     /// kernel's clock says now. It steps when the clock is set (NTP, an operator, a
@@ -263,6 +275,14 @@ impl HostKernel for LiveKernel {
 
     fn process_cwd(&self, tid: u32) -> Option<PathBuf> {
         std::fs::read_link(format!("/proc/{tid}/cwd")).ok()
+    }
+
+    fn kernel_inode(&self, path: &Path, follow: bool) -> io::Result<KernelInode> {
+        inodes::live_kernel_inode(path, follow)
+    }
+
+    fn dir_entries(&self, dir: &Path, max: usize) -> io::Result<(Vec<DirEntry>, bool)> {
+        inodes::live_dir_entries(dir, max)
     }
 
     fn is_bpffs(&self, path: &Path) -> bool {

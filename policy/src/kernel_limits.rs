@@ -9,7 +9,8 @@ use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::path::PathBuf;
 
 use edgearmor_probe_abi::{
-    GLOBS_PER_KEY, GLOBS_PER_SET, MAX_PATTERN_PREFIXES, PREFIXES_PER_SET, RULES_PER_SET,
+    ALIAS_PATH_CAP, GLOBS_PER_KEY, GLOBS_PER_SET, MAX_PATTERN_PREFIXES, PREFIXES_PER_SET,
+    RULES_PER_SET,
 };
 
 use crate::compile::{CompiledPolicySet, CompiledRule, PolicyId, RuleClass};
@@ -49,11 +50,41 @@ pub fn kernel_limit_problems(policies: &[HostPolicy], set: &CompiledPolicySet) -
             tables.path_rule(class, sources, id, matcher, &origin, &mut out);
         }
     }
+    aliases(set, &origin, &mut out);
     tables.allow_lists(set);
     tables.items(set);
     tables.pattern_chains(&origin, &mut out);
     tables.capacities(&origin, &mut out);
     out
+}
+
+/// The alias table (`FILE_ALIASES`): every fixed path of a file rule names its file
+/// there, in at most `ALIAS_PATH_CAP - 1` bytes. (It has room for one entry per
+/// `RULES` entry, so its size is no limit of its own.)
+fn aliases(
+    set: &CompiledPolicySet,
+    origin: &dyn Fn(PolicyId) -> Origin,
+    out: &mut Vec<Diagnostic>,
+) {
+    for rule in &set.file.rules {
+        let path = match &rule.matcher.target {
+            PathMatcher::Exact(path) => path,
+            PathMatcher::Directory { dir, .. } => dir,
+            PathMatcher::Pattern(_) => continue,
+        };
+        if path.len() > ALIAS_PATH_CAP - 1 {
+            out.push(limit(
+                &origin(rule.policy_id),
+                "ALIAS_PATH_CAP - 1",
+                ALIAS_PATH_CAP - 1,
+                path,
+                format!(
+                    "bytes in the protected name ({}; the kernel's alias table holds it to follow the file to other names)",
+                    path.len()
+                ),
+            ));
+        }
+    }
 }
 
 /// (sources, policy, path matcher) of each rule of a path class.
@@ -308,6 +339,12 @@ mod tests {
         y
     }
 
+    /// `policy(..)` with its rules in the process section (whose paths take no alias
+    /// entries: they may be as long as the kernel matches).
+    fn in_process(yaml: String) -> String {
+        yaml.replace("  file:\n", "  process:\n")
+    }
+
     fn problems(files: &[(&str, String)]) -> Vec<Diagnostic> {
         let mut policies = Vec::new();
         for (file, text) in files {
@@ -435,6 +472,32 @@ mod tests {
         let long = format!("/{}", vec!["d".repeat(200); 20].join("/"));
         assert!(long.len() > 4000 && long.len() <= edgearmor_probe_abi::MAX_HASHED_PATH_BYTES);
         let items = [format!("path: {long}")];
-        assert!(problems(&[("long.yaml", policy("long", "matchPaths", &items))]).is_empty());
+        let process = in_process(policy("long", "matchPaths", &items));
+        assert!(problems(&[("long.yaml", process)]).is_empty());
+    }
+
+    #[test]
+    fn a_protected_file_name_past_the_alias_cap_is_refused() {
+        let fits = format!("path: /{}", "d".repeat(ALIAS_PATH_CAP - 2));
+        assert!(problems(&[("a.yaml", policy("a", "matchPaths", &[fits]))]).is_empty());
+        let dir = format!("/{}/", "d".repeat(ALIAS_PATH_CAP - 2));
+        let items = [format!("dir: {dir}")];
+        let p = problems(&[("a.yaml", policy("a", "matchDirectories", &items))]);
+        assert_eq!(
+            only(&p),
+            (
+                "ALIAS_PATH_CAP - 1",
+                255,
+                "a".to_owned(),
+                dir.clone(),
+                "a.yaml".to_owned()
+            )
+        );
+        assert!(
+            p[0].to_string()
+                .contains("bytes in the protected name (256;"),
+            "{}",
+            p[0]
+        );
     }
 }

@@ -57,6 +57,7 @@ pub fn policy_check(paths: &[PathBuf], on_host: bool, node: Option<&NodeQuery>) 
         }
         None => None,
     };
+    let mut refused_here = 0;
     if on_host {
         // As `run` would be: the default agent.toml's node and labels, if there is one.
         let identity = match identity {
@@ -72,14 +73,15 @@ pub fn policy_check(paths: &[PathBuf], on_host: bool, node: Option<&NodeQuery>) 
             }
         };
         for line in host_warnings(&LiveKernel, &identity, paths) {
+            refused_here += usize::from(line.starts_with(REFUSED_HERE));
             println!("{line}");
         }
     }
-    if problems.is_empty() {
+    if problems.is_empty() && refused_here == 0 {
         eprintln!("edgearmor: policies OK");
         ExitCode::SUCCESS
     } else {
-        eprintln!("edgearmor: {} problem(s)", problems.len());
+        eprintln!("edgearmor: {} problem(s)", problems.len() + refused_here);
         ExitCode::from(1)
     }
 }
@@ -181,8 +183,13 @@ fn set_problems(policies: &[HostPolicy], problems: &mut BTreeSet<String>) {
     }
 }
 
-/// What `run` would log about the valid policies among `paths` on `host`: rules it
-/// skips, and rules that apply but maybe not as meant (multi-call binaries).
+/// How a `--host` line starts when `run` would refuse the set here (a problem).
+const REFUSED_HERE: &str = "refused on this host: ";
+
+/// What `run` would log about the valid policies among `paths` on `host`: limits the
+/// set exceeds here (symlinks resolved), rules it skips, rules that apply but maybe
+/// not as meant (multi-call binaries, files it cannot follow to other names), and
+/// the alias table it would write (the last line).
 pub fn host_warnings(host: &dyn HostKernel, node: &NodeIdentity, paths: &[PathBuf]) -> Vec<String> {
     let mut policies = Vec::new();
     for path in paths {
@@ -205,10 +212,16 @@ pub fn host_warnings(host: &dyn HostKernel, node: &NodeIdentity, paths: &[PathBu
         [0; 2],
         &HostPaths(host),
     );
-    set.skipped
+    set.refused
         .iter()
-        .map(|s| format!("not enforceable, skipped: {s}"))
+        .map(|r| format!("{REFUSED_HERE}{r}"))
+        .chain(
+            set.skipped
+                .iter()
+                .map(|s| format!("not enforceable, skipped: {s}")),
+        )
         .chain(set.warnings.iter().map(|w| format!("warning: {w}")))
+        .chain([format!("aliases: {}", set.aliases.report())])
         .collect()
 }
 
@@ -280,7 +293,11 @@ spec:
         let node = NodeIdentity::named(BusyboxHost.node_name());
         let lines = host_warnings(&BusyboxHost, &node, std::slice::from_ref(&policy));
         let _ = std::fs::remove_dir_all(&dir);
-        assert_eq!(lines.len(), 2, "{lines:?}");
+        assert_eq!(lines.len(), 3, "{lines:?}");
+        assert!(
+            lines[2].starts_with("aliases: 0 protected inode(s) with an alias entry"),
+            "{lines:?}"
+        );
         assert!(
             lines[0].starts_with(
                 "warning: policy hsp-bb: /bin/busybox: /bin/busybox is a multi-call binary"
@@ -290,6 +307,41 @@ spec:
         assert!(
             lines[1].starts_with("warning: policy hsp-bb: fromSource /bin/sh: /bin/sh runs the multi-call binary /bin/busybox"),
             "{lines:?}"
+        );
+    }
+
+    /// `--host` on this machine, through the real seam: a hard-linked protected file
+    /// and a missing one, as `run` would report them.
+    #[test]
+    fn host_check_reports_the_alias_table_and_missing_paths() {
+        let dir =
+            std::env::temp_dir().join(format!("edgearmor-policy-alias-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        std::fs::create_dir_all(&dir).expect("dir");
+        let dir = std::fs::canonicalize(&dir).expect("real dir");
+        let secret = dir.join("secret");
+        std::fs::write(&secret, b"x").expect("written");
+        std::fs::hard_link(&secret, dir.join("link")).expect("linked");
+        let policy = dir.join("p.yaml");
+        let (secret, missing) = (secret.display(), dir.join("missing"));
+        let missing = missing.display();
+        std::fs::write(
+            &policy,
+            format!("apiVersion: security.kubearmor.com/v1\nkind: KubeArmorHostPolicy\nmetadata:\n  name: hsp-f\nspec:\n  nodeSelector:\n    matchLabels:\n      kubearmor.io/hostname: \"*\"\n  file:\n    matchPaths:\n      - path: {secret}\n      - path: {missing}\n  action: Block\n"),
+        )
+        .expect("written");
+        let lines = host_warnings(&LiveKernel, std::slice::from_ref(&policy));
+        let _ = std::fs::remove_dir_all(&dir);
+        assert_eq!(
+            lines,
+            [
+                format!(
+                    "warning: policy hsp-f: {missing}: {missing} does not exist now: no alias entry, the rule matches it by this name only"
+                ),
+                format!(
+                    "aliases: 1 protected inode(s) with an alias entry (1 entries with subdirectories and other-linked files), 1 protected file(s) with other hard links: {secret} (2 links)"
+                ),
+            ]
         );
     }
 }

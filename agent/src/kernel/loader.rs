@@ -174,6 +174,10 @@ impl crate::kernel::rule_tables::PathResolver for HostPaths<'_> {
     fn multi_call_binaries(&self) -> std::collections::BTreeSet<String> {
         crate::kernel::multi_call::installed(&|p| self.real_path(p))
     }
+
+    fn host(&self) -> Option<&dyn HostKernel> {
+        Some(self.0)
+    }
 }
 
 /// Creates the object's maps with this kernel's offsets and the path-hash key;

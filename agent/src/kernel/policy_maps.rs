@@ -10,8 +10,8 @@ use std::fmt;
 use aya::Ebpf;
 use aya::maps::{Array, HashMap, MapData, MapError};
 use edgearmor_probe_abi::{
-    ActivePolicy, GLOBS_CAPACITY, GlobList, PREFIXES_CAPACITY, PrefixKey, RULES_CAPACITY, RuleKey,
-    RuleValue, names,
+    ALIASES_CAPACITY, ActivePolicy, AliasKey, AliasValue, GLOBS_CAPACITY, GlobList,
+    PREFIXES_CAPACITY, PrefixKey, RULES_CAPACITY, RuleKey, RuleValue, names,
 };
 
 use crate::kernel::loader::map_failure;
@@ -97,11 +97,21 @@ impl ApplyError {
     }
 }
 
+/// The map handles [`PolicyMaps`] works on (the kernel's, or a test's).
+pub(crate) struct Tables {
+    pub rules: Box<dyn Table<RuleKey, RuleValue>>,
+    pub prefixes: Box<dyn Table<PrefixKey, u32>>,
+    pub globs: Box<dyn Table<RuleKey, GlobList>>,
+    pub aliases: Box<dyn Table<AliasKey, AliasValue>>,
+    pub active: Box<dyn Slot>,
+}
+
 /// The rule tables of the loaded probes and the generation they enforce.
 pub struct PolicyMaps {
     rules: Box<dyn Table<RuleKey, RuleValue>>,
     prefixes: Box<dyn Table<PrefixKey, u32>>,
     globs: Box<dyn Table<RuleKey, GlobList>>,
+    aliases: Box<dyn Table<AliasKey, AliasValue>>,
     active: Box<dyn Slot>,
     generation: u32,
     applied: KernelRuleSet,
@@ -124,25 +134,30 @@ impl PolicyMaps {
         let globs: HashMap<MapData, RuleKey, GlobList> =
             HashMap::try_from(take_map(ebpf, names::GLOBS)?)
                 .map_err(|e| map_failure(names::GLOBS, e))?;
+        let aliases: HashMap<MapData, AliasKey, AliasValue> =
+            HashMap::try_from(take_map(ebpf, names::FILE_ALIASES)?)
+                .map_err(|e| map_failure(names::FILE_ALIASES, e))?;
         let active: Array<MapData, ActivePolicy> = Array::try_from(take_map(ebpf, names::ACTIVE)?)
             .map_err(|e| map_failure(names::ACTIVE, e))?;
-        Ok(Self::over(
-            Box::new(rules),
-            Box::new(prefixes),
-            Box::new(globs),
-            Box::new(active),
-            adopting,
-        ))
+        let tables = Tables {
+            rules: Box::new(rules),
+            prefixes: Box::new(prefixes),
+            globs: Box::new(globs),
+            aliases: Box::new(aliases),
+            active: Box::new(active),
+        };
+        Ok(Self::over(tables, adopting))
     }
 
     /// The tables over any map handles (the kernel's, or a test's).
-    pub(crate) fn over(
-        rules: Box<dyn Table<RuleKey, RuleValue>>,
-        prefixes: Box<dyn Table<PrefixKey, u32>>,
-        globs: Box<dyn Table<RuleKey, GlobList>>,
-        active: Box<dyn Slot>,
-        adopting: bool,
-    ) -> Self {
+    pub(crate) fn over(tables: Tables, adopting: bool) -> Self {
+        let Tables {
+            rules,
+            prefixes,
+            globs,
+            aliases,
+            active,
+        } = tables;
         let generation = match adopting {
             true => active.get().map(|a| a.generation).unwrap_or(0),
             false => 0,
@@ -151,6 +166,7 @@ impl PolicyMaps {
             rules,
             prefixes,
             globs,
+            aliases,
             active,
             generation,
             applied: KernelRuleSet::default(),
@@ -195,19 +211,25 @@ impl PolicyMaps {
     /// one in force (both live until the switch), naming the table and its capacity.
     fn check_room(&self, next: &KernelRuleSet) -> Result<(), ApplyError> {
         let (rules, prefixes, globs) = next.sizes();
+        let aliases = next.aliases.names.len();
         // Adopted tables hold what an earlier agent wrote, which only the maps know.
-        let (in_rules, in_prefixes, in_globs) = match self.adopted {
+        let (in_rules, in_prefixes, in_globs, in_aliases) = match self.adopted {
             true => (
                 self.rules.keys().len(),
                 self.prefixes.keys().len(),
                 self.globs.keys().len(),
+                self.aliases.keys().len(),
             ),
-            false => self.applied.sizes(),
+            false => {
+                let (r, p, g) = self.applied.sizes();
+                (r, p, g, self.applied.aliases.names.len())
+            }
         };
         for (map, capacity, needed, in_force) in [
             (names::RULES, RULES_CAPACITY, rules, in_rules),
             (names::PREFIXES, PREFIXES_CAPACITY, prefixes, in_prefixes),
             (names::GLOBS, GLOBS_CAPACITY, globs, in_globs),
+            (names::FILE_ALIASES, ALIASES_CAPACITY, aliases, in_aliases),
         ] {
             if needed + in_force > capacity as usize {
                 return Err(ApplyError {
@@ -227,6 +249,7 @@ impl PolicyMaps {
         remove_where(self.rules.as_mut(), |k| k.generation != generation);
         remove_where(self.prefixes.as_mut(), |k| k.generation != generation);
         remove_where(self.globs.as_mut(), |k| k.generation != generation);
+        remove_where(self.aliases.as_mut(), |k| k.generation != generation);
     }
 
     fn write(&mut self, set: &KernelRuleSet, generation: u32) -> Result<(), ApplyError> {
@@ -245,6 +268,11 @@ impl PolicyMaps {
                 .insert(k, v)
                 .map_err(|errno| ApplyError::write(names::GLOBS, k, errno))?;
         }
+        for (k, v) in set.alias_entries(generation) {
+            self.aliases
+                .insert(k, v)
+                .map_err(|errno| ApplyError::write(names::FILE_ALIASES, k, errno))?;
+        }
         Ok(())
     }
 
@@ -259,213 +287,11 @@ impl PolicyMaps {
         for (k, _) in set.glob_entries(generation) {
             self.globs.remove(&k);
         }
+        for (k, _) in set.alias_entries(generation) {
+            self.aliases.remove(&k);
+        }
     }
 }
 
 #[cfg(test)]
-mod tests {
-    use super::*;
-    use std::cell::RefCell;
-    use std::collections::HashMap as StdMap;
-    use std::hash::Hash;
-    use std::rc::Rc;
-
-    use edgearmor_probe_abi::{
-        ACTION_BLOCK, ANY_SOURCE, CLASS_NETWORK, MATCH_ITEM, SLOT_READ, Verdict,
-    };
-
-    /// A map in memory that refuses its `fail_at`-th insert with `errno`, as the
-    /// kernel refuses an element it cannot allocate or hold.
-    struct FakeTable<K, V> {
-        entries: Rc<RefCell<StdMap<K, V>>>,
-        inserts: usize,
-        fail_at: Option<(usize, i32)>,
-    }
-
-    impl<K: Hash + Eq + Copy, V: Copy> Table<K, V> for FakeTable<K, V> {
-        fn insert(&mut self, key: K, value: V) -> Result<(), i32> {
-            self.inserts += 1;
-            match self.fail_at {
-                Some((n, errno)) if n == self.inserts => Err(errno),
-                _ => {
-                    self.entries.borrow_mut().insert(key, value);
-                    Ok(())
-                }
-            }
-        }
-        fn remove(&mut self, key: &K) {
-            self.entries.borrow_mut().remove(key);
-        }
-        fn keys(&self) -> Vec<K> {
-            self.entries.borrow().keys().copied().collect()
-        }
-    }
-
-    struct FakeActive(Rc<RefCell<Option<ActivePolicy>>>);
-
-    impl Slot for FakeActive {
-        fn get(&self) -> Option<ActivePolicy> {
-            *self.0.borrow()
-        }
-        fn set(&mut self, value: ActivePolicy) -> Result<(), i32> {
-            *self.0.borrow_mut() = Some(value);
-            Ok(())
-        }
-    }
-
-    type Rules = Rc<RefCell<StdMap<RuleKey, RuleValue>>>;
-
-    /// Tables whose `RULES` map fails its `fail_at`-th insert.
-    fn tables(
-        fail_at: Option<(usize, i32)>,
-    ) -> (PolicyMaps, Rules, Rc<RefCell<Option<ActivePolicy>>>) {
-        tables_holding(fail_at, Rc::default(), false)
-    }
-
-    fn tables_holding(
-        fail_at: Option<(usize, i32)>,
-        rules: Rules,
-        adopting: bool,
-    ) -> (PolicyMaps, Rules, Rc<RefCell<Option<ActivePolicy>>>) {
-        let active = Rc::new(RefCell::new(None));
-        let maps = PolicyMaps::over(
-            Box::new(FakeTable {
-                entries: rules.clone(),
-                inserts: 0,
-                fail_at,
-            }),
-            Box::new(FakeTable::<PrefixKey, u32> {
-                entries: Rc::default(),
-                inserts: 0,
-                fail_at: None,
-            }),
-            Box::new(FakeTable::<RuleKey, GlobList> {
-                entries: Rc::default(),
-                inserts: 0,
-                fail_at: None,
-            }),
-            Box::new(FakeActive(active.clone())),
-            adopting,
-        );
-        (maps, rules, active)
-    }
-
-    /// A set of `n` network item rules.
-    fn set_of(n: u64) -> KernelRuleSet {
-        let mut set = KernelRuleSet::default();
-        let mut value = RuleValue::NONE;
-        value.slots[SLOT_READ] = Verdict {
-            action: ACTION_BLOCK,
-            policy_id: 1,
-        };
-        for item in 1..=n {
-            set.rules
-                .insert((ANY_SOURCE, item, CLASS_NETWORK, MATCH_ITEM), value);
-        }
-        set.class_mask = edgearmor_probe_abi::class_bit(CLASS_NETWORK);
-        set
-    }
-
-    #[test]
-    fn a_failed_write_names_map_key_and_errno_and_changes_nothing() {
-        let (mut maps, rules, active) = tables(Some((3, libc::ENOMEM)));
-        let err = maps.apply(set_of(5)).expect_err("the third insert fails");
-        let text = err.to_string();
-        assert_eq!(err.map, names::RULES);
-        assert!(text.contains("map RULES"), "{text}");
-        assert!(text.contains("target: 3"), "the failing key: {text}");
-        assert!(text.contains("generation: 1"), "{text}");
-        assert!(text.contains(&format!("errno {}", libc::ENOMEM)), "{text}");
-        // The partial generation is gone and nothing was switched.
-        assert!(rules.borrow().is_empty(), "{:?}", rules.borrow().keys());
-        assert_eq!(*active.borrow(), None);
-        assert_eq!(maps.generation(), 0);
-    }
-
-    #[test]
-    fn a_failed_write_keeps_the_set_in_force() {
-        let (mut maps, rules, active) = tables(Some((4, libc::E2BIG)));
-        maps.apply(set_of(2)).expect("the first set fits");
-        let err = maps
-            .apply(set_of(3))
-            .expect_err("the second set's 2nd insert fails");
-        assert!(err.to_string().contains("errno 7"), "{err}");
-        assert_eq!(active.borrow().map(|a| a.generation), Some(1));
-        let kept = rules.borrow();
-        assert_eq!(kept.len(), 2);
-        assert!(kept.keys().all(|k| k.generation == 1));
-    }
-
-    #[test]
-    fn a_set_the_tables_cannot_hold_is_refused_before_writing() {
-        let (mut maps, rules, _) = tables(None);
-        let half = u64::from(RULES_CAPACITY / 2);
-        maps.apply(set_of(half)).expect("half fits");
-        let err = maps
-            .apply(set_of(half + 1))
-            .expect_err("both cannot live at once");
-        let text = err.to_string();
-        assert!(
-            text.contains(&format!("the table holds {RULES_CAPACITY}")),
-            "{text}"
-        );
-        assert!(text.contains(&format!("needs {}", half + 1)), "{text}");
-        assert_eq!(rules.borrow().len(), half as usize, "nothing written");
-        maps.apply(set_of(half)).expect("the same size again fits");
-    }
-
-    #[test]
-    fn adopted_tables_count_what_an_earlier_agent_left() {
-        let earlier: Rules = Rc::default();
-        for (k, v) in set_of(u64::from(RULES_CAPACITY) - 1).rule_entries(7) {
-            earlier.borrow_mut().insert(k, v);
-        }
-        let (mut maps, rules, _) = tables_holding(None, earlier, true);
-        let err = maps
-            .apply(set_of(2))
-            .expect_err("no room beside the earlier set");
-        let held = format!("holds {} until the switch", RULES_CAPACITY - 1);
-        assert!(err.to_string().contains(&held), "{err}");
-        assert_eq!(rules.borrow().len(), RULES_CAPACITY as usize - 1);
-        maps.apply(set_of(1)).expect("one entry fits");
-        // After the switch the earlier agent's generation is gone.
-        assert_eq!(rules.borrow().len(), 1);
-    }
-
-    #[test]
-    fn only_bpf_lsm_unavailable_here_is_a_reason_for_monitor_only_mode() {
-        let (mut maps, _, _) = tables(Some((1, libc::ENOMEM)));
-        let write = maps.apply(set_of(1)).expect_err("fails");
-        let broken = [
-            EnforcementUnavailable::RuleTables(write),
-            EnforcementUnavailable::Verifier {
-                program: "check_socket".into(),
-                log_tail: String::new(),
-            },
-            EnforcementUnavailable::Failed {
-                step: "opening map RULES".into(),
-                errno: Some(libc::ENOMEM),
-                detail: String::new(),
-            },
-        ];
-        for failure in &broken {
-            assert!(!failure.kernel_lacks_bpf_lsm(), "{failure}");
-        }
-        let lacking = [
-            EnforcementUnavailable::BpfLsmNotBuiltIn,
-            EnforcementUnavailable::BpfLsmInactive {
-                active: "capability".into(),
-            },
-            EnforcementUnavailable::NoTrampoline {
-                program: "p".into(),
-                hook: "h".into(),
-            },
-            EnforcementUnavailable::NotPermitted {
-                step: "load check_socket".into(),
-            },
-        ];
-        for failure in &lacking {
-            assert!(failure.kernel_lacks_bpf_lsm(), "{failure}");
-        }
-    }
-}
+mod tests;

@@ -71,6 +71,7 @@ pub struct KernelRuleSet {
     /// (class, resolved directory) of every pattern rule -> (policy, pattern) of the
     /// first rule there, for the pattern-prefix limit.
     pub pattern_dirs: BTreeMap<(u32, String), (String, String)>,
+    pub aliases: AliasTable,
 }
 
 /// How rule paths become kernel paths (the host seam's `real_path`, or identity).
@@ -84,6 +85,10 @@ pub trait PathResolver {
     /// The host's multi-call binaries (resolved), see [`multi_call::installed`].
     fn multi_call_binaries(&self) -> BTreeSet<String> {
         BTreeSet::new()
+    }
+    /// The host whose inodes the rules protect (`None` offline: no alias entries).
+    fn host(&self) -> Option<&dyn crate::host::HostKernel> {
+        None
     }
 }
 
@@ -137,6 +142,7 @@ impl KernelRuleSet {
         b.policy_setid(catalog, &meta);
         b.mark_multi_call();
         b.undecidable_entries();
+        b.aliases();
         b.set.refused.extend(limits::exceeded(&b.set));
         b.set
     }
@@ -577,6 +583,9 @@ impl Builder<'_> {
     }
 }
 
+pub use aliases::AliasTable;
+
+mod aliases;
 mod applets;
 mod entries;
 mod limits;

@@ -821,9 +821,10 @@ pub struct AliasKey {
     pub generation: u32,
 }
 
-/// Capacity of a canonical name, NUL included; a directory's ends with `/`. The
-/// agent refuses a policy set whose protected paths are longer.
-pub const ALIAS_PATH_CAP: usize = 256;
+/// Capacity of a canonical name, NUL included; a directory's ends with `/`. As long
+/// as the longest path the kernel resolves, so every protected path has its entry
+/// (entries are allocated one by one: a set pays for the names it has).
+pub const ALIAS_PATH_CAP: usize = LINUX_PATH_MAX;
 
 /// The canonical name of an [`AliasKey`]'s inode.
 #[repr(C)]
@@ -836,9 +837,13 @@ pub struct AliasValue {
 }
 
 /// Capacity of `FILE_ALIASES`; like the rule maps it holds two generations during a
-/// switch, so one policy set may use half ([`ALIASES_PER_SET`]).
-pub const ALIASES_CAPACITY: u32 = 4096;
+/// switch, so one policy set may use half ([`ALIASES_PER_SET`]). As many as `RULES`:
+/// each fixed path of a file rule takes a `RULES` entry, so every set within
+/// [`RULES_PER_SET`] has an alias entry for each (the rest of the room is for files
+/// found under protected directories). Entries are allocated when written.
+pub const ALIASES_CAPACITY: u32 = RULES_CAPACITY;
 pub const ALIASES_PER_SET: usize = ALIASES_CAPACITY as usize / 2;
+const _: () = assert!(ALIASES_PER_SET >= RULES_PER_SET);
 
 // ------------------------------------------------------------------ events
 
@@ -1059,6 +1064,10 @@ mod user {
     unsafe impl aya::Pod for super::GlobList {}
     // SAFETY: see above.
     unsafe impl aya::Pod for super::ActivePolicy {}
+    // SAFETY: see above.
+    unsafe impl aya::Pod for super::AliasKey {}
+    // SAFETY: see above.
+    unsafe impl aya::Pod for super::AliasValue {}
     // SAFETY: see above.
     unsafe impl aya::Pod for super::AgentState {}
     // SAFETY: see above.

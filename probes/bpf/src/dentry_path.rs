@@ -54,6 +54,8 @@ const END: u32 = SCRATCH_PATH_CAP as u32;
 const MASK: u32 = SCRATCH_PATH_CAP as u32 - 1;
 /// `NAME_MAX`: the longest component a dentry can carry.
 const NAME_MAX: u32 = 255;
+/// Copies of at most [`NAME_MAX`] bytes that move the longest canonical name.
+const ALIAS_COPIES: u32 = (ALIAS_PATH_CAP as u32 - 1).div_ceil(NAME_MAX);
 /// Walk steps: one per component (each adds at least "/x", so a path within
 /// `MAX_LEN` has fewer) plus one per mount crossed on the way.
 const MAX_STEPS: u32 = LINUX_PATH_MAX as u32;
@@ -179,7 +181,17 @@ fn prepend_alias(buf: &mut PathBuf, walk: &mut DentryWalk, alias: &AliasValue) -
         len -= 1;
     }
     let start = grow(walk, len)?;
-    copy_in(buf, start, alias.path.as_ptr(), len)?;
+    // In pieces of at most NAME_MAX bytes: one copy's bound for the verifier.
+    let mut done = 0u32;
+    for _ in 0..ALIAS_COPIES {
+        if done >= len {
+            break;
+        }
+        let piece = (len - done).min(NAME_MAX);
+        let src = (alias.path.as_ptr() as u64 + u64::from(done)) as *const u8;
+        copy_in(buf, start + done, src, piece)?;
+        done += piece;
+    }
     walk.start = start;
     walk.flags |= EXE_FLAG_ALIASED;
     Ok(())

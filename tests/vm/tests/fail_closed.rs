@@ -6,9 +6,10 @@
 //! Parts: `identity` (fork floods and PID reuse against fromSource), `scratch`
 //! (preemption races, long paths, many pattern prefixes), `network` (protocols
 //! outside tcp/udp/icmp/raw), `busybox` (multi-call binaries through their links),
-//! `walker` (the file hooks' dentry walk: mounts, chroot, aliases), `files` (every way
-//! into a protected file: other names, metadata, new names, descriptors opened before
-//! the agent).
+//! `aliases` (protected files by names made before the agent started), `walker` (the
+//! file hooks' dentry walk: mounts, chroot, aliases), `files` (every way into a
+//! protected file: other names, metadata, new names, descriptors opened before the
+//! agent).
 
 use std::path::Path;
 use std::time::Duration;
@@ -18,6 +19,8 @@ use edgearmor_vm::{
     guest_binaries, workspace_root,
 };
 
+#[path = "fail_closed/aliases.rs"]
+mod aliases;
 #[path = "fail_closed/busybox.rs"]
 mod busybox;
 #[path = "fail_closed/files.rs"]
@@ -129,6 +132,7 @@ fn fail_closed_vm(arch: Arch, series: &'static str) {
     scratch::check(&run);
     network::check(&run);
     busybox::check(&run);
+    aliases::check(&run);
     walker::check(&run);
     files::check(&run);
 }

@@ -156,6 +156,7 @@ fn start_kernel<'h>(
     kernel_set: KernelRuleSet,
     pin_dir: Option<PathBuf>,
 ) -> Result<KernelStart<'h>, StartError> {
+    let aliases = kernel_set.aliases.report();
     let enforcing = readiness::check_kernel(host)
         .and_then(|btf| loader::load(host, &btf, key, kernel_set, pin_dir.as_deref()));
     let probes = match enforcing {
@@ -188,6 +189,7 @@ fn start_kernel<'h>(
         (Some(dir), false) => notes.push_str(&format!(", pinned in {}", dir.display())),
         (None, _) => notes.push_str(", not pinned: enforcement stops with the agent"),
     }
+    notes.push_str(&format!(", {aliases}"));
     let reader = RingbufReader::new(probes.events, host)
         .map_err(|e| StartError::input(format!("cannot watch the event ring buffer: {e}")))?;
     Ok(KernelStart {

@@ -1,7 +1,8 @@
 //! A built set as the kernel maps' entries, under one policy generation.
 
 use edgearmor_probe_abi::{
-    GLOBS_PER_KEY, GlobList, GlobRule, MATCH_DIRECTORY, PrefixKey, RuleKey, RuleValue,
+    ALIAS_PATH_CAP, AliasKey, AliasValue, GLOBS_PER_KEY, GlobList, GlobRule, MATCH_DIRECTORY,
+    PrefixKey, RuleKey, RuleValue,
 };
 
 use super::KernelRuleSet;
@@ -65,5 +66,31 @@ impl KernelRuleSet {
                     list,
                 )
             })
+    }
+
+    /// Entries for `FILE_ALIASES` under `generation` (names are within
+    /// `ALIAS_PATH_CAP - 1` bytes: longer ones refuse the set when it is built).
+    pub fn alias_entries(
+        &self,
+        generation: u32,
+    ) -> impl Iterator<Item = (AliasKey, AliasValue)> + '_ {
+        self.aliases.names.iter().map(move |(&(ino, dev), name)| {
+            let mut value = AliasValue {
+                len: 0,
+                _pad: 0,
+                path: [0; ALIAS_PATH_CAP],
+            };
+            let bytes = &name.as_bytes()[..name.len().min(ALIAS_PATH_CAP - 1)];
+            value.path[..bytes.len()].copy_from_slice(bytes);
+            value.len = bytes.len() as u32;
+            (
+                AliasKey {
+                    ino,
+                    dev,
+                    generation,
+                },
+                value,
+            )
+        })
     }
 }

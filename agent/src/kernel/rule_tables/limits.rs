@@ -4,9 +4,27 @@
 //! literal paths are checked offline by `edgearmor_policy::kernel_limits`
 //! (`policy check`); symlink resolution can only merge directories here.
 
-use edgearmor_probe_abi::{GLOBS_PER_SET, MAX_PATTERN_PREFIXES, PREFIXES_PER_SET, RULES_PER_SET};
+use edgearmor_probe_abi::{
+    ALIAS_PATH_CAP, GLOBS_PER_SET, MAX_PATTERN_PREFIXES, PREFIXES_PER_SET, RULES_PER_SET,
+};
 
 use super::{KernelRuleSet, SkippedRule};
+
+/// Directory entries the agent looks at per policy set when it searches protected
+/// directories for other-linked files (`aliases`): a start or reload takes at most
+/// about this many `readdir` entries and `lstat`s. What is left is reported.
+pub const ALIAS_SCAN_ENTRIES: usize = 100_000;
+
+/// Why `name` cannot be a canonical name in `FILE_ALIASES`, if it cannot.
+pub(super) fn alias_name_too_long(name: &str) -> Option<String> {
+    (name.len() > ALIAS_PATH_CAP - 1).then(|| {
+        format!(
+            "{name} is {} bytes, longer than ALIAS_PATH_CAP - 1 = {} bytes, the longest name the kernel's alias table holds",
+            name.len(),
+            ALIAS_PATH_CAP - 1
+        )
+    })
+}
 
 /// Every limit `set` exceeds.
 pub(super) fn exceeded(set: &KernelRuleSet) -> Vec<SkippedRule> {
