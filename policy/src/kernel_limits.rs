@@ -9,8 +9,7 @@ use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::path::PathBuf;
 
 use edgearmor_probe_abi::{
-    ALIAS_PATH_CAP, GLOBS_PER_KEY, GLOBS_PER_SET, MAX_PATTERN_PREFIXES, PREFIXES_PER_SET,
-    RULES_PER_SET,
+    GLOBS_PER_KEY, GLOBS_PER_SET, MAX_PATTERN_PREFIXES, PREFIXES_PER_SET, RULES_PER_SET,
 };
 
 use crate::compile::{CompiledPolicySet, CompiledRule, PolicyId, RuleClass};
@@ -50,41 +49,11 @@ pub fn kernel_limit_problems(policies: &[HostPolicy], set: &CompiledPolicySet) -
             tables.path_rule(class, sources, id, matcher, &origin, &mut out);
         }
     }
-    aliases(set, &origin, &mut out);
     tables.allow_lists(set);
     tables.items(set);
     tables.pattern_chains(&origin, &mut out);
     tables.capacities(&origin, &mut out);
     out
-}
-
-/// The alias table (`FILE_ALIASES`): every fixed path of a file rule names its file
-/// there, in at most `ALIAS_PATH_CAP - 1` bytes. (It has room for one entry per
-/// `RULES` entry, so its size is no limit of its own.)
-fn aliases(
-    set: &CompiledPolicySet,
-    origin: &dyn Fn(PolicyId) -> Origin,
-    out: &mut Vec<Diagnostic>,
-) {
-    for rule in &set.file.rules {
-        let path = match &rule.matcher.target {
-            PathMatcher::Exact(path) => path,
-            PathMatcher::Directory { dir, .. } => dir,
-            PathMatcher::Pattern(_) => continue,
-        };
-        if path.len() > ALIAS_PATH_CAP - 1 {
-            out.push(limit(
-                &origin(rule.policy_id),
-                "ALIAS_PATH_CAP - 1",
-                ALIAS_PATH_CAP - 1,
-                path,
-                format!(
-                    "bytes in the protected name ({}; the kernel's alias table holds it to follow the file to other names)",
-                    path.len()
-                ),
-            ));
-        }
-    }
 }
 
 /// (sources, policy, path matcher) of each rule of a path class.
@@ -474,30 +443,5 @@ mod tests {
         let items = [format!("path: {long}")];
         let process = in_process(policy("long", "matchPaths", &items));
         assert!(problems(&[("long.yaml", process)]).is_empty());
-    }
-
-    #[test]
-    fn a_protected_file_name_past_the_alias_cap_is_refused() {
-        let fits = format!("path: /{}", "d".repeat(ALIAS_PATH_CAP - 2));
-        assert!(problems(&[("a.yaml", policy("a", "matchPaths", &[fits]))]).is_empty());
-        let dir = format!("/{}/", "d".repeat(ALIAS_PATH_CAP - 2));
-        let items = [format!("dir: {dir}")];
-        let p = problems(&[("a.yaml", policy("a", "matchDirectories", &items))]);
-        assert_eq!(
-            only(&p),
-            (
-                "ALIAS_PATH_CAP - 1",
-                255,
-                "a".to_owned(),
-                dir.clone(),
-                "a.yaml".to_owned()
-            )
-        );
-        assert!(
-            p[0].to_string()
-                .contains("bytes in the protected name (256;"),
-            "{}",
-            p[0]
-        );
     }
 }

@@ -330,7 +330,8 @@ spec:
             format!("apiVersion: security.kubearmor.com/v1\nkind: KubeArmorHostPolicy\nmetadata:\n  name: hsp-f\nspec:\n  nodeSelector:\n    matchLabels:\n      kubearmor.io/hostname: \"*\"\n  file:\n    matchPaths:\n      - path: {secret}\n      - path: {missing}\n  action: Block\n"),
         )
         .expect("written");
-        let lines = host_warnings(&LiveKernel, std::slice::from_ref(&policy));
+        let node = NodeIdentity::named(LiveKernel.node_name());
+        let lines = host_warnings(&LiveKernel, &node, std::slice::from_ref(&policy));
         let _ = std::fs::remove_dir_all(&dir);
         assert_eq!(
             lines,

@@ -825,6 +825,7 @@ pub struct AliasKey {
 /// as the longest path the kernel resolves, so every protected path has its entry
 /// (entries are allocated one by one: a set pays for the names it has).
 pub const ALIAS_PATH_CAP: usize = LINUX_PATH_MAX;
+const _: () = assert!(ALIAS_PATH_CAP > MAX_KERNEL_PATH_BYTES);
 
 /// The canonical name of an [`AliasKey`]'s inode.
 #[repr(C)]
