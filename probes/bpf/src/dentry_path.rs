@@ -54,8 +54,6 @@ const END: u32 = SCRATCH_PATH_CAP as u32;
 const MASK: u32 = SCRATCH_PATH_CAP as u32 - 1;
 /// `NAME_MAX`: the longest component a dentry can carry.
 const NAME_MAX: u32 = 255;
-/// Copies of at most [`NAME_MAX`] bytes that move the longest canonical name.
-const ALIAS_COPIES: u32 = (ALIAS_PATH_CAP as u32 - 1).div_ceil(NAME_MAX);
 /// Walk steps: one per component (each adds at least "/x", so a path within
 /// `MAX_LEN` has fewer) plus one per mount crossed on the way.
 const MAX_STEPS: u32 = LINUX_PATH_MAX as u32;
@@ -78,7 +76,10 @@ pub(crate) struct DentryWalk {
     done: u32,
     /// `EXE_FLAG_*` bits for the resolved path.
     flags: u32,
-    _pad: u32,
+    /// With `EXE_FLAG_ALIASED`: the canonical name that comes before bytes
+    /// `start..END` (its `FILE_ALIASES` value's bytes, and how many of them).
+    alias_len: u32,
+    alias_addr: u64,
 }
 
 /// Reads a `T` at `base + offset` in kernel memory.
@@ -164,10 +165,13 @@ fn alias_of(dentry: u64, generation: u32) -> Result<Option<&'static AliasValue>,
     Ok(unsafe { FILE_ALIASES.get(key) })
 }
 
-/// Prepends a canonical name, without its trailing `/` (what follows starts with one;
-/// a directory reached itself is named without it, as d_path names it).
+/// Notes the canonical name that goes before the path built so far, without its
+/// trailing `/` (what follows starts with one; a directory reached itself is named
+/// without it, as d_path names it). It is copied into place when the walk is done,
+/// outside the loop, where one copy of up to `PATH_MAX` bytes has a bound the
+/// verifier can check.
 #[inline(always)]
-fn prepend_alias(buf: &mut PathBuf, walk: &mut DentryWalk, alias: &AliasValue) -> Result<(), u32> {
+fn note_alias(walk: &mut DentryWalk, alias: &AliasValue) -> Result<(), u32> {
     let mut len = alias.len;
     if len as usize >= ALIAS_PATH_CAP {
         return Err(ENAMETOOLONG);
@@ -180,19 +184,9 @@ fn prepend_alias(buf: &mut PathBuf, walk: &mut DentryWalk, alias: &AliasValue) -
     if len > 0 && last == b'/' {
         len -= 1;
     }
-    let start = grow(walk, len)?;
-    // In pieces of at most NAME_MAX bytes: one copy's bound for the verifier.
-    let mut done = 0u32;
-    for _ in 0..ALIAS_COPIES {
-        if done >= len {
-            break;
-        }
-        let piece = (len - done).min(NAME_MAX);
-        let src = (alias.path.as_ptr() as u64 + u64::from(done)) as *const u8;
-        copy_in(buf, start + done, src, piece)?;
-        done += piece;
-    }
-    walk.start = start;
+    grow(walk, len)?;
+    walk.alias_len = len;
+    walk.alias_addr = alias.path.as_ptr() as u64;
     walk.flags |= EXE_FLAG_ALIASED;
     Ok(())
 }
@@ -203,7 +197,7 @@ fn step(buf: &mut PathBuf, walk: &mut DentryWalk) -> Result<bool, u32> {
     let off = offsets();
     let dentry = walk.dentry;
     if let Some(alias) = alias_of(dentry, walk.generation)? {
-        prepend_alias(buf, walk, alias)?;
+        note_alias(walk, alias)?;
         return Ok(false);
     }
     if dentry == walk.root_dentry && walk.mnt == walk.root_mnt {
@@ -290,6 +284,8 @@ pub(crate) fn resolve_dentry(
     walk.error = 0;
     walk.done = 0;
     walk.flags = 0;
+    walk.alias_len = 0;
+    walk.alias_addr = 0;
     let mut ctx = LoopSlot { slot, _pad: 0 };
     // SAFETY: `dentry_step` is a static callback; the context is a live stack value
     // that outlives the call.
@@ -309,27 +305,46 @@ pub(crate) fn resolve_dentry(
     if walk.done == 0 {
         return Err(ELOOP);
     }
-    let len = (END - walk.start) & (LINUX_PATH_MAX as u32 - 1);
-    if len == 0 {
+    // The canonical name (if any) goes to index 0, the rest built in the upper half
+    // right behind it: `alias + rest <= MAX_LEN` (checked on the way), so both copies
+    // stay in the buffer's first `2 * PATH_MAX` bytes and never overlap their source.
+    let alias = walk.alias_len & (LINUX_PATH_MAX as u32 - 1);
+    let rest = (END - walk.start) & (LINUX_PATH_MAX as u32 - 1);
+    if alias + rest > MAX_LEN {
+        return Err(ENAMETOOLONG);
+    }
+    if alias + rest == 0 {
         put_byte(buf, 0, b'/');
         buf.len = 1;
-    } else {
-        let src = (buf.words.as_ptr() as *const u8).wrapping_add((walk.start & MASK) as usize);
-        // SAFETY: `len` < LINUX_PATH_MAX bytes into the buffer's start, from its upper
-        // half (start > END - LINUX_PATH_MAX): both ranges are in the map value and
-        // do not overlap.
-        let rc = unsafe {
-            generated::bpf_probe_read_kernel(
-                buf.words.as_mut_ptr() as *mut c_void,
-                len,
-                src as *const c_void,
-            )
-        };
-        if rc < 0 {
-            return Err(EFAULT);
-        }
-        buf.len = len;
+        buf.flags = walk.flags;
+        return Ok(buf);
     }
+    // SAFETY: `alias` < PATH_MAX bytes to the buffer's start, from the map value the
+    // walk found (a checked probe read: a value removed since reads as an error).
+    let rc = unsafe {
+        generated::bpf_probe_read_kernel(
+            buf.words.as_mut_ptr() as *mut c_void,
+            alias,
+            walk.alias_addr as *const c_void,
+        )
+    };
+    if rc < 0 {
+        return Err(EFAULT);
+    }
+    let src = (buf.words.as_ptr() as *const u8).wrapping_add((walk.start & MASK) as usize);
+    // SAFETY: `rest` < PATH_MAX bytes to byte `alias` < PATH_MAX, from the upper half
+    // (start > END - PATH_MAX): both ranges are in the map value, apart.
+    let rc = unsafe {
+        generated::bpf_probe_read_kernel(
+            (buf.words.as_mut_ptr() as *mut u8).add(alias as usize) as *mut c_void,
+            rest,
+            src as *const c_void,
+        )
+    };
+    if rc < 0 {
+        return Err(EFAULT);
+    }
+    buf.len = alias + rest;
     buf.flags = walk.flags;
     Ok(buf)
 }
