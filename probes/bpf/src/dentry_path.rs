@@ -319,17 +319,21 @@ pub(crate) fn resolve_dentry(
         buf.flags = walk.flags;
         return Ok(buf);
     }
-    // SAFETY: `alias` < PATH_MAX bytes to the buffer's start, from the map value the
-    // walk found (a checked probe read: a value removed since reads as an error).
-    let rc = unsafe {
-        generated::bpf_probe_read_kernel(
-            buf.words.as_mut_ptr() as *mut c_void,
-            alias,
-            walk.alias_addr as *const c_void,
-        )
-    };
-    if rc < 0 {
-        return Err(EFAULT);
+    // Only with a name to copy: x86 refuses a probe read from a user-space address (the
+    // 0 of no alias) even for zero bytes.
+    if alias != 0 {
+        // SAFETY: `alias` < PATH_MAX bytes to the buffer's start, from the map value
+        // the walk found (a checked probe read: a value removed since is an error).
+        let rc = unsafe {
+            generated::bpf_probe_read_kernel(
+                buf.words.as_mut_ptr() as *mut c_void,
+                alias,
+                walk.alias_addr as *const c_void,
+            )
+        };
+        if rc < 0 {
+            return Err(EFAULT);
+        }
     }
     let src = (buf.words.as_ptr() as *const u8).wrapping_add((walk.start & MASK) as usize);
     // SAFETY: `rest` < PATH_MAX bytes to byte `alias` < PATH_MAX, from the upper half
