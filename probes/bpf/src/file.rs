@@ -338,16 +338,25 @@ pub(crate) fn file_type(file: *const u8) -> u16 {
     dentry_type(dentry)
 }
 
+/// The generation a file hook decides in, or what it returns at once: the verdict of
+/// the LSM before it (the hook's argument `ret_arg`, when non-zero), or 0 when no file
+/// rule is active.
+#[inline(always)]
+pub(crate) fn file_hook_generation(ctx: &LsmContext, ret_arg: usize) -> Result<u32, i32> {
+    let previous: i32 = ctx.arg(ret_arg);
+    if previous != 0 {
+        return Err(previous);
+    }
+    active_generation(CLASS_FILE).ok_or(0)
+}
+
 /// `file_open(struct file *file)`: reads and writes are decided separately
 /// (`readOnly`); an open for both gets the stronger verdict.
 #[lsm(hook = "file_open")]
 pub fn check_open(ctx: LsmContext) -> i32 {
-    let previous: i32 = ctx.arg(1);
-    if previous != 0 {
-        return previous;
-    }
-    let Some(generation) = active_generation(CLASS_FILE) else {
-        return 0;
+    let generation = match file_hook_generation(&ctx, 1) {
+        Ok(generation) => generation,
+        Err(rc) => return rc,
     };
     let file: *const u8 = ctx.arg(0);
     // SAFETY: probe read of `file->f_mode`, offset from BTF.

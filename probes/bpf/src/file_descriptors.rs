@@ -13,8 +13,8 @@ use edgearmor_probe_abi::{
 };
 
 use crate::{
-    file::{S_IFREG, Target, decide_targets, file_type},
-    maps::{active_generation, offsets},
+    file::{S_IFREG, Target, decide_targets, file_hook_generation, file_type},
+    maps::offsets,
     matchers::undecidable,
 };
 
@@ -35,12 +35,9 @@ const VM_SHARED: u64 = 0x8;
 /// A `(const struct path *path, ...)` hook that writes the file.
 #[inline(always)]
 fn decide_path(ctx: &LsmContext, ret_arg: usize, hook: u32) -> i32 {
-    let previous: i32 = ctx.arg(ret_arg);
-    if previous != 0 {
-        return previous;
-    }
-    let Some(generation) = active_generation(CLASS_FILE) else {
-        return 0;
+    let generation = match file_hook_generation(ctx, ret_arg) {
+        Ok(generation) => generation,
+        Err(rc) => return rc,
     };
     let p: *const path = ctx.arg(0);
     decide_targets(hook, generation, [Target::path(p, ACCESS_WRITE)], false)
@@ -69,12 +66,9 @@ pub fn check_chown(ctx: LsmContext) -> i32 {
 /// where the kernel has the hook).
 #[lsm(hook = "file_truncate")]
 pub fn check_file_truncate(ctx: LsmContext) -> i32 {
-    let previous: i32 = ctx.arg(1);
-    if previous != 0 {
-        return previous;
-    }
-    let Some(generation) = active_generation(CLASS_FILE) else {
-        return 0;
+    let generation = match file_hook_generation(&ctx, 1) {
+        Ok(generation) => generation,
+        Err(rc) => return rc,
     };
     let file: *const u8 = ctx.arg(0);
     let target = Target::file(file, ACCESS_WRITE);
@@ -87,12 +81,9 @@ pub fn check_file_truncate(ctx: LsmContext) -> i32 {
 /// the file was opened, not once per read.
 #[lsm(hook = "file_permission")]
 pub fn check_permission(ctx: LsmContext) -> i32 {
-    let previous: i32 = ctx.arg(2);
-    if previous != 0 {
-        return previous;
-    }
-    let Some(generation) = active_generation(CLASS_FILE) else {
-        return 0;
+    let generation = match file_hook_generation(&ctx, 2) {
+        Ok(generation) => generation,
+        Err(rc) => return rc,
     };
     let mask: u32 = ctx.arg(1);
     let access = (if mask & MAY_READ != 0 { ACCESS_READ } else { 0 })
@@ -154,12 +145,9 @@ fn decide_mapping(hook: u32, generation: u32, file: *const u8, access: u32) -> i
 /// opened before the policy), a shared writable one writes it without `write`.
 #[lsm(hook = "mmap_file")]
 pub fn check_mmap(ctx: LsmContext) -> i32 {
-    let previous: i32 = ctx.arg(4);
-    if previous != 0 {
-        return previous;
-    }
-    let Some(generation) = active_generation(CLASS_FILE) else {
-        return 0;
+    let generation = match file_hook_generation(&ctx, 4) {
+        Ok(generation) => generation,
+        Err(rc) => return rc,
     };
     let file: *const u8 = ctx.arg(0);
     let prot: u64 = ctx.arg(2);
@@ -177,12 +165,9 @@ pub fn check_mmap(ctx: LsmContext) -> i32 {
 /// prot)`: a mapping made readable, or (shared) writable, after `mmap` decided it.
 #[lsm(hook = "file_mprotect")]
 pub fn check_mprotect(ctx: LsmContext) -> i32 {
-    let previous: i32 = ctx.arg(3);
-    if previous != 0 {
-        return previous;
-    }
-    let Some(generation) = active_generation(CLASS_FILE) else {
-        return 0;
+    let generation = match file_hook_generation(&ctx, 3) {
+        Ok(generation) => generation,
+        Err(rc) => return rc,
     };
     let prot: u64 = ctx.arg(2);
     let vma: *const u8 = ctx.arg(0);

@@ -8,14 +8,11 @@
 
 use aya_ebpf::{bindings::path, macros::lsm, programs::LsmContext};
 use edgearmor_probe_abi::{
-    ACCESS_READ, ACCESS_UNLINK, ACCESS_WRITE, CLASS_FILE, FILE_HOOK_LINK, FILE_HOOK_MKDIR,
-    FILE_HOOK_MKNOD, FILE_HOOK_RENAME, FILE_HOOK_RMDIR, FILE_HOOK_SYMLINK, FILE_HOOK_UNLINK,
+    ACCESS_READ, ACCESS_UNLINK, ACCESS_WRITE, FILE_HOOK_LINK, FILE_HOOK_MKDIR, FILE_HOOK_MKNOD,
+    FILE_HOOK_RENAME, FILE_HOOK_RMDIR, FILE_HOOK_SYMLINK, FILE_HOOK_UNLINK,
 };
 
-use crate::{
-    file::{S_IFMT, S_IFREG, Target, decide_targets, is_directory},
-    maps::active_generation,
-};
+use crate::file::{S_IFMT, S_IFREG, Target, decide_targets, file_hook_generation, is_directory};
 
 /// How a directory-entry hook decides.
 #[derive(Clone, Copy)]
@@ -41,12 +38,9 @@ fn decide_entry(ctx: &LsmContext, h: EntryHook) -> i32 {
         as_dir,
         block_only,
     } = h;
-    let previous: i32 = ctx.arg(ret_arg);
-    if previous != 0 {
-        return previous;
-    }
-    let Some(generation) = active_generation(CLASS_FILE) else {
-        return 0;
+    let generation = match file_hook_generation(ctx, ret_arg) {
+        Ok(generation) => generation,
+        Err(rc) => return rc,
     };
     let dir: *const path = ctx.arg(0);
     let dentry: *const u8 = ctx.arg(1);
@@ -129,12 +123,9 @@ pub fn check_symlink(ctx: LsmContext) -> i32 {
 /// mounts) needs read and write, the new name write.
 #[lsm(hook = "path_link")]
 pub fn check_link(ctx: LsmContext) -> i32 {
-    let previous: i32 = ctx.arg(3);
-    if previous != 0 {
-        return previous;
-    }
-    let Some(generation) = active_generation(CLASS_FILE) else {
-        return 0;
+    let generation = match file_hook_generation(&ctx, 3) {
+        Ok(generation) => generation,
+        Err(rc) => return rc,
     };
     let old_dentry: *const u8 = ctx.arg(0);
     let new_dir: *const path = ctx.arg(1);
@@ -150,12 +141,9 @@ pub fn check_link(ctx: LsmContext) -> i32 {
 /// same), a directory also as itself.
 #[lsm(hook = "path_rename")]
 pub fn check_rename(ctx: LsmContext) -> i32 {
-    let previous: i32 = ctx.arg(5);
-    if previous != 0 {
-        return previous;
-    }
-    let Some(generation) = active_generation(CLASS_FILE) else {
-        return 0;
+    let generation = match file_hook_generation(&ctx, 5) {
+        Ok(generation) => generation,
+        Err(rc) => return rc,
     };
     let old_dir: *const path = ctx.arg(0);
     let old_dentry: *const u8 = ctx.arg(1);
