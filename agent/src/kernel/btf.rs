@@ -342,69 +342,92 @@ pub(crate) mod tests {
 
     /// Builds a BTF blob: `struct outer { int a; union { int x; int hidden; }; int b; }`
     /// plus `int bpf_lsm_demo(void)`.
-    pub(crate) fn synthetic_btf() -> Vec<u8> {
-        let strings = b"\0int\0outer\0a\0hidden\0b\0x\0bpf_lsm_demo\0".to_vec();
-        let off = |s: &str| {
-            let needle = format!("\0{s}\0");
-            strings
+    /// A BTF blob under construction: its strings, given up front, and its types as
+    /// 32-bit words.
+    pub(crate) struct BtfBlob {
+        strings: Vec<u8>,
+        types: Vec<u8>,
+    }
+
+    impl BtfBlob {
+        pub(crate) fn new(names: &[&str]) -> Self {
+            let mut strings = vec![0];
+            for n in names {
+                strings.extend_from_slice(n.as_bytes());
+                strings.push(0);
+            }
+            BtfBlob {
+                strings,
+                types: Vec::new(),
+            }
+        }
+
+        /// The string offset of `name` (one of `new`'s).
+        pub(crate) fn name(&self, name: &str) -> u32 {
+            let needle = format!("\0{name}\0");
+            self.strings
                 .windows(needle.len())
                 .position(|w| w == needle.as_bytes())
                 .map(|p| p as u32 + 1)
                 .expect("string present")
-        };
-        let mut types = Vec::new();
-        let mut push = |words: &[u32]| {
+        }
+
+        pub(crate) fn push(&mut self, words: &[u32]) {
             words
                 .iter()
-                .for_each(|w| types.extend_from_slice(&w.to_le_bytes()))
-        };
+                .for_each(|w| self.types.extend_from_slice(&w.to_le_bytes()))
+        }
+
+        /// Header, types, strings.
+        pub(crate) fn build(&self) -> Vec<u8> {
+            let mut blob = Vec::new();
+            blob.extend_from_slice(&BTF_MAGIC.to_le_bytes());
+            blob.extend_from_slice(&[1, 0]);
+            let types = self.types.len() as u32;
+            for w in [24u32, 0, types, types, self.strings.len() as u32] {
+                blob.extend_from_slice(&w.to_le_bytes());
+            }
+            blob.extend_from_slice(&self.types);
+            blob.extend_from_slice(&self.strings);
+            blob
+        }
+    }
+
+    pub(crate) fn synthetic_btf() -> Vec<u8> {
+        let mut b = BtfBlob::new(&["int", "outer", "a", "hidden", "b", "x", "bpf_lsm_demo"]);
         // 1: int (4 bytes)
-        push(&[off("int"), KIND_INT << 24, 4, 32]);
+        b.push(&[b.name("int"), KIND_INT << 24, 4, 32]);
         // 2: anonymous union { int x; int hidden; }
-        push(&[
+        b.push(&[
             0,
             (KIND_UNION << 24) | 2,
             4,
-            off("x"),
+            b.name("x"),
             1,
             0,
-            off("hidden"),
+            b.name("hidden"),
             1,
             0,
         ]);
         // 3: struct outer { int a; <anon union> at 32 bits; int b at 64 bits }
-        push(&[
-            off("outer"),
+        b.push(&[
+            b.name("outer"),
             (KIND_STRUCT << 24) | 3,
             12,
-            off("a"),
+            b.name("a"),
             1,
             0,
             0,
             2,
             32,
-            off("b"),
+            b.name("b"),
             1,
             64,
         ]);
         // 4: func proto, 5: func
-        push(&[0, KIND_FUNC_PROTO << 24, 1]);
-        push(&[off("bpf_lsm_demo"), KIND_FUNC << 24, 4]);
-        let mut blob = Vec::new();
-        blob.extend_from_slice(&BTF_MAGIC.to_le_bytes());
-        blob.extend_from_slice(&[1, 0]);
-        for w in [
-            24u32,
-            0,
-            types.len() as u32,
-            types.len() as u32,
-            strings.len() as u32,
-        ] {
-            blob.extend_from_slice(&w.to_le_bytes());
-        }
-        blob.extend_from_slice(&types);
-        blob.extend_from_slice(&strings);
-        blob
+        b.push(&[0, KIND_FUNC_PROTO << 24, 1]);
+        b.push(&[b.name("bpf_lsm_demo"), KIND_FUNC << 24, 4]);
+        b.build()
     }
 
     #[test]
@@ -469,65 +492,47 @@ pub(crate) mod tests {
     /// inside an anonymous union, two levels down.
     #[test]
     fn finds_members_two_anonymous_levels_down() {
-        let strings = b"\0int\0long\0qstr\0hash\0len\0hash_len\0name\0".to_vec();
-        let off = |s: &str| {
-            let needle = format!("\0{s}\0");
-            strings
-                .windows(needle.len())
-                .position(|w| w == needle.as_bytes())
-                .map(|p| p as u32 + 1)
-                .expect("string present")
-        };
-        let mut types = Vec::new();
-        let mut push = |words: &[u32]| {
-            words
-                .iter()
-                .for_each(|w| types.extend_from_slice(&w.to_le_bytes()))
-        };
+        let mut b = BtfBlob::new(&["int", "long", "qstr", "hash", "len", "hash_len", "name"]);
         // 1: int, 2: long
-        push(&[off("int"), KIND_INT << 24, 4, 32]);
-        push(&[off("long"), KIND_INT << 24, 8, 64]);
+        b.push(&[b.name("int"), KIND_INT << 24, 4, 32]);
+        b.push(&[b.name("long"), KIND_INT << 24, 8, 64]);
         // 3: struct { int hash; int len; }
-        push(&[
+        b.push(&[
             0,
             (KIND_STRUCT << 24) | 2,
             8,
-            off("hash"),
+            b.name("hash"),
             1,
             0,
-            off("len"),
+            b.name("len"),
             1,
             32,
         ]);
         // 4: union { <3>; long hash_len; }
-        push(&[0, (KIND_UNION << 24) | 2, 8, 0, 3, 0, off("hash_len"), 2, 0]);
+        b.push(&[
+            0,
+            (KIND_UNION << 24) | 2,
+            8,
+            0,
+            3,
+            0,
+            b.name("hash_len"),
+            2,
+            0,
+        ]);
         // 5: struct qstr { <4>; long name at 64 bits; }
-        push(&[
-            off("qstr"),
+        b.push(&[
+            b.name("qstr"),
             (KIND_STRUCT << 24) | 2,
             16,
             0,
             4,
             0,
-            off("name"),
+            b.name("name"),
             2,
             64,
         ]);
-        let mut blob = Vec::new();
-        blob.extend_from_slice(&BTF_MAGIC.to_le_bytes());
-        blob.extend_from_slice(&[1, 0]);
-        for w in [
-            24u32,
-            0,
-            types.len() as u32,
-            types.len() as u32,
-            strings.len() as u32,
-        ] {
-            blob.extend_from_slice(&w.to_le_bytes());
-        }
-        blob.extend_from_slice(&types);
-        blob.extend_from_slice(&strings);
-        let btf = KernelBtf::parse(&blob).expect("parses");
+        let btf = KernelBtf::parse(&b.build()).expect("parses");
         assert_eq!(btf.member_offset("qstr", "hash"), Ok(0));
         assert_eq!(btf.member_offset("qstr", "len"), Ok(4));
         assert_eq!(btf.member_offset("qstr", "hash_len"), Ok(0));

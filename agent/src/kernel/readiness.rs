@@ -207,24 +207,11 @@ mod tests {
 
     /// Minimal BTF with one function named `func`.
     fn btf_with_func(func: &str) -> Vec<u8> {
-        let strings = format!("\0{func}\0");
-        let mut types = Vec::new();
-        for w in [0u32, 13 << 24, 0, 1, 12 << 24, 1] {
-            types.extend_from_slice(&w.to_le_bytes());
-        }
-        let mut blob = vec![0x9f, 0xeb, 1, 0];
-        for w in [
-            24u32,
-            0,
-            types.len() as u32,
-            types.len() as u32,
-            strings.len() as u32,
-        ] {
-            blob.extend_from_slice(&w.to_le_bytes());
-        }
-        blob.extend_from_slice(&types);
-        blob.extend_from_slice(strings.as_bytes());
-        blob
+        let mut b = crate::kernel::btf::tests::BtfBlob::new(&[func]);
+        // 1: func proto (void), 2: func `func` of type 1.
+        b.push(&[0, 13 << 24, 0]);
+        b.push(&[b.name(func), 12 << 24, 1]);
+        b.build()
     }
 
     fn host(btf: Option<Vec<u8>>, lsm: Option<&str>) -> FakeHost {
