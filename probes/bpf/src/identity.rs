@@ -65,11 +65,9 @@ pub(crate) fn current_task() -> *mut task_struct {
     unsafe { bpf_get_current_task_btf() }
 }
 
-/// The identity (executable path hash) of the current task; 0 when unknown.
-///
-/// Kernels before 6.2 give LSM programs a `bpf_task_storage_get` that returns NULL
-/// while another task-storage call on this CPU is preempted half-way (only PREEMPT
-/// kernels preempt there): the identity then reads as unknown for that one call.
+/// The identity (executable path hash) of the current task; 0 when unknown. A
+/// task-storage call the kernel refuses while another is under way on this CPU
+/// (before Linux 6.2) is repeated, not read as unknown (`TaskStorage::value`).
 #[inline(always)]
 pub(crate) fn current_identity() -> u64 {
     // SAFETY: the BTF-typed current task.

@@ -171,55 +171,61 @@ pub fn serve(args: &[String]) {
     let fifo = args.first().unwrap_or_else(|| usage());
     println!("EA-SERVE pid={}", getpid());
     let _ = std::io::stdout().flush();
-    loop {
-        let Ok(file) = std::fs::File::open(fifo) else {
-            eprintln!("setid-probe: cannot open {fifo}");
-            std::process::exit(3);
-        };
-        for line in BufReader::new(file).lines() {
-            let Ok(line) = line else { break };
-            let words: Vec<&str> = line.split_whitespace().collect();
-            match words.as_slice() {
-                ["quit"] => return,
-                [tag, "read", path] => report(tag, path, open_close(&c_path(path))),
-                [tag, "fork-read", path] => {
-                    let pid = fork_run(|| report(tag, path, open_close(&c_path(path))));
-                    reap(pid);
-                }
-                [tag, "thread-read", path] => {
-                    let (tag, path) = (tag.to_string(), path.to_string());
-                    let _ = std::thread::spawn(move || {
-                        // SAFETY: gettid cannot fail.
-                        let tid = unsafe { libc::gettid() };
-                        let (rc, errno) = open_close(&c_path(&path));
-                        println!(
-                            "EA-IDOP tag={tag} pid={} tid={tid} op=read target={path} rc={rc} errno={errno}",
-                            getpid()
-                        );
-                    })
-                    .join();
-                }
-                [tag, "exec-read", path] => {
-                    let (tag, path) = (c_path(tag), c_path(path));
-                    let pid = fork_run(|| {
-                        let me = c"/usr/local/bin/setid-probe";
-                        let argv = [
-                            me.as_ptr(),
-                            c"idop".as_ptr(),
-                            tag.as_ptr(),
-                            c"read".as_ptr(),
-                            path.as_ptr(),
-                            std::ptr::null(),
-                        ];
-                        // SAFETY: a NULL-terminated array of C strings.
-                        unsafe { libc::execv(me.as_ptr(), argv.as_ptr()) };
-                    });
-                    reap(pid);
-                }
-                _ => eprintln!("setid-probe serve: unknown command {line:?}"),
+    // Opened for reading and writing: with a write end of its own the FIFO never
+    // reports end-of-file, so it is opened once. Reopening after each writer left
+    // would lose a command written between the end-of-file and the close (the last
+    // close of a FIFO discards what it holds).
+    let Ok(file) = std::fs::OpenOptions::new()
+        .read(true)
+        .write(true)
+        .open(fifo)
+    else {
+        eprintln!("setid-probe: cannot open {fifo}");
+        std::process::exit(3);
+    };
+    for line in BufReader::new(file).lines() {
+        let Ok(line) = line else { break };
+        let words: Vec<&str> = line.split_whitespace().collect();
+        match words.as_slice() {
+            ["quit"] => return,
+            [tag, "read", path] => report(tag, path, open_close(&c_path(path))),
+            [tag, "fork-read", path] => {
+                let pid = fork_run(|| report(tag, path, open_close(&c_path(path))));
+                reap(pid);
             }
-            let _ = std::io::stdout().flush();
+            [tag, "thread-read", path] => {
+                let (tag, path) = (tag.to_string(), path.to_string());
+                let _ = std::thread::spawn(move || {
+                    // SAFETY: gettid cannot fail.
+                    let tid = unsafe { libc::gettid() };
+                    let (rc, errno) = open_close(&c_path(&path));
+                    println!(
+                        "EA-IDOP tag={tag} pid={} tid={tid} op=read target={path} rc={rc} errno={errno}",
+                        getpid()
+                    );
+                })
+                .join();
+            }
+            [tag, "exec-read", path] => {
+                let (tag, path) = (c_path(tag), c_path(path));
+                let pid = fork_run(|| {
+                    let me = c"/usr/local/bin/setid-probe";
+                    let argv = [
+                        me.as_ptr(),
+                        c"idop".as_ptr(),
+                        tag.as_ptr(),
+                        c"read".as_ptr(),
+                        path.as_ptr(),
+                        std::ptr::null(),
+                    ];
+                    // SAFETY: a NULL-terminated array of C strings.
+                    unsafe { libc::execv(me.as_ptr(), argv.as_ptr()) };
+                });
+                reap(pid);
+            }
+            _ => eprintln!("setid-probe serve: unknown command {line:?}"),
         }
+        let _ = std::io::stdout().flush();
     }
 }
 

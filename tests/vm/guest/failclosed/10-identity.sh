@@ -43,6 +43,17 @@ wait $spawner
 id_cmd before-flood-secret read /etc/ea-secret
 id_cmd before-flood-key read /etc/ea-key
 scenario identity-flood $probe flood 50000 /etc/ea-secret
+# Two floods at once on the one vCPU: new tasks are created while others exit (the
+# kernel frees their task storage) and the two preempt each other (preempt=full), so
+# task-storage calls meet one another half-way; none may refuse a fork.
+$probe flood 10000 /etc/ea-secret > /tmp/identity-pair-a.out 2>&1 &
+pair_a=$!
+$probe flood 10000 /etc/ea-secret > /tmp/identity-pair-b.out 2>&1 &
+pair_b=$!
+wait $pair_a
+wait $pair_b
+echo "EA-PAIR-A $(cat /tmp/identity-pair-a.out)"
+echo "EA-PAIR-B $(cat /tmp/identity-pair-b.out)"
 id_cmd after-flood-secret read /etc/ea-secret
 id_cmd after-flood-key read /etc/ea-key
 id_cmd after-flood-fork fork-read /etc/ea-secret

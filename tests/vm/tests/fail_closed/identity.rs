@@ -105,6 +105,14 @@ pub fn check(run: &Run) {
         "{k}: 50,000-fork flood took {} ms",
         num(run, &flood, "elapsed_ms")
     );
+    // Two floods at once: forks racing exits and each other, none refused.
+    for prefix in ["EA-PAIR-A EA-FLOOD ", "EA-PAIR-B EA-FLOOD "] {
+        let pair = fields(run, prefix);
+        assert_eq!(num(run, &pair, "opened"), 10_000, "{k}: {prefix}{pair:?}");
+        for key in ["denied", "other", "failed"] {
+            assert_eq!(num(run, &pair, key), 0, "{k}: {prefix}{pair:?}");
+        }
+    }
     // P's fork after the flood inherits; an exec replaces the identity.
     let (child, outcome) = op(run, "after-flood-fork");
     assert!(
