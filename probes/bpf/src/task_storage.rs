@@ -59,10 +59,10 @@ extern "C" fn spin_step(_index: u64, _ctx: *mut c_void) -> i64 {
     0
 }
 
-/// Values of 0 mean "none yet": [`TaskStorage::value`] creates a task's value as 0, and
-/// the accessors below read a 0 as absent.
-impl TaskStorage<u64> {
-    /// A pointer to `task`'s value, created as 0 when it has none; `None` when the
+/// `T::default()` (0) means "none yet": [`TaskStorage::value`] creates a task's value
+/// as that, and the accessors below read it as absent.
+impl<T: Copy + Default + PartialEq> TaskStorage<T> {
+    /// A pointer to `task`'s value, created as `T::default()` when it has none; `None` when the
     /// kernel would not store one.
     ///
     /// Always asked with `F_CREATE`, so a NULL answer is a refusal, never "no value".
@@ -77,21 +77,21 @@ impl TaskStorage<u64> {
     /// # Safety
     /// `task` must be a `task_struct` pointer the verifier has typed (from BTF).
     #[inline(always)]
-    unsafe fn value(&self, task: *mut task_struct) -> Option<*mut u64> {
+    unsafe fn value(&self, task: *mut task_struct) -> Option<*mut T> {
         let mut attempt = 0;
         loop {
-            let mut init = 0u64;
+            let mut init = T::default();
             // SAFETY: per the contract; `init` is a live stack value the helper copies.
             let stored = unsafe {
                 bpf_task_storage_get(
                     self.as_ptr(),
                     task,
-                    &mut init as *mut u64 as *mut c_void,
+                    &mut init as *mut T as *mut c_void,
                     BPF_LOCAL_STORAGE_GET_F_CREATE.into(),
                 )
             };
             if !stored.is_null() {
-                return Some(stored as *mut u64);
+                return Some(stored as *mut T);
             }
             let spins = *BUSY_SPINS.get(attempt)?;
             // SAFETY: `spin_step` is a static callback that touches nothing.
@@ -105,12 +105,29 @@ impl TaskStorage<u64> {
     /// # Safety
     /// As for [`Self::value`].
     #[inline(always)]
-    pub(crate) unsafe fn get(&self, task: *mut task_struct) -> Option<u64> {
-        // SAFETY: per the contract; non-NULL is the task's `u64` of map memory.
+    pub(crate) unsafe fn get(&self, task: *mut task_struct) -> Option<T> {
+        // SAFETY: per the contract; non-NULL is the task's `T` of map memory.
         let value = unsafe { ptr::read_volatile(self.value(task)?) };
-        (value != 0).then_some(value)
+        (value != T::default()).then_some(value)
     }
 
+    /// Sets `task`'s value; `false` when the kernel could not store it.
+    ///
+    /// # Safety
+    /// As for [`Self::value`].
+    #[inline(always)]
+    pub(crate) unsafe fn set(&self, task: *mut task_struct, value: T) -> bool {
+        // SAFETY: per the contract.
+        let Some(stored) = (unsafe { self.value(task) }) else {
+            return false;
+        };
+        // SAFETY: the task's value; an existing one is overwritten.
+        unsafe { ptr::write_volatile(stored, value) };
+        true
+    }
+}
+
+impl TaskStorage<u64> {
     /// Sets `task`'s value to `value` unless it has one (not 0) already; returns the
     /// value now stored, `None` when the kernel could not store it.
     ///
@@ -128,20 +145,5 @@ impl TaskStorage<u64> {
             )
         };
         Some(if previous == 0 { value } else { previous })
-    }
-
-    /// Sets `task`'s value; `false` when the kernel could not store it.
-    ///
-    /// # Safety
-    /// As for [`Self::value`].
-    #[inline(always)]
-    pub(crate) unsafe fn set(&self, task: *mut task_struct, value: u64) -> bool {
-        // SAFETY: per the contract.
-        let Some(stored) = (unsafe { self.value(task) }) else {
-            return false;
-        };
-        // SAFETY: the task's value; an existing one is overwritten.
-        unsafe { ptr::write_volatile(stored, value) };
-        true
     }
 }
