@@ -312,11 +312,14 @@ impl Batcher {
             Stop,
         }
         let mut stop = std::pin::pin!(stop);
+        // One periodic timer for the whole run: an event waits at most one interval
+        // for its batch to go, however many follow it (a timer made afresh per event
+        // would move the deadline with every event and hold a steady stream back).
+        let mut ticks = async_io::Timer::interval(self.policy.flush_interval);
         loop {
-            let deadline = async_io::Timer::after(self.policy.flush_interval);
             let next = async { Next::Event(queue.channel.receive().await) }
                 .or(async {
-                    deadline.await;
+                    (&mut ticks).await;
                     Next::Tick
                 })
                 .or(async {
@@ -433,6 +436,52 @@ mod tests {
             .collect();
         assert_eq!(firsts, vec![(1, 3), (4, 3), (7, 1)]);
         assert_eq!(b.next_seq(), 8);
+    }
+
+    /// Events keep coming, each well within the flush interval of the one before:
+    /// a batch must still go out about one interval after the first. The producer
+    /// stops at the first delivery it sees (or after ten seconds of events, where a
+    /// deadline that moves with every event would leave it).
+    #[test]
+    fn a_steady_stream_is_flushed_every_interval() {
+        let queue: EventQueue<8> = EventQueue::default();
+        let ledger = LossLedger::default();
+        let delivered = std::sync::atomic::AtomicBool::new(false);
+        struct Flag<'a>(&'a std::sync::atomic::AtomicBool);
+        impl BatchSink for Flag<'_> {
+            fn deliver(&mut self, batch: &Batch) {
+                if !batch.events.is_empty() {
+                    self.0.store(true, Ordering::SeqCst);
+                }
+            }
+        }
+        let mut batcher = Batcher::new(
+            agent(),
+            0,
+            BatchPolicy {
+                flush_interval: Duration::from_millis(50),
+                ..Default::default()
+            },
+        );
+        let mut sink = Flag(&delivered);
+        let mut sent = 0u32;
+        let (done_tx, done_rx) = async_channel::bounded::<()>(1);
+        let producer = async {
+            while !delivered.load(Ordering::SeqCst) && sent < 1_000 {
+                queue.offer(alert(sent));
+                sent += 1;
+                async_io::Timer::after(Duration::from_millis(10)).await;
+            }
+            let _ = done_tx.send(()).await;
+        };
+        let consumer = batcher.run(&queue, &ledger, &mut sink, async {
+            let _ = done_rx.recv().await;
+        });
+        futures_lite::future::block_on(futures_lite::future::zip(producer, consumer));
+        assert!(
+            delivered.load(Ordering::SeqCst) && sent < 1_000,
+            "no batch while {sent} events came 10 ms apart (flush interval 50 ms)"
+        );
     }
 
     #[test]
