@@ -20,13 +20,20 @@
 pub mod capture;
 pub mod cli;
 pub mod counters;
+pub mod fleet;
+#[cfg(feature = "mqtt")]
+pub mod forward;
 pub mod fuzzing;
+#[cfg(feature = "mqtt")]
+pub mod http;
+pub mod metrics;
 #[cfg(feature = "mqtt")]
 pub mod mqtt;
 pub mod pipeline;
 pub mod policy_store;
 pub mod sequence;
 pub mod sink;
+pub mod soc;
 pub mod status;
 /// The MQTT topic convention (shared with the agent).
 pub use edgearmor_mqtt::topic;

@@ -11,11 +11,15 @@ use std::process::ExitCode;
 use edgearmor_decode::capture::CaptureReader;
 use edgearmor_decode::cli::{self, Command, Config, Source};
 use edgearmor_decode::counters::format_pairs;
-use edgearmor_decode::mqtt::{self, LiveStats, MqttJsonSink};
+use edgearmor_decode::forward::SyslogSink;
+use edgearmor_decode::http::{HttpStats, MetricsServer};
+use edgearmor_decode::mqtt::{self, LiveStats, MetricsLink, MqttJsonSink};
 use edgearmor_decode::pipeline::{Decoder, HandleError, Received};
 use edgearmor_decode::sink::{AlertSink, FanOut, RotatingFileSink, StdoutSink};
+use edgearmor_decode::soc::{CefLines, Format};
 use edgearmor_mqtt::ErrorChain;
 use log::{debug, error, warn};
+use std::sync::Arc;
 
 fn main() -> ExitCode {
     env_logger::Builder::from_env(env_logger::Env::default().default_filter_or("info"))
@@ -45,26 +49,47 @@ fn main() -> ExitCode {
     }
 }
 
-/// The configured file and stdout sinks (the MQTT one needs the client: added later).
+/// A line output in the configured format.
+fn lines<S: AlertSink + 'static>(format: Format, sink: S) -> Box<dyn AlertSink> {
+    match format {
+        Format::Json => Box::new(sink),
+        Format::Cef => Box::new(CefLines::new(sink)),
+    }
+}
+
+/// The configured file, stdout and syslog sinks (the MQTT one needs the client: added later).
 fn local_sinks(config: &Config) -> Result<FanOut, String> {
     let mut sinks = FanOut::default();
+    let format = config.output.format;
     if config.output.stdout {
-        sinks.sinks.push(Box::new(StdoutSink::new()));
+        sinks.sinks.push(lines(format, StdoutSink::new()));
     }
     if let Some(file) = &config.output.file {
         let sink = RotatingFileSink::open(&file.path, file.rotate_bytes, file.keep)
             .map_err(|e| e.to_string())?;
+        sinks.sinks.push(lines(format, sink));
+    }
+    if let Some(syslog) = &config.output.syslog {
+        let sink = SyslogSink::start(syslog).map_err(|e| ErrorChain(&e).to_string())?;
         sinks.sinks.push(Box::new(sink));
     }
     Ok(sinks)
 }
 
 fn run(config: &Config) -> Result<(), String> {
+    // Bound first: a taken port is an error before anything connects.
+    let metrics = config
+        .metrics
+        .map(|address| {
+            MetricsServer::bind(address).map_err(|e| format!("--metrics {address}: {e}"))
+        })
+        .transpose()?;
     let mut sinks = local_sinks(config)?;
     let mut decoder = Decoder::new(config.decoder_config());
     match &config.source {
         Source::Capture(path) => {
             let result = decode_capture(path, &mut decoder, &mut sinks);
+            sinks.close();
             print_counters(&decoder, &sinks, None);
             result
         }
@@ -75,8 +100,19 @@ fn run(config: &Config) -> Result<(), String> {
                 .map_err(|e| format!("starting the async runtime: {e}"))?;
             let mut stats = LiveStats::default();
             let result = runtime.block_on(async {
+                let metrics_link = match metrics {
+                    Some(server) => {
+                        let stats = Arc::new(HttpStats::default());
+                        let scrapes = server
+                            .spawn(stats.clone())
+                            .map_err(|e| format!("--metrics: {e}"))?;
+                        Some(MetricsLink { scrapes, stats })
+                    }
+                    None => None,
+                };
                 // The client must be created inside the runtime (its queue uses it).
-                let (client, connection) = mqtt::connect(broker)?;
+                let (client, connection) =
+                    mqtt::connect(broker).map_err(|e| ErrorChain(&e).to_string())?;
                 if config.output.publish_json {
                     sinks.sinks.push(Box::new(MqttJsonSink::new(
                         client.clone(),
@@ -92,11 +128,14 @@ fn run(config: &Config) -> Result<(), String> {
                     client,
                     connection,
                     &mut stats,
+                    metrics_link,
                 )
                 .await
+                .map_err(|e| ErrorChain(&e).to_string())
             });
+            sinks.close();
             print_counters(&decoder, &sinks, Some(&stats));
-            result.map_err(|e| ErrorChain(&e).to_string())
+            result
         }
     }
 }
