@@ -99,14 +99,17 @@ fn run(config: &Config) -> Result<(), String> {
                 .build()
                 .map_err(|e| format!("starting the async runtime: {e}"))?;
             let mut stats = LiveStats::default();
+            let http_stats = Arc::new(HttpStats::default());
             let result = runtime.block_on(async {
                 let metrics_link = match metrics {
                     Some(server) => {
-                        let stats = Arc::new(HttpStats::default());
                         let scrapes = server
-                            .spawn(stats.clone())
+                            .spawn(http_stats.clone())
                             .map_err(|e| format!("--metrics: {e}"))?;
-                        Some(MetricsLink { scrapes, stats })
+                        Some(MetricsLink {
+                            scrapes,
+                            stats: http_stats.clone(),
+                        })
                     }
                     None => None,
                 };
@@ -134,7 +137,7 @@ fn run(config: &Config) -> Result<(), String> {
                 .map_err(|e| ErrorChain(&e).to_string())
             });
             sinks.close();
-            print_counters(&decoder, &sinks, Some(&stats));
+            print_counters(&decoder, &sinks, Some((&stats, &http_stats)));
             result
         }
     }
@@ -182,11 +185,14 @@ fn decode_capture(path: &Path, decoder: &mut Decoder, sink: &mut FanOut) -> Resu
     outcome
 }
 
-fn print_counters(decoder: &Decoder, sinks: &FanOut, live: Option<&LiveStats>) {
-    let mut pairs = decoder.counters().pairs();
-    pairs.extend(sinks.stats());
-    if let Some(live) = live {
-        pairs.extend(live.pairs());
-    }
+fn print_counters(decoder: &Decoder, sinks: &FanOut, live: Option<(&LiveStats, &HttpStats)>) {
+    let pairs = match live {
+        Some((live, http)) => mqtt::all_pairs(decoder, sinks, live, Some(http)),
+        None => {
+            let mut pairs = decoder.counters().pairs();
+            pairs.extend(sinks.stats());
+            pairs
+        }
+    };
     eprintln!("edgearmor-decode: counters: {}", format_pairs(&pairs));
 }
