@@ -12,7 +12,7 @@ use std::collections::BTreeMap;
 use std::sync::mpsc::channel;
 use std::time::Duration;
 
-use rcgen::{BasicConstraints, CertificateParams, CertifiedIssuer, IsCa, KeyPair};
+use rcgen::{CertificateParams, KeyPair};
 use support::{
     BrokerTls, DecoderProcess, Mosquitto, Outgoing, ScratchDir, agent, batch, counter, encode,
     events_topic, field, policies_topic, policy_table, publish_all, server_pki, status_topic,

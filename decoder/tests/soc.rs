@@ -574,6 +574,7 @@ fn rsyslog_receives_json_over_tcp_and_the_decoder_rides_out_its_restart() {
         pids.len() >= 20
     });
     let (status, _, stderr) = decoder.terminate();
+    eprintln!("{stderr}");
     assert!(all, "after the restart: {pids:?}\n{stderr}");
     assert_eq!(pids, (100_001..=100_020).collect::<Vec<i64>>());
     assert!(status.success(), "{stderr}");
