@@ -16,6 +16,9 @@ pub struct AgentHealth {
     /// The latest status's `time` (Unix seconds), when it had one.
     pub status_time: Option<u64>,
     pub agent_version: String,
+    /// The latest online status's kernel release and enforcement (`available`, ...).
+    pub kernel: String,
+    pub enforcement: &'static str,
     /// The latest online status's counters (a last will carries none: they are kept).
     pub counters: AgentCounters,
     /// Alert lines the decoder wrote for this node.
@@ -72,6 +75,8 @@ impl Fleet {
         if status.state == AgentState::Online {
             // An older agent's status has no counters: none are shown rather than stale ones.
             agent.counters = status.counters.clone();
+            agent.kernel.clone_from(&status.kernel);
+            agent.enforcement = status.enforcement.map_or("", |e| e.as_str());
         }
     }
 

@@ -170,7 +170,7 @@ pub const DECODER_METRICS: &[(&str, Kind, &str)] = &[
     (
         "forward_resent",
         Kind::Counter,
-        "Lines sent again after their connection failed while writing them.",
+        "Lines put back in the queue because their connection ended before or while they were written (sent on the next one).",
     ),
     (
         "forward_unsent_at_exit",
@@ -303,6 +303,28 @@ fn render_fleet(out: &mut String, fleet: &Fleet) {
     }
     family(
         out,
+        "edgearmor_agent_info",
+        "gauge",
+        "Always 1: the node's agent version, kernel release and enforcement (available or unavailable) as labels.",
+    );
+    for ((cluster, node), agent) in &agents {
+        if agent.online.is_none() {
+            continue;
+        }
+        out.push_str("edgearmor_agent_info{cluster=\"");
+        label(out, cluster);
+        out.push_str("\",node=\"");
+        label(out, node);
+        out.push_str("\",agent_version=\"");
+        label(out, &agent.agent_version);
+        out.push_str("\",kernel=\"");
+        label(out, &agent.kernel);
+        out.push_str("\",enforcement=\"");
+        label(out, agent.enforcement);
+        out.push_str("\"} 1\n");
+    }
+    family(
+        out,
         "edgearmor_agent_status_time_seconds",
         "gauge",
         "Unix time the node's latest status was taken.",
@@ -411,6 +433,7 @@ mod tests {
             "# HELP edgearmor_decode_alerts_total Alert lines decoded and written (rate() of it is the decode rate).\n# TYPE edgearmor_decode_alerts_total counter\nedgearmor_decode_alerts_total 7\n",
             "edgearmor_decode_rejected_payloads_total{reason=\"malformed\"} 3\n",
             "edgearmor_agent_up{cluster=\"default\",node=\"gw\\\"1\"} 1\n",
+            "edgearmor_agent_info{cluster=\"default\",node=\"gw\\\"1\",agent_version=\"0.1.0\",kernel=\"\",enforcement=\"\"} 1\n",
             "edgearmor_agent_status_time_seconds{cluster=\"default\",node=\"gw\\\"1\"} 1795932048\n",
             "# HELP edgearmor_agent_alerts_sent Alerts the agent handed to its outputs (after the rate limit), since it started.\n# TYPE edgearmor_agent_alerts_sent untyped\nedgearmor_agent_alerts_sent{cluster=\"default\",node=\"gw\\\"1\"} 12\n",
             "edgearmor_agent_ringbuf_used_bytes{cluster=\"default\",node=\"gw\\\"1\"} 4096\n",

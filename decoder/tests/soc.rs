@@ -241,6 +241,10 @@ fn prometheus_scrapes_the_agents_and_the_decoders_counters() {
         (format!("edgearmor_agent_ringbuf_used_bytes{node}"), 4096.0),
         (format!("edgearmor_agent_up{node}"), 1.0),
         (
+            r#"edgearmor_agent_info{cluster="default",node="gw1",agent_version="0.1.0",kernel="6.12.117+deb12-amd64",enforcement="available"}"#.into(),
+            1.0,
+        ),
+        (
             format!("edgearmor_agent_status_time_seconds{node}"),
             1_795_932_048.0,
         ),
