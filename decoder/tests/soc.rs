@@ -5,107 +5,19 @@
 //! Nothing sleeps a fixed time: every wait is for a signal (a log line, a file's
 //! content, a query result).
 
+mod soc_support;
 mod support;
 
 use std::io::{Read, Write};
 use std::net::TcpStream;
-use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
+use std::process::Command;
 use std::time::{Duration, Instant};
 
+use soc_support::{ListenerPem, Prometheus, Rsyslog, SyslogLine, WAIT, http_get, parse_line};
 use support::{
     DecoderProcess, Mosquitto, Outgoing, ScratchDir, agent, batch, counter, encode, events_topic,
-    field, free_port, publish_all, server_pki, status_topic, wait_until,
+    field, publish_all, server_pki, status_topic, wait_until,
 };
-
-const PROMETHEUS: &str = "/usr/bin/prometheus";
-const RSYSLOGD: &str = "/usr/sbin/rsyslogd";
-const WAIT: Duration = Duration::from_secs(60);
-
-/// A child process killed (and reaped) on drop.
-struct Daemon {
-    child: Child,
-    name: &'static str,
-    log: PathBuf,
-}
-
-impl Daemon {
-    fn spawn(name: &'static str, command: &mut Command, log: PathBuf) -> Self {
-        let file = std::fs::File::create(&log).expect("log file");
-        let err = file.try_clone().expect("log file");
-        let child = command
-            .stdin(Stdio::null())
-            .stdout(file)
-            .stderr(err)
-            .spawn()
-            .unwrap_or_else(|e| panic!("start {name}: {e} (scripts/install-deps.sh installs it)"));
-        Self { child, name, log }
-    }
-
-    fn log(&self) -> String {
-        std::fs::read_to_string(&self.log).unwrap_or_default()
-    }
-
-    fn running(&mut self) -> bool {
-        matches!(self.child.try_wait(), Ok(None))
-    }
-
-    /// Waits until `ready()`, panicking with the log if the process exits first.
-    fn wait_ready(&mut self, what: &str, mut ready: impl FnMut(&Self) -> bool) {
-        let mut exited = false;
-        let ok = wait_until(WAIT, || {
-            exited = !self.running();
-            exited || ready(self)
-        });
-        assert!(
-            ok && !exited,
-            "{} not ready ({what}); its log:\n{}",
-            self.name,
-            self.log()
-        );
-    }
-
-    /// SIGTERM and wait for the exit.
-    fn stop(&mut self) {
-        // SAFETY: kill(2) on our own, not yet reaped child.
-        unsafe { libc::kill(self.child.id() as libc::pid_t, libc::SIGTERM) };
-        let exited = wait_until(WAIT, || !self.running());
-        assert!(exited, "{} ignored SIGTERM:\n{}", self.name, self.log());
-    }
-}
-
-impl Drop for Daemon {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
-/// `GET path` over HTTP/1.0 (no chunking): (status code, body).
-fn http_get(port: u16, path: &str) -> Option<(u16, String)> {
-    let mut stream = TcpStream::connect(("127.0.0.1", port)).ok()?;
-    stream
-        .set_read_timeout(Some(Duration::from_secs(10)))
-        .ok()?;
-    write!(stream, "GET {path} HTTP/1.0\r\nHost: 127.0.0.1\r\n\r\n").ok()?;
-    let mut response = String::new();
-    stream.read_to_string(&mut response).ok()?;
-    let (head, body) = response.split_once("\r\n\r\n")?;
-    let code = head.split(' ').nth(1)?.parse().ok()?;
-    Some((code, body.to_owned()))
-}
-
-fn url_encode(text: &str) -> String {
-    text.bytes()
-        .map(|b| {
-            if b.is_ascii_alphanumeric() || b"_-.".contains(&b) {
-                (b as char).to_string()
-            } else {
-                format!("%{b:02X}")
-            }
-        })
-        .collect()
-}
 
 /// The decoder's metrics port, from its stderr line (it was started on port 0).
 fn metrics_port(decoder: &DecoderProcess) -> u16 {
@@ -119,83 +31,6 @@ fn metrics_port(decoder: &DecoderProcess) -> u16 {
         port.is_some()
     });
     port.unwrap_or_else(|| panic!("no metrics line; stderr:\n{}", decoder.stderr()))
-}
-
-struct Prometheus {
-    daemon: Daemon,
-    port: u16,
-    _dir: ScratchDir,
-}
-
-impl Prometheus {
-    /// Scraping `target` every 200 ms.
-    fn start(target: &str) -> Self {
-        let dir = ScratchDir::new("prometheus");
-        let config = dir.path("prometheus.yml");
-        std::fs::write(
-            &config,
-            format!(
-                "global:\n  scrape_interval: 200ms\n  scrape_timeout: 150ms\n\
-                 scrape_configs:\n  - job_name: edgearmor-decode\n    static_configs:\n      - targets: ['{target}']\n"
-            ),
-        )
-        .expect("write prometheus.yml");
-        let port = free_port();
-        let mut daemon = Daemon::spawn(
-            "prometheus",
-            Command::new(PROMETHEUS)
-                .arg(format!("--config.file={}", config.display()))
-                .arg(format!(
-                    "--storage.tsdb.path={}",
-                    dir.path("data").display()
-                ))
-                .arg(format!("--web.listen-address=127.0.0.1:{port}")),
-            dir.path("prometheus.log"),
-        );
-        daemon.wait_ready("its API answering", |_| {
-            http_get(port, "/-/ready").is_some_and(|(code, _)| code == 200)
-        });
-        Self {
-            daemon,
-            port,
-            _dir: dir,
-        }
-    }
-
-    /// The values of an instant query's result vector.
-    fn query(&self, promql: &str) -> Vec<f64> {
-        let Some((200, body)) = http_get(
-            self.port,
-            &format!("/api/v1/query?query={}", url_encode(promql)),
-        ) else {
-            return Vec::new();
-        };
-        let json: serde_json::Value = serde_json::from_str(&body).unwrap_or_default();
-        json["data"]["result"]
-            .as_array()
-            .map(|results| {
-                results
-                    .iter()
-                    .filter_map(|r| r["value"][1].as_str()?.parse().ok())
-                    .collect()
-            })
-            .unwrap_or_default()
-    }
-
-    /// Waits until the query returns exactly `expected`.
-    fn wait_for(&self, promql: &str, expected: f64, decoder: &DecoderProcess) {
-        let mut last = Vec::new();
-        let ok = wait_until(WAIT, || {
-            last = self.query(promql);
-            last == [expected]
-        });
-        assert!(
-            ok,
-            "{promql}: Prometheus answers {last:?}, not [{expected}]\nprometheus log:\n{}\ndecoder stderr:\n{}",
-            self.daemon.log(),
-            decoder.stderr()
-        );
-    }
 }
 
 fn birth(counters: &str) -> Vec<u8> {
@@ -233,7 +68,9 @@ fn prometheus_scrapes_the_agents_and_the_decoders_counters() {
             Outgoing::new(events_topic(&gw), b"\x01garbage".to_vec()),
         ],
     );
-    let prometheus = Prometheus::start(&format!("127.0.0.1:{port}"));
+    let prom_dir = ScratchDir::new("prometheus");
+    let prometheus = Prometheus::start(&prom_dir.0, &format!("127.0.0.1:{port}"));
+    let context = || format!("decoder stderr:\n{}", decoder.stderr());
     let node = r#"{cluster="default",node="gw1"}"#;
     for (query, value) in [
         (format!("edgearmor_agent_alerts_sent{node}"), 12.0),
@@ -261,7 +98,7 @@ fn prometheus_scrapes_the_agents_and_the_decoders_counters() {
         ),
         (r#"up{job="edgearmor-decode"}"#.into(), 1.0),
     ] {
-        prometheus.wait_for(&query, value, &decoder);
+        prometheus.wait_for(&query, value, &context);
     }
     // The help texts are the contract's (Prometheus keeps them as metadata).
     let (_, metadata) = http_get(
@@ -281,7 +118,7 @@ fn prometheus_scrapes_the_agents_and_the_decoders_counters() {
             encode(&batch(&gw, 0, 31, 10)),
         )],
     );
-    prometheus.wait_for("edgearmor_decode_alerts_total", 30.0, &decoder);
+    prometheus.wait_for("edgearmor_decode_alerts_total", 30.0, &context);
     let rate = prometheus.query("rate(edgearmor_decode_alerts_total[1m])");
     assert!(rate.len() == 1 && rate[0] > 0.0, "rate: {rate:?}");
     // The last will (the broker publishes it when the agent vanishes): offline, counters kept.
@@ -292,11 +129,11 @@ fn prometheus_scrapes_the_agents_and_the_decoders_counters() {
             br#"{"state":"offline","boot_id":"01010101010101010101010101010101","agent_version":"0.1.0"}"#.to_vec(),
         )],
     );
-    prometheus.wait_for(&format!("edgearmor_agent_up{node}"), 0.0, &decoder);
+    prometheus.wait_for(&format!("edgearmor_agent_up{node}"), 0.0, &context);
     prometheus.wait_for(
         &format!("edgearmor_agent_alerts_sent{node}"),
         12.0,
-        &decoder,
+        &context,
     );
     let (status, _, stderr) = decoder.terminate();
     assert!(status.success(), "{stderr}");
@@ -410,97 +247,6 @@ fn the_metrics_endpoint_serves_only_get_metrics_and_bounds_its_clients() {
     );
 }
 
-struct Rsyslog {
-    daemon: Daemon,
-    plain_port: u16,
-    tls_port: u16,
-    dir: PathBuf,
-}
-
-impl Rsyslog {
-    /// imtcp on two ports (plain, and TLS with `cert`/`key`), octet-counted frames
-    /// accepted; each input's messages to its own file, one line each:
-    /// `PRI|TIMESTAMP|HOSTNAME|APP-NAME|MSGID|STRUCTURED-DATA|MSG`.
-    fn start(dir: &Path, ports: Option<(u16, u16)>) -> Self {
-        let (plain_port, tls_port) = ports.unwrap_or_else(|| (free_port(), free_port()));
-        let work = dir.join("work");
-        std::fs::create_dir_all(&work).expect("rsyslog work dir");
-        let conf = format!(
-            r#"global(workDirectory="{work}" maxMessageSize="64k"
-       defaultNetstreamDriverCAFile="{dir}/ca.pem"
-       defaultNetstreamDriverCertFile="{dir}/server.pem"
-       defaultNetstreamDriverKeyFile="{dir}/server.key")
-module(load="imtcp" maxSessions="100")
-template(name="fields" type="string"
-         string="%pri%|%timereported:::date-rfc3339%|%hostname%|%app-name%|%msgid%|%structured-data%|%msg%\n")
-input(type="imtcp" address="127.0.0.1" port="{plain_port}" ruleset="plain")
-input(type="imtcp" address="127.0.0.1" port="{tls_port}" ruleset="tls"
-      streamDriver.name="gtls" streamDriver.mode="1" streamDriver.authMode="anon")
-ruleset(name="plain") {{ action(type="omfile" file="{dir}/plain.log" template="fields") }}
-ruleset(name="tls") {{ action(type="omfile" file="{dir}/tls.log" template="fields") }}
-"#,
-            work = work.display(),
-            dir = dir.display(),
-        );
-        let conf_path = dir.join("rsyslog.conf");
-        std::fs::write(&conf_path, conf).expect("write rsyslog.conf");
-        let mut daemon = Daemon::spawn(
-            "rsyslogd",
-            Command::new(RSYSLOGD)
-                .arg("-n")
-                .arg("-f")
-                .arg(&conf_path)
-                .arg("-i")
-                .arg(dir.join("rsyslogd.pid")),
-            dir.join("rsyslogd.log"),
-        );
-        daemon.wait_ready("both listeners", |_| {
-            [plain_port, tls_port]
-                .iter()
-                .all(|p| TcpStream::connect(("127.0.0.1", *p)).is_ok())
-        });
-        Self {
-            daemon,
-            plain_port,
-            tls_port,
-            dir: dir.to_owned(),
-        }
-    }
-
-    fn lines(&self, file: &str) -> Vec<String> {
-        std::fs::read_to_string(self.dir.join(file))
-            .unwrap_or_default()
-            .lines()
-            .map(str::to_owned)
-            .collect()
-    }
-}
-
-/// `PRI|TIMESTAMP|HOSTNAME|APP-NAME|MSGID|STRUCTURED-DATA|MSG` as rsyslog parsed it.
-struct Received {
-    pri: String,
-    timestamp: String,
-    hostname: String,
-    app: String,
-    msgid: String,
-    sd: String,
-    msg: String,
-}
-
-fn parse_received(line: &str) -> Received {
-    let parts: Vec<&str> = line.splitn(7, '|').collect();
-    assert_eq!(parts.len(), 7, "{line}");
-    Received {
-        pri: parts[0].into(),
-        timestamp: parts[1].into(),
-        hostname: parts[2].into(),
-        app: parts[3].into(),
-        msgid: parts[4].into(),
-        sd: parts[5].into(),
-        msg: parts[6].trim_start().into(),
-    }
-}
-
 fn pid_of_json(msg: &str) -> Option<i64> {
     serde_json::from_str::<serde_json::Value>(msg).ok()?["PID"].as_i64()
 }
@@ -512,7 +258,12 @@ fn rsyslog_receives_json_over_tcp_and_the_decoder_rides_out_its_restart() {
     for (name, pem) in [("ca.pem", &ca), ("server.pem", &cert), ("server.key", &key)] {
         std::fs::write(dir.path(name), pem).expect("write PEM");
     }
-    let mut rsyslog = Rsyslog::start(&dir.0, None);
+    let pem = ListenerPem {
+        ca: &dir.path("ca.pem"),
+        cert: &dir.path("server.pem"),
+        key: &dir.path("server.key"),
+    };
+    let mut rsyslog = Rsyslog::start(&dir.0, &pem, None);
     let broker = Mosquitto::start();
     let gw = agent("default", "gw1", 1);
     let mut decoder = DecoderProcess::spawn(&[
@@ -538,7 +289,7 @@ fn rsyslog_receives_json_over_tcp_and_the_decoder_rides_out_its_restart() {
         decoder.stderr()
     );
     decoder.collect_until(WAIT, |lines| lines.len() >= 10);
-    let first = parse_received(&rsyslog.lines("plain.log")[0]);
+    let first = parse_line(&rsyslog.lines("plain.log")[0]);
     // authpriv (10) * 8 + warning (4): a blocked setgid.
     assert_eq!(first.pri, "84");
     assert_eq!(first.timestamp, "2026-11-29T06:00:48.000001Z");
@@ -565,13 +316,13 @@ fn rsyslog_receives_json_over_tcp_and_the_decoder_rides_out_its_restart() {
         )],
     );
     decoder.collect_until(WAIT, |lines| lines.len() >= 20);
-    let restarted = Rsyslog::start(&dir.0, Some((rsyslog.plain_port, rsyslog.tls_port)));
+    let restarted = Rsyslog::start(&dir.0, &pem, Some((rsyslog.plain_port, rsyslog.tls_port)));
     let mut pids = Vec::new();
     let all = wait_until(WAIT, || {
         pids = restarted
             .lines("plain.log")
             .iter()
-            .filter_map(|l| pid_of_json(&parse_received(l).msg))
+            .filter_map(|l| pid_of_json(&parse_line(l).msg))
             .collect();
         pids.sort_unstable();
         pids.dedup();
@@ -613,7 +364,12 @@ fn rsyslog_receives_json_and_cef_over_tls_and_a_wrong_ca_never_connects() {
     ] {
         std::fs::write(dir.path(name), pem).expect("write PEM");
     }
-    let rsyslog = Rsyslog::start(&dir.0, None);
+    let pem = ListenerPem {
+        ca: &dir.path("ca.pem"),
+        cert: &dir.path("server.pem"),
+        key: &dir.path("server.key"),
+    };
+    let rsyslog = Rsyslog::start(&dir.0, &pem, None);
     let broker = Mosquitto::start();
     let gw = agent("default", "gw1", 1);
     let tls_target = format!("127.0.0.1:{}", rsyslog.tls_port);
@@ -665,9 +421,9 @@ fn rsyslog_receives_json_and_cef_over_tls_and_a_wrong_ca_never_connects() {
     let arrived = wait_until(WAIT, || rsyslog.lines("tls.log").len() >= 10);
     let lines = rsyslog.lines("tls.log");
     assert!(arrived, "{lines:?}\n{}\n{}", json.stderr(), cef.stderr());
-    let received: Vec<Received> = lines.iter().map(|l| parse_received(l)).collect();
-    let json_lines: Vec<&Received> = received.iter().filter(|r| r.msg.starts_with('{')).collect();
-    let cef_lines: Vec<&Received> = received
+    let received: Vec<SyslogLine> = lines.iter().map(|l| parse_line(l)).collect();
+    let json_lines: Vec<&SyslogLine> = received.iter().filter(|r| r.msg.starts_with('{')).collect();
+    let cef_lines: Vec<&SyslogLine> = received
         .iter()
         .filter(|r| r.msg.starts_with("CEF:"))
         .collect();
