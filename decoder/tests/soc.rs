@@ -512,3 +512,45 @@ fn cef_to_stdout_from_a_capture() {
     );
     assert!(lines[2].contains(" spid=100003 "), "{stdout}");
 }
+
+#[test]
+fn a_full_send_queue_drops_new_messages_and_counts_every_one() {
+    let dir = ScratchDir::new("syslog-queue");
+    let path = dir.path("in.cap");
+    let gw = agent("default", "gw1", 1);
+    support::write_capture(
+        &path,
+        &[(&events_topic(&gw), &encode(&batch(&gw, 0, 1, 10)))],
+    );
+    // A port nobody listens on: the receiver is away for the whole run.
+    let away = soc_support::free_port();
+    let output = Command::new(support::DECODER)
+        .args(["--input", path.to_str().expect("utf-8")])
+        .args([
+            "--syslog",
+            &format!("127.0.0.1:{away}"),
+            "--syslog-queue",
+            "3",
+        ])
+        .output()
+        .expect("run");
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(output.status.success(), "{stderr}");
+    assert_eq!(counter(&stderr, "forward_queued"), Some(3), "{stderr}");
+    assert_eq!(
+        counter(&stderr, "forward_dropped_queue_full"),
+        Some(7),
+        "{stderr}"
+    );
+    assert_eq!(
+        counter(&stderr, "forward_unsent_at_exit"),
+        Some(3),
+        "{stderr}"
+    );
+    assert_eq!(counter(&stderr, "forward_sent"), Some(0), "{stderr}");
+    assert!(
+        stderr.contains("syslog: send queue full (3 messages, receiver slow or away)")
+            && stderr.contains("syslog: 3 messages not delivered"),
+        "{stderr}"
+    );
+}
