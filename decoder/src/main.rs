@@ -1,7 +1,9 @@
-//! The `edgearmor-decode` binary: parse the command line, build the sinks, then decode
-//! from the broker until SIGINT/SIGTERM or from a capture file until its end; counters
-//! go to stderr at exit. Exit status: 0 when stopped by a signal or at the end of the
-//! input, 1 for a bad command line, unusable files or a fatal connection error.
+//! The `edgearmor-decode` binary: parse the command line, bind the metrics port, build
+//! the sinks, then decode from the broker until SIGINT/SIGTERM or from a capture file
+//! until its end; the sinks are closed (the syslog queue drained) and the counters go to
+//! stderr at exit. Exit status: 0 when stopped by a signal or at the end of the input, 1
+//! for a bad command line, unusable files, a taken metrics port or a fatal connection
+//! error.
 
 use std::fs::File;
 use std::io::{self, BufReader, Read};
