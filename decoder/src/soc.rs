@@ -137,6 +137,7 @@ pub fn write_syslog(out: &mut String, facility: u8, alert: &HostAlert, msg: &str
     let _ = write!(out, " {APP_NAME} - ");
     header_field(out, alert.alert_type.as_str(), 32);
     let _ = write!(out, " [{SD_ID}");
+    // Statuses and gaps have no process: no pid, and their uid 0 would read as root.
     let pid = alert.pid.to_string();
     let uid = alert.uid.to_string();
     let params: [(&str, &str); 10] = [
