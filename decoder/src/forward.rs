@@ -29,7 +29,7 @@ use std::time::{Duration, Instant};
 
 use edgearmor_alert::HostAlert;
 use edgearmor_mqtt::{Backoff, TlsError};
-use log::{error, info, warn};
+use log::{debug, error, info, warn};
 use rustls::pki_types::ServerName;
 
 pub use crate::cli::SyslogOutput as ForwardConfig;
@@ -42,6 +42,9 @@ pub const MAX_MESSAGE_LEN: usize = 64 * 1024;
 pub const CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
 /// A receiver that stops reading for this long ends the connection (the batch is resent).
 pub const WRITE_TIMEOUT: Duration = Duration::from_secs(10);
+/// How long a new TLS 1.3 session waits for the receiver's first word (see
+/// [`await_acceptance`]); receivers that send session tickets answer at once.
+pub const ACCEPTANCE_WAIT: Duration = Duration::from_secs(1);
 /// How long the queue may take to drain at exit.
 pub const CLOSE_TIMEOUT: Duration = Duration::from_secs(5);
 /// Messages written per batch (one write).
@@ -265,7 +268,7 @@ impl AlertSink for SyslogSink {
                 .unsent_at_exit
                 .fetch_add(left, Ordering::Relaxed);
             error!(
-                "syslog: {left} messages not delivered: the receiver did not take them within {} s of the stop",
+                "syslog: {left} messages not delivered: the receiver did not take them before the stop (which waits {} s at most)",
                 CLOSE_TIMEOUT.as_secs()
             );
         }
@@ -350,9 +353,58 @@ fn connect(target: &Target) -> io::Result<Conn> {
         while stream.conn.is_handshaking() {
             stream.conn.complete_io(&mut stream.sock)?;
         }
+        await_acceptance(&mut stream)?;
         return Ok(Conn::Tls(Box::new(stream)));
     }
     Err(last)
+}
+
+/// In TLS 1.3 the client's handshake ends before the server has checked the client's
+/// certificate (or its absence): a receiver that requires one refuses the session only
+/// after our first messages could be written into it, and they would be lost unseen. So
+/// wait for the server's first word after the handshake: its session tickets (accepted),
+/// or an alert or the end (refused, an error naming the alert). A receiver that sends
+/// neither within [`ACCEPTANCE_WAIT`] is taken as accepting. In TLS 1.2 the server's
+/// Finished, the handshake's last message, already says it accepted.
+fn await_acceptance(
+    stream: &mut rustls::StreamOwned<rustls::ClientConnection, TcpStream>,
+) -> io::Result<()> {
+    if stream.conn.protocol_version() != Some(rustls::ProtocolVersion::TLSv1_3) {
+        return Ok(());
+    }
+    stream.sock.set_read_timeout(Some(ACCEPTANCE_WAIT))?;
+    let waited = Instant::now();
+    let read = stream.conn.read_tls(&mut stream.sock);
+    debug!(
+        "syslog: the receiver's first TLS 1.3 record after {} ms",
+        waited.elapsed().as_millis()
+    );
+    stream.sock.set_read_timeout(Some(CONNECT_TIMEOUT))?;
+    let refused = |why: String| {
+        io::Error::new(
+            io::ErrorKind::ConnectionRefused,
+            format!(
+                "the receiver refused the TLS session after the handshake: {why} (does it require a client certificate, --syslog-client-cert?)"
+            ),
+        )
+    };
+    match read {
+        Ok(0) => Err(refused("it closed the connection".into())),
+        Ok(_) => match stream.conn.process_new_packets() {
+            Ok(state) if state.peer_has_closed() => Err(refused("close_notify".into())),
+            Ok(_) => Ok(()),
+            Err(e) => Err(refused(e.to_string())),
+        },
+        Err(e)
+            if matches!(
+                e.kind(),
+                io::ErrorKind::WouldBlock | io::ErrorKind::TimedOut
+            ) =>
+        {
+            Ok(())
+        }
+        Err(e) => Err(e),
+    }
 }
 
 /// The thread: connect, drain, reconnect after failures, until closed.

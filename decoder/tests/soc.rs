@@ -316,7 +316,11 @@ fn rsyslog_receives_json_over_tcp_and_the_decoder_rides_out_its_restart() {
         )],
     );
     decoder.collect_until(WAIT, |lines| lines.len() >= 20);
-    let restarted = Rsyslog::start(&dir.0, &pem, Some((rsyslog.plain_port, rsyslog.tls_port)));
+    let restarted = Rsyslog::start(
+        &dir.0,
+        &pem,
+        Some([rsyslog.plain_port, rsyslog.tls_port, rsyslog.mtls_port]),
+    );
     let mut pids = Vec::new();
     let all = wait_until(WAIT, || {
         pids = restarted
@@ -550,7 +554,100 @@ fn a_full_send_queue_drops_new_messages_and_counts_every_one() {
     assert_eq!(counter(&stderr, "forward_sent"), Some(0), "{stderr}");
     assert!(
         stderr.contains("syslog: send queue full (3 messages, receiver slow or away)")
-            && stderr.contains("syslog: 3 messages not delivered"),
+            && stderr.contains(
+                "syslog: 3 messages not delivered: the receiver did not take them before the stop"
+            ),
+        "{stderr}"
+    );
+}
+
+#[test]
+fn rsyslog_requiring_a_client_certificate_takes_the_decoders_and_no_other() {
+    let dir = ScratchDir::new("rsyslog-mtls");
+    let (ca, cert, key, issuer) = server_pki("edgearmor test CA");
+    let client_key = rcgen::KeyPair::generate().expect("key");
+    let mut params = rcgen::CertificateParams::new(Vec::<String>::new()).expect("params");
+    params
+        .distinguished_name
+        .push(rcgen::DnType::CommonName, "decoder-1");
+    let client = params.signed_by(&client_key, &issuer).expect("client cert");
+    for (name, pem) in [
+        ("ca.pem", ca),
+        ("server.pem", cert),
+        ("server.key", key),
+        ("client.pem", client.pem()),
+        ("client.key", client_key.serialize_pem()),
+    ] {
+        std::fs::write(dir.path(name), pem).expect("write PEM");
+    }
+    let pem = ListenerPem {
+        ca: &dir.path("ca.pem"),
+        cert: &dir.path("server.pem"),
+        key: &dir.path("server.key"),
+    };
+    let rsyslog = Rsyslog::start(&dir.0, &pem, None);
+    let broker = Mosquitto::start();
+    let gw = agent("default", "gw1", 1);
+    let target = format!("127.0.0.1:{}", rsyslog.mtls_port);
+    let path = |name| dir.path(name).to_str().expect("utf-8").to_owned();
+    let mut with_cert = DecoderProcess::spawn(&[
+        "--broker",
+        &broker.address(),
+        "--syslog",
+        &target,
+        "--syslog-ca",
+        &path("ca.pem"),
+        "--syslog-client-cert",
+        &path("client.pem"),
+        "--syslog-client-key",
+        &path("client.key"),
+        "--stdout",
+    ]);
+    let mut without = DecoderProcess::spawn(&[
+        "--broker",
+        &broker.address(),
+        "--syslog",
+        &target,
+        "--syslog-ca",
+        &path("ca.pem"),
+        "--stdout",
+    ]);
+    with_cert.wait_ready();
+    without.wait_ready();
+    publish_all(
+        broker.port,
+        vec![Outgoing::new(
+            events_topic(&gw),
+            encode(&batch(&gw, 0, 1, 5)),
+        )],
+    );
+    let arrived = wait_until(WAIT, || rsyslog.lines("mtls.log").len() >= 5);
+    without.collect_until(WAIT, |lines| lines.len() >= 5);
+    let (status, _, stderr) = with_cert.terminate();
+    assert!(
+        arrived && status.success(),
+        "{:?}\n{stderr}",
+        rsyslog.lines("mtls.log")
+    );
+    assert_eq!(counter(&stderr, "forward_sent"), Some(5), "{stderr}");
+    // Without a certificate rsyslog ends every session: nothing of it is written, and
+    // the decoder counts all five as undelivered when it stops.
+    let (status, _, stderr) = without.terminate();
+    eprintln!("{stderr}");
+    assert!(status.success(), "{stderr}");
+    assert!(
+        stderr.contains("the receiver refused the TLS session after the handshake: "),
+        "the refusal is named: {stderr}"
+    );
+    assert_eq!(rsyslog.lines("mtls.log").len(), 5, "{stderr}");
+    assert_eq!(
+        counter(&stderr, "forward_unsent_at_exit"),
+        Some(5),
+        "{stderr}"
+    );
+    assert_eq!(
+        counter(&stderr, "forward_dropped_queue_full"),
+        Some(0),
         "{stderr}"
     );
 }

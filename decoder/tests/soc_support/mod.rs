@@ -197,6 +197,8 @@ pub struct Rsyslog {
     pub daemon: Daemon,
     pub plain_port: u16,
     pub tls_port: u16,
+    /// TLS that requires a client certificate signed by the CA.
+    pub mtls_port: u16,
     pub dir: PathBuf,
 }
 
@@ -208,11 +210,14 @@ pub struct ListenerPem<'a> {
 }
 
 impl Rsyslog {
-    /// imtcp on two ports (plain, and TLS with `cert`/`key`), octet-counted frames
-    /// accepted; each input's messages to its own file, one line each:
-    /// `PRI|TIMESTAMP|HOSTNAME|APP-NAME|MSGID|STRUCTURED-DATA|MSG`.
-    pub fn start(dir: &Path, pem: &ListenerPem<'_>, ports: Option<(u16, u16)>) -> Self {
-        let (plain_port, tls_port) = ports.unwrap_or_else(|| (free_port(), free_port()));
+    /// imtcp on three ports (plain; TLS with `cert`/`key`; TLS requiring a client
+    /// certificate of the CA), octet-counted frames accepted; each input's messages to
+    /// its own file (`plain.log`, `tls.log`, `mtls.log`), one line each:
+    /// `PRI|TIMESTAMP|HOSTNAME|APP-NAME|MSGID|STRUCTURED-DATA|MSG`. `ports`: those of an
+    /// instance to take over (a restart).
+    pub fn start(dir: &Path, pem: &ListenerPem<'_>, ports: Option<[u16; 3]>) -> Self {
+        let [plain_port, tls_port, mtls_port] =
+            ports.unwrap_or_else(|| [free_port(), free_port(), free_port()]);
         let work = dir.join("work");
         std::fs::create_dir_all(&work).expect("rsyslog work dir");
         let conf = format!(
@@ -226,8 +231,11 @@ template(name="fields" type="string"
 input(type="imtcp" address="127.0.0.1" port="{plain_port}" ruleset="plain")
 input(type="imtcp" address="127.0.0.1" port="{tls_port}" ruleset="tls"
       streamDriver.name="gtls" streamDriver.mode="1" streamDriver.authMode="anon")
+input(type="imtcp" address="127.0.0.1" port="{mtls_port}" ruleset="mtls"
+      streamDriver.name="gtls" streamDriver.mode="1" streamDriver.authMode="x509/certvalid")
 ruleset(name="plain") {{ action(type="omfile" file="{dir}/plain.log" template="fields") }}
 ruleset(name="tls") {{ action(type="omfile" file="{dir}/tls.log" template="fields") }}
+ruleset(name="mtls") {{ action(type="omfile" file="{dir}/mtls.log" template="fields") }}
 "#,
             work = work.display(),
             dir = dir.display(),
@@ -247,8 +255,8 @@ ruleset(name="tls") {{ action(type="omfile" file="{dir}/tls.log" template="field
                 .arg(dir.join("rsyslogd.pid")),
             dir.join("rsyslogd.log"),
         );
-        daemon.wait_ready("both listeners", |_| {
-            [plain_port, tls_port]
+        daemon.wait_ready("its three listeners", |_| {
+            [plain_port, tls_port, mtls_port]
                 .iter()
                 .all(|p| TcpStream::connect(("127.0.0.1", *p)).is_ok())
         });
@@ -256,6 +264,7 @@ ruleset(name="tls") {{ action(type="omfile" file="{dir}/tls.log" template="field
             daemon,
             plain_port,
             tls_port,
+            mtls_port,
             dir: dir.to_owned(),
         }
     }
