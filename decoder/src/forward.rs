@@ -12,8 +12,9 @@
 //!   none); before every batch the connection is checked for an end the receiver sent
 //!   (FIN, reset, TLS close_notify), so a receiver that went away is noticed before
 //!   messages are written into a dead socket. Syslog has no acknowledgements: what the
-//!   receiver's kernel took but the receiver never read when it died is the one loss no
-//!   sender can see.
+//!   receiver's kernel took but the receiver never read when it died, and a batch
+//!   written in the instant between that check and the receiver's going away, are
+//!   losses no syslog sender can see.
 //! - at exit the queue gets [`CLOSE_TIMEOUT`] to drain; what is left is counted
 //!   (`forward_unsent_at_exit`) and logged.
 //!
