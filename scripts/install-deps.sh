@@ -2,7 +2,9 @@
 # Installs what the demo and the tests need on a fresh Debian 12 machine; a second run
 # changes nothing. Debian packages: QEMU, LLVM 22 for
 # bpf-linker, the brokers of the broker matrix (mosquitto, nats-server, rabbitmq-server
-# with erlang; the tests start their own instances on free loopback ports). (Guest
+# with erlang; the tests start their own instances on free loopback ports), the SOC side of the
+# decoder tests (prometheus, rsyslog with rsyslog-gnutls for TLS; likewise started by the tests,
+# with generated configurations; their packaged services are not used). (Guest
 # kernels and busybox are downloaded, not installed, by the VM harness.) Rust: musl
 # targets, nightly rust-src, bpf-linker 0.13.
 set -euo pipefail
@@ -32,6 +34,7 @@ apt-cache show busybox-static:arm64 >/dev/null 2>&1 || apt_update_once
 packages=(qemu-system-x86 qemu-system-arm
           llvm-22 llvm-22-dev libpolly-22-dev libzstd-dev mosquitto xz-utils
           nats-server rabbitmq-server
+          prometheus rsyslog rsyslog-gnutls
           gcc-aarch64-linux-gnu libc6-dev-arm64-cross)
 missing=()
 for p in "${packages[@]}"; do

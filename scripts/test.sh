@@ -3,7 +3,7 @@
 # formatting, clippy, the committed BPF object's freshness, the Yocto layer (crates
 # list against Cargo.lock, oelint-adv), the static cross builds, the board configs,
 # unit tests, broker tests (real mosquitto, nats-server alone and clustered,
-# rabbitmq-server), the VM suite (real Debian kernels under QEMU) and bounded fuzzing
+# rabbitmq-server), the decoder's SOC tests (real prometheus and rsyslog), the VM suite (real Debian kernels under QEMU) and bounded fuzzing
 # runs of the decoder and of policy files, agent TOML and bundles (before the tests, so
 # cargo test's summary closes the output).
 set -euo pipefail

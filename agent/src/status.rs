@@ -34,6 +34,7 @@ impl AgentStatus {
             policy_set: Some(self.policy_set),
             time: Some(self.unix_secs),
             labels: self.labels.clone(),
+            counters: Default::default(),
         }
     }
 

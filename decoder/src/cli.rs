@@ -2,6 +2,7 @@
 //! starts, with errors that name the option and the offending value.
 
 use std::ffi::OsString;
+use std::net::SocketAddr;
 use std::path::PathBuf;
 
 use edgearmor_alert::expand::ExpandOptions;
@@ -10,6 +11,7 @@ pub use edgearmor_mqtt::{ClientCertificate, MqttVersion, TlsFiles, VersionChoice
 
 use crate::pipeline::DecoderConfig;
 use crate::sequence::TrackerConfig;
+use crate::soc::{self, Format};
 use crate::topic;
 
 pub const USAGE: &str = "\
@@ -18,6 +20,7 @@ edgearmor-decode: edgearmor's postcard events from MQTT back to KubeArmor JSON l
 USAGE:
     edgearmor-decode [OPTIONS]                 subscribe to a broker and decode until SIGINT/SIGTERM
     edgearmor-decode --input FILE [OPTIONS]    decode a capture file (- for stdin) and exit
+    edgearmor-decode help | --help | -h        this text
 
 BROKER:
     --broker HOST:PORT        broker address [default: 127.0.0.1:1883]
@@ -52,16 +55,40 @@ DECODING:
 OUTPUT (any combination; --stdout is the default when none is given):
     --stdout                  JSON lines to stdout
     --output FILE             JSON lines appended to FILE
+    --format json|cef         what --stdout and --output print: KubeArmor JSON lines or ArcSight
+                              CEF records [default: json]
     --rotate-bytes N          rotate FILE before it would exceed N bytes: FILE -> FILE.1 -> ...
     --rotate-keep K           rotated files kept [default: 5]
     --publish-json            publish each line to PREFIX/<cluster>/<node>/alerts/json (QoS 1)
     --capture FILE            also append every received message to FILE (capture format, see
                               the README), for replay with --input
 
+SYSLOG (for a SIEM; RFC 5424, octet-counted frames):
+    --syslog HOST:PORT        send every line to this TCP receiver (RFC 6587)
+    --syslog-ca FILE          TLS (RFC 5425), verifying the receiver against this CA (PEM)
+    --syslog-client-cert FILE client certificate chain (PEM) for mutual TLS; with --syslog-client-key
+    --syslog-client-key FILE  its private key (PEM)
+    --syslog-server-name NAME the name the receiver's certificate must carry [default: HOST]
+    --syslog-message json|cef the message part: the KubeArmor JSON line or a CEF record
+                              [default: json]
+    --syslog-facility NAME    kern, user, daemon, auth, syslog, authpriv, local0..local7
+                              [default: authpriv]
+    --syslog-queue N          messages queued while the receiver is slow or away; beyond, new
+                              ones are dropped and counted [default: 10000]
+
+METRICS:
+    --metrics IP:PORT         serve Prometheus text on http://IP:PORT/metrics: the agents'
+                              counters from their status messages, online/offline, and the
+                              decoder's own counters (port 0 picks a free port, printed on
+                              stderr); not with --input
+
     -h, --help                this text
     -V, --version             the version
 
 Diagnostics go to stderr (RUST_LOG=debug for more); counters are printed there at exit.
+Exit status: 0 when stopped by SIGINT/SIGTERM or at the end of --input; 1 for a bad command
+line (one line on stderr), unusable files, a damaged capture file or a broker error retrying
+cannot fix (the message names the fix).
 ";
 
 /// Default broker, events filter and tuning values.
@@ -69,6 +96,8 @@ pub const DEFAULT_BROKER: &str = "127.0.0.1:1883";
 pub const DEFAULT_REORDER_WINDOW_MS: u64 = 2_000;
 pub const DEFAULT_MAX_AGENTS: usize = 10_000;
 pub const DEFAULT_ROTATE_KEEP: u32 = 5;
+pub const DEFAULT_SYSLOG_QUEUE: usize = 10_000;
+pub const MAX_SYSLOG_QUEUE: usize = 10_000_000;
 
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum Command {
@@ -86,6 +115,8 @@ pub struct Config {
     pub gap_reports: bool,
     pub reorder_window_ms: u64,
     pub max_agents: usize,
+    /// `--metrics`: where to serve Prometheus text.
+    pub metrics: Option<SocketAddr>,
 }
 
 impl Config {
@@ -138,7 +169,26 @@ impl BrokerConfig {
 pub struct OutputConfig {
     pub stdout: bool,
     pub file: Option<FileOutput>,
+    /// What `--stdout` and `--output` print.
+    pub format: Format,
     pub publish_json: bool,
+    pub syslog: Option<SyslogOutput>,
+}
+
+/// `--syslog`: RFC 5424 over TCP, or TLS with `--syslog-ca`.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct SyslogOutput {
+    pub host: String,
+    pub port: u16,
+    /// TLS (RFC 5425) when given.
+    pub tls: Option<TlsFiles>,
+    /// The name the receiver's certificate must carry [default: `host`].
+    pub server_name: Option<String>,
+    /// What MSG carries.
+    pub message: Format,
+    pub facility: u8,
+    /// Messages queued for the receiver; beyond, new ones are dropped (counted).
+    pub queue: usize,
 }
 
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -214,6 +264,16 @@ struct Given {
     publish_json: bool,
     input: Option<PathBuf>,
     capture: Option<PathBuf>,
+    format: Option<Format>,
+    metrics: Option<String>,
+    syslog: Option<String>,
+    syslog_ca: Option<PathBuf>,
+    syslog_client_cert: Option<PathBuf>,
+    syslog_client_key: Option<PathBuf>,
+    syslog_server_name: Option<String>,
+    syslog_message: Option<Format>,
+    syslog_facility: Option<u8>,
+    syslog_queue: Option<usize>,
 }
 
 /// Sets `slot` once; a second value for the same option is an error.
@@ -402,13 +462,181 @@ where
                 "--capture",
                 parser.value().map_err(syntax)?.into(),
             )?,
+            Long("format") => once(
+                &mut g.format,
+                "--format",
+                format(parser.value().map_err(syntax)?, "--format")?,
+            )?,
+            Long("metrics") => once(
+                &mut g.metrics,
+                "--metrics",
+                string(parser.value().map_err(syntax)?, "--metrics")?,
+            )?,
+            Long("syslog") => once(
+                &mut g.syslog,
+                "--syslog",
+                string(parser.value().map_err(syntax)?, "--syslog")?,
+            )?,
+            Long("syslog-ca") => once(
+                &mut g.syslog_ca,
+                "--syslog-ca",
+                parser.value().map_err(syntax)?.into(),
+            )?,
+            Long("syslog-client-cert") => once(
+                &mut g.syslog_client_cert,
+                "--syslog-client-cert",
+                parser.value().map_err(syntax)?.into(),
+            )?,
+            Long("syslog-client-key") => once(
+                &mut g.syslog_client_key,
+                "--syslog-client-key",
+                parser.value().map_err(syntax)?.into(),
+            )?,
+            Long("syslog-server-name") => once(
+                &mut g.syslog_server_name,
+                "--syslog-server-name",
+                string(parser.value().map_err(syntax)?, "--syslog-server-name")?,
+            )?,
+            Long("syslog-message") => once(
+                &mut g.syslog_message,
+                "--syslog-message",
+                format(parser.value().map_err(syntax)?, "--syslog-message")?,
+            )?,
+            Long("syslog-facility") => {
+                let name = string(parser.value().map_err(syntax)?, "--syslog-facility")?;
+                let facility = soc::facility(&name).ok_or_else(|| ConfigError::InvalidValue {
+                    option: "--syslog-facility",
+                    value: name.clone(),
+                    reason: format!(
+                        "expected one of {}",
+                        soc::FACILITIES
+                            .iter()
+                            .map(|(n, _)| *n)
+                            .collect::<Vec<_>>()
+                            .join(", ")
+                    ),
+                })?;
+                once(&mut g.syslog_facility, "--syslog-facility", facility)?;
+            }
+            Long("syslog-queue") => {
+                let n: usize = number(
+                    parser.value().map_err(syntax)?,
+                    "--syslog-queue",
+                    "a message count",
+                )?;
+                if n == 0 || n > MAX_SYSLOG_QUEUE {
+                    return Err(ConfigError::InvalidValue {
+                        option: "--syslog-queue",
+                        value: n.to_string(),
+                        reason: format!("must be 1 to {MAX_SYSLOG_QUEUE}"),
+                    });
+                }
+                once(&mut g.syslog_queue, "--syslog-queue", n)?;
+            }
+            Value(value) if value == "help" => return Ok(Command::Help),
+            Value(value) => {
+                return Err(ConfigError::Syntax(format!(
+                    "unexpected argument {:?} (edgearmor-decode takes options only)",
+                    value.to_string_lossy()
+                )));
+            }
             other => return Err(ConfigError::Syntax(other.unexpected().to_string())),
         }
     }
     check(g).map(|c| Command::Run(Box::new(c)))
 }
 
-fn check(g: Given) -> Result<Config, ConfigError> {
+fn format(value: OsString, option: &'static str) -> Result<Format, ConfigError> {
+    let text = string(value, option)?;
+    Format::parse(&text).ok_or_else(|| ConfigError::InvalidValue {
+        option,
+        value: text,
+        reason: "expected json or cef".into(),
+    })
+}
+
+/// `--syslog` and its companions.
+fn syslog_output(g: &mut Given) -> Result<Option<SyslogOutput>, ConfigError> {
+    let Some(address) = g.syslog.take() else {
+        for (given, option) in [
+            (g.syslog_ca.is_some(), "--syslog-ca"),
+            (g.syslog_client_cert.is_some(), "--syslog-client-cert"),
+            (g.syslog_client_key.is_some(), "--syslog-client-key"),
+            (g.syslog_server_name.is_some(), "--syslog-server-name"),
+            (g.syslog_message.is_some(), "--syslog-message"),
+            (g.syslog_facility.is_some(), "--syslog-facility"),
+            (g.syslog_queue.is_some(), "--syslog-queue"),
+        ] {
+            if given {
+                return Err(ConfigError::Requires {
+                    option,
+                    needs: "--syslog",
+                });
+            }
+        }
+        return Ok(None);
+    };
+    let (host, port) = parse_address("--syslog", &address)?;
+    let client = match (g.syslog_client_cert.take(), g.syslog_client_key.take()) {
+        (Some(cert), Some(key)) => Some(ClientCertificate { cert, key }),
+        (Some(_), None) => {
+            return Err(ConfigError::Requires {
+                option: "--syslog-client-cert",
+                needs: "--syslog-client-key",
+            });
+        }
+        (None, Some(_)) => {
+            return Err(ConfigError::Requires {
+                option: "--syslog-client-key",
+                needs: "--syslog-client-cert",
+            });
+        }
+        (None, None) => None,
+    };
+    let tls = match g.syslog_ca.take() {
+        Some(ca) => Some(TlsFiles { ca, client }),
+        None if client.is_some() => {
+            return Err(ConfigError::Requires {
+                option: "--syslog-client-cert",
+                needs: "--syslog-ca",
+            });
+        }
+        None if g.syslog_server_name.is_some() => {
+            return Err(ConfigError::Requires {
+                option: "--syslog-server-name",
+                needs: "--syslog-ca",
+            });
+        }
+        None => None,
+    };
+    Ok(Some(SyslogOutput {
+        host,
+        port,
+        tls,
+        server_name: g.syslog_server_name.take(),
+        message: g.syslog_message.unwrap_or_default(),
+        facility: g.syslog_facility.unwrap_or(soc::DEFAULT_FACILITY),
+        queue: g.syslog_queue.unwrap_or(DEFAULT_SYSLOG_QUEUE),
+    }))
+}
+
+fn metrics_address(value: Option<String>) -> Result<Option<SocketAddr>, ConfigError> {
+    value
+        .map(|text| {
+            text.parse().map_err(|_| ConfigError::InvalidValue {
+                option: "--metrics",
+                value: text.clone(),
+                reason:
+                    "expected IP:PORT (e.g. 127.0.0.1:9464, [::]:9464; port 0 picks a free one)"
+                        .into(),
+            })
+        })
+        .transpose()
+}
+
+fn check(mut g: Given) -> Result<Config, ConfigError> {
+    let syslog = syslog_output(&mut g)?;
+    let metrics = metrics_address(g.metrics.take())?;
     let requires = |given: bool, option, needs_given: bool, needs| {
         if given && !needs_given {
             Err(ConfigError::Requires { option, needs })
@@ -454,13 +682,15 @@ fn check(g: Given) -> Result<Config, ConfigError> {
     )?;
 
     let output = OutputConfig {
-        stdout: g.stdout || (g.output.is_none() && !g.publish_json),
+        stdout: g.stdout || (g.output.is_none() && !g.publish_json && syslog.is_none()),
         file: g.output.map(|path| FileOutput {
             path,
             rotate_bytes: g.rotate_bytes,
             keep: g.rotate_keep.unwrap_or(DEFAULT_ROTATE_KEEP),
         }),
+        format: g.format.unwrap_or_default(),
         publish_json: g.publish_json,
+        syslog,
     };
     let expand = ExpandOptions {
         event_data: !g.no_event_data,
@@ -489,6 +719,7 @@ fn check(g: Given) -> Result<Config, ConfigError> {
             (g.mqtt_version.is_some(), "--mqtt-version"),
             (g.publish_json, "--publish-json"),
             (g.capture.is_some(), "--capture"),
+            (metrics.is_some(), "--metrics"),
         ] {
             if given {
                 return Err(ConfigError::Conflicts {
@@ -505,11 +736,12 @@ fn check(g: Given) -> Result<Config, ConfigError> {
             gap_reports: g.gap_reports.unwrap_or(true),
             reorder_window_ms,
             max_agents,
+            metrics,
         });
     }
 
     let broker = g.broker.unwrap_or_else(|| DEFAULT_BROKER.into());
-    let (host, port) = parse_broker(&broker)?;
+    let (host, port) = parse_address("--broker", &broker)?;
     let topic = g
         .topic
         .unwrap_or_else(|| topic::events_filter(&topic_prefix));
@@ -568,13 +800,14 @@ fn check(g: Given) -> Result<Config, ConfigError> {
         gap_reports,
         reorder_window_ms,
         max_agents,
+        metrics,
     })
 }
 
 /// `HOST:PORT`, `[IPv6]:PORT`.
-fn parse_broker(value: &str) -> Result<(String, u16), ConfigError> {
+fn parse_address(option: &'static str, value: &str) -> Result<(String, u16), ConfigError> {
     let invalid = |reason: &str| ConfigError::InvalidValue {
-        option: "--broker",
+        option,
         value: value.into(),
         reason: reason.into(),
     };
@@ -671,7 +904,7 @@ mod tests {
 
     #[test]
     fn broker_addresses() {
-        let b = parse_broker;
+        let b = |v| parse_address("--broker", v);
         assert_eq!(b("[::1]:8883"), Ok(("::1".into(), 8883)));
         assert_eq!(b("mqtt.example:1883"), Ok(("mqtt.example".into(), 1883)));
         assert!(b("nohost").is_err());

@@ -17,6 +17,8 @@ pub struct Counters {
     pub batches: u64,
     /// Events in accepted batches, duplicates included.
     pub events: u64,
+    /// Alert lines written: events of accepted batches, duplicates and stale ones not.
+    pub alerts: u64,
     /// Lines written: events, status and gap `SystemEvent`s.
     pub lines: u64,
     pub lines_not_written: u64,
@@ -35,6 +37,8 @@ pub struct Counters {
     pub rejected: RejectedCounters,
     pub tracker: TrackerStats,
     pub policy_store: PolicyStoreStats,
+    /// Nodes whose health ([`crate::fleet::Fleet`]) was forgotten.
+    pub agents_evicted: u64,
 }
 
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
@@ -91,6 +95,7 @@ impl Counters {
             ("payload_bytes", self.payload_bytes),
             ("batches", self.batches),
             ("events", self.events),
+            ("alerts", self.alerts),
             ("lines", self.lines),
             ("lines_not_written", self.lines_not_written),
             ("duplicates", self.duplicates),
@@ -108,6 +113,7 @@ impl Counters {
             ),
             ("policy_tables_evicted", self.policy_store.tables_evicted),
             ("streams_evicted", self.tracker.evicted_streams),
+            ("agents_evicted", self.agents_evicted),
             ("statuses", self.statuses),
             ("retained_cleared", self.retained_cleared),
             ("rejected", r.total()),

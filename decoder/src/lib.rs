@@ -8,10 +8,13 @@
 //! - [`sequence`]: per agent boot sequence tracking (duplicates dropped, gaps reported);
 //! - [`policy_store`]: policy tables assembled from their retained parts;
 //! - [`status`]: agent birth / last-will status messages as `SystemEvent` lines;
-//! - [`sink`]: where the lines go (stdout, rotated file, MQTT, memory);
+//! - [`sink`]: where the lines go (stdout, rotated file, MQTT, memory); [`soc`]: the
+//!   syslog (RFC 5424) and CEF formats, [`forward`]: syslog over TCP/TLS to a SIEM;
+//! - [`fleet`]: every node's health (status, counters, gaps) for [`metrics`], the
+//!   Prometheus text that [`http`] serves;
 //! - [`topic`]: the MQTT topic convention (from `edgearmor-mqtt`, shared with the
 //!   agent); [`cli`]: the command line;
-//! - [`counters`]: everything counted, printed at exit;
+//! - [`counters`]: everything counted, printed at exit (and served as metrics);
 //! - [`fuzzing`]: the fuzz target's entry point, shared with the seed regression test.
 //!
 //! The event → alert mapping itself is not here: it is
@@ -20,13 +23,20 @@
 pub mod capture;
 pub mod cli;
 pub mod counters;
+pub mod fleet;
+#[cfg(feature = "mqtt")]
+pub mod forward;
 pub mod fuzzing;
+#[cfg(feature = "mqtt")]
+pub mod http;
+pub mod metrics;
 #[cfg(feature = "mqtt")]
 pub mod mqtt;
 pub mod pipeline;
 pub mod policy_store;
 pub mod sequence;
 pub mod sink;
+pub mod soc;
 pub mod status;
 /// The MQTT topic convention (shared with the agent).
 pub use edgearmor_mqtt::topic;

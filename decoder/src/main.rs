@@ -1,7 +1,9 @@
-//! The `edgearmor-decode` binary: parse the command line, build the sinks, then decode
-//! from the broker until SIGINT/SIGTERM or from a capture file until its end; counters
-//! go to stderr at exit. Exit status: 0 when stopped by a signal or at the end of the
-//! input, 1 for a bad command line, unusable files or a fatal connection error.
+//! The `edgearmor-decode` binary: parse the command line, bind the metrics port, build
+//! the sinks, then decode from the broker until SIGINT/SIGTERM or from a capture file
+//! until its end; the sinks are closed (the syslog queue drained) and the counters go to
+//! stderr at exit. Exit status: 0 when stopped by a signal or at the end of the input, 1
+//! for a bad command line, unusable files, a taken metrics port or a fatal connection
+//! error.
 
 use std::fs::File;
 use std::io::{self, BufReader, Read};
@@ -11,11 +13,15 @@ use std::process::ExitCode;
 use edgearmor_decode::capture::CaptureReader;
 use edgearmor_decode::cli::{self, Command, Config, Source};
 use edgearmor_decode::counters::format_pairs;
-use edgearmor_decode::mqtt::{self, LiveStats, MqttJsonSink};
+use edgearmor_decode::forward::SyslogSink;
+use edgearmor_decode::http::{HttpStats, MetricsServer};
+use edgearmor_decode::mqtt::{self, LiveStats, MetricsLink, MqttJsonSink};
 use edgearmor_decode::pipeline::{Decoder, HandleError, Received};
 use edgearmor_decode::sink::{AlertSink, FanOut, RotatingFileSink, StdoutSink};
+use edgearmor_decode::soc::{CefLines, Format};
 use edgearmor_mqtt::ErrorChain;
 use log::{debug, error, warn};
+use std::sync::Arc;
 
 fn main() -> ExitCode {
     env_logger::Builder::from_env(env_logger::Env::default().default_filter_or("info"))
@@ -45,26 +51,47 @@ fn main() -> ExitCode {
     }
 }
 
-/// The configured file and stdout sinks (the MQTT one needs the client: added later).
+/// A line output in the configured format.
+fn lines<S: AlertSink + 'static>(format: Format, sink: S) -> Box<dyn AlertSink> {
+    match format {
+        Format::Json => Box::new(sink),
+        Format::Cef => Box::new(CefLines::new(sink)),
+    }
+}
+
+/// The configured file, stdout and syslog sinks (the MQTT one needs the client: added later).
 fn local_sinks(config: &Config) -> Result<FanOut, String> {
     let mut sinks = FanOut::default();
+    let format = config.output.format;
     if config.output.stdout {
-        sinks.sinks.push(Box::new(StdoutSink::new()));
+        sinks.sinks.push(lines(format, StdoutSink::new()));
     }
     if let Some(file) = &config.output.file {
         let sink = RotatingFileSink::open(&file.path, file.rotate_bytes, file.keep)
             .map_err(|e| e.to_string())?;
+        sinks.sinks.push(lines(format, sink));
+    }
+    if let Some(syslog) = &config.output.syslog {
+        let sink = SyslogSink::start(syslog).map_err(|e| ErrorChain(&e).to_string())?;
         sinks.sinks.push(Box::new(sink));
     }
     Ok(sinks)
 }
 
 fn run(config: &Config) -> Result<(), String> {
+    // Bound first: a taken port is an error before anything connects.
+    let metrics = config
+        .metrics
+        .map(|address| {
+            MetricsServer::bind(address).map_err(|e| format!("--metrics {address}: {e}"))
+        })
+        .transpose()?;
     let mut sinks = local_sinks(config)?;
     let mut decoder = Decoder::new(config.decoder_config());
     match &config.source {
         Source::Capture(path) => {
             let result = decode_capture(path, &mut decoder, &mut sinks);
+            sinks.close();
             print_counters(&decoder, &sinks, None);
             result
         }
@@ -74,9 +101,23 @@ fn run(config: &Config) -> Result<(), String> {
                 .build()
                 .map_err(|e| format!("starting the async runtime: {e}"))?;
             let mut stats = LiveStats::default();
+            let http_stats = Arc::new(HttpStats::default());
             let result = runtime.block_on(async {
+                let metrics_link = match metrics {
+                    Some(server) => {
+                        let scrapes = server
+                            .spawn(http_stats.clone())
+                            .map_err(|e| format!("--metrics: {e}"))?;
+                        Some(MetricsLink {
+                            scrapes,
+                            stats: http_stats.clone(),
+                        })
+                    }
+                    None => None,
+                };
                 // The client must be created inside the runtime (its queue uses it).
-                let (client, connection) = mqtt::connect(broker)?;
+                let (client, connection) =
+                    mqtt::connect(broker).map_err(|e| ErrorChain(&e).to_string())?;
                 if config.output.publish_json {
                     sinks.sinks.push(Box::new(MqttJsonSink::new(
                         client.clone(),
@@ -92,11 +133,14 @@ fn run(config: &Config) -> Result<(), String> {
                     client,
                     connection,
                     &mut stats,
+                    metrics_link,
                 )
                 .await
+                .map_err(|e| ErrorChain(&e).to_string())
             });
-            print_counters(&decoder, &sinks, Some(&stats));
-            result.map_err(|e| ErrorChain(&e).to_string())
+            sinks.close();
+            print_counters(&decoder, &sinks, Some((&stats, &http_stats)));
+            result
         }
     }
 }
@@ -143,11 +187,14 @@ fn decode_capture(path: &Path, decoder: &mut Decoder, sink: &mut FanOut) -> Resu
     outcome
 }
 
-fn print_counters(decoder: &Decoder, sinks: &FanOut, live: Option<&LiveStats>) {
-    let mut pairs = decoder.counters().pairs();
-    pairs.extend(sinks.stats());
-    if let Some(live) = live {
-        pairs.extend(live.pairs());
-    }
+fn print_counters(decoder: &Decoder, sinks: &FanOut, live: Option<(&LiveStats, &HttpStats)>) {
+    let pairs = match live {
+        Some((live, http)) => mqtt::all_pairs(decoder, sinks, live, Some(http)),
+        None => {
+            let mut pairs = decoder.counters().pairs();
+            pairs.extend(sinks.stats());
+            pairs
+        }
+    };
     eprintln!("edgearmor-decode: counters: {}", format_pairs(&pairs));
 }

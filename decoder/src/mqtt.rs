@@ -43,6 +43,8 @@ use tokio::sync::mpsc;
 
 use crate::capture::{self, CaptureWriter};
 use crate::cli::BrokerConfig;
+use crate::http::{HttpStats, Scrape};
+use crate::metrics;
 use crate::pipeline::{Decoder, HandleError, Received};
 use crate::sink::{AlertSink, LineOrigin, SinkError};
 use crate::topic;
@@ -413,7 +415,37 @@ impl Subscriptions {
     }
 }
 
+/// The metrics endpoint's side of the loop: scrapes to answer.
+pub struct MetricsLink {
+    pub scrapes: mpsc::Receiver<Scrape>,
+    pub stats: Arc<HttpStats>,
+}
+
+/// Every `name=value` counter: the decoder's, the outputs', the connection's, the endpoint's.
+pub fn all_pairs(
+    decoder: &Decoder,
+    sink: &dyn AlertSink,
+    stats: &LiveStats,
+    http: Option<&HttpStats>,
+) -> Vec<(&'static str, u64)> {
+    let mut pairs = decoder.counters().pairs();
+    pairs.extend(sink.stats());
+    pairs.extend(stats.pairs());
+    if let Some(http) = http {
+        pairs.extend(http.pairs());
+    }
+    pairs
+}
+
+async fn next_scrape(link: &mut Option<MetricsLink>) -> Option<Scrape> {
+    match link {
+        Some(link) => link.scrapes.recv().await,
+        None => std::future::pending().await,
+    }
+}
+
 /// Runs until SIGINT/SIGTERM (`Ok`) or a fatal error.
+#[allow(clippy::too_many_arguments)] // One call site (main), every argument distinct.
 pub async fn run(
     config: &BrokerConfig,
     topic_prefix: &str,
@@ -422,6 +454,7 @@ pub async fn run(
     client: Client,
     connection: Connection,
     stats: &mut LiveStats,
+    mut metrics_link: Option<MetricsLink>,
 ) -> Result<(), LiveError> {
     let mut capture = config
         .capture
@@ -452,6 +485,12 @@ pub async fn run(
         tokio::select! {
             _ = sigterm.recv() => break Ok(()),
             _ = sigint.recv() => break Ok(()),
+            Some(scrape) = next_scrape(&mut metrics_link) => {
+                let http = metrics_link.as_ref().map(|l| &*l.stats);
+                let text = metrics::render(&all_pairs(decoder, sink, stats, http), decoder.fleet());
+                // The scraper may have given up meanwhile.
+                let _ = scrape.send(text);
+            }
             _ = tick.tick() => {
                 if let Err(e) = decoder.tick(now_us(), sink).and_then(|()| sink.flush())
                     && let Some(fatal) = output_error(e)

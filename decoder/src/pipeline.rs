@@ -18,6 +18,7 @@ use edgearmor_wire::{AgentId, Batch, EventBody, Message, PolicyTable, WireError}
 use log::{info, warn};
 
 use crate::counters::Counters;
+use crate::fleet::Fleet;
 use crate::policy_store::PolicyStore;
 use crate::sequence::{BatchSeqs, Gap, SequenceTracker, StreamKey, TrackerConfig, Verdict};
 use crate::sink::{AlertSink, LineOrigin, SinkError};
@@ -145,6 +146,7 @@ pub struct Decoder {
     tracker: SequenceTracker,
     policies: PolicyStore,
     counters: Counters,
+    fleet: Fleet,
     // Reused for every event so the hot path does not allocate.
     alert: HostAlert,
     line: String,
@@ -157,6 +159,7 @@ impl Decoder {
         Self {
             tracker: SequenceTracker::new(config.tracker),
             policies: PolicyStore::new(config.max_agents),
+            fleet: Fleet::new(config.max_agents),
             config,
             counters: Counters::default(),
             alert: HostAlert::new(AlertType::MatchedHostPolicy),
@@ -171,7 +174,13 @@ impl Decoder {
         let mut counters = self.counters.clone();
         counters.tracker = self.tracker.stats();
         counters.policy_store = self.policies.stats();
+        counters.agents_evicted = self.fleet.evicted;
         counters
+    }
+
+    /// Every node's health as last seen (the metrics endpoint's per-agent part).
+    pub fn fleet(&self) -> &Fleet {
+        &self.fleet
     }
 
     /// Decodes one message and writes its lines to `sink` (without flushing it).
@@ -205,6 +214,7 @@ impl Decoder {
         if let Some(t) = node_topic.filter(|t| t.kind == TopicKind::Status) {
             let status = status::parse(message.payload).map_err(Rejection::Status)?;
             self.counters.statuses += 1;
+            self.fleet.record_status(t.cluster, t.node, &status);
             status::to_alert(
                 &status,
                 t.cluster,
@@ -343,13 +353,17 @@ impl Decoder {
                     counters.agent_reported_lost.saturating_add(loss.count);
             }
             match emit(alert, line, &origin, sink, counters) {
-                Ok(()) => written += 1,
+                Ok(()) => {
+                    written += 1;
+                    counters.alerts += 1;
+                }
                 Err(e) if e.is_fatal() => return Err(HandleError::Output(e)),
                 Err(e) => {
                     first_error.get_or_insert(e);
                 }
             }
         }
+        self.fleet.entry(&key.cluster, &key.node).alerts += written as u64;
         let dropped = events - written;
         if let Err(e) = self.write_gaps(sink) {
             first_error.get_or_insert(e);
@@ -399,6 +413,9 @@ impl Decoder {
         for gap in std::mem::take(&mut self.gaps) {
             self.counters.gaps += 1;
             self.counters.gap_lost = self.counters.gap_lost.saturating_add(gap.lost());
+            let agent = self.fleet.entry(&gap.stream.cluster, &gap.stream.node);
+            agent.gaps += 1;
+            agent.gap_lost = agent.gap_lost.saturating_add(gap.lost());
             warn!(
                 "agent {}/{} boot {}: {} events lost in delivery, sequence numbers {}..={}",
                 gap.stream.cluster,
@@ -461,7 +478,7 @@ fn emit(
 ) -> Result<(), SinkError> {
     line.clear();
     alert.write_json(line);
-    match sink.write_line(origin, line) {
+    match sink.write_alert(origin, alert, line) {
         Ok(()) => {
             counters.lines += 1;
             Ok(())

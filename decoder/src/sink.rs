@@ -9,6 +9,8 @@ use std::fs::{File, OpenOptions};
 use std::io::{self, BufWriter, Write};
 use std::path::{Path, PathBuf};
 
+use edgearmor_alert::HostAlert;
+
 /// Whose line this is: the MQTT sink publishes it under this node's topic.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct LineOrigin<'a> {
@@ -43,23 +45,48 @@ impl SinkError {
 pub trait AlertSink {
     /// One JSON object, without its newline.
     fn write_line(&mut self, origin: &LineOrigin<'_>, line: &str) -> Result<(), SinkError>;
+    /// One alert, with its JSON line: what the decoder calls. Sinks that print other
+    /// formats (CEF, syslog structured data) read the alert's fields; the rest write
+    /// the line.
+    fn write_alert(
+        &mut self,
+        origin: &LineOrigin<'_>,
+        alert: &HostAlert,
+        line: &str,
+    ) -> Result<(), SinkError> {
+        let _ = alert;
+        self.write_line(origin, line)
+    }
     /// Makes every line written so far durable (or handed over, for MQTT).
     fn flush(&mut self) -> Result<(), SinkError>;
-    /// Counters to print at exit, as `name=value` pairs.
+    /// Counters to print at exit, as `name=value` pairs (also served as metrics).
     fn stats(&self) -> Vec<(&'static str, u64)> {
         Vec::new()
     }
+    /// At exit, after the last flush: hands over what is still queued (bounded in time).
+    fn close(&mut self) {}
 }
 
 impl<S: AlertSink + ?Sized> AlertSink for Box<S> {
     fn write_line(&mut self, origin: &LineOrigin<'_>, line: &str) -> Result<(), SinkError> {
         (**self).write_line(origin, line)
     }
+    fn write_alert(
+        &mut self,
+        origin: &LineOrigin<'_>,
+        alert: &HostAlert,
+        line: &str,
+    ) -> Result<(), SinkError> {
+        (**self).write_alert(origin, alert, line)
+    }
     fn flush(&mut self) -> Result<(), SinkError> {
         (**self).flush()
     }
     fn stats(&self) -> Vec<(&'static str, u64)> {
         (**self).stats()
+    }
+    fn close(&mut self) {
+        (**self).close()
     }
 }
 
@@ -251,6 +278,21 @@ impl AlertSink for FanOut {
         first_error.map_or(Ok(()), Err)
     }
 
+    fn write_alert(
+        &mut self,
+        origin: &LineOrigin<'_>,
+        alert: &HostAlert,
+        line: &str,
+    ) -> Result<(), SinkError> {
+        let mut first_error = None;
+        for sink in &mut self.sinks {
+            if let Err(e) = sink.write_alert(origin, alert, line) {
+                first_error.get_or_insert(e);
+            }
+        }
+        first_error.map_or(Ok(()), Err)
+    }
+
     fn flush(&mut self) -> Result<(), SinkError> {
         let mut first_error = None;
         for sink in &mut self.sinks {
@@ -263,6 +305,12 @@ impl AlertSink for FanOut {
 
     fn stats(&self) -> Vec<(&'static str, u64)> {
         self.sinks.iter().flat_map(|s| s.stats()).collect()
+    }
+
+    fn close(&mut self) {
+        for sink in &mut self.sinks {
+            sink.close();
+        }
     }
 }
 

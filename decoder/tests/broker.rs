@@ -12,10 +12,10 @@ use std::collections::BTreeMap;
 use std::sync::mpsc::channel;
 use std::time::Duration;
 
-use rcgen::{BasicConstraints, CertificateParams, CertifiedIssuer, IsCa, KeyPair};
+use rcgen::{CertificateParams, KeyPair};
 use support::{
     BrokerTls, DecoderProcess, Mosquitto, Outgoing, ScratchDir, agent, batch, counter, encode,
-    events_topic, field, policies_topic, policy_table, publish_all, status_topic,
+    events_topic, field, policies_topic, policy_table, publish_all, server_pki, status_topic,
 };
 
 fn alert_pids(lines: &[String]) -> Vec<i64> {
@@ -211,23 +211,6 @@ fn statuses_garbage_and_republished_json() {
             .contains("edgearmor/default/gw1/events: skipped a 8-byte payload: malformed payload"),
         "the topic and the reason are logged: {stderr}"
     );
-}
-
-/// A CA and a server certificate for 127.0.0.1, as PEM: (ca, cert, key).
-fn server_pki(ca_name: &str) -> (String, String, String, CertifiedIssuer<'static, KeyPair>) {
-    let mut ca_params = CertificateParams::new(Vec::<String>::new()).expect("params");
-    ca_params.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
-    ca_params
-        .distinguished_name
-        .push(rcgen::DnType::CommonName, ca_name);
-    let ca =
-        CertifiedIssuer::self_signed(ca_params, KeyPair::generate().expect("key")).expect("CA");
-    let server_key = KeyPair::generate().expect("key");
-    let server = CertificateParams::new(vec!["127.0.0.1".to_owned(), "localhost".to_owned()])
-        .expect("params")
-        .signed_by(&server_key, &ca)
-        .expect("server cert");
-    (ca.pem(), server.pem(), server_key.serialize_pem(), ca)
 }
 
 #[test]

@@ -90,10 +90,92 @@ fn unusable_files_are_named() {
 }
 
 #[test]
+fn an_unknown_option_or_argument_gets_one_line_and_a_pointer_not_the_usage() {
+    for (args, first_line) in [
+        (
+            &["--frobnicate"][..],
+            "edgearmor-decode: invalid option '--frobnicate'",
+        ),
+        (
+            &["frobnicate"][..],
+            "edgearmor-decode: unexpected argument \"frobnicate\" (edgearmor-decode takes options only)",
+        ),
+        (
+            &["--syslog-ca", "ca.pem"][..],
+            "edgearmor-decode: --syslog-ca needs --syslog",
+        ),
+        (
+            &["--syslog", "127.0.0.1:6514", "--syslog-message", "xml"][..],
+            "edgearmor-decode: invalid value \"xml\" for --syslog-message: expected json or cef",
+        ),
+        (
+            &["--syslog", "127.0.0.1:6514", "--syslog-facility", "mail"][..],
+            "edgearmor-decode: invalid value \"mail\" for --syslog-facility: expected one of kern, user, daemon, auth, syslog, authpriv, local0, local1, local2, local3, local4, local5, local6, local7",
+        ),
+        (
+            &["--metrics", "localhost:9464"][..],
+            "edgearmor-decode: invalid value \"localhost:9464\" for --metrics: expected IP:PORT (e.g. 127.0.0.1:9464, [::]:9464; port 0 picks a free one)",
+        ),
+        (
+            &["--input", "x.cap", "--metrics", "127.0.0.1:0"][..],
+            "edgearmor-decode: --input cannot be combined with --metrics",
+        ),
+    ] {
+        let output = decode(args);
+        assert_eq!(output.status.code(), Some(1), "{args:?}");
+        assert_eq!(
+            stderr(&output),
+            format!("{first_line}\nRun edgearmor-decode --help for the options.\n"),
+            "{args:?}"
+        );
+        assert!(output.stdout.is_empty(), "{args:?}");
+    }
+}
+
+#[test]
+fn a_taken_metrics_port_and_unusable_syslog_files_are_errors_before_anything_starts() {
+    let taken = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
+    let address = taken.local_addr().expect("address").to_string();
+    let output = decode(&["--metrics", &address]);
+    assert_eq!(output.status.code(), Some(1));
+    assert!(
+        stderr(&output).starts_with(&format!(
+            "edgearmor-decode: --metrics {address}: Address already in use"
+        )),
+        "{}",
+        stderr(&output)
+    );
+    let output = decode(&[
+        "--syslog",
+        "127.0.0.1:6514",
+        "--syslog-ca",
+        "/nonexistent/ca.pem",
+    ]);
+    assert_eq!(output.status.code(), Some(1));
+    assert!(
+        stderr(&output)
+            .starts_with("edgearmor-decode: /nonexistent/ca.pem: cannot read certificates: "),
+        "{}",
+        stderr(&output)
+    );
+}
+
+#[test]
 fn help_and_version() {
-    let output = decode(&["--help"]);
-    assert!(output.status.success());
-    assert!(String::from_utf8_lossy(&output.stdout).contains("--share-group GROUP"));
+    for args in [&["--help"][..], &["-h"], &["help"]] {
+        let output = decode(args);
+        assert!(output.status.success(), "{args:?}");
+        let usage = String::from_utf8_lossy(&output.stdout);
+        for expected in [
+            "--share-group GROUP",
+            "--syslog HOST:PORT",
+            "--metrics IP:PORT",
+            "--format json|cef",
+            "Exit status: 0 when stopped",
+        ] {
+            assert!(usage.contains(expected), "{args:?}: {expected}");
+        }
+    }
     let output = decode(&["-V"]);
     assert_eq!(
         String::from_utf8_lossy(&output.stdout),

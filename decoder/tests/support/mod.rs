@@ -11,6 +11,8 @@ use std::sync::mpsc::{Receiver, RecvTimeoutError, channel};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
+use rcgen::{BasicConstraints, CertificateParams, CertifiedIssuer, IsCa, KeyPair};
+
 use edgearmor_wire::{
     Action, AgentId, Alert, Batch, Data, Event, EventBody, LsmHook, Message, Operation, Outcome,
     PolicyMeta, PolicyRef, PolicyTable, SetIdSyscall, Source,
@@ -572,4 +574,21 @@ pub fn collect_published(
             }
         }
     });
+}
+
+/// A CA and a server certificate for 127.0.0.1, as PEM: (ca, cert, key).
+pub fn server_pki(ca_name: &str) -> (String, String, String, CertifiedIssuer<'static, KeyPair>) {
+    let mut ca_params = CertificateParams::new(Vec::<String>::new()).expect("params");
+    ca_params.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
+    ca_params
+        .distinguished_name
+        .push(rcgen::DnType::CommonName, ca_name);
+    let ca =
+        CertifiedIssuer::self_signed(ca_params, KeyPair::generate().expect("key")).expect("CA");
+    let server_key = KeyPair::generate().expect("key");
+    let server = CertificateParams::new(vec!["127.0.0.1".to_owned(), "localhost".to_owned()])
+        .expect("params")
+        .signed_by(&server_key, &ca)
+        .expect("server cert");
+    (ca.pem(), server.pem(), server_key.serialize_pem(), ca)
 }
