@@ -58,8 +58,10 @@ fn a_nats_cluster_delivers_every_event_once_when_a_node_dies_mid_stream() {
     // gw-1's stream ends only when told to (SIGTERM, once the node is back): with a
     // fixed count it could have been sent in full (3 s) while the decoders, slowed by
     // a loaded machine, had shown only 200 of it, and the node would die after the
-    // stream instead of in its middle.
-    let mut agent1 = agent(&cluster.address(0), "gw-1", 1_000_000, 2, &grace);
+    // stream instead of in its middle. Its buffer (64 MiB, not 1) holds what it makes
+    // however long the node takes to come back: nothing may be dropped.
+    let gw1_args = ["--shutdown-grace-secs", "120", "--buffer-bytes", "67108864"];
+    let mut agent1 = agent(&cluster.address(0), "gw-1", 1_000_000, 2, &gw1_args);
     let mut agent2 = agent(&cluster.address(1), "gw-2", EVENTS, 2, &grace);
 
     wait_for("gw-1's stream to be under way", || {
