@@ -69,10 +69,13 @@ fn two_decoders_in_a_share_group_output_every_event_exactly_once() {
     publish_all(broker.port, messages);
     let total = (BATCHES * u64::from(PER_BATCH)) as usize;
 
-    // The second decoder prints to stdout; the first to its file.
+    // The second decoder prints to stdout; the first to its file. The file is read
+    // while the decoder writes it, so its last line may be cut short (a read can land
+    // between the pages of one write): only lines ending in a newline count.
     let file_pids = || {
         let text = std::fs::read_to_string(&file).unwrap_or_default();
-        let lines: Vec<String> = text.lines().map(str::to_owned).collect();
+        let complete = text.rsplit_once('\n').map_or("", |(whole, _)| whole);
+        let lines: Vec<String> = complete.lines().map(str::to_owned).collect();
         alert_pids(&lines)
     };
     let all_arrived = support::wait_until(Duration::from_secs(30), || {

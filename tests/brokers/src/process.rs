@@ -6,6 +6,7 @@ use std::io::{BufRead, BufReader, Read};
 use std::os::unix::process::CommandExt;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, ExitStatus, Stdio};
+use std::sync::atomic::{AtomicU32, Ordering};
 use std::sync::{Arc, Mutex, OnceLock};
 use std::time::{Duration, Instant};
 
@@ -352,12 +353,41 @@ impl Drop for Scratch {
     }
 }
 
-/// A loopback port nobody listens on right now.
+/// Where [`free_port`] starts looking.
+const FIXED_PORTS_FROM: u16 = 10_000;
+
+/// A loopback port nobody listens on right now, below the kernel's ephemeral range
+/// (as `edgearmor_vm::broker::free_port`, which this crate does not depend on).
+///
+/// A broker restarted, killed and started fresh, or a cluster node killed leaves its
+/// port unbound for seconds. A port of the ephemeral range can in that time become
+/// the local end of any loopback connection on the machine (or of the agent's own
+/// attempt, a TCP self-connect), and the broker then cannot bind it again; a port
+/// below the range is only ever taken by an explicit bind. Each process walks the
+/// range from its own offset, so parallel tests and processes try different ports.
 pub fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .and_then(|l| l.local_addr())
-        .map(|a| a.port())
-        .expect("a free loopback port")
+    static NEXT: AtomicU32 = AtomicU32::new(0);
+    let ephemeral_from = std::fs::read_to_string("/proc/sys/net/ipv4/ip_local_port_range")
+        .ok()
+        .and_then(|r| r.split_whitespace().next()?.parse::<u16>().ok())
+        .unwrap_or(32_768);
+    let span = u32::from(ephemeral_from.saturating_sub(FIXED_PORTS_FROM));
+    if span < 1000 {
+        // No room below the range here: any free port, as the kernel picks it.
+        return std::net::TcpListener::bind("127.0.0.1:0")
+            .and_then(|l| l.local_addr())
+            .map(|a| a.port())
+            .expect("a free loopback port");
+    }
+    let offset = std::process::id().wrapping_mul(7919) % span;
+    for _ in 0..span {
+        let n = NEXT.fetch_add(1, Ordering::Relaxed);
+        let port = FIXED_PORTS_FROM + ((offset + n) % span) as u16;
+        if std::net::TcpListener::bind(("127.0.0.1", port)).is_ok() {
+            return port;
+        }
+    }
+    panic!("no free loopback port in {FIXED_PORTS_FROM}..{ephemeral_from}");
 }
 
 /// Whether something accepts TCP connections on 127.0.0.1:`port`.

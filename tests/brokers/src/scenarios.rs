@@ -205,10 +205,15 @@ pub fn session_loss(broker: &mut dyn Broker, dir: &Scratch) {
     let proxy = Proxy::start(broker.port(), Mode::HoldAfterConnect);
     let address = broker.address();
     let watcher = Decoder::ready(dir, "session-loss-before", &["--broker", &address]);
+    // The agent must not notice the held connection by itself before the cut: with
+    // the default keep-alive (30 s) its unanswered ping, or its batches unacknowledged
+    // for twice that, end the connection after about a minute, and killing the broker
+    // and starting it fresh (RabbitMQ, on a loaded machine) can take longer. The cut
+    // is seen at once whatever the keep-alive.
     let config = config_file(
         dir,
         "one-event-batches.toml",
-        "[pipeline]\nbatch_max_events = 1\nflush_interval_ms = 1\n",
+        "[pipeline]\nbatch_max_events = 1\nflush_interval_ms = 1\n[mqtt]\nkeep_alive_secs = 600\n",
     );
     let mut sender = agent_with_config(
         &config,

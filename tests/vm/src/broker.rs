@@ -7,7 +7,7 @@ use std::collections::BTreeMap;
 use std::net::{TcpListener, TcpStream};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicU32, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
@@ -17,12 +17,41 @@ use rumqttc::{Client, Event, MqttOptions, Packet, QoS};
 /// How long fixtures wait for a condition before failing the test.
 pub const WAIT: Duration = Duration::from_secs(60);
 
-/// A loopback port nobody listens on right now.
+/// Where [`free_port`] starts looking.
+const FIXED_PORTS_FROM: u16 = 10_000;
+
+/// A loopback port nobody listens on right now, below the kernel's ephemeral range.
+///
+/// A test's broker can leave its port unbound for seconds (stopped and resumed, or
+/// started after the agent already tries it). A port of the ephemeral range can in
+/// that time become the local end of any loopback connection on the machine (or of
+/// the agent's own attempt, a TCP self-connect), and the broker then cannot bind it
+/// again; a port below the range is only ever taken by an explicit bind. Each
+/// process walks the range from its own offset, so parallel tests (and parallel test
+/// processes) do not try the same ports.
 pub fn free_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0")
-        .and_then(|l| l.local_addr())
-        .map(|a| a.port())
-        .expect("a free loopback port")
+    static NEXT: AtomicU32 = AtomicU32::new(0);
+    let ephemeral_from = std::fs::read_to_string("/proc/sys/net/ipv4/ip_local_port_range")
+        .ok()
+        .and_then(|r| r.split_whitespace().next()?.parse::<u16>().ok())
+        .unwrap_or(32_768);
+    let span = u32::from(ephemeral_from.saturating_sub(FIXED_PORTS_FROM));
+    if span < 1000 {
+        // No room below the range here: any free port, as the kernel picks it.
+        return TcpListener::bind("127.0.0.1:0")
+            .and_then(|l| l.local_addr())
+            .map(|a| a.port())
+            .expect("a free loopback port");
+    }
+    let offset = std::process::id().wrapping_mul(7919) % span;
+    for _ in 0..span {
+        let n = NEXT.fetch_add(1, Ordering::Relaxed);
+        let port = FIXED_PORTS_FROM + ((offset + n) % span) as u16;
+        if TcpListener::bind(("127.0.0.1", port)).is_ok() {
+            return port;
+        }
+    }
+    panic!("no free loopback port in {FIXED_PORTS_FROM}..{ephemeral_from}");
 }
 
 /// An empty scratch directory `<root>/broker-<name>`.
