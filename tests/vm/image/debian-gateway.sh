@@ -120,6 +120,8 @@ SYSTEMCTL_SKIP_SYSV=1 systemctl --root="$root" --quiet enable ssh.service
 # --- the rest of first boot ----------------------------------------------------------
 od -An -N16 -tx1 /dev/urandom | tr -d ' \n' > "$root/etc/machine-id"
 echo >> "$root/etc/machine-id"
+# libpam-modules' postinst creates it (pam_env reads it at every login).
+touch "$root/etc/environment"
 echo gw-debian > "$root/etc/hostname"
 printf '127.0.0.1\tlocalhost\n127.0.1.1\tgw-debian\n' > "$root/etc/hosts"
 # Nothing to mount: the initramfs mounts the root read-write, and without udev a device

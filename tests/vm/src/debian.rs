@@ -233,33 +233,24 @@ fn walk_dirs(dir: &Path) -> Vec<PathBuf> {
     out
 }
 
-/// Modules the gateway's initramfs loads (with their dependencies from `modules.dep`):
-/// the disk, its file system, the network. ext4 asks the crypto API for crc32c, which
-/// modules.dep does not name.
+/// Modules the gateway's initramfs loads (with the modules they depend on): the disk, its
+/// file system, the network. ext4 asks the crypto API for crc32c, which it does not name
+/// as a dependency.
 const GATEWAY_MODULES: &[&str] = &["virtio_blk", "crc32c_generic", "ext4", "virtio_net"];
 
 /// The initramfs that mounts the gateway disk (`/dev/vda`, ext4) and hands over to its
 /// systemd: busybox, the kernel's modules for disk and network (loaded in dependency
 /// order), `eth0` configured for QEMU's user network (10.0.2.15/24), then `switch_root`.
 pub fn gateway_initramfs(busybox: &Path, kernel: &GuestKernel) -> Result<Initramfs, VmError> {
-    let dep_path = kernel.modules_dir.join("modules.dep");
-    let deps = fs::read_to_string(&dep_path).map_err(|e| VmError::io("reading", &dep_path, e))?;
-    let mut order: Vec<String> = Vec::new();
+    let mut order: Vec<PathBuf> = Vec::new();
     for name in GATEWAY_MODULES {
-        let Some(path) = find_module(&kernel.modules_dir, name) else {
-            continue; // built in
-        };
-        let rel = path
-            .strip_prefix(&kernel.modules_dir)
-            .map(|p| p.to_string_lossy().into_owned())
-            .unwrap_or_default();
-        add_with_deps(&deps, &rel, &mut order);
+        add_with_deps(&kernel.modules_dir, name, &mut order)?;
     }
     let mut initramfs = Initramfs::busybox_base(busybox);
     let mut load = String::new();
-    for rel in &order {
-        let bytes = module_bytes(&kernel.modules_dir.join(rel))?;
-        let file = Path::new(rel)
+    for path in &order {
+        let bytes = module_bytes(path)?;
+        let file = path
             .file_name()
             .map(|f| f.to_string_lossy().trim_end_matches(".xz").to_owned())
             .unwrap_or_default();
@@ -292,18 +283,36 @@ pub fn gateway_initramfs(busybox: &Path, kernel: &GuestKernel) -> Result<Initram
     Ok(initramfs)
 }
 
-/// Appends `rel` to `order` after its dependencies (from `modules.dep` text `deps`).
-fn add_with_deps(deps: &str, rel: &str, order: &mut Vec<String>) {
-    if order.iter().any(|m| m == rel) {
-        return;
+/// Appends module `name` to `order` after the modules it depends on (the package has no
+/// modules.dep: depmod runs at install). A module the package lacks is built in.
+fn add_with_deps(modules: &Path, name: &str, order: &mut Vec<PathBuf>) -> Result<(), VmError> {
+    let Some(path) = find_module(modules, name) else {
+        return Ok(());
+    };
+    if order.contains(&path) {
+        return Ok(());
     }
-    let line = deps
-        .lines()
-        .find_map(|l| l.strip_prefix(rel)?.strip_prefix(':'));
-    for dep in line.unwrap_or_default().split_whitespace() {
-        add_with_deps(deps, dep, order);
+    for dep in depends(&module_bytes(&path)?) {
+        add_with_deps(modules, &dep, order)?;
     }
-    order.push(rel.to_owned());
+    order.push(path);
+    Ok(())
+}
+
+/// The `depends=` entry of a module's `.modinfo` section (NUL-separated `key=value`
+/// strings, what `modinfo -F depends` prints), split at commas.
+fn depends(module: &[u8]) -> Vec<String> {
+    module
+        .split(|b| *b == 0)
+        .find_map(|entry| entry.strip_prefix(b"depends="))
+        .map(|list| {
+            String::from_utf8_lossy(list)
+                .split(',')
+                .filter(|d| !d.is_empty())
+                .map(str::to_owned)
+                .collect()
+        })
+        .unwrap_or_default()
 }
 
 #[cfg(test)]
@@ -311,23 +320,11 @@ mod tests {
     use super::*;
 
     #[test]
-    fn dependencies_load_first_once() {
-        let deps = "kernel/fs/ext4/ext4.ko.xz: kernel/lib/crc16.ko.xz kernel/fs/mbcache.ko.xz kernel/fs/jbd2/jbd2.ko.xz\n\
-                    kernel/lib/crc16.ko.xz:\n\
-                    kernel/fs/mbcache.ko.xz:\n\
-                    kernel/fs/jbd2/jbd2.ko.xz: kernel/lib/crc16.ko.xz\n";
-        let mut order = Vec::new();
-        add_with_deps(deps, "kernel/fs/ext4/ext4.ko.xz", &mut order);
-        add_with_deps(deps, "kernel/fs/jbd2/jbd2.ko.xz", &mut order);
-        assert_eq!(
-            order,
-            [
-                "kernel/lib/crc16.ko.xz",
-                "kernel/fs/mbcache.ko.xz",
-                "kernel/fs/jbd2/jbd2.ko.xz",
-                "kernel/fs/ext4/ext4.ko.xz"
-            ]
-        );
+    fn module_dependencies_from_modinfo() {
+        let module = b"\x7fELF junk\0license=GPL\0depends=mbcache,jbd2,crc16\0intree=Y\0";
+        assert_eq!(depends(module), ["mbcache", "jbd2", "crc16"]);
+        assert!(depends(b"\0depends=\0name=crc16\0").is_empty());
+        assert!(depends(b"no modinfo").is_empty());
     }
 
     #[test]

@@ -395,7 +395,12 @@ fn tries(log: &BootLog) -> Vec<(String, String)> {
 }
 
 fn check(log: &BootLog, host: &HostSide, decoded: &Path) {
-    let booted = log.first_with_prefix("EA-BOOTED ").expect("scenarios ran");
+    // The first line follows the firmware's terminal escapes on the same console line.
+    let booted = log
+        .lines
+        .iter()
+        .find_map(|l| l.split_once("EA-BOOTED ").map(|(_, b)| b.trim_end()))
+        .expect("scenarios ran");
     assert!(booted.ends_with("init=systemd"), "{booted}");
     let show: Vec<&str> = log.lines_with_prefix("EA-SHOW ").collect();
     let unit = String::from_utf8(read(&workspace_root().join(LAYER).join("edgearmor.service")))
@@ -473,7 +478,12 @@ fn check_ssh(log: &BootLog, host: &HostSide, all: &[serde_json::Value]) {
         .find(|a| field(a, "Action") == "Block")
         .unwrap_or_else(|| panic!("no Block alert from sshd: {all:?}"));
     eprintln!("debian_gateway: sshd under the Block policy: {first}");
-    assert_ne!(host.ssh_block.code, Some(0), "{:?}", host.ssh_block);
+    assert_ne!(
+        host.ssh_block.code,
+        Some(0),
+        "the login under Block: {}",
+        host.ssh_block.stderr
+    );
     let sshlog: Vec<&str> = log.lines_with_prefix("EA-SSHLOG-BLOCK ").collect();
     assert!(
         sshlog.iter().any(|l| l.contains("Operation not permitted")),
