@@ -6,6 +6,7 @@ pub mod bundle;
 pub mod check;
 pub mod policy;
 pub mod run;
+pub mod service;
 pub mod session;
 pub mod test_alerts;
 pub mod unload;
