@@ -75,9 +75,15 @@ fn the_agent_notifies_ready_and_feeds_the_watchdog_on_a_path_socket() {
         got[0].1, "READY=1\nSTATUS=sending 200 test alert(s)",
         "{got:?}"
     );
-    assert_eq!(got.last().map(|g| g.1.as_str()), Some("STOPPING=1\nSTATUS=stopping"));
+    assert_eq!(
+        got.last().map(|g| g.1.as_str()),
+        Some("STOPPING=1\nSTATUS=stopping")
+    );
     let pings = pings(&got);
-    assert!(pings.len() >= 5, "a ping every 100 ms for over a second: {got:?}");
+    assert!(
+        pings.len() >= 5,
+        "a ping every 100 ms for over a second: {got:?}"
+    );
     // Half the deadline apart (never faster; a loaded machine may be slower).
     for pair in pings.windows(2) {
         let gap = pair[1] - pair[0];
@@ -123,6 +129,10 @@ fn a_socket_nobody_listens_on_is_reported_and_the_agent_still_runs() {
     let stderr = String::from_utf8_lossy(&output.stderr);
     assert!(output.status.success(), "{stderr}");
     // Said once, not at every ping.
-    assert_eq!(stderr.matches("cannot notify systemd").count(), 1, "{stderr}");
+    assert_eq!(
+        stderr.matches("cannot notify systemd").count(),
+        1,
+        "{stderr}"
+    );
     assert!(stderr.contains("edgearmor: done"), "{stderr}");
 }

@@ -9,6 +9,7 @@ pub mod btf;
 pub mod check;
 pub mod loader;
 pub mod multi_call;
+pub mod permission;
 pub mod pins;
 pub mod policy_maps;
 pub mod readiness;
