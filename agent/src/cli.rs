@@ -115,10 +115,11 @@ where
         .first()
         .and_then(|a| a.to_str())
         .and_then(known_command);
-    if let Some(name) = command {
-        if name != "help" && args[1..].iter().any(|a| a == "--help" || a == "-h") {
-            return Ok(Invocation::bare(Command::Help(Some(name))));
-        }
+    if let Some(name) = command
+        && name != "help"
+        && args[1..].iter().any(|a| a == "--help" || a == "-h")
+    {
+        return Ok(Invocation::bare(Command::Help(Some(name))));
     }
     parse_command(args).map_err(|message| UsageError { message, command })
 }

@@ -91,13 +91,13 @@ pub fn service_env(var: impl Fn(&str) -> Option<OsString>, pid: u32) -> ServiceE
     let Some(usec) = var(WATCHDOG_USEC_ENV) else {
         return env;
     };
-    if let Some(owner) = var(WATCHDOG_PID_ENV) {
-        if owner.to_str().and_then(|p| p.parse::<u32>().ok()) != Some(pid) {
-            env.ignored = Some(format!(
-                "{WATCHDOG_PID_ENV}={owner:?} is not this process ({pid})"
-            ));
-            return env;
-        }
+    if let Some(owner) = var(WATCHDOG_PID_ENV)
+        && owner.to_str().and_then(|p| p.parse::<u32>().ok()) != Some(pid)
+    {
+        env.ignored = Some(format!(
+            "{WATCHDOG_PID_ENV}={owner:?} is not this process ({pid})"
+        ));
+        return env;
     }
     match usec.to_str().and_then(|u| u.parse::<u64>().ok()) {
         Some(usec) if usec > 0 => env.watchdog_every = Some(Duration::from_micros(usec / 2)),
