@@ -56,15 +56,13 @@ fn every_command_has_help_both_ways_and_a_line_in_the_usage() {
             usage.contains(&format!("\n  {name:<17} ")),
             "{name} listed:\n{usage}"
         );
-        assert!(
-            usage.contains(&format!(
+        assert!(usage.contains(&format!(
                 "edgearmor {}",
                 &help["usage: edgearmor ".len()..]
                     .lines()
                     .next()
                     .unwrap_or_default()
-            ))
-        );
+            )));
     }
     assert!(usage.contains("exit status: 0 success; 1 usage"), "{usage}");
     assert!(usage.contains("3 nothing is enforced (status)"), "{usage}");
