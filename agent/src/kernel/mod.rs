@@ -14,4 +14,5 @@ pub mod pins;
 pub mod policy_maps;
 pub mod readiness;
 pub mod ring_sizes;
+pub mod ring_usage;
 pub mod rule_tables;

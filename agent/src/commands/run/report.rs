@@ -54,6 +54,8 @@ pub struct KernelFacts {
     pub adopted: bool,
     /// The ring buffer's size in bytes, if known.
     pub ring_bytes: Option<u64>,
+    /// Its fill level, where its position pages could be mapped.
+    pub ring_usage: Option<std::rc::Rc<crate::kernel::ring_usage::RingUsage>>,
 }
 
 /// Everything the reports are made from.
@@ -148,6 +150,9 @@ impl Reporter {
         }
         if let Some(bytes) = self.kernel.ring_bytes {
             set("ringbuf_size_bytes", bytes);
+        }
+        if let Some(ring) = &self.kernel.ring_usage {
+            set("ringbuf_used_bytes", ring.used());
         }
         if let Some((handle, _)) = &self.mqtt {
             set("offline_buffered_batches", handle.buffered_batches() as u64);

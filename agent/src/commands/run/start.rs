@@ -221,6 +221,7 @@ fn start_kernel<'h>(
         pin_dir: pin_dir.clone(),
         adopted: probes.adopted,
         ring_bytes: Some(u64::from(edgearmor_probe_abi::EVENTS_RING_BYTES)),
+        ring_usage: ring_usage(host, &probes.events),
     };
     let reader = RingbufReader::new(probes.events, host)
         .map_err(|e| StartError::input(format!("cannot watch the event ring buffer: {e}")))?;
@@ -237,6 +238,26 @@ fn start_kernel<'h>(
             probes.identified_tasks
         ),
     })
+}
+
+/// The ring buffer's fill level for the status, or none (logged) if its pages cannot be
+/// mapped.
+fn ring_usage(
+    host: &dyn HostKernel,
+    events: &loader::KernelEvents,
+) -> Option<std::rc::Rc<crate::kernel::ring_usage::RingUsage>> {
+    use std::os::fd::AsFd;
+    let page = host
+        .page_size()
+        .ok()
+        .and_then(|p| usize::try_from(p).ok())?;
+    match crate::kernel::ring_usage::RingUsage::new(events.ring.as_fd(), page) {
+        Ok(usage) => Some(std::rc::Rc::new(usage)),
+        Err(e) => {
+            log::warn!("cannot map the ring buffer's positions (no ringbuf_used_bytes): {e}");
+            None
+        }
+    }
 }
 
 /// Whether a failed enforcing load becomes monitor-only mode: only under `auto`, and
@@ -274,6 +295,7 @@ fn start_monitor<'h>(
             Some((loader::kernel_path(host, executable), id))
         })
         .collect();
+    let ring = ring_usage(host, &probes.events);
     let watcher = ExecWatcher::new(probes.events, host, watched)
         .map_err(|e| failed(format!("cannot watch the exec ring buffer: {e}")))?;
     Ok(KernelStart {
@@ -289,6 +311,7 @@ fn start_monitor<'h>(
         facts: KernelFacts {
             unavailable: Some(reason.clone()),
             ring_bytes: Some(u64::from(edgearmor_probe_abi::EXEC_EVENTS_RING_BYTES)),
+            ring_usage: ring,
             ..KernelFacts::default()
         },
         enforcement: Err(reason),
