@@ -51,7 +51,34 @@ pub struct AgentConfig {
     pub offline: OfflineConfig,
     pub throttle: ThrottleConfig,
     pub fleet: FleetConfig,
+    pub status: StatusConfig,
 }
+
+/// The agent's own health: the retained status message's refresh and the file
+/// `edgearmor status` reads.
+#[derive(Clone, Debug, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields, default)]
+pub struct StatusConfig {
+    /// Republish the retained `online` status with fresh counters this often, and
+    /// rewrite `file` (at least 1).
+    pub interval_sec: u64,
+    /// Where the running agent keeps its state for `edgearmor status` (removed when
+    /// it stops); "" = nowhere.
+    pub file: PathBuf,
+}
+
+impl Default for StatusConfig {
+    fn default() -> Self {
+        Self {
+            interval_sec: 60,
+            file: PathBuf::from(DEFAULT_STATUS_FILE),
+        }
+    }
+}
+
+/// `[status] file`'s default: runtime state, gone at reboot like the agent itself
+/// (the unit's `RuntimeDirectory=edgearmor`).
+pub const DEFAULT_STATUS_FILE: &str = "/run/edgearmor/status.json";
 
 /// Signed policy bundles over MQTT (off unless `public_keys` is set).
 #[derive(Clone, Debug, Deserialize, PartialEq)]
@@ -163,6 +190,7 @@ impl Default for AgentConfig {
             offline: OfflineConfig::default(),
             throttle: ThrottleConfig::default(),
             fleet: FleetConfig::default(),
+            status: StatusConfig::default(),
         }
     }
 }
@@ -463,6 +491,9 @@ impl AgentConfig {
                 String::new(),
                 "password_file needs a username",
             );
+        }
+        if self.status.interval_sec == 0 {
+            return invalid("status.interval_sec", "0".into(), "must be at least 1");
         }
         if self.fleet.bundle_max_bytes > MAX_BUNDLE_BYTES {
             return invalid(

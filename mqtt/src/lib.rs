@@ -28,7 +28,9 @@ pub mod version;
 
 pub use backoff::Backoff;
 pub use credentials::{Credentials, CredentialsError};
-pub use status::{AgentState, Enforcement, StatusError, StatusMessage};
+pub use status::{
+    AgentState, COUNTERS, Counters, Enforcement, StatusError, StatusMessage, counter_help,
+};
 #[cfg(feature = "tls")]
 pub use tls::TlsError;
 pub use tls::{ClientCertificate, TlsFiles};

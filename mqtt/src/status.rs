@@ -5,16 +5,23 @@
 //! ```json
 //! {"state":"online","agent_version":"0.1.0","boot_id":"<32 hex>","kernel":"6.12.117+deb12-arm64",
 //!  "enforcement":"available","enforcement_detail":"","policy_set":"<16 hex>","time":1795932048,
-//!  "labels":{"role":"edge","site":"plant-7"}}
+//!  "labels":{"role":"edge","site":"plant-7"},"counters":{"alerts_sent":12,"alerts_lost_ring":0}}
 //! {"state":"offline","boot_id":"<32 hex>","agent_version":"0.1.0"}
 //! ```
+//!
+//! While connected the agent republishes its `online` message (retained) every
+//! `status_interval_sec` with a fresh `time` and fresh `counters`: fleet tooling reads every
+//! gateway's health from the broker without scraping the gateways. The counter names are
+//! [`COUNTERS`], one table with the help text the decoder prints as Prometheus `# HELP`.
 //!
 //! [`StatusMessage`] is both sides of it: the agent serializes it ([`StatusMessage::to_json`],
 //! keys in the order above, strings escaped as Go's `encoding/json` does, like the
 //! alerts), the decoder reads it ([`StatusMessage::from_json`]). Reading ignores unknown
 //! fields (the agent may add some); `labels` (the node labels of `agent.toml`, which
-//! policies and bundles select by) is sent only when the gateway has some; missing required fields, unknown states and
-//! malformed values are [`StatusError`]s.
+//! policies and bundles select by) is sent only when the gateway has some, `counters` only
+//! when the agent says some; counter names not in [`COUNTERS`] are ignored (a newer agent),
+//! so are their values; missing required fields, unknown states and malformed values are
+//! [`StatusError`]s.
 
 use std::collections::BTreeMap;
 
@@ -28,6 +35,126 @@ pub const MAX_FIELD_LEN: usize = 512;
 /// Bound of the node labels, keys and values summed: with the three free-text
 /// fields at their bound the birth message stays under [`MAX_STATUS_LEN`].
 pub const MAX_LABELS_LEN: usize = 1024;
+
+/// Every counter a status may carry: name, help text (what the decoder prints as the
+/// Prometheus `# HELP` line). Values are `u64`; "since the agent started" counters restart
+/// from 0 with every agent boot (`boot_id` tells boots apart), the others are gauges taken
+/// when the status was.
+pub const COUNTERS: &[(&str, &str)] = &[
+    (
+        "alerts_sent",
+        "Alerts the agent handed to its outputs (after the rate limit), since it started.",
+    ),
+    (
+        "alerts_lost_ring",
+        "Events the kernel dropped because the ring buffer was full, since the agent started.",
+    ),
+    (
+        "alerts_lost_queue",
+        "Events dropped because the agent's internal queue was full, since it started.",
+    ),
+    (
+        "alerts_lost_throttle",
+        "Alerts dropped by the rate limit (max_alerts_per_sec), since the agent started.",
+    ),
+    (
+        "alerts_lost_buffer",
+        "Events whose batches the full offline buffer dropped while the broker was unreachable, since the agent started.",
+    ),
+    (
+        "alerts_unpersisted_spool",
+        "Events whose batches the spool could not write to disk (kept in memory only), since the agent started.",
+    ),
+    (
+        "ringbuf_used_bytes",
+        "Bytes waiting in the kernel ring buffer for the agent when the status was taken.",
+    ),
+    (
+        "ringbuf_size_bytes",
+        "Size of the kernel ring buffer in bytes.",
+    ),
+    (
+        "offline_buffered_batches",
+        "Batches waiting in the offline buffer for the broker when the status was taken.",
+    ),
+    (
+        "policy_generation",
+        "Generation of the policy set in force (grows with every applied reload).",
+    ),
+    (
+        "policy_reloads_failed",
+        "Policy reloads refused (the previous set stayed in force), since the agent started.",
+    ),
+    (
+        "broker_reconnects",
+        "Connections to the broker after the first one, since the agent started.",
+    ),
+    ("uptime_seconds", "Seconds since the agent started."),
+];
+
+/// Bound of the `counters` object as sent: every name of [`COUNTERS`] with a 20-digit value
+/// (`"name":18446744073709551615,`), plus `,"counters":{}`. With labels and the free-text
+/// fields at their bounds the birth message stays under [`MAX_STATUS_LEN`].
+pub const MAX_COUNTERS_LEN: usize = counters_len_bound();
+
+const fn counters_len_bound() -> usize {
+    let mut len = ",\"counters\":{}".len();
+    let mut i = 0;
+    while i < COUNTERS.len() {
+        len += COUNTERS[i].0.len() + "\"\":,".len() + 20;
+        i += 1;
+    }
+    len
+}
+
+/// The help text of a counter, `None` for a name not in [`COUNTERS`].
+pub fn counter_help(name: &str) -> Option<&'static str> {
+    COUNTERS.iter().find(|(n, _)| *n == name).map(|(_, h)| *h)
+}
+
+/// Counter values by name, names only from [`COUNTERS`], iterated in the table's order.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct Counters(BTreeMap<usize, u64>);
+
+impl Counters {
+    /// Sets `name` to `value`; `false` (and nothing set) for a name not in [`COUNTERS`].
+    pub fn set(&mut self, name: &str, value: u64) -> bool {
+        match COUNTERS.iter().position(|(n, _)| *n == name) {
+            Some(index) => {
+                self.0.insert(index, value);
+                true
+            }
+            None => false,
+        }
+    }
+
+    pub fn get(&self, name: &str) -> Option<u64> {
+        let index = COUNTERS.iter().position(|(n, _)| *n == name)?;
+        self.0.get(&index).copied()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.0.is_empty()
+    }
+
+    /// `(name, value)` in the order of [`COUNTERS`].
+    pub fn iter(&self) -> impl Iterator<Item = (&'static str, u64)> + '_ {
+        self.0
+            .iter()
+            .map(|(&index, &value)| (COUNTERS[index].0, value))
+    }
+}
+
+impl Serialize for Counters {
+    fn serialize<S: Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        use serde::ser::SerializeMap;
+        let mut map = serializer.serialize_map(Some(self.0.len()))?;
+        for (name, value) in self.iter() {
+            map.serialize_entry(name, &value)?;
+        }
+        map.end()
+    }
+}
 
 #[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
 pub enum StatusError {
@@ -107,6 +234,8 @@ pub struct StatusMessage {
     pub time: Option<u64>,
     /// The node's labels (key -> value); empty when it has none or did not say.
     pub labels: BTreeMap<String, String>,
+    /// The agent's counters; empty when it did not say (older agents, the last will).
+    pub counters: Counters,
 }
 
 impl StatusMessage {
@@ -122,6 +251,7 @@ impl StatusMessage {
             policy_set: None,
             time: None,
             labels: BTreeMap::new(),
+            counters: Counters::default(),
         }
     }
 
@@ -167,7 +297,7 @@ impl Serialize for StatusMessage {
     fn serialize<S: Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
         let boot_id = self.boot_id_hex();
         let policy_set = self.policy_set_hex();
-        let mut s = serializer.serialize_struct("StatusMessage", 9)?;
+        let mut s = serializer.serialize_struct("StatusMessage", 10)?;
         s.serialize_field("state", self.state.as_str())?;
         match self.state {
             AgentState::Online => {
@@ -204,6 +334,9 @@ impl Serialize for StatusMessage {
         if !self.labels.is_empty() {
             s.serialize_field("labels", &self.labels)?;
         }
+        if !self.counters.is_empty() {
+            s.serialize_field("counters", &self.counters)?;
+        }
         s.end()
     }
 }
@@ -226,6 +359,9 @@ struct RawStatus {
     time: Option<u64>,
     #[serde(default)]
     labels: BTreeMap<String, String>,
+    /// Any JSON values: only the names of [`COUNTERS`] are read (and must be `u64`).
+    #[serde(default)]
+    counters: BTreeMap<String, serde_json::Value>,
 }
 
 impl TryFrom<RawStatus> for StatusMessage {
@@ -282,6 +418,7 @@ impl TryFrom<RawStatus> for StatusMessage {
             });
         }
         check_labels(&raw.labels)?;
+        let counters = read_counters(&raw.counters)?;
         Ok(Self {
             state,
             agent_version: raw.agent_version,
@@ -292,8 +429,28 @@ impl TryFrom<RawStatus> for StatusMessage {
             policy_set,
             time: raw.time,
             labels: raw.labels,
+            counters,
         })
     }
+}
+
+/// The known counters of a payload; a known name whose value is not a `u64` is an error
+/// (the agent's contract is broken), unknown names are a newer agent's and ignored.
+fn read_counters(raw: &BTreeMap<String, serde_json::Value>) -> Result<Counters, StatusError> {
+    let mut counters = Counters::default();
+    for (name, value) in raw {
+        if counter_help(name).is_none() {
+            continue;
+        }
+        let Some(value) = value.as_u64() else {
+            return Err(StatusError::BadField {
+                field: "counters",
+                reason: "a counter of COUNTERS whose value is not an unsigned 64-bit integer",
+            });
+        };
+        counters.set(name, value);
+    }
+    Ok(counters)
 }
 
 /// Labels within [`MAX_LABELS_LEN`], without whitespace, control characters, `=` or
@@ -386,7 +543,95 @@ mod tests {
             policy_set: Some(0x1234),
             time: Some(1795932048),
             labels: BTreeMap::new(),
+            counters: Counters::default(),
         }
+    }
+
+    #[test]
+    fn counters_go_after_labels_in_table_order() {
+        let mut s = birth();
+        s.labels = BTreeMap::from([("site".to_owned(), "plant-7".to_owned())]);
+        // Set out of the table's order: they are sent in the table's.
+        assert!(s.counters.set("broker_reconnects", 3));
+        assert!(s.counters.set("alerts_sent", 12));
+        assert!(s.counters.set("alerts_lost_ring", 0));
+        assert!(
+            !s.counters.set("not_a_counter", 1),
+            "names come from COUNTERS"
+        );
+        let json = s.to_json();
+        assert!(
+            json.ends_with(concat!(
+                r#""labels":{"site":"plant-7"},"#,
+                r#""counters":{"alerts_sent":12,"alerts_lost_ring":0,"broker_reconnects":3}}"#
+            )),
+            "{json}"
+        );
+        let read = StatusMessage::from_json(json.as_bytes()).expect("reads back");
+        assert_eq!(read, s);
+        assert_eq!(read.counters.get("broker_reconnects"), Some(3));
+        assert_eq!(read.counters.get("uptime_seconds"), None);
+        // Without counters the message is what agents sent before counters existed.
+        assert!(!birth().to_json().contains("counters"));
+    }
+
+    #[test]
+    fn readers_ignore_unknown_counters_and_refuse_bad_known_ones() {
+        let base = r#"{"state":"online","agent_version":"1","boot_id":"0123456789abcdef0123456789abcdef","#;
+        let newer = format!(
+            r#"{base}"counters":{{"from_the_future":"text","alerts_sent":7,"also_new":-1,"uptime_seconds":18446744073709551615}}}}"#
+        );
+        let s = StatusMessage::from_json(newer.as_bytes()).expect("unknown counters are ignored");
+        assert_eq!(
+            s.counters.iter().collect::<Vec<_>>(),
+            [("alerts_sent", 7), ("uptime_seconds", u64::MAX)]
+        );
+        for bad in ["-1", "1.5", "\"7\"", "null", "18446744073709551616"] {
+            let payload = format!(r#"{base}"counters":{{"alerts_sent":{bad}}}}}"#);
+            assert_eq!(
+                StatusMessage::from_json(payload.as_bytes()),
+                Err(StatusError::BadField {
+                    field: "counters",
+                    reason: "a counter of COUNTERS whose value is not an unsigned 64-bit integer",
+                }),
+                "{payload}"
+            );
+        }
+        let not_an_object = format!(r#"{base}"counters":[1]}}"#);
+        assert!(matches!(
+            StatusMessage::from_json(not_an_object.as_bytes()),
+            Err(StatusError::Json(_))
+        ));
+    }
+
+    #[test]
+    fn the_largest_birth_fits_the_status_limit() {
+        let names: std::collections::BTreeSet<_> = COUNTERS.iter().map(|(n, _)| n).collect();
+        assert_eq!(names.len(), COUNTERS.len(), "counter names are unique");
+        for (name, help) in COUNTERS {
+            // Prometheus metric names, and a one-line help text.
+            assert!(
+                name.bytes()
+                    .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'_'),
+                "{name}"
+            );
+            assert!(!help.is_empty() && !help.contains('\n'), "{name}");
+        }
+        let mut s = birth();
+        s.agent_version = "v".repeat(MAX_FIELD_LEN);
+        s.kernel = "k".repeat(MAX_FIELD_LEN);
+        s.enforcement_detail = "d".repeat(MAX_FIELD_LEN);
+        s.labels = (0..16)
+            .map(|i| (format!("k{i:02}"), "v".repeat(MAX_LABELS_LEN / 16 - 3)))
+            .collect();
+        let without_counters = s.to_json().len();
+        for (name, _) in COUNTERS {
+            s.counters.set(name, u64::MAX);
+        }
+        let json = s.to_json();
+        assert!(json.len() - without_counters <= MAX_COUNTERS_LEN, "{json}");
+        assert!(json.len() <= MAX_STATUS_LEN, "{} bytes", json.len());
+        assert_eq!(StatusMessage::from_json(json.as_bytes()), Ok(s));
     }
 
     #[test]
