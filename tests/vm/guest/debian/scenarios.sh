@@ -43,6 +43,9 @@ wait_until agent-ready agent_ready 1
 say "AGENT-READY $(up)"
 systemctl status --no-pager -l edgearmor 2>&1 | sed 's/^/EA-SYSTEMCTL /'
 show
+say "BPFFS $(awk '$2 == "/sys/fs/bpf" {print $3, $4}' /proc/mounts)"
+say "PINS $(ls /sys/fs/bpf/edgearmor 2>&1 | head -n 3 | tr '\n' ' ')"
+edgearmor status 2>&1 | sed 's/^/EA-EDGEARMOR-STATUS /'
 
 # --- package managers: the shipped block-package-managers policy ---------------------
 deb=/root/ea-tiny_1.0_all.deb
@@ -73,7 +76,7 @@ say "SSH-POLICY $(grep '^  action:' "$policy")"
 applied_count() { journal edgearmor | grep -c 'edgearmor: policies applied'; }
 before=$(applied_count)
 applied() { [ "$(applied_count)" -gt "$before" ]; }
-systemctl kill -s HUP edgearmor
+systemctl reload edgearmor
 wait_until reload applied
 say "RELOADED $(journal edgearmor | grep 'edgearmor: policies applied' | tail -n1)"
 handshake ssh-audit
