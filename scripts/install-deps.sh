@@ -2,7 +2,9 @@
 # Installs what the demo and the tests need on a fresh Debian 12 machine; a second run
 # changes nothing. Debian packages: QEMU, LLVM 22 for
 # bpf-linker, the brokers of the broker matrix (mosquitto, nats-server, rabbitmq-server
-# with erlang; the tests start their own instances on free loopback ports). (Guest
+# with erlang; the tests start their own instances on free loopback ports); for the Debian
+# gateway image the VM harness builds (tests/vm/image/debian-gateway.sh): mmdebstrap, and
+# the host tools that configure it (systemctl, systemd-sysusers, ssh-keygen, mke2fs). (Guest
 # kernels and busybox are downloaded, not installed, by the VM harness.) Rust: musl
 # targets, nightly rust-src, bpf-linker 0.13.
 set -euo pipefail
@@ -32,7 +34,8 @@ apt-cache show busybox-static:arm64 >/dev/null 2>&1 || apt_update_once
 packages=(qemu-system-x86 qemu-system-arm
           llvm-22 llvm-22-dev libpolly-22-dev libzstd-dev mosquitto xz-utils
           nats-server rabbitmq-server
-          gcc-aarch64-linux-gnu libc6-dev-arm64-cross)
+          gcc-aarch64-linux-gnu libc6-dev-arm64-cross
+          mmdebstrap openssh-client systemd e2fsprogs)
 missing=()
 for p in "${packages[@]}"; do
     dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")

@@ -143,7 +143,12 @@ impl GatewayImage {
     }
 
     /// Writes a file (and its parent directories) into the tree.
-    pub fn file(&self, guest_path: &str, bytes: impl AsRef<[u8]>, mode: u32) -> Result<(), VmError> {
+    pub fn file(
+        &self,
+        guest_path: &str,
+        bytes: impl AsRef<[u8]>,
+        mode: u32,
+    ) -> Result<(), VmError> {
         use std::os::unix::fs::PermissionsExt;
         let path = self.path(guest_path);
         if let Some(parent) = path.parent() {
@@ -194,7 +199,12 @@ pub fn build_deb(
             .map(|v| v.trim().to_owned())
             .unwrap_or_default()
     };
-    let name = format!("{}_{}_{}", field("Package"), field("Version"), field("Architecture"));
+    let name = format!(
+        "{}_{}_{}",
+        field("Package"),
+        field("Version"),
+        field("Architecture")
+    );
     let tree = out_dir.join(format!("{name}.tree"));
     if tree.exists() {
         fs::remove_dir_all(&tree).map_err(|e| VmError::io("removing", &tree, e))?;

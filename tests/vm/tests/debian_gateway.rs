@@ -276,7 +276,11 @@ fn stage(arch: Arch, rootfs: &DebianRootfs, work: &Path) -> PathBuf {
     image.enable_unit("edgearmor.service").expect("enable");
     let guest = workspace_root().join("tests/vm/guest/debian");
     image
-        .file("/root/.ssh/authorized_keys", read(&work.join("id_ed25519.pub")), 0o600)
+        .file(
+            "/root/.ssh/authorized_keys",
+            read(&work.join("id_ed25519.pub")),
+            0o600,
+        )
         .expect("authorized_keys");
     std::fs::set_permissions(
         image.path("/root/.ssh"),
@@ -330,7 +334,10 @@ fn gateway(arch: Arch) {
     let busybox = fetch_busybox(&cache, arch).expect("busybox");
     let rootfs = fetch_debian_rootfs(&cache, arch).expect("Debian rootfs");
     if let Some(t) = rootfs.built_in {
-        eprintln!("debian_gateway: built the {arch} image in {:.1} s", t.as_secs_f64());
+        eprintln!(
+            "debian_gateway: built the {arch} image in {:.1} s",
+            t.as_secs_f64()
+        );
     }
     let work = workspace_root().join(format!("target/vm-runs/debian-gateway-{arch}"));
     std::fs::create_dir_all(&work).expect("work dir");
@@ -438,8 +445,10 @@ fn check(log: &BootLog, host: &HostSide, decoded: &Path) {
         .expect("scenarios ran");
     assert!(booted.ends_with("init=systemd"), "{booted}");
     let show: Vec<&str> = log.lines_with_prefix("EA-SHOW ").collect();
-    let unit = String::from_utf8(read(&workspace_root().join(LAYER).join("edgearmor.service")))
-        .expect("unit");
+    let unit = String::from_utf8(read(
+        &workspace_root().join(LAYER).join("edgearmor.service"),
+    ))
+    .expect("unit");
     assert!(show.contains(&"ActiveState=active"), "{show:?}");
     if unit.contains("Type=notify") {
         let status = log
@@ -496,7 +505,9 @@ fn check(log: &BootLog, host: &HostSide, decoded: &Path) {
     }
     let journal: Vec<&str> = log.lines_with_prefix("EA-JOURNAL ").collect();
     assert!(
-        journal.iter().any(|l| l.contains("\"ProcessName\":\"/usr/bin/apt-get\"")),
+        journal
+            .iter()
+            .any(|l| l.contains("\"ProcessName\":\"/usr/bin/apt-get\"")),
         "the agent's own stdout (the journal) has the alert too: {journal:?}"
     );
 

@@ -68,6 +68,9 @@ say "TINY-INSTALLED $(test -e /usr/share/ea-tiny/installed && echo yes || echo n
 wait_until sshd systemctl is-active ssh
 say "SSH-READY $(up)"
 handshake ssh-block
+# sshd's child logs why it gave up before the host's ssh sees the connection close; the
+# journal may take a moment to have it.
+wait_until sshd-log sh -c "journalctl -q --no-pager -u ssh | grep -q 'Operation not permitted'"
 journal ssh | sed 's/^/EA-SSHLOG-BLOCK /'
 # The policy's own advice for OpenSSH before 9.8: deploy it with `action: Audit` first.
 policy=/etc/edgearmor/policies/block-sshd-setid.yaml
