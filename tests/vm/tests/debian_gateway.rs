@@ -539,7 +539,7 @@ fn check_ssh(log: &BootLog, host: &HostSide, all: &[serde_json::Value]) {
     // The policy's advice for OpenSSH < 9.8, applied by a reload: Audit. Now the login
     // works and the same calls are reported.
     assert_eq!(
-        log.first_with_prefix("EA-SSH-POLICY "),
+        log.first_with_prefix("EA-SSH-POLICY ").map(str::trim),
         Some("action: Audit")
     );
     assert_eq!(host.ssh_audit.code, Some(0), "{:?}", host.ssh_audit);
