@@ -154,10 +154,7 @@ fn status_reads_the_pins_and_the_agents_file() {
         "{stdout}"
     );
     // A running agent's report (this test process stands in for its pid).
-    let now = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .expect("clock")
-        .as_secs();
+    let now = edgearmor::events::pipeline::unix_micros() / 1_000_000;
     let report = serde_json::json!({
         "pid": std::process::id(), "time": now, "interval_sec": 60, "mode": "enforcing",
         "detail": "", "classes": ["process"], "policy_set": "00000000000000ab",

@@ -57,8 +57,9 @@ exit status: 0 delivered (or stopped by SIGTERM/SIGINT); 1 usage or configuratio
         "what is enforced now (pins and the running agent), broker, counters",
         "what this gateway enforces right now: from the pins in pin_dir (works when no agent
 runs) and from the running agent's status file ([status] file): mode, classes, policy
-set and generation, pinned or not, the broker's state, the counters (alerts, losses by
-cause, ring buffer). Human-readable; --json for tools.
+set and generation, pinned or not, locked or not (the pinned LOCK_STATE; agent.toml's
+locked when it differs), the broker's state, the counters (alerts, losses by cause,
+ring buffer). Human-readable; --json for tools.
   --config FILE           configuration (default /etc/edgearmor/agent.toml, optional)
   --json                  one JSON object instead of text
 

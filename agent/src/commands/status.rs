@@ -13,8 +13,9 @@ use serde::Serialize;
 use crate::commands::run::report::class_names;
 use crate::config::AgentConfig;
 use crate::events::pipeline::unix_micros;
-use crate::kernel::pins::{PinnedEnforcement, pinned_enforcement};
+use crate::kernel::pins::{PinnedEnforcement, lock_state, pinned_enforcement};
 use crate::status::AgentReport;
+use edgearmor_probe_abi::LOCKED;
 
 /// Exit status when nothing is enforced (no agent, no pins).
 pub const NOTHING_ENFORCED: u8 = 3;
@@ -32,6 +33,51 @@ pub struct GatewayStatus {
     pub agent: Option<AgentReport>,
     /// Why there is no agent report (no file, a dead process, a stale file).
     pub agent_note: String,
+    pub locked: LockView,
+}
+
+/// Locked mode: what the pinned `LOCK_STATE` says (the kernel's truth) and what
+/// `agent.toml` asks for (the next agent's).
+#[derive(Debug, Default, Serialize, PartialEq)]
+pub struct LockView {
+    /// `None` when nothing is pinned, or the pin could not be read (`error` says why).
+    pub pinned: Option<bool>,
+    pub configured: bool,
+    pub error: Option<String>,
+}
+
+impl LockView {
+    fn read(config: &AgentConfig) -> Self {
+        let (pinned, error) = if config.pin_dir.as_os_str().is_empty() {
+            (None, None)
+        } else {
+            match lock_state(&config.pin_dir) {
+                Ok(state) => (state.map(|s| s.locked == LOCKED), None),
+                Err(e) => (None, Some(e.to_string())),
+            }
+        };
+        Self {
+            pinned,
+            configured: config.locked,
+            error,
+        }
+    }
+
+    fn describe(&self) -> String {
+        let now = match (&self.error, self.pinned) {
+            // Unreadable is never reported as unlocked.
+            (Some(e), _) => format!("unknown ({e})"),
+            (None, Some(true)) => "yes: the kernel denies tampering with edgearmor".into(),
+            (None, Some(false)) => "no".into(),
+            (None, None) => "no (nothing pinned)".into(),
+        };
+        // Said when the next agent would change it (or it cannot be told).
+        if self.error.is_none() && self.pinned.unwrap_or(false) == self.configured {
+            now
+        } else {
+            format!("{now}; agent.toml says locked = {}", self.configured)
+        }
+    }
 }
 
 #[derive(Debug, Default, Serialize, PartialEq)]
@@ -53,7 +99,8 @@ pub fn status(config: &AgentConfig, json: bool) -> ExitCode {
     let (agent, note) = read_agent(&config.status.file, unix_micros() / 1_000_000, |pid| {
         Path::new(&format!("/proc/{pid}")).exists()
     });
-    let status = gather(config, pins, agent, note);
+    let mut status = gather(config, pins, agent, note);
+    status.locked = LockView::read(config);
     if json {
         match serde_json::to_string(&status) {
             Ok(text) => println!("{text}"),
@@ -141,6 +188,7 @@ fn gather(
         },
         agent,
         agent_note,
+        locked: LockView::default(),
     }
 }
 
@@ -170,6 +218,7 @@ pub fn render(s: &GatewayStatus) -> String {
     if let Some(why) = &s.pins.unreadable {
         line("", format!("cannot read the pinned generation: {why}"));
     }
+    line("locked", s.locked.describe());
     let Some(a) = &s.agent else {
         line("agent", s.agent_note.clone());
         return out;

@@ -259,3 +259,6 @@ fn write_atomically(file: &Path, report: &AgentReport) -> std::io::Result<()> {
     std::fs::write(&tmp, json)?;
     std::fs::rename(&tmp, file)
 }
+
+#[cfg(test)]
+mod tests;

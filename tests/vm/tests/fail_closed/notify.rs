@@ -173,6 +173,7 @@ fn check_status(run: &Run, k: &str) {
         "agent        running (pid ",
         "status       enforcing process; policy set ",
         "pinned in    /sys/fs/bpf/edgearmor",
+        "locked       no",
         "broker       none configured",
         "alerts_sent ",
         "policy_generation ",
