@@ -4,7 +4,9 @@
 # bpf-linker, the brokers of the broker matrix (mosquitto, nats-server, rabbitmq-server
 # with erlang; the tests start their own instances on free loopback ports), the SOC side of the
 # decoder tests (prometheus, rsyslog with rsyslog-gnutls for TLS; likewise started by the tests,
-# with generated configurations; their packaged services are not used). (Guest
+# with generated configurations; their packaged services are not used); for the Debian
+# gateway image the VM harness builds (tests/vm/image/debian-gateway.sh): mmdebstrap, and
+# the host tools that configure it (systemctl, systemd-sysusers, ssh-keygen, mke2fs). (Guest
 # kernels and busybox are downloaded, not installed, by the VM harness.) Rust: musl
 # targets, nightly rust-src, bpf-linker 0.13.
 set -euo pipefail
@@ -35,7 +37,8 @@ packages=(qemu-system-x86 qemu-system-arm
           llvm-22 llvm-22-dev libpolly-22-dev libzstd-dev mosquitto xz-utils
           nats-server rabbitmq-server
           prometheus rsyslog rsyslog-gnutls
-          gcc-aarch64-linux-gnu libc6-dev-arm64-cross)
+          gcc-aarch64-linux-gnu libc6-dev-arm64-cross
+          mmdebstrap openssh-client systemd e2fsprogs)
 missing=()
 for p in "${packages[@]}"; do
     dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")

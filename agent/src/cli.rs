@@ -11,68 +11,8 @@ use lexopt::prelude::*;
 use crate::config::{AgentConfig, DEFAULT_CONFIG_PATH, Enforcement, FleetConfig};
 use crate::control::setid_rules::SetidRuleSet;
 
-pub const USAGE: &str = "\
-usage: edgearmor run [OPTIONS] [--deny-setgid PATH]... [--deny-setuid PATH]...
-       edgearmor send-test-alerts [OPTIONS] [--count N] [--interval-ms MS]
-       edgearmor policy check [--host[=NAME]] [--label KEY=VALUE]... [--config FILE]
-                              FILE_OR_DIR...
-       edgearmor unload [--config FILE]
-       edgearmor keygen --out PREFIX
-       edgearmor bundle create --key KEY --version N [--scope fleet|node] [--targets A,B]
-                               --out FILE POLICY...
-       edgearmor bundle verify --public-key FILE [--max-bytes N] BUNDLE
-       edgearmor check [--kernel-config FILE]
-       edgearmor version
-
-  run               enforce the rules; alerts go to stdout and/or MQTT
-  send-test-alerts  push N synthetic alerts (PolicyName edgearmor-test-alert, Action Audit)
-                    through the pipeline, deliver them, exit; no kernel needed
-  check             can this kernel enforce? one line per requirement with its fix; loads
-                    and attaches the probes for real; with --kernel-config, checks a
-                    kernel .config instead. Exit 0: it can; 2: it cannot
-  policy check      validate KubeArmorHostPolicy YAML offline: one line per problem
-                    (file:line: yaml.path: message), exit status 1 if there is any;
-                    with --host, also what run would warn about on this host (its
-                    node and labels from /etc/edgearmor/agent.toml if present; rules
-                    naming a multi-call binary such as busybox, rules it would skip);
-                    with --host=NAME, --label or --config (its node and [labels]),
-                    which policies select that node (host name: NAME, else the
-                    config's node, else uname -n; --label adds to the config's labels)
-  version           agent version and the SHA-256 of the embedded BPF object
-  unload            detach the pinned programs and remove the pinned maps (stop the agent
-                    first); `run` pins them so enforcement survives agent restarts
-  keygen            an Ed25519 key pair for signing policy bundles (PREFIX.key, PREFIX.pub)
-  bundle create     sign policy files into a bundle (each must pass policy check);
-                    targets: node names, cluster/node, `*` or a prefix like `gw-*`,
-                    or node labels `key=value[,key=value]` (all must match);
-                    scope (signed): fleet (default) for <cluster>/policy, node for
-                    <cluster>/<node>/policy (needs --targets naming the nodes)
-  bundle verify     check a bundle's signature and list what it holds
-
-options (override agent.toml; see README for every key):
-  --config FILE           configuration (default /etc/edgearmor/agent.toml, optional)
-  --rules FILE            TOML rules file ([[setid]] tables), repeatable
-  --policies PATH         KubeArmorHostPolicy file or directory, repeatable; re-read
-                          on SIGHUP and when a file changes (policy_poll_ms)
-  --deny-setgid PATH      deny that executable changing its gid (repeatable)
-  --deny-setuid PATH      deny that executable changing its uid (repeatable)
-  --cluster NAME          ClusterName / topic level (default: default)
-  --host-name NAME        HostName / topic level (default: uname -n)
-  --no-stdout             no JSON lines on stdout
-  --broker HOST:PORT      publish to this MQTT broker
-  --ca FILE               TLS: verify the broker against this CA (PEM)
-  --client-cert FILE --client-key FILE    mutual TLS
-  --username NAME --password-file FILE    MQTT credentials
-  --mqtt-version 3.1.1|5|auto             MQTT protocol (default auto: 5, falling back
-                          to 3.1.1 when the broker refuses 5)
-  --spool-dir DIR         persist unacknowledged batches here
-  --buffer-bytes N        offline buffer size in memory
-  --max-alerts-per-sec N  throttle (0 = off; default 10)
-  --throttle-sec N        throttle interval (default 30)
-  --shutdown-grace-secs N on stop, keep delivering buffered batches this long (default 5)
-  --enforcement auto|required
-                          where BPF-LSM cannot run: watch execs monitor-only (auto, the
-                          default) or refuse to start (required, exit status 2)";
+mod help;
+pub use help::{command_help, known_command, usage};
 
 #[derive(Debug, PartialEq)]
 pub enum Command {
@@ -107,8 +47,30 @@ pub enum Command {
         count: u64,
         interval: Duration,
     },
+    /// `status [--config FILE] [--json]`.
+    Status {
+        json: bool,
+    },
     Version,
-    Help,
+    /// The whole usage, or one command's help.
+    Help(Option<&'static str>),
+}
+
+/// A command line that could not be parsed: one line, and where to read more.
+#[derive(Debug, PartialEq)]
+pub struct UsageError {
+    pub message: String,
+    /// The command it was for, if the first word named one.
+    pub command: Option<&'static str>,
+}
+
+impl std::fmt::Display for UsageError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self.command {
+            Some(c) if c != "help" => write!(f, "{} (see `edgearmor {c} --help`)", self.message),
+            _ => write!(f, "{} (see `edgearmor --help`)", self.message),
+        }
+    }
 }
 
 /// A parsed command line: the command, and for the commands that run the agent's
@@ -141,16 +103,33 @@ fn string(value: OsString) -> Result<String, String> {
 }
 
 /// Parses `args` (without the program name), reading the configuration file and
-/// rule files the command needs.
-pub fn parse<I>(args: I) -> Result<Invocation, String>
+/// rule files the command needs. `COMMAND --help` (or `-h`) anywhere after a command
+/// is that command's help, whatever else the line holds.
+pub fn parse<I>(args: I) -> Result<Invocation, UsageError>
 where
     I: IntoIterator,
     I::Item: Into<OsString>,
 {
+    let args: Vec<OsString> = args.into_iter().map(Into::into).collect();
+    let command = args
+        .first()
+        .and_then(|a| a.to_str())
+        .and_then(known_command);
+    if let Some(name) = command
+        && name != "help"
+        && args[1..].iter().any(|a| a == "--help" || a == "-h")
+    {
+        return Ok(Invocation::bare(Command::Help(Some(name))));
+    }
+    parse_command(args).map_err(|message| UsageError { message, command })
+}
+
+fn parse_command(args: Vec<OsString>) -> Result<Invocation, String> {
     let mut parser = lexopt::Parser::from_args(args);
     let sub = match parser.next().map_err(text)? {
         Some(Value(v)) => v.string().map_err(text)?,
         Some(Long("help")) | Some(Short('h')) | None => "help".into(),
+        Some(Long("version")) | Some(Short('V')) => "version".into(),
         Some(other) => return Err(other.unexpected().to_string()),
     };
     let command = match sub.as_str() {
@@ -159,15 +138,35 @@ where
             count: 10,
             interval: Duration::from_millis(10),
         },
-        "version" => Command::Version,
-        "help" => Command::Help,
+        "version" => return no_more_arguments(&mut parser, Command::Version),
+        "help" => return parse_help(&mut parser).map(Invocation::bare),
         "unload" => Command::Unload,
+        "status" => Command::Status { json: false },
         "check" => return parse_check(&mut parser).map(Invocation::bare),
         "keygen" | "bundle" => return parse_fleet_command(&sub, &mut parser).map(Invocation::bare),
         "policy" => return parse_policy_check(&mut parser).map(Invocation::bare),
         other => return Err(format!("unknown command `{other}`")),
     };
     parse_agent_options(command, &mut parser)
+}
+
+/// `help [COMMAND]`.
+fn parse_help(parser: &mut lexopt::Parser) -> Result<Command, String> {
+    let name = match parser.next().map_err(text)? {
+        None => return Ok(Command::Help(None)),
+        Some(Value(v)) => string(v)?,
+        Some(other) => return Err(other.unexpected().to_string()),
+    };
+    let command = known_command(&name).ok_or_else(|| format!("unknown command `{name}`"))?;
+    no_more_arguments(parser, Command::Help(Some(command))).map(|i| i.command)
+}
+
+/// `command`, refusing anything after it.
+fn no_more_arguments(parser: &mut lexopt::Parser, command: Command) -> Result<Invocation, String> {
+    match parser.next().map_err(text)? {
+        None => Ok(Invocation::bare(command)),
+        Some(other) => Err(other.unexpected().to_string()),
+    }
 }
 
 /// `check [--kernel-config FILE]`.
@@ -243,8 +242,8 @@ fn parse_agent_options(
     let mut no_stdout = false;
     while let Some(arg) = parser.next().map_err(text)? {
         let flag = match &arg {
-            Long("help") | Short('h') => {
-                command = Command::Help;
+            Long("json") if matches!(command, Command::Status { .. }) => {
+                command = Command::Status { json: true };
                 continue;
             }
             Long("no-stdout") => {

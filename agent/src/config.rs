@@ -45,13 +45,46 @@ pub struct AgentConfig {
     /// What to do on a kernel that cannot run BPF-LSM: keep watching (`auto`) or refuse
     /// to start (`required`).
     pub enforcement: Enforcement,
+    /// Locked mode (tamper protection): the kernel denies every process but this
+    /// agent removing the pins, detaching or changing edgearmor's BPF objects,
+    /// ptracing or signalling the agent (PID 1 may signal it), and changing the agent
+    /// binary, this file, the policy and rules files, `state_dir`, the spool and the
+    /// fleet keys. Policy then changes only through signed bundles.
+    pub locked: bool,
     pub output: OutputConfig,
     pub mqtt: MqttConfig,
     pub pipeline: PipelineConfig,
     pub offline: OfflineConfig,
     pub throttle: ThrottleConfig,
     pub fleet: FleetConfig,
+    pub status: StatusConfig,
 }
+
+/// The agent's own health: the retained status message's refresh and the file
+/// `edgearmor status` reads.
+#[derive(Clone, Debug, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields, default)]
+pub struct StatusConfig {
+    /// Republish the retained `online` status with fresh counters this often, and
+    /// rewrite `file` (at least 1).
+    pub interval_sec: u64,
+    /// Where the running agent keeps its state for `edgearmor status` (removed when
+    /// it stops); "" = nowhere.
+    pub file: PathBuf,
+}
+
+impl Default for StatusConfig {
+    fn default() -> Self {
+        Self {
+            interval_sec: 60,
+            file: PathBuf::from(DEFAULT_STATUS_FILE),
+        }
+    }
+}
+
+/// `[status] file`'s default: runtime state, gone at reboot like the agent itself
+/// (the unit's `RuntimeDirectory=edgearmor`).
+pub const DEFAULT_STATUS_FILE: &str = "/run/edgearmor/status.json";
 
 /// Signed policy bundles over MQTT (off unless `public_keys` is set).
 #[derive(Clone, Debug, Deserialize, PartialEq)]
@@ -157,12 +190,14 @@ impl Default for AgentConfig {
             pin_dir: PathBuf::from("/sys/fs/bpf/edgearmor"),
             posture: DefaultPostures::default(),
             enforcement: Enforcement::Auto,
+            locked: false,
             output: OutputConfig::default(),
             mqtt: MqttConfig::default(),
             pipeline: PipelineConfig::default(),
             offline: OfflineConfig::default(),
             throttle: ThrottleConfig::default(),
             fleet: FleetConfig::default(),
+            status: StatusConfig::default(),
         }
     }
 }
@@ -463,6 +498,9 @@ impl AgentConfig {
                 String::new(),
                 "password_file needs a username",
             );
+        }
+        if self.status.interval_sec == 0 {
+            return invalid("status.interval_sec", "0".into(), "must be at least 1");
         }
         if self.fleet.bundle_max_bytes > MAX_BUNDLE_BYTES {
             return invalid(

@@ -8,6 +8,7 @@ use std::io;
 use std::path::{Path, PathBuf};
 
 mod inodes;
+pub mod notify;
 pub use inodes::{DirEntry, InodeKind, KernelInode, MOUNTINFO, mount_devices};
 
 pub const KERNEL_BTF: &str = "/sys/kernel/btf/vmlinux";

@@ -8,30 +8,34 @@
 //!
 //! Exit codes: 0 after a clean stop (SIGTERM/SIGINT), 1 for usage, configuration or
 //! rule errors, 2 when this kernel cannot enforce and `enforcement = "required"` (or
-//! not even monitor-only mode works); the message names what is missing.
+//! not even monitor-only mode works), 3 when `status` finds nothing enforced; the
+//! message names what is missing. `edgearmor help COMMAND` says each command's.
 //!
 //! This file only dispatches: parsing is [`edgearmor::cli`], each command is a module
 //! of [`edgearmor::commands`].
 
 use std::process::ExitCode;
 
-use edgearmor::cli::{self, Command, USAGE};
-use edgearmor::commands::{self, bundle, check, policy, run, test_alerts, unload};
+use edgearmor::cli::{self, Command};
+use edgearmor::commands::{self, bundle, check, policy, run, status, test_alerts, unload};
 
 fn main() -> ExitCode {
     env_logger::Builder::from_env(env_logger::Env::default().default_filter_or("info")).init();
     let invocation = match cli::parse(std::env::args_os().skip(1)) {
         Ok(i) => i,
-        Err(e) => {
-            eprintln!("edgearmor: {e}\n\n{USAGE}");
-            return ExitCode::from(1);
-        }
+        // One line and where to read more, not the whole usage.
+        Err(e) => return commands::fail(1, e),
     };
     match invocation.command {
-        Command::Help => {
-            println!("{USAGE}");
+        Command::Help(None) => {
+            println!("{}", cli::usage());
             ExitCode::SUCCESS
         }
+        Command::Help(Some(name)) => {
+            println!("{}", cli::command_help(name).unwrap_or_else(cli::usage));
+            ExitCode::SUCCESS
+        }
+        Command::Status { json } => status::status(&invocation.config, json),
         Command::Version => commands::version(),
         Command::Run => run::run(invocation.config, invocation.rules),
         Command::PolicyCheck { paths, host, node } => {

@@ -12,15 +12,113 @@ fn parse_ok(args: &[&str]) -> Invocation {
 fn parse_err(args: &[&str]) -> String {
     match parse(args.iter().copied()) {
         Ok(i) => panic!("{args:?} parsed as {:?}", i.command),
-        Err(e) => e,
+        Err(e) => e.to_string(),
     }
 }
 
 #[test]
 fn no_arguments_is_help() {
-    assert_eq!(parse_ok(&[]).command, Command::Help);
-    assert_eq!(parse_ok(&["--help"]).command, Command::Help);
-    assert_eq!(parse_ok(&["run", "--help"]).command, Command::Help);
+    assert_eq!(parse_ok(&[]).command, Command::Help(None));
+    assert_eq!(parse_ok(&["--help"]).command, Command::Help(None));
+    assert_eq!(parse_ok(&["-h"]).command, Command::Help(None));
+    assert_eq!(parse_ok(&["help"]).command, Command::Help(None));
+}
+
+#[test]
+fn every_command_has_help_both_ways_and_a_line_in_the_usage() {
+    let usage = usage();
+    for (name, _, _, _) in help::COMMANDS {
+        let help = command_help(name).expect("help");
+        assert!(
+            help.starts_with(&format!("usage: edgearmor {name}")),
+            "{help}"
+        );
+        assert!(
+            help.contains("exit status: 0"),
+            "{name}: exit codes in its help"
+        );
+        assert_eq!(parse_ok(&["help", name]).command, Command::Help(Some(name)));
+        if *name != "help" {
+            // Wherever --help stands, and whatever else (even wrong) the line holds.
+            for line in [
+                vec![*name, "--help"],
+                vec![*name, "-h"],
+                vec![*name, "--bogus", "x", "--help"],
+            ] {
+                assert_eq!(
+                    parse_ok(&line).command,
+                    Command::Help(Some(name)),
+                    "{line:?}"
+                );
+            }
+        }
+        assert!(
+            usage.contains(&format!("\n  {name:<17} ")),
+            "{name} listed:\n{usage}"
+        );
+        assert!(usage.contains(&format!(
+                "edgearmor {}",
+                &help["usage: edgearmor ".len()..]
+                    .lines()
+                    .next()
+                    .unwrap_or_default()
+            )));
+    }
+    assert!(usage.contains("exit status: 0 success; 1 usage"), "{usage}");
+    assert!(usage.contains("3 nothing is enforced (status)"), "{usage}");
+    assert!(parse_err(&["help", "frobnicate"]).contains("unknown command `frobnicate`"));
+}
+
+#[test]
+fn version_three_ways_and_nothing_after_it() {
+    for line in [&["version"][..], &["--version"], &["-V"]] {
+        assert_eq!(parse_ok(line).command, Command::Version, "{line:?}");
+    }
+    assert!(parse_err(&["version", "extra"]).contains("unexpected argument"));
+}
+
+#[test]
+fn a_mistake_is_one_line_pointing_at_the_help() {
+    let unknown = parse(["frobnicate"]).err().expect("refused");
+    assert_eq!(
+        unknown.to_string(),
+        "unknown command `frobnicate` (see `edgearmor --help`)"
+    );
+    let option = parse(["run", "--bogus", "1"]).err().expect("refused");
+    assert_eq!(option.command, Some("run"));
+    assert_eq!(
+        option.to_string(),
+        "unknown option --bogus (see `edgearmor run --help`)"
+    );
+    let top = parse(["--bogus"]).err().expect("refused");
+    assert_eq!(top.to_string().lines().count(), 1, "{top}");
+    assert!(
+        top.to_string().ends_with("(see `edgearmor --help`)"),
+        "{top}"
+    );
+    let check = parse(["check", "--kernel-confg", "x"])
+        .err()
+        .expect("refused");
+    assert!(
+        check
+            .to_string()
+            .ends_with("(see `edgearmor check --help`)"),
+        "{check}"
+    );
+}
+
+#[test]
+fn status_takes_a_config_and_json() {
+    assert_eq!(
+        parse_ok(&["status", "--config", "/dev/null"]).command,
+        Command::Status { json: false }
+    );
+    assert_eq!(
+        parse_ok(&["status", "--config", "/dev/null", "--json"]).command,
+        Command::Status { json: true }
+    );
+    // Only status has --json.
+    assert!(parse_err(&["run", "--json", "x"]).starts_with("unknown option --json"));
 }
 
 #[test]

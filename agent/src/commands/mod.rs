@@ -6,7 +6,9 @@ pub mod bundle;
 pub mod check;
 pub mod policy;
 pub mod run;
+pub mod service;
 pub mod session;
+pub mod status;
 pub mod test_alerts;
 pub mod unload;
 

@@ -70,6 +70,7 @@ impl Session {
             policy_set: policies.hash,
             unix_secs: unix_micros() / 1_000_000,
             labels: config.labels.clone(),
+            counters: Default::default(),
         };
         let ledger = outputs::ledger();
         let outputs = Outputs::build(config, &agent, &policies, &status, &ledger)

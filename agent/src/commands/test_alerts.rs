@@ -10,7 +10,8 @@ use edgearmor_wire::{
 };
 use futures_lite::{FutureExt, StreamExt};
 
-use super::session::{Session, stop_signals};
+use super::service::ServiceNotifier;
+use super::session::{Session, stop_channel, stop_signals};
 use crate::config::AgentConfig;
 use crate::control::policy_table::PolicyCatalog;
 use crate::events::enrich::bounded;
@@ -71,6 +72,10 @@ pub fn send_test_alerts(config: AgentConfig, count: u64, interval: Duration) -> 
         Err(e) => return super::fail(1, e),
     };
     eprintln!("edgearmor: ready: sending {count} test alert(s)");
+    // A oneshot service (or a test) sees the same notifications as `run` gives.
+    let notifier = ServiceNotifier::from_env();
+    notifier.ready(&format!("sending {count} test alert(s)"));
+    let (announcer, stopping) = stop_channel();
     let queue = AgentQueue::default();
     let mut batcher = Batcher::new(agent, policies.hash, batch_policy(&config));
     let offered = std::cell::Cell::new(0u64);
@@ -96,9 +101,12 @@ pub fn send_test_alerts(config: AgentConfig, count: u64, interval: Duration) -> 
         let deliver = executor.spawn(batcher.run(&queue, &ledger, &mut outputs, async move {
             let _ = produced.recv().await;
         }));
+        let pings = executor.spawn(notifier.watchdog(&stopping));
         smol::block_on(executor.run(async {
             produce.await;
             deliver.await;
+            drop(announcer);
+            pings.await;
         }));
     }
     let produced = batcher.next_seq() - 1;
@@ -106,6 +114,7 @@ pub fn send_test_alerts(config: AgentConfig, count: u64, interval: Duration) -> 
         "edgearmor: produced {produced} event(s) from {} test alert(s), delivering",
         offered.get()
     );
+    notifier.stopping();
     outputs.shutdown();
     eprintln!("edgearmor: done");
     ExitCode::SUCCESS

@@ -24,6 +24,8 @@ pub struct Enforced<'h> {
     pub maps: Option<PolicyMaps>,
     pub updates: PolicyUpdates,
     pub batch_policy_set: Arc<AtomicU64>,
+    /// Reloads refused so far (the `policy_reloads_failed` counter).
+    pub reloads_failed: u64,
 }
 
 impl Enforced<'_> {
@@ -53,6 +55,7 @@ impl Enforced<'_> {
     /// [`Self::reload`], logging a failure.
     pub fn reload_logged(&mut self) {
         if let Err(e) = self.reload() {
+            self.reloads_failed += 1;
             log::error!("{e}");
         }
     }

@@ -62,6 +62,8 @@ pub struct LossLedger {
     pub kernel_ring_buffer: AtomicU64,
     /// Losses with sequence ranges (offline buffer, spool), in order.
     offline: std::sync::Mutex<Vec<Loss>>,
+    /// Events of every loss reported so far, by [`LossSource`] (the status counters).
+    reported: [AtomicU64; 5],
 }
 
 /// Ranged losses kept before they are merged (bounded, like everything else).
@@ -107,8 +109,27 @@ impl LossLedger {
         });
     }
 
+    /// Events lost from `source` in the loss reports made so far, since the start.
+    pub fn reported(&self, source: LossSource) -> u64 {
+        self.reported[loss_index(source)].load(Ordering::Relaxed)
+    }
+
+    fn count_reported(&self, source: LossSource, count: u64) {
+        self.reported[loss_index(source)].fetch_add(count, Ordering::Relaxed);
+    }
+
     pub(crate) fn take_offline(&self) -> Vec<Loss> {
         std::mem::take(&mut *self.offline.lock().unwrap_or_else(|p| p.into_inner()))
+    }
+}
+
+fn loss_index(source: LossSource) -> usize {
+    match source {
+        LossSource::KernelRingBuffer => 0,
+        LossSource::Channel => 1,
+        LossSource::OfflineBuffer => 2,
+        LossSource::Throttle => 3,
+        LossSource::Spool => 4,
     }
 }
 
@@ -152,6 +173,8 @@ pub struct Batcher {
     reported_kernel_drops: u64,
     /// Loss events waiting for room in a batch.
     pending_system: std::collections::VecDeque<Event>,
+    /// Alerts handed to the sink so far (the `alerts_sent` counter).
+    alerts_sent: Arc<AtomicU64>,
 }
 
 impl Batcher {
@@ -174,7 +197,13 @@ impl Batcher {
             reported_queue_drops: 0,
             reported_kernel_drops: 0,
             pending_system: Default::default(),
+            alerts_sent: Arc::default(),
         }
+    }
+
+    /// Alerts handed to the sink so far, readable while the batcher runs.
+    pub fn alerts_sent_handle(&self) -> Arc<AtomicU64> {
+        self.alerts_sent.clone()
     }
 
     /// The policy-set id batches carry from their next flush on; a reload stores
@@ -255,6 +284,7 @@ impl Batcher {
             losses.push((l.source, l.count, l.first_seq, l.last_seq));
         }
         for (source, count, first_seq, last_seq) in losses {
+            ledger.count_reported(source, count);
             self.pending_system.push_back(Event {
                 time_us: now_us,
                 body: EventBody::Loss(Loss {
@@ -289,6 +319,12 @@ impl Batcher {
                 events,
             };
             self.next_seq += batch.events.len() as u64;
+            let alerts = batch
+                .events
+                .iter()
+                .filter(|e| matches!(e.body, EventBody::Alert(_)))
+                .count();
+            self.alerts_sent.fetch_add(alerts as u64, Ordering::Relaxed);
             sink.deliver(&batch);
             if self.pending_system.is_empty() {
                 return;
@@ -436,6 +472,7 @@ mod tests {
             .collect();
         assert_eq!(firsts, vec![(1, 3), (4, 3), (7, 1)]);
         assert_eq!(b.next_seq(), 8);
+        assert_eq!(b.alerts_sent_handle().load(Ordering::Relaxed), 7);
     }
 
     /// Events keep coming, each within the flush interval of the one before: a batch
@@ -521,10 +558,24 @@ mod tests {
                 (LossSource::OfflineBuffer, 32)
             ]
         );
-        // Reported once only.
+        // Reported once only, and counted for the status as reported.
         b.collect_losses(&q, &ledger, 10);
         b.flush(&mut sink);
         assert_eq!(sink.0.len(), 1);
+        let totals = [
+            LossSource::Channel,
+            LossSource::KernelRingBuffer,
+            LossSource::OfflineBuffer,
+            LossSource::Throttle,
+            LossSource::Spool,
+        ]
+        .map(|source| ledger.reported(source));
+        assert_eq!(totals, [1, 5, 32, 0, 0]);
+        assert_eq!(
+            b.alerts_sent_handle().load(Ordering::Relaxed),
+            0,
+            "loss reports are not alerts"
+        );
     }
 
     #[test]
@@ -544,8 +595,11 @@ mod tests {
             b.push(alert(pid), now, &mut sink);
         }
         let q: EventQueue<1> = EventQueue::default();
-        b.collect_losses(&q, &LossLedger::default(), 0);
+        let ledger = LossLedger::default();
+        b.collect_losses(&q, &ledger, 0);
         b.flush(&mut sink);
+        assert_eq!(ledger.reported(LossSource::Throttle), 8);
+        assert_eq!(b.alerts_sent_handle().load(Ordering::Relaxed), 2);
         let bodies: Vec<&EventBody> = sink
             .0
             .iter()

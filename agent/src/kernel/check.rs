@@ -268,12 +268,20 @@ fn ring_buffer_line(host: &dyn HostKernel) -> CheckLine {
             "BPF_MAP_TYPE_RINGBUF unsupported",
             "a kernel of 5.8 or later",
         ),
-        Err(e) => line(
-            "ring buffer",
-            CheckStatus::Fail,
-            format!("cannot probe: {e}"),
-            "run as root",
-        ),
+        Err(e) => {
+            let refusal = crate::kernel::permission::ProcessFacts::live().refusal();
+            let fix = if refusal.root {
+                refusal.reason
+            } else {
+                "run as root".to_owned()
+            };
+            line(
+                "ring buffer",
+                CheckStatus::Fail,
+                format!("cannot probe: {e}"),
+                fix,
+            )
+        }
     }
 }
 
@@ -291,6 +299,10 @@ fn failure_line(e: &EnforcementUnavailable) -> CheckLine {
             "attach",
             "a kernel with BPF trampolines for LSM programs (CONFIG_DYNAMIC_FTRACE_WITH_DIRECT_CALLS; arm64: Debian 6.12 works, 6.1 does not)",
         ),
+        // Root is told what refused it instead (in the detail), not to be root.
+        NotPermitted { refusal, .. } if refusal.root => {
+            ("attach", "lift the restriction named above")
+        }
         NotPermitted { .. } => ("attach", "run as root"),
         RingBufferSize { .. } | PageSizeUnknown { .. } => (
             "ring buffer",

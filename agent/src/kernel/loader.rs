@@ -105,9 +105,7 @@ fn load_failure(step: &str, e: EbpfError) -> EnforcementUnavailable {
         _ => None,
     };
     match errno {
-        Some(libc::EPERM) => EnforcementUnavailable::NotPermitted {
-            step: step.to_owned(),
-        },
+        Some(libc::EPERM) => EnforcementUnavailable::not_permitted(step),
         errno => EnforcementUnavailable::Failed {
             step: step.to_owned(),
             errno,
@@ -125,9 +123,7 @@ fn program_failure(program: &str, hook: &str, e: ProgramError) -> EnforcementUna
             if io_error.raw_os_error() == Some(libc::EPERM)
                 && verifier_log.to_string().trim().is_empty()
             {
-                return EnforcementUnavailable::NotPermitted {
-                    step: format!("load {program}"),
-                };
+                return EnforcementUnavailable::not_permitted(format!("load {program}"));
             }
             let log = verifier_log.to_string();
             let lines: Vec<&str> = log.lines().collect();

@@ -2,12 +2,12 @@
 //! state (path-hash key, drop baseline) the next agent adopts, and `unload`, which
 //! removes it all deliberately.
 
-use std::path::Path;
+use std::path::{Path, PathBuf};
 
 use aya::Ebpf;
 use aya::maps::Array;
 use aya::programs::links::{FdLink, PinnedLink};
-use edgearmor_probe_abi::{AgentState, names};
+use edgearmor_probe_abi::{AgentState, LockState, names};
 
 use crate::kernel::loader::map_failure;
 use crate::kernel::readiness::EnforcementUnavailable;
@@ -88,6 +88,50 @@ pub fn pinned_key(dir: &Path) -> Option<[u64; 2]> {
     (value.valid == 1).then_some(value.path_hash_key)
 }
 
+/// What `dir` holds, for `edgearmor status`: the pinned links (each keeps a program
+/// attached, with or without an agent) and the rule tables' active generation.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct PinnedEnforcement {
+    /// Program names with a pinned link, sorted.
+    pub links: Vec<String>,
+    /// `ACTIVE`: the generation and classes the pinned tables enforce.
+    pub active: Option<edgearmor_probe_abi::ActivePolicy>,
+    /// Why `ACTIVE` could not be read, when links are pinned.
+    pub unreadable: Option<String>,
+}
+
+pub fn pinned_enforcement(dir: &Path) -> PinnedEnforcement {
+    let mut links: Vec<String> = std::fs::read_dir(dir.join("links"))
+        .map(|entries| {
+            entries
+                .filter_map(Result::ok)
+                .map(|e| e.file_name().to_string_lossy().into_owned())
+                .collect()
+        })
+        .unwrap_or_default();
+    links.sort();
+    let mut pinned = PinnedEnforcement {
+        links,
+        ..Default::default()
+    };
+    if pinned.links.is_empty() {
+        return pinned;
+    }
+    let path = dir.join(names::ACTIVE);
+    let active = aya::maps::MapData::from_pin(&path)
+        .map_err(|e| e.to_string())
+        .and_then(|data| {
+            Array::<_, edgearmor_probe_abi::ActivePolicy>::try_from(aya::maps::Map::Array(data))
+                .map_err(|e| e.to_string())
+        })
+        .and_then(|array| array.get(&0, 0).map_err(|e| e.to_string()));
+    match active {
+        Ok(a) => pinned.active = Some(a),
+        Err(e) => pinned.unreadable = Some(format!("{}: {e}", path.display())),
+    }
+    pinned
+}
+
 /// `edgearmor unload`: detaches every pinned program and removes the pinned maps.
 /// Returns how many pins were removed. The kernel releases an unpinned tracing link
 /// asynchronously (after an RCU grace period), so this waits until the links are
@@ -152,4 +196,34 @@ pub fn unload(dir: &Path) -> std::io::Result<usize> {
         std::thread::sleep(std::time::Duration::from_millis(10));
     }
     Ok(removed)
+}
+
+/// Why the pinned `LOCK_STATE` could not be read.
+#[derive(Debug, thiserror::Error)]
+pub enum PinError {
+    #[error("cannot open the pinned map {path}: {detail}")]
+    Open { path: PathBuf, detail: String },
+    #[error("cannot read the pinned map {path}: {detail}")]
+    Read { path: PathBuf, detail: String },
+}
+
+/// The locked-mode state pinned in `pin_dir`: `None` when nothing is pinned there
+/// (no agent ran, or it was unloaded); an unreadable pin is an error, never "unlocked".
+pub fn lock_state(pin_dir: &Path) -> Result<Option<LockState>, PinError> {
+    let path = pin_dir.join(names::LOCK_STATE);
+    if !path.exists() {
+        return Ok(None);
+    }
+    let open = |detail: String| PinError::Open {
+        path: path.clone(),
+        detail,
+    };
+    let data = aya::maps::MapData::from_pin(&path).map_err(|e| open(e.to_string()))?;
+    let state: Array<_, LockState> =
+        Array::try_from(aya::maps::Map::Array(data)).map_err(|e| open(e.to_string()))?;
+    let value = state.get(&0, 0).map_err(|e| PinError::Read {
+        path: path.clone(),
+        detail: e.to_string(),
+    })?;
+    Ok(Some(value))
 }

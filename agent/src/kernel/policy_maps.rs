@@ -179,6 +179,11 @@ impl PolicyMaps {
         self.generation
     }
 
+    /// The classes the set in force has rules for (`ActivePolicy::class_mask`).
+    pub fn class_mask(&self) -> u32 {
+        self.applied.class_mask
+    }
+
     /// Enforces `next` instead of the current set, atomically: `next` is written
     /// under a new generation while the current one stays in force, one write to
     /// `ACTIVE` switches every hook, then the old entries are removed. On a write

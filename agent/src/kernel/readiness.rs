@@ -10,6 +10,7 @@ use std::path::Path;
 
 use crate::host::{ACTIVE_LSMS, HostKernel, KERNEL_BTF};
 use crate::kernel::btf::{BtfError, KernelBtf};
+use crate::kernel::permission::{ProcessFacts, Refusal};
 
 /// The kernel's ENOTSUPP (not the libc ENOTSUP): returned when a BPF trampoline cannot
 /// be built, e.g. on arm64 kernels whose JIT lacks trampoline support for LSM programs.
@@ -41,10 +42,9 @@ pub enum EnforcementUnavailable {
          seen on arm64 kernels before trampolines supported LSM programs: use a newer kernel (Debian's 6.12 works)"
     )]
     NoTrampoline { program: String, hook: String },
-    #[error(
-        "not permitted to {step}: run as root (needs CAP_BPF, CAP_PERFMON and CAP_SYS_ADMIN) and check kernel lockdown"
-    )]
-    NotPermitted { step: String },
+    /// `EPERM`: what refused it, as far as the process can tell ([`Refusal`]).
+    #[error("not permitted to {step}: {}", refusal.reason)]
+    NotPermitted { step: String, refusal: Refusal },
     #[error("the kernel's verifier rejected {program}:\n{log_tail}")]
     Verifier { program: String, log_tail: String },
     #[error(
@@ -72,6 +72,14 @@ pub enum EnforcementUnavailable {
 }
 
 impl EnforcementUnavailable {
+    /// `EPERM` on `step`, with this process's explanation of it.
+    pub fn not_permitted(step: impl Into<String>) -> Self {
+        Self::NotPermitted {
+            step: step.into(),
+            refusal: ProcessFacts::live().refusal(),
+        }
+    }
+
     /// Whether BPF-LSM cannot run here at all: the kernel lacks it (no BTF, BPF-LSM
     /// not built in or not active, no trampolines) or refuses it to this process
     /// (no CAP_BPF / CAP_MAC_ADMIN, lockdown, e.g. in a container). These are the
@@ -142,9 +150,9 @@ pub fn classify_attach_failure(
             program: program.to_owned(),
             hook: hook.to_owned(),
         },
-        Some(libc::EPERM) | Some(libc::EACCES) => EnforcementUnavailable::NotPermitted {
-            step: format!("attach {program} to {hook}"),
-        },
+        Some(libc::EPERM) | Some(libc::EACCES) => {
+            EnforcementUnavailable::not_permitted(format!("attach {program} to {hook}"))
+        }
         errno => EnforcementUnavailable::Failed {
             step: format!("attaching {program} to {hook}"),
             errno,
@@ -277,7 +285,14 @@ mod tests {
             "{msg}"
         );
         let e = classify_attach_failure("p", "h", Some(libc::EPERM), String::new());
-        assert!(e.to_string().contains("run as root"));
+        let msg = e.to_string();
+        assert!(
+            msg.starts_with("not permitted to attach p to h: this process is"),
+            "{msg}"
+        );
+        // SAFETY: geteuid cannot fail.
+        let root = unsafe { libc::geteuid() } == 0;
+        assert_eq!(msg.contains("run it as root"), !root, "{msg}");
         let e = classify_attach_failure("p", "h", Some(libc::EINVAL), "bad".into());
         assert!(e.to_string().contains("errno 22"), "{e}");
     }

@@ -62,6 +62,47 @@ pub struct SessionMessages {
     /// Retained JSON messages waiting to be published, latest per topic (e.g. bundle
     /// reports); published until the broker acknowledges them (the broker keeps them).
     pub retained: Vec<(String, Vec<u8>)>,
+    /// A refreshed birth (fresh counters and time) to publish alone on the status topic
+    /// at the next wake-up; `birth` already holds it for the next connect.
+    pub fresh_status: Option<String>,
+}
+
+/// The broker connection as the agent reports it (systemd `STATUS=`, `edgearmor
+/// status`, the `broker_reconnects` counter); written by the MQTT thread.
+#[derive(Debug, Default)]
+pub struct BrokerLink {
+    connected: AtomicBool,
+    connects: std::sync::atomic::AtomicU64,
+    last_error: std::sync::Mutex<String>,
+}
+
+impl BrokerLink {
+    pub fn connected(&self) -> bool {
+        self.connected.load(Ordering::Relaxed)
+    }
+
+    /// Connections made so far.
+    pub fn connects(&self) -> u64 {
+        self.connects.load(Ordering::Relaxed)
+    }
+
+    /// Why the last connection failed or ended ("" before any failure).
+    pub fn last_error(&self) -> String {
+        self.last_error
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .clone()
+    }
+
+    pub(crate) fn on_connect(&self) {
+        self.connected.store(true, Ordering::Relaxed);
+        self.connects.fetch_add(1, Ordering::Relaxed);
+    }
+
+    pub(crate) fn on_failure(&self, reason: &str) {
+        self.connected.store(false, Ordering::Relaxed);
+        *self.last_error.lock().unwrap_or_else(|p| p.into_inner()) = reason.to_owned();
+    }
 }
 
 /// Publishes retained messages through the MQTT thread.
@@ -80,6 +121,38 @@ impl RetainedPublisher {
             guard.0.retained.retain(|(t, _)| *t != topic);
             guard.0.retained.push((topic, payload));
             guard.1 = true;
+        }
+        let _ = self.wake.try_send(());
+    }
+}
+
+/// What the agent's status task reads from and hands to the MQTT thread.
+#[derive(Clone)]
+pub struct StatusHandle {
+    session: SharedSession,
+    wake: async_channel::Sender<()>,
+    buffer: SharedBuffer,
+    link: Arc<BrokerLink>,
+}
+
+impl StatusHandle {
+    /// The broker connection's state, as the MQTT thread sees it.
+    pub fn link(&self) -> &BrokerLink {
+        &self.link
+    }
+
+    /// Batches waiting in the offline buffer for the broker.
+    pub fn buffered_batches(&self) -> usize {
+        lock(&self.buffer).len()
+    }
+
+    /// Publishes a refreshed birth (fresh counters and time) on the status topic, alone
+    /// (the policy tables have not changed), and keeps it for the next connect.
+    pub fn refresh(&self, birth: String) {
+        {
+            let mut guard = lock_session(&self.session);
+            guard.0.birth = birth.clone();
+            guard.0.fresh_status = Some(birth);
         }
         let _ = self.wake.try_send(());
     }
@@ -138,6 +211,7 @@ pub struct MqttPublisher {
     wake: async_channel::Sender<()>,
     stop: Arc<AtomicBool>,
     ledger: SharedLedger,
+    link: Arc<BrokerLink>,
     thread: Option<std::thread::JoinHandle<()>>,
     encode_buf: Vec<u8>,
 }
@@ -217,6 +291,8 @@ impl MqttPublisher {
         let worker_buffer = buffer.clone();
         let worker_session = session.clone();
         let worker_stop = stop.clone();
+        let link = Arc::new(BrokerLink::default());
+        let worker_link = link.clone();
         let thread = std::thread::Builder::new()
             .name("edgearmor-mqtt".into())
             .spawn(move || {
@@ -246,6 +322,7 @@ impl MqttPublisher {
                         user,
                         ack_timeout,
                         penalty,
+                        link: worker_link,
                         in_flight: HashMap::new(),
                         outbox: VecDeque::new(),
                         expected: VecDeque::new(),
@@ -265,6 +342,7 @@ impl MqttPublisher {
             wake,
             stop,
             ledger,
+            link,
             thread: Some(thread),
             encode_buf: vec![0; edgearmor_wire::Message::MAX_ENCODED_LEN],
         })
@@ -280,6 +358,16 @@ impl MqttPublisher {
         RetainedPublisher {
             session: self.session.clone(),
             wake: self.wake.clone(),
+        }
+    }
+
+    /// The status side of the thread, for the agent's status task.
+    pub fn status_handle(&self) -> StatusHandle {
+        StatusHandle {
+            session: self.session.clone(),
+            wake: self.wake.clone(),
+            buffer: self.buffer.clone(),
+            link: self.link.clone(),
         }
     }
 

@@ -2,7 +2,9 @@
 //! buffer and spool), and runs the pipeline with a producer (the kernel reader, or
 //! the synthetic alerts of `send-test-alerts`) until the producer stops.
 
+use std::cell::RefCell;
 use std::fmt;
+use std::rc::Rc;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -19,6 +21,10 @@ use crate::sinks::mqtt::{MqttError, MqttPublisher, SessionMessages};
 use crate::sinks::offline::{OfflineBuffer, Spool, SpoolError};
 use crate::sinks::stdout::JsonLinesSink;
 use crate::status::AgentStatus;
+
+/// The current birth message's contents: the outputs change its policy set on a
+/// reload, the status task its counters and time.
+pub type StatusBoard = Rc<RefCell<AgentStatus>>;
 
 /// Events between the kernel reader and the batcher.
 pub const QUEUE_EVENTS: usize = 256;
@@ -66,7 +72,8 @@ pub struct Outputs {
     pub mqtt: Option<MqttPublisher>,
     shutdown_grace: Duration,
     updates: PolicyUpdates,
-    status: AgentStatus,
+    /// Shared with the status task, which refreshes its counters and time.
+    status: StatusBoard,
     agent: AgentId,
     /// Where bundle reports go (with MQTT).
     pub bundle_reported_topic: Option<String>,
@@ -133,6 +140,7 @@ impl Outputs {
                 will: status.will_json(),
                 policy_tables: policies.encode(agent),
                 retained: Vec::new(),
+                fresh_status: None,
             };
             Some(
                 MqttPublisher::start(
@@ -152,7 +160,7 @@ impl Outputs {
             mqtt,
             shutdown_grace: Duration::from_secs(config.mqtt.shutdown_grace_secs),
             updates: PolicyUpdates::default(),
-            status: status.clone(),
+            status: Rc::new(RefCell::new(status.clone())),
             agent: agent.clone(),
             bundle_reported_topic,
         })
@@ -168,10 +176,19 @@ impl Outputs {
             // The catalog only grows, so the new table also names every older id.
             s.set_policies(PolicyLookup::from_policies(set.hash, &set.policies).ok());
         }
-        self.status.policy_set = set.hash;
+        let birth = {
+            let mut status = self.status.borrow_mut();
+            status.policy_set = set.hash;
+            status.birth_json()
+        };
         if let Some(m) = self.mqtt.as_mut() {
-            m.update_session(self.status.birth_json(), set.encode(&self.agent));
+            m.update_session(birth, set.encode(&self.agent));
         }
+    }
+
+    /// The birth message's contents, shared with the status task.
+    pub fn status_board(&self) -> StatusBoard {
+        self.status.clone()
     }
 
     /// Delivers what MQTT still holds (within `mqtt.shutdown_grace_secs`) and stops it.

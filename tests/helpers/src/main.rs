@@ -35,6 +35,8 @@
 //! - `alias-add PIN_DIR PATH CANONICAL`: a `FILE_ALIASES` entry for PATH's inode;
 //!   `prog-stats`: each loaded program's verifier instruction count (see `alias.rs`).
 //! - `mprotect-write FD`: a shared read-only mapping made writable (see `mprotect.rs`).
+//! - `notify-listen PATH SILENCE_MS`, `notify-send PATH MSG`: systemd's `NOTIFY_SOCKET`
+//!   side, and marks in its timeline (see `notify.rs`).
 //!
 //! The VM suite installs copies of this binary under the paths rules name
 //! (`/usr/sbin/sshd`, `/usr/bin/sshd-other`, ...), so it must be static.
@@ -46,6 +48,7 @@ mod files;
 mod identity;
 mod loops;
 mod mprotect;
+mod notify;
 
 fn usage() -> ! {
     eprintln!(
@@ -95,6 +98,8 @@ fn main() {
             "now" => return identity::now(&all[1..]),
             "alias-add" => return alias::run(&all[1..]),
             "prog-stats" => return alias::prog_stats(),
+            "notify-listen" => return notify::listen(&all[1..]),
+            "notify-send" => return notify::send(&all[1..]),
             _ => {
                 if loops::run(op, &all[1..]).is_some()
                     || files::run(op, &all[1..]).is_some()

@@ -28,7 +28,7 @@ use crate::{Arch, VmError};
 
 /// Serialises fetches within one process, so parallel tests never download the same package
 /// twice. Across processes the staging-then-rename scheme keeps the cache consistent.
-static FETCH_LOCK: Mutex<()> = Mutex::new(());
+pub(crate) static FETCH_LOCK: Mutex<()> = Mutex::new(());
 
 /// Name of the manifest written last into a kernel's cache directory.
 const MANIFEST: &str = "kernel.txt";
@@ -466,7 +466,7 @@ pub(crate) fn describe(cmd: &Command) -> String {
 
 /// Runs a command to completion, returning its stdout, or a [`VmError::Command`] carrying its
 /// stderr when it fails.
-fn run(cmd: &mut Command) -> Result<Vec<u8>, VmError> {
+pub(crate) fn run(cmd: &mut Command) -> Result<Vec<u8>, VmError> {
     let out = cmd.output().map_err(|source| VmError::Spawn {
         cmd: describe(cmd),
         source,
@@ -483,13 +483,13 @@ fn run(cmd: &mut Command) -> Result<Vec<u8>, VmError> {
 }
 
 /// A private directory next to a cache entry, removed on drop unless installed.
-struct Staging {
+pub(crate) struct Staging {
     path: PathBuf,
     installed: bool,
 }
 
 impl Staging {
-    fn create(parent: &Path, name: &str) -> Result<Self, VmError> {
+    pub(crate) fn create(parent: &Path, name: &str) -> Result<Self, VmError> {
         let nanos = SystemTime::now()
             .duration_since(UNIX_EPOCH)
             .map(|d| d.subsec_nanos())
@@ -502,13 +502,13 @@ impl Staging {
         })
     }
 
-    fn path(&self) -> &Path {
+    pub(crate) fn path(&self) -> &Path {
         &self.path
     }
 
     /// Renames the staging directory to `dest`, replacing an incomplete `dest` left by an
     /// interrupted run. If another process installed `dest` first, keeps theirs.
-    fn install(mut self, dest: &Path) -> Result<(), VmError> {
+    pub(crate) fn install(mut self, dest: &Path) -> Result<(), VmError> {
         if dest.exists() {
             fs::remove_dir_all(dest).map_err(|e| VmError::io("removing stale", dest, e))?;
         }

@@ -30,6 +30,9 @@
 //! # Ok::<(), edgearmor_vm::VmError>(())
 //! ```
 //!
+//! 5. [`debian`] builds and caches a Debian 12 gateway root filesystem (systemd, sshd, apt)
+//!    and writes per-run ext4 disks of it, booted with [`debian::gateway_initramfs`].
+//!
 //! Host requirements: `qemu-system-x86`/`qemu-system-arm`, and for the first fetch `apt-get`,
 //! `apt-cache` and `dpkg-deb` with current apt lists (arm64 guests also need
 //! `dpkg --add-architecture arm64`).
@@ -39,6 +42,7 @@
 mod arch;
 mod artifacts;
 pub mod broker;
+pub mod debian;
 mod error;
 mod fetch;
 mod initramfs;

@@ -34,7 +34,7 @@ pub fn restricted_nic_args(host_port: u16) -> Vec<String> {
     ]
 }
 
-fn find_module(dir: &Path, name: &str) -> Option<PathBuf> {
+pub(crate) fn find_module(dir: &Path, name: &str) -> Option<PathBuf> {
     let entries = std::fs::read_dir(dir).ok()?;
     for entry in entries.filter_map(Result::ok) {
         let path = entry.path();
@@ -62,34 +62,40 @@ pub fn add_virtio_net(initramfs: &mut Initramfs, kernel: &GuestKernel) -> Result
         let Some(path) = find_module(&kernel.modules_dir, name) else {
             continue;
         };
-        let bytes = if path.extension().is_some_and(|e| e == "xz") {
-            let out = Command::new("xz")
-                .arg("-dc")
-                .arg(&path)
-                .output()
-                .map_err(|source| VmError::Spawn {
-                    cmd: format!("xz -dc {}", path.display()),
-                    source,
-                })?;
-            if !out.status.success() {
-                return Err(VmError::Command {
-                    cmd: format!("xz -dc {}", path.display()),
-                    status: out.status,
-                    stderr: String::from_utf8_lossy(&out.stderr).into_owned(),
-                });
-            }
-            out.stdout
-        } else {
-            std::fs::read(&path).map_err(|source| VmError::Io {
-                action: "reading kernel module",
-                path: path.clone(),
-                source,
-            })?
-        };
+        let bytes = module_bytes(&path)?;
         let guest = format!("/lib/modules/net/{name}.ko");
         initramfs.file_bytes(&guest, bytes, 0o644);
         script.push_str(&format!("insmod {guest}\n"));
     }
     script.push_str("ip link set lo up\nip link set eth0 up\nip addr add 10.0.2.15/24 dev eth0\n");
     Ok(script)
+}
+
+/// A kernel module's bytes, decompressed when it is a `.ko.xz` (busybox `insmod` reads
+/// plain `.ko` files).
+pub(crate) fn module_bytes(path: &Path) -> Result<Vec<u8>, VmError> {
+    if path.extension().is_some_and(|e| e == "xz") {
+        let out = Command::new("xz")
+            .arg("-dc")
+            .arg(path)
+            .output()
+            .map_err(|source| VmError::Spawn {
+                cmd: format!("xz -dc {}", path.display()),
+                source,
+            })?;
+        if !out.status.success() {
+            return Err(VmError::Command {
+                cmd: format!("xz -dc {}", path.display()),
+                status: out.status,
+                stderr: String::from_utf8_lossy(&out.stderr).into_owned(),
+            });
+        }
+        Ok(out.stdout)
+    } else {
+        std::fs::read(path).map_err(|source| VmError::Io {
+            action: "reading kernel module",
+            path: path.to_owned(),
+            source,
+        })
+    }
 }

@@ -9,7 +9,8 @@
 //! `aliases` (protected files by names made before the agent started), `walker` (the
 //! file hooks' dentry walk: mounts, chroot, aliases), `files` (every way into a
 //! protected file: other names, metadata, new names, descriptors opened before the
-//! agent).
+//! agent), `notify` (the agent as systemd sees it: READY, STATUS, watchdog pings that
+//! stop with the agent while the kernel keeps enforcing, RELOADING, `edgearmor status`).
 
 use std::path::Path;
 use std::time::Duration;
@@ -29,6 +30,8 @@ mod files;
 mod identity;
 #[path = "fail_closed/network.rs"]
 mod network;
+#[path = "fail_closed/notify.rs"]
+mod notify;
 #[path = "fail_closed/scratch.rs"]
 mod scratch;
 #[path = "fail_closed/walker.rs"]
@@ -135,6 +138,7 @@ fn fail_closed_vm(arch: Arch, series: &'static str) {
     aliases::check(&run);
     walker::check(&run);
     files::check(&run);
+    notify::check(&run);
 }
 
 #[test]

@@ -6,11 +6,15 @@
 //! - kernel events: ring buffer → queue ([`tasks::read_kernel`]);
 //! - batches: queue → throttle, batch → sinks (the batcher);
 //! - reloads on SIGHUP, reloads when policy files change, fleet bundles from MQTT
-//!   ([`tasks`]), all three acting on the one [`Enforced`] policy set.
+//!   ([`tasks`]), all three acting on the one [`Enforced`] policy set;
+//! - the agent's account of itself ([`report`]): systemd `STATUS=`, the state file of
+//!   `edgearmor status`, the retained status with counters; and the systemd watchdog
+//!   pings, from this same executor so a wedged loop stops them.
 //!
 //! The loaded programs and links are a field of their own ([`AttachedProbes`]): no
 //! task owns them, so no task ending can drop enforcement.
 
+pub mod report;
 mod start;
 mod tasks;
 
@@ -66,6 +70,8 @@ impl StartError {
 /// A started agent: each field is one running part.
 pub struct Agent<'h> {
     config: AgentConfig,
+    /// systemd notifications, the state file, the status refresh.
+    reporter: report::Reporter,
     /// Keeps the programs (or the monitor's tracepoint) attached.
     probes: AttachedProbes,
     /// Kernel records: the enforcing probes' ring buffer or the exec watcher's.
@@ -90,6 +96,7 @@ impl Agent<'_> {
     pub fn run(self) -> ExitCode {
         let Agent {
             config,
+            reporter,
             probes,
             mut source,
             enforced,
@@ -105,6 +112,8 @@ impl Agent<'_> {
         let inbox = outputs.mqtt.as_ref().map(|m| m.inbox());
         let poll = (config.policy_poll_ms > 0 && enforced.state.source.is_some())
             .then(|| std::time::Duration::from_millis(config.policy_poll_ms));
+        // Probes attached (or adopted), policies applied, outputs started.
+        reporter.ready(&enforced);
         let enforced = RefCell::new(enforced);
         let (announcer, stopping) = stop_channel();
         let (kernel_done_tx, kernel_done) = stop_channel();
@@ -118,8 +127,11 @@ impl Agent<'_> {
             let reloads = executor.spawn(tasks::reload_on_hangup(
                 &mut reload_signals,
                 &enforced,
+                &reporter,
                 &stopping,
             ));
+            let reports = executor.spawn(reporter.run(&enforced, &stopping));
+            let pings = executor.spawn(reporter.notifier.watchdog(&stopping));
             let polls = executor.spawn(tasks::reload_on_change(poll, &enforced, &stopping));
             let offers = executor.spawn(tasks::apply_bundles(bundles, inbox, &enforced, &stopping));
             let batches = executor.spawn(batcher.run(&queue, &ledger, &mut outputs, {
@@ -136,6 +148,8 @@ impl Agent<'_> {
                 drop(announcer);
                 kernel.await;
                 reloads.await;
+                reports.await;
+                pings.await;
                 polls.await;
                 offers.await;
                 batches.await;

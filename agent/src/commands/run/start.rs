@@ -4,7 +4,9 @@
 
 use std::path::{Path, PathBuf};
 
+use super::report::{KernelFacts, Reporter};
 use super::{Agent, StartError};
+use crate::commands::service::ServiceNotifier;
 use crate::commands::session::{Session, node_name, reload_signals, stop_signals};
 use crate::config::{AgentConfig, Enforcement};
 use crate::control::fleet::{FleetPolicy, FleetSettings};
@@ -32,6 +34,8 @@ struct KernelStart<'h> {
     enforcement: Result<(), String>,
     /// The `ready:` line's description.
     ready: String,
+    /// What `edgearmor status` says about the kernel side.
+    facts: KernelFacts,
 }
 
 impl<'h> Agent<'h> {
@@ -72,6 +76,7 @@ impl<'h> Agent<'h> {
             kernel.ready, policies.hash
         );
         let batcher = Batcher::new(agent, policies.hash, batch_policy(&config));
+        let reporter = reporter(&config, &outputs, &ledger, &batcher, kernel.facts);
         let bundles = fleet.map(|fleet| bundles(fleet, &config, &node, &outputs));
         let enforced = Enforced {
             host,
@@ -79,8 +84,10 @@ impl<'h> Agent<'h> {
             maps: kernel.maps,
             updates: outputs.policy_updates(),
             batch_policy_set: batcher.policy_set_handle(),
+            reloads_failed: 0,
         };
         Ok(Agent {
+            reporter,
             clock_steps: clock_steps(host),
             config,
             probes: kernel.probes,
@@ -116,6 +123,25 @@ fn bundles(fleet: FleetPolicy, config: &AgentConfig, node: &str, outputs: &Outpu
         publisher.publish(topic.clone(), json.into_bytes());
     }
     bundles
+}
+
+/// The reports' sources: the outputs' birth and broker link, the ledger, the batcher.
+fn reporter(
+    config: &AgentConfig,
+    outputs: &Outputs,
+    ledger: &crate::events::pipeline::SharedLedger,
+    batcher: &Batcher,
+    facts: KernelFacts,
+) -> Reporter {
+    let mut reporter = Reporter::new(config, ServiceNotifier::from_env(), outputs.status_board());
+    reporter.mqtt = outputs
+        .mqtt
+        .as_ref()
+        .map(|m| (m.status_handle(), config.mqtt.broker.clone()));
+    reporter.ledger = ledger.clone();
+    reporter.alerts_sent = batcher.alerts_sent_handle();
+    reporter.kernel = facts;
+    reporter
 }
 
 /// Wake-ups on wall-clock steps, or none (logged) where the kernel cannot give them.
@@ -190,6 +216,13 @@ fn start_kernel<'h>(
         (None, _) => notes.push_str(", not pinned: enforcement stops with the agent"),
     }
     notes.push_str(&format!(", {aliases}"));
+    let facts = KernelFacts {
+        unavailable: None,
+        pin_dir: pin_dir.clone(),
+        adopted: probes.adopted,
+        ring_bytes: Some(u64::from(edgearmor_probe_abi::EVENTS_RING_BYTES)),
+        ring_usage: ring_usage(host, &probes.events),
+    };
     let reader = RingbufReader::new(probes.events, host)
         .map_err(|e| StartError::input(format!("cannot watch the event ring buffer: {e}")))?;
     Ok(KernelStart {
@@ -197,6 +230,7 @@ fn start_kernel<'h>(
         source: KernelSource::Enforcing(reader),
         maps: Some(probes.policy),
         enforcement: Ok(()),
+        facts,
         ready: format!(
             "enforcing on kernel {} (probes sha256 {}, {} running tasks identified{notes}",
             host.release(),
@@ -204,6 +238,26 @@ fn start_kernel<'h>(
             probes.identified_tasks
         ),
     })
+}
+
+/// The ring buffer's fill level for the status, or none (logged) if its pages cannot be
+/// mapped.
+fn ring_usage(
+    host: &dyn HostKernel,
+    events: &loader::KernelEvents,
+) -> Option<std::rc::Rc<crate::kernel::ring_usage::RingUsage>> {
+    use std::os::fd::AsFd;
+    let page = host
+        .page_size()
+        .ok()
+        .and_then(|p| usize::try_from(p).ok())?;
+    match crate::kernel::ring_usage::RingUsage::new(events.ring.as_fd(), page) {
+        Ok(usage) => Some(std::rc::Rc::new(usage)),
+        Err(e) => {
+            log::warn!("cannot map the ring buffer's positions (no ringbuf_used_bytes): {e}");
+            None
+        }
+    }
 }
 
 /// Whether a failed enforcing load becomes monitor-only mode: only under `auto`, and
@@ -241,6 +295,7 @@ fn start_monitor<'h>(
             Some((loader::kernel_path(host, executable), id))
         })
         .collect();
+    let ring = ring_usage(host, &probes.events);
     let watcher = ExecWatcher::new(probes.events, host, watched)
         .map_err(|e| failed(format!("cannot watch the exec ring buffer: {e}")))?;
     Ok(KernelStart {
@@ -253,6 +308,12 @@ fn start_monitor<'h>(
             host.release(),
             loader::probes_sha256()
         ),
+        facts: KernelFacts {
+            unavailable: Some(reason.clone()),
+            ring_bytes: Some(u64::from(edgearmor_probe_abi::EXEC_EVENTS_RING_BYTES)),
+            ring_usage: ring,
+            ..KernelFacts::default()
+        },
         enforcement: Err(reason),
     })
 }

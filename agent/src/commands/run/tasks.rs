@@ -7,6 +7,7 @@ use std::time::Duration;
 
 use futures_lite::{FutureExt, StreamExt};
 
+use super::report::Reporter;
 use crate::commands::session::Stopping;
 use crate::control::reload::{Bundles, Enforced};
 use crate::events::pipeline::LossLedger;
@@ -51,10 +52,11 @@ pub async fn read_kernel(
     }
 }
 
-/// A reload on every SIGHUP.
+/// A reload on every SIGHUP, inside systemd's `RELOADING=1` ... `READY=1`.
 pub async fn reload_on_hangup(
     hangups: &mut async_signal::Signals,
     enforced: &RefCell<Enforced<'_>>,
+    reporter: &Reporter,
     stopping: &Stopping,
 ) {
     loop {
@@ -68,7 +70,11 @@ pub async fn reload_on_hangup(
             return;
         }
         log::info!("SIGHUP: reloading policies");
+        reporter.notifier.reloading();
         enforced.borrow_mut().reload_logged();
+        // Applied or refused, a set is in force again: the line says which.
+        let line = reporter.report(&enforced.borrow()).status_line();
+        reporter.notifier.reloaded(&line);
     }
 }
 

@@ -206,9 +206,7 @@ fn only_bpf_lsm_unavailable_here_is_a_reason_for_monitor_only_mode() {
             program: "p".into(),
             hook: "h".into(),
         },
-        EnforcementUnavailable::NotPermitted {
-            step: "load check_socket".into(),
-        },
+        EnforcementUnavailable::not_permitted("load check_socket"),
     ];
     for failure in &lacking {
         assert!(failure.kernel_lacks_bpf_lsm(), "{failure}");

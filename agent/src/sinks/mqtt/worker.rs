@@ -37,6 +37,7 @@ pub(super) struct Worker {
     /// Set while the broker refuses our publishes: the reconnect backoff then keeps
     /// growing instead of restarting at every connect.
     pub(super) penalty: Arc<AtomicBool>,
+    pub(super) link: Arc<BrokerLink>,
     /// Batches queued in this connection and not acknowledged yet, with when.
     pub(super) in_flight: HashMap<BatchKey, Instant>,
     /// Session messages of this connection not queued yet (the queue was full).
@@ -76,9 +77,15 @@ impl Worker {
                 },
                 woken = self.wake.recv(), if accepting => match woken {
                     Ok(()) => {
-                        let changed = std::mem::take(&mut lock_session(&self.session).1);
+                        let (changed, fresh) = {
+                            let mut guard = lock_session(&self.session);
+                            (std::mem::take(&mut guard.1), guard.0.fresh_status.take())
+                        };
                         if changed && self.connected {
                             self.queue_session();
+                        } else if let (Some(status), true) = (fresh, self.connected) {
+                            // Not connected: the next connect's birth carries it.
+                            self.queue_status(status);
                         }
                         self.send();
                     }
@@ -121,6 +128,7 @@ impl Worker {
             } => {
                 self.connected = true;
                 self.resyncing = false;
+                self.link.on_connect();
                 log::info!("MQTT: connected to {} ({version})", self.broker);
                 if let Some(refused) = fell_back_from {
                     log::warn!(
@@ -265,6 +273,7 @@ impl Worker {
 
     fn on_failure(&mut self, failure: &Failure) {
         let message = failure.to_string();
+        self.link.on_failure(&message);
         if self.connected || self.last_error.as_deref() != Some(message.as_str()) {
             log::warn!("MQTT: {message}");
             self.last_error = Some(message);
@@ -297,12 +306,24 @@ impl Worker {
         }
     }
 
+    /// A refreshed birth into the outbox, alone.
+    fn queue_status(&mut self, status: String) {
+        self.outbox.push_back(Retained {
+            topic: self.topics.status.clone(),
+            payload: status.into_bytes(),
+            report: false,
+            json: true,
+        });
+    }
+
     /// Birth, waiting reports and the policy table into the outbox (published before
     /// any batch queued after them).
     fn queue_session(&mut self) {
         let session = {
             let mut guard = lock_session(&self.session);
             guard.1 = false;
+            // The birth below is the freshest status already.
+            guard.0.fresh_status = None;
             let snapshot = guard.0.clone();
             guard.0.retained.clear();
             snapshot
