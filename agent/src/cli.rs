@@ -16,7 +16,8 @@ usage: edgearmor run [OPTIONS] [--deny-setgid PATH]... [--deny-setuid PATH]...
        edgearmor send-test-alerts [OPTIONS] [--count N] [--interval-ms MS]
        edgearmor policy check [--host[=NAME]] [--label KEY=VALUE]... [--config FILE]
                               FILE_OR_DIR...
-       edgearmor unload [--config FILE]
+       edgearmor unload [--config FILE] [--token FILE]
+       edgearmor unlock-token create --key KEY --node NODE --expires-in DURATION --out FILE
        edgearmor keygen --out PREFIX
        edgearmor bundle create --key KEY --version N [--scope fleet|node] [--targets A,B]
                                --out FILE POLICY...
@@ -40,7 +41,13 @@ usage: edgearmor run [OPTIONS] [--deny-setgid PATH]... [--deny-setuid PATH]...
                     config's node, else uname -n; --label adds to the config's labels)
   version           agent version and the SHA-256 of the embedded BPF object
   unload            detach the pinned programs and remove the pinned maps (stop the agent
-                    first); `run` pins them so enforcement survives agent restarts
+                    first); `run` pins them so enforcement survives agent restarts. In
+                    locked mode only with --token (an unlock token for this node): else
+                    refused (exit status 3) and reported as a tamper alert
+  unlock-token create
+                    sign an unlock token for `unload` on one node (its node name, as
+                    in its agent.toml or its host name), valid for DURATION (30m, 2h;
+                    at most 24h) and once; keep it secret until used
   keygen            an Ed25519 key pair for signing policy bundles (PREFIX.key, PREFIX.pub)
   bundle create     sign policy files into a bundle (each must pass policy check);
                     targets: node names, cluster/node, `*` or a prefix like `gw-*`,
@@ -87,8 +94,19 @@ pub enum Command {
     },
     /// `keygen --out PREFIX`: PREFIX.key and PREFIX.pub.
     Keygen(PathBuf),
-    /// Detach everything pinned and remove the pins.
-    Unload,
+    /// Detach everything pinned and remove the pins; in locked mode only with a token.
+    Unload {
+        token: Option<PathBuf>,
+        /// The configuration file read (the default one when not given).
+        config_path: PathBuf,
+    },
+    /// `unlock-token create`: a signed unlock token for `node`.
+    UnlockTokenCreate {
+        key: PathBuf,
+        node: String,
+        valid_for_secs: u64,
+        out: PathBuf,
+    },
     BundleCreate {
         key: PathBuf,
         version: u64,
@@ -161,7 +179,8 @@ where
         },
         "version" => Command::Version,
         "help" => Command::Help,
-        "unload" => Command::Unload,
+        "unload" => return unlock::parse_unload(&mut parser),
+        "unlock-token" => return unlock::parse_unlock_token(&mut parser).map(Invocation::bare),
         "check" => return parse_check(&mut parser).map(Invocation::bare),
         "keygen" | "bundle" => return parse_fleet_command(&sub, &mut parser).map(Invocation::bare),
         "policy" => return parse_policy_check(&mut parser).map(Invocation::bare),
@@ -232,7 +251,7 @@ fn parse_policy_check(parser: &mut lexopt::Parser) -> Result<Command, String> {
     Ok(Command::PolicyCheck { paths, host, node })
 }
 
-/// The options of `run`, `send-test-alerts` and `unload`: the configuration file,
+/// The options of `run` and `send-test-alerts`: the configuration file,
 /// flags overriding it, and the rules they name.
 fn parse_agent_options(
     mut command: Command,
@@ -520,3 +539,4 @@ impl FleetArgs {
 
 #[cfg(test)]
 mod tests;
+mod unlock;

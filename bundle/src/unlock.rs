@@ -69,8 +69,13 @@ impl VerifiedUnlock {
 
     /// The nonce in lowercase hex.
     pub fn nonce_hex(&self) -> String {
-        hex_encode(&self.claims.nonce)
+        nonce_hex(&self.claims.nonce)
     }
+}
+
+/// A nonce in lowercase hex, as the used-nonce file and reports spell it.
+pub fn nonce_hex(nonce: &[u8; NONCE_LEN]) -> String {
+    hex_encode(nonce)
 }
 
 /// Every way an unlock token can be refused, each naming the offending value.
