@@ -45,6 +45,12 @@ pub struct AgentConfig {
     /// What to do on a kernel that cannot run BPF-LSM: keep watching (`auto`) or refuse
     /// to start (`required`).
     pub enforcement: Enforcement,
+    /// Locked mode (tamper protection): the kernel denies every process but this
+    /// agent removing the pins, detaching or changing edgearmor's BPF objects,
+    /// ptracing or signalling the agent (PID 1 may signal it), and changing the agent
+    /// binary, this file, the policy and rules files, `state_dir`, the spool and the
+    /// fleet keys. Policy then changes only through signed bundles.
+    pub locked: bool,
     pub output: OutputConfig,
     pub mqtt: MqttConfig,
     pub pipeline: PipelineConfig,
@@ -157,6 +163,7 @@ impl Default for AgentConfig {
             pin_dir: PathBuf::from("/sys/fs/bpf/edgearmor"),
             posture: DefaultPostures::default(),
             enforcement: Enforcement::Auto,
+            locked: false,
             output: OutputConfig::default(),
             mqtt: MqttConfig::default(),
             pipeline: PipelineConfig::default(),

@@ -25,6 +25,9 @@ pub const ENFORCER: &str = "BPFLSM";
 pub const ENFORCER_MONITOR: &str = "eBPF Monitor";
 /// `PolicyName` of a decision taken by a resource class's default posture.
 pub const DEFAULT_POSTURE: &str = "DefaultPosture";
+/// `PolicyName` of every denial by locked mode's self-protection (a reserved name: a
+/// policy file naming itself so is refused).
+pub const SELF_PROTECTION: &str = "edgearmor-self-protection";
 /// `Operation` of a `SystemEvent` reporting lost events.
 pub const OPERATION_ALERT_LOSS: &str = "AlertLoss";
 /// `Operation` of KubeArmor's rate-limit `SystemEvent`.

@@ -263,3 +263,12 @@ fn labels_are_kubernetes_labels_named_with_the_file() {
     let e = err(&format!("[labels]\n{long}"));
     assert!(e.contains("MAX_LABELS_LEN"), "{e}");
 }
+
+#[test]
+fn locked_mode_is_off_unless_asked_for_and_only_takes_a_boolean() {
+    assert!(!AgentConfig::default().locked);
+    let c = AgentConfig::parse(Path::new("a.toml"), "locked = true\n").expect("valid");
+    assert!(c.locked);
+    let err = AgentConfig::parse(Path::new("a.toml"), "locked = \"yes\"\n").expect_err("bad");
+    assert!(err.to_string().contains("locked"), "{err}");
+}

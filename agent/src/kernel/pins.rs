@@ -2,12 +2,12 @@
 //! state (path-hash key, drop baseline) the next agent adopts, and `unload`, which
 //! removes it all deliberately.
 
-use std::path::Path;
+use std::path::{Path, PathBuf};
 
 use aya::Ebpf;
 use aya::maps::Array;
 use aya::programs::links::{FdLink, PinnedLink};
-use edgearmor_probe_abi::{AgentState, names};
+use edgearmor_probe_abi::{AgentState, LockState, names};
 
 use crate::kernel::loader::map_failure;
 use crate::kernel::readiness::EnforcementUnavailable;
@@ -152,4 +152,34 @@ pub fn unload(dir: &Path) -> std::io::Result<usize> {
         std::thread::sleep(std::time::Duration::from_millis(10));
     }
     Ok(removed)
+}
+
+/// Why the pinned `LOCK_STATE` could not be read.
+#[derive(Debug, thiserror::Error)]
+pub enum PinError {
+    #[error("cannot open the pinned map {path}: {detail}")]
+    Open { path: PathBuf, detail: String },
+    #[error("cannot read the pinned map {path}: {detail}")]
+    Read { path: PathBuf, detail: String },
+}
+
+/// The locked-mode state pinned in `pin_dir`: `None` when nothing is pinned there
+/// (no agent ran, or it was unloaded); an unreadable pin is an error, never "unlocked".
+pub fn lock_state(pin_dir: &Path) -> Result<Option<LockState>, PinError> {
+    let path = pin_dir.join(names::LOCK_STATE);
+    if !path.exists() {
+        return Ok(None);
+    }
+    let open = |detail: String| PinError::Open {
+        path: path.clone(),
+        detail,
+    };
+    let data = aya::maps::MapData::from_pin(&path).map_err(|e| open(e.to_string()))?;
+    let state: Array<_, LockState> =
+        Array::try_from(aya::maps::Map::Array(data)).map_err(|e| open(e.to_string()))?;
+    let value = state.get(&0, 0).map_err(|e| PinError::Read {
+        path: path.clone(),
+        detail: e.to_string(),
+    })?;
+    Ok(Some(value))
 }

@@ -73,9 +73,12 @@ pub mod names {
     pub const AGENT_STATE: &str = "AGENT_STATE";
     /// Canonical names of protected inodes ([`super::AliasKey`]).
     pub const FILE_ALIASES: &str = "FILE_ALIASES";
+    /// Locked mode ([`super::LockState`], one entry): who the agent is, and whether
+    /// the kernel denies tampering with edgearmor to everyone else.
+    pub const LOCK_STATE: &str = "LOCK_STATE";
     /// Maps pinned in bpffs so that enforcement, identities, rules and unread events
     /// outlive the agent process, and the next agent adopts them.
-    pub const PERSISTENT: [&str; 10] = [
+    pub const PERSISTENT: [&str; 11] = [
         RULES,
         PREFIXES,
         GLOBS,
@@ -86,6 +89,7 @@ pub mod names {
         EVENTS,
         EVENT_DROPS,
         AGENT_STATE,
+        LOCK_STATE,
     ];
 }
 
@@ -129,6 +133,35 @@ pub struct AgentState {
     /// 1 once written.
     pub valid: u64,
 }
+
+/// `LOCK_STATE[0]`: locked mode, written by the agent that locks (and by every agent
+/// that loads while locked), read by the probes' self-protection hooks.
+///
+/// Devices are the kernel's encoding (`sb->s_dev`: `major << 20 | minor`), not
+/// `stat`'s; inodes are `i_ino`.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct LockState {
+    /// [`LOCKED`] when the kernel denies tampering; anything else: unlocked.
+    pub locked: u32,
+    /// The id self-protection alerts carry (`PolicyName: edgearmor-self-protection`).
+    pub policy_id: u32,
+    /// The agent binary (`/proc/self/exe` of the locking agent): a task that execs it,
+    /// untraced, is the agent.
+    pub agent_ino: u64,
+    pub agent_dev: u32,
+    /// The bpffs `pin_dir` is on (umount and mounts over it are denied).
+    pub pin_dev: u32,
+    /// The configuration file the agent was locked with.
+    pub config_ino: u64,
+    pub config_dev: u32,
+    pub _pad: u32,
+}
+
+/// `LockState::locked` of a locked kernel.
+pub const LOCKED: u32 = 1;
+
+const _: () = assert!(core::mem::size_of::<LockState>() == 40);
 
 /// Program names in the BPF object and the kernel hook each one attaches to.
 pub mod programs {
@@ -1071,6 +1104,8 @@ mod user {
     unsafe impl aya::Pod for super::AliasValue {}
     // SAFETY: see above.
     unsafe impl aya::Pod for super::AgentState {}
+    // SAFETY: see above.
+    unsafe impl aya::Pod for super::LockState {}
     // SAFETY: see above.
     unsafe impl aya::Pod for super::DecisionEvent {}
     // SAFETY: see above.

@@ -41,7 +41,8 @@ use core::intrinsics::{AtomicOrdering, atomic_cxchg, atomic_xchg};
 use edgearmor_probe_abi::{
     ALIASES_CAPACITY, ANY_SOURCE, ActivePolicy, AgentState, AliasKey, AliasValue,
     EVENTS_RING_BYTES, EXEC_EVENTS_RING_BYTES, ExePath, GLOBS_CAPACITY, GlobList, KernelOffsets,
-    PREFIXES_CAPACITY, PrefixKey, RULES_CAPACITY, RuleKey, RuleValue, SCRATCH_SLOTS, class_bit,
+    LockState, PREFIXES_CAPACITY, PrefixKey, RULES_CAPACITY, RuleKey, RuleValue, SCRATCH_SLOTS,
+    class_bit,
 };
 
 use aya_ebpf::{cty::c_void, helpers::bpf_loop};
@@ -158,6 +159,11 @@ static ACTIVE: Array<ActivePolicy> = Array::with_max_entries(1, 0);
 /// continues with).
 #[map]
 static AGENT_STATE: Array<AgentState> = Array::with_max_entries(1, 0);
+
+/// Locked mode: who the agent is, and whether tampering is denied (written by the
+/// agent, read by the self-protection hooks).
+#[map]
+pub(crate) static LOCK_STATE: Array<LockState> = Array::with_max_entries(1, 0);
 
 /// Each task's identity (its executable's path hash; 0: unknown), in task-local
 /// storage: it lives exactly as long as the task, so nothing evicts it and no later
