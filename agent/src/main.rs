@@ -38,7 +38,15 @@ fn main() -> ExitCode {
             policy::policy_check(&paths, host, node.as_ref())
         }
         Command::Keygen(prefix) => bundle::keygen(&prefix),
-        Command::Unload => unload::unload(&invocation.config.pin_dir),
+        Command::Unload { token, config_path } => {
+            unload::unload(&invocation.config, &config_path, token.as_deref())
+        }
+        Command::UnlockTokenCreate {
+            key,
+            node,
+            valid_for_secs,
+            out,
+        } => bundle::unlock_token_create(&key, &node, valid_for_secs, &out),
         Command::BundleCreate {
             key,
             version,

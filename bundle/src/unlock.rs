@@ -211,6 +211,25 @@ pub enum UnlockError {
 }
 
 impl UnlockError {
+    /// A few words for what went wrong (the alert a refusal becomes says these).
+    pub fn kind(&self) -> &'static str {
+        match self {
+            Self::TooLarge { .. } => "unlock token too large",
+            Self::NotAToken { .. } => "not an unlock token",
+            Self::NoTrustedKeys => "no fleet key",
+            Self::BadSignature { .. } => "unlock token badly signed",
+            Self::Malformed { .. } => "malformed unlock token",
+            Self::BadValidity { .. } => "unlock token valid too long",
+            Self::BadNode { .. } => "bad unlock token node",
+            Self::ForeignNode { .. } => "unlock token for another node",
+            Self::NotYetValid { .. } => "unlock token not valid yet",
+            Self::Expired { .. } => "unlock token expired",
+            Self::Replayed { .. } | Self::Forgotten { .. } => "unlock token replayed",
+            Self::CorruptNonces { .. } | Self::File(_) => "used-token file unusable",
+            Self::Random { .. } => "no randomness",
+        }
+    }
+
     /// The body reader's errors (it reads bundles too), as a token's.
     fn from_reader(e: BundleError) -> Self {
         match e {

@@ -119,10 +119,9 @@ pub fn unlock_token_create(key: &Path, node: &str, valid_for_secs: u64, out: &Pa
         Err(e) => return fail(e),
     };
     let issued = unix_micros() / 1_000_000;
-    let token = edgearmor_bundle::unlock::new_unlock_claims(node, issued, valid_for_secs)
-        .and_then(|claims| {
-            edgearmor_bundle::unlock::create_unlock_token(&key, &claims).map(|t| (claims, t))
-        });
+    let token = edgearmor_bundle::unlock::new_unlock_claims(node, issued, valid_for_secs).and_then(
+        |claims| edgearmor_bundle::unlock::create_unlock_token(&key, &claims).map(|t| (claims, t)),
+    );
     let (claims, bytes) = match token {
         Ok(t) => t,
         Err(e) => return fail(e.to_string()),

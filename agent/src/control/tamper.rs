@@ -12,6 +12,11 @@
 use std::path::{Path, PathBuf};
 
 use edgearmor_bundle::files::{self, FileError};
+use edgearmor_wire::{
+    Action, Alert, Data, Event, EventBody, Operation, Outcome, PolicyRef, Source,
+};
+
+use crate::events::enrich::bounded;
 
 /// The reports' directory in `state_dir`.
 pub const REPORTS_DIR: &str = "tamper-reports";
@@ -25,7 +30,7 @@ const MAX_REPORT_BYTES: usize = 2048;
 /// The count of refusals not kept as reports, in [`REPORTS_DIR`].
 const DROPPED_FILE: &str = "dropped";
 
-/// Suffix of report files (`<time_us>-<pid>.report`).
+/// Suffix of report files (`<time_us>-<pid>-<n>.report`).
 const REPORT_SUFFIX: &str = ".report";
 
 /// One refusal: who tried what, and when.
@@ -58,12 +63,23 @@ pub fn record(state_dir: &Path, report: &TamperReport) -> Result<Recorded, FileE
     let dir = state_dir.join(REPORTS_DIR);
     files::create_private_dir_all(&dir)?;
     let _lock = DirLock::take(&dir)?;
-    if waiting(&dir)?.len() >= MAX_TAMPER_REPORTS {
+    let waiting = waiting(&dir)?;
+    if waiting.len() >= MAX_TAMPER_REPORTS {
         let dropped = read_dropped(&dir).saturating_add(1);
-        files::replace_atomically(&dir.join(DROPPED_FILE), format!("{dropped}\n").as_bytes(), || {})?;
+        files::replace_atomically(
+            &dir.join(DROPPED_FILE),
+            format!("{dropped}\n").as_bytes(),
+            || {},
+        )?;
         return Ok(Recorded::Counted(dropped));
     }
-    let path = dir.join(format!("{:020}-{}{REPORT_SUFFIX}", report.time_us, report.pid));
+    // Unique under the lock: the time, the process, and the first free number (one
+    // process may be refused twice within a tick of a coarse clock).
+    let name = |n: usize| format!("{:020}-{}-{n}{REPORT_SUFFIX}", report.time_us, report.pid);
+    let path = (0..MAX_TAMPER_REPORTS)
+        .map(|n| dir.join(name(n)))
+        .find(|p| !waiting.contains(p))
+        .unwrap_or_else(|| dir.join(name(MAX_TAMPER_REPORTS)));
     files::write_new_synced(&path, report.to_text().as_bytes())?;
     Ok(Recorded::Stored(path))
 }
@@ -102,7 +118,10 @@ pub fn drain(
                 delivered += 1;
             }
             Ok(None) | Err(_) => {
-                log::warn!("tamper report {} is unreadable: counted, removed", path.display());
+                log::warn!(
+                    "tamper report {} is unreadable: counted, removed",
+                    path.display()
+                );
                 unreadable += 1;
             }
         }
@@ -156,7 +175,9 @@ fn read_dropped(dir: &Path) -> u64 {
 
 /// An exclusive `flock` of the reports' directory: `unload`s and the draining agent
 /// take turns, so a count is never lost between a read and its write.
-struct DirLock(std::fs::File);
+struct DirLock {
+    _held: std::fs::File,
+}
 
 impl DirLock {
     fn take(dir: &Path) -> Result<Self, FileError> {
@@ -166,11 +187,50 @@ impl DirLock {
         if unsafe { libc::flock(file.as_raw_fd(), libc::LOCK_EX) } != 0 {
             return Err(FileError::io("lock", dir, std::io::Error::last_os_error()));
         }
-        Ok(Self(file))
+        Ok(Self { _held: file })
     }
 }
 
 impl TamperReport {
+    /// The alert: KubeArmor's shape of a refused process (`Operation: Process`, the
+    /// parent as `Source`), under the self-protection policy `policy_id` of the
+    /// delivering agent's table, `Action: Block`.
+    pub fn event(&self, policy_id: u32) -> Event {
+        Event {
+            time_us: self.time_us,
+            body: EventBody::Alert(Alert {
+                pid: self.pid,
+                ppid: self.ppid,
+                uid: self.uid,
+                process: bounded(&self.process),
+                parent_process: bounded(&self.parent_process),
+                source: Source::ParentProcess,
+                policy: PolicyRef::Id(policy_id),
+                operation: Operation::Process,
+                resource: bounded(&self.resource),
+                data: Data::Execve,
+                action: Action::Block,
+                result: Outcome::PermissionDenied,
+                cwd: heapless::String::new(),
+            }),
+        }
+    }
+
+    /// The report standing for `count` refusals that were only counted.
+    pub fn summary(count: u64, time_us: u64) -> Self {
+        Self {
+            time_us,
+            pid: 0,
+            ppid: 0,
+            uid: 0,
+            process: String::new(),
+            parent_process: String::new(),
+            resource: format!(
+                "edgearmor unload: {count} more refusal(s) counted, not reported one by one ({MAX_TAMPER_REPORTS} were waiting, MAX_TAMPER_REPORTS)"
+            ),
+        }
+    }
+
     /// `key=value` lines; values have no control characters (replaced by `?`).
     fn to_text(&self) -> String {
         let clean = |s: &str| -> String {

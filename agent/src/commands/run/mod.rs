@@ -6,7 +6,8 @@
 //! - kernel events: ring buffer → queue ([`tasks::read_kernel`]);
 //! - batches: queue → throttle, batch → sinks (the batcher);
 //! - reloads on SIGHUP, reloads when policy files change, fleet bundles from MQTT
-//!   ([`tasks`]), all three acting on the one [`Enforced`] policy set.
+//!   ([`tasks`]), all three acting on the one [`Enforced`] policy set;
+//! - tamper reports (refused `unload`s) into the queue ([`tasks::deliver_tamper_reports`]).
 //!
 //! The loaded programs and links are a field of their own ([`AttachedProbes`]): no
 //! task owns them, so no task ending can drop enforcement.
@@ -122,6 +123,12 @@ impl Agent<'_> {
             ));
             let polls = executor.spawn(tasks::reload_on_change(poll, &enforced, &stopping));
             let offers = executor.spawn(tasks::apply_bundles(bundles, inbox, &enforced, &stopping));
+            let tamper = executor.spawn(tasks::deliver_tamper_reports(
+                &config.fleet.state_dir,
+                &config.pin_dir,
+                &queue,
+                &stopping,
+            ));
             let batches = executor.spawn(batcher.run(&queue, &ledger, &mut outputs, {
                 let kernel_done: Stopping = kernel_done.clone();
                 async move { kernel_done.wait().await }
@@ -138,6 +145,7 @@ impl Agent<'_> {
                 reloads.await;
                 polls.await;
                 offers.await;
+                tamper.await;
                 batches.await;
             }));
         }

@@ -24,10 +24,14 @@ fn summary(count: u64) -> TamperReport {
 
 fn drain_all(dir: &Path) -> Vec<TamperReport> {
     let mut seen = Vec::new();
-    let n = drain(dir, &mut |r| {
-        seen.push(r.clone());
-        true
-    }, &summary)
+    let n = drain(
+        dir,
+        &mut |r| {
+            seen.push(r.clone());
+            true
+        },
+        &summary,
+    )
     .expect("drains");
     assert_eq!(n, seen.len());
     seen
@@ -57,10 +61,14 @@ fn a_full_queue_leaves_the_rest_waiting() {
         record(&dir, &report(t, "r")).expect("records");
     }
     let mut taken = 0;
-    let n = drain(&dir, &mut |_| {
-        taken += 1;
-        taken <= 1
-    }, &summary)
+    let n = drain(
+        &dir,
+        &mut |_| {
+            taken += 1;
+            taken <= 1
+        },
+        &summary,
+    )
     .expect("drains");
     assert_eq!(n, 1);
     let rest: Vec<u64> = drain_all(&dir).iter().map(|r| r.time_us).collect();
@@ -71,18 +79,33 @@ fn a_full_queue_leaves_the_rest_waiting() {
 fn past_the_limit_refusals_are_counted_and_the_count_delivered() {
     let dir = scratch("limit");
     for t in 0..MAX_TAMPER_REPORTS as u64 {
-        assert!(matches!(record(&dir, &report(t + 1, "r")), Ok(Recorded::Stored(_))));
+        assert!(matches!(
+            record(&dir, &report(t + 1, "r")),
+            Ok(Recorded::Stored(_))
+        ));
     }
-    assert_eq!(record(&dir, &report(100, "r")).expect("counts"), Recorded::Counted(1));
-    assert_eq!(record(&dir, &report(101, "r")).expect("counts"), Recorded::Counted(2));
+    assert_eq!(
+        record(&dir, &report(100, "r")).expect("counts"),
+        Recorded::Counted(1)
+    );
+    assert_eq!(
+        record(&dir, &report(101, "r")).expect("counts"),
+        Recorded::Counted(2)
+    );
     // A damaged report is counted with them, not dropped unseen.
-    std::fs::write(dir.join(REPORTS_DIR).join("00000000000000000000-1.report"), "garbage")
-        .expect("writes");
+    std::fs::write(
+        dir.join(REPORTS_DIR).join("00000000000000000000-1.report"),
+        "garbage",
+    )
+    .expect("writes");
     let seen = drain_all(&dir);
     assert_eq!(seen.len(), MAX_TAMPER_REPORTS + 1);
     assert_eq!(seen.last().map(|r| r.resource.as_str()), Some("3 not kept"));
     assert!(drain_all(&dir).is_empty(), "the count is delivered once");
-    assert!(matches!(record(&dir, &report(200, "r")), Ok(Recorded::Stored(_))));
+    assert!(matches!(
+        record(&dir, &report(200, "r")),
+        Ok(Recorded::Stored(_))
+    ));
 }
 
 #[test]
