@@ -8,7 +8,8 @@
 //!
 //! Exit codes: 0 after a clean stop (SIGTERM/SIGINT), 1 for usage, configuration or
 //! rule errors, 2 when this kernel cannot enforce and `enforcement = "required"` (or
-//! not even monitor-only mode works); the message names what is missing.
+//! not even monitor-only mode works); the message names what is missing; 3 when locked
+//! mode refuses (`unload` without a valid unlock token).
 //!
 //! This file only dispatches: parsing is [`edgearmor::cli`], each command is a module
 //! of [`edgearmor::commands`].

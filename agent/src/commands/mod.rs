@@ -1,6 +1,7 @@
 //! One module per `edgearmor` subcommand. Each prints what the operator needs and
 //! returns the exit status: 0 done, 1 usage, configuration or input errors, 2 this
-//! kernel cannot enforce.
+//! kernel cannot enforce, 3 refused by locked mode (`unload` without a valid unlock
+//! token).
 
 pub mod bundle;
 pub mod check;
