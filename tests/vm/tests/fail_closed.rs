@@ -9,7 +9,8 @@
 //! `aliases` (protected files by names made before the agent started), `walker` (the
 //! file hooks' dentry walk: mounts, chroot, aliases), `files` (every way into a
 //! protected file: other names, metadata, new names, descriptors opened before the
-//! agent).
+//! agent), `unlock` (locked mode's `unload`: refused without a valid unlock token,
+//! each refusal an alert; a valid token unloads).
 
 use std::path::Path;
 use std::time::Duration;
@@ -31,6 +32,8 @@ mod identity;
 mod network;
 #[path = "fail_closed/scratch.rs"]
 mod scratch;
+#[path = "fail_closed/unlock.rs"]
+mod unlock;
 #[path = "fail_closed/walker.rs"]
 mod walker;
 
@@ -94,6 +97,7 @@ fn boot_fail_closed_guest(arch: Arch, series: &'static str) -> Run {
         let mode = if rel.ends_with(".sh") { 0o755 } else { 0o644 };
         initramfs.file_from_host(&format!("/etc/edgearmor/failclosed/{rel}"), &host, mode);
     }
+    unlock::add_files(&mut initramfs);
     let work = workspace_root()
         .join("target/vm-runs")
         .join(format!("failclosed-{}-{series}", arch.name()));
@@ -135,6 +139,7 @@ fn fail_closed_vm(arch: Arch, series: &'static str) {
     aliases::check(&run);
     walker::check(&run);
     files::check(&run);
+    unlock::check(&run);
 }
 
 #[test]
