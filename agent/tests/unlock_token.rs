@@ -74,10 +74,8 @@ fn a_created_token_verifies_for_its_node_only_and_is_private() {
 
     let bytes = std::fs::read(&out).expect("reads");
     let keys = [parse_public_key(&std::fs::read_to_string(&public).expect("pub")).expect("key")];
-    let now = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .expect("after 1970")
-        .as_secs() as i64;
+    // The clock `unlock-token create` read (no fake shift is set here).
+    let now = (edgearmor::host::wall_clock_ns() / 1_000_000_000) as i64;
     let token = verify_unlock_token(&bytes, &keys, "gw-7", now).expect("verifies");
     let claims = token.claims();
     assert_eq!(claims.not_after_unix - claims.issued_unix, 1800);
