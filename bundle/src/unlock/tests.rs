@@ -336,3 +336,22 @@ fn a_damaged_nonce_file_refuses_every_token_naming_the_line() {
     assert!(err.to_string().contains("symbolic link"), "{err}");
     assert_eq!(fs::read_to_string(&target).expect("reads"), "floor=0\n");
 }
+
+#[test]
+fn the_fuzz_harness_reaches_an_accepted_token() {
+    let key = SigningKey::from_seed(&crate::fuzzing::FUZZ_SEED);
+    let claims = UnlockClaims {
+        node: "gw-7".into(),
+        issued_unix: NOW - 10,
+        not_after_unix: NOW + 50,
+        nonce: [7; NONCE_LEN],
+    };
+    let bytes = create_unlock_token(&key, &claims).expect("signs");
+    verify_unlock_token(&bytes, &[key.verifying_key()], "gw-7", NOW as i64).expect("accepted");
+    // The checked-in seed is this token: the harness verifies it and signs it again.
+    let seed = std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("../fuzz/seeds/bundle_verify/unlock-token");
+    assert_eq!(fs::read(&seed).expect("seed"), bytes, "{}", seed.display());
+    crate::fuzzing::run_input(&bytes);
+    crate::fuzzing::run_input(&bytes[UNLOCK_MAGIC.len()..bytes.len() - SIGNATURE_LEN]);
+}
