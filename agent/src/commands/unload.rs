@@ -211,28 +211,24 @@ fn kernel_identity(host: &dyn HostKernel, path: &Path) -> io::Result<(u32, u64)>
 
 /// Prints the refusal, keeps it as a tamper report, exits [`EXIT_REFUSED`].
 fn refuse(host: &dyn HostKernel, config: &AgentConfig, refusal: &Refusal) -> ExitCode {
+    // SAFETY: getppid and getuid take nothing and cannot fail.
+    let (ppid, uid) = unsafe { (libc::getppid() as u32, libc::getuid()) };
+    let exe = |pid: u32| {
+        host.process_executable(pid)
+            .map_or_else(String::new, |p| p.to_string_lossy().into_owned())
+    };
     let report = TamperReport {
         time_us: u64::try_from(host.wall_clock_ns() / 1_000).unwrap_or(0),
         pid: std::process::id(),
-        // SAFETY: getppid and getuid take nothing and cannot fail.
-        ppid: unsafe { libc::getppid() } as u32,
-        // SAFETY: as above.
-        uid: unsafe { libc::getuid() },
-        process: host
-            .process_executable(std::process::id())
-            .map_or_else(String::new, |p| p.to_string_lossy().into_owned()),
-        parent_process: String::new(),
+        ppid,
+        uid,
+        process: exe(std::process::id()),
+        parent_process: exe(ppid),
         resource: format!(
             "edgearmor unload {}: {}",
             config.pin_dir.display(),
             refusal.why
         ),
-    };
-    let report = TamperReport {
-        parent_process: host
-            .process_executable(report.ppid)
-            .map_or_else(String::new, |p| p.to_string_lossy().into_owned()),
-        ..report
     };
     let reported = match tamper::record(&config.fleet.state_dir, &report) {
         Ok(Recorded::Stored(path)) => format!("reported ({})", path.display()),
