@@ -33,7 +33,7 @@ fn main() -> ExitCode {
             ExitCode::SUCCESS
         }
         Command::Version => commands::version(),
-        Command::Run => run::run(invocation.config, invocation.rules),
+        Command::Run => run::run(invocation.config, invocation.rules, &invocation.origin),
         Command::PolicyCheck { paths, host, node } => {
             policy::policy_check(&paths, host, node.as_ref())
         }
