@@ -97,8 +97,6 @@ pub enum Command {
     /// Detach everything pinned and remove the pins; in locked mode only with a token.
     Unload {
         token: Option<PathBuf>,
-        /// The configuration file read (the default one when not given).
-        config_path: PathBuf,
     },
     /// `unlock-token create`: a signed unlock token for `node`.
     UnlockTokenCreate {
@@ -135,6 +133,17 @@ pub struct Invocation {
     pub command: Command,
     pub config: AgentConfig,
     pub rules: SetidRuleSet,
+    /// Where the configuration came from (`--config`, else the default path) and the
+    /// flags that overrode it: a locked kernel holds `run` to the locked file.
+    pub origin: ConfigOrigin,
+}
+
+/// The configuration file a command ran with and the flags given over it.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct ConfigOrigin {
+    pub file: PathBuf,
+    /// Flag names (without `--`) that changed the configuration or added rules.
+    pub overrides: Vec<String>,
 }
 
 impl Invocation {
@@ -143,6 +152,7 @@ impl Invocation {
             command,
             config: AgentConfig::default(),
             rules: SetidRuleSet::default(),
+            origin: ConfigOrigin::default(),
         }
     }
 }
@@ -290,6 +300,10 @@ fn parse_agent_options(
     }
     .map_err(|e| e.to_string())?;
     let mut flag_rules = Vec::new();
+    let origin = ConfigOrigin {
+        file: config_path.unwrap_or_else(|| PathBuf::from(DEFAULT_CONFIG_PATH)),
+        overrides: overrides.iter().map(|(flag, _)| flag.clone()).collect(),
+    };
     for (flag, value) in overrides {
         if flag == "deny-setgid" || flag == "deny-setuid" {
             flag_rules.push((flag, value));
@@ -316,6 +330,7 @@ fn parse_agent_options(
         command,
         config,
         rules,
+        origin,
     })
 }
 

@@ -34,14 +34,16 @@ fn main() -> ExitCode {
             ExitCode::SUCCESS
         }
         Command::Version => commands::version(),
-        Command::Run => run::run(invocation.config, invocation.rules),
+        Command::Run => run::run(invocation.config, invocation.rules, &invocation.origin),
         Command::PolicyCheck { paths, host, node } => {
             policy::policy_check(&paths, host, node.as_ref())
         }
         Command::Keygen(prefix) => bundle::keygen(&prefix),
-        Command::Unload { token, config_path } => {
-            unload::unload(&invocation.config, &config_path, token.as_deref())
-        }
+        Command::Unload { token } => unload::unload(
+            &invocation.config,
+            &invocation.origin.file,
+            token.as_deref(),
+        ),
         Command::UnlockTokenCreate {
             key,
             node,

@@ -6,7 +6,7 @@ use std::path::{Path, PathBuf};
 use edgearmor_bundle::limits::MAX_UNLOCK_VALIDITY_SECS;
 use lexopt::prelude::*;
 
-use super::{Command, Invocation, string, text};
+use super::{Command, ConfigOrigin, Invocation, string, text};
 use crate::config::{AgentConfig, DEFAULT_CONFIG_PATH};
 use crate::control::setid_rules::SetidRuleSet;
 
@@ -35,12 +35,13 @@ pub(super) fn parse_unload(parser: &mut lexopt::Parser) -> Result<Invocation, St
     .map_err(|e| e.to_string())?;
     config.validate().map_err(|e| e.to_string())?;
     Ok(Invocation {
-        command: Command::Unload {
-            token,
-            config_path: config_path.unwrap_or_else(|| DEFAULT_CONFIG_PATH.into()),
-        },
+        command: Command::Unload { token },
         config,
         rules: SetidRuleSet::default(),
+        origin: ConfigOrigin {
+            file: config_path.unwrap_or_else(|| DEFAULT_CONFIG_PATH.into()),
+            overrides: Vec::new(),
+        },
     })
 }
 
@@ -170,10 +171,10 @@ mod tests {
         assert_eq!(
             i.command,
             Command::Unload {
-                token: Some("t.tok".into()),
-                config_path: DEFAULT_CONFIG_PATH.into(),
+                token: Some("t.tok".into())
             }
         );
+        assert_eq!(i.origin.file, Path::new(DEFAULT_CONFIG_PATH));
         // A flag that would change the node name the token is checked against.
         let err = parse(["unload", "--host-name", "other", "--token", "t.tok"])
             .err()

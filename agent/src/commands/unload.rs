@@ -19,8 +19,9 @@ use edgearmor_probe_abi::{LOCKED, LockState};
 
 use crate::config::AgentConfig;
 use crate::control::fleet::FleetSettings;
+use crate::control::self_protection::{kernel_id, refusal};
 use crate::control::tamper::{self, Recorded, TamperReport};
-use crate::host::{HostKernel, LiveKernel, MOUNTINFO, mount_devices};
+use crate::host::{HostKernel, LiveKernel};
 use crate::kernel::pins::PinError;
 
 /// Exit status of an unload locked mode refused.
@@ -38,8 +39,14 @@ pub trait Pins {
 pub struct LivePins;
 
 impl Pins for LivePins {
+    /// The fixed marker first (any configuration finds it, whatever `pin_dir` it
+    /// names), as `run` reads it; then the configuration's `pin_dir`.
     fn lock_state(&self, pin_dir: &Path) -> Result<Option<LockState>, PinError> {
-        crate::kernel::pins::lock_state(pin_dir)
+        match crate::kernel::pins::kernel_lock()? {
+            Some(state) => Ok(Some(state)),
+            None if pin_dir.as_os_str().is_empty() => Ok(None),
+            None => crate::kernel::pins::lock_state(pin_dir),
+        }
     }
 
     fn unload(&self, pin_dir: &Path) -> io::Result<usize> {
@@ -169,44 +176,19 @@ fn read_token(path: &Path) -> Result<Vec<u8>, Refusal> {
     Ok(bytes)
 }
 
-/// The configuration read must be the one the kernel was locked with: another one
-/// could name other fleet keys or another `state_dir` (where no nonce was used).
+/// The configuration read must be the one the kernel was locked with (as `run`
+/// checks it): another one could name other fleet keys or another `state_dir`
+/// (where no nonce was used).
 fn is_locked_config(
     host: &dyn HostKernel,
     state: &LockState,
     config_path: &Path,
 ) -> Result<(), Refusal> {
-    let found = kernel_identity(host, config_path);
-    let locked = (state.config_dev, state.config_ino);
-    match found {
-        Ok(found) if found == locked => Ok(()),
-        // Locked without a configuration file: none may appear since.
-        Err(e) if e.kind() == io::ErrorKind::NotFound && locked == (0, 0) => Ok(()),
-        found => Err(Refusal::new(
-            "not the locked configuration",
-            format!(
-                "{} is not the configuration the kernel was locked with (device {} inode {}; this one: {}): give that one with --config",
-                config_path.display(),
-                state.config_dev,
-                state.config_ino,
-                match found {
-                    Ok((dev, ino)) => format!("device {dev} inode {ino}"),
-                    Err(e) => e.to_string(),
-                }
-            ),
-        )),
+    let found = kernel_id(host, config_path).ok();
+    match refusal(Some(state), config_path, found, &[]) {
+        Some(why) => Err(Refusal::new("not the locked configuration", why)),
+        None => Ok(()),
     }
-}
-
-/// `(s_dev, i_ino)` of `path` as the kernel's hooks see it (symbolic links followed).
-fn kernel_identity(host: &dyn HostKernel, path: &Path) -> io::Result<(u32, u64)> {
-    let inode = host.kernel_inode(path, true)?;
-    let mounts = mount_devices(&String::from_utf8_lossy(&host.read(Path::new(MOUNTINFO))?))?;
-    let dev = mounts
-        .get(&inode.mnt_id)
-        .copied()
-        .ok_or_else(|| io::Error::other(format!("mount {} is not in {MOUNTINFO}", inode.mnt_id)))?;
-    Ok((dev, inode.ino))
 }
 
 /// Prints the refusal, keeps it as a tamper report, exits [`EXIT_REFUSED`].

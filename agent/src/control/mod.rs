@@ -9,5 +9,6 @@ pub mod policy_source;
 pub mod policy_state;
 pub mod policy_table;
 pub mod reload;
+pub mod self_protection;
 pub mod setid_rules;
 pub mod tamper;

@@ -133,6 +133,12 @@ pub fn unload(dir: &Path) -> std::io::Result<usize> {
     }
     let _ = std::fs::remove_dir(&links);
     let _ = std::fs::remove_dir(dir);
+    // Locked mode's second pin of LOCK_STATE, outside `dir`.
+    match std::fs::remove_file(crate::kernel::lock::LOCK_MARKER) {
+        Ok(()) => removed += 1,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+        Err(e) => return Err(e),
+    }
     // Bounded: a link the kernel keeps (someone else holds it) is reported.
     let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
     loop {
@@ -166,7 +172,11 @@ pub enum PinError {
 /// The locked-mode state pinned in `pin_dir`: `None` when nothing is pinned there
 /// (no agent ran, or it was unloaded); an unreadable pin is an error, never "unlocked".
 pub fn lock_state(pin_dir: &Path) -> Result<Option<LockState>, PinError> {
-    let path = pin_dir.join(names::LOCK_STATE);
+    read_lock_pin(&pin_dir.join(names::LOCK_STATE))
+}
+
+fn read_lock_pin(path: &Path) -> Result<Option<LockState>, PinError> {
+    let path = path.to_path_buf();
     if !path.exists() {
         return Ok(None);
     }
@@ -182,4 +192,11 @@ pub fn lock_state(pin_dir: &Path) -> Result<Option<LockState>, PinError> {
         detail: e.to_string(),
     })?;
     Ok(Some(value))
+}
+
+/// The locked-mode state pinned at the fixed marker (`kernel::lock::LOCK_MARKER`):
+/// `None` when the kernel was never locked since the bpffs was mounted (or was
+/// unloaded).
+pub fn kernel_lock() -> Result<Option<LockState>, PinError> {
+    read_lock_pin(Path::new(crate::kernel::lock::LOCK_MARKER))
 }

@@ -35,6 +35,8 @@
 //! - `alias-add PIN_DIR PATH CANONICAL`: a `FILE_ALIASES` entry for PATH's inode;
 //!   `prog-stats`: each loaded program's verifier instruction count (see `alias.rs`).
 //! - `mprotect-write FD`: a shared read-only mapping made writable (see `mprotect.rs`).
+//! - `bpf-map`, `bpf-link-detach`, `bpf-link-detach-pin`, `bpf-prog-fd`, `obj-get`,
+//!   `ptrace`, `mem-write`, `vm-write`, `kill`: the `locked` part (see `tamper.rs`).
 //!
 //! The VM suite installs copies of this binary under the paths rules name
 //! (`/usr/sbin/sshd`, `/usr/bin/sshd-other`, ...), so it must be static.
@@ -46,6 +48,7 @@ mod files;
 mod identity;
 mod loops;
 mod mprotect;
+mod tamper;
 
 fn usage() -> ! {
     eprintln!(
@@ -99,6 +102,7 @@ fn main() {
                 if loops::run(op, &all[1..]).is_some()
                     || files::run(op, &all[1..]).is_some()
                     || mprotect::run(op, &all[1..]).is_some()
+                    || tamper::run(op, &all[1..]).is_some()
                 {
                     return;
                 }

@@ -9,8 +9,9 @@
 //! `aliases` (protected files by names made before the agent started), `walker` (the
 //! file hooks' dentry walk: mounts, chroot, aliases), `files` (every way into a
 //! protected file: other names, metadata, new names, descriptors opened before the
-//! agent), `unlock` (locked mode's `unload`: refused without a valid unlock token,
-//! each refusal an alert; a valid token unloads).
+//! agent), `locked` (tamper protection: locked mode denies root switching
+//! enforcement off or changing it), `unlock` (locked mode's `unload`: refused
+//! without a valid unlock token, each refusal an alert; a valid token unloads).
 
 use std::path::Path;
 use std::time::Duration;
@@ -28,6 +29,8 @@ mod busybox;
 mod files;
 #[path = "fail_closed/identity.rs"]
 mod identity;
+#[path = "fail_closed/locked.rs"]
+mod locked;
 #[path = "fail_closed/network.rs"]
 mod network;
 #[path = "fail_closed/scratch.rs"]
@@ -139,6 +142,7 @@ fn fail_closed_vm(arch: Arch, series: &'static str) {
     aliases::check(&run);
     walker::check(&run);
     files::check(&run);
+    locked::check(&run);
     unlock::check(&run);
 }
 

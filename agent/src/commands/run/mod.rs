@@ -21,6 +21,7 @@ use std::process::ExitCode;
 use futures_lite::{FutureExt, StreamExt};
 
 use super::session::{Stopping, stop_channel};
+use crate::cli::ConfigOrigin;
 use crate::config::AgentConfig;
 use crate::control::reload::{Bundles, Enforced};
 use crate::control::setid_rules::SetidRuleSet;
@@ -31,9 +32,9 @@ use crate::kernel::loader::AttachedProbes;
 use crate::sinks::outputs::{AgentQueue, Outputs};
 
 /// `edgearmor run` with this configuration and these setid rules.
-pub fn run(config: AgentConfig, rules: SetidRuleSet) -> ExitCode {
+pub fn run(config: AgentConfig, rules: SetidRuleSet, origin: &ConfigOrigin) -> ExitCode {
     let host = LiveKernel;
-    match Agent::start(&host, config, rules) {
+    match Agent::start(&host, config, rules, origin) {
         Ok(agent) => agent.run(),
         Err(e) => super::fail(e.code, e.message),
     }

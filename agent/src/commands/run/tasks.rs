@@ -136,7 +136,9 @@ pub async fn deliver_tamper_reports(
 ) {
     use crate::control::tamper::{self, TamperReport};
     loop {
-        let locked = crate::kernel::pins::lock_state(pin_dir)
+        use crate::commands::unload::{LivePins, Pins};
+        let locked = LivePins
+            .lock_state(pin_dir)
             .ok()
             .flatten()
             .filter(|s| s.locked == edgearmor_probe_abi::LOCKED);

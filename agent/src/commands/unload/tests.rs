@@ -7,7 +7,7 @@ use edgearmor_bundle::SigningKey;
 use edgearmor_bundle::unlock::{UnlockClaims, create_unlock_token, new_unlock_claims};
 
 use super::*;
-use crate::host::{InodeKind, KernelInode};
+use crate::host::{InodeKind, KernelInode, MOUNTINFO};
 
 const NOW: i64 = 1_800_000_000;
 const CONFIG_INO: u64 = 77;

@@ -33,6 +33,8 @@ pub fn add_files(initramfs: &mut Initramfs) {
     };
     let tokens = [
         ("valid.unlock", &key, claims(NODE, now - 60, 3600)),
+        // The locked part's last step (70-locked.sh) unlocks with this one.
+        ("locked.unlock", &key, claims(NODE, now - 60, 3600)),
         ("second.unlock", &key, claims(NODE, now - 60, 3600)),
         ("expired.unlock", &key, claims(NODE, now - 7200, 3600)),
         ("foreign.unlock", &key, claims("gw-other", now - 60, 3600)),
