@@ -130,3 +130,36 @@ fn draining_never_follows_a_planted_link() {
     assert!(err.to_string().contains("symbolic link"), "{err}");
     assert!(victim.exists());
 }
+
+#[test]
+fn a_report_is_a_blocking_alert_of_the_self_protection_policy() {
+    let event = report(
+        1_800_000_000_000_000,
+        "edgearmor unload /sys/fs/bpf/edgearmor: no unlock token",
+    )
+    .event(9);
+    assert_eq!(event.time_us, 1_800_000_000_000_000);
+    let EventBody::Alert(alert) = event.body else {
+        panic!("an alert: {:?}", event.body)
+    };
+    assert_eq!(alert.policy, PolicyRef::Id(9));
+    assert_eq!(
+        (alert.operation, alert.action, alert.result),
+        (Operation::Process, Action::Block, Outcome::PermissionDenied)
+    );
+    assert_eq!((alert.pid, alert.ppid, alert.uid), (4242, 1, 0));
+    assert_eq!(alert.process.as_str(), "/usr/sbin/edgearmor");
+    assert_eq!(alert.parent_process.as_str(), "/bin/bash");
+    assert!(alert.resource.ends_with(": no unlock token"));
+    // A resource longer than the wire's is cut, not refused.
+    let long = report(1, &"x".repeat(1000)).event(9);
+    let EventBody::Alert(alert) = long.body else {
+        panic!("an alert")
+    };
+    assert_eq!(alert.resource.len(), edgearmor_wire::PATH_LEN);
+    let summary = TamperReport::summary(3, 7);
+    assert!(
+        summary.resource.contains("3 more refusal(s)")
+            && summary.resource.contains("MAX_TAMPER_REPORTS")
+    );
+}
