@@ -168,11 +168,13 @@ pub(crate) fn mark_running(task: *mut task_struct) {
 }
 
 /// File hooks: a Block of the self-protection policy (`LockState::policy_id`) does
-/// not apply to the agent.
+/// not apply to the agent. Also while the agent is still locking (its rules are in
+/// force from the first file hook on, the agent marked before that by the iterator):
+/// it pins its links after the file hooks attach.
 #[inline(always)]
 pub(crate) fn exempt(verdict: &Verdict) -> bool {
     verdict.action == ACTION_BLOCK
-        && locked().is_some_and(|s| s.policy_id == verdict.policy_id)
+        && lock_state().is_some_and(|s| s.agent_ino != 0 && s.policy_id == verdict.policy_id)
         && is_agent(current_task())
 }
 
