@@ -72,6 +72,12 @@ lk lk-obj-get-map $probe obj-get $lk_pins/RULES
 lk lk-umount $probe umount /sys/fs/bpf
 lk lk-umount-lazy $probe umount-lazy /sys/fs/bpf
 lk lk-mount-over $probe mount-tmpfs $lk_pins
+# Mounts above the pins, and over the files (a lazy unmount of /sys takes the bpffs
+# with it; a tmpfs over the policy directory would feed the agent other policies).
+lk lk-umount-lazy-sys $probe umount-lazy /sys
+lk lk-mount-over-sysfs $probe mount-tmpfs /sys/fs
+lk lk-mount-over-policies $probe mount-tmpfs $lk/policies
+lk lk-mount-over-bin-dir $probe mount-tmpfs /usr/local/bin
 # Raw bpf() through ids.
 lk lk-link-detach $probe bpf-link-detach
 lk lk-prog-fd $probe bpf-prog-fd

@@ -123,7 +123,43 @@ fn table() -> Vec<(&'static str, Expect)> {
                 EPERM,
                 "Syscall",
                 "SECURITY_SB_MOUNT",
-                "mount on the edgearmor pins",
+                "mount on a protected path",
+            ),
+        ),
+        (
+            "lk-umount-lazy-sys",
+            denied(
+                EPERM,
+                "Syscall",
+                "SECURITY_SB_UMOUNT",
+                "or a mount above it (flags 0x2)",
+            ),
+        ),
+        (
+            "lk-mount-over-sysfs",
+            denied(
+                EPERM,
+                "Syscall",
+                "SECURITY_SB_MOUNT",
+                "mount on a protected path",
+            ),
+        ),
+        (
+            "lk-mount-over-policies",
+            denied(
+                EPERM,
+                "Syscall",
+                "SECURITY_SB_MOUNT",
+                "mount on a protected path",
+            ),
+        ),
+        (
+            "lk-mount-over-bin-dir",
+            denied(
+                EPERM,
+                "Syscall",
+                "SECURITY_SB_MOUNT",
+                "mount on a protected path",
             ),
         ),
         ("lk-link-detach", bpf("bpf(BPF_LINK_GET_FD_BY_ID)")),
