@@ -261,4 +261,42 @@ spec:
             "{line}"
         );
     }
+
+    #[test]
+    fn a_policy_file_cannot_take_the_self_protection_name() {
+        let dir = std::env::temp_dir().join(format!("edgearmor-reserved-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        std::fs::create_dir_all(&dir).expect("temp dir");
+        let text = BLOCK_LS.replace("name: block-ls", &format!("name: {SELF_PROTECTION}"));
+        std::fs::write(dir.join("fake.yaml"), text).expect("write");
+        std::fs::write(dir.join("ls.yaml"), BLOCK_LS).expect("write");
+        let mut source = PolicySource::new(
+            vec![dir.clone()],
+            "gw".into(),
+            DefaultPostures::uniform(DefaultPosture::Audit),
+        );
+        let loaded = source.load().expect("loads");
+        assert_eq!(loaded.compiled.policy_names, vec!["block-ls".to_owned()]);
+        assert!(
+            loaded
+                .problems
+                .iter()
+                .any(|p| p.contains("fake.yaml") && p.contains("reserved")),
+            "{:?}",
+            loaded.problems
+        );
+        // The agent's own, added in locked mode, is compiled with the files'.
+        let own = edgearmor_policy::parse_policy_text(
+            std::path::Path::new("own"),
+            &BLOCK_LS.replace("name: block-ls", "name: own"),
+        )
+        .expect("parses");
+        source.set_extra(own);
+        let loaded = source.load().expect("loads");
+        assert_eq!(
+            loaded.compiled.policy_names,
+            vec!["block-ls".to_owned(), "own".to_owned()]
+        );
+        let _ = std::fs::remove_dir_all(&dir);
+    }
 }

@@ -18,7 +18,7 @@ use std::path::{Path, PathBuf};
 
 use edgearmor_alert::expand::SELF_PROTECTION;
 use edgearmor_policy::{HostPolicy, parse_policy_text};
-use edgearmor_probe_abi::{LOCKED, LockState};
+use edgearmor_probe_abi::{LOCKED, LockState, MAX_PROTECTED_MOUNTPOINTS};
 
 use crate::config::AgentConfig;
 use crate::host::{HostKernel, MOUNTINFO, mount_devices};
@@ -117,6 +117,62 @@ spec:
                 &dirs
             },
         ))
+    }
+
+    /// `(i_ino, s_dev)` of every protected path that exists, of everything the
+    /// protected directories hold, and of every directory above them (`/` too):
+    /// what nothing may be mounted on. More than `MAX_PROTECTED_MOUNTPOINTS` is an
+    /// error naming the limit (the lock is refused).
+    pub fn mountpoints(&self, host: &dyn HostKernel) -> Result<Vec<(u64, u32)>, String> {
+        let text = host
+            .read(Path::new(MOUNTINFO))
+            .map_err(|e| format!("locked mode: {MOUNTINFO}: {e}"))?;
+        let mounts = mount_devices(&String::from_utf8_lossy(&text))
+            .map_err(|e| format!("locked mode: {MOUNTINFO}: {e}"))?;
+        let mut todo: Vec<PathBuf> = self
+            .files
+            .iter()
+            .chain(&self.ancestors())
+            .cloned()
+            .collect();
+        todo.push(PathBuf::from("/"));
+        let mut dirs: Vec<PathBuf> = self.directories.clone();
+        let mut out = Vec::new();
+        while let Some(path) = todo.pop().or_else(|| dirs.pop()) {
+            let Ok(inode) = host.kernel_inode(&path, false) else {
+                continue; // nothing there (yet): nothing to mount on
+            };
+            let Some(dev) = mounts.get(&inode.mnt_id).copied() else {
+                return Err(format!(
+                    "locked mode: {}: mount {} is not in {MOUNTINFO}",
+                    path.display(),
+                    inode.mnt_id
+                ));
+            };
+            if !out.contains(&(inode.ino, dev)) {
+                out.push((inode.ino, dev));
+            }
+            if out.len() > MAX_PROTECTED_MOUNTPOINTS {
+                return Err(format!(
+                    "locked mode: more than MAX_PROTECTED_MOUNTPOINTS ({MAX_PROTECTED_MOUNTPOINTS}) files and directories to keep mounts off (at {})",
+                    path.display()
+                ));
+            }
+            if inode.kind == crate::host::InodeKind::Directory
+                && self.is_inside_protected_dir(&path)
+            {
+                let entries = std::fs::read_dir(&path)
+                    .map_err(|e| format!("locked mode: {}: {e}", path.display()))?;
+                for entry in entries.flatten() {
+                    dirs.push(entry.path());
+                }
+            }
+        }
+        Ok(out)
+    }
+
+    fn is_inside_protected_dir(&self, path: &Path) -> bool {
+        self.directories.iter().any(|d| path.starts_with(d))
     }
 
     /// The self-protection policy, parsed like a policy file.

@@ -45,17 +45,17 @@ pub fn describe(kind: u32, arg: u32, target: u32) -> (Operation, String, LsmHook
         ),
         TAMPER_UMOUNT => (
             Operation::Syscall,
-            format!("umount of the edgearmor pins' bpffs (flags {arg:#x})"),
+            format!("umount of the edgearmor pins' bpffs or a mount above it (flags {arg:#x})"),
             LsmHook::SbUmount,
         ),
         TAMPER_MOUNT => (
             Operation::Syscall,
-            format!("mount on the edgearmor pins' bpffs (flags {arg:#x})"),
+            format!("mount on a protected path or the edgearmor pins' bpffs (flags {arg:#x})"),
             LsmHook::SbMount,
         ),
         TAMPER_MOVE_MOUNT => (
             Operation::Syscall,
-            "move_mount of or onto the edgearmor pins' bpffs".into(),
+            "move_mount of the edgearmor pins' bpffs, or onto a protected path".into(),
             LsmHook::MoveMount,
         ),
         TAMPER_PTRACE => (
@@ -96,7 +96,10 @@ mod tests {
         assert_eq!(resource, "SIGKILL to the agent, pid 77");
         assert_eq!(hook.kubearmor_name(), "SECURITY_TASK_KILL");
         let (_, resource, hook) = describe(TAMPER_UMOUNT, 2, 0);
-        assert_eq!(resource, "umount of the edgearmor pins' bpffs (flags 0x2)");
+        assert_eq!(
+            resource,
+            "umount of the edgearmor pins' bpffs or a mount above it (flags 0x2)"
+        );
         assert_eq!(hook.kubearmor_name(), "SECURITY_SB_UMOUNT");
         assert_eq!(
             describe(TAMPER_PTRACE, 0x12, 5).2.kubearmor_name(),

@@ -17,8 +17,8 @@ use aya::Ebpf;
 use aya::maps::{Array, HashMap, Map, MapData, MapInfo};
 use aya::programs::links::PinnedLink;
 use edgearmor_probe_abi::{
-    LOCKED, LockState, PROTECTED_LINK, PROTECTED_MAP, PROTECTED_PIN, PROTECTED_PROG, ProtectedKey,
-    names,
+    LOCKED, LockState, PROTECTED_LINK, PROTECTED_MAP, PROTECTED_MOUNTPOINT, PROTECTED_PIN,
+    PROTECTED_PROG, ProtectedKey, names,
 };
 
 use crate::control::self_protection::{LockIdentity, kernel_id};
@@ -80,11 +80,14 @@ pub fn can_hold(
     ))
 }
 
-/// What the agent locks with: who it is, and the id its alerts carry.
-#[derive(Clone, Copy, Debug)]
+/// What the agent locks with: who it is, the id its alerts carry, and the
+/// `(i_ino, s_dev)` of every inode nothing may be mounted on
+/// (`ProtectedPaths::mountpoints`).
+#[derive(Clone, Debug)]
 pub struct LockRequest {
     pub identity: LockIdentity,
     pub policy_id: u32,
+    pub mountpoints: Vec<(u64, u32)>,
 }
 
 /// A lock in progress (see the module comment).
@@ -161,6 +164,13 @@ impl Locking {
         for id in ids {
             lock.protect(PROTECTED_MAP, u64::from(id))?;
         }
+        for &(ino, dev) in &request.mountpoints {
+            lock.protect_key(ProtectedKey {
+                kind: PROTECTED_MOUNTPOINT,
+                dev,
+                id: ino,
+            })?;
+        }
         let already = read_state(ebpf)?.locked == LOCKED;
         lock.state = request.identity.state(already, request.policy_id, pin_dev);
         write_state(ebpf, lock.state)?;
@@ -169,7 +179,10 @@ impl Locking {
 
     /// Adds one object to `PROTECTED` at once.
     pub(crate) fn protect(&mut self, kind: u32, id: u64) -> Result<(), EnforcementUnavailable> {
-        let key = ProtectedKey { kind, _pad: 0, id };
+        self.protect_key(ProtectedKey { kind, dev: 0, id })
+    }
+
+    fn protect_key(&mut self, key: ProtectedKey) -> Result<(), EnforcementUnavailable> {
         self.protected
             .insert(key, 1, 0)
             .map_err(|e| map_failure(names::PROTECTED, e))?;

@@ -200,3 +200,19 @@ fn read_lock_pin(path: &Path) -> Result<Option<LockState>, PinError> {
 pub fn kernel_lock() -> Result<Option<LockState>, PinError> {
     read_lock_pin(Path::new(crate::kernel::lock::LOCK_MARKER))
 }
+
+/// The value of every map called `LOCK_STATE` loaded in the kernel, pinned where the
+/// filesystem shows it or not (a mount over the marker's directory hides the pin,
+/// not the map). A foreign map of that name with another layout is skipped; one with
+/// this layout counts (it can only keep an agent from starting, never unlock).
+pub fn loaded_lock_states() -> Vec<LockState> {
+    aya::maps::loaded_maps()
+        .filter_map(Result::ok)
+        .filter(|info| info.name_as_str() == Some(names::LOCK_STATE))
+        .filter_map(|info| {
+            let data = aya::maps::MapData::from_id(info.id()).ok()?;
+            let state: Array<_, LockState> = Array::try_from(aya::maps::Map::Array(data)).ok()?;
+            state.get(&0, 0).ok()
+        })
+        .collect()
+}

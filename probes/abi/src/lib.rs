@@ -180,9 +180,10 @@ pub const AGENT_MARKED: u32 = 1;
 pub struct ProtectedKey {
     /// `PROTECTED_*`.
     pub kind: u32,
-    pub _pad: u32,
+    /// [`PROTECTED_MOUNTPOINT`]: the inode's `s_dev`; else 0.
+    pub dev: u32,
     /// The map, program or link id; for [`PROTECTED_PIN`] the pin's inode number on
-    /// `LockState::pin_dev`.
+    /// `LockState::pin_dev`; for [`PROTECTED_MOUNTPOINT`] the inode number.
     pub id: u64,
 }
 
@@ -190,9 +191,19 @@ pub const PROTECTED_MAP: u32 = 1;
 pub const PROTECTED_PROG: u32 = 2;
 pub const PROTECTED_LINK: u32 = 3;
 pub const PROTECTED_PIN: u32 = 4;
+/// An inode nothing may be mounted on (`sb_mount`, `move_mount`) and whose mount may
+/// not be unmounted when it is that mount's root (`sb_umount`): every protected file
+/// and directory, what the protected directories hold, every directory above them
+/// (`/` too), so neither a mount over them nor a lazy unmount of a mount above the
+/// pins takes them away.
+pub const PROTECTED_MOUNTPOINT: u32 = 5;
+/// [`PROTECTED_MOUNTPOINT`] entries the agent writes at most; more refuse the lock,
+/// naming the limit.
+pub const MAX_PROTECTED_MOUNTPOINTS: usize = 512;
 /// Entries of `PROTECTED`: every map, program, link and pin of two agents' objects
-/// (the one replaced and the one replacing it) with room to spare.
-pub const PROTECTED_CAPACITY: u32 = 512;
+/// (the one replaced and the one replacing it) with room to spare, and the
+/// mountpoints.
+pub const PROTECTED_CAPACITY: u32 = 1024 + MAX_PROTECTED_MOUNTPOINTS as u32;
 
 const _: () = assert!(core::mem::size_of::<ProtectedKey>() == 16);
 

@@ -18,8 +18,9 @@
 //!   Read-only map fds stay allowed (`BPF_F_RDONLY`: the kernel refuses writes and
 //!   writable mappings through them).
 //! - `inode_permission`: opening a protected pin (`BPF_OBJ_GET`, any mode).
-//! - `sb_umount`, `sb_mount`, `move_mount`: unmounting the bpffs the pins are on,
-//!   mounting on or inside it, moving it.
+//! - `sb_umount`, `sb_mount`, `move_mount`: unmounting the bpffs the pins are on or
+//!   a mount above it, mounting on or inside it or on a protected file or directory
+//!   (or one above them: `PROTECTED_MOUNTPOINT`), moving it.
 //! - `ptrace_access_check`: ptrace, `/proc/PID/mem`, `process_vm_writev`,
 //!   `pidfd_getfd` and the `/proc/PID/fd` links of the agent (checks flagged
 //!   `PTRACE_MODE_NOAUDIT`, such as `ps` reading `/proc/PID/stat`, are denied without
@@ -32,8 +33,9 @@ use aya_ebpf::{
 };
 use edgearmor_probe_abi::{
     ACTION_BLOCK, AGENT_MARKED, CLASS_TAMPER, LOCKED, LockState, PROTECTED_LINK, PROTECTED_MAP,
-    PROTECTED_PIN, PROTECTED_PROG, ProtectedKey, TAMPER_BPF, TAMPER_MOUNT, TAMPER_MOVE_MOUNT,
-    TAMPER_PIN, TAMPER_PTRACE, TAMPER_SIGIO, TAMPER_SIGNAL, TAMPER_UMOUNT, VERDICT_DENIED, Verdict,
+    PROTECTED_MOUNTPOINT, PROTECTED_PIN, PROTECTED_PROG, ProtectedKey, TAMPER_BPF, TAMPER_MOUNT,
+    TAMPER_MOVE_MOUNT, TAMPER_PIN, TAMPER_PTRACE, TAMPER_SIGIO, TAMPER_SIGNAL, TAMPER_UMOUNT,
+    VERDICT_DENIED, Verdict,
 };
 
 use crate::{
@@ -168,11 +170,13 @@ pub(crate) fn mark_running(task: *mut task_struct) {
 }
 
 /// File hooks: a Block of the self-protection policy (`LockState::policy_id`) does
-/// not apply to the agent.
+/// not apply to the agent. Also while the agent is still locking (its rules are in
+/// force from the first file hook on, the agent marked before that by the iterator):
+/// it pins its links after the file hooks attach.
 #[inline(always)]
 pub(crate) fn exempt(verdict: &Verdict) -> bool {
     verdict.action == ACTION_BLOCK
-        && locked().is_some_and(|s| s.policy_id == verdict.policy_id)
+        && lock_state().is_some_and(|s| s.agent_ino != 0 && s.policy_id == verdict.policy_id)
         && is_agent(current_task())
 }
 
@@ -198,7 +202,12 @@ fn deny(state: &LockState, detail: [u32; 4], quiet: bool) -> i32 {
 
 #[inline(always)]
 fn protected(kind: u32, id: u64) -> bool {
-    let key = ProtectedKey { kind, _pad: 0, id };
+    protected_on(kind, 0, id)
+}
+
+#[inline(always)]
+fn protected_on(kind: u32, dev: u32, id: u64) -> bool {
+    let key = ProtectedKey { kind, dev, id };
     // SAFETY: map value pointer returned by the kernel for this key.
     unsafe { PROTECTED.get(key) }.is_some()
 }
@@ -268,11 +277,32 @@ fn on_pins(state: &LockState, mnt: *const u8) -> bool {
         .is_none_or(|dev| dev == state.pin_dev)
 }
 
-/// Whether `path` (`struct path *`) is on the pins' bpffs.
+/// Whether `path` (`struct path *`) is on the pins' bpffs, or names a protected
+/// mountpoint (unreadable: yes).
 #[inline(always)]
 fn path_on_pins(state: &LockState, path: *const u8) -> bool {
     let mnt: Option<*const u8> = read(path, offsets().path_mnt);
-    mnt.is_none_or(|mnt| on_pins(state, mnt))
+    if mnt.is_none_or(|mnt| on_pins(state, mnt)) {
+        return true;
+    }
+    let dentry: Option<*const u8> = read(path, offsets().path_dentry);
+    dentry.is_none_or(protected_dentry)
+}
+
+/// Whether `dentry`'s inode is a protected mountpoint (unreadable: yes).
+#[inline(always)]
+fn protected_dentry(dentry: *const u8) -> bool {
+    let off = offsets();
+    let Some(inode) = read::<*const u8>(dentry, off.dentry_inode) else {
+        return true;
+    };
+    if inode.is_null() {
+        return false;
+    }
+    match (read::<u64>(inode, off.inode_ino), inode_dev(inode)) {
+        (Some(ino), Some(dev)) => protected_on(PROTECTED_MOUNTPOINT, dev, ino),
+        _ => true,
+    }
 }
 
 /// `sb_umount(struct vfsmount *mnt, int flags)`.
@@ -286,7 +316,11 @@ pub fn lock_umount(ctx: LsmContext) -> i32 {
         return 0;
     };
     let mnt: *const u8 = ctx.arg(0);
-    if !on_pins(state, mnt) || is_agent(current_task()) {
+    // The pins' bpffs, or a mount above it (its root is a protected directory): a
+    // lazy unmount of that detaches the bpffs with it.
+    let root: Option<*const u8> = read(mnt, offsets().vfsmount_root);
+    let guarded = on_pins(state, mnt) || root.is_none_or(protected_dentry);
+    if !guarded || is_agent(current_task()) {
         return 0;
     }
     let flags: i32 = ctx.arg(1);

@@ -24,6 +24,7 @@ use crate::kernel::policy_maps::PolicyMaps;
 use crate::kernel::readiness::{self, EnforcementUnavailable};
 use crate::kernel::rule_tables::KernelRuleSet;
 use crate::sinks::outputs::{AgentQueue, Outputs, batch_policy};
+use edgearmor_probe_abi::LockState;
 
 /// What the kernel side came up as.
 struct KernelStart<'h> {
@@ -64,9 +65,11 @@ impl<'h> Agent<'h> {
         if let Some(version) = fleet.as_ref().and_then(|f| f.applied_version()) {
             log::info!("fleet bundle version {version} in force");
         }
+        let mut mountpoints = Vec::new();
         if identity.is_some() {
             let paths = ProtectedPaths::of(&config, &origin.file, &agent_exe()?);
             state.protect_self(paths.policy().map_err(StartError::input)?);
+            mountpoints = paths.mountpoints(host).map_err(StartError::input)?;
         }
         let (kernel_set, summary) = state.build(host).map_err(StartError::input)?;
         log::info!("{summary}");
@@ -76,6 +79,7 @@ impl<'h> Agent<'h> {
                 policy_id: state.self_protection_id().ok_or_else(|| {
                     StartError::input("locked mode: the self-protection policy has no id")
                 })?,
+                mountpoints,
             }),
             None => None,
         };
@@ -304,7 +308,8 @@ fn agent_exe() -> Result<PathBuf, StartError> {
 }
 
 /// Refuses a `run` a locked kernel does not allow ([`refusal`]), whatever
-/// `pin_dir` the configuration names (the marker is at a fixed path); with
+/// `pin_dir` the configuration names (the marker is at a fixed path, and every
+/// loaded `LOCK_STATE` map is read, pinned in sight or not); with
 /// `locked = true`, who this agent is for the lock.
 fn lock_gate(
     host: &dyn HostKernel,
@@ -316,13 +321,19 @@ fn lock_gate(
             "cannot tell whether the kernel is locked ({e}): not starting"
         ))
     };
-    let mut state = pins::kernel_lock().map_err(unreadable)?;
-    if state.is_none() && !config.pin_dir.as_os_str().is_empty() {
-        state = pins::lock_state(&config.pin_dir).map_err(unreadable)?;
+    let mut states: Vec<LockState> = pins::kernel_lock()
+        .map_err(unreadable)?
+        .into_iter()
+        .collect();
+    if !config.pin_dir.as_os_str().is_empty() {
+        states.extend(pins::lock_state(&config.pin_dir).map_err(unreadable)?);
     }
+    states.extend(pins::loaded_lock_states());
     let file = kernel_id(host, &origin.file).ok();
-    if let Some(why) = refusal(state.as_ref(), &origin.file, file, &origin.overrides) {
-        return Err(StartError::input(why));
+    for state in &states {
+        if let Some(why) = refusal(Some(state), &origin.file, file, &origin.overrides) {
+            return Err(StartError::input(why));
+        }
     }
     if !config.locked {
         return Ok(None);

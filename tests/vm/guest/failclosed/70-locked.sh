@@ -51,19 +51,33 @@ lk() {
     echo "EA-LPID $lk_name $lk_pid"
 }
 
+# What the kernel itself does with a detach of an LSM link by id (no lock): the
+# reason locked mode refuses the fd rather than the detach.
+start_agent lk-unlocked $lk/policies
+lk lk-unlocked-detach $probe bpf-link-detach
+stop_agent
+/usr/local/bin/edgearmor unload --config /etc/edgearmor/failclosed/agent.toml > /dev/null 2>&1
+
 lk_start locked
 lk_agent=$agent
 lk lk-exec-blocked-before $probe exec /usr/bin/lk-blocked
 # The pins and their bpffs.
 lk lk-rm-pin $probe unlink $lk_pins/links/check_exec
-lk lk-mv-pin $probe rename $lk_pins/RULES $lk_pins/RULES.moved
-lk lk-mv-pin-dir $probe rename $lk_pins /sys/fs/bpf/edgearmor.moved
+# (No dots in the new names: bpffs refuses those itself, EPERM, before any hook.)
+lk lk-mv-pin $probe rename $lk_pins/RULES $lk_pins/RULES_moved
+lk lk-mv-pin-dir $probe rename $lk_pins /sys/fs/bpf/edgearmor_moved
 lk lk-create-pin $probe mkdir $lk_pins/links/new
 lk lk-obj-get $probe obj-get $lk_pins/links/check_exec
 lk lk-obj-get-map $probe obj-get $lk_pins/RULES
 lk lk-umount $probe umount /sys/fs/bpf
 lk lk-umount-lazy $probe umount-lazy /sys/fs/bpf
 lk lk-mount-over $probe mount-tmpfs $lk_pins
+# Mounts above the pins, and over the files (a lazy unmount of /sys takes the bpffs
+# with it; a tmpfs over the policy directory would feed the agent other policies).
+lk lk-umount-lazy-sys $probe umount-lazy /sys
+lk lk-mount-over-sysfs $probe mount-tmpfs /sys/fs
+lk lk-mount-over-policies $probe mount-tmpfs $lk/policies
+lk lk-mount-over-bin-dir $probe mount-tmpfs /usr/local/bin
 # Raw bpf() through ids.
 lk lk-link-detach $probe bpf-link-detach
 lk lk-prog-fd $probe bpf-prog-fd
@@ -83,6 +97,9 @@ lk lk-policy-unlink $probe unlink $lk/policies/block.yaml
 lk lk-policy-dir-rename $probe rename $lk/policies /tmp/lk/policies
 lk lk-config-append $probe append $lk_conf
 lk lk-config-rename $probe rename $lk_conf /tmp/lk/agent.toml
+# While the agent runs its binary, the kernel itself refuses to open it for writing
+# or truncate it (ETXTBSY, before any hook); the same attempts with no agent
+# running are further down.
 lk lk-bin-write $probe write $lk_bin
 lk lk-bin-link $probe link $lk_bin /usr/local/bin/ea-link
 lk lk-bin-rename $probe rename $lk_bin /usr/local/bin/ea-old
@@ -116,6 +133,8 @@ wait_count "$agent_err" 'policies applied' $((lk_applied + 1)) && echo "EA-LK-RE
 stop_agent
 lk lk-exec-blocked-stopped $probe exec /usr/bin/lk-blocked
 lk lk-rm-pin-stopped $probe unlink $lk_pins/links/check_exec
+lk lk-bin-write-stopped $probe write $lk_bin
+lk lk-bin-truncate-stopped $probe truncate $lk_bin 1
 # The next agent adopts the pins, locked.
 lk_start locked2
 lk lk-exec-blocked-adopted $probe exec /usr/bin/lk-blocked
