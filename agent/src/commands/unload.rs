@@ -22,15 +22,15 @@ use crate::control::fleet::FleetSettings;
 use crate::control::self_protection::{kernel_id, refusal};
 use crate::control::tamper::{self, Recorded, TamperReport};
 use crate::host::{HostKernel, LiveKernel};
-use crate::kernel::pins::PinError;
+use crate::kernel::pins::{self, PinError};
 
 /// Exit status of an unload locked mode refused.
 pub const EXIT_REFUSED: u8 = 3;
 
 /// What `unload` needs of the kernel: the lock and the pins themselves.
 pub trait Pins {
-    /// `LOCK_STATE`, `None` when nothing is pinned.
-    fn lock_state(&self, pin_dir: &Path) -> Result<Option<LockState>, PinError>;
+    /// Every `LOCK_STATE` in sight (none when nothing is pinned or loaded).
+    fn lock_states(&self, pin_dir: &Path) -> Result<Vec<LockState>, PinError>;
     /// Detaches and removes every pin; how many were removed.
     fn unload(&self, pin_dir: &Path) -> io::Result<usize>;
 }
@@ -39,18 +39,20 @@ pub trait Pins {
 pub struct LivePins;
 
 impl Pins for LivePins {
-    /// The fixed marker first (any configuration finds it, whatever `pin_dir` it
-    /// names), as `run` reads it; then the configuration's `pin_dir`.
-    fn lock_state(&self, pin_dir: &Path) -> Result<Option<LockState>, PinError> {
-        match crate::kernel::pins::kernel_lock()? {
-            Some(state) => Ok(Some(state)),
-            None if pin_dir.as_os_str().is_empty() => Ok(None),
-            None => crate::kernel::pins::lock_state(pin_dir),
+    /// As `run` reads the lock: the fixed marker (any configuration finds it, whatever
+    /// `pin_dir` it names), the configuration's `pin_dir`, and every loaded
+    /// `LOCK_STATE` map (a mount hiding a pin hides no map).
+    fn lock_states(&self, pin_dir: &Path) -> Result<Vec<LockState>, PinError> {
+        let mut states: Vec<LockState> = pins::kernel_lock()?.into_iter().collect();
+        if !pin_dir.as_os_str().is_empty() {
+            states.extend(pins::lock_state(pin_dir)?);
         }
+        states.extend(pins::loaded_lock_states());
+        Ok(states)
     }
 
     fn unload(&self, pin_dir: &Path) -> io::Result<usize> {
-        crate::kernel::pins::unload(pin_dir)
+        pins::unload(pin_dir)
     }
 }
 
@@ -68,8 +70,8 @@ pub fn unload_with(
     token: Option<&Path>,
 ) -> ExitCode {
     let pin_dir = &config.pin_dir;
-    let state = match pins.lock_state(pin_dir) {
-        Ok(state) => state,
+    let states = match pins.lock_states(pin_dir) {
+        Ok(states) => states,
         // Unknown is not unlocked: nothing is removed.
         Err(e) => {
             return super::fail(
@@ -80,8 +82,9 @@ pub fn unload_with(
             );
         }
     };
-    if let Some(state) = state.filter(|s| s.locked == LOCKED) {
-        match authorize(host, config, config_path, &state, token) {
+    let locked: Vec<LockState> = states.into_iter().filter(|s| s.locked == LOCKED).collect();
+    if !locked.is_empty() {
+        match authorize(host, config, config_path, &locked, token) {
             Ok(accepted) => println!("edgearmor: {accepted}"),
             Err(refusal) => return refuse(host, config, &refusal),
         }
@@ -120,7 +123,7 @@ fn authorize(
     host: &dyn HostKernel,
     config: &AgentConfig,
     config_path: &Path,
-    state: &LockState,
+    locked: &[LockState],
     token: Option<&Path>,
 ) -> Result<String, Refusal> {
     let Some(token_path) = token else {
@@ -130,7 +133,11 @@ fn authorize(
              token for this node (`edgearmor unlock-token create`, with a fleet key)",
         ));
     };
-    is_locked_config(host, state, config_path)?;
+    // Every lock in sight must name this configuration: a map of the attacker's
+    // naming theirs must not choose the keys and `pin_dir` this unload uses.
+    for state in locked {
+        is_locked_config(host, state, config_path)?;
+    }
     let keys = FleetSettings::load(
         &config.fleet.public_keys,
         config.fleet.bundle_max_bytes,

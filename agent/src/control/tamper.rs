@@ -141,6 +141,12 @@ pub fn drain(
     Ok(delivered)
 }
 
+/// Whether anything waits in `state_dir`'s reports directory (a cheap look before
+/// the lock is read).
+pub fn pending(state_dir: &Path) -> bool {
+    std::fs::read_dir(state_dir.join(REPORTS_DIR)).is_ok_and(|mut entries| entries.next().is_some())
+}
+
 /// The report files waiting, oldest first (their names start with the time).
 fn waiting(dir: &Path) -> Result<Vec<PathBuf>, FileError> {
     let entries = std::fs::read_dir(dir).map_err(|e| FileError::io("list", dir, e))?;

@@ -137,11 +137,16 @@ pub async fn deliver_tamper_reports(
     use crate::control::tamper::{self, TamperReport};
     loop {
         use crate::commands::unload::{LivePins, Pins};
-        let locked = LivePins
-            .lock_state(pin_dir)
-            .ok()
-            .flatten()
-            .filter(|s| s.locked == edgearmor_probe_abi::LOCKED);
+        // The marker's (this agent's lock) comes first; read only when there is
+        // something to deliver.
+        let states = if tamper::pending(state_dir) {
+            LivePins.lock_states(pin_dir).unwrap_or_default()
+        } else {
+            Vec::new()
+        };
+        let locked = states
+            .into_iter()
+            .find(|s| s.locked == edgearmor_probe_abi::LOCKED);
         if let Some(state) = locked {
             let now_us = crate::events::pipeline::unix_micros();
             let drained = tamper::drain(

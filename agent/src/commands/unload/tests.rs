@@ -67,13 +67,13 @@ impl HostKernel for Host {
 
 /// Pins that are locked (or not) and count unloads.
 struct FakePins {
-    state: Result<Option<LockState>, ()>,
+    states: Result<Vec<LockState>, ()>,
     unloads: Cell<usize>,
 }
 
 impl Pins for FakePins {
-    fn lock_state(&self, pin_dir: &Path) -> Result<Option<LockState>, PinError> {
-        self.state.map_err(|()| PinError::Read {
+    fn lock_states(&self, pin_dir: &Path) -> Result<Vec<LockState>, PinError> {
+        self.states.clone().map_err(|()| PinError::Read {
             path: pin_dir.join("LOCK_STATE"),
             detail: "EPERM".into(),
         })
@@ -84,15 +84,19 @@ impl Pins for FakePins {
     }
 }
 
+fn locked_state(config_ino: u64) -> LockState {
+    LockState {
+        locked: LOCKED,
+        policy_id: 9,
+        config_ino,
+        config_dev: CONFIG_DEV,
+        ..LockState::default()
+    }
+}
+
 fn locked() -> FakePins {
     FakePins {
-        state: Ok(Some(LockState {
-            locked: LOCKED,
-            policy_id: 9,
-            config_ino: CONFIG_INO,
-            config_dev: CONFIG_DEV,
-            ..LockState::default()
-        })),
+        states: Ok(vec![locked_state(CONFIG_INO)]),
         unloads: Cell::new(0),
     }
 }
@@ -175,9 +179,9 @@ fn refused() -> ExitCode {
 #[test]
 fn unlocked_unload_is_what_it_was() {
     let s = Setup::new("unlocked");
-    for state in [None, Some(LockState::default())] {
+    for states in [vec![], vec![LockState::default()]] {
         let pins = FakePins {
-            state: Ok(state),
+            states: Ok(states),
             unloads: Cell::new(0),
         };
         assert_eq!(s.unload(&pins, "no-such.toml", None), ExitCode::SUCCESS);
@@ -190,7 +194,7 @@ fn unlocked_unload_is_what_it_was() {
 fn unknown_lock_state_removes_nothing() {
     let s = Setup::new("unknown");
     let pins = FakePins {
-        state: Err(()),
+        states: Err(()),
         unloads: Cell::new(0),
     };
     assert_eq!(s.unload(&pins, "agent.toml", None), ExitCode::from(1));
@@ -309,4 +313,26 @@ fn no_fleet_key_no_unlock() {
     assert_eq!(s.unload(&pins, "agent.toml", Some(&token)), refused());
     let reports = s.reports();
     assert!(reports[0].ends_with("no fleet key"), "{reports:?}");
+}
+
+#[test]
+fn a_lock_of_the_attackers_cannot_choose_the_configuration() {
+    let s = Setup::new("two-locks");
+    let token = s.token("t.tok", &claims("gw-7", NOW, 60));
+    // The real lock names agent.toml; a map made by the attacker names other.toml.
+    let pins = FakePins {
+        states: Ok(vec![locked_state(CONFIG_INO + 1), locked_state(CONFIG_INO)]),
+        unloads: Cell::new(0),
+    };
+    assert_eq!(s.unload(&pins, "other.toml", Some(&token)), refused());
+    assert_eq!(s.unload(&pins, "agent.toml", Some(&token)), refused());
+    assert_eq!(pins.unloads.get(), 0);
+    let reports = s.reports();
+    assert_eq!(reports.len(), 2, "{reports:?}");
+    assert!(
+        reports
+            .iter()
+            .all(|r| r.ends_with("not the locked configuration")),
+        "{reports:?}"
+    );
 }
