@@ -5,6 +5,7 @@
 # token once more, on a kernel locked again, is refused as replayed; a refusal made
 # while no agent runs is delivered by the next agent. Tokens and fleet.pub come from
 # the host side (a key made by the test).
+echo "EA-UL-UPTIME start $(cut -d" " -f1 /proc/uptime)"
 ul_dir=/etc/edgearmor/failclosed/unlock
 ul_pins=/sys/fs/bpf/edgearmor
 mkdir -p /opt/unlock
@@ -73,3 +74,4 @@ ul_unload ul-second-valid second.unlock
 ul_pins ul-end
 scenario ul-victim-end $probe exec /opt/unlock/victim
 rm -rf /opt/unlock /var/lib/edgearmor/unlock
+echo "EA-UL-UPTIME end $(cut -d" " -f1 /proc/uptime)"
