@@ -127,7 +127,7 @@ impl UsedNonces {
     }
 
     /// Adds `token`, forgetting the entry expiring first when full (raising the floor).
-    fn record(&mut self, token: &VerifiedUnlock) {
+    pub(super) fn record(&mut self, token: &VerifiedUnlock) {
         let claims = token.claims();
         self.used.push((claims.nonce, claims.not_after_unix));
         while self.used.len() > MAX_USED_NONCES {
@@ -154,7 +154,7 @@ impl UsedNonces {
         self.floor_unix
     }
 
-    fn to_text(&self) -> String {
+    pub(super) fn to_text(&self) -> String {
         let mut text = format!("floor={}\n", self.floor_unix);
         for (nonce, expiry) in &self.used {
             text.push_str(&format!("{} {expiry}\n", hex_encode(nonce)));
