@@ -37,7 +37,9 @@ fn main() -> ExitCode {
         Command::PolicyCheck { paths, host, node } => {
             policy::policy_check(&paths, host, node.as_ref())
         }
-        Command::Keygen(prefix) => bundle::keygen(&prefix),
+        Command::Keygen(prefix) => {
+            commands::refuse_when_locked("keygen").unwrap_or_else(|| bundle::keygen(&prefix))
+        }
         Command::Unload => unload::unload(&invocation.config.pin_dir),
         Command::BundleCreate {
             key,
@@ -46,7 +48,8 @@ fn main() -> ExitCode {
             targets,
             out,
             policies,
-        } => bundle::create(&key, version, scope, &targets, &out, &policies),
+        } => commands::refuse_when_locked("bundle create")
+            .unwrap_or_else(|| bundle::create(&key, version, scope, &targets, &out, &policies)),
         Command::BundleVerify {
             public_keys,
             max_bytes,
@@ -54,7 +57,15 @@ fn main() -> ExitCode {
         } => bundle::verify(&public_keys, max_bytes, &bundle),
         Command::KernelCheck(config) => check::kernel_check(config.as_deref()),
         Command::SendTestAlerts { count, interval } => {
-            test_alerts::send_test_alerts(invocation.config, count, interval)
+            let gate = commands::locked_gate(
+                &edgearmor::host::LiveKernel,
+                &invocation.config,
+                &invocation.origin,
+            );
+            match gate {
+                Ok(()) => test_alerts::send_test_alerts(invocation.config, count, interval),
+                Err(why) => commands::fail(1, format_args!("send-test-alerts: {why}")),
+            }
         }
     }
 }

@@ -10,8 +10,8 @@
 //! (`Type: MatchedHostPolicy`, `PolicyName: edgearmor-self-protection`,
 //! `Action: Block`, the class's `Operation` and hook). The permitted work runs and
 //! draws no alert; a blocked exec is blocked before, during, with no agent, and
-//! under the next agent; `run` with another configuration or flags is refused; a
-//! copy of the binary cannot unload; the agent's own reload works; SIGTERM from PID 1
+//! under the next agent; `run` with another configuration or flags is refused, so
+//! is `keygen`; a copy of the binary cannot unload; the agent's own reload works; SIGTERM from PID 1
 //! stops the agent and the next one adopts the pins, locked; the last step unlocks.
 
 use std::collections::HashMap;
@@ -453,6 +453,10 @@ fn check_lifecycle(
     let flags = line("EA-LK-RUN-FLAGS ");
     if !(flags.starts_with("1 ") && flags.contains("--policies would override")) {
         failures.push(format!("run with flags: {flags:?}"));
+    }
+    let keygen = line("EA-LK-KEYGEN ");
+    if keygen != "1 0 the kernel is locked" {
+        failures.push(format!("keygen on the locked gateway: {keygen:?}"));
     }
     let copy_pid = pids.get("lk-copy-unload").copied();
     let copy_alerts = all
