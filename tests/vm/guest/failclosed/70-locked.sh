@@ -129,6 +129,11 @@ echo "EA-LK-KEYGEN $? $(ls /tmp/lk/ | grep -c fleet) $(grep -o 'the kernel is lo
 cp $lk_bin /tmp/lk/edgearmor-copy
 lk lk-copy-unload /tmp/lk/edgearmor-copy unload --config $lk_conf
 echo "EA-LK-PINS-AFTER-COPY $(ls $lk_pins/links | wc -l)"
+# The binary itself, exec'd traced (PTRACE_TRACEME): never the agent, even after
+# its tracer detaches.
+$probe traced-exec $lk_bin unload --config $lk_conf > /tmp/lk/traced.out 2>&1
+echo "EA-LK-TRACED $(grep -o 'EA-TRACED-PID [0-9]*' /tmp/lk/traced.out) $(grep -o 'rc=[0-9-]*' /tmp/lk/traced.out)"
+echo "EA-LK-PINS-AFTER-TRACED $(ls $lk_pins/links | wc -l)"
 # The agent's own reload (SIGHUP from PID 1).
 lk_applied=$(grep -c 'policies applied' "$agent_err")
 kill -HUP $lk_agent

@@ -471,6 +471,26 @@ fn check_lifecycle(
     if pins.trim().parse::<usize>().unwrap_or(0) == 0 {
         failures.push(format!("links left after the copy's unload: {pins:?}"));
     }
+    // "EA-TRACED-PID 123 rc=1": the traced binary's unload failed, with alerts.
+    let traced = line("EA-LK-TRACED ");
+    let traced_pid: Option<u64> = traced
+        .split_whitespace()
+        .nth(1)
+        .and_then(|p| p.parse().ok());
+    let traced_alerts = all
+        .iter()
+        .filter(|a| traced_pid.is_some() && pid_of(a) == traced_pid)
+        .filter(|a| field(a, "PolicyName") == SELF)
+        .count();
+    if traced_alerts == 0 || traced.ends_with("rc=0") {
+        failures.push(format!(
+            "the binary exec'd traced acted as the agent: {traced:?}"
+        ));
+    }
+    let pins = line("EA-LK-PINS-AFTER-TRACED ");
+    if pins.trim().parse::<usize>().unwrap_or(0) == 0 {
+        failures.push(format!("links left after the traced unload: {pins:?}"));
+    }
     if run.log.first_with_prefix("EA-LK-RELOADED").is_none() {
         failures.push("the agent's own reload did not apply".into());
     }
