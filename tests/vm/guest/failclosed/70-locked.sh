@@ -123,7 +123,7 @@ $lk_bin run --config $lk_conf --policies /tmp/lk > /dev/null 2> /tmp/lk/run-flag
 echo "EA-LK-RUN-FLAGS $? $(grep -o 'the kernel is locked.*would override' /tmp/lk/run-flags.err | head -n 1)"
 # The binary writes what no other process may: its file-writing workstation
 # commands are refused here (keygen would replace a fleet key).
-$lk_bin keygen /tmp/lk/fleet > /dev/null 2> /tmp/lk/keygen.err
+$lk_bin keygen --out /tmp/lk/fleet > /dev/null 2> /tmp/lk/keygen.err
 echo "EA-LK-KEYGEN $? $(ls /tmp/lk/ | grep -c fleet) $(grep -o 'the kernel is locked' /tmp/lk/keygen.err | head -n 1)"
 # A copy of the binary is another inode: not the agent.
 cp $lk_bin /tmp/lk/edgearmor-copy
