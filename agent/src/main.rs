@@ -38,7 +38,9 @@ fn main() -> ExitCode {
         Command::PolicyCheck { paths, host, node } => {
             policy::policy_check(&paths, host, node.as_ref())
         }
-        Command::Keygen(prefix) => bundle::keygen(&prefix),
+        Command::Keygen(prefix) => {
+            commands::refuse_when_locked("keygen").unwrap_or_else(|| bundle::keygen(&prefix))
+        }
         Command::Unload { token } => unload::unload(
             &invocation.config,
             &invocation.origin.file,
@@ -49,7 +51,8 @@ fn main() -> ExitCode {
             node,
             valid_for_secs,
             out,
-        } => bundle::unlock_token_create(&key, &node, valid_for_secs, &out),
+        } => commands::refuse_when_locked("unlock-token create")
+            .unwrap_or_else(|| bundle::unlock_token_create(&key, &node, valid_for_secs, &out)),
         Command::BundleCreate {
             key,
             version,
@@ -57,7 +60,8 @@ fn main() -> ExitCode {
             targets,
             out,
             policies,
-        } => bundle::create(&key, version, scope, &targets, &out, &policies),
+        } => commands::refuse_when_locked("bundle create")
+            .unwrap_or_else(|| bundle::create(&key, version, scope, &targets, &out, &policies)),
         Command::BundleVerify {
             public_keys,
             max_bytes,
@@ -65,7 +69,15 @@ fn main() -> ExitCode {
         } => bundle::verify(&public_keys, max_bytes, &bundle),
         Command::KernelCheck(config) => check::kernel_check(config.as_deref()),
         Command::SendTestAlerts { count, interval } => {
-            test_alerts::send_test_alerts(invocation.config, count, interval)
+            let gate = commands::locked_gate(
+                &edgearmor::host::LiveKernel,
+                &invocation.config,
+                &invocation.origin,
+            );
+            match gate {
+                Ok(()) => test_alerts::send_test_alerts(invocation.config, count, interval),
+                Err(why) => commands::fail(1, format_args!("send-test-alerts: {why}")),
+            }
         }
     }
 }

@@ -22,15 +22,15 @@ use crate::control::fleet::FleetSettings;
 use crate::control::self_protection::{kernel_id, refusal};
 use crate::control::tamper::{self, Recorded, TamperReport};
 use crate::host::{HostKernel, LiveKernel};
-use crate::kernel::pins::{self, PinError};
 
 /// Exit status of an unload locked mode refused.
 pub const EXIT_REFUSED: u8 = 3;
 
 /// What `unload` needs of the kernel: the lock and the pins themselves.
 pub trait Pins {
-    /// Every `LOCK_STATE` in sight (none when nothing is pinned or loaded).
-    fn lock_states(&self, pin_dir: &Path) -> Result<Vec<LockState>, PinError>;
+    /// Every `LOCK_STATE` in sight (none when nothing is pinned or loaded), or why
+    /// that cannot be told.
+    fn lock_states(&self, pin_dir: &Path) -> Result<Vec<LockState>, String>;
     /// Detaches and removes every pin; how many were removed.
     fn unload(&self, pin_dir: &Path) -> io::Result<usize>;
 }
@@ -39,20 +39,14 @@ pub trait Pins {
 pub struct LivePins;
 
 impl Pins for LivePins {
-    /// As `run` reads the lock: the fixed marker (any configuration finds it, whatever
-    /// `pin_dir` it names), the configuration's `pin_dir`, and every loaded
-    /// `LOCK_STATE` map (a mount hiding a pin hides no map).
-    fn lock_states(&self, pin_dir: &Path) -> Result<Vec<LockState>, PinError> {
-        let mut states: Vec<LockState> = pins::kernel_lock()?.into_iter().collect();
-        if !pin_dir.as_os_str().is_empty() {
-            states.extend(pins::lock_state(pin_dir)?);
-        }
-        states.extend(pins::loaded_lock_states());
-        Ok(states)
+    /// As `run` reads the lock ([`super::lock_states`]): the marker, `pin_dir`'s pin
+    /// and every loaded `LOCK_STATE` map.
+    fn lock_states(&self, pin_dir: &Path) -> Result<Vec<LockState>, String> {
+        super::lock_states(pin_dir)
     }
 
     fn unload(&self, pin_dir: &Path) -> io::Result<usize> {
-        pins::unload(pin_dir)
+        crate::kernel::pins::unload(pin_dir)
     }
 }
 
@@ -74,12 +68,7 @@ pub fn unload_with(
         Ok(states) => states,
         // Unknown is not unlocked: nothing is removed.
         Err(e) => {
-            return super::fail(
-                1,
-                format_args!(
-                    "unload: cannot tell whether the kernel is locked: {e}; nothing removed"
-                ),
-            );
+            return super::fail(1, format_args!("unload: {e}; nothing removed"));
         }
     };
     let locked: Vec<LockState> = states.into_iter().filter(|s| s.locked == LOCKED).collect();

@@ -245,11 +245,7 @@ pub fn load(
     check_ring_buffers(host)?;
     let adopting = pin_dir.is_some_and(|dir| dir.join(names::AGENT_STATE).exists());
     let (mut ebpf, aya_btf) = open_object(btf, key, pin_dir)?;
-    let mut locking = match (lock, pin_dir) {
-        (Some(request), Some(dir)) => Some(Locking::begin(host, &mut ebpf, request, dir)?),
-        (Some(_), None) => return Err(lock_needs_pins()),
-        (None, _) => None,
-    };
+    let mut locking = Locking::begin_if(host, &mut ebpf, lock, pin_dir)?;
 
     // Rules first: once a program attaches it enforces whatever the maps hold.
     let mut policy = PolicyMaps::take(&mut ebpf, adopting)?;
@@ -297,10 +293,7 @@ pub fn load(
         }
         None => links.into_iter().map(|(_, link)| link).collect(),
     };
-    let locked = match locking {
-        Some(locking) => Some(locking.finish(&mut ebpf)?),
-        None => None,
-    };
+    let locked = locking.map(|l| l.finish(&mut ebpf)).transpose()?;
 
     let events = enforcing_events(&mut ebpf, key, pin_dir.is_some(), adopting)?;
     Ok(LoadedProbes {
@@ -315,14 +308,6 @@ pub fn load(
         adopted: adopting,
         locked,
     })
-}
-
-fn lock_needs_pins() -> EnforcementUnavailable {
-    EnforcementUnavailable::Failed {
-        step: "locked mode".into(),
-        errno: None,
-        detail: "locked = true needs pin_dir on a mounted bpffs: without pins enforcement ends with the agent".into(),
-    }
 }
 
 /// Each attached program's name and link.

@@ -120,6 +120,23 @@ fn map_data(map: &Map) -> Option<&MapData> {
 }
 
 impl Locking {
+    /// [`Self::begin`] with a request; locked mode needs pins.
+    pub(crate) fn begin_if(
+        host: &dyn HostKernel,
+        ebpf: &mut Ebpf,
+        request: Option<&LockRequest>,
+        pin_dir: Option<&Path>,
+    ) -> Result<Option<Self>, EnforcementUnavailable> {
+        match (request, pin_dir) {
+            (Some(request), Some(dir)) => Self::begin(host, ebpf, request, dir).map(Some),
+            (Some(_), None) => Err(failed(
+                "pin_dir",
+                "locked = true needs pin_dir on a mounted bpffs: without pins enforcement ends with the agent",
+            )),
+            (None, _) => Ok(None),
+        }
+    }
+
     /// Protects every map of the object and writes `LOCK_STATE` (locked only if the
     /// kernel already was: this agent is then marked since its exec).
     pub(crate) fn begin(

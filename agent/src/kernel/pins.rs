@@ -93,6 +93,11 @@ pub fn pinned_key(dir: &Path) -> Option<[u64; 2]> {
 /// asynchronously (after an RCU grace period), so this waits until the links are
 /// gone from the kernel's list: when it returns, nothing is enforced any more.
 pub fn unload(dir: &Path) -> std::io::Result<usize> {
+    // Unlocked first: the map outlives its pins for a while (the kernel frees it
+    // after the programs that use it), and a `run` reading it meanwhile must not
+    // find the kernel locked.
+    unlock(&dir.join(names::LOCK_STATE))?;
+    unlock(Path::new(crate::kernel::lock::LOCK_MARKER))?;
     let mut removed = 0;
     let mut link_ids = Vec::new();
     let links = dir.join("links");
@@ -158,6 +163,20 @@ pub fn unload(dir: &Path) -> std::io::Result<usize> {
         std::thread::sleep(std::time::Duration::from_millis(10));
     }
     Ok(removed)
+}
+
+/// Sets `locked` to 0 in the `LOCK_STATE` pinned at `pin` (none there: nothing to do).
+fn unlock(pin: &Path) -> std::io::Result<()> {
+    if !pin.exists() {
+        return Ok(());
+    }
+    let failed = |e: String| std::io::Error::other(format!("unlocking {}: {e}", pin.display()));
+    let data = aya::maps::MapData::from_pin(pin).map_err(|e| failed(e.to_string()))?;
+    let mut state: Array<_, LockState> =
+        Array::try_from(aya::maps::Map::Array(data)).map_err(|e| failed(e.to_string()))?;
+    let mut value = state.get(&0, 0).map_err(|e| failed(e.to_string()))?;
+    value.locked = 0;
+    state.set(0, value, 0).map_err(|e| failed(e.to_string()))
 }
 
 /// Why the pinned `LOCK_STATE` could not be read.

@@ -99,6 +99,9 @@ fn inode_dev(inode: *const u8) -> Option<u32> {
 /// Whether `file` (`struct file *`) is the agent binary `state` names.
 #[inline(always)]
 fn is_agent_binary(state: &LockState, file: *const u8) -> bool {
+    if state.agent_ino == 0 {
+        return false; // not locked, nor locking: every exec ends here
+    }
     let off = offsets();
     let Some(dentry) = read::<*const u8>(file, off.file_f_path + off.path_dentry) else {
         return false;
@@ -106,8 +109,7 @@ fn is_agent_binary(state: &LockState, file: *const u8) -> bool {
     let Some(inode) = read::<*const u8>(dentry, off.dentry_inode) else {
         return false;
     };
-    state.agent_ino != 0
-        && read::<u64>(inode, off.inode_ino) == Some(state.agent_ino)
+    read::<u64>(inode, off.inode_ino) == Some(state.agent_ino)
         && inode_dev(inode) == Some(state.agent_dev)
 }
 

@@ -13,7 +13,9 @@
 //! - `obj-get PATH`: `BPF_OBJ_GET` (read-write);
 //! - `ptrace PID` (`PTRACE_ATTACH`), `mem-write PID` (`open(/proc/PID/mem, O_RDWR)`),
 //!   `vm-write PID` (`process_vm_writev` of one byte), `kill PID SIG`;
-//! - `umount PATH`, `umount-lazy PATH` (`MNT_DETACH`), `mount-tmpfs PATH`.
+//! - `umount PATH`, `umount-lazy PATH` (`MNT_DETACH`), `mount-tmpfs PATH`;
+//! - `traced-exec PATH ARG...`: exec under `PTRACE_TRACEME`, the tracer detaching at
+//!   the exec stop (prints the child's pid as `EA-TRACED-PID`).
 
 use std::ffi::CString;
 
@@ -190,10 +192,51 @@ fn pid_arg(args: &[String]) -> libc::pid_t {
     args.first().and_then(|p| p.parse().ok()).unwrap_or(0)
 }
 
+/// Forks a child that asks to be traced (`PTRACE_TRACEME`) and execs `args` (a path
+/// and its arguments); at the exec stop the tracer detaches, as one that had
+/// changed the new program would, and the child runs on untraced. Prints the
+/// child's pid (`EA-TRACED-PID`); `(exit status, 0)`.
+fn traced_exec(args: &[String]) -> (i64, i32, &'static str) {
+    let Ok(argv) = args
+        .iter()
+        .map(|a| CString::new(a.as_str()))
+        .collect::<Result<Vec<_>, _>>()
+    else {
+        return (-1, libc::EINVAL, "args");
+    };
+    let Some(path) = argv.first() else {
+        return (-1, libc::EINVAL, "args");
+    };
+    let mut ptrs: Vec<*const libc::c_char> = argv.iter().map(|a| a.as_ptr()).collect();
+    ptrs.push(std::ptr::null());
+    // SAFETY: the child only calls ptrace, execv and _exit.
+    match unsafe { libc::fork() } {
+        -1 => (-1, errno(), "fork"),
+        0 => unsafe {
+            // SAFETY: PTRACE_TRACEME takes no pointers; argv is NULL-terminated.
+            libc::ptrace(libc::PTRACE_TRACEME, 0, 0, 0);
+            libc::execv(path.as_ptr(), ptrs.as_ptr());
+            libc::_exit(127);
+        },
+        child => {
+            println!("EA-TRACED-PID {child}");
+            let mut status = 0;
+            // SAFETY: our child; PTRACE_DETACH after its exec stop, then its exit.
+            unsafe {
+                libc::waitpid(child, &mut status, 0);
+                libc::ptrace(libc::PTRACE_DETACH, child, 0, 0);
+                libc::waitpid(child, &mut status, 0);
+            }
+            (i64::from(libc::WEXITSTATUS(status)), 0, "exit")
+        }
+    }
+}
+
 /// Runs one tamper operation; `None` when `op` is not one.
 pub fn run(op: &str, args: &[String]) -> Option<()> {
     let target = args.first().cloned().unwrap_or_default();
     let (rc, errno, step) = match op {
+        "traced-exec" => traced_exec(args),
         "bpf-map" => map_op(&target, args.get(1).map_or("update", String::as_str)),
         "bpf-link-detach" | "bpf-prog-fd" => {
             let (next, get) = if op == "bpf-prog-fd" {

@@ -11,7 +11,7 @@ use crate::config::{AgentConfig, Enforcement};
 use crate::control::fleet::{FleetPolicy, FleetSettings};
 use crate::control::policy_state::PolicyState;
 use crate::control::reload::{Bundles, Enforced};
-use crate::control::self_protection::{LockIdentity, ProtectedPaths, kernel_id, refusal};
+use crate::control::self_protection::{LockIdentity, ProtectedPaths};
 use crate::control::setid_rules::SetidRuleSet;
 use crate::events::pipeline::{Batcher, unix_micros};
 use crate::events::ringbuf::{ExecWatcher, KernelSource, RingbufReader};
@@ -24,7 +24,6 @@ use crate::kernel::policy_maps::PolicyMaps;
 use crate::kernel::readiness::{self, EnforcementUnavailable};
 use crate::kernel::rule_tables::KernelRuleSet;
 use crate::sinks::outputs::{AgentQueue, Outputs, batch_policy};
-use edgearmor_probe_abi::LockState;
 
 /// What the kernel side came up as.
 struct KernelStart<'h> {
@@ -316,25 +315,7 @@ fn lock_gate(
     config: &AgentConfig,
     origin: &ConfigOrigin,
 ) -> Result<Option<LockIdentity>, StartError> {
-    let unreadable = |e: pins::PinError| {
-        StartError::input(format!(
-            "cannot tell whether the kernel is locked ({e}): not starting"
-        ))
-    };
-    let mut states: Vec<LockState> = pins::kernel_lock()
-        .map_err(unreadable)?
-        .into_iter()
-        .collect();
-    if !config.pin_dir.as_os_str().is_empty() {
-        states.extend(pins::lock_state(&config.pin_dir).map_err(unreadable)?);
-    }
-    states.extend(pins::loaded_lock_states());
-    let file = kernel_id(host, &origin.file).ok();
-    for state in &states {
-        if let Some(why) = refusal(Some(state), &origin.file, file, &origin.overrides) {
-            return Err(StartError::input(why));
-        }
-    }
+    crate::commands::locked_gate(host, config, origin).map_err(StartError::input)?;
     if !config.locked {
         return Ok(None);
     }

@@ -72,10 +72,12 @@ struct FakePins {
 }
 
 impl Pins for FakePins {
-    fn lock_states(&self, pin_dir: &Path) -> Result<Vec<LockState>, PinError> {
-        self.states.clone().map_err(|()| PinError::Read {
-            path: pin_dir.join("LOCK_STATE"),
-            detail: "EPERM".into(),
+    fn lock_states(&self, pin_dir: &Path) -> Result<Vec<LockState>, String> {
+        self.states.clone().map_err(|()| {
+            format!(
+                "cannot tell whether the kernel is locked: {}: EPERM",
+                pin_dir.display()
+            )
         })
     }
     fn unload(&self, _pin_dir: &Path) -> io::Result<usize> {

@@ -10,8 +10,8 @@
 # rename, truncate, chmod, its directory renamed, state_dir). The permitted work
 # runs: ordinary files elsewhere, reading the protected ones, a read-only map fd,
 # signal 0, the agent's own reload (SIGHUP from PID 1). A blocked exec stays
-# blocked throughout. `run` with another configuration or with flags is refused;
-# a copy of the binary is not the agent.
+# blocked throughout. `run` with another configuration or with flags is refused,
+# so is `keygen`; a copy of the binary is not the agent.
 # SIGTERM from PID 1 (this script) stops the agent; the pins keep enforcing (a
 # tamper attempt with no agent running is denied, its alert delivered by the next
 # agent), and the next agent adopts them, still locked.
@@ -121,10 +121,19 @@ $lk_bin run --config /etc/edgearmor/failclosed/agent.toml --policies $lk/policie
 echo "EA-LK-RUN-OTHER $? $(grep -o 'the kernel is locked[^;]*' /tmp/lk/run-other.err | head -n 1)"
 $lk_bin run --config $lk_conf --policies /tmp/lk > /dev/null 2> /tmp/lk/run-flags.err
 echo "EA-LK-RUN-FLAGS $? $(grep -o 'the kernel is locked.*would override' /tmp/lk/run-flags.err | head -n 1)"
+# The binary writes what no other process may: its file-writing workstation
+# commands are refused here (keygen would replace a fleet key).
+$lk_bin keygen --out /tmp/lk/fleet > /dev/null 2> /tmp/lk/keygen.err
+echo "EA-LK-KEYGEN $? $(ls /tmp/lk/ | grep -c fleet) $(grep -o 'the kernel is locked' /tmp/lk/keygen.err | head -n 1)"
 # A copy of the binary is another inode: not the agent.
 cp $lk_bin /tmp/lk/edgearmor-copy
 lk lk-copy-unload /tmp/lk/edgearmor-copy unload --config $lk_conf
 echo "EA-LK-PINS-AFTER-COPY $(ls $lk_pins/links | wc -l)"
+# The binary itself, exec'd traced (PTRACE_TRACEME): never the agent, even after
+# its tracer detaches.
+$probe traced-exec $lk_bin unload --config $lk_conf > /tmp/lk/traced.out 2>&1
+echo "EA-LK-TRACED $(grep -o 'EA-TRACED-PID [0-9]*' /tmp/lk/traced.out) $(grep -o 'rc=[0-9-]*' /tmp/lk/traced.out)"
+echo "EA-LK-PINS-AFTER-TRACED $(ls $lk_pins/links | wc -l)"
 # The agent's own reload (SIGHUP from PID 1).
 lk_applied=$(grep -c 'policies applied' "$agent_err")
 kill -HUP $lk_agent

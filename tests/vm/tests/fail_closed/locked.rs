@@ -10,8 +10,8 @@
 //! (`Type: MatchedHostPolicy`, `PolicyName: edgearmor-self-protection`,
 //! `Action: Block`, the class's `Operation` and hook). The permitted work runs and
 //! draws no alert; a blocked exec is blocked before, during, with no agent, and
-//! under the next agent; `run` with another configuration or flags is refused; a
-//! copy of the binary cannot unload; the agent's own reload works; SIGTERM from PID 1
+//! under the next agent; `run` with another configuration or flags is refused, so
+//! is `keygen`; a copy of the binary cannot unload; the agent's own reload works; SIGTERM from PID 1
 //! stops the agent and the next one adopts the pins, locked; the last step unlocks.
 
 use std::collections::HashMap;
@@ -454,6 +454,10 @@ fn check_lifecycle(
     if !(flags.starts_with("1 ") && flags.contains("--policies would override")) {
         failures.push(format!("run with flags: {flags:?}"));
     }
+    let keygen = line("EA-LK-KEYGEN ");
+    if keygen != "1 0 the kernel is locked" {
+        failures.push(format!("keygen on the locked gateway: {keygen:?}"));
+    }
     let copy_pid = pids.get("lk-copy-unload").copied();
     let copy_alerts = all
         .iter()
@@ -466,6 +470,26 @@ fn check_lifecycle(
     let pins = line("EA-LK-PINS-AFTER-COPY ");
     if pins.trim().parse::<usize>().unwrap_or(0) == 0 {
         failures.push(format!("links left after the copy's unload: {pins:?}"));
+    }
+    // "EA-TRACED-PID 123 rc=1": the traced binary's unload failed, with alerts.
+    let traced = line("EA-LK-TRACED ");
+    let traced_pid: Option<u64> = traced
+        .split_whitespace()
+        .nth(1)
+        .and_then(|p| p.parse().ok());
+    let traced_alerts = all
+        .iter()
+        .filter(|a| traced_pid.is_some() && pid_of(a) == traced_pid)
+        .filter(|a| field(a, "PolicyName") == SELF)
+        .count();
+    if traced_alerts == 0 || traced.ends_with("rc=0") {
+        failures.push(format!(
+            "the binary exec'd traced acted as the agent: {traced:?}"
+        ));
+    }
+    let pins = line("EA-LK-PINS-AFTER-TRACED ");
+    if pins.trim().parse::<usize>().unwrap_or(0) == 0 {
+        failures.push(format!("links left after the traced unload: {pins:?}"));
     }
     if run.log.first_with_prefix("EA-LK-RELOADED").is_none() {
         failures.push("the agent's own reload did not apply".into());
