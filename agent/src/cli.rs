@@ -27,8 +27,17 @@ pub enum Command {
     },
     /// `keygen --out PREFIX`: PREFIX.key and PREFIX.pub.
     Keygen(PathBuf),
-    /// Detach everything pinned and remove the pins.
-    Unload,
+    /// Detach everything pinned and remove the pins; in locked mode only with a token.
+    Unload {
+        token: Option<PathBuf>,
+    },
+    /// `unlock-token create`: a signed unlock token for `node`.
+    UnlockTokenCreate {
+        key: PathBuf,
+        node: String,
+        valid_for_secs: u64,
+        out: PathBuf,
+    },
     BundleCreate {
         key: PathBuf,
         version: u64,
@@ -79,6 +88,17 @@ pub struct Invocation {
     pub command: Command,
     pub config: AgentConfig,
     pub rules: SetidRuleSet,
+    /// Where the configuration came from (`--config`, else the default path) and the
+    /// flags that overrode it: a locked kernel holds `run` to the locked file.
+    pub origin: ConfigOrigin,
+}
+
+/// The configuration file a command ran with and the flags given over it.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct ConfigOrigin {
+    pub file: PathBuf,
+    /// Flag names (without `--`) that changed the configuration or added rules.
+    pub overrides: Vec<String>,
 }
 
 impl Invocation {
@@ -87,6 +107,7 @@ impl Invocation {
             command,
             config: AgentConfig::default(),
             rules: SetidRuleSet::default(),
+            origin: ConfigOrigin::default(),
         }
     }
 }
@@ -140,7 +161,8 @@ fn parse_command(args: Vec<OsString>) -> Result<Invocation, String> {
         },
         "version" => return no_more_arguments(&mut parser, Command::Version),
         "help" => return parse_help(&mut parser).map(Invocation::bare),
-        "unload" => Command::Unload,
+        "unload" => return unlock::parse_unload(&mut parser),
+        "unlock-token" => return unlock::parse_unlock_token(&mut parser).map(Invocation::bare),
         "status" => Command::Status { json: false },
         "check" => return parse_check(&mut parser).map(Invocation::bare),
         "keygen" | "bundle" => return parse_fleet_command(&sub, &mut parser).map(Invocation::bare),
@@ -231,7 +253,7 @@ fn parse_policy_check(parser: &mut lexopt::Parser) -> Result<Command, String> {
     Ok(Command::PolicyCheck { paths, host, node })
 }
 
-/// The options of `run`, `send-test-alerts` and `unload`: the configuration file,
+/// The options of `run` and `send-test-alerts`: the configuration file,
 /// flags overriding it, and the rules they name.
 fn parse_agent_options(
     mut command: Command,
@@ -270,6 +292,10 @@ fn parse_agent_options(
     }
     .map_err(|e| e.to_string())?;
     let mut flag_rules = Vec::new();
+    let origin = ConfigOrigin {
+        file: config_path.unwrap_or_else(|| PathBuf::from(DEFAULT_CONFIG_PATH)),
+        overrides: overrides.iter().map(|(flag, _)| flag.clone()).collect(),
+    };
     for (flag, value) in overrides {
         if flag == "deny-setgid" || flag == "deny-setuid" {
             flag_rules.push((flag, value));
@@ -296,6 +322,7 @@ fn parse_agent_options(
         command,
         config,
         rules,
+        origin,
     })
 }
 
@@ -519,3 +546,4 @@ impl FleetArgs {
 
 #[cfg(test)]
 mod tests;
+mod unlock;

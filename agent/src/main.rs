@@ -8,8 +8,9 @@
 //!
 //! Exit codes: 0 after a clean stop (SIGTERM/SIGINT), 1 for usage, configuration or
 //! rule errors, 2 when this kernel cannot enforce and `enforcement = "required"` (or
-//! not even monitor-only mode works), 3 when `status` finds nothing enforced; the
-//! message names what is missing. `edgearmor help COMMAND` says each command's.
+//! not even monitor-only mode works), 3 when `status` finds nothing enforced or locked
+//! mode refuses (`unload` without a valid unlock token); the message names what is
+//! missing. `edgearmor help COMMAND` says each command's.
 //!
 //! This file only dispatches: parsing is [`edgearmor::cli`], each command is a module
 //! of [`edgearmor::commands`].
@@ -37,12 +38,25 @@ fn main() -> ExitCode {
         }
         Command::Status { json } => status::status(&invocation.config, json),
         Command::Version => commands::version(),
-        Command::Run => run::run(invocation.config, invocation.rules),
+        Command::Run => run::run(invocation.config, invocation.rules, &invocation.origin),
         Command::PolicyCheck { paths, host, node } => {
             policy::policy_check(&paths, host, node.as_ref())
         }
-        Command::Keygen(prefix) => bundle::keygen(&prefix),
-        Command::Unload => unload::unload(&invocation.config.pin_dir),
+        Command::Keygen(prefix) => {
+            commands::refuse_when_locked("keygen").unwrap_or_else(|| bundle::keygen(&prefix))
+        }
+        Command::Unload { token } => unload::unload(
+            &invocation.config,
+            &invocation.origin.file,
+            token.as_deref(),
+        ),
+        Command::UnlockTokenCreate {
+            key,
+            node,
+            valid_for_secs,
+            out,
+        } => commands::refuse_when_locked("unlock-token create")
+            .unwrap_or_else(|| bundle::unlock_token_create(&key, &node, valid_for_secs, &out)),
         Command::BundleCreate {
             key,
             version,
@@ -50,7 +64,8 @@ fn main() -> ExitCode {
             targets,
             out,
             policies,
-        } => bundle::create(&key, version, scope, &targets, &out, &policies),
+        } => commands::refuse_when_locked("bundle create")
+            .unwrap_or_else(|| bundle::create(&key, version, scope, &targets, &out, &policies)),
         Command::BundleVerify {
             public_keys,
             max_bytes,
@@ -58,7 +73,15 @@ fn main() -> ExitCode {
         } => bundle::verify(&public_keys, max_bytes, &bundle),
         Command::KernelCheck(config) => check::kernel_check(config.as_deref()),
         Command::SendTestAlerts { count, interval } => {
-            test_alerts::send_test_alerts(invocation.config, count, interval)
+            let gate = commands::locked_gate(
+                &edgearmor::host::LiveKernel,
+                &invocation.config,
+                &invocation.origin,
+            );
+            match gate {
+                Ok(()) => test_alerts::send_test_alerts(invocation.config, count, interval),
+                Err(why) => commands::fail(1, format_args!("send-test-alerts: {why}")),
+            }
         }
     }
 }

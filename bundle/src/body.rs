@@ -14,7 +14,7 @@ use crate::limits::{
 
 /// Decodes exactly one body of format `format` from `bytes` (nothing may follow).
 pub(crate) fn decode_body(bytes: &[u8], format: FormatVersion) -> Result<BundleBody, BundleError> {
-    let mut reader = Reader { bytes, offset: 0 };
+    let mut reader = Reader::new(bytes);
     let version = reader.varint("version")?;
     let created_unix = reader.varint("created_unix")?;
     let target_count = reader.length("targets", MAX_TARGETS, "MAX_TARGETS", 1)?;
@@ -60,14 +60,33 @@ pub(crate) fn decode_body(bytes: &[u8], format: FormatVersion) -> Result<BundleB
     })
 }
 
-struct Reader<'b> {
+/// postcard's encoding read field by field, each length checked before use; also
+/// the reader of unlock tokens ([`crate::unlock`]).
+pub(crate) struct Reader<'b> {
     bytes: &'b [u8],
     offset: usize,
 }
 
 impl<'b> Reader<'b> {
-    fn remaining(&self) -> usize {
+    pub(crate) fn new(bytes: &'b [u8]) -> Self {
+        Self { bytes, offset: 0 }
+    }
+
+    /// The bytes not read yet.
+    pub(crate) fn remaining(&self) -> usize {
         self.bytes.len() - self.offset
+    }
+
+    /// `N` bytes as they are (postcard's encoding of a `[u8; N]`).
+    pub(crate) fn array<const N: usize>(&mut self, what: &str) -> Result<[u8; N], BundleError> {
+        let Some(chunk) = self.bytes[self.offset..].first_chunk::<N>() else {
+            return Err(self.malformed(format!(
+                "{what}: {N} bytes but only {} remain",
+                self.remaining()
+            )));
+        };
+        self.offset += N;
+        Ok(*chunk)
     }
 
     fn malformed(&self, detail: String) -> BundleError {
@@ -77,7 +96,7 @@ impl<'b> Reader<'b> {
     }
 
     /// A LEB128 varint of at most 10 bytes that fits in a u64.
-    fn varint(&mut self, what: &str) -> Result<u64, BundleError> {
+    pub(crate) fn varint(&mut self, what: &str) -> Result<u64, BundleError> {
         let mut value: u64 = 0;
         for index in 0..10 {
             let Some(&byte) = self.bytes.get(self.offset) else {
@@ -138,7 +157,7 @@ impl<'b> Reader<'b> {
         Ok(slice)
     }
 
-    fn string(
+    pub(crate) fn string(
         &mut self,
         what: &'static str,
         limit: usize,

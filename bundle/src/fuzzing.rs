@@ -14,6 +14,11 @@
 //! - what it accepts, [`create`] signs again, and that verifies to the same content;
 //! - the body reader agrees with postcard: what it accepts postcard decodes to the
 //!   same value, and what postcard decodes exactly it accepts, unless a cap refuses.
+//!
+//! Every input is also an unlock token's claims ([`crate::unlock`]), signed after
+//! its magic (or, starting with `EAUNLK`, a whole token): [`verify_unlock_token`]
+//! never panics, and what it accepts is for the node asked, within the node name's
+//! cap and the validity limit, and signs again to a token with the same claims.
 
 use std::collections::HashSet;
 
@@ -33,6 +38,7 @@ pub const FUZZ_SEED: [u8; 32] = [0x42; 32];
 
 /// Runs one input; panics if an invariant breaks.
 pub fn run_input(data: &[u8]) {
+    check_unlock_token(data);
     let key = SigningKey::from_seed(&FUZZ_SEED);
     let keys = [key.verifying_key()];
     let bytes = match data.split_first() {
@@ -112,6 +118,38 @@ fn check_body_reader(body: &[u8], format: FormatVersion) {
             if let Ok(ours) = &ours {
                 assert_eq!(ours.scope, Scope::Fleet, "format 1 is fleet-wide");
             }
+        }
+    }
+}
+
+/// The unlock token invariants (see the module's documentation).
+fn check_unlock_token(data: &[u8]) {
+    use crate::limits::{MAX_UNLOCK_NODE_BYTES, MAX_UNLOCK_VALIDITY_SECS};
+    use crate::unlock::{UNLOCK_MAGIC, create_unlock_token, verify_unlock_token};
+    let key = SigningKey::from_seed(&FUZZ_SEED);
+    let keys = [key.verifying_key()];
+    let bytes = if data.starts_with(b"EAUNLK") {
+        data.to_vec()
+    } else {
+        let mut signed = UNLOCK_MAGIC.to_vec();
+        signed.extend_from_slice(data);
+        sign_bundle(&key, signed)
+    };
+    // The node and clock an accepted token names, so acceptance is reachable.
+    let node = bytes
+        .get(UNLOCK_MAGIC.len() + 1..)
+        .and_then(|rest| rest.get(..usize::from(bytes[UNLOCK_MAGIC.len()].min(64))))
+        .and_then(|n| std::str::from_utf8(n).ok())
+        .unwrap_or("gw");
+    for now in [0, 1_800_000_000, i64::MAX] {
+        if let Ok(token) = verify_unlock_token(&bytes, &keys, node, now) {
+            let claims = token.claims();
+            assert_eq!(claims.node, node);
+            assert!(claims.node.len() <= MAX_UNLOCK_NODE_BYTES);
+            assert!(claims.not_after_unix - claims.issued_unix <= MAX_UNLOCK_VALIDITY_SECS);
+            let again = create_unlock_token(&key, claims).expect("what verifies signs again");
+            let again = verify_unlock_token(&again, &keys, node, now).expect("and verifies");
+            assert_eq!(again.claims(), claims);
         }
     }
 }

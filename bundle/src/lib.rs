@@ -52,6 +52,9 @@
 //! files and 0700 for directories whatever the umask. [`fault`] holds the test-only
 //! crash points (debug builds).
 //!
+//! The same keys sign unlock tokens, which let `edgearmor unload` remove enforcement
+//! from one node in locked mode: [`unlock`].
+//!
 //! Keys live in one-line text files (see [`parse_secret_key`], [`parse_public_key`],
 //! [`generate_keypair`]):
 //!
@@ -104,6 +107,7 @@ pub mod limits;
 mod state;
 #[cfg(test)]
 mod test_dir;
+pub mod unlock;
 mod unpack;
 mod util;
 

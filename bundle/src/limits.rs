@@ -21,3 +21,23 @@ pub const MAX_TARGETS: usize = 256;
 
 /// Bytes of one target (`cluster/node` or a pattern of it).
 pub const MAX_TARGET_BYTES: usize = 512;
+
+/// The largest unlock token read at all ([`crate::unlock`]); a token is under 200.
+pub const MAX_UNLOCK_TOKEN_BYTES: usize = 512;
+
+/// Bytes of the node name an unlock token is for (Linux's `HOST_NAME_MAX`, and the
+/// wire format's node name).
+pub const MAX_UNLOCK_NODE_BYTES: usize = 64;
+
+/// The longest an unlock token may be valid, from its issue time to its expiry:
+/// 24 hours. A token is for one planned unload, not a standing key.
+pub const MAX_UNLOCK_VALIDITY_SECS: u64 = 24 * 60 * 60;
+
+/// How far a node's wall clock may be behind the signer's when a token is used
+/// (the token is refused as not yet valid further behind).
+pub const UNLOCK_CLOCK_SKEW_SECS: u64 = 5 * 60;
+
+/// Used unlock tokens a node remembers (their nonces, in `state_dir`). When full,
+/// the one expiring first is forgotten and every token expiring no later than it is
+/// refused from then on, so a forgotten token still cannot be replayed.
+pub const MAX_USED_NONCES: usize = 512;

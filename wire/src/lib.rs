@@ -179,6 +179,15 @@ pub enum LsmHook {
     PathChown,
     MmapFile,
     FileMprotect,
+    /// Locked mode's self-protection hooks.
+    Bpf,
+    InodePermission,
+    SbUmount,
+    SbMount,
+    MoveMount,
+    PtraceAccessCheck,
+    TaskKill,
+    FileSendSigiotask,
 }
 
 impl LsmHook {
@@ -219,6 +228,14 @@ impl LsmHook {
             LsmHook::TaskFixSetuid => "SECURITY_TASK_FIX_SETUID",
             LsmHook::TaskFixSetgid => "SECURITY_TASK_FIX_SETGID",
             LsmHook::BprmCommittedCreds => "SECURITY_BPRM_COMMITTED_CREDS",
+            LsmHook::Bpf => "SECURITY_BPF",
+            LsmHook::InodePermission => "SECURITY_INODE_PERMISSION",
+            LsmHook::SbUmount => "SECURITY_SB_UMOUNT",
+            LsmHook::SbMount => "SECURITY_SB_MOUNT",
+            LsmHook::MoveMount => "SECURITY_MOVE_MOUNT",
+            LsmHook::PtraceAccessCheck => "SECURITY_PTRACE_ACCESS_CHECK",
+            LsmHook::TaskKill => "SECURITY_TASK_KILL",
+            LsmHook::FileSendSigiotask => "SECURITY_FILE_SEND_SIGIOTASK",
             file => Self::FILE_HOOKS
                 .iter()
                 .find(|(_, hook)| *hook == file)

@@ -90,13 +90,28 @@ exit status: 0 no problem; 1 a problem in a policy, or a usage error",
     ),
     (
         "unload",
-        "unload [--config FILE]",
+        "unload [--config FILE] [--token FILE]",
         "detach the pinned programs and remove the pinned maps",
         "detach the pinned programs and remove the pinned maps (stop the agent first); `run`
-pins them so enforcement survives agent restarts.
+pins them so enforcement survives agent restarts. In locked mode only with --token (an
+unlock token for this node, from `unlock-token create`): else refused and reported as a
+tamper alert.
   --config FILE           its pin_dir (default /etc/edgearmor/agent.toml, optional)
+  --token FILE            an unlock token (locked mode)
 
-exit status: 0 nothing is enforced any more; 1 usage error or a pin that would not go",
+exit status: 0 nothing is enforced any more; 1 usage error or a pin that would not go;
+  3 locked mode refused (no token, or one that is expired, used, for another node or
+  badly signed)",
+    ),
+    (
+        "unlock-token",
+        "unlock-token create --key KEY --node NODE --expires-in DURATION --out FILE",
+        "sign an unlock token for `unload` on one locked gateway",
+        "create: sign an unlock token for `unload` on one node (its node name, as in its
+agent.toml or its host name) with a fleet key, valid for DURATION (30m, 2h; at most 24h)
+and once; keep it secret until used. Refused on a locked gateway.
+
+exit status: 0 written; 1 usage or I/O error, or refused",
     ),
     (
         "keygen",
@@ -139,7 +154,8 @@ exit status: 0; 1 for an unknown COMMAND",
 
 /// The exit statuses every command shares (each command's help adds its own meaning).
 const EXIT_CODES: &str = "exit status: 0 success; 1 usage, configuration, input or I/O error;
-  2 this kernel cannot enforce (run, check); 3 nothing is enforced (status)";
+  2 this kernel cannot enforce (run, check); 3 nothing is enforced (status), or locked
+  mode refused (unload)";
 
 /// `name` as the table spells it, if it is a command.
 pub fn known_command(name: &str) -> Option<&'static str> {

@@ -333,3 +333,35 @@ fn fleet_commands_take_their_own_options() {
             .contains("--scope: `site` is neither `fleet` nor `node`")
     );
 }
+
+#[test]
+fn the_origin_names_the_config_file_and_every_flag_over_it() {
+    let dir = std::env::temp_dir().join(format!("edgearmor-cli-origin-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).expect("temp dir");
+    let config = dir.join("agent.toml");
+    std::fs::write(&config, "locked = true\npolicies = [\"/etc/p\"]\n").expect("write config");
+    let config = config.to_string_lossy().into_owned();
+    let plain = parse_ok(&["run", "--config", &config, "--no-stdout"]);
+    assert!(plain.config.locked);
+    assert_eq!(plain.origin.file, PathBuf::from(&config));
+    assert!(
+        plain.origin.overrides.is_empty(),
+        "--no-stdout changes nothing enforced"
+    );
+    let flagged = parse_ok(&[
+        "run",
+        "--config",
+        &config,
+        "--policies",
+        "/tmp/p",
+        "--deny-setgid",
+        "/usr/bin/x",
+        "--broker",
+        "h:1",
+    ]);
+    assert_eq!(
+        flagged.origin.overrides,
+        vec!["policies".to_owned(), "deny-setgid".into(), "broker".into()]
+    );
+    let _ = std::fs::remove_dir_all(&dir);
+}

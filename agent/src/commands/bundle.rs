@@ -1,4 +1,5 @@
-//! The fleet's signing side: `edgearmor keygen` and `edgearmor bundle create|verify`.
+//! The fleet's signing side: `edgearmor keygen`, `edgearmor bundle create|verify` and
+//! `edgearmor unlock-token create`.
 //! These run off the gateways (the secret key never goes there); the agent's side of
 //! bundles is [`crate::control::fleet`].
 
@@ -56,11 +57,7 @@ pub fn create(
     policies: &[PathBuf],
 ) -> ExitCode {
     let fail = |msg: String| super::fail(1, format_args!("bundle create: {msg}"));
-    let key = match std::fs::read_to_string(key)
-        .map_err(|e| format!("{}: {e}", key.display()))
-        .and_then(|t| {
-            edgearmor_bundle::parse_secret_key(&t).map_err(|e| format!("{}: {e}", key.display()))
-        }) {
+    let key = match read_secret_key(key) {
         Ok(k) => k,
         Err(e) => return fail(e),
     };
@@ -100,6 +97,53 @@ pub fn create(
         "bundle {} version {version}, scope {scope}, {file_count} file(s), {} bytes",
         out.display(),
         bytes.len()
+    );
+    ExitCode::SUCCESS
+}
+
+/// The signing key in the secret key file `path`.
+fn read_secret_key(path: &Path) -> Result<edgearmor_bundle::SigningKey, String> {
+    std::fs::read_to_string(path)
+        .map_err(|e| e.to_string())
+        .and_then(|t| edgearmor_bundle::parse_secret_key(&t).map_err(|e| e.to_string()))
+        .map_err(|e| format!("{}: {e}", path.display()))
+}
+
+/// `unlock-token create`: a token letting `unload` remove enforcement from `node`
+/// once, within `valid_for_secs` from now (this machine's clock). Written with mode
+/// 0600, never over an existing file: whoever holds it can unlock the node.
+pub fn unlock_token_create(key: &Path, node: &str, valid_for_secs: u64, out: &Path) -> ExitCode {
+    let fail = |msg: String| super::fail(1, format_args!("unlock-token create: {msg}"));
+    let key = match read_secret_key(key) {
+        Ok(k) => k,
+        Err(e) => return fail(e),
+    };
+    let issued = unix_micros() / 1_000_000;
+    let token = edgearmor_bundle::unlock::new_unlock_claims(node, issued, valid_for_secs).and_then(
+        |claims| edgearmor_bundle::unlock::create_unlock_token(&key, &claims).map(|t| (claims, t)),
+    );
+    let (claims, bytes) = match token {
+        Ok(t) => t,
+        Err(e) => return fail(e.to_string()),
+    };
+    let write = || -> std::io::Result<()> {
+        use std::io::Write;
+        use std::os::unix::fs::OpenOptionsExt;
+        std::fs::OpenOptions::new()
+            .write(true)
+            .create_new(true)
+            .mode(0o600)
+            .open(out)?
+            .write_all(&bytes)
+    };
+    if let Err(e) = write() {
+        return fail(format!("{}: {e}", out.display()));
+    }
+    println!(
+        "unlock token {} for node {node}: valid from {issued} to {} (Unix seconds), once; nonce {}",
+        out.display(),
+        claims.not_after_unix,
+        edgearmor_bundle::unlock::nonce_hex(&claims.nonce)
     );
     ExitCode::SUCCESS
 }

@@ -11,6 +11,8 @@ use std::collections::BTreeMap;
 use std::path::PathBuf;
 use std::time::SystemTime;
 
+use edgearmor_alert::expand::SELF_PROTECTION;
+
 use edgearmor_policy::{
     CompiledPolicySet, DefaultPostures, HostPolicy, NodeIdentity, compile, load_policy_directory,
     load_policy_files, policy_files_in,
@@ -40,6 +42,8 @@ pub struct PolicySource {
     /// Per file, its policies from its last good read.
     last_good: BTreeMap<PathBuf, Vec<HostPolicy>>,
     fingerprint: Vec<(PathBuf, u64, Option<SystemTime>)>,
+    /// Compiled with every load: locked mode's self-protection policy.
+    extra: Vec<HostPolicy>,
 }
 
 impl PolicySource {
@@ -50,9 +54,15 @@ impl PolicySource {
             postures,
             last_good: BTreeMap::new(),
             fingerprint: Vec::new(),
+            extra: Vec::new(),
         };
         source.fingerprint = source.current_fingerprint();
         source
+    }
+
+    /// Policies compiled with the files' at every load (locked mode's own).
+    pub fn set_extra(&mut self, extra: Vec<HostPolicy>) {
+        self.extra = extra;
     }
 
     /// True when any policy file appeared, disappeared or was modified since the
@@ -121,6 +131,13 @@ impl PolicySource {
             }
             skipped.extend(load.skipped.iter().map(|s| s.to_string()));
             for policy in load.policies {
+                if policy.name == SELF_PROTECTION {
+                    problems.push(format!(
+                        "{}: policy {SELF_PROTECTION}: the name is reserved for locked mode's self-protection; the policy does not apply",
+                        policy.source_file.display()
+                    ));
+                    continue;
+                }
                 warnings.extend(policy.warnings.iter().map(|w| format!("warning: {w}")));
                 good.entry(policy.source_file.clone())
                     .or_insert_with(Vec::new)
@@ -130,6 +147,7 @@ impl PolicySource {
         }
         // Files that are good now but had no policy for this host still count.
         self.last_good = good;
+        policies.extend(self.extra.iter().cloned());
         let compiled = compile(&policies, self.postures);
         let over_limits =
             edgearmor_policy::kernel_limits::kernel_limit_problems(&policies, &compiled)
@@ -242,5 +260,43 @@ spec:
                 && line.contains("many-patterns"),
             "{line}"
         );
+    }
+
+    #[test]
+    fn a_policy_file_cannot_take_the_self_protection_name() {
+        let dir = std::env::temp_dir().join(format!("edgearmor-reserved-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        std::fs::create_dir_all(&dir).expect("temp dir");
+        let text = BLOCK_LS.replace("name: block-ls", &format!("name: {SELF_PROTECTION}"));
+        std::fs::write(dir.join("fake.yaml"), text).expect("write");
+        std::fs::write(dir.join("ls.yaml"), BLOCK_LS).expect("write");
+        let mut source = PolicySource::new(
+            vec![dir.clone()],
+            "gw".into(),
+            DefaultPostures::uniform(DefaultPosture::Audit),
+        );
+        let loaded = source.load().expect("loads");
+        assert_eq!(loaded.compiled.policy_names, vec!["block-ls".to_owned()]);
+        assert!(
+            loaded
+                .problems
+                .iter()
+                .any(|p| p.contains("fake.yaml") && p.contains("reserved")),
+            "{:?}",
+            loaded.problems
+        );
+        // The agent's own, added in locked mode, is compiled with the files'.
+        let own = edgearmor_policy::parse_policy_text(
+            std::path::Path::new("own"),
+            &BLOCK_LS.replace("name: block-ls", "name: own"),
+        )
+        .expect("parses");
+        source.set_extra(own);
+        let loaded = source.load().expect("loads");
+        assert_eq!(
+            loaded.compiled.policy_names,
+            vec!["block-ls".to_owned(), "own".to_owned()]
+        );
+        let _ = std::fs::remove_dir_all(&dir);
     }
 }

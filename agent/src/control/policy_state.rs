@@ -19,6 +19,8 @@ pub struct PolicyState {
     pub catalog: PolicyCatalog,
     key: [u64; 2],
     postures: edgearmor_policy::DefaultPostures,
+    /// Locked mode's self-protection policy, compiled with every set.
+    self_protection: Vec<edgearmor_policy::HostPolicy>,
 }
 
 /// Policy names shown in the summary line before `...`.
@@ -52,7 +54,23 @@ impl PolicyState {
             catalog: PolicyCatalog::default(),
             key,
             postures,
+            self_protection: Vec::new(),
         }
+    }
+
+    /// Locked mode: `policy` (the self-protection policy) is part of every set built
+    /// from now on.
+    pub fn protect_self(&mut self, policy: Vec<edgearmor_policy::HostPolicy>) {
+        if let Some(source) = self.source.as_mut() {
+            source.set_extra(policy.clone());
+        }
+        self.self_protection = policy;
+    }
+
+    /// The policy id the self-protection policy's alerts carry, once a set with it
+    /// was built.
+    pub fn self_protection_id(&self) -> Option<u32> {
+        self.catalog.id_of(edgearmor_alert::expand::SELF_PROTECTION)
     }
 
     /// Reads the policies and builds the kernel tables, with a one-line summary; logs
@@ -75,7 +93,10 @@ impl PolicyState {
                 }
                 (loaded.compiled, loaded.policy_count)
             }
-            None => (edgearmor_policy::compile(&[], self.postures), 0),
+            None => (
+                edgearmor_policy::compile(&self.self_protection, self.postures),
+                self.self_protection.len(),
+            ),
         };
         let resolver = loader::HostPaths(host);
         let set = KernelRuleSet::build(

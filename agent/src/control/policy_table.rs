@@ -43,6 +43,12 @@ impl PolicyCatalog {
         id
     }
 
+    /// The id of the first policy named `name`.
+    pub fn id_of(&self, name: &str) -> Option<u32> {
+        let at = self.policies.iter().position(|p| p.name.as_str() == name)?;
+        u32::try_from(at).ok()
+    }
+
     pub fn len(&self) -> usize {
         self.policies.len()
     }

@@ -3,9 +3,9 @@
 
 use edgearmor_probe_abi::{
     ACCESS_READ, ACCESS_WRITE, ACTION_AUDIT, ACTION_BLOCK, CLASS_CAPABILITY, CLASS_FILE,
-    CLASS_NETWORK, CLASS_PROCESS, CLASS_SETID, DecisionEvent, EXE_FLAG_TOO_LONG,
+    CLASS_NETWORK, CLASS_PROCESS, CLASS_SETID, CLASS_TAMPER, DecisionEvent, EXE_FLAG_TOO_LONG,
     EXE_FLAG_TRUNCATED, EXEC_BY_ARGUMENTS, ExePath, ExecEvent, MAX_REPORTED_PATH_BYTES,
-    POLICY_DEFAULT_POSTURE, UNDECIDED_MATCH_STEPS, UNDECIDED_NO_SCRATCH,
+    POLICY_DEFAULT_POSTURE, TAMPER_BPF, TAMPER_SIGIO, UNDECIDED_MATCH_STEPS, UNDECIDED_NO_SCRATCH,
     UNDECIDED_PATTERN_PREFIXES, UNDECIDED_UNRESOLVED, VERDICT_AUDITED, VERDICT_DENIED,
 };
 use edgearmor_wire::{LsmHook, SetIdSyscall, SetidFlavour, SetidKind};
@@ -33,6 +33,13 @@ pub enum Subject {
     Setid {
         syscall: SetIdSyscall,
         requested_id: u32,
+    },
+    /// Locked mode denied a tamper attempt: `TAMPER_*`, and its two details (see
+    /// the ABI's `TAMPER_*`).
+    Tamper {
+        kind: u32,
+        arg: u32,
+        target: u32,
     },
 }
 
@@ -132,6 +139,8 @@ pub enum EventDecodeError {
     Undecided(u32),
     #[error("file decision with unknown hook {0}")]
     FileHook(u32),
+    #[error("self-protection decision with unknown kind {0}")]
+    TamperKind(u32),
 }
 
 /// Ends a path reported by its first bytes only.
@@ -196,6 +205,14 @@ impl TryFrom<&[u8]> for Decision {
             },
             CLASS_CAPABILITY => Subject::Capability { cap: raw.detail[0] },
             CLASS_SETID => setid_subject(raw.detail)?,
+            CLASS_TAMPER if (TAMPER_BPF..=TAMPER_SIGIO).contains(&raw.detail[0]) => {
+                Subject::Tamper {
+                    kind: raw.detail[0],
+                    arg: raw.detail[1],
+                    target: raw.detail[2],
+                }
+            }
+            CLASS_TAMPER => return Err(EventDecodeError::TamperKind(raw.detail[0])),
             c => return Err(EventDecodeError::Class(c)),
         };
         let denied = match raw.verdict {

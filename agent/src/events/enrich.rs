@@ -111,6 +111,15 @@ fn what_was_decided(d: &Decision) -> (Operation, edgearmor_wire::Path, Data, Out
             Data::Lsm(LsmHook::Capable),
             Outcome::OperationNotPermitted,
         ),
+        Subject::Tamper { kind, arg, target } => {
+            let (operation, resource, hook) = crate::events::tamper::describe(*kind, *arg, *target);
+            (
+                operation,
+                bounded(&resource),
+                Data::Lsm(hook),
+                Outcome::OperationNotPermitted,
+            )
+        }
         Subject::Setid {
             syscall,
             requested_id,

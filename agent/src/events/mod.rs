@@ -9,5 +9,6 @@ pub mod decode;
 pub mod enrich;
 pub mod pipeline;
 pub mod ringbuf;
+pub mod tamper;
 pub mod throttle;
 pub mod wall_time;

@@ -62,6 +62,9 @@ pub struct LossLedger {
     pub kernel_ring_buffer: AtomicU64,
     /// Losses with sequence ranges (offline buffer, spool), in order.
     offline: std::sync::Mutex<Vec<Loss>>,
+    /// Loss reports that were themselves in a batch the offline buffer dropped: sent
+    /// again (what they said is lost otherwise), not counted again.
+    carried: std::sync::Mutex<Vec<Loss>>,
     /// Events of every loss reported so far, by [`LossSource`] (the status counters).
     reported: [AtomicU64; 5],
 }
@@ -116,6 +119,32 @@ impl LossLedger {
 
     fn count_reported(&self, source: LossSource, count: u64) {
         self.reported[loss_index(source)].fetch_add(count, Ordering::Relaxed);
+    }
+
+    /// Keeps the loss reports inside a batch the offline buffer is dropping (its
+    /// encoded `payload`), so they are reported again with the next losses. Bounded
+    /// like the ranged losses: when full, a report merges into the last one of its
+    /// source (the count stays exact, the range widens).
+    pub fn carry_lost_reports(&self, payload: &[u8]) {
+        let Ok(edgearmor_wire::Message::Batch(batch)) = edgearmor_wire::decode(payload) else {
+            return;
+        };
+        let mut carried = self.carried.lock().unwrap_or_else(|p| p.into_inner());
+        for event in &batch.events {
+            let EventBody::Loss(loss) = &event.body else {
+                continue;
+            };
+            if carried.len() < MAX_PENDING_OFFLINE_LOSSES {
+                carried.push(*loss);
+            } else if let Some(last) = carried.iter_mut().rev().find(|l| l.source == loss.source) {
+                last.count += loss.count;
+                last.first_seq = last.first_seq.min(loss.first_seq);
+                last.last_seq = last.last_seq.max(loss.last_seq);
+            } else if let Some(last) = carried.last_mut() {
+                // Every slot holds another source: keep the count under the newest.
+                last.count += loss.count;
+            }
+        }
     }
 
     pub(crate) fn take_offline(&self) -> Vec<Loss> {
@@ -283,8 +312,14 @@ impl Batcher {
         for l in ledger.take_offline() {
             losses.push((l.source, l.count, l.first_seq, l.last_seq));
         }
-        for (source, count, first_seq, last_seq) in losses {
-            ledger.count_reported(source, count);
+        let fresh = losses.len();
+        for l in std::mem::take(&mut *ledger.carried.lock().unwrap_or_else(|p| p.into_inner())) {
+            losses.push((l.source, l.count, l.first_seq, l.last_seq));
+        }
+        for (i, (source, count, first_seq, last_seq)) in losses.into_iter().enumerate() {
+            if i < fresh {
+                ledger.count_reported(source, count);
+            }
             self.pending_system.push_back(Event {
                 time_us: now_us,
                 body: EventBody::Loss(Loss {

@@ -332,6 +332,8 @@ impl KernelBtf {
             fs_root: self.member_offset("fs_struct", "root")?,
             vma_file: self.member_offset("vm_area_struct", "vm_file")?,
             vma_flags: self.member_offset("vm_area_struct", "vm_flags")?,
+            task_ptrace: self.member_offset("task_struct", "ptrace")?,
+            vfsmount_sb: self.member_offset("vfsmount", "mnt_sb")?,
         })
     }
 }

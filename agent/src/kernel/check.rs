@@ -193,10 +193,26 @@ pub fn check_live(host: &dyn HostKernel) -> Vec<CheckLine> {
             ));
             lines.push(line("active LSMs", CheckStatus::Ok, "bpf is active", ""));
             lines.push(lockdown_line(host));
+            lines.push(match crate::kernel::lock::can_hold(&btf, host) {
+                Ok(holds) => line("locked mode", CheckStatus::Ok, holds, ""),
+                Err(why) => line(
+                    "locked mode",
+                    CheckStatus::Warn,
+                    why,
+                    "locked = true needs this for tamper protection to hold",
+                ),
+            });
             lines.push(ring_buffer_line(host));
             lines.push(
                 // Nothing pinned: `check` must not touch a running agent's state.
-                match crate::kernel::loader::load(host, &btf, [0, 0], Default::default(), None) {
+                match crate::kernel::loader::load(
+                    host,
+                    &btf,
+                    [0, 0],
+                    Default::default(),
+                    None,
+                    None,
+                ) {
                     Ok(probes) => {
                         let facts = probes
                             .covered_elsewhere

@@ -16,6 +16,7 @@ use sha2::{Digest, Sha256};
 
 use crate::host::HostKernel;
 use crate::kernel::btf::KernelBtf;
+use crate::kernel::lock::{LockRequest, Locking};
 use crate::kernel::pins::{pin_links, record_agent_state};
 use crate::kernel::policy_maps::PolicyMaps;
 use crate::kernel::readiness::{EnforcementUnavailable, classify_attach_failure};
@@ -63,6 +64,8 @@ pub struct LoadedProbes {
     pub covered_elsewhere: Vec<String>,
     /// State pinned by an earlier agent was taken over.
     pub adopted: bool,
+    /// Locked mode: the state the kernel was locked with.
+    pub locked: Option<edgearmor_probe_abi::LockState>,
 }
 
 /// The kernel's count of events it could not put in the ring buffer.
@@ -224,16 +227,21 @@ fn open_object(
 /// adopted: its maps (identities, unread events, drop counter) are reused, the rules
 /// are replaced atomically, and its links are replaced only after the new programs
 /// are attached, so there is no moment without enforcement.
+///
+/// With `lock` (locked mode, which needs `pin_dir`), the kernel is locked once
+/// everything is attached (see `kernel::lock`).
 pub fn load(
     host: &dyn HostKernel,
     btf: &KernelBtf,
     key: [u64; 2],
     rules: KernelRuleSet,
     pin_dir: Option<&Path>,
+    lock: Option<&LockRequest>,
 ) -> Result<LoadedProbes, EnforcementUnavailable> {
     check_ring_buffers(host)?;
     let adopting = pin_dir.is_some_and(|dir| dir.join(names::AGENT_STATE).exists());
     let (mut ebpf, aya_btf) = open_object(btf, key, pin_dir)?;
+    let mut locking = Locking::begin_if(host, &mut ebpf, lock, pin_dir)?;
 
     // Rules first: once a program attaches it enforces whatever the maps hold.
     let mut policy = PolicyMaps::take(&mut ebpf, adopting)?;
@@ -246,10 +254,10 @@ pub fn load(
     let mut covered_elsewhere = Vec::new();
     let mut links = attach_lsm(
         &mut ebpf,
-        &aya_btf,
-        btf,
+        (&aya_btf, btf),
         &programs::IDENTITY,
         &mut covered_elsewhere,
+        &mut locking,
     )?;
     let (program, tracepoint) = programs::IDENTITY_CATCH_UP;
     links.push((
@@ -257,12 +265,22 @@ pub fn load(
         attach_btf_tracepoint(&mut ebpf, &aya_btf, program, tracepoint)?,
     ));
     let identified_tasks = identify_running(&mut ebpf, &aya_btf)?;
+    if locking.is_some() {
+        let list = &programs::LOCK;
+        links.extend(attach_lsm(
+            &mut ebpf,
+            (&aya_btf, btf),
+            list,
+            &mut covered_elsewhere,
+            &mut locking,
+        )?);
+    }
     links.extend(attach_lsm(
         &mut ebpf,
-        &aya_btf,
-        btf,
+        (&aya_btf, btf),
         &programs::LSM,
         &mut covered_elsewhere,
+        &mut locking,
     )?);
     let links = match pin_dir {
         Some(dir) => {
@@ -271,6 +289,7 @@ pub fn load(
         }
         None => links.into_iter().map(|(_, link)| link).collect(),
     };
+    let locked = locking.map(|l| l.finish(&mut ebpf)).transpose()?;
 
     let events = enforcing_events(&mut ebpf, key, pin_dir.is_some(), adopting)?;
     Ok(LoadedProbes {
@@ -283,6 +302,7 @@ pub fn load(
         identified_tasks,
         covered_elsewhere,
         adopted: adopting,
+        locked,
     })
 }
 
@@ -293,12 +313,14 @@ type NamedLinks = Vec<(&'static str, FdLink)>;
 /// `programs::WHERE_HOOKED` whose hook this kernel lacks (no `bpf_lsm_<hook>` in its
 /// BTF) is left out, and what checks its operation instead goes to
 /// `covered_elsewhere`; every other refusal fails the load.
+/// In locked mode each program is protected before it attaches, each link as soon as
+/// it exists.
 fn attach_lsm(
     ebpf: &mut Ebpf,
-    aya_btf: &Btf,
-    btf: &KernelBtf,
+    (aya_btf, btf): (&Btf, &KernelBtf),
     list: &[(&'static str, &'static str)],
     covered_elsewhere: &mut Vec<String>,
+    locking: &mut Option<Locking>,
 ) -> Result<NamedLinks, EnforcementUnavailable> {
     let mut links = Vec::new();
     for &(program, hook) in list {
@@ -309,13 +331,22 @@ fn attach_lsm(
         let prog: &mut Lsm = program_of(ebpf, program, hook)?;
         prog.load(hook, aya_btf)
             .map_err(|e| program_failure(program, hook, e))?;
+        if let Some(lock) = locking.as_mut() {
+            let info = prog.info().map_err(|e| program_failure(program, hook, e))?;
+            lock.protect_program(info)?;
+        }
         let id = prog
             .attach()
             .map_err(|e| program_failure(program, hook, e))?;
-        let link = prog
-            .take_link(id)
-            .map_err(|e| program_failure(program, hook, e))?;
-        links.push((program, FdLink::from(link)));
+        let link = FdLink::from(
+            prog.take_link(id)
+                .map_err(|e| program_failure(program, hook, e))?,
+        );
+        if let Some(lock) = locking.as_mut() {
+            let id = link.info().map_err(|e| map_failure(program, e))?.id();
+            lock.protect(edgearmor_probe_abi::PROTECTED_LINK, u64::from(id))?;
+        }
+        links.push((program, link));
     }
     Ok(links)
 }

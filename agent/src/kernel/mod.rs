@@ -8,6 +8,7 @@
 pub mod btf;
 pub mod check;
 pub mod loader;
+pub mod lock;
 pub mod multi_call;
 pub mod permission;
 pub mod pins;

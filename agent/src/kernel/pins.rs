@@ -137,6 +137,11 @@ pub fn pinned_enforcement(dir: &Path) -> PinnedEnforcement {
 /// asynchronously (after an RCU grace period), so this waits until the links are
 /// gone from the kernel's list: when it returns, nothing is enforced any more.
 pub fn unload(dir: &Path) -> std::io::Result<usize> {
+    // Unlocked first: the map outlives its pins for a while (the kernel frees it
+    // after the programs that use it), and a `run` reading it meanwhile must not
+    // find the kernel locked.
+    unlock(&dir.join(names::LOCK_STATE))?;
+    unlock(Path::new(crate::kernel::lock::LOCK_MARKER))?;
     let mut removed = 0;
     let mut link_ids = Vec::new();
     let links = dir.join("links");
@@ -177,6 +182,12 @@ pub fn unload(dir: &Path) -> std::io::Result<usize> {
     }
     let _ = std::fs::remove_dir(&links);
     let _ = std::fs::remove_dir(dir);
+    // Locked mode's second pin of LOCK_STATE, outside `dir`.
+    match std::fs::remove_file(crate::kernel::lock::LOCK_MARKER) {
+        Ok(()) => removed += 1,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+        Err(e) => return Err(e),
+    }
     // Bounded: a link the kernel keeps (someone else holds it) is reported.
     let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
     loop {
@@ -198,6 +209,20 @@ pub fn unload(dir: &Path) -> std::io::Result<usize> {
     Ok(removed)
 }
 
+/// Sets `locked` to 0 in the `LOCK_STATE` pinned at `pin` (none there: nothing to do).
+fn unlock(pin: &Path) -> std::io::Result<()> {
+    if !pin.exists() {
+        return Ok(());
+    }
+    let failed = |e: String| std::io::Error::other(format!("unlocking {}: {e}", pin.display()));
+    let data = aya::maps::MapData::from_pin(pin).map_err(|e| failed(e.to_string()))?;
+    let mut state: Array<_, LockState> =
+        Array::try_from(aya::maps::Map::Array(data)).map_err(|e| failed(e.to_string()))?;
+    let mut value = state.get(&0, 0).map_err(|e| failed(e.to_string()))?;
+    value.locked = 0;
+    state.set(0, value, 0).map_err(|e| failed(e.to_string()))
+}
+
 /// Why the pinned `LOCK_STATE` could not be read.
 #[derive(Debug, thiserror::Error)]
 pub enum PinError {
@@ -210,7 +235,11 @@ pub enum PinError {
 /// The locked-mode state pinned in `pin_dir`: `None` when nothing is pinned there
 /// (no agent ran, or it was unloaded); an unreadable pin is an error, never "unlocked".
 pub fn lock_state(pin_dir: &Path) -> Result<Option<LockState>, PinError> {
-    let path = pin_dir.join(names::LOCK_STATE);
+    read_lock_pin(&pin_dir.join(names::LOCK_STATE))
+}
+
+fn read_lock_pin(path: &Path) -> Result<Option<LockState>, PinError> {
+    let path = path.to_path_buf();
     if !path.exists() {
         return Ok(None);
     }
@@ -226,4 +255,27 @@ pub fn lock_state(pin_dir: &Path) -> Result<Option<LockState>, PinError> {
         detail: e.to_string(),
     })?;
     Ok(Some(value))
+}
+
+/// The locked-mode state pinned at the fixed marker (`kernel::lock::LOCK_MARKER`):
+/// `None` when the kernel was never locked since the bpffs was mounted (or was
+/// unloaded).
+pub fn kernel_lock() -> Result<Option<LockState>, PinError> {
+    read_lock_pin(Path::new(crate::kernel::lock::LOCK_MARKER))
+}
+
+/// The value of every map called `LOCK_STATE` loaded in the kernel, pinned where the
+/// filesystem shows it or not (a mount over the marker's directory hides the pin,
+/// not the map). A foreign map of that name with another layout is skipped; one with
+/// this layout counts (it can only keep an agent from starting, never unlock).
+pub fn loaded_lock_states() -> Vec<LockState> {
+    aya::maps::loaded_maps()
+        .filter_map(Result::ok)
+        .filter(|info| info.name_as_str() == Some(names::LOCK_STATE))
+        .filter_map(|info| {
+            let data = aya::maps::MapData::from_id(info.id()).ok()?;
+            let state: Array<_, LockState> = Array::try_from(aya::maps::Map::Array(data)).ok()?;
+            state.get(&0, 0).ok()
+        })
+        .collect()
 }

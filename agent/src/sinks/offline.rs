@@ -557,6 +557,7 @@ impl Drop for OfflineBuffer {
 }
 
 fn report_loss(batch: &PendingBatch, ledger: &LossLedger) {
+    ledger.carry_lost_reports(&batch.payload);
     let events = u64::from(batch.events);
     if events > 0 {
         ledger.offline_dropped(

@@ -76,9 +76,13 @@ pub mod names {
     /// Locked mode ([`super::LockState`], one entry): who the agent is, and whether
     /// the kernel denies tampering with edgearmor to everyone else.
     pub const LOCK_STATE: &str = "LOCK_STATE";
+    /// Task-local storage: [`super::AGENT_MARKED`] on the tasks that are the agent.
+    pub const AGENT_MARK: &str = "AGENT_MARK";
+    /// The BPF objects and pins locked mode protects ([`super::ProtectedKey`]).
+    pub const PROTECTED: &str = "PROTECTED";
     /// Maps pinned in bpffs so that enforcement, identities, rules and unread events
     /// outlive the agent process, and the next agent adopts them.
-    pub const PERSISTENT: [&str; 11] = [
+    pub const PERSISTENT: [&str; 13] = [
         RULES,
         PREFIXES,
         GLOBS,
@@ -90,6 +94,8 @@ pub mod names {
         EVENT_DROPS,
         AGENT_STATE,
         LOCK_STATE,
+        AGENT_MARK,
+        PROTECTED,
     ];
 }
 
@@ -163,6 +169,59 @@ pub const LOCKED: u32 = 1;
 
 const _: () = assert!(core::mem::size_of::<LockState>() == 40);
 
+/// `AGENT_MARK` value of a task that is the agent: it (or the task it descends from)
+/// exec'd the binary `LockState` names while not being traced.
+pub const AGENT_MARKED: u32 = 1;
+
+/// Key of the `PROTECTED` hash map (value: 1): an object of edgearmor's that locked
+/// mode keeps every other process from obtaining (by id, or by opening its pin).
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, PartialOrd, Ord)]
+pub struct ProtectedKey {
+    /// `PROTECTED_*`.
+    pub kind: u32,
+    /// [`PROTECTED_MOUNTPOINT`]: the inode's `s_dev`; else 0.
+    pub dev: u32,
+    /// The map, program or link id; for [`PROTECTED_PIN`] the pin's inode number on
+    /// `LockState::pin_dev`; for [`PROTECTED_MOUNTPOINT`] the inode number.
+    pub id: u64,
+}
+
+pub const PROTECTED_MAP: u32 = 1;
+pub const PROTECTED_PROG: u32 = 2;
+pub const PROTECTED_LINK: u32 = 3;
+pub const PROTECTED_PIN: u32 = 4;
+/// An inode nothing may be mounted on (`sb_mount`, `move_mount`) and whose mount may
+/// not be unmounted when it is that mount's root (`sb_umount`): every protected file
+/// and directory, what the protected directories hold, every directory above them
+/// (`/` too), so neither a mount over them nor a lazy unmount of a mount above the
+/// pins takes them away.
+pub const PROTECTED_MOUNTPOINT: u32 = 5;
+/// [`PROTECTED_MOUNTPOINT`] entries the agent writes at most; more refuse the lock,
+/// naming the limit.
+pub const MAX_PROTECTED_MOUNTPOINTS: usize = 512;
+/// Entries of `PROTECTED`: every map, program, link and pin of two agents' objects
+/// (the one replaced and the one replacing it) with room to spare, and the
+/// mountpoints.
+pub const PROTECTED_CAPACITY: u32 = 1024 + MAX_PROTECTED_MOUNTPOINTS as u32;
+
+const _: () = assert!(core::mem::size_of::<ProtectedKey>() == 16);
+
+/// `DecisionEvent::detail[0]` of a [`CLASS_TAMPER`] event: what was denied.
+/// `detail[1]` and `detail[2]` per kind: the `bpf()` command and the object id; the
+/// umount flags; the mount flags; nothing; the ptrace mode and the target's tgid;
+/// the signal and the target's tgid.
+pub const TAMPER_BPF: u32 = 1;
+/// Opening a pin (`inode_permission`); `detail[2]`: the pin's inode.
+pub const TAMPER_PIN: u32 = 2;
+pub const TAMPER_UMOUNT: u32 = 3;
+pub const TAMPER_MOUNT: u32 = 4;
+pub const TAMPER_MOVE_MOUNT: u32 = 5;
+pub const TAMPER_PTRACE: u32 = 6;
+pub const TAMPER_SIGNAL: u32 = 7;
+/// `file_send_sigiotask`: a SIGIO/`F_SETSIG` signal aimed at the agent.
+pub const TAMPER_SIGIO: u32 = 8;
+
 /// Program names in the BPF object and the kernel hook each one attaches to.
 pub mod programs {
     /// `(program, hook)` for the BPF-LSM programs that keep process identities:
@@ -211,6 +270,18 @@ pub mod programs {
     /// programs attached only where the kernel has the hook (`bpf_lsm_<hook>` in its
     /// BTF). `file_truncate` came in Linux 6.2; before, `ftruncate` calls
     /// `path_truncate` (`check_truncate`), so nothing goes unchecked.
+    /// `(program, hook)` for locked mode's self-protection, attached only when the
+    /// agent locks (each needs `bpf_lsm_<hook>` in the kernel's BTF).
+    pub const LOCK: [(&str, &str); 8] = [
+        ("lock_bpf", "bpf"),
+        ("lock_pins", "inode_permission"),
+        ("lock_umount", "sb_umount"),
+        ("lock_mount", "sb_mount"),
+        ("lock_move_mount", "move_mount"),
+        ("lock_ptrace", "ptrace_access_check"),
+        ("lock_kill", "task_kill"),
+        ("lock_sigio", "file_send_sigiotask"),
+    ];
     pub const WHERE_HOOKED: [(&str, &str); 1] = [(
         "check_file_truncate",
         "ftruncate is checked by path_truncate (check_truncate)",
@@ -277,6 +348,10 @@ pub struct KernelOffsets {
     /// `vm_area_struct.vm_file` and `vm_flags` (`file_mprotect`).
     pub vma_file: u32,
     pub vma_flags: u32,
+    /// `task_struct.ptrace` (non-zero while traced): locked mode's agent mark.
+    pub task_ptrace: u32,
+    /// `vfsmount.mnt_sb`: locked mode's mount hooks.
+    pub vfsmount_sb: u32,
 }
 
 impl KernelOffsets {
@@ -315,6 +390,8 @@ impl KernelOffsets {
         fs_root: 0,
         vma_file: 0,
         vma_flags: 0,
+        task_ptrace: 0,
+        vfsmount_sb: 0,
     };
 }
 
@@ -376,6 +453,8 @@ pub const CLASS_FILE: u32 = 2;
 pub const CLASS_NETWORK: u32 = 3;
 pub const CLASS_CAPABILITY: u32 = 4;
 pub const CLASS_SETID: u32 = 5;
+/// Locked mode's self-protection (not a rule class: never in `RULES`).
+pub const CLASS_TAMPER: u32 = 6;
 
 /// The bit of a class in [`ActivePolicy::class_mask`].
 #[inline(always)]
@@ -958,7 +1037,7 @@ const _: () = assert!(core::mem::size_of::<PrefixKey>() == 16);
 const _: () = assert!(core::mem::size_of::<GlobRule>() == 2 * GLOB_CAP + 8 + 16);
 const _: () = assert!(core::mem::size_of::<GlobRule>().is_multiple_of(8));
 const _: () = assert!(core::mem::size_of::<GlobList>() == 8 + GLOBS_PER_KEY * (2 * GLOB_CAP + 24));
-const _: () = assert!(core::mem::size_of::<KernelOffsets>() == 136);
+const _: () = assert!(core::mem::size_of::<KernelOffsets>() == 144);
 const _: () = assert!(core::mem::size_of::<ExecEvent>() == 24 + 8 + PATH_CAP);
 
 // ------------------------------------------------------------------ path hashing
@@ -1106,6 +1185,8 @@ mod user {
     unsafe impl aya::Pod for super::AgentState {}
     // SAFETY: see above.
     unsafe impl aya::Pod for super::LockState {}
+    // SAFETY: see above.
+    unsafe impl aya::Pod for super::ProtectedKey {}
     // SAFETY: see above.
     unsafe impl aya::Pod for super::DecisionEvent {}
     // SAFETY: see above.

@@ -18,6 +18,7 @@ use edgearmor_probe_abi::{
 use crate::{
     dentry_path::{resolve_dentry, resolve_file, resolve_path},
     identity::current_identity,
+    lock::exempt,
     maps::{active_generation, offsets, with_slot},
     matchers::{EACCES, enforce, match_path, settle_path, stronger, undecidable},
     path::{PathBuf, SCRATCH_WORDS},
@@ -194,6 +195,9 @@ pub(crate) fn decide_targets<const N: usize>(
 /// Enforces and reports one decision.
 #[inline(always)]
 fn conclude(d: &Decision, hook: u32, source: u64, slot: u32) -> i32 {
+    if exempt(&d.verdict) {
+        return 0;
+    }
     let target_slot = if d.resolved { slot } else { u32::MAX };
     let detail = [d.access, hook, d.errno, d.undecided];
     enforce(&d.verdict, EACCES, |outcome| {

@@ -45,6 +45,7 @@ use edgearmor_probe_abi::{
 };
 
 use crate::{
+    lock::{inherit_mark, mark_exec, mark_running},
     maps::{EXE_PATHS, EXEC_EVENTS, TASK_IDENTITY, offsets, with_slot},
     path::{PathBuf, resolve, scratch, walk_path},
     report::count_drop,
@@ -165,6 +166,7 @@ fn try_record_exec(ctx: &LsmContext) -> Option<()> {
     // SAFETY: the BTF-typed current task. Should the kernel fail to allocate the
     // value, the task has none, which reads as "unknown" (0), never as the old one.
     let _ = unsafe { TASK_IDENTITY.set(current_task(), hash) };
+    mark_exec(file);
     Some(())
 }
 
@@ -203,6 +205,7 @@ pub fn inherit_identity(ctx: LsmContext) -> i32 {
     if !unsafe { TASK_IDENTITY.set(child, hash) } && hash != 0 {
         return ENOMEM;
     }
+    inherit_mark(parent, child);
     0
 }
 
@@ -221,6 +224,7 @@ pub fn inherit_in_flight(ctx: BtfTracePointContext) -> i32 {
             let _ = TASK_IDENTITY.get_or_insert(child, hash);
         }
     }
+    inherit_mark(current_task(), child);
     0
 }
 
@@ -237,6 +241,7 @@ pub fn identify_running(ctx: *mut c_void) -> i32 {
     if task.is_null() {
         return 0; // the end-of-iteration call
     }
+    mark_running(task);
     // SAFETY: `task` is the iterator's BTF-typed task.
     if unsafe { TASK_IDENTITY.get(task) }.is_some() {
         return 0;

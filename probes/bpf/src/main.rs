@@ -20,6 +20,9 @@
 //!   it byte by byte ([`path`]: one keyed hash pass yields the path's and every
 //!   directory prefix's hash) and look the hashes up in `RULES` ([`matchers`]; see the
 //!   ABI crate for the layout).
+//! - [`lock`]: locked mode (tamper protection): the agent mark, and the hooks that
+//!   deny everyone else detaching or changing edgearmor, unmounting its pins,
+//!   ptracing or signalling the agent.
 //! - [`socket`] (`check_socket`), [`capable`] (`check_capable`), [`setid`]
 //!   (`deny_setuid` / `deny_setgid`): one or two item lookups.
 //!
@@ -49,6 +52,7 @@ mod file;
 mod file_descriptors;
 mod file_names;
 mod identity;
+mod lock;
 mod maps;
 mod matchers;
 mod path;

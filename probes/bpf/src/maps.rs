@@ -41,8 +41,8 @@ use core::intrinsics::{AtomicOrdering, atomic_cxchg, atomic_xchg};
 use edgearmor_probe_abi::{
     ALIASES_CAPACITY, ANY_SOURCE, ActivePolicy, AgentState, AliasKey, AliasValue,
     EVENTS_RING_BYTES, EXEC_EVENTS_RING_BYTES, ExePath, GLOBS_CAPACITY, GlobList, KernelOffsets,
-    LockState, PREFIXES_CAPACITY, PrefixKey, RULES_CAPACITY, RuleKey, RuleValue, SCRATCH_SLOTS,
-    class_bit,
+    LockState, PREFIXES_CAPACITY, PROTECTED_CAPACITY, PrefixKey, ProtectedKey, RULES_CAPACITY,
+    RuleKey, RuleValue, SCRATCH_SLOTS, class_bit,
 };
 
 use aya_ebpf::{cty::c_void, helpers::bpf_loop};
@@ -164,6 +164,16 @@ static AGENT_STATE: Array<AgentState> = Array::with_max_entries(1, 0);
 /// agent, read by the self-protection hooks).
 #[map]
 pub(crate) static LOCK_STATE: Array<LockState> = Array::with_max_entries(1, 0);
+
+/// Locked mode: which tasks are the agent (see `lock`), in task-local storage like
+/// the identities.
+#[btf_map]
+pub(crate) static AGENT_MARK: TaskStorage<u32> = TaskStorage::new();
+
+/// Locked mode: the maps, programs, links and pins no other process may obtain.
+#[map]
+pub(crate) static PROTECTED: HashMap<ProtectedKey, u32> =
+    HashMap::with_max_entries(PROTECTED_CAPACITY, 0);
 
 /// Each task's identity (its executable's path hash; 0: unknown), in task-local
 /// storage: it lives exactly as long as the task, so nothing evicts it and no later

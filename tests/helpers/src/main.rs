@@ -37,6 +37,8 @@
 //! - `mprotect-write FD`: a shared read-only mapping made writable (see `mprotect.rs`).
 //! - `notify-listen PATH SILENCE_MS`, `notify-send PATH MSG`: systemd's `NOTIFY_SOCKET`
 //!   side, and marks in its timeline (see `notify.rs`).
+//! - `bpf-map`, `bpf-link-detach`, `bpf-link-detach-pin`, `bpf-prog-fd`, `obj-get`,
+//!   `ptrace`, `mem-write`, `vm-write`, `kill`: the `locked` part (see `tamper.rs`).
 //!
 //! The VM suite installs copies of this binary under the paths rules name
 //! (`/usr/sbin/sshd`, `/usr/bin/sshd-other`, ...), so it must be static.
@@ -49,6 +51,7 @@ mod identity;
 mod loops;
 mod mprotect;
 mod notify;
+mod tamper;
 
 fn usage() -> ! {
     eprintln!(
@@ -104,6 +107,7 @@ fn main() {
                 if loops::run(op, &all[1..]).is_some()
                     || files::run(op, &all[1..]).is_some()
                     || mprotect::run(op, &all[1..]).is_some()
+                    || tamper::run(op, &all[1..]).is_some()
                 {
                     return;
                 }

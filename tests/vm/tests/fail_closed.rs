@@ -10,7 +10,10 @@
 //! file hooks' dentry walk: mounts, chroot, aliases), `files` (every way into a
 //! protected file: other names, metadata, new names, descriptors opened before the
 //! agent), `notify` (the agent as systemd sees it: READY, STATUS, watchdog pings that
-//! stop with the agent while the kernel keeps enforcing, RELOADING, `edgearmor status`).
+//! stop with the agent while the kernel keeps enforcing, RELOADING, `edgearmor status`),
+//! `locked` (tamper protection: locked mode denies root switching
+//! enforcement off or changing it), `unlock` (locked mode's `unload`: refused
+//! without a valid unlock token, each refusal an alert; a valid token unloads).
 
 use std::path::Path;
 use std::time::Duration;
@@ -28,12 +31,16 @@ mod busybox;
 mod files;
 #[path = "fail_closed/identity.rs"]
 mod identity;
+#[path = "fail_closed/locked.rs"]
+mod locked;
 #[path = "fail_closed/network.rs"]
 mod network;
 #[path = "fail_closed/notify.rs"]
 mod notify;
 #[path = "fail_closed/scratch.rs"]
 mod scratch;
+#[path = "fail_closed/unlock.rs"]
+mod unlock;
 #[path = "fail_closed/walker.rs"]
 mod walker;
 
@@ -97,6 +104,7 @@ fn boot_fail_closed_guest(arch: Arch, series: &'static str) -> Run {
         let mode = if rel.ends_with(".sh") { 0o755 } else { 0o644 };
         initramfs.file_from_host(&format!("/etc/edgearmor/failclosed/{rel}"), &host, mode);
     }
+    unlock::add_files(&mut initramfs);
     let work = workspace_root()
         .join("target/vm-runs")
         .join(format!("failclosed-{}-{series}", arch.name()));
@@ -139,6 +147,8 @@ fn fail_closed_vm(arch: Arch, series: &'static str) {
     walker::check(&run);
     files::check(&run);
     notify::check(&run);
+    locked::check(&run);
+    unlock::check(&run);
 }
 
 #[test]

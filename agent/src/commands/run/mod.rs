@@ -10,6 +10,7 @@
 //! - the agent's account of itself ([`report`]): systemd `STATUS=`, the state file of
 //!   `edgearmor status`, the retained status with counters; and the systemd watchdog
 //!   pings, from this same executor so a wedged loop stops them.
+//! - tamper reports (refused `unload`s) into the queue ([`tasks::deliver_tamper_reports`]).
 //!
 //! The loaded programs and links are a field of their own ([`AttachedProbes`]): no
 //! task owns them, so no task ending can drop enforcement.
@@ -24,6 +25,7 @@ use std::process::ExitCode;
 use futures_lite::{FutureExt, StreamExt};
 
 use super::session::{Stopping, stop_channel};
+use crate::cli::ConfigOrigin;
 use crate::config::AgentConfig;
 use crate::control::reload::{Bundles, Enforced};
 use crate::control::setid_rules::SetidRuleSet;
@@ -34,9 +36,9 @@ use crate::kernel::loader::AttachedProbes;
 use crate::sinks::outputs::{AgentQueue, Outputs};
 
 /// `edgearmor run` with this configuration and these setid rules.
-pub fn run(config: AgentConfig, rules: SetidRuleSet) -> ExitCode {
+pub fn run(config: AgentConfig, rules: SetidRuleSet, origin: &ConfigOrigin) -> ExitCode {
     let host = LiveKernel;
-    match Agent::start(&host, config, rules) {
+    match Agent::start(&host, config, rules, origin) {
         Ok(agent) => agent.run(),
         Err(e) => super::fail(e.code, e.message),
     }
@@ -134,6 +136,12 @@ impl Agent<'_> {
             let pings = executor.spawn(reporter.notifier.watchdog(&stopping));
             let polls = executor.spawn(tasks::reload_on_change(poll, &enforced, &stopping));
             let offers = executor.spawn(tasks::apply_bundles(bundles, inbox, &enforced, &stopping));
+            let tamper = executor.spawn(tasks::deliver_tamper_reports(
+                &config.fleet.state_dir,
+                &config.pin_dir,
+                &queue,
+                &stopping,
+            ));
             let batches = executor.spawn(batcher.run(&queue, &ledger, &mut outputs, {
                 let kernel_done: Stopping = kernel_done.clone();
                 async move { kernel_done.wait().await }
@@ -152,6 +160,7 @@ impl Agent<'_> {
                 pings.await;
                 polls.await;
                 offers.await;
+                tamper.await;
                 batches.await;
             }));
         }

@@ -6,18 +6,21 @@ use std::path::{Path, PathBuf};
 
 use super::report::{KernelFacts, Reporter};
 use super::{Agent, StartError};
+use crate::cli::ConfigOrigin;
 use crate::commands::service::ServiceNotifier;
 use crate::commands::session::{Session, node_name, reload_signals, stop_signals};
 use crate::config::{AgentConfig, Enforcement};
 use crate::control::fleet::{FleetPolicy, FleetSettings};
 use crate::control::policy_state::PolicyState;
 use crate::control::reload::{Bundles, Enforced};
+use crate::control::self_protection::{LockIdentity, ProtectedPaths};
 use crate::control::setid_rules::SetidRuleSet;
 use crate::events::pipeline::{Batcher, unix_micros};
 use crate::events::ringbuf::{ExecWatcher, KernelSource, RingbufReader};
 use crate::host::{ClockSteps, HostKernel, KERNEL_BTF};
 use crate::kernel::btf::KernelBtf;
 use crate::kernel::loader::{self, AttachedProbes};
+use crate::kernel::lock::LockRequest;
 use crate::kernel::pins;
 use crate::kernel::policy_maps::PolicyMaps;
 use crate::kernel::readiness::{self, EnforcementUnavailable};
@@ -43,9 +46,13 @@ impl<'h> Agent<'h> {
         host: &'h dyn HostKernel,
         config: AgentConfig,
         rules: SetidRuleSet,
+        origin: &ConfigOrigin,
     ) -> Result<Self, StartError> {
         let stop_signals = stop_signals().map_err(StartError::input)?;
         let reload_signals = reload_signals().map_err(StartError::input)?;
+        // Before anything else: this binary is exempt from a locked kernel's
+        // self-protection, so it must not run with another configuration.
+        let identity = lock_gate(host, &config, origin)?;
         // Pinned state outlives the agent; an earlier agent's is adopted (same key).
         let pin_dir = pin_dir(&config, host);
         let key = match pin_dir.as_deref().and_then(pins::pinned_key) {
@@ -61,9 +68,25 @@ impl<'h> Agent<'h> {
         if let Some(version) = fleet.as_ref().and_then(|f| f.applied_version()) {
             log::info!("fleet bundle version {version} in force");
         }
+        let mut mountpoints = Vec::new();
+        if identity.is_some() {
+            let paths = ProtectedPaths::of(&config, &origin.file, &agent_exe()?);
+            state.protect_self(paths.policy().map_err(StartError::input)?);
+            mountpoints = paths.mountpoints(host).map_err(StartError::input)?;
+        }
         let (kernel_set, summary) = state.build(host).map_err(StartError::input)?;
         log::info!("{summary}");
-        let kernel = start_kernel(host, &config, &mut state, key, kernel_set, pin_dir)?;
+        let lock = match identity {
+            Some(identity) => Some(LockRequest {
+                identity,
+                policy_id: state.self_protection_id().ok_or_else(|| {
+                    StartError::input("locked mode: the self-protection policy has no id")
+                })?,
+                mountpoints,
+            }),
+            None => None,
+        };
+        let kernel = start_kernel(host, &config, &mut state, key, kernel_set, (pin_dir, lock))?;
         let Session {
             agent,
             policies,
@@ -180,12 +203,26 @@ fn start_kernel<'h>(
     state: &mut PolicyState,
     key: [u64; 2],
     kernel_set: KernelRuleSet,
-    pin_dir: Option<PathBuf>,
+    (pin_dir, lock): (Option<PathBuf>, Option<LockRequest>),
 ) -> Result<KernelStart<'h>, StartError> {
     let aliases = kernel_set.aliases.report();
-    let enforcing = readiness::check_kernel(host)
-        .and_then(|btf| loader::load(host, &btf, key, kernel_set, pin_dir.as_deref()));
+    let enforcing = readiness::check_kernel(host).and_then(|btf| {
+        loader::load(
+            host,
+            &btf,
+            key,
+            kernel_set,
+            pin_dir.as_deref(),
+            lock.as_ref(),
+        )
+    });
     let probes = match enforcing {
+        // Locked mode never falls back: an agent that cannot lock does not run.
+        Err(e) if lock.is_some() => {
+            return Err(StartError::kernel(format!(
+                "cannot lock (locked = true): {e}"
+            )));
+        }
         Ok(probes) => probes,
         Err(e) if falls_back(config.enforcement, &e) => {
             return start_monitor(host, state, e.to_string());
@@ -223,6 +260,12 @@ fn start_kernel<'h>(
         ring_bytes: Some(u64::from(edgearmor_probe_abi::EVENTS_RING_BYTES)),
         ring_usage: ring_usage(host, &probes.events),
     };
+    if let Some(locked) = &probes.locked {
+        notes.push_str(&format!(
+            ", locked (tamper protection: agent inode {}, config inode {})",
+            locked.agent_ino, locked.config_ino
+        ));
+    }
     let reader = RingbufReader::new(probes.events, host)
         .map_err(|e| StartError::input(format!("cannot watch the event ring buffer: {e}")))?;
     Ok(KernelStart {
@@ -316,6 +359,35 @@ fn start_monitor<'h>(
         },
         enforcement: Err(reason),
     })
+}
+
+/// The running binary, as the kernel resolved it at exec.
+fn agent_exe() -> Result<PathBuf, StartError> {
+    std::fs::read_link("/proc/self/exe")
+        .map_err(|e| StartError::input(format!("locked mode: cannot read /proc/self/exe: {e}")))
+}
+
+/// Refuses a `run` a locked kernel does not allow ([`refusal`]), whatever
+/// `pin_dir` the configuration names (the marker is at a fixed path, and every
+/// loaded `LOCK_STATE` map is read, pinned in sight or not); with
+/// `locked = true`, who this agent is for the lock.
+fn lock_gate(
+    host: &dyn HostKernel,
+    config: &AgentConfig,
+    origin: &ConfigOrigin,
+) -> Result<Option<LockIdentity>, StartError> {
+    crate::commands::locked_gate(host, config, origin).map_err(StartError::input)?;
+    if !config.locked {
+        return Ok(None);
+    }
+    LockIdentity::of(host, &origin.file, &agent_exe()?)
+        .map(Some)
+        .map_err(|e| {
+            StartError::input(format!(
+                "locked mode: cannot identify the agent binary and {}: {e}",
+                origin.file.display()
+            ))
+        })
 }
 
 /// The pin directory, if pinning is configured and possible here (logged if not).

@@ -127,3 +127,56 @@ pub async fn apply_bundles(
         bundles.offer(&message, &mut enforced.borrow_mut());
     }
 }
+
+/// How often the running agent looks for tamper reports (refused `unload`s).
+pub const TAMPER_POLL: Duration = Duration::from_secs(1);
+
+/// Tamper reports from `state_dir` into the queue as alerts, once at start and then
+/// every [`TAMPER_POLL`], while the kernel says locked (the self-protection policy id
+/// is the lock's; unlocked, none are made and any left wait for a locked agent).
+pub async fn deliver_tamper_reports(
+    state_dir: &std::path::Path,
+    pin_dir: &std::path::Path,
+    queue: &AgentQueue,
+    stopping: &Stopping,
+) {
+    use crate::control::tamper::{self, TamperReport};
+    loop {
+        use crate::commands::unload::{LivePins, Pins};
+        // The marker's (this agent's lock) comes first; read only when there is
+        // something to deliver.
+        let states = if tamper::pending(state_dir) {
+            LivePins.lock_states(pin_dir).unwrap_or_default()
+        } else {
+            Vec::new()
+        };
+        let locked = states
+            .into_iter()
+            .find(|s| s.locked == edgearmor_probe_abi::LOCKED);
+        if let Some(state) = locked {
+            let now_us = crate::events::pipeline::unix_micros();
+            let drained = tamper::drain(
+                state_dir,
+                &mut |report| queue.offer(report.event(state.policy_id)),
+                &|count| TamperReport::summary(count, now_us),
+            );
+            match drained {
+                Ok(0) => {}
+                Ok(n) => log::info!("delivered {n} tamper report(s)"),
+                Err(e) => log::warn!("tamper reports: {e}"),
+            }
+        }
+        let due = async {
+            stopping.wait().await;
+            false
+        }
+        .or(async {
+            async_io::Timer::after(TAMPER_POLL).await;
+            true
+        })
+        .await;
+        if !due {
+            return;
+        }
+    }
+}
