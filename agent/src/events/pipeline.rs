@@ -72,6 +72,30 @@ pub struct LossLedger {
 /// Ranged losses kept before they are merged (bounded, like everything else).
 const MAX_PENDING_OFFLINE_LOSSES: usize = 64;
 
+/// Adds `loss` to a bounded list of losses waiting to be reported: merged into the
+/// previous report of its source when contiguous, or (so the list stays bounded) into
+/// the last of its source when full; the count stays exact either way.
+fn push_ranged(pending: &mut Vec<Loss>, loss: Loss) {
+    let full = pending.len() >= MAX_PENDING_OFFLINE_LOSSES;
+    let mergeable =
+        |l: &Loss| l.source == loss.source && (full || l.last_seq + 1 == loss.first_seq);
+    let index = if full {
+        pending.iter().rposition(mergeable)
+    } else {
+        pending
+            .len()
+            .checked_sub(1)
+            .filter(|&i| mergeable(&pending[i]))
+    };
+    if let Some(last) = index.and_then(|i| pending.get_mut(i)) {
+        last.count += loss.count;
+        last.first_seq = last.first_seq.min(loss.first_seq);
+        last.last_seq = last.last_seq.max(loss.last_seq);
+        return;
+    }
+    pending.push(loss);
+}
+
 impl LossLedger {
     /// Records batches the offline buffer had to drop: `count` events, `first..=last`.
     pub fn offline_dropped(&self, count: u64, first_seq: u64, last_seq: u64) {
@@ -86,30 +110,15 @@ impl LossLedger {
 
     fn ranged(&self, source: LossSource, count: u64, first_seq: u64, last_seq: u64) {
         let mut pending = self.offline.lock().unwrap_or_else(|p| p.into_inner());
-        let full = pending.len() >= MAX_PENDING_OFFLINE_LOSSES;
-        // Merge into the previous report of the same source when contiguous, or
-        // (so the list stays bounded) when full; the count stays exact either way.
-        let mergeable = |l: &Loss| l.source == source && (full || l.last_seq + 1 == first_seq);
-        let index = if full {
-            pending.iter().rposition(mergeable)
-        } else {
-            pending
-                .len()
-                .checked_sub(1)
-                .filter(|&i| mergeable(&pending[i]))
-        };
-        if let Some(last) = index.and_then(|i| pending.get_mut(i)) {
-            last.count += count;
-            last.first_seq = last.first_seq.min(first_seq);
-            last.last_seq = last.last_seq.max(last_seq);
-            return;
-        }
-        pending.push(Loss {
-            source,
-            count,
-            first_seq,
-            last_seq,
-        });
+        push_ranged(
+            &mut pending,
+            Loss {
+                source,
+                count,
+                first_seq,
+                last_seq,
+            },
+        );
     }
 
     /// Events lost from `source` in the loss reports made so far, since the start.
@@ -122,27 +131,16 @@ impl LossLedger {
     }
 
     /// Keeps the loss reports inside a batch the offline buffer is dropping (its
-    /// encoded `payload`), so they are reported again with the next losses. Bounded
-    /// like the ranged losses: when full, a report merges into the last one of its
-    /// source (the count stays exact, the range widens).
+    /// encoded `payload`), so they are reported again with the next losses; bounded
+    /// as the ranged losses are ([`push_ranged`]).
     pub fn carry_lost_reports(&self, payload: &[u8]) {
         let Ok(edgearmor_wire::Message::Batch(batch)) = edgearmor_wire::decode(payload) else {
             return;
         };
         let mut carried = self.carried.lock().unwrap_or_else(|p| p.into_inner());
         for event in &batch.events {
-            let EventBody::Loss(loss) = &event.body else {
-                continue;
-            };
-            if carried.len() < MAX_PENDING_OFFLINE_LOSSES {
-                carried.push(*loss);
-            } else if let Some(last) = carried.iter_mut().rev().find(|l| l.source == loss.source) {
-                last.count += loss.count;
-                last.first_seq = last.first_seq.min(loss.first_seq);
-                last.last_seq = last.last_seq.max(loss.last_seq);
-            } else if let Some(last) = carried.last_mut() {
-                // Every slot holds another source: keep the count under the newest.
-                last.count += loss.count;
+            if let EventBody::Loss(loss) = &event.body {
+                push_ranged(&mut carried, *loss);
             }
         }
     }
