@@ -92,8 +92,11 @@ fn files_under(dir: &Path) -> Vec<(String, std::path::PathBuf)> {
     out
 }
 
+/// A part's host side: asserts what its guest script printed.
+type Check = fn(&Run);
+
 /// Every part: its name (`guest/failclosed/NN-NAME.sh`, `NAME/`) and its host check.
-const PARTS: &[(&str, fn(&Run))] = &[
+const PARTS: &[(&str, Check)] = &[
     ("identity", identity::check),
     ("scratch", scratch::check),
     ("network", network::check),
