@@ -262,6 +262,14 @@ pub enum PolicyError {
     NulInPath { path: String },
     #[error(transparent)]
     InvalidPattern(GlobError),
+    /// A `pattern` anchored like a regular expression: KubeArmor's enforcers apply
+    /// patterns as path globs, so this one could never match a path.
+    #[error(
+        "pattern {pattern:?} is a regular expression (it starts with '^'), not a path glob: \
+         patterns match the whole path with '*', '?' and [...]; write it without the '^' and \
+         '$' anchors"
+    )]
+    RegexPattern { pattern: String },
     /// The policy set needs more of a kernel table or matcher than it has: the kernel
     /// could not enforce the set whole.
     #[error(

@@ -43,6 +43,12 @@ pub(crate) fn check_directory(dir: &str) -> Result<(), PolicyError> {
 
 /// A glob (`matchPatterns[].pattern`): absolute, and valid glob syntax.
 pub(crate) fn parse_pattern(pattern: &str) -> Result<Glob, PolicyError> {
+    // A path glob starts with '/'; one starting with '^' was written as a regex.
+    if pattern.starts_with('^') {
+        return Err(PolicyError::RegexPattern {
+            pattern: pattern.to_string(),
+        });
+    }
     check_common(pattern)?;
     let glob = Glob::new(pattern).map_err(PolicyError::InvalidPattern)?;
     glob.kernel_form()
@@ -155,6 +161,10 @@ mod tests {
         assert!(matches!(
             parse_pattern("apt*"),
             Err(PolicyError::NotAbsolute { .. })
+        ));
+        assert!(matches!(
+            parse_pattern("^/proc/[0-9]+/maps$"),
+            Err(PolicyError::RegexPattern { .. })
         ));
         assert!(matches!(
             parse_pattern("/usr/bin/[a"),

@@ -83,6 +83,10 @@ const EXPECTED: &[(&str, &str)] = &[
         "allow-in-syscalls.yaml",
         "tests/malformed/allow-in-syscalls.yaml:12: spec.syscalls.matchSyscalls[0]: action Allow (from spec.action) is not supported for syscalls: setid rules Audit or Block",
     ),
+    (
+        "regex-pattern.yaml",
+        "tests/malformed/regex-pattern.yaml:12: spec.file.matchPatterns[0].pattern: pattern \"^/proc/[0-9]+/mem$\" is a regular expression (it starts with '^'), not a path glob: patterns match the whole path with '*', '?' and [...]; write it without the '^' and '$' anchors",
+    ),
 ];
 
 fn malformed(file: &str) -> PathBuf {
