@@ -115,6 +115,16 @@ pub enum UnsupportedConstruct {
     YamlTag { tag: String },
     /// `nodeSelector.matchExpressions`: not in KubeArmor's host policy CRD.
     NodeMatchExpressions,
+    /// `spec.device` (`matchDevice`: USB device control).
+    Device,
+    /// `network.matchDNSQueries`.
+    DnsQueries,
+    /// `execname` on a process path.
+    ExecName,
+    /// `allowedArgs` on a process path.
+    AllowedArgs,
+    /// `pts` on a process or file rule.
+    Pts,
 }
 
 impl fmt::Display for UnsupportedConstruct {
@@ -144,6 +154,26 @@ impl fmt::Display for UnsupportedConstruct {
             UnsupportedConstruct::NodeMatchExpressions => {
                 "nodeSelector.matchExpressions is not part of KubeArmor's KubeArmorHostPolicy \
                  (its nodeSelector has matchLabels only): select nodes with matchLabels"
+            }
+            UnsupportedConstruct::Device => {
+                "device (matchDevice) is not supported yet: edgearmor does not decide device \
+                 access; remove the section"
+            }
+            UnsupportedConstruct::DnsQueries => {
+                "matchDNSQueries is not supported yet: edgearmor does not see DNS lookups; \
+                 remove it"
+            }
+            UnsupportedConstruct::ExecName => {
+                "execname is not supported yet: edgearmor does not match executables by name alone \
+                 (give the path); remove it"
+            }
+            UnsupportedConstruct::AllowedArgs => {
+                "allowedArgs is not supported yet: edgearmor does not match process arguments; \
+                 remove it"
+            }
+            UnsupportedConstruct::Pts => {
+                "pts is not supported yet: edgearmor does not decide by the terminal a process \
+                 runs on; remove it"
             }
             UnsupportedConstruct::YamlTag { .. } => "",
         })
@@ -292,6 +322,11 @@ pub enum PolicyError {
         "unknown protocol {found:?} (expected tcp, udp, icmp, raw or sctp, or the same in upper case)"
     )]
     UnknownProtocol { found: String },
+    #[error(
+        "protocol {found:?} is not supported yet: edgearmor's network rules name tcp, udp, \
+         icmp (ICMP and ICMPv6), raw (every SOCK_RAW and AF_PACKET socket) and sctp"
+    )]
+    UnsupportedProtocol { found: String },
     #[error("unknown capability {found:?} ({})", capability_hint(suggestion))]
     UnknownCapability {
         found: String,

@@ -164,7 +164,28 @@ impl NetworkProtocol {
             .into_iter()
             .find(|p| word == p.as_str() || word == p.as_str().to_ascii_uppercase())
     }
+
+    /// Whether `word` is one of the names KubeArmor's CRD accepts beyond ours
+    /// (refused as not supported yet rather than as unknown).
+    pub fn is_kubearmor_only(word: &str) -> bool {
+        KUBEARMOR_ONLY_PROTOCOLS
+            .iter()
+            .any(|p| word == *p || word == p.to_ascii_uppercase())
+    }
 }
+
+/// The protocol names of KubeArmor's CRD (`matchProtocols[].protocol`) that
+/// [`NetworkProtocol`] does not have.
+pub const KUBEARMOR_ONLY_PROTOCOLS: &[&str] = &[
+    "icmpv6",
+    "stream",
+    "dgram",
+    "rdm",
+    "seqpacket",
+    "dccp",
+    "packet",
+    "all",
+];
 
 impl fmt::Display for NetworkProtocol {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
@@ -322,6 +343,9 @@ mod tests {
             Some(NetworkProtocol::Sctp)
         );
         assert_eq!(NetworkProtocol::from_yaml("icmpv6"), None);
+        assert!(NetworkProtocol::is_kubearmor_only("icmpv6"));
+        assert!(NetworkProtocol::is_kubearmor_only("ICMPV6"));
+        assert!(!NetworkProtocol::is_kubearmor_only("tcp"));
     }
 
     #[test]

@@ -45,7 +45,7 @@ const EXPECTED: &[(&str, &str)] = &[
     ),
     (
         "bad-protocol.yaml",
-        "tests/malformed/bad-protocol.yaml:12: spec.network.matchProtocols[0].protocol: unknown protocol \"dccp\" (expected tcp, udp, icmp, raw or sctp, or the same in upper case)",
+        "tests/malformed/bad-protocol.yaml:12: spec.network.matchProtocols[0].protocol: protocol \"dccp\" is not supported yet: edgearmor's network rules name tcp, udp, icmp (ICMP and ICMPv6), raw (every SOCK_RAW and AF_PACKET socket) and sctp",
     ),
     (
         "bad-capability.yaml",

@@ -240,7 +240,7 @@ fn a_directory_loads_for_one_host_and_rejects_bad_files_whole() {
     assert_eq!(
         rejected,
         [
-            "tests/mixed-directory/20-broken.yml:26: spec.network.matchProtocols[0].protocol: unknown protocol \"dccp\" (expected tcp, udp, icmp, raw or sctp, or the same in upper case)",
+            "tests/mixed-directory/20-broken.yml:26: spec.network.matchProtocols[0].protocol: protocol \"dccp\" is not supported yet: edgearmor's network rules name tcp, udp, icmp (ICMP and ICMPv6), raw (every SOCK_RAW and AF_PACKET socket) and sctp",
             "tests/mixed-directory/50-duplicate-name.yaml:5: metadata.name: policy \"block-ls\" is already defined at tests/mixed-directory/10-block-ls.yaml:4",
         ]
     );

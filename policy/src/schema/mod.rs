@@ -259,7 +259,8 @@ impl SchemaChecker<'_> {
                 self.check_no_allow_for_syscalls(syscalls, &overrides, path, &syscalls_path);
             }
         }
-        if !any_section && !fields.has_unknown_keys {
+        // An apparmor profile alone is refused as that, not as a policy without rules.
+        if !any_section && !fields.has_unknown_keys && fields.get("apparmor").is_none() {
             self.report(fields.position, path, PolicyError::NoRules);
         }
         if self.diagnostics.len() > errors_before {

@@ -527,8 +527,12 @@ impl SchemaChecker<'_> {
                 word_key: "protocol",
             },
             |word| {
-                NetworkProtocol::from_yaml(word).ok_or_else(|| PolicyError::UnknownProtocol {
-                    found: word.to_string(),
+                NetworkProtocol::from_yaml(word).ok_or_else(|| {
+                    let found = word.to_string();
+                    match NetworkProtocol::is_kubearmor_only(word) {
+                        true => PolicyError::UnsupportedProtocol { found },
+                        false => PolicyError::UnknownProtocol { found },
+                    }
                 })
             },
         )
