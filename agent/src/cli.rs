@@ -235,7 +235,7 @@ fn parse_policy_check(parser: &mut lexopt::Parser) -> Result<Command, String> {
                 let value = string(parser.value().map_err(text)?)?;
                 let pair = edgearmor_policy::node_labels::parse_label_assignment(&value)
                     .map_err(|e| format!("--label {e}"))?;
-                if edgearmor_policy::node_labels::is_hostname_label(&pair.0) {
+                if edgearmor_policy::node_labels::is_reserved_label(&pair.0) {
                     return Err(format!(
                         "--label {value}: this label is always the host name: use --host=NAME"
                     ));

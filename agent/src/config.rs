@@ -8,7 +8,7 @@ use edgearmor_bundle::limits::MAX_BUNDLE_BYTES;
 use edgearmor_mqtt::status::MAX_LABELS_LEN;
 use edgearmor_mqtt::{AgentTopics, ClientCertificate, TlsFiles, VersionChoice};
 use edgearmor_policy::node_labels::{
-    MAX_NODE_LABELS, check_label_key, check_label_value, is_hostname_label,
+    MAX_NODE_LABELS, check_label_key, check_label_value, is_reserved_label,
 };
 use edgearmor_policy::{DefaultPostures, NodeLabels};
 use serde::Deserialize;
@@ -424,7 +424,7 @@ impl AgentConfig {
             return Err(bad("", reason));
         }
         for (key, value) in &self.labels {
-            if is_hostname_label(key) {
+            if is_reserved_label(key) {
                 let reason = "this label is always the host name: set `node` instead".into();
                 return Err(bad(key, reason));
             }

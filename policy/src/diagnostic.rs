@@ -370,6 +370,11 @@ pub enum PolicyError {
     },
     #[error("{found:?} is neither \"*\" nor a host name")]
     InvalidHostname { found: String },
+    #[error(
+        "{found:?} is not a host-name pattern (letters, digits, '-', '.', '_' and '*' for \
+         any run of characters)"
+    )]
+    InvalidHostnamePattern { found: String },
     /// Both host-name labels name a host, and not the same one.
     #[error("host name {second:?} contradicts {first:?}: the policy could select no host")]
     ConflictingHostnames { first: String, second: String },

@@ -311,7 +311,7 @@ pub fn named_hosts(files: &[PathBuf]) -> Vec<String> {
     let mut hosts: Vec<String> = any
         .skipped
         .iter()
-        .filter_map(|s| s.selector.required_hostname())
+        .flat_map(|s| s.selector.required_hostnames())
         .collect();
     hosts.sort();
     hosts.dedup();

@@ -113,12 +113,14 @@ impl HostSelector {
         labels_select(&self.match_labels, node)
     }
 
-    /// The host name the selector requires, if any (lower case).
-    pub fn required_hostname(&self) -> Option<String> {
+    /// The host names the selector requires one of (lower case; none for every
+    /// host, or hosts selected by a pattern or other labels alone).
+    pub fn required_hostnames(&self) -> Vec<String> {
         self.match_labels
             .iter()
-            .find(|(k, v)| is_hostname_label(k) && v.as_str() != "*")
-            .map(|(_, v)| v.to_ascii_lowercase())
+            .find(|(k, v)| is_hostname_label(k) && !v.split(',').any(|name| name == "*"))
+            .map(|(_, v)| v.split(',').map(str::to_ascii_lowercase).collect())
+            .unwrap_or_default()
     }
 }
 

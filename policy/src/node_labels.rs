@@ -17,6 +17,10 @@ use std::fmt;
 pub const HOSTNAME_LABEL: &str = "kubearmor.io/hostname";
 /// Kubernetes' own host-name label, which KubeArmor's examples also use.
 pub const KUBERNETES_HOSTNAME_LABEL: &str = "kubernetes.io/hostname";
+/// KubeArmor's host-name pattern (`gw-*`: `*` is any run of characters), in both
+/// spellings like the host-name labels.
+pub const HOSTNAME_PATTERN_LABEL: &str = "kubearmor.io/hostnamereg";
+pub const KUBERNETES_HOSTNAME_PATTERN_LABEL: &str = "kubernetes.io/hostnamereg";
 /// Kubernetes' limits on a label name (the part after `/`) and value.
 pub const MAX_LABEL_NAME_BYTES: usize = 63;
 /// Of a label key's prefix (a DNS subdomain).
@@ -31,6 +35,41 @@ pub type NodeLabels = BTreeMap<String, String>;
 /// Whether `key` is one of the two host-name labels.
 pub fn is_hostname_label(key: &str) -> bool {
     key == HOSTNAME_LABEL || key == KUBERNETES_HOSTNAME_LABEL
+}
+
+/// Whether `key` is one of the two host-name pattern labels.
+pub fn is_hostname_pattern_label(key: &str) -> bool {
+    key == HOSTNAME_PATTERN_LABEL || key == KUBERNETES_HOSTNAME_PATTERN_LABEL
+}
+
+/// Whether `key` follows from the host name (so a gateway may not configure it).
+pub fn is_reserved_label(key: &str) -> bool {
+    is_hostname_label(key) || is_hostname_pattern_label(key)
+}
+
+/// Whether `host` matches the host-name pattern `pattern` as a whole, `*` matching
+/// any run of characters, ASCII-case-insensitively like host names.
+pub fn host_pattern_matches(pattern: &str, host: &str) -> bool {
+    let (p, h) = (pattern.as_bytes(), host.as_bytes());
+    let (mut pi, mut hi) = (0, 0);
+    // Where the last `*` was, and how much of `host` it has taken.
+    let mut star: Option<(usize, usize)> = None;
+    while hi < h.len() {
+        if pi < p.len() && p[pi] == b'*' {
+            star = Some((pi, hi));
+            pi += 1;
+        } else if pi < p.len() && p[pi].eq_ignore_ascii_case(&h[hi]) {
+            pi += 1;
+            hi += 1;
+        } else if let Some((star_pi, star_hi)) = star {
+            pi = star_pi + 1;
+            hi = star_hi + 1;
+            star = Some((star_pi, star_hi + 1));
+        } else {
+            return false;
+        }
+    }
+    p[pi..].iter().all(|&c| c == b'*')
 }
 
 /// A label key as Kubernetes accepts it: `[prefix/]name`, the prefix a DNS
@@ -150,10 +189,18 @@ impl NodeIdentity {
     }
 
     /// Whether this node has label `key` with value `value`. The host-name labels
-    /// compare with the host name; `"*"` there matches every host.
+    /// compare with the host name: the value is one name, or several separated by
+    /// commas (any one matches), `"*"` matching every host; the host-name pattern
+    /// labels match it as a pattern (taken as met when the labels are "whatever":
+    /// the pattern may select any host).
     pub fn has_label(&self, key: &str, value: &str) -> bool {
         if is_hostname_label(key) {
-            return value == "*" || value.eq_ignore_ascii_case(&self.hostname);
+            return value
+                .split(',')
+                .any(|name| name == "*" || name.eq_ignore_ascii_case(&self.hostname));
+        }
+        if is_hostname_pattern_label(key) {
+            return self.labels.is_none() || host_pattern_matches(value, &self.hostname);
         }
         match &self.labels {
             None => true,
@@ -257,6 +304,41 @@ mod tests {
             assert!(gw.has_label(key, "*"));
             assert!(!gw.has_label(key, "gw-8"));
         }
+    }
+
+    #[test]
+    fn host_name_lists_and_patterns() {
+        let gw = node(&[]);
+        assert!(gw.has_label(HOSTNAME_LABEL, "gw-6,gw-7"));
+        assert!(gw.has_label(KUBERNETES_HOSTNAME_LABEL, "gw-6,*"));
+        assert!(!gw.has_label(HOSTNAME_LABEL, "gw-6,gw-8"));
+        for (pattern, matches) in [
+            ("gw-*", true),
+            ("GW-?", false),
+            ("*-7", true),
+            ("g*7", true),
+            ("gw-", false),
+            ("gw", false),
+            ("*", true),
+            ("gw-7*", true),
+            ("gw-70", false),
+            ("**7", true),
+            ("x*", false),
+        ] {
+            assert_eq!(
+                gw.has_label(HOSTNAME_PATTERN_LABEL, pattern),
+                matches,
+                "{pattern}"
+            );
+            assert_eq!(
+                gw.has_label(KUBERNETES_HOSTNAME_PATTERN_LABEL, pattern),
+                matches,
+                "{pattern}"
+            );
+        }
+        assert!(host_pattern_matches("a*b*c", "axxbyyc"));
+        assert!(!host_pattern_matches("a*b*c", "axxbyy"));
+        assert!(NodeIdentity::with_any_labels("").has_label(HOSTNAME_PATTERN_LABEL, "gw-*"));
     }
 
     #[test]

@@ -111,3 +111,42 @@ fn metadata_namespace_is_accepted_with_a_warning() {
     // Still a string, like the other metadata.
     assert!(policy("  namespace: [a]\n", "      kubearmor.io/hostname: \"*\"\n").is_err());
 }
+
+/// KubeArmor's host-name forms: several names separated by commas (any one), and
+/// `hostnamereg` patterns (`*` any run of characters, the whole name).
+#[test]
+fn host_name_lists_and_patterns_select_as_kubearmor_does() {
+    let (gw7, gw8, core) = (node("gw-7", &[]), node("gw-8", &[]), node("core-1", &[]));
+    for key in ["kubearmor.io/hostname", "kubernetes.io/hostname"] {
+        let list = format!("      {key}: gw-7,GW-9\n");
+        assert!(selects(&list, &gw7), "{key}");
+        assert!(!selects(&list, &gw8), "{key}");
+        assert!(
+            selects(&format!("      {key}: \"gw-9,*\"\n"), &core),
+            "{key}"
+        );
+    }
+    for key in ["kubearmor.io/hostnamereg", "kubernetes.io/hostnamereg"] {
+        let pattern = format!("      {key}: gw-*\n");
+        assert!(selects(&pattern, &gw7) && selects(&pattern, &gw8), "{key}");
+        assert!(!selects(&pattern, &core), "{key}");
+        let with_label = format!("      {key}: \"*-7\"\n      site: plant-7\n");
+        assert!(selects(&with_label, &node("gw-7", &[("site", "plant-7")])));
+        assert!(!selects(&with_label, &gw7), "every label must match");
+    }
+    // Lists combine with AND: some host must be in both.
+    let both = "      kubearmor.io/hostname: gw-7,gw-8\n      kubernetes.io/hostname: gw-8,gw-9\n";
+    assert!(selects(both, &gw8) && !selects(both, &gw7));
+    let disjoint = "      kubearmor.io/hostname: gw-7,gw-8\n      kubernetes.io/hostname: gw-9\n";
+    let err = policy("", disjoint).unwrap_err();
+    assert!(err[0].contains("contradicts"), "{err:?}");
+    let err = policy("", "      kubearmor.io/hostname: gw-7,,gw-8\n").unwrap_err();
+    assert!(err[0].contains("\"\" is neither"), "{err:?}");
+    let err = policy("", "      kubearmor.io/hostnamereg: \"gw 7*\"\n").unwrap_err();
+    assert_eq!(err.len(), 1, "{err:?}");
+    assert!(
+        err[0].contains("spec.nodeSelector.matchLabels[\"kubearmor.io/hostnamereg\"]")
+            && err[0].contains("\"gw 7*\" is not a host-name pattern"),
+        "{err:?}"
+    );
+}

@@ -249,6 +249,11 @@ fn labels_are_kubernetes_labels_named_with_the_file() {
         e.contains("always the host name: set `node` instead"),
         "{e}"
     );
+    let e = err("[labels]\n\"kubearmor.io/hostnamereg\" = \"gw\"\n");
+    assert!(
+        e.contains("labels.\"kubearmor.io/hostnamereg\": this label is always the host name"),
+        "{e}"
+    );
     let e = err("[labels]\nsite = 7\n");
     assert!(e.contains("agent.toml") && e.contains("string"), "{e}");
     let many: String = (0..33).map(|i| format!("k{i} = \"v\"\n")).collect();

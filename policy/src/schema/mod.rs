@@ -30,7 +30,9 @@ use crate::model::{
     FileMatcher, HostPolicy, HostSelector, MetadataOverrides, PathMatcher, PolicyRule,
     PolicySection,
 };
-use crate::node_labels::{check_label_key, check_label_value, is_hostname_label};
+use crate::node_labels::{
+    check_label_key, check_label_value, is_hostname_label, is_hostname_pattern_label,
+};
 use crate::vocabulary::{Action, Capability, NetworkProtocol, SetIdSyscall};
 use crate::yaml_tree::{Node, Position};
 
@@ -342,9 +344,10 @@ impl SchemaChecker<'_> {
         valid.then_some(selector)
     }
 
-    /// One `matchLabels` entry checked: Kubernetes label syntax, or for the host-name
-    /// labels `"*"` or a host name, the same one when both are given (labels combine
-    /// with AND; `"*"` is neutral).
+    /// One `matchLabels` entry checked: Kubernetes label syntax; for the host-name
+    /// labels `"*"` or host names separated by commas (as KubeArmor takes them), at
+    /// least one of them in both when both are given (labels combine with AND; `"*"`
+    /// is neutral); for the host-name pattern labels a host name with `*` in it.
     fn node_label(
         &mut self,
         entry: &yaml_reader::Entry<'_>,
@@ -352,6 +355,14 @@ impl SchemaChecker<'_> {
         label_path: &YamlPath,
         hostname: &mut Option<String>,
     ) -> Option<String> {
+        if is_hostname_pattern_label(entry.key) {
+            if !is_host_name(&value.replace('*', "x")) {
+                let error = PolicyError::InvalidHostnamePattern { found: value };
+                self.report(entry.value.position, label_path, error);
+                return None;
+            }
+            return Some(value);
+        }
         if !is_hostname_label(entry.key) {
             let problem = check_label_key(entry.key)
                 .map_err(|reason| (entry.key_position, "key", entry.key.to_owned(), reason))
@@ -370,16 +381,23 @@ impl SchemaChecker<'_> {
             }
             return Some(value);
         }
-        if value == "*" {
-            return Some(value);
-        }
-        if !is_host_name(&value) {
-            let error = PolicyError::InvalidHostname { found: value };
+        let names: Vec<&str> = value.split(',').collect();
+        if let Some(bad) = names.iter().find(|n| **n != "*" && !is_host_name(n)) {
+            let error = PolicyError::InvalidHostname {
+                found: (*bad).to_owned(),
+            };
             self.report(entry.value.position, label_path, error);
             return None;
         }
+        if names.contains(&"*") {
+            return Some(value);
+        }
         match hostname {
-            Some(first) if !first.eq_ignore_ascii_case(&value) => {
+            Some(first)
+                if !first
+                    .split(',')
+                    .any(|a| names.iter().any(|b| a.eq_ignore_ascii_case(b))) =>
+            {
                 let error = PolicyError::ConflictingHostnames {
                     first: first.clone(),
                     second: value,
