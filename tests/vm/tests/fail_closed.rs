@@ -22,8 +22,8 @@ use std::path::Path;
 use std::time::Duration;
 
 use edgearmor_vm::{
-    Arch, BootConfig, BootLog, Initramfs, boot, cache_dir, fetch_busybox, fetch_kernel,
-    guest_binaries, workspace_root,
+    Arch, BootConfig, BootLog, Initramfs, boot, cache_dir, fetch_busybox, fetch_glibc,
+    fetch_kernel, guest_binaries, workspace_root,
 };
 
 #[path = "fail_closed/aliases.rs"]
@@ -150,7 +150,11 @@ fn boot_fail_closed_guest(arch: Arch, series: &'static str, parts: &[&str]) -> R
     let busybox = fetch_busybox(&cache, arch).expect("busybox");
     let bins = guest_binaries(arch).expect("static guest binaries");
     let guest = Path::new(env!("CARGO_MANIFEST_DIR")).join("guest");
+    let glibc = fetch_glibc(&cache, arch).expect("glibc dynamic binaries");
     let mut initramfs = Initramfs::busybox_base(&busybox);
+    glibc
+        .install(&mut initramfs)
+        .expect("glibc in the initramfs");
     initramfs
         .file_from_host("/init", &guest.join("failclosed-init.sh"), 0o755)
         .file_from_host("/usr/local/bin/edgearmor", &bins.agent, 0o755)
