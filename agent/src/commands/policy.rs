@@ -221,7 +221,10 @@ pub fn host_warnings(host: &dyn HostKernel, node: &NodeIdentity, paths: &[PathBu
                 .map(|s| format!("not enforceable, skipped: {s}")),
         )
         .chain(set.warnings.iter().map(|w| format!("warning: {w}")))
-        .chain([format!("aliases: {}", set.aliases.report())])
+        .chain([
+            format!("aliases: {}", set.aliases.report()),
+            set.exec_aliases.report_executables(),
+        ])
         .collect()
 }
 
