@@ -483,7 +483,8 @@ pub(crate) mod tests {
         let btf = KernelBtf::parse(&blob).expect("the running kernel's BTF parses");
         let off = btf.kernel_offsets().expect("all members present");
         let exec = btf.exec_offsets().expect("exec identity's members present");
-        assert!(exec.file_inode > 0 && exec.file_private_data > exec.file_inode);
+        assert!(exec.file_inode > 0 && exec.file_private_data > 0);
+        assert_ne!(exec.file_inode, exec.file_private_data);
         assert!(exec.sb_magic > 0 && exec.inode_nlink > 0);
         // cred starts with a usage counter, then uid, gid, suid, sgid, euid, egid, fsuid, fsgid.
         assert_eq!(off.cred_gid, off.cred_uid + 4);

@@ -41,7 +41,8 @@ pub fn check_exec(ctx: LsmContext) -> i32 {
     // SAFETY: `&file->f_path`, offset from BTF.
     let f_path = unsafe { file.add(off.file_f_path as usize) } as *const path;
     let source = current_identity();
-    with_slot(|slot| decide_exec(bprm, (file, f_path), generation, source, slot)).unwrap_or_else(|| {
+    let exe = (file, f_path);
+    with_slot(|slot| decide_exec(bprm, exe, generation, source, slot)).unwrap_or_else(|| {
         let detail = [0, 0, 0, UNDECIDED_NO_SCRATCH];
         decide_undecided(
             CLASS_PROCESS,

@@ -130,7 +130,7 @@ pub(crate) fn exec_alias(
 ) -> Result<Option<&'static AliasValue>, u32> {
     let key = inode_key(real_inode(file as u64)?, generation)?;
     // SAFETY: map value pointer returned by the kernel for this key.
-    Ok(unsafe { EXEC_ALIASES.get(&key) })
+    Ok(unsafe { EXEC_ALIASES.get(key) })
 }
 
 /// Puts the canonical name into the slot's path buffer, flagged
@@ -143,8 +143,13 @@ pub(crate) fn load_alias(slot: u32, alias: &AliasValue) -> Result<u32, u32> {
     if len == 0 || len as usize >= ALIAS_PATH_CAP {
         return Err(ENAMETOOLONG);
     }
-    // A no-op mask for the verifier: `len` < ALIAS_PATH_CAP, a power of two.
-    let len = len & (ALIAS_PATH_CAP as u32 - 1);
+    // SAFETY: a volatile read of a local: it keeps the mask below in the program
+    // (a no-op after the check, which the compiler would drop, and which the
+    // verifier needs on the register it passes as the size).
+    let len = unsafe { core::ptr::read_volatile(&len) } & (ALIAS_PATH_CAP as u32 - 1);
+    if len == 0 {
+        return Err(ENAMETOOLONG);
+    }
     // SAFETY: `len` < ALIAS_PATH_CAP <= SCRATCH_PATH_CAP bytes from the map value to
     // the start of the slot's buffer (a checked probe read: a value removed since is
     // an error).
@@ -271,14 +276,14 @@ fn carry(from_dentry: u64, to_dentry: u64, generation: u32) -> Result<(), u32> {
     }
     let from_key = inode_key(from, generation)?;
     // SAFETY: map value pointer returned by the kernel for this key.
-    let Some(alias) = (unsafe { EXEC_ALIASES.get(&from_key) }) else {
+    let Some(alias) = (unsafe { EXEC_ALIASES.get(from_key) }) else {
         return Ok(());
     };
     let to_key = inode_key(to, generation)?;
-    match EXEC_ALIASES.insert(&to_key, alias, BPF_NOEXIST) {
+    match EXEC_ALIASES.insert(to_key, alias, BPF_NOEXIST) {
         Ok(()) => Ok(()),
         // EEXIST: already protected (under its own name).
-        Err(rc) if rc == -17 => Ok(()),
+        Err(-17) => Ok(()),
         Err(rc) => Err((-rc) as u32),
     }
 }
@@ -326,7 +331,7 @@ pub fn forget_freed(ctx: LsmContext) -> i32 {
     }
     if let Ok(key) = inode_key(inode, generation) {
         // Absent is fine: most freed inodes were never protected.
-        let _ = EXEC_ALIASES.remove(&key);
+        let _ = EXEC_ALIASES.remove(key);
     }
     0
 }

@@ -28,36 +28,47 @@ xi_ldso() {
     echo "EA-XI-LDSO $1 rc=$? out=$out"
 }
 
-# xi_all PREFIX PROGRAM: every way to run PROGRAM (a name under /usr/bin).
+# The pinned EXEC_ALIASES entry of the inode numbered $2 (on the root's device).
+xi_alias() {
+    echo "EA-XI-ALIAS-OF $1"
+    $probe exec-alias /sys/fs/bpf/edgearmor "$2" "$(stat -c %d /)"
+}
+
+# xi_all PREFIX PROGRAM PRE_LINK: every way to run PROGRAM (a name under /usr/bin).
+# (`scenario` sets $name: the names here start with xi_.)
 xi_all() {
-    p=$1; prog=$2; name=${prog##*/}
+    p=$1; prog=$2; xi_n=${prog##*/}
     scenario $p-path $probe exec $prog
     scenario $p-pre-link $probe exec /tmp/xi/$3
-    ln $prog /tmp/xi/$name-new
-    scenario $p-new-link $probe exec /tmp/xi/$name-new
-    mv $prog /usr/bin/$name-renamed
-    scenario $p-renamed $probe exec /usr/bin/$name-renamed
-    mv /usr/bin/$name-renamed $prog
-    scenario $p-bind $probe exec /mnt/xi-bin/$name
+    ln $prog /tmp/xi/$xi_n-new
+    scenario $p-new-link $probe exec /tmp/xi/$xi_n-new
+    mv $prog /usr/bin/$xi_n-renamed
+    scenario $p-renamed $probe exec /usr/bin/$xi_n-renamed
+    mv /usr/bin/$xi_n-renamed $prog
+    scenario $p-bind $probe exec /mnt/xi-bin/$xi_n
     echo "EA-SCENARIO $p-bind-ns"
-    unshare -m sh -c "mount --bind /usr/bin /mnt/xi-ns && $probe exec /mnt/xi-ns/$name"
-    scenario $p-chroot chroot /tmp/xi-root /probe/setid-probe exec /bin2/$name
-    scenario $p-overlay $probe exec /tmp/xi-ov/merged/$name
+    unshare -m sh -c "mount --bind /usr/bin /mnt/xi-ns && $probe exec /mnt/xi-ns/$xi_n"
+    scenario $p-chroot chroot /tmp/xi-root /probe/setid-probe exec /bin2/$xi_n
+    scenario $p-overlay $probe exec /tmp/xi-ov/merged/$xi_n
     xi_ldso $p-ldso $prog
     scenario $p-mmap-exec $probe mmap-exec $prog
     scenario $p-mprotect-exec $probe mprotect-exec $prog
     # A package upgrade: the new file renamed over the old, then linked elsewhere.
+    xi_old=$(stat -c %i $prog)
     cp /opt/glibc/bin/echo $prog.new
+    xi_new=$(stat -c %i $prog.new)
     mv $prog.new $prog
+    xi_alias $p-new-file $xi_new
     scenario $p-upgraded $probe exec $prog
-    ln $prog /tmp/xi/$name-upgraded-link
-    scenario $p-upgraded-link $probe exec /tmp/xi/$name-upgraded-link
+    ln $prog /tmp/xi/$xi_n-upgraded-link
+    scenario $p-upgraded-link $probe exec /tmp/xi/$xi_n-upgraded-link
     # The file the upgrade replaced keeps its names (the link made before the agent).
     scenario $p-replaced-pre-link $probe exec /tmp/xi/$3
 }
 
 start_agent exec-identity "$xi_dir/policies"
 xi_all xi-apt /usr/bin/apt apt-pre
+xi_apt_old=$xi_old
 xi_all xi-free /usr/bin/xi-free free-pre
 # Dynamic programs and their libraries run normally.
 scenario xi-dynamic $probe exec /opt/glibc/bin/true
@@ -68,5 +79,10 @@ echo "EA-XI-CAT $(echo piped | /opt/glibc/bin/cat)"
 wait_count "$alerts" '"PolicyName":"hsp-exec-identity"' 14
 stop_agent
 umount /tmp/xi-ov/merged /mnt/xi-bin /tmp/xi-root/bin2 /tmp/xi-root/probe
+# The file the upgrade replaced loses its entry with its last name (the probes stay
+# attached with the agent stopped).
+xi_alias xi-old-before-free $xi_apt_old
+rm /tmp/xi/apt-pre /tmp/xi/apt-new
+xi_alias xi-old-freed $xi_apt_old
 for d in lib lib64; do umount /tmp/xi-root/$d 2>/dev/null; done
 rm -rf /tmp/xi /tmp/xi-ov /tmp/xi-root /mnt/xi-bin /mnt/xi-ns /usr/bin/apt /usr/bin/xi-free
