@@ -221,7 +221,10 @@ pub fn host_warnings(host: &dyn HostKernel, node: &NodeIdentity, paths: &[PathBu
                 .map(|s| format!("not enforceable, skipped: {s}")),
         )
         .chain(set.warnings.iter().map(|w| format!("warning: {w}")))
-        .chain([format!("aliases: {}", set.aliases.report())])
+        .chain([
+            format!("aliases: {}", set.aliases.report()),
+            set.exec_aliases.report_executables(),
+        ])
         .collect()
 }
 
@@ -293,9 +296,17 @@ spec:
         let node = NodeIdentity::named(BusyboxHost.node_name());
         let lines = host_warnings(&BusyboxHost, &node, std::slice::from_ref(&policy));
         let _ = std::fs::remove_dir_all(&dir);
-        assert_eq!(lines.len(), 3, "{lines:?}");
+        assert_eq!(lines.len(), 5, "{lines:?}");
         assert!(
-            lines[2].starts_with("aliases: 0 protected inode(s) with an alias entry"),
+            lines[2].contains("cannot read the mount table"),
+            "{lines:?}"
+        );
+        assert!(
+            lines[3].starts_with("aliases: 0 protected inode(s) with an alias entry"),
+            "{lines:?}"
+        );
+        assert!(
+            lines[4].starts_with("exec identity: 0 executable(s) followed by inode"),
             "{lines:?}"
         );
         assert!(
@@ -342,6 +353,7 @@ spec:
                 format!(
                     "aliases: 1 protected inode(s) with an alias entry (1 entries with subdirectories and other-linked files), 1 protected file(s) with other hard links: {secret} (2 links)"
                 ),
+                "exec identity: 0 executable(s) followed by inode (0 entries with other-linked files)".to_owned(),
             ]
         );
     }

@@ -128,11 +128,12 @@ impl PolicyState {
             names.push_str(",...");
         }
         let summary = format!(
-            "{count} policies [{names}] ({} rules) + {} setid rule(s) from flags/TOML, policy set {}: {rules} kernel rule entries, {prefixes} prefixes, {globs} pattern lists, {}",
+            "{count} policies [{names}] ({} rules) + {} setid rule(s) from flags/TOML, policy set {}: {rules} kernel rule entries, {prefixes} prefixes, {globs} pattern lists, {}, {}",
             compiled.rule_count(),
             self.setid.rules.len(),
             compiled.content_hash,
             set.aliases.report(),
+            set.exec_aliases.report_executables(),
         );
         Ok((set, summary))
     }

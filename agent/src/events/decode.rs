@@ -7,6 +7,7 @@ use edgearmor_probe_abi::{
     EXE_FLAG_TRUNCATED, EXEC_BY_ARGUMENTS, ExePath, ExecEvent, MAX_REPORTED_PATH_BYTES,
     POLICY_DEFAULT_POSTURE, TAMPER_BPF, TAMPER_SIGIO, UNDECIDED_MATCH_STEPS, UNDECIDED_NO_SCRATCH,
     UNDECIDED_PATTERN_PREFIXES, UNDECIDED_UNRESOLVED, VERDICT_AUDITED, VERDICT_DENIED,
+    exec_identity::EXEC_BY_MAPPING,
 };
 use edgearmor_wire::{LsmHook, SetIdSyscall, SetidFlavour, SetidKind};
 
@@ -15,6 +16,11 @@ use edgearmor_wire::{LsmHook, SetIdSyscall, SetidFlavour, SetidKind};
 pub enum Subject {
     /// An exec of `target` (the executable about to run).
     Exec,
+    /// A `PROT_EXEC` mapping of the protected executable `target` (a loader running
+    /// it), decided like its exec by `hook` (`mmap_file`, `file_mprotect`).
+    MappedExec {
+        hook: LsmHook,
+    },
     /// A file operation on `target` (an open, a rename, a read through a
     /// descriptor, ...): what it needed, and the hook that decided.
     File {
@@ -191,6 +197,10 @@ impl TryFrom<&[u8]> for Decision {
             _ => None,
         };
         let subject = match raw.class {
+            CLASS_PROCESS if raw.detail[0] == EXEC_BY_MAPPING => Subject::MappedExec {
+                hook: LsmHook::from_file_hook(raw.detail[1])
+                    .ok_or(EventDecodeError::FileHook(raw.detail[1]))?,
+            },
             CLASS_PROCESS => Subject::Exec,
             CLASS_FILE => Subject::File {
                 read: raw.detail[0] & ACCESS_READ != 0,

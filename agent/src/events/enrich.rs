@@ -83,6 +83,12 @@ fn what_was_decided(d: &Decision) -> (Operation, edgearmor_wire::Path, Data, Out
             Data::Lsm(LsmHook::BprmCheckSecurity),
             Outcome::PermissionDenied,
         ),
+        Subject::MappedExec { hook } => (
+            Operation::Process,
+            bounded(&target_or_reason(d)),
+            Data::Lsm(*hook),
+            Outcome::PermissionDenied,
+        ),
         Subject::File { hook, .. } => (
             Operation::File,
             bounded(&target_or_reason(d)),

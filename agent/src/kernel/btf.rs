@@ -7,7 +7,7 @@
 
 use std::collections::HashMap;
 
-use edgearmor_probe_abi::KernelOffsets;
+use edgearmor_probe_abi::{KernelOffsets, exec_identity::ExecOffsets};
 
 const BTF_MAGIC: u16 = 0xeb9f;
 
@@ -336,6 +336,16 @@ impl KernelBtf {
             vfsmount_sb: self.member_offset("vfsmount", "mnt_sb")?,
         })
     }
+
+    /// The member offsets exec identity reads (the ABI's `exec_identity`).
+    pub fn exec_offsets(&self) -> Result<ExecOffsets, BtfError> {
+        Ok(ExecOffsets {
+            file_inode: self.member_offset("file", "f_inode")?,
+            file_private_data: self.member_offset("file", "private_data")?,
+            sb_magic: self.member_offset("super_block", "s_magic")?,
+            inode_nlink: self.member_offset("inode", "i_nlink")?,
+        })
+    }
 }
 
 #[cfg(test)]
@@ -472,6 +482,10 @@ pub(crate) mod tests {
         };
         let btf = KernelBtf::parse(&blob).expect("the running kernel's BTF parses");
         let off = btf.kernel_offsets().expect("all members present");
+        let exec = btf.exec_offsets().expect("exec identity's members present");
+        assert!(exec.file_inode > 0 && exec.file_private_data > 0);
+        assert_ne!(exec.file_inode, exec.file_private_data);
+        assert!(exec.sb_magic > 0 && exec.inode_nlink > 0);
         // cred starts with a usage counter, then uid, gid, suid, sgid, euid, egid, fsuid, fsgid.
         assert_eq!(off.cred_gid, off.cred_uid + 4);
         assert_eq!(off.cred_euid, off.cred_uid + 16);

@@ -11,7 +11,7 @@ use aya::maps::{Array, MapData, PerCpuArray, RingBuf};
 use aya::programs::links::FdLink;
 use aya::programs::{BtfTracePoint, Iter, Lsm, ProgramError};
 use aya::{Btf, Ebpf, EbpfError, EbpfLoader};
-use edgearmor_probe_abi::{AgentState, names, programs};
+use edgearmor_probe_abi::{AgentState, exec_identity, names, programs};
 use sha2::{Digest, Sha256};
 
 use crate::host::HostKernel;
@@ -190,10 +190,12 @@ fn open_object(
     let offsets = btf
         .kernel_offsets()
         .map_err(EnforcementUnavailable::BadBtf)?;
+    let exec_offsets = btf.exec_offsets().map_err(EnforcementUnavailable::BadBtf)?;
     let pins: Vec<(&str, std::path::PathBuf)> = pin_dir
         .map(|dir| {
             names::PERSISTENT
                 .iter()
+                .chain(exec_identity::PERSISTENT.iter())
                 .map(|n| (*n, dir.join(n)))
                 .collect()
         })
@@ -204,6 +206,7 @@ fn open_object(
     loader
         .allow_unsupported_maps()
         .override_global(names::KERNEL_OFFSETS, &offsets, true)
+        .override_global(exec_identity::EXEC_OFFSETS, &exec_offsets, true)
         .override_global(names::PATH_HASH_KEY, &key, true);
     for (name, path) in &pins {
         loader.map_pin_path(name, path.as_path());
@@ -279,6 +282,13 @@ pub fn load(
         &mut ebpf,
         (&aya_btf, btf),
         &programs::LSM,
+        &mut covered_elsewhere,
+        &mut locking,
+    )?);
+    links.extend(attach_lsm(
+        &mut ebpf,
+        (&aya_btf, btf),
+        &exec_identity::PROGRAMS,
         &mut covered_elsewhere,
         &mut locking,
     )?);

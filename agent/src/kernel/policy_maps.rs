@@ -11,7 +11,7 @@ use aya::Ebpf;
 use aya::maps::{Array, HashMap, MapData, MapError};
 use edgearmor_probe_abi::{
     ALIASES_CAPACITY, ActivePolicy, AliasKey, AliasValue, GLOBS_CAPACITY, GlobList,
-    PREFIXES_CAPACITY, PrefixKey, RULES_CAPACITY, RuleKey, RuleValue, names,
+    PREFIXES_CAPACITY, PrefixKey, RULES_CAPACITY, RuleKey, RuleValue, exec_identity, names,
 };
 
 use crate::kernel::loader::map_failure;
@@ -103,6 +103,7 @@ pub(crate) struct Tables {
     pub prefixes: Box<dyn Table<PrefixKey, u32>>,
     pub globs: Box<dyn Table<RuleKey, GlobList>>,
     pub aliases: Box<dyn Table<AliasKey, AliasValue>>,
+    pub exec_aliases: Box<dyn Table<AliasKey, AliasValue>>,
     pub active: Box<dyn Slot>,
 }
 
@@ -112,6 +113,7 @@ pub struct PolicyMaps {
     prefixes: Box<dyn Table<PrefixKey, u32>>,
     globs: Box<dyn Table<RuleKey, GlobList>>,
     aliases: Box<dyn Table<AliasKey, AliasValue>>,
+    exec_aliases: Box<dyn Table<AliasKey, AliasValue>>,
     active: Box<dyn Slot>,
     generation: u32,
     applied: KernelRuleSet,
@@ -137,6 +139,9 @@ impl PolicyMaps {
         let aliases: HashMap<MapData, AliasKey, AliasValue> =
             HashMap::try_from(take_map(ebpf, names::FILE_ALIASES)?)
                 .map_err(|e| map_failure(names::FILE_ALIASES, e))?;
+        let exec_aliases: HashMap<MapData, AliasKey, AliasValue> =
+            HashMap::try_from(take_map(ebpf, exec_identity::EXEC_ALIASES)?)
+                .map_err(|e| map_failure(exec_identity::EXEC_ALIASES, e))?;
         let active: Array<MapData, ActivePolicy> = Array::try_from(take_map(ebpf, names::ACTIVE)?)
             .map_err(|e| map_failure(names::ACTIVE, e))?;
         let tables = Tables {
@@ -144,6 +149,7 @@ impl PolicyMaps {
             prefixes: Box::new(prefixes),
             globs: Box::new(globs),
             aliases: Box::new(aliases),
+            exec_aliases: Box::new(exec_aliases),
             active: Box::new(active),
         };
         Ok(Self::over(tables, adopting))
@@ -156,6 +162,7 @@ impl PolicyMaps {
             prefixes,
             globs,
             aliases,
+            exec_aliases,
             active,
         } = tables;
         let generation = match adopting {
@@ -167,6 +174,7 @@ impl PolicyMaps {
             prefixes,
             globs,
             aliases,
+            exec_aliases,
             active,
             generation,
             applied: KernelRuleSet::default(),
@@ -217,7 +225,11 @@ impl PolicyMaps {
     fn check_room(&self, next: &KernelRuleSet) -> Result<(), ApplyError> {
         let (rules, prefixes, globs) = next.sizes();
         let aliases = next.aliases.names.len();
-        // Adopted tables hold what an earlier agent wrote, which only the maps know.
+        let exec_aliases = next.exec_aliases.names.len();
+        // Adopted tables hold what an earlier agent wrote, which only the maps know;
+        // `EXEC_ALIASES` also what the kernel added (renamed-over files), so it is
+        // always counted in the map.
+        let in_exec_aliases = self.exec_aliases.keys().len();
         let (in_rules, in_prefixes, in_globs, in_aliases) = match self.adopted {
             true => (
                 self.rules.keys().len(),
@@ -235,6 +247,12 @@ impl PolicyMaps {
             (names::PREFIXES, PREFIXES_CAPACITY, prefixes, in_prefixes),
             (names::GLOBS, GLOBS_CAPACITY, globs, in_globs),
             (names::FILE_ALIASES, ALIASES_CAPACITY, aliases, in_aliases),
+            (
+                exec_identity::EXEC_ALIASES,
+                exec_identity::EXEC_ALIASES_CAPACITY,
+                exec_aliases,
+                in_exec_aliases,
+            ),
         ] {
             if needed + in_force > capacity as usize {
                 return Err(ApplyError {
@@ -255,6 +273,7 @@ impl PolicyMaps {
         remove_where(self.prefixes.as_mut(), |k| k.generation != generation);
         remove_where(self.globs.as_mut(), |k| k.generation != generation);
         remove_where(self.aliases.as_mut(), |k| k.generation != generation);
+        remove_where(self.exec_aliases.as_mut(), |k| k.generation != generation);
     }
 
     fn write(&mut self, set: &KernelRuleSet, generation: u32) -> Result<(), ApplyError> {
@@ -278,6 +297,11 @@ impl PolicyMaps {
                 .insert(k, v)
                 .map_err(|errno| ApplyError::write(names::FILE_ALIASES, k, errno))?;
         }
+        for (k, v) in set.exec_alias_entries(generation) {
+            self.exec_aliases
+                .insert(k, v)
+                .map_err(|errno| ApplyError::write(exec_identity::EXEC_ALIASES, k, errno))?;
+        }
         Ok(())
     }
 
@@ -295,6 +319,8 @@ impl PolicyMaps {
         for (k, _) in set.alias_entries(generation) {
             self.aliases.remove(&k);
         }
+        // Every entry of the generation: the kernel adds some (`follow_rename`).
+        remove_where(self.exec_aliases.as_mut(), |k| k.generation == generation);
     }
 }
 

@@ -72,6 +72,8 @@ pub struct KernelRuleSet {
     /// first rule there, for the pattern-prefix limit.
     pub pattern_dirs: BTreeMap<(u32, String), (String, String)>,
     pub aliases: AliasTable,
+    /// The process rules' executables by inode (`EXEC_ALIASES`).
+    pub exec_aliases: AliasTable,
 }
 
 /// How rule paths become kernel paths (the host seam's `real_path`, or identity).
@@ -143,6 +145,7 @@ impl KernelRuleSet {
         b.mark_multi_call();
         b.undecidable_entries();
         b.aliases();
+        b.exec_aliases();
         b.set.refused.extend(limits::exceeded(&b.set));
         b.set
     }

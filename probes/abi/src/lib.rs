@@ -958,6 +958,80 @@ pub const ALIASES_CAPACITY: u32 = RULES_CAPACITY;
 pub const ALIASES_PER_SET: usize = ALIASES_CAPACITY as usize / 2;
 const _: () = assert!(ALIASES_PER_SET >= RULES_PER_SET);
 
+// ------------------------------------------------------------------ exec identity
+
+/// File identity of executables: a process rule names a path, and the kernel decides
+/// on the file that path names. `EXEC_ALIASES` (keyed like `FILE_ALIASES`, by
+/// `{i_ino, s_dev, generation}`) holds the canonical name of every inode a process
+/// rule names (and of the other-linked files under its directories); `check_exec`
+/// decides an exec of such an inode as its canonical name whatever name, mount,
+/// namespace or root reached it (an overlayfs file by the real file under it), and
+/// the [`EXEC_IDENTITY_PROGRAMS`] carry the same decision to a `PROT_EXEC` mapping of
+/// the file (`ld.so PROGRAM`), to a file renamed over a protected one (a package
+/// upgrade), and forget an inode the kernel frees with no name left.
+pub mod exec_identity {
+    /// The map of canonical names of protected executables ([`super::AliasKey`] ->
+    /// [`super::AliasValue`]), pinned with [`super::names::PERSISTENT`].
+    pub const EXEC_ALIASES: &str = "EXEC_ALIASES";
+    /// The load-time global holding [`ExecOffsets`].
+    pub const EXEC_OFFSETS: &str = "EXEC_OFFSETS";
+    /// Maps pinned besides [`super::names::PERSISTENT`].
+    pub const PERSISTENT: [&str; 1] = [EXEC_ALIASES];
+    /// `(program, hook)` of the enforcing programs of exec identity, attached with
+    /// [`super::programs::LSM`].
+    pub const PROGRAMS: [(&str, &str); 4] = [
+        ("check_exec_map", "mmap_file"),
+        ("check_exec_mprotect", "file_mprotect"),
+        ("follow_rename", "inode_rename"),
+        ("forget_freed", "inode_free_security"),
+    ];
+    /// Capacity of `EXEC_ALIASES` (two generations during a switch, like the rules).
+    pub const EXEC_ALIASES_CAPACITY: u32 = super::ALIASES_CAPACITY;
+    pub const EXEC_ALIASES_PER_SET: usize = EXEC_ALIASES_CAPACITY as usize / 2;
+
+    /// `DecisionEvent::detail[0]` of a process event decided on a `PROT_EXEC`
+    /// mapping of a protected executable (a loader running it: only the loader went
+    /// through exec); `detail[1]` is the hook, [`super::FILE_HOOK_MMAP`] or
+    /// [`super::FILE_HOOK_MPROTECT`].
+    pub const EXEC_BY_MAPPING: u32 = 2;
+    const _: () = assert!(EXEC_BY_MAPPING != super::EXEC_BY_ARGUMENTS);
+
+    /// `super_block.s_magic` of overlayfs: its files are decided by the real file
+    /// under them (the overlay file's `private_data`, on the kernels tested).
+    pub const OVERLAYFS_SUPER_MAGIC: u64 = 0x794c_7630;
+    /// Overlays stacked on overlays the probes follow down (the kernel's
+    /// `FILESYSTEM_MAX_STACK_DEPTH` is 2); a deeper one is undecided.
+    pub const OVERLAY_MAX_DEPTH: u32 = 2;
+
+    /// Byte offsets of the members exec identity reads, from the kernel's BTF.
+    #[repr(C)]
+    #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+    pub struct ExecOffsets {
+        /// `file.f_inode`, `file.private_data`.
+        pub file_inode: u32,
+        pub file_private_data: u32,
+        /// `super_block.s_magic` (an `unsigned long`).
+        pub sb_magic: u32,
+        /// `inode.i_nlink` (a `const unsigned int` in a union).
+        pub inode_nlink: u32,
+    }
+
+    impl ExecOffsets {
+        pub const ZERO: Self = Self {
+            file_inode: 0,
+            file_private_data: 0,
+            sb_magic: 0,
+            inode_nlink: 0,
+        };
+    }
+
+    const _: () = assert!(core::mem::size_of::<ExecOffsets>() == 16);
+
+    #[cfg(feature = "user")]
+    // SAFETY: #[repr(C)] plain u32 fields, no padding: every bit pattern is valid.
+    unsafe impl aya::Pod for ExecOffsets {}
+}
+
 // ------------------------------------------------------------------ events
 
 /// `DecisionEvent::verdict`.

@@ -1,6 +1,8 @@
 //! Process execution (`bprm_check_security`): the executable about to run is
-//! matched as a path of class `CLASS_PROCESS`; an exec of a multi-call binary also
-//! by the applet it runs ([`crate::applet`]).
+//! matched as a path of class `CLASS_PROCESS`: by its canonical name when the file
+//! is a protected executable whatever name reached it ([`crate::exec_identity`]),
+//! else by the path `bpf_d_path` gives; an exec of a multi-call binary also by the
+//! applet it runs ([`crate::applet`]).
 
 use aya_ebpf::{bindings::path, macros::lsm, programs::LsmContext};
 use edgearmor_probe_abi::{
@@ -9,6 +11,7 @@ use edgearmor_probe_abi::{
 
 use crate::{
     applet::{deny_unreadable, hand_over, merge_applet},
+    exec_identity::{exec_alias, load_alias},
     identity::{current_identity, parent_identity},
     maps::{active_generation, offsets, with_slot},
     matchers::{EACCES, decide_undecided, enforce, match_path, settle_path},
@@ -38,7 +41,8 @@ pub fn check_exec(ctx: LsmContext) -> i32 {
     // SAFETY: `&file->f_path`, offset from BTF.
     let f_path = unsafe { file.add(off.file_f_path as usize) } as *const path;
     let source = current_identity();
-    with_slot(|slot| decide_exec(bprm, f_path, generation, source, slot)).unwrap_or_else(|| {
+    let exe = (file, f_path);
+    with_slot(|slot| decide_exec(bprm, exe, generation, source, slot)).unwrap_or_else(|| {
         let detail = [0, 0, 0, UNDECIDED_NO_SCRATCH];
         decide_undecided(
             CLASS_PROCESS,
@@ -51,12 +55,13 @@ pub fn check_exec(ctx: LsmContext) -> i32 {
     })
 }
 
-/// Resolves and matches the executable in the claimed `slot`; the name it was
-/// invoked by goes to a second slot (for multi-call binaries).
+/// Resolves and matches the executable in the claimed `slot` (its canonical name
+/// when the file is protected, else its path); the name it was invoked by goes to a
+/// second slot (for multi-call binaries).
 #[inline(always)]
 fn decide_exec(
     bprm: *const u8,
-    f_path: *const path,
+    (file, f_path): (*const u8, *const path),
     generation: u32,
     source: u64,
     slot: u32,
@@ -64,8 +69,13 @@ fn decide_exec(
     let undecided = |settled, detail, target| {
         decide_undecided(CLASS_PROCESS, generation, source, settled, detail, target)
     };
-    let len = match resolve(f_path, slot) {
-        Ok(buf) => buf.len,
+    let resolved = match exec_alias(file, generation) {
+        Ok(Some(alias)) => load_alias(slot, alias),
+        Ok(None) => resolve(f_path, slot).map(|buf| buf.len),
+        Err(errno) => Err(errno),
+    };
+    let len = match resolved {
+        Ok(len) => len,
         Err(errno) => {
             return undecided(Verdict::NONE, [0, 0, errno, UNDECIDED_UNRESOLVED], u32::MAX);
         }

@@ -20,6 +20,12 @@
 //!   it byte by byte ([`path`]: one keyed hash pass yields the path's and every
 //!   directory prefix's hash) and look the hashes up in `RULES` ([`matchers`]; see the
 //!   ABI crate for the layout).
+//! - [`exec_identity`]: executables decided by the file: the canonical names of
+//!   protected inodes (`EXEC_ALIASES`) that `check_exec` looks up first, a
+//!   `PROT_EXEC` mapping of a protected executable decided like its exec
+//!   (`check_exec_map`, `check_exec_mprotect`), the entry carried to a file renamed
+//!   over a protected one (`follow_rename`) and dropped with a freed inode
+//!   (`forget_freed`).
 //! - [`lock`]: locked mode (tamper protection): the agent mark, and the hooks that
 //!   deny everyone else detaching or changing edgearmor, unmounting its pins,
 //!   ptracing or signalling the agent.
@@ -48,6 +54,7 @@ mod applet;
 mod capable;
 mod dentry_path;
 mod exec;
+mod exec_identity;
 mod file;
 mod file_descriptors;
 mod file_names;

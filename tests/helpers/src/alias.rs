@@ -15,7 +15,7 @@ use std::os::unix::fs::MetadataExt;
 
 use edgearmor_probe_abi::{ALIAS_PATH_CAP, ActivePolicy, AliasKey, AliasValue, names};
 
-const BPF_MAP_LOOKUP_ELEM: libc::c_long = 1;
+pub(crate) const BPF_MAP_LOOKUP_ELEM: libc::c_long = 1;
 const BPF_MAP_UPDATE_ELEM: libc::c_long = 2;
 const BPF_OBJ_GET: libc::c_long = 7;
 
@@ -30,7 +30,7 @@ fn bpf(cmd: libc::c_long, attr: &mut [u8; 128]) -> i64 {
 }
 
 /// A descriptor of the map pinned at `dir/name`.
-fn pinned(dir: &str, name: &str) -> Result<i32, i32> {
+pub(crate) fn pinned(dir: &str, name: &str) -> Result<i32, i32> {
     let path = CString::new(format!("{dir}/{name}")).map_err(|_| libc::EINVAL)?;
     let mut attr = [0u8; 128];
     attr[0..8].copy_from_slice(&(path.as_ptr() as u64).to_ne_bytes());
@@ -39,7 +39,7 @@ fn pinned(dir: &str, name: &str) -> Result<i32, i32> {
 }
 
 /// `BPF_MAP_LOOKUP_ELEM` (`cmd` 1) or `BPF_MAP_UPDATE_ELEM` (`cmd` 2, `BPF_ANY`).
-fn elem(cmd: libc::c_long, fd: i32, key: *const u8, value: *mut u8) -> Result<(), i32> {
+pub(crate) fn elem(cmd: libc::c_long, fd: i32, key: *const u8, value: *mut u8) -> Result<(), i32> {
     let mut attr = [0u8; 128];
     attr[0..4].copy_from_slice(&(fd as u32).to_ne_bytes());
     attr[8..16].copy_from_slice(&(key as u64).to_ne_bytes());

@@ -248,6 +248,7 @@ fn attached(label: &str) -> Result<(), String> {
     let ours: Vec<&str> = edgearmor_probe_abi::programs::LSM
         .iter()
         .chain(edgearmor_probe_abi::programs::IDENTITY.iter())
+        .chain(edgearmor_probe_abi::exec_identity::PROGRAMS.iter())
         .map(|(program, _)| *program)
         .collect();
     let mut found = Vec::new();

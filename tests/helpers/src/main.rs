@@ -35,6 +35,9 @@
 //! - `alias-add PIN_DIR PATH CANONICAL`: a `FILE_ALIASES` entry for PATH's inode;
 //!   `prog-stats`: each loaded program's verifier instruction count (see `alias.rs`).
 //! - `mprotect-write FD`: a shared read-only mapping made writable (see `mprotect.rs`).
+//! - `mmap-exec PATH`, `mprotect-exec PATH`: a file mapped executable, at once or
+//!   afterwards, as a loader maps a program; `exec-alias PIN_DIR INO ST_DEV`: the
+//!   pinned `EXEC_ALIASES` entry of an inode (see `exec_map.rs`).
 //! - `notify-listen PATH SILENCE_MS`, `notify-send PATH MSG`: systemd's `NOTIFY_SOCKET`
 //!   side, and marks in its timeline (see `notify.rs`).
 //! - `bpf-map`, `bpf-link-detach`, `bpf-link-detach-pin`, `bpf-prog-fd`, `obj-get`,
@@ -46,6 +49,7 @@
 use std::time::{Duration, Instant};
 
 mod alias;
+mod exec_map;
 mod files;
 mod identity;
 mod loops;
@@ -101,12 +105,14 @@ fn main() {
             "now" => return identity::now(&all[1..]),
             "alias-add" => return alias::run(&all[1..]),
             "prog-stats" => return alias::prog_stats(),
+            "exec-alias" => return exec_map::alias(&all[1..]),
             "notify-listen" => return notify::listen(&all[1..]),
             "notify-send" => return notify::send(&all[1..]),
             _ => {
                 if loops::run(op, &all[1..]).is_some()
                     || files::run(op, &all[1..]).is_some()
                     || mprotect::run(op, &all[1..]).is_some()
+                    || exec_map::run(op, &all[1..]).is_some()
                     || tamper::run(op, &all[1..]).is_some()
                 {
                     return;

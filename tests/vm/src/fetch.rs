@@ -399,7 +399,7 @@ fn natural_cmp(a: &str, b: &str) -> Ordering {
 }
 
 /// Runs `apt-get download <spec>` in `dir` and returns the path of the single `.deb` it wrote.
-fn apt_download(dir: &Path, spec: &str) -> Result<PathBuf, VmError> {
+pub(crate) fn apt_download(dir: &Path, spec: &str) -> Result<PathBuf, VmError> {
     run(Command::new("apt-get")
         .args(["download", "-q", spec])
         .current_dir(dir))?;

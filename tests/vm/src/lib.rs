@@ -30,7 +30,9 @@
 //! # Ok::<(), edgearmor_vm::VmError>(())
 //! ```
 //!
-//! 5. [`debian`] builds and caches a Debian 12 gateway root filesystem (systemd, sshd, apt)
+//! 5. [`fetch_glibc`] adds real glibc dynamic binaries (loader, `libc.so.6`, a few coreutils
+//!    programs) to a busybox guest, at their real paths.
+//! 6. [`debian`] builds and caches a Debian 12 gateway root filesystem (systemd, sshd, apt)
 //!    and writes per-run ext4 disks of it, booted with [`debian::gateway_initramfs`].
 //!
 //! Host requirements: `qemu-system-x86`/`qemu-system-arm`, and for the first fetch `apt-get`,
@@ -45,6 +47,7 @@ pub mod broker;
 pub mod debian;
 mod error;
 mod fetch;
+mod glibc;
 mod initramfs;
 pub mod network;
 pub mod process;
@@ -54,6 +57,7 @@ pub use arch::Arch;
 pub use artifacts::{GuestBinaries, guest_binaries, workspace_root};
 pub use error::VmError;
 pub use fetch::{Flavour, GuestKernel, KernelName, cache_dir, fetch_busybox, fetch_kernel};
+pub use glibc::{GUEST_BIN_DIR, Glibc, PROGRAMS, fetch_glibc};
 pub use initramfs::{INIT_PRELUDE, Initramfs};
 pub use qemu::{BootConfig, BootLog, DEFAULT_DONE_MARKER, boot};
 

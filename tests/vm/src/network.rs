@@ -71,6 +71,22 @@ pub fn add_virtio_net(initramfs: &mut Initramfs, kernel: &GuestKernel) -> Result
     Ok(script)
 }
 
+/// Adds the kernel module `name` (decompressed) at `/lib/modules/extra/NAME.ko`;
+/// returns that guest path, or `None` when the kernel has no such module file (built
+/// in, or not built).
+pub fn add_kernel_module(
+    initramfs: &mut Initramfs,
+    kernel: &GuestKernel,
+    name: &str,
+) -> Result<Option<String>, VmError> {
+    let Some(path) = find_module(&kernel.modules_dir, name) else {
+        return Ok(None);
+    };
+    let guest = format!("/lib/modules/extra/{name}.ko");
+    initramfs.file_bytes(&guest, module_bytes(&path)?, 0o644);
+    Ok(Some(guest))
+}
+
 /// A kernel module's bytes, decompressed when it is a `.ko.xz` (busybox `insmod` reads
 /// plain `.ko` files).
 pub(crate) fn module_bytes(path: &Path) -> Result<Vec<u8>, VmError> {

@@ -13,7 +13,9 @@
 //! stop with the agent while the kernel keeps enforcing, RELOADING, `edgearmor status`),
 //! `locked` (tamper protection: locked mode denies root switching
 //! enforcement off or changing it), `unlock` (locked mode's `unload`: refused
-//! without a valid unlock token, each refusal an alert; a valid token unloads).
+//! without a valid unlock token, each refusal an alert; a valid token unloads),
+//! `exec-identity` (a blocked real dynamic program by every name of its file, and run
+//! by its loader).
 //!
 //! `EDGEARMOR_FAILCLOSED_PARTS=files,locked` boots the guest with only those parts
 //! (and checks only those): for working on one part; CI runs them all.
@@ -22,14 +24,16 @@ use std::path::Path;
 use std::time::Duration;
 
 use edgearmor_vm::{
-    Arch, BootConfig, BootLog, Initramfs, boot, cache_dir, fetch_busybox, fetch_kernel,
-    guest_binaries, workspace_root,
+    Arch, BootConfig, BootLog, Initramfs, boot, cache_dir, fetch_busybox, fetch_glibc,
+    fetch_kernel, guest_binaries, workspace_root,
 };
 
 #[path = "fail_closed/aliases.rs"]
 mod aliases;
 #[path = "fail_closed/busybox.rs"]
 mod busybox;
+#[path = "fail_closed/exec_identity.rs"]
+mod exec_identity;
 #[path = "fail_closed/files.rs"]
 mod files;
 #[path = "fail_closed/identity.rs"]
@@ -107,6 +111,7 @@ const PARTS: &[(&str, Check)] = &[
     ("notify", notify::check),
     ("locked", locked::check),
     ("unlock", unlock::check),
+    ("exec-identity", exec_identity::check),
 ];
 
 /// The parts to run: `EDGEARMOR_FAILCLOSED_PARTS` (comma-separated names), else all.
@@ -150,7 +155,11 @@ fn boot_fail_closed_guest(arch: Arch, series: &'static str, parts: &[&str]) -> R
     let busybox = fetch_busybox(&cache, arch).expect("busybox");
     let bins = guest_binaries(arch).expect("static guest binaries");
     let guest = Path::new(env!("CARGO_MANIFEST_DIR")).join("guest");
+    let glibc = fetch_glibc(&cache, arch).expect("glibc dynamic binaries");
     let mut initramfs = Initramfs::busybox_base(&busybox);
+    glibc
+        .install(&mut initramfs)
+        .expect("glibc in the initramfs");
     initramfs
         .file_from_host("/init", &guest.join("failclosed-init.sh"), 0o755)
         .file_from_host("/usr/local/bin/edgearmor", &bins.agent, 0o755)
@@ -163,6 +172,7 @@ fn boot_fail_closed_guest(arch: Arch, series: &'static str, parts: &[&str]) -> R
         initramfs.file_from_host(&format!("/etc/edgearmor/failclosed/{rel}"), &host, mode);
     }
     unlock::add_files(&mut initramfs);
+    exec_identity::add_files(&mut initramfs, &kernel);
     let work = workspace_root()
         .join("target/vm-runs")
         .join(format!("failclosed-{}-{series}", arch.name()));

@@ -205,7 +205,11 @@ fn start_kernel<'h>(
     kernel_set: KernelRuleSet,
     (pin_dir, lock): (Option<PathBuf>, Option<LockRequest>),
 ) -> Result<KernelStart<'h>, StartError> {
-    let aliases = kernel_set.aliases.report();
+    let aliases = format!(
+        "{}, {}",
+        kernel_set.aliases.report(),
+        kernel_set.exec_aliases.report_executables()
+    );
     let enforcing = readiness::check_kernel(host).and_then(|btf| {
         loader::load(
             host,

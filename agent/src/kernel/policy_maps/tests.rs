@@ -91,6 +91,11 @@ fn tables_with(
             fail_at: None,
         }),
         aliases: Box::new(aliases),
+        exec_aliases: Box::new(FakeTable::<AliasKey, AliasValue> {
+            entries: Rc::default(),
+            inserts: 0,
+            fail_at: None,
+        }),
         active: Box::new(FakeActive(active.clone())),
     };
     (PolicyMaps::over(tables, adopting), rules, active)

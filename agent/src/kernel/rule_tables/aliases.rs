@@ -10,6 +10,12 @@
 //! under a recursive one the subdirectories do too, since a bind mount of one starts
 //! the walk there. The search has a budget ([`ALIAS_SCAN_ENTRIES`]): a directory not
 //! fully searched is reported, never skipped silently.
+//!
+//! Process rules get the same search into their own table (`EXEC_ALIASES`, see the
+//! ABI's `exec_identity`): the executable a rule names, and the other-linked
+//! regular files under its directories, by inode; an exec or an executable mapping
+//! of that inode is decided by its canonical name. Only files: the exec hook looks
+//! up the file it runs, never a directory.
 
 use std::cmp::Reverse;
 use std::collections::{BTreeMap, VecDeque};
@@ -75,6 +81,40 @@ impl AliasTable {
     }
 }
 
+impl AliasTable {
+    /// What the start and reload reports say about the executables followed by file.
+    pub fn report_executables(&self) -> String {
+        let mut text = format!(
+            "exec identity: {} executable(s) followed by inode ({} entries with other-linked files)",
+            self.protected,
+            self.names.len()
+        );
+        if !self.linked.is_empty() {
+            let shown: Vec<String> = self
+                .linked
+                .iter()
+                .take(LINKED_SHOWN)
+                .map(|(name, links)| format!("{name} ({links} links)"))
+                .collect();
+            text.push_str(&format!(
+                ", {} executable(s) with other hard links: {}",
+                self.linked.len(),
+                shown.join(", ")
+            ));
+            if self.linked.len() > LINKED_SHOWN {
+                text.push_str(&format!(" (+{} more)", self.linked.len() - LINKED_SHOWN));
+            }
+        }
+        if !self.unsearched.is_empty() {
+            text.push_str(&format!(
+                ", not fully searched for hard links (scan budget): {}",
+                self.unsearched.join(" ")
+            ));
+        }
+        text
+    }
+}
+
 /// A fixed path some file rule names, resolved as the kernel sees it.
 struct Protected {
     name: String,
@@ -89,19 +129,45 @@ impl Builder<'_> {
     /// The alias table of the set's file rules; limits it exceeds are refusals,
     /// everything it could not cover is a note (`warnings`).
     pub(super) fn aliases(&mut self) {
+        let targets: Vec<_> = (self.policies.file.rules.iter())
+            .map(|r| (&r.matcher.target, r.action, r.policy_id))
+            .collect();
+        if let Some(table) = self.alias_table(&targets, Entries::FilesAndDirectories) {
+            self.set.aliases = table;
+        }
+    }
+
+    /// The exec alias table of the set's process rules (regular files only).
+    pub(super) fn exec_aliases(&mut self) {
+        let targets: Vec<_> = (self.policies.process.rules.iter())
+            .map(|r| (&r.matcher, r.action, r.policy_id))
+            .collect();
+        if let Some(table) = self.alias_table(&targets, Entries::Files) {
+            self.set.exec_aliases = table;
+        }
+    }
+
+    /// The table of the rules on `targets`; `None` when there is nothing to search
+    /// (or offline).
+    fn alias_table(
+        &mut self,
+        targets: &[(&PathMatcher, Action, edgearmor_policy::PolicyId)],
+        entries: Entries,
+    ) -> Option<AliasTable> {
         let mut named: BTreeMap<String, Protected> = BTreeMap::new();
-        for rule in &self.policies.file.rules {
-            let (name, directory) = match &rule.matcher.target {
+        for &(target, action, policy_id) in targets {
+            let rule = (action, policy_id);
+            let (name, directory) = match target {
                 PathMatcher::Exact(path) => (self.resolver.kernel_path(path), None),
                 PathMatcher::Directory { dir, recursive } => (self.real_dir(dir), Some(*recursive)),
                 PathMatcher::Pattern(_) => continue,
             };
-            let strength = match rule.action {
+            let strength = match rule.0 {
                 Action::Allow => 0,
                 Action::Audit => 1,
                 Action::Block => 2,
             };
-            let policy = self.policy_name(rule.policy_id);
+            let policy = self.policy_name(rule.1);
             let entry = named.entry(name.clone()).or_insert(Protected {
                 name,
                 directory,
@@ -120,20 +186,22 @@ impl Builder<'_> {
         }
         // The root's name is where every walk ends anyway: it needs no entry.
         named.retain(|name, _| alias_name_too_long(name).is_none() && name != "/");
-        let Some(host) = self.resolver.host().filter(|_| !named.is_empty()) else {
-            return; // offline (`policy check` without --host), or nothing to find
-        };
+        // offline (`policy check` without --host), or nothing to find
+        let host = self.resolver.host().filter(|_| !named.is_empty())?;
         let mut order: Vec<&Protected> = named.values().collect();
         order.sort_by_key(|p| (Reverse(p.strength), p.name.as_str()));
-        let mut scan = match Scan::new(host) {
+        let mut scan = match Scan::new(host, entries) {
             Ok(scan) => scan,
             Err(e) => {
                 self.set.warnings.push(SkippedRule {
                     policy: "(the whole set)".into(),
                     rule: MOUNTINFO.into(),
-                    reason: format!("cannot read the mount table ({e}): no file rule follows its file to another name"),
+                    reason: format!(
+                        "cannot read the mount table ({e}): no {} rule follows its file to another name",
+                        entries.class()
+                    ),
                 });
-                return;
+                return None;
             }
         };
         order.retain(|p| scan.protect(p));
@@ -141,8 +209,8 @@ impl Builder<'_> {
             scan.directory(p);
         }
         scan.finish();
-        self.set.aliases = scan.table;
         self.set.warnings.extend(scan.notes);
+        Some(scan.table)
     }
 }
 
@@ -170,9 +238,29 @@ fn note(p: &Protected, reason: String) -> SkippedRule {
     }
 }
 
+/// Which inodes a table holds.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Entries {
+    /// File rules: files, directories and (recursive) subdirectories, since the file
+    /// hooks' walk looks up every ancestor.
+    FilesAndDirectories,
+    /// Process rules: regular files only (the exec hook looks up the file it runs).
+    Files,
+}
+
+impl Entries {
+    fn class(self) -> &'static str {
+        match self {
+            Self::FilesAndDirectories => "file",
+            Self::Files => "process",
+        }
+    }
+}
+
 /// One search of the host for the inodes of a set.
 struct Scan<'h> {
     host: &'h dyn HostKernel,
+    entries: Entries,
     mounts: BTreeMap<u64, u32>,
     table: AliasTable,
     notes: Vec<SkippedRule>,
@@ -183,10 +271,11 @@ struct Scan<'h> {
 }
 
 impl<'h> Scan<'h> {
-    fn new(host: &'h dyn HostKernel) -> io::Result<Self> {
+    fn new(host: &'h dyn HostKernel, entries: Entries) -> io::Result<Self> {
         let text = host.read(Path::new(MOUNTINFO))?;
         Ok(Self {
             host,
+            entries,
             mounts: mount_devices(&String::from_utf8_lossy(&text))?,
             table: AliasTable::default(),
             notes: Vec::new(),
@@ -242,6 +331,10 @@ impl<'h> Scan<'h> {
             self.notes.push(note(p, reason));
             return false;
         }
+        if p.directory.is_some() && self.entries == Entries::Files {
+            // Searched for other-linked files; the directory itself needs no entry.
+            return true;
+        }
         if let Some(other) = self.table.names.get(&key) {
             let reason = format!(
                 "{} is the same file as {other}: it is decided as {other} whatever name reaches it",
@@ -292,7 +385,9 @@ impl<'h> Scan<'h> {
                 match e.kind {
                     InodeKind::Directory if recursive => {
                         let sub = format!("{path}/");
-                        if self.add_found(p, &sub, InodeKind::Directory, 0) {
+                        if self.entries == Entries::FilesAndDirectories
+                            && self.add_found(p, &sub, InodeKind::Directory, 0)
+                        {
                             self.table.subdirectories += 1;
                         }
                         queue.push_back(sub);

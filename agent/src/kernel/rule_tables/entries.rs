@@ -74,23 +74,39 @@ impl KernelRuleSet {
         &self,
         generation: u32,
     ) -> impl Iterator<Item = (AliasKey, AliasValue)> + '_ {
-        self.aliases.names.iter().map(move |(&(ino, dev), name)| {
-            let mut value = AliasValue {
-                len: 0,
-                _pad: 0,
-                path: [0; ALIAS_PATH_CAP],
-            };
-            let bytes = &name.as_bytes()[..name.len().min(ALIAS_PATH_CAP - 1)];
-            value.path[..bytes.len()].copy_from_slice(bytes);
-            value.len = bytes.len() as u32;
-            (
-                AliasKey {
-                    ino,
-                    dev,
-                    generation,
-                },
-                value,
-            )
-        })
+        table_entries(&self.aliases, generation)
     }
+
+    /// Entries for `EXEC_ALIASES` under `generation`, as [`Self::alias_entries`].
+    pub fn exec_alias_entries(
+        &self,
+        generation: u32,
+    ) -> impl Iterator<Item = (AliasKey, AliasValue)> + '_ {
+        table_entries(&self.exec_aliases, generation)
+    }
+}
+
+/// The map entries of an alias table under `generation`.
+fn table_entries(
+    table: &super::AliasTable,
+    generation: u32,
+) -> impl Iterator<Item = (AliasKey, AliasValue)> + '_ {
+    table.names.iter().map(move |(&(ino, dev), name)| {
+        let mut value = AliasValue {
+            len: 0,
+            _pad: 0,
+            path: [0; ALIAS_PATH_CAP],
+        };
+        let bytes = &name.as_bytes()[..name.len().min(ALIAS_PATH_CAP - 1)];
+        value.path[..bytes.len()].copy_from_slice(bytes);
+        value.len = bytes.len() as u32;
+        (
+            AliasKey {
+                ino,
+                dev,
+                generation,
+            },
+            value,
+        )
+    })
 }

@@ -461,3 +461,45 @@ fn a_search_past_the_budget_names_the_directory_not_fully_searched() {
         set.aliases
     );
 }
+
+fn process_policy(name: &str, action: &str, process: &str) -> String {
+    format!(
+        "apiVersion: security.kubearmor.com/v1\nkind: KubeArmorHostPolicy\nmetadata:\n  name: {name}\nspec:\n  nodeSelector:\n    matchLabels:\n      kubearmor.io/hostname: \"*\"\n  process:\n{process}  action: {action}\n"
+    )
+}
+
+/// Process rules fill the exec table with files only: the named executable, and the
+/// other-linked files under a directory (recursively), never a directory; the file
+/// table stays empty, and the report lists the other-linked executables.
+#[test]
+fn process_rules_follow_their_executables_by_inode() {
+    let mut host = gateway();
+    host.dir("/usr", 40)
+        .dir("/usr/bin", 41)
+        .file("/usr/bin/apt", 42, 2)
+        .dir("/usr/sbin", 43)
+        .file("/usr/sbin/one", 44, 1)
+        .file("/usr/sbin/two", 45, 2)
+        .dir("/usr/sbin/sub", 46)
+        .file("/usr/sbin/sub/three", 47, 3);
+    let rules = "    matchPaths:\n      - path: /usr/bin/apt\n    matchDirectories:\n      - dir: /usr/sbin/\n        recursive: true\n";
+    let set = build_on(Some(&host), &[process_policy("p", "Block", rules)]);
+    assert!(set.refused.is_empty(), "{:?}", set.refused);
+    assert!(set.aliases.names.is_empty(), "{:?}", set.aliases);
+    assert_eq!(
+        names(&set.exec_aliases),
+        [
+            (42, ROOT_DEV, "/usr/bin/apt"),
+            (45, ROOT_DEV, "/usr/sbin/two"),
+            (47, ROOT_DEV, "/usr/sbin/sub/three"),
+        ]
+    );
+    assert_eq!(set.exec_aliases.protected, 1);
+    assert_eq!(
+        set.exec_aliases.report_executables(),
+        "exec identity: 1 executable(s) followed by inode (3 entries with other-linked files), 3 executable(s) with other hard links: /usr/bin/apt (2 links), /usr/sbin/sub/three (3 links), /usr/sbin/two (2 links)"
+    );
+    let entries: Vec<_> = set.exec_alias_entries(7).collect();
+    assert_eq!(entries.len(), 3);
+    assert!(entries.iter().all(|(k, _)| k.generation == 7));
+}
