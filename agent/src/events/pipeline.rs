@@ -51,6 +51,11 @@ impl<const N: usize> EventQueue<N> {
         }
     }
 
+    /// Events the queue has room for now.
+    pub fn free(&self) -> usize {
+        self.channel.free_capacity()
+    }
+
     /// Events refused because the queue was full, since creation.
     pub fn dropped(&self) -> u64 {
         self.dropped.load(Ordering::Relaxed)
