@@ -26,8 +26,10 @@ use heapless::{String, Vec};
 use postcard::experimental::max_size::MaxSize;
 use serde::{Deserialize, Serialize};
 
+pub mod batch;
 pub mod setid;
 
+pub use batch::{BatchEncoder, BatchFull, EncodedBatch};
 pub use setid::{SetIdSyscall, SetidFlavour, SetidKind};
 
 /// The first byte of every payload.

@@ -118,6 +118,11 @@ impl Stopping {
         // Nothing is ever sent: `recv` returns only when the channel closes.
         let _ = self.0.recv().await;
     }
+
+    /// Whether the announcer is gone, without waiting.
+    pub fn stopped(&self) -> bool {
+        self.0.is_closed()
+    }
 }
 
 #[cfg(test)]

@@ -15,7 +15,9 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
-use edgearmor_wire::{AgentId, Batch, Event, EventBody, Loss, LossSource, MAX_BATCH_EVENTS};
+use edgearmor_wire::{
+    AgentId, BatchEncoder, EncodedBatch, Event, EventBody, Loss, LossSource, MAX_BATCH_EVENTS,
+};
 use embassy_sync::blocking_mutex::raw::CriticalSectionRawMutex;
 use embassy_sync::channel::Channel;
 use futures_lite::FutureExt;
@@ -47,6 +49,11 @@ impl<const N: usize> EventQueue<N> {
                 false
             }
         }
+    }
+
+    /// Events the queue has room for now.
+    pub fn free(&self) -> usize {
+        self.channel.free_capacity()
     }
 
     /// Events refused because the queue was full, since creation.
@@ -160,9 +167,10 @@ fn loss_index(source: LossSource) -> usize {
     }
 }
 
-/// Where finished batches go: stdout, MQTT, tests.
+/// Where finished batches go: stdout, MQTT, tests. A batch arrives encoded (its
+/// payload is what MQTT publishes); sinks that print events decode them from it.
 pub trait BatchSink {
-    fn deliver(&mut self, batch: &Batch);
+    fn deliver(&mut self, batch: &EncodedBatch<'_>);
 }
 
 /// Batcher settings.
@@ -194,7 +202,14 @@ pub struct Batcher {
     policy_set: Arc<AtomicU64>,
     next_seq: u64,
     policy: BatchPolicy,
-    current: heapless::Vec<Event, MAX_BATCH_EVENTS>,
+    /// The batch being filled, encoded event by event: events are never copied into
+    /// the batcher, out of it or into the MQTT message (a wire `Event` is over a
+    /// kilobyte in memory, its encoding typically under a hundred bytes).
+    current: BatchEncoder,
+    /// Alerts in `current`.
+    current_alerts: u64,
+    /// Events of batches that could not be encoded, not yet reported.
+    unsent: u64,
     throttle: AlertThrottle,
     reported_queue_drops: u64,
     reported_kernel_drops: u64,
@@ -219,7 +234,9 @@ impl Batcher {
                 max_events: policy.max_events.clamp(1, MAX_BATCH_EVENTS),
                 ..policy
             },
-            current: heapless::Vec::new(),
+            current: BatchEncoder::new(),
+            current_alerts: 0,
+            unsent: 0,
             throttle,
             reported_queue_drops: 0,
             reported_kernel_drops: 0,
@@ -245,7 +262,7 @@ impl Batcher {
     }
 
     /// Adds one event (alerts pass the throttle first); flushes when full.
-    pub fn push(&mut self, event: Event, now: Instant, sink: &mut dyn BatchSink) {
+    pub fn push(&mut self, event: &Event, now: Instant, sink: &mut dyn BatchSink) {
         if matches!(event.body, EventBody::Alert(_)) {
             match self.throttle.check(now) {
                 ThrottleVerdict::Pass => {}
@@ -255,7 +272,7 @@ impl Batcher {
                         time_us: event.time_us,
                         body: EventBody::AlertThreshold(self.throttle.threshold_event()),
                     };
-                    self.add(announce, sink);
+                    self.add(&announce, sink);
                     return;
                 }
             }
@@ -263,11 +280,14 @@ impl Batcher {
         self.add(event, sink);
     }
 
-    fn add(&mut self, event: Event, sink: &mut dyn BatchSink) {
-        if let Err(event) = self.current.push(event) {
+    fn add(&mut self, event: &Event, sink: &mut dyn BatchSink) {
+        if self.current.push(event).is_err() {
             self.flush(sink);
             // An empty batch always has room.
             let _ = self.current.push(event);
+        }
+        if matches!(event.body, EventBody::Alert(_)) {
+            self.current_alerts += 1;
         }
         if self.current.len() >= self.policy.max_events {
             self.flush(sink);
@@ -284,10 +304,11 @@ impl Batcher {
     ) {
         let mut losses = Vec::new();
         let queue_drops = queue.dropped();
-        if queue_drops > self.reported_queue_drops {
+        let unsent = std::mem::take(&mut self.unsent);
+        if queue_drops > self.reported_queue_drops || unsent > 0 {
             losses.push((
                 LossSource::Channel,
-                queue_drops - self.reported_queue_drops,
+                queue_drops - self.reported_queue_drops + unsent,
                 0,
                 0,
             ));
@@ -333,10 +354,10 @@ impl Batcher {
     /// Sends the current batch (with any pending loss reports) to `sink`.
     pub fn flush(&mut self, sink: &mut dyn BatchSink) {
         loop {
-            while self.current.len() < MAX_BATCH_EVENTS {
+            while !self.current.is_full() {
                 match self.pending_system.pop_front() {
                     Some(e) => {
-                        let _ = self.current.push(e);
+                        let _ = self.current.push(&e);
                     }
                     None => break,
                 }
@@ -344,21 +365,22 @@ impl Batcher {
             if self.current.is_empty() {
                 return;
             }
-            let events = std::mem::take(&mut self.current);
-            let batch = Batch {
-                agent: self.agent.clone(),
-                policy_set: self.policy_set.load(Ordering::Relaxed),
-                first_seq: self.next_seq,
-                events,
-            };
-            self.next_seq += batch.events.len() as u64;
-            let alerts = batch
-                .events
-                .iter()
-                .filter(|e| matches!(e.body, EventBody::Alert(_)))
-                .count();
-            self.alerts_sent.fetch_add(alerts as u64, Ordering::Relaxed);
-            sink.deliver(&batch);
+            let first_seq = self.next_seq;
+            self.next_seq += self.current.len() as u64;
+            self.alerts_sent
+                .fetch_add(self.current_alerts, Ordering::Relaxed);
+            let policy_set = self.policy_set.load(Ordering::Relaxed);
+            match self.current.finish(&self.agent, policy_set, first_seq) {
+                Ok(batch) => sink.deliver(&batch),
+                // The header's room is its largest encoding, so this does not happen;
+                // if it did, the events are counted as lost (at the queue's count).
+                Err(e) => {
+                    log::error!("cannot encode batch {first_seq}: {e}");
+                    self.unsent += self.current.len() as u64;
+                }
+            }
+            self.current.clear();
+            self.current_alerts = 0;
             if self.pending_system.is_empty() {
                 return;
             }
@@ -397,7 +419,7 @@ impl Batcher {
                 });
             let stopping = match next.await {
                 Next::Event(event) => {
-                    self.push(event, Instant::now(), sink);
+                    self.push(&event, Instant::now(), sink);
                     continue;
                 }
                 Next::Tick => false,
@@ -405,7 +427,7 @@ impl Batcher {
             };
             // Timer or stop: take what is queued, report losses, flush.
             while let Ok(event) = queue.channel.try_receive() {
-                self.push(event, Instant::now(), sink);
+                self.push(&event, Instant::now(), sink);
             }
             self.collect_losses(queue, ledger, unix_micros());
             self.flush(sink);
@@ -439,7 +461,7 @@ pub type SharedLedger = Arc<LossLedger>;
 mod tests {
     use super::*;
     use edgearmor_wire::{
-        Action, Alert, Data, Operation, Outcome, PolicyRef, SetIdSyscall, Source,
+        Action, Alert, Batch, Data, Operation, Outcome, PolicyRef, SetIdSyscall, Source,
     };
 
     fn agent() -> AgentId {
@@ -477,8 +499,8 @@ mod tests {
     #[derive(Default)]
     struct Collect(Vec<Batch>);
     impl BatchSink for Collect {
-        fn deliver(&mut self, batch: &Batch) {
-            self.0.push(batch.clone());
+        fn deliver(&mut self, batch: &EncodedBatch<'_>) {
+            self.0.push(batch.to_batch());
         }
     }
 
@@ -495,7 +517,7 @@ mod tests {
         let mut sink = Collect::default();
         let now = Instant::now();
         for pid in 0..7 {
-            b.push(alert(pid), now, &mut sink);
+            b.push(&alert(pid), now, &mut sink);
         }
         b.flush(&mut sink);
         let firsts: Vec<(u64, usize)> = sink
@@ -519,8 +541,8 @@ mod tests {
         let delivered = std::sync::atomic::AtomicBool::new(false);
         struct Flag<'a>(&'a std::sync::atomic::AtomicBool);
         impl BatchSink for Flag<'_> {
-            fn deliver(&mut self, batch: &Batch) {
-                if !batch.events.is_empty() {
+            fn deliver(&mut self, batch: &EncodedBatch<'_>) {
+                if batch.len > 0 {
                     self.0.store(true, Ordering::SeqCst);
                 }
             }
@@ -625,7 +647,7 @@ mod tests {
         let mut sink = Collect::default();
         let now = Instant::now();
         for pid in 0..10 {
-            b.push(alert(pid), now, &mut sink);
+            b.push(&alert(pid), now, &mut sink);
         }
         let q: EventQueue<1> = EventQueue::default();
         let ledger = LossLedger::default();

@@ -1,6 +1,8 @@
 //! Drains the kernel ring buffer asynchronously: async-io waits on the ring buffer's
-//! fd (epoll), so an idle agent uses no CPU; each wake-up drains everything pending
-//! into the pipeline's queue.
+//! fd (epoll), so an idle agent uses no CPU. Each drain step takes at most
+//! [`DRAIN_CHUNK`] records and never more than the queue has room for, and the reader
+//! yields between steps: the batcher empties the queue while records wait in the ring
+//! (which is larger), instead of the queue dropping a burst the ring could hold.
 
 use std::io;
 use std::sync::atomic::Ordering;
@@ -18,14 +20,92 @@ use crate::events::wall_time::BootToWall;
 use crate::host::HostKernel;
 use crate::kernel::loader::{DropCounter, KernelEvents};
 
+/// Records taken per drain step at most, so that a busy ring (the kernel writing on
+/// other CPUs while the reader drains) cannot keep the reader from yielding.
+pub const DRAIN_CHUNK: usize = 64;
+
+/// What one drain step did.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Drained {
+    pub queued: usize,
+    /// Stopped at [`DRAIN_CHUNK`] or at a full queue: records may still be pending.
+    pub more: bool,
+}
+
+/// Where records come from: the kernel's ring buffer, or a test's ring. The seam
+/// between the kernel and the pipeline.
+pub trait RecordRing {
+    /// Hands the next pending record to `take` (and consumes it); false when none is
+    /// pending.
+    fn next_record(&mut self, take: &mut dyn FnMut(&[u8])) -> bool;
+}
+
+impl RecordRing for RingBuf<MapData> {
+    fn next_record(&mut self, take: &mut dyn FnMut(&[u8])) -> bool {
+        match self.next() {
+            Some(item) => {
+                take(&item);
+                true
+            }
+            None => false,
+        }
+    }
+}
+
+/// A source of kernel records for the agent's reader task (`read_kernel`).
+pub trait KernelRecords {
+    /// Waits until the kernel has written something.
+    fn readable(&self) -> impl std::future::Future<Output = io::Result<()>>;
+    /// One bounded drain step into `queue`; publishes the kernel's drop count.
+    fn drain<const N: usize>(&mut self, queue: &EventQueue<N>, ledger: &LossLedger) -> Drained;
+}
+
+/// Decodes up to [`DRAIN_CHUNK`] decisions from `ring` into `queue`, taking a record
+/// only while the queue has room for it (what stays is kept by the ring).
+pub(crate) fn drain_decisions<R: RecordRing + ?Sized, const N: usize>(
+    ring: &mut R,
+    host: &dyn HostKernel,
+    time: &KernelTime<'_>,
+    queue: &EventQueue<N>,
+    malformed: &mut u64,
+) -> Drained {
+    let mut drained = Drained::default();
+    let mut taken = 0;
+    loop {
+        if taken == DRAIN_CHUNK || queue.free() == 0 {
+            drained.more = true;
+            return drained;
+        }
+        let more = ring.next_record(&mut |record| match Decision::try_from(record) {
+            Ok(mut decision) => {
+                if !decision.invoked.is_empty() && !decision.by_arguments {
+                    let cwd = host.process_cwd(decision.tid);
+                    decision.invoked = absolute_invoked(&decision.invoked, cwd.as_deref());
+                }
+                let offset = time.offset_at(decision.boot_ns);
+                queue.offer(decision_event(&decision, offset));
+                drained.queued += 1;
+            }
+            Err(e) => {
+                *malformed += 1;
+                log::warn!("skipping malformed kernel event: {e}");
+            }
+        });
+        if !more {
+            return drained;
+        }
+        taken += 1;
+    }
+}
+
 /// The wall-clock offset of kernel stamps, sampled from the host.
-struct KernelTime<'h> {
+pub(crate) struct KernelTime<'h> {
     host: &'h dyn HostKernel,
     clock: BootToWall,
 }
 
 impl<'h> KernelTime<'h> {
-    fn new(host: &'h dyn HostKernel) -> Self {
+    pub(crate) fn new(host: &'h dyn HostKernel) -> Self {
         let boot = host.boottime_ns();
         Self {
             host,
@@ -34,7 +114,7 @@ impl<'h> KernelTime<'h> {
     }
 
     /// Samples the offset now (before a drain: every pending record is older).
-    fn sample(&mut self) {
+    pub(crate) fn sample(&mut self) {
         let boot = self.host.boottime_ns();
         let offset = self.host.wall_clock_ns() - boot;
         if let Some(step) = self.clock.observe(boot, offset) {
@@ -74,34 +154,17 @@ impl<'h> RingbufReader<'h> {
         })
     }
 
-    /// Queues every pending event and publishes the kernel's drop count.
-    pub fn drain<const N: usize>(&mut self, queue: &EventQueue<N>, ledger: &LossLedger) -> usize {
-        let mut queued = 0;
+    /// One bounded drain step ([`drain_decisions`]); publishes the kernel's drop count.
+    pub fn drain<const N: usize>(&mut self, queue: &EventQueue<N>, ledger: &LossLedger) -> Drained {
         self.time.sample();
         // SAFETY: the RingBuf is only advanced, never replaced, so the fd registered
         // with the reactor stays the same.
         let ring = unsafe { self.events.get_mut() };
-        while let Some(item) = ring.next() {
-            match Decision::try_from(&*item) {
-                Ok(mut decision) => {
-                    if !decision.invoked.is_empty() && !decision.by_arguments {
-                        let cwd = self.host.process_cwd(decision.tid);
-                        decision.invoked = absolute_invoked(&decision.invoked, cwd.as_deref());
-                    }
-                    let offset = self.time.offset_at(decision.boot_ns);
-                    queue.offer(decision_event(&decision, offset));
-                    queued += 1;
-                }
-                Err(e) => {
-                    self.malformed += 1;
-                    log::warn!("skipping malformed kernel event: {e}");
-                }
-            }
-        }
+        let drained = drain_decisions(ring, self.host, &self.time, queue, &mut self.malformed);
         ledger
             .kernel_ring_buffer
             .store(self.drops.total(), Ordering::Relaxed);
-        queued
+        drained
     }
 
     /// Waits until the kernel has written something.
@@ -150,22 +213,31 @@ impl<'h> ExecWatcher<'h> {
             .or_else(|| r.filename.starts_with('/').then(|| r.filename.clone()))
     }
 
-    pub fn drain<const N: usize>(&mut self, queue: &EventQueue<N>, ledger: &LossLedger) -> usize {
-        let mut queued = 0;
+    /// One bounded drain step: at most [`DRAIN_CHUNK`] records, and no more than the
+    /// queue has room for (each record makes one event at most).
+    pub fn drain<const N: usize>(&mut self, queue: &EventQueue<N>, ledger: &LossLedger) -> Drained {
+        let mut drained = Drained::default();
         let mut reports = Vec::new();
         self.time.sample();
+        let room = queue.free().min(DRAIN_CHUNK);
         // SAFETY: the RingBuf is only advanced, never replaced, so the fd registered
         // with the reactor stays the same.
         let ring = unsafe { self.events.get_mut() };
-        while let Some(item) = ring.next() {
-            match ExecReport::try_from(&*item) {
+        let mut taken = 0;
+        while taken < room {
+            let more = ring.next_record(&mut |record| match ExecReport::try_from(record) {
                 Ok(r) => reports.push(r),
                 Err(e) => {
                     self.malformed += 1;
                     log::warn!("skipping malformed kernel exec event: {e}");
                 }
+            });
+            if !more {
+                break;
             }
+            taken += 1;
         }
+        drained.more = taken == room;
         for r in reports {
             let Some(path) = self.resolve(&r) else {
                 continue;
@@ -185,12 +257,12 @@ impl<'h> ExecWatcher<'h> {
                 rule_id,
                 self.time.offset_at(r.boot_ns),
             ));
-            queued += 1;
+            drained.queued += 1;
         }
         ledger
             .kernel_ring_buffer
             .store(self.drops.total(), Ordering::Relaxed);
-        queued
+        drained
     }
 
     pub async fn readable(&self) -> io::Result<()> {
@@ -205,23 +277,23 @@ pub enum KernelSource<'h> {
     Monitoring(ExecWatcher<'h>),
 }
 
-impl KernelSource<'_> {
-    /// Waits until the kernel has written something.
-    pub async fn readable(&self) -> io::Result<()> {
+impl KernelRecords for KernelSource<'_> {
+    async fn readable(&self) -> io::Result<()> {
         match self {
             KernelSource::Enforcing(r) => r.readable().await,
             KernelSource::Monitoring(w) => w.readable().await,
         }
     }
 
-    /// Queues every pending event and publishes the kernel's drop count.
-    pub fn drain<const N: usize>(&mut self, queue: &EventQueue<N>, ledger: &LossLedger) -> usize {
+    fn drain<const N: usize>(&mut self, queue: &EventQueue<N>, ledger: &LossLedger) -> Drained {
         match self {
             KernelSource::Enforcing(r) => r.drain(queue, ledger),
             KernelSource::Monitoring(w) => w.drain(queue, ledger),
         }
     }
+}
 
+impl KernelSource<'_> {
     /// Records that failed to decode so far.
     pub fn malformed(&self) -> u64 {
         match self {
@@ -230,3 +302,6 @@ impl KernelSource<'_> {
         }
     }
 }
+
+#[cfg(test)]
+mod tests;

@@ -4,8 +4,14 @@
 //!
 //! Format: `Documentation/bpf/btf.rst`. Every read is bounds-checked; a truncated or
 //! corrupt blob is an error naming the type id where parsing stopped.
+//!
+//! Memory: the kernel's BTF is ~5.5 MB with ~130,000 types, and the agent's peak
+//! memory is set while loading. [`KernelBtf::parse`] therefore indexes the blob where
+//! it lies (one offset per type, struct names borrowed), reads a struct's members only
+//! when asked, and keeps nothing of it but the answers: the probes' offsets and the
+//! names of the `bpf_lsm_*` functions. The blob can go as soon as it returns.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 
 use edgearmor_probe_abi::{KernelOffsets, exec_identity::ExecOffsets};
 
@@ -28,7 +34,7 @@ const KIND_DECL_TAG: u32 = 17;
 const KIND_TYPE_TAG: u32 = 18;
 const KIND_ENUM64: u32 = 19;
 
-#[derive(Debug, PartialEq, Eq, thiserror::Error)]
+#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
 pub enum BtfError {
     /// The blob is shorter than its header or a section it declares.
     #[error("BTF is truncated in its {what}")]
@@ -63,13 +69,25 @@ struct TypeRecord {
     members: Vec<Member>,
 }
 
-/// A parsed kernel BTF blob (`/sys/kernel/btf/vmlinux`).
+/// What the agent needs from the kernel's BTF (`/sys/kernel/btf/vmlinux`), read once.
 pub struct KernelBtf {
-    strings: Vec<u8>,
-    /// Index 0 is the implicit `void`.
-    types: Vec<TypeRecord>,
-    structs_by_name: HashMap<String, u32>,
-    funcs: HashMap<String, u32>,
+    offsets: Result<KernelOffsets, BtfError>,
+    /// The kernel's `bpf_lsm_*` functions: one per LSM hook BPF can attach to.
+    lsm_funcs: HashSet<String>,
+}
+
+/// Where the BPF-LSM hook functions' names start.
+const LSM_FUNC_PREFIX: &str = "bpf_lsm_";
+
+/// A BTF blob indexed in place: the start of every type record, and struct ids by
+/// (borrowed) name. Records are decoded when a lookup reaches them.
+pub(crate) struct BtfIndex<'a> {
+    types: &'a [u8],
+    strings: &'a [u8],
+    /// Byte offset of type `id` in `types`; index 0 is the implicit `void`.
+    starts: Vec<u32>,
+    structs_by_name: HashMap<&'a str, u32>,
+    lsm_funcs: Vec<&'a str>,
 }
 
 struct Cursor<'a> {
@@ -132,8 +150,9 @@ fn sections(blob: &[u8]) -> Result<(&[u8], &[u8]), BtfError> {
 }
 
 impl Cursor<'_> {
-    /// One type record and what follows it; only struct and union members are kept.
-    fn type_record(&mut self, type_id: u32) -> Result<TypeRecord, BtfError> {
+    /// One type record and what follows it; struct and union members are kept only
+    /// with `keep_members`.
+    fn type_record(&mut self, type_id: u32, keep_members: bool) -> Result<TypeRecord, BtfError> {
         let name_off = self.u32("type record")?;
         let info = self.u32("type record")?;
         let size_or_type = self.u32("type record")?;
@@ -150,6 +169,9 @@ impl Cursor<'_> {
                     // With kind_flag the top 8 bits are a bitfield size.
                     let bit_offset = if kind_flag { raw & 0x00ff_ffff } else { raw };
                     let bitfield = kind_flag && raw >> 24 != 0;
+                    if !keep_members {
+                        continue;
+                    }
                     members.push(Member {
                         name_off,
                         type_id,
@@ -175,69 +197,91 @@ impl Cursor<'_> {
 }
 
 impl KernelBtf {
-    /// Parses a little-endian BTF blob.
+    /// Reads a little-endian BTF blob: the probes' offsets and the `bpf_lsm_*`
+    /// functions; nothing of the blob is kept.
     pub fn parse(blob: &[u8]) -> Result<Self, BtfError> {
-        let (type_bytes, strings) = sections(blob)?;
-        let mut types = vec![TypeRecord {
-            kind: 0,
-            name_off: 0,
-            size_or_type: 0,
-            members: Vec::new(),
-        }];
-        let mut cur = Cursor {
-            bytes: type_bytes,
-            pos: 0,
-        };
-        while cur.pos < type_bytes.len() {
-            let type_id = types.len() as u32;
-            types.push(cur.type_record(type_id)?);
-        }
-        let mut btf = Self {
-            strings: strings.to_vec(),
-            types,
-            structs_by_name: HashMap::new(),
-            funcs: HashMap::new(),
-        };
-        btf.index_names();
-        Ok(btf)
+        let index = BtfIndex::parse(blob)?;
+        Ok(Self {
+            offsets: index.kernel_offsets(),
+            lsm_funcs: index.lsm_funcs.iter().map(|f| (*f).to_owned()).collect(),
+        })
     }
 
-    /// Struct and function ids by name.
-    fn index_names(&mut self) {
-        for (id, t) in self.types.iter().enumerate() {
-            let name = self.name(t.name_off);
+    /// Whether the kernel has this BPF-LSM hook function (e.g.
+    /// `bpf_lsm_task_fix_setgid`); only `bpf_lsm_*` names are kept.
+    pub fn has_func(&self, name: &str) -> bool {
+        self.lsm_funcs.contains(name)
+    }
+
+    /// The struct member offsets the probes need, from this kernel.
+    pub fn kernel_offsets(&self) -> Result<KernelOffsets, BtfError> {
+        self.offsets.clone()
+    }
+}
+
+impl<'a> BtfIndex<'a> {
+    /// Indexes a little-endian BTF blob: every record is checked as it is passed.
+    pub(crate) fn parse(blob: &'a [u8]) -> Result<Self, BtfError> {
+        let (types, strings) = sections(blob)?;
+        let mut index = Self {
+            types,
+            strings,
+            starts: vec![0],
+            structs_by_name: HashMap::new(),
+            lsm_funcs: Vec::new(),
+        };
+        let mut cur = Cursor {
+            bytes: types,
+            pos: 0,
+        };
+        while cur.pos < types.len() {
+            let type_id = index.starts.len() as u32;
+            index.starts.push(cur.pos as u32);
+            let t = cur.type_record(type_id, false)?;
+            let name = index.name(t.name_off);
             if name.is_empty() {
                 continue;
             }
             match t.kind {
                 // Keep the first complete definition; later duplicates are rare and equal.
                 KIND_STRUCT => {
-                    self.structs_by_name
-                        .entry(name.to_owned())
-                        .or_insert(id as u32);
+                    index.structs_by_name.entry(name).or_insert(type_id);
                 }
-                KIND_FUNC => {
-                    self.funcs.entry(name.to_owned()).or_insert(id as u32);
-                }
+                KIND_FUNC if name.starts_with(LSM_FUNC_PREFIX) => index.lsm_funcs.push(name),
                 _ => {}
             }
         }
+        Ok(index)
     }
 
-    fn name(&self, off: u32) -> &str {
+    fn name(&self, off: u32) -> &'a str {
         let rest = self.strings.get(off as usize..).unwrap_or_default();
         let end = rest.iter().position(|b| *b == 0).unwrap_or(rest.len());
         std::str::from_utf8(&rest[..end]).unwrap_or("")
     }
 
-    /// Whether the kernel has a function of this name (e.g. `bpf_lsm_task_fix_setgid`).
-    pub fn has_func(&self, name: &str) -> bool {
-        self.funcs.contains_key(name)
+    /// Type `id`, members included (id 0, `void`, has none).
+    fn record(&self, id: u32) -> Option<TypeRecord> {
+        if id == 0 {
+            return Some(TypeRecord {
+                kind: 0,
+                name_off: 0,
+                size_or_type: 0,
+                members: Vec::new(),
+            });
+        }
+        let pos = *self.starts.get(id as usize)? as usize;
+        let mut cur = Cursor {
+            bytes: self.types,
+            pos,
+        };
+        // Checked when indexed: this reads the same bytes again.
+        cur.type_record(id, true).ok()
     }
 
     /// Byte offset of `member` in `struct strukt`, looking through anonymous
     /// struct/union members the way C name lookup does.
-    pub fn member_offset(&self, strukt: &str, member: &str) -> Result<u32, BtfError> {
+    pub(crate) fn member_offset(&self, strukt: &str, member: &str) -> Result<u32, BtfError> {
         let id = *self
             .structs_by_name
             .get(strukt)
@@ -258,7 +302,7 @@ impl KernelBtf {
     }
 
     fn find_member_bits(&self, type_id: u32, member: &str, depth: u32) -> Option<u32> {
-        let t = self.types.get(type_id as usize)?;
+        let t = self.record(type_id)?;
         for m in &t.members {
             if self.name(m.name_off) == member {
                 return Some(m.bit_offset);
@@ -282,7 +326,7 @@ impl KernelBtf {
     /// Follows typedef/const/volatile/restrict/type-tag links to the underlying type.
     fn strip_modifiers(&self, mut id: u32) -> Option<u32> {
         for _ in 0..16 {
-            let t = self.types.get(id as usize)?;
+            let t = self.record(id)?;
             match t.kind {
                 KIND_TYPEDEF | KIND_VOLATILE | KIND_CONST | KIND_RESTRICT | KIND_TYPE_TAG => {
                     id = t.size_or_type
@@ -294,7 +338,7 @@ impl KernelBtf {
     }
 
     /// The struct member offsets the probes need, from this kernel.
-    pub fn kernel_offsets(&self) -> Result<KernelOffsets, BtfError> {
+    fn kernel_offsets(&self) -> Result<KernelOffsets, BtfError> {
         Ok(KernelOffsets {
             task_tgid: self.member_offset("task_struct", "tgid")?,
             task_real_parent: self.member_offset("task_struct", "real_parent")?,
@@ -444,12 +488,14 @@ pub(crate) mod tests {
 
     #[test]
     fn finds_members_directly_and_through_anonymous_unions() {
-        let btf = KernelBtf::parse(&synthetic_btf()).expect("parses");
+        let blob = synthetic_btf();
+        let btf = BtfIndex::parse(&blob).expect("parses");
         assert_eq!(btf.member_offset("outer", "a"), Ok(0));
         assert_eq!(btf.member_offset("outer", "hidden"), Ok(4));
         assert_eq!(btf.member_offset("outer", "b"), Ok(8));
-        assert!(btf.has_func("bpf_lsm_demo"));
-        assert!(!btf.has_func("bpf_lsm_other"));
+        let summary = KernelBtf::parse(&blob).expect("parses");
+        assert!(summary.has_func("bpf_lsm_demo"));
+        assert!(!summary.has_func("bpf_lsm_other"));
         assert_eq!(
             btf.member_offset("outer", "nope"),
             Err(BtfError::NoMember {
@@ -548,7 +594,8 @@ pub(crate) mod tests {
             2,
             64,
         ]);
-        let btf = KernelBtf::parse(&b.build()).expect("parses");
+        let blob = b.build();
+        let btf = BtfIndex::parse(&blob).expect("parses");
         assert_eq!(btf.member_offset("qstr", "hash"), Ok(0));
         assert_eq!(btf.member_offset("qstr", "len"), Ok(4));
         assert_eq!(btf.member_offset("qstr", "hash_len"), Ok(0));

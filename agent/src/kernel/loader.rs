@@ -214,6 +214,10 @@ fn open_object(
     let ebpf = loader
         .load(PROBES_OBJECT)
         .map_err(|e| load_failure("load the BPF object", e))?;
+    // aya's loader holds its own full parse of the kernel BTF (`EbpfLoader::new`
+    // makes it and cannot be given it back): gone before the one attaching needs is
+    // made, so the two are never in memory together (each is ~15 MB).
+    drop(loader);
     let aya_btf = Btf::from_sys_fs().map_err(|e| EnforcementUnavailable::Failed {
         step: "reading kernel BTF for attach".into(),
         errno: None,

@@ -213,7 +213,6 @@ pub struct MqttPublisher {
     ledger: SharedLedger,
     link: Arc<BrokerLink>,
     thread: Option<std::thread::JoinHandle<()>>,
-    encode_buf: Vec<u8>,
 }
 
 /// The client options for the `[mqtt]` settings: session kept, keep-alive, packet
@@ -344,7 +343,6 @@ impl MqttPublisher {
             ledger,
             link,
             thread: Some(thread),
-            encode_buf: vec![0; edgearmor_wire::Message::MAX_ENCODED_LEN],
         })
     }
 
@@ -404,21 +402,11 @@ impl MqttPublisher {
 }
 
 impl BatchSink for MqttPublisher {
-    fn deliver(&mut self, batch: &edgearmor_wire::Batch) {
-        let events = batch.events.len() as u32;
-        let message = edgearmor_wire::Message::Batch(batch.clone());
-        let payload = match edgearmor_wire::encode(&message, &mut self.encode_buf) {
-            Ok(bytes) => bytes.to_vec(),
-            Err(e) => {
-                log::error!("cannot encode batch {}: {e}", batch.first_seq);
-                self.ledger.offline_dropped(
-                    u64::from(events),
-                    batch.first_seq,
-                    batch.first_seq + u64::from(events) - 1,
-                );
-                return;
-            }
-        };
+    fn deliver(&mut self, batch: &edgearmor_wire::EncodedBatch<'_>) {
+        let events = batch.len as u32;
+        // The batcher encoded it: the payload is copied once, into the buffer that
+        // keeps it until the broker acknowledges it.
+        let payload = batch.payload.to_vec();
         let pending = PendingBatch {
             key: BatchKey {
                 boot_id: batch.agent.boot_id,

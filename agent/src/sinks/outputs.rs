@@ -9,7 +9,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use edgearmor_alert::expand::PolicyLookup;
-use edgearmor_wire::{AgentId, Batch};
+use edgearmor_wire::{AgentId, EncodedBatch};
 use futures_lite::FutureExt;
 
 use crate::config::{AgentConfig, ConfigError};
@@ -80,7 +80,7 @@ pub struct Outputs {
 }
 
 impl BatchSink for Outputs {
-    fn deliver(&mut self, batch: &Batch) {
+    fn deliver(&mut self, batch: &EncodedBatch<'_>) {
         if let Some(set) = self.updates.take() {
             self.switch_policies(&set);
         }

@@ -5,7 +5,7 @@ use std::io::Write;
 
 use edgearmor_alert::expand::{ExpandOptions, PolicyLookup, expand_event_into};
 use edgearmor_alert::{AlertType, HostAlert};
-use edgearmor_wire::Batch;
+use edgearmor_wire::EncodedBatch;
 
 use crate::events::pipeline::BatchSink;
 
@@ -38,11 +38,11 @@ impl<W: Write> JsonLinesSink<W> {
 }
 
 impl<W: Write> BatchSink for JsonLinesSink<W> {
-    fn deliver(&mut self, batch: &Batch) {
-        for event in &batch.events {
+    fn deliver(&mut self, batch: &EncodedBatch<'_>) {
+        for event in batch.events() {
             expand_event_into(
-                &batch.agent,
-                event,
+                batch.agent,
+                &event,
                 self.policies.as_ref(),
                 ExpandOptions::default(),
                 &mut self.alert,
@@ -66,9 +66,9 @@ mod tests {
     #[test]
     fn writes_one_line_per_event() {
         let mut sink = JsonLinesSink::new(Vec::new(), None);
-        let mut events = heapless::Vec::new();
+        let mut batch = edgearmor_wire::BatchEncoder::new();
         for count in [3, 4] {
-            let _ = events.push(Event {
+            let _ = batch.push(&Event {
                 time_us: 1,
                 body: EventBody::Loss(Loss {
                     source: LossSource::Channel,
@@ -78,16 +78,12 @@ mod tests {
                 }),
             });
         }
-        sink.deliver(&Batch {
-            agent: AgentId {
-                cluster: heapless::String::try_from("c").expect("fits"),
-                node: heapless::String::try_from("n").expect("fits"),
-                boot_id: [0; 16],
-            },
-            policy_set: 0,
-            first_seq: 1,
-            events,
-        });
+        let agent = AgentId {
+            cluster: heapless::String::try_from("c").expect("fits"),
+            node: heapless::String::try_from("n").expect("fits"),
+            boot_id: [0; 16],
+        };
+        sink.deliver(&batch.finish(&agent, 0, 1).expect("encodes"));
         let text = String::from_utf8(sink.into_inner()).expect("utf8");
         assert_eq!(text.lines().count(), 2);
         assert!(

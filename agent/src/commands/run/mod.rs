@@ -17,7 +17,7 @@
 
 pub mod report;
 mod start;
-mod tasks;
+pub(crate) mod tasks;
 
 use std::cell::RefCell;
 use std::process::ExitCode;

@@ -331,6 +331,8 @@ fn start_monitor<'h>(
         .read(Path::new(KERNEL_BTF))
         .map_err(|e| failed(format!("no kernel BTF ({e})")))?;
     let btf = KernelBtf::parse(&blob).map_err(|e| failed(e.to_string()))?;
+    // Not held while aya parses the BTF again to load.
+    drop(blob);
     let probes = loader::load_monitor(host, &btf).map_err(|e| failed(e.to_string()))?;
     let watched = state
         .setid

@@ -11,35 +11,55 @@ use super::report::Reporter;
 use crate::commands::session::Stopping;
 use crate::control::reload::{Bundles, Enforced};
 use crate::events::pipeline::LossLedger;
-use crate::events::ringbuf::KernelSource;
+use crate::events::ringbuf::{DRAIN_CHUNK, KernelRecords};
 use crate::host::ClockSteps;
 use crate::sinks::mqtt::Inbound;
 use crate::sinks::outputs::AgentQueue;
 
-/// Kernel records into the queue until the stop (after one last drain) or until the
+/// Kernel records into the queue until the stop (after a last drain) or until the
 /// ring buffer cannot be waited on. A wall-clock step drains at once, so what was
-/// pending gets the offset from before the step and what follows the new one.
+/// pending gets the offset from before the step and what follows the new one. Drains
+/// in bounded steps and yields after each, so the batcher empties the queue between
+/// them; a step that stopped early (chunk done, queue full) is followed by another
+/// without waiting for the fd.
 pub async fn read_kernel(
-    source: &mut KernelSource<'_>,
+    source: &mut impl KernelRecords,
     queue: &AgentQueue,
     ledger: &LossLedger,
     stopping: &Stopping,
     clock_steps: &mut ClockSteps,
 ) {
+    let mut more = false;
     loop {
-        let readable = async {
-            stopping.wait().await;
-            None
-        }
-        .or(async { Some(source.readable().await) })
-        .or(async {
-            clock_steps.next().await;
-            Some(Ok(()))
-        })
-        .await;
-        source.drain(queue, ledger);
+        let readable = if more {
+            // Records are waiting: no wait for the fd, but a stop is still seen.
+            (!stopping.stopped()).then_some(Ok(()))
+        } else {
+            async {
+                stopping.wait().await;
+                None
+            }
+            .or(async { Some(source.readable().await) })
+            .or(async {
+                clock_steps.next().await;
+                Some(Ok(()))
+            })
+            .await
+        };
+        more = source.drain(queue, ledger).more;
         match readable {
-            None => return,
+            None => {
+                // The last drain: what the ring holds now, within a bound (a kernel
+                // that keeps writing must not hold the stop back).
+                for _ in 0..LAST_DRAIN_STEPS {
+                    if !more {
+                        break;
+                    }
+                    futures_lite::future::yield_now().await;
+                    more = source.drain(queue, ledger).more;
+                }
+                return;
+            }
             Some(Ok(())) => {
                 // A ring buffer that is always readable must not starve the other tasks.
                 futures_lite::future::yield_now().await;
@@ -51,6 +71,11 @@ pub async fn read_kernel(
         }
     }
 }
+
+/// Drain steps at the stop: the largest ring buffer, in [`DRAIN_CHUNK`] records of the
+/// smallest size, with room to spare.
+const LAST_DRAIN_STEPS: usize =
+    2 * edgearmor_probe_abi::EVENTS_RING_BYTES as usize / (8 * DRAIN_CHUNK);
 
 /// A reload on every SIGHUP, inside systemd's `RELOADING=1` ... `READY=1`.
 pub async fn reload_on_hangup(

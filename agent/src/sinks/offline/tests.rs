@@ -40,8 +40,8 @@ fn full_buffer_drops_oldest_and_reports_their_sequence_numbers() {
     );
     struct Keep(Vec<edgearmor_wire::Batch>);
     impl crate::events::pipeline::BatchSink for Keep {
-        fn deliver(&mut self, b: &edgearmor_wire::Batch) {
-            self.0.push(b.clone());
+        fn deliver(&mut self, b: &edgearmor_wire::EncodedBatch<'_>) {
+            self.0.push(b.to_batch());
         }
     }
     let mut keep = Keep(Vec::new());

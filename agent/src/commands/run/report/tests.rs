@@ -23,7 +23,7 @@ impl ServiceManager for Recorder {
 
 struct Discard;
 impl BatchSink for Discard {
-    fn deliver(&mut self, _batch: &edgearmor_wire::Batch) {}
+    fn deliver(&mut self, _batch: &edgearmor_wire::EncodedBatch<'_>) {}
 }
 
 fn agent_status() -> AgentStatus {
