@@ -72,6 +72,7 @@ struct TypeRecord {
 /// What the agent needs from the kernel's BTF (`/sys/kernel/btf/vmlinux`), read once.
 pub struct KernelBtf {
     offsets: Result<KernelOffsets, BtfError>,
+    exec_offsets: Result<ExecOffsets, BtfError>,
     /// The kernel's `bpf_lsm_*` functions: one per LSM hook BPF can attach to.
     lsm_funcs: HashSet<String>,
 }
@@ -203,6 +204,7 @@ impl KernelBtf {
         let index = BtfIndex::parse(blob)?;
         Ok(Self {
             offsets: index.kernel_offsets(),
+            exec_offsets: index.exec_offsets(),
             lsm_funcs: index.lsm_funcs.iter().map(|f| (*f).to_owned()).collect(),
         })
     }
@@ -216,6 +218,11 @@ impl KernelBtf {
     /// The struct member offsets the probes need, from this kernel.
     pub fn kernel_offsets(&self) -> Result<KernelOffsets, BtfError> {
         self.offsets.clone()
+    }
+
+    /// The member offsets exec identity reads (the ABI's `exec_identity`).
+    pub fn exec_offsets(&self) -> Result<ExecOffsets, BtfError> {
+        self.exec_offsets.clone()
     }
 }
 
@@ -382,7 +389,7 @@ impl<'a> BtfIndex<'a> {
     }
 
     /// The member offsets exec identity reads (the ABI's `exec_identity`).
-    pub fn exec_offsets(&self) -> Result<ExecOffsets, BtfError> {
+    fn exec_offsets(&self) -> Result<ExecOffsets, BtfError> {
         Ok(ExecOffsets {
             file_inode: self.member_offset("file", "f_inode")?,
             file_private_data: self.member_offset("file", "private_data")?,
