@@ -50,45 +50,31 @@ const LINKED_SHOWN: usize = 8;
 impl AliasTable {
     /// What the start and reload reports say about the aliases.
     pub fn report(&self) -> String {
-        let mut text = format!(
-            "{} protected inode(s) with an alias entry ({} entries with subdirectories and other-linked files)",
-            self.protected,
-            self.names.len()
-        );
-        if !self.linked.is_empty() {
-            let shown: Vec<String> = self
-                .linked
-                .iter()
-                .take(LINKED_SHOWN)
-                .map(|(name, links)| format!("{name} ({links} links)"))
-                .collect();
-            text.push_str(&format!(
-                ", {} protected file(s) with other hard links: {}",
-                self.linked.len(),
-                shown.join(", ")
-            ));
-            if self.linked.len() > LINKED_SHOWN {
-                text.push_str(&format!(" (+{} more)", self.linked.len() - LINKED_SHOWN));
-            }
-        }
-        if !self.unsearched.is_empty() {
-            text.push_str(&format!(
-                ", not fully searched for hard links (scan budget): {}",
-                self.unsearched.join(" ")
-            ));
-        }
-        text
+        self.describe(
+            format!(
+                "{} protected inode(s) with an alias entry ({} entries with subdirectories and other-linked files)",
+                self.protected,
+                self.names.len()
+            ),
+            "protected file(s)",
+        )
     }
-}
 
-impl AliasTable {
     /// What the start and reload reports say about the executables followed by file.
     pub fn report_executables(&self) -> String {
-        let mut text = format!(
-            "exec identity: {} executable(s) followed by inode ({} entries with other-linked files)",
-            self.protected,
-            self.names.len()
-        );
+        self.describe(
+            format!(
+                "exec identity: {} executable(s) followed by inode ({} entries with other-linked files)",
+                self.protected,
+                self.names.len()
+            ),
+            "executable(s)",
+        )
+    }
+
+    /// `text` (the head), then the other-linked files (called `linked_noun`) and the
+    /// directories the scan budget left unsearched.
+    fn describe(&self, mut text: String, linked_noun: &str) -> String {
         if !self.linked.is_empty() {
             let shown: Vec<String> = self
                 .linked
@@ -97,7 +83,7 @@ impl AliasTable {
                 .map(|(name, links)| format!("{name} ({links} links)"))
                 .collect();
             text.push_str(&format!(
-                ", {} executable(s) with other hard links: {}",
+                ", {} {linked_noun} with other hard links: {}",
                 self.linked.len(),
                 shown.join(", ")
             ));
